@@ -1,0 +1,1 @@
+"""eval/: view and mesh metrics, the benchmark runner and its reports."""

@@ -1,0 +1,3 @@
+from mv3d.cli import main
+
+main()

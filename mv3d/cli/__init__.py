@@ -1,0 +1,69 @@
+"""The `mv3d` command line: thin subcommands over the Python API.
+
+Each subcommand module defines `register(app)`; the modules import their heavy dependencies (torch,
+diffusers, renderers) inside the command functions so that `mv3d --help` stays fast.
+
+Bad input raises `render.common.InputError` anywhere below; `main` prints it as one line
+(`mv3d: error: ...`) and exits with code 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from render.common import InputError
+
+app = typer.Typer(
+    name="mv3d",
+    help="One image in, a consistent 360-degree orbit of views out, then a textured mesh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Subcommand modules, in the order `--help` lists them.
+_COMMAND_MODULES = (
+    "mv3d.cli.generate_cmd",
+    "mv3d.cli.render_cmd",
+    "mv3d.cli.train_cmd",
+    "mv3d.cli.weights_cmd",
+    "mv3d.cli.reconstruct_cmd",
+    "mv3d.cli.eval_cmd",
+)
+
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as _exc:  # a subcommand module not written yet
+        if _exc.name != _name:
+            raise
+        continue
+    _mod.register(app)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit."""
+    typer.echo(f"mv3d: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    # The hubs are unreachable from the machines mv3d targets first; never hang on them.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        app(args=argv, prog_name="mv3d", standalone_mode=True)
+    except InputError as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        typer.echo("mv3d: interrupted", err=True)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
