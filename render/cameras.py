@@ -176,7 +176,7 @@ def project(points: np.ndarray, c2w: np.ndarray, intr: Intrinsics) -> tuple[np.n
     return uv, z
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Orbit:
     """N cameras on spheres around the origin, all looking at it, with one field of view.
 
@@ -198,13 +198,17 @@ class Orbit:
         el = np.asarray(self.elevation_deg, dtype=np.float64).reshape(-1)
         r = np.broadcast_to(np.asarray(self.radius, dtype=np.float64), az.shape).copy()
         if az.shape != el.shape:
-            raise InputError(f"orbit has {az.size} azimuths but {el.size} elevations: expected as many of each")
+            raise InputError(
+                f"orbit has {az.size} azimuths but {el.size} elevations: expected as many of each"
+            )
         if az.size == 0:
             raise InputError("orbit has no views: expected at least one")
         if not (np.all(np.isfinite(az)) and np.all(np.isfinite(el)) and np.all(np.isfinite(r))):
             raise InputError("orbit has non-finite angles or radii")
         if np.any(np.abs(el) > 90.0):
-            raise InputError(f"orbit elevation {el[np.abs(el) > 90][0]} degrees: expected a value in [-90, 90]")
+            raise InputError(
+                f"orbit elevation {el[np.abs(el) > 90][0]} degrees: expected a value in [-90, 90]"
+            )
         if np.any(r <= 0):
             raise InputError(f"orbit radius {r[r <= 0][0]}: expected a positive distance")
         object.__setattr__(self, "azimuth_deg", az)
@@ -213,6 +217,18 @@ class Orbit:
 
     def __len__(self) -> int:
         return int(self.azimuth_deg.size)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Orbit):
+            return NotImplemented
+        return (
+            self.fov_deg == other.fov_deg
+            and np.array_equal(self.azimuth_deg, other.azimuth_deg)
+            and np.array_equal(self.elevation_deg, other.elevation_deg)
+            and np.array_equal(self.radius, other.radius)
+        )
+
+    __hash__ = None  # mutable-looking arrays inside: orbits are not dictionary keys
 
     @property
     def polar_deg(self) -> np.ndarray:
@@ -241,10 +257,18 @@ class Orbit:
             az = data["azimuth_deg"]
             el = data["elevation_deg"]
         except (KeyError, TypeError) as exc:
-            raise InputError(f"{source}: expected keys 'azimuth_deg' and 'elevation_deg' (lists of degrees)") from exc
+            raise InputError(
+                f"{source}: expected keys 'azimuth_deg' and 'elevation_deg' (lists of degrees)"
+            ) from exc
         fov = float(data.get("fov_deg", SV3D_FOV_DEG))
         radius = data.get("radius", camera_distance_for_fov(fov))
-        return cls(np.asarray(az, float), np.asarray(el, float), np.asarray(radius, float), fov, data.get("kind", "custom"))
+        return cls(
+            np.asarray(az, float),
+            np.asarray(el, float),
+            np.asarray(radius, float),
+            fov,
+            data.get("kind", "custom"),
+        )
 
 
 def static_orbit(

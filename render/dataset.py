@@ -177,7 +177,9 @@ def write_orbit_dataset(
 
     images = [np.asarray(im) for im in images]
     if len(images) != len(orbit):
-        raise InputError(f"{out_dir}: {len(images)} images for an orbit of {len(orbit)} views: expected as many")
+        raise InputError(
+            f"{out_dir}: {len(images)} images for an orbit of {len(orbit)} views: expected as many"
+        )
     h, w = images[0].shape[:2]
     for i, im in enumerate(images):
         if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 4 or im.shape[:2] != (h, w):
@@ -188,7 +190,7 @@ def write_orbit_dataset(
     out_dir = Path(out_dir)
     with atomic_output(out_dir) as tmp:
         (tmp / VIEWS_DIR).mkdir(parents=True)
-        for frame, im in zip(meta["frames"], images):
+        for frame, im in zip(meta["frames"], images, strict=True):
             Image.fromarray(im, "RGBA").save(tmp / frame["file_path"])
         for rel, data in (extra_files or {}).items():
             p = tmp / rel
@@ -220,7 +222,9 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
     if not root.is_dir():
         raise InputError(f"{root}: orbit dataset folder does not exist")
     if not tf.is_file():
-        raise InputError(f"{root}: no {TRANSFORMS} in this folder: expected an orbit dataset (render or generate output)")
+        raise InputError(
+            f"{root}: no {TRANSFORMS} in this folder: expected an orbit dataset (render or generate output)"
+        )
     try:
         meta = json.loads(tf.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -234,7 +238,9 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{tf}: expected numeric 'w', 'h', 'fl_x', 'fl_y' at the top level ({exc})") from exc
     if w <= 0 or h <= 0 or not (fl_x > 0 and fl_y > 0):
-        raise InputError(f"{tf}: image size {w}x{h} and focal lengths {fl_x}, {fl_y}: expected positive values")
+        raise InputError(
+            f"{tf}: image size {w}x{h} and focal lengths {fl_x}, {fl_y}: expected positive values"
+        )
     intr = Intrinsics(fl_x, fl_y, cx, cy, w, h)
     c2ws, paths = [], []
     for i, frame in enumerate(meta["frames"]):

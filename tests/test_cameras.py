@@ -1,0 +1,185 @@
+"""The camera convention: positions, axes, round trips, intrinsics, SV3D adapter."""
+
+import math
+
+import numpy as np
+import pytest
+
+from render.cameras import (
+    SV3D_FOV_DEG,
+    UNIT_CUBE_BOUNDING_RADIUS,
+    Intrinsics,
+    Orbit,
+    angles_from_camera_to_world,
+    camera_distance_for_fov,
+    camera_to_world,
+    dynamic_orbit,
+    from_sv3d_order,
+    opencv_to_opengl,
+    opengl_to_opencv,
+    project,
+    static_orbit,
+    to_sv3d,
+)
+from render.common import InputError
+
+
+@pytest.mark.parametrize(
+    "azimuth, expected_position",
+    [(0, (0, -1, 0)), (90, (1, 0, 0)), (180, (0, 1, 0)), (270, (-1, 0, 0))],
+)
+def test_azimuth_positions_follow_the_convention(azimuth, expected_position):
+    c2w = camera_to_world(azimuth, 0.0, 1.0)
+    np.testing.assert_allclose(c2w[:3, 3], expected_position, atol=1e-12)
+    # OpenGL: the camera looks down its -Z, i.e. towards the origin.
+    forward = -c2w[:3, 2]
+    np.testing.assert_allclose(forward, -np.asarray(expected_position), atol=1e-12)
+    # Image up is world +Z on the equator; image right is horizontal.
+    np.testing.assert_allclose(c2w[:3, 1], (0, 0, 1), atol=1e-12)
+    assert abs(c2w[2, 0]) < 1e-12
+
+
+def test_front_view_matches_blender_front():
+    # Blender's front view: camera on -Y looking +Y, world +X to the right of the image.
+    c2w = camera_to_world(0.0, 0.0, 3.0)
+    np.testing.assert_allclose(c2w[:3, 0], (1, 0, 0), atol=1e-12)
+
+
+def test_azimuth_is_counter_clockwise_from_above():
+    a = camera_to_world(10.0, 0.0, 1.0)[:2, 3]
+    b = camera_to_world(20.0, 0.0, 1.0)[:2, 3]
+    # z-component of the 2D cross product > 0 means a counter-clockwise turn seen from +Z.
+    assert a[0] * b[1] - a[1] * b[0] > 0
+
+
+def test_positive_elevation_is_above_the_equator():
+    assert camera_to_world(0.0, 30.0, 2.0)[2, 3] == pytest.approx(2.0 * math.sin(math.radians(30)))
+
+
+def test_rotation_is_orthonormal_and_right_handed():
+    orbit = dynamic_orbit(21, 10.0, seed=3)
+    c2w = orbit.camera_to_world()
+    r = c2w[:, :3, :3]
+    np.testing.assert_allclose(
+        r @ np.transpose(r, (0, 2, 1)), np.broadcast_to(np.eye(3), r.shape), atol=1e-10
+    )
+    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-10)
+
+
+def test_poles_are_finite():
+    for el in (90.0, -90.0):
+        c2w = camera_to_world(45.0, el, 2.0)
+        assert np.all(np.isfinite(c2w))
+        np.testing.assert_allclose(np.linalg.det(c2w[:3, :3]), 1.0, atol=1e-10)
+
+
+def test_angles_round_trip():
+    rng = np.random.default_rng(0)
+    az = rng.uniform(0, 360, 50)
+    el = rng.uniform(-89, 89, 50)
+    r = rng.uniform(0.5, 5, 50)
+    az2, el2, r2 = angles_from_camera_to_world(camera_to_world(az, el, r))
+    np.testing.assert_allclose(((az2 - az + 180) % 360) - 180, 0, atol=1e-8)
+    np.testing.assert_allclose(el2, el, atol=1e-8)
+    np.testing.assert_allclose(r2, r, atol=1e-10)
+
+
+def test_opencv_round_trip_and_axes():
+    c2w = camera_to_world(30.0, 20.0, 2.5)
+    cv = opengl_to_opencv(c2w)
+    np.testing.assert_allclose(opencv_to_opengl(cv), c2w, atol=1e-12)
+    # OpenCV looks down +Z: towards the origin.
+    np.testing.assert_allclose(cv[:3, 2], -c2w[:3, 3] / np.linalg.norm(c2w[:3, 3]), atol=1e-12)
+
+
+def test_projection_of_origin_is_the_image_centre_and_depth_is_the_radius():
+    intr = Intrinsics.from_fov(SV3D_FOV_DEG, 256)
+    uv, z = project(np.zeros((1, 3)), camera_to_world(77.0, 12.0, 3.0), intr)
+    np.testing.assert_allclose(uv[0], (128, 128), atol=1e-9)
+    assert z[0] == pytest.approx(3.0)
+
+
+def test_projection_orientation_right_and_up():
+    intr = Intrinsics.from_fov(SV3D_FOV_DEG, 100)
+    c2w = camera_to_world(0.0, 0.0, 3.0)
+    uv, _ = project(np.array([[0.2, 0, 0], [0, 0, 0.2]]), c2w, intr)
+    assert uv[0, 0] > 50  # world +X appears right of centre in the front view
+    assert uv[1, 1] < 50  # world +Z appears above the centre (image rows grow downwards)
+
+
+def test_intrinsics_from_fov_round_trip_and_scaling():
+    intr = Intrinsics.from_fov(33.8, 576)
+    assert intr.fov_x_deg == pytest.approx(33.8)
+    assert intr.fl_x == pytest.approx(0.5 * 576 / math.tan(math.radians(16.9)))
+    small = intr.scaled(64)
+    assert small.fov_x_deg == pytest.approx(33.8)
+    assert small.cx == 32
+
+
+def test_default_framing_keeps_the_unit_cube_inside_every_view():
+    d = camera_distance_for_fov()
+    assert 2.9 < d < 3.4
+    corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    intr = Intrinsics.from_fov(SV3D_FOV_DEG, 256)
+    for el in (-90, -45, -5, 0, 10, 30, 60, 89):
+        for az in range(0, 360, 15):
+            uv, z = project(corners, camera_to_world(az, el, d), intr)
+            assert np.all(z > 0)
+            assert np.all((uv >= 0) & (uv <= 256)), (az, el)
+
+
+def test_framing_margin_is_exact_for_the_bounding_sphere():
+    d = camera_distance_for_fov(SV3D_FOV_DEG, 0.0)
+    # With no margin the bounding sphere's silhouette touches the image border.
+    half = math.tan(math.asin(UNIT_CUBE_BOUNDING_RADIUS / d))
+    assert half == pytest.approx(math.tan(math.radians(SV3D_FOV_DEG / 2)))
+
+
+def test_static_orbit():
+    orbit = static_orbit(21, elevation_deg=10.0)
+    assert len(orbit) == 21
+    assert orbit.azimuth_deg[0] == 0.0
+    np.testing.assert_allclose(np.diff(orbit.azimuth_deg), 360 / 21)
+    np.testing.assert_allclose(orbit.elevation_deg, 10.0)
+    np.testing.assert_allclose(orbit.polar_deg, 80.0)
+
+
+def test_dynamic_orbit_is_smooth_full_turn_and_deterministic():
+    a = dynamic_orbit(21, 10.0, seed=7)
+    b = dynamic_orbit(21, 10.0, seed=7)
+    c = dynamic_orbit(21, 10.0, seed=8)
+    np.testing.assert_array_equal(a.azimuth_deg, b.azimuth_deg)
+    np.testing.assert_array_equal(a.elevation_deg, b.elevation_deg)
+    assert not np.allclose(a.elevation_deg, c.elevation_deg)
+    assert a.azimuth_deg[0] == 0 and a.elevation_deg[0] == 10.0
+    steps = np.diff(np.concatenate([a.azimuth_deg, [360.0]]))
+    assert np.all(steps > 0) and steps.sum() == pytest.approx(360.0)
+    assert not np.allclose(steps, 360 / 21)  # jittered
+    assert np.ptp(a.elevation_deg) > 0.5  # varies
+    assert np.max(np.abs(np.diff(a.elevation_deg))) < 15  # smooth
+
+
+def test_orbit_dict_round_trip_and_validation():
+    orbit = dynamic_orbit(5, 20.0, seed=1)
+    again = Orbit.from_dict(orbit.to_dict())
+    assert again == orbit
+    with pytest.raises(InputError, match="elevation"):
+        Orbit(np.zeros(2), np.array([0.0, 95.0]), 3.0)
+    with pytest.raises(InputError, match="azimuth"):
+        Orbit.from_dict({"elevation_deg": [0]}, source="orbit.json")
+    with pytest.raises(InputError):
+        static_orbit(0)
+
+
+def test_sv3d_adapter_order_and_units():
+    orbit = static_orbit(21, elevation_deg=10.0)
+    sv = to_sv3d(orbit)
+    # SV3D's input view is its LAST frame, at azimuth 0; its frame j is mv3d frame j + 1.
+    assert sv.order[-1] == 0
+    np.testing.assert_allclose(sv.azimuth_rad[-1], 0.0)
+    np.testing.assert_allclose(np.rad2deg(sv.azimuth_rad[:-1]), 360 / 21 * np.arange(1, 21))
+    np.testing.assert_allclose(sv.polar_rad, np.deg2rad(80.0))
+    frames = np.arange(21)[sv.order]  # "generated" in SV3D order
+    np.testing.assert_array_equal(from_sv3d_order(frames, sv.order), np.arange(21))
+    mirrored = to_sv3d(orbit, direction=-1)
+    np.testing.assert_allclose(np.rad2deg(mirrored.azimuth_rad[0]), 360 - 360 / 21)
