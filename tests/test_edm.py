@@ -1,0 +1,103 @@
+"""EDM preconditioning, schedules and loss against their closed forms (video_prior/edm.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from video_prior import edm
+
+
+def test_vpred_scalings_identities():
+    sigma = torch.tensor([0.002, 0.1, 1.0, 7.0, 700.0], dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = edm.vpred_scalings(sigma)
+    torch.testing.assert_close(c_skip, 1.0 / (sigma**2 + 1.0))
+    torch.testing.assert_close(c_out, -sigma / torch.sqrt(sigma**2 + 1.0))
+    torch.testing.assert_close(c_in, 1.0 / torch.sqrt(sigma**2 + 1.0))
+    torch.testing.assert_close(c_noise, 0.25 * torch.log(sigma))
+    # v-prediction's scalings lie on the unit circle (c_skip / c_in)^2 + c_out^2 = 1, and c_in^2 = c_skip.
+    torch.testing.assert_close((c_skip / c_in) ** 2 + c_out**2, torch.ones_like(sigma))
+    torch.testing.assert_close(c_in**2, c_skip)
+    # The loss weight is 1 / c_out^2 (EDM eq. 8: unit-weighted network-output loss).
+    torch.testing.assert_close(edm.loss_weighting(sigma), 1.0 / c_out**2)
+
+
+def test_denoise_is_exact_for_a_perfect_v_network():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(3, 4, 4, 5, 5, generator=g, dtype=torch.float64)
+    noise = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.01, 1.3, 300.0], dtype=torch.float64)
+    x = clean + noise * sigma.reshape(-1, 1, 1, 1, 1)
+    seen = {}
+
+    def perfect(x_in, c_noise):
+        seen["x_in"], seen["c_noise"] = x_in, c_noise
+        return edm.v_target(clean, noise, sigma)
+
+    torch.testing.assert_close(edm.denoise(perfect, x, sigma), clean)
+    # The network sees unit-variance inputs scaled by c_in and the log-sigma noise input.
+    torch.testing.assert_close(seen["x_in"], x / torch.sqrt(1 + sigma**2).reshape(-1, 1, 1, 1, 1))
+    torch.testing.assert_close(seen["c_noise"], 0.25 * sigma.log())
+    # So the perfect network has zero loss and a wrong one has loss = its MSE against the v target.
+    assert edm.edm_loss(perfect, clean, sigma, noise).item() < 1e-20
+    zero = edm.edm_loss(lambda x_in, c: torch.zeros_like(x_in), clean, sigma, noise, reduce=False)
+    torch.testing.assert_close(zero, edm.v_target(clean, noise, sigma).pow(2).flatten(1).mean(1))
+
+
+def test_karras_sigmas_endpoints_and_monotonicity():
+    s = edm.karras_sigmas(50)
+    assert s.shape == (51,)
+    assert s[0].item() == pytest.approx(700.0)
+    assert s[-2].item() == pytest.approx(0.002)
+    assert s[-1].item() == 0.0
+    assert torch.all(s[1:] < s[:-1])
+    # EDM eq. 5: sigma^(1/rho) is linear in i.
+    r = s[:-1] ** (1 / 7.0)
+    torch.testing.assert_close(
+        r[1:] - r[:-1], torch.full((49,), (r[-1] - r[0]).item() / 49, dtype=torch.float64)
+    )
+    one = edm.karras_sigmas(1, sigma_max=80.0)
+    assert one.tolist() == pytest.approx([80.0, 0.0])
+    with pytest.raises(ValueError):
+        edm.karras_sigmas(0)
+
+
+@pytest.mark.parametrize("p_mean,p_std", [(0.7, 1.6), (1.0, 1.6), (-1.2, 1.2)])
+def test_training_sigma_distribution(p_mean, p_std):
+    g = torch.Generator().manual_seed(1)
+    s = edm.sample_training_sigmas((200_000,), p_mean, p_std, generator=g)
+    assert torch.all(s > 0)
+    ls = s.log()
+    assert ls.mean().item() == pytest.approx(p_mean, abs=0.02)
+    assert ls.std().item() == pytest.approx(p_std, rel=0.01)
+    assert s.median().item() == pytest.approx(math.exp(p_mean), rel=0.03)
+    # Seeded: the same generator state gives the same draws.
+    a = edm.sample_training_sigmas(5, generator=torch.Generator().manual_seed(3))
+    b = edm.sample_training_sigmas(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_cond_aug_distribution():
+    g = torch.Generator().manual_seed(2)
+    s = edm.sample_cond_aug((200_000,), generator=g)
+    m, v = edm.log_normal_moments(-3.0, 0.5)
+    assert s.mean().item() == pytest.approx(m, rel=0.01)
+    assert s.var().item() == pytest.approx(v, rel=0.03)
+    assert s.log().mean().item() == pytest.approx(-3.0, abs=0.01)
+
+
+def test_edm_loss_weighting_matches_definition():
+    g = torch.Generator().manual_seed(4)
+    clean = torch.randn(2, 3, 4, 4, 4, generator=g)
+    noise = torch.randn(clean.shape, generator=g)
+    sigma = torch.tensor([0.5, 4.0])
+
+    def net(x_in, c_noise):
+        return 0.3 * x_in
+
+    x = clean + noise * sigma.reshape(-1, 1, 1, 1, 1)
+    d = edm.denoise(net, x, sigma)
+    expected = ((1 + sigma**2) / sigma**2 * (d - clean).pow(2).flatten(1).mean(1)).mean()
+    torch.testing.assert_close(edm.edm_loss(net, clean, sigma, noise), expected)
