@@ -1,0 +1,562 @@
+"""The image -> views -> mesh job behind `mv3d generate`.
+
+    generate(["chair.png"], "outputs/chair", model="default", views=21)
+
+For each image, in a temporary folder renamed into place at the end (a failed run leaves no folder
+that looks complete):
+
+1. preprocess: matte, frame like a default render, resize (`mv3d.preprocess`) -> `input.png`;
+2. sample: the camera-conditioned video prior turns it into N views (`ViewGenerator`) -> `views/*.png`
+   and `transforms.json` (an orbit dataset, so the folder can be reconstructed, evaluated or handed to
+   nerfstudio), and `orbit.gif`, a turntable of the views;
+3. reconstruct: the views and their cameras -> `mesh.glb` (`mv3d.reconstruct`), unless `mesh=False`;
+4. `run.json`: the model and its hash, sampler, steps, guidance, seed, per-stage timings, versions.
+
+`ViewGenerator` is the reusable part (also used by `mv3d eval`): a loaded model that maps one framed
+RGBA image and an orbit to N RGBA views.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mv3d.models import model_hash, resolve_model
+from mv3d.preprocess import DEFAULT_MARGIN, PreprocessResult, preprocess_image, to_uint8
+from render.cameras import DEFAULT_ELEVATION_DEG, Orbit, dynamic_orbit, static_orbit
+from render.common import InputError, atomic_output
+from render.dataset import WHITE, composite, write_orbit_dataset
+
+#: Background the video prior was trained on (views are generated composited on it).
+TRAINING_BACKGROUND = WHITE
+#: Soft threshold on the distance of a generated pixel from the white background (max over RGB, in
+#: [0, 1]): below ALPHA_LOW it is background (alpha 0), above ALPHA_HIGH object (alpha 1), linear in
+#: between. JPEG-free 8-bit decodes of a white background stay well under 0.02.
+ALPHA_LOW = 0.02
+ALPHA_HIGH = 0.10
+ORBIT_KINDS = ("static", "dynamic")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; "cpu"/"cuda"/"cuda:N" are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"--device {device}: no CUDA GPU is visible to torch on this machine: use --device cpu"
+            )
+        return device
+    raise InputError(f"--device {device}: expected auto, cpu or cuda")
+
+
+def alpha_from_white(rgb: np.ndarray, low: float = ALPHA_LOW, high: float = ALPHA_HIGH) -> np.ndarray:
+    """RGBA views from RGB views generated on white, with a soft-threshold alpha.
+
+    The model paints the object on the white training background; a pixel's alpha is a linear ramp of
+    its distance from white (max over channels) between `low` and `high`. Holes enclosed by the object
+    are filled (a white highlight or label inside the object is not background; carving it away would
+    punch holes in the reconstruction), and colours at soft edges are un-mixed from white, so the
+    RGBA composited back on white reproduces the generated image.
+
+    Args:
+        rgb: (N, H, W, 3) float in [0, 1].
+    Returns:
+        (N, H, W, 4) uint8 RGBA, straight alpha.
+    """
+    from scipy import ndimage
+
+    rgb = np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0)
+    dist = (1.0 - rgb).max(axis=-1)
+    alpha = np.clip((dist - low) / (high - low), 0.0, 1.0)
+    for i in range(alpha.shape[0]):
+        solid = alpha[i] > 0.5
+        holes = ndimage.binary_fill_holes(solid) & ~solid
+        alpha[i][holes] = 1.0
+    a = alpha[..., None]
+    fg = np.where(a > 1e-3, (rgb - (1.0 - a)) / np.maximum(a, 1e-3), 0.0)
+    return np.concatenate([to_uint8(fg), to_uint8(alpha[..., None])], axis=-1)
+
+
+def build_orbit(
+    orbit: str | Path | Orbit = "static",
+    views: int = 21,
+    elevation: float = DEFAULT_ELEVATION_DEG,
+    seed: int = 0,
+) -> Orbit:
+    """The cameras to generate: "static", "dynamic" (seeded), an `Orbit`, or a JSON file (`Orbit.to_dict`).
+
+    A JSON orbit's own view count and elevations win over `views` and `elevation`.
+    """
+    if isinstance(orbit, Orbit):
+        return orbit
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise InputError(f"--views {views}: expected a positive whole number of views")
+    if not -90.0 <= float(elevation) <= 90.0:
+        raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
+    if str(orbit) == "static":
+        return static_orbit(views, float(elevation))
+    if str(orbit) == "dynamic":
+        return dynamic_orbit(views, float(elevation), seed=seed)
+    path = Path(orbit)
+    if path.suffix.lower() != ".json":
+        raise InputError(f"--orbit {orbit}: expected static, dynamic or a .json orbit file")
+    if not path.is_file():
+        raise InputError(f"--orbit {orbit}: orbit file does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"--orbit {orbit}: not valid JSON ({exc})") from exc
+    return Orbit.from_dict(data, source=str(path))
+
+
+class ViewGenerator:
+    """A loaded multi-view model: framed RGBA image + orbit -> N RGBA views.
+
+    Attributes:
+        pipeline: the `video_prior.pipeline.MultiViewPipeline`.
+        model: what was asked for ("default" or a path); model_path: the folder loaded.
+        model_hash: short sha256 of the weights (`mv3d.models.model_hash`).
+        resolution: side of the generated views in pixels.
+        device, dtype: where and how the model runs.
+        steps, sampler, guidance, min_guidance, max_guidance: sampling settings; None = the pipeline's default.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        model: str,
+        model_path: Path,
+        model_hash: str,
+        resolution: int,
+        device: str,
+        dtype: Any,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: str | None = None,
+        min_guidance: float | None = None,
+        max_guidance: float | None = None,
+        keep_input_view: bool = True,
+    ):
+        self.pipeline = pipeline
+        self.model = model
+        self.model_path = model_path
+        self.model_hash = model_hash
+        self.resolution = int(resolution)
+        self.device = device
+        self.dtype = dtype
+        self.steps = steps
+        self.sampler = sampler
+        self.guidance = guidance
+        self.min_guidance = min_guidance
+        self.max_guidance = max_guidance
+        self.keep_input_view = keep_input_view
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = "default",
+        device: str = "auto",
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: str | None = None,
+        min_guidance: float | None = None,
+        max_guidance: float | None = None,
+        resolution: int | None = None,
+        dtype: Any = None,
+        keep_input_view: bool = True,
+    ) -> ViewGenerator:
+        """Resolve `model` ("default" or a folder), load its pipeline on `device`, check the settings.
+
+        `dtype` defaults to float16 on CUDA and float32 on the CPU. `resolution` overrides the model's
+        native view size (must be a multiple of 8 for the VAE; other sizes run but off-distribution).
+        """
+        import torch
+
+        from video_prior.guidance import GUIDANCE_KINDS
+        from video_prior.samplers import get_sampler
+
+        path = resolve_model(model)
+        if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+            raise InputError(f"--steps {steps}: expected a positive whole number")
+        if sampler is not None:
+            get_sampler(sampler)
+        if guidance is not None and guidance not in GUIDANCE_KINDS:
+            raise InputError(f"--guidance {guidance}: expected one of {', '.join(GUIDANCE_KINDS)}")
+        for name, value in (("--min-guidance", min_guidance), ("--max-guidance", max_guidance)):
+            if value is not None and not (np.isfinite(value) and value >= 0):
+                raise InputError(f"{name} {value}: expected a non-negative number")
+        if resolution is not None and (resolution < 16 or resolution % 8):
+            raise InputError(f"--resolution {resolution}: expected a multiple of 8, at least 16")
+        dev = resolve_device(device)
+        if dtype is None:
+            dtype = torch.float16 if dev.startswith("cuda") else torch.float32
+        pipeline = _load_pipeline(path, dev, dtype)
+        native = _native_resolution(pipeline)
+        return cls(
+            pipeline,
+            str(model),
+            path,
+            model_hash(path),
+            resolution or native,
+            dev,
+            dtype,
+            steps,
+            sampler,
+            guidance,
+            min_guidance,
+            max_guidance,
+            keep_input_view,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The sampling settings for run.json (None where the pipeline's default applies)."""
+        return {
+            "model": self.model,
+            "model_path": str(self.model_path),
+            "model_hash": self.model_hash,
+            "resolution": self.resolution,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "steps": self.steps,
+            "sampler": self.sampler,
+            "guidance": self.guidance,
+            "min_guidance": self.min_guidance,
+            "max_guidance": self.max_guidance,
+            "keep_input_view": self.keep_input_view,
+        }
+
+    def __call__(
+        self,
+        image_rgba: np.ndarray,
+        orbit: Orbit,
+        seed: int = 0,
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Generate the views of `orbit` from one framed image.
+
+        Args:
+            image_rgba: (H, W, 4) uint8 RGBA, already framed like a default render (a render or
+                `preprocess_image` output); only resized here.
+            orbit: N cameras; frame 0 is the input view.
+            seed: same seed, same views on the same device.
+            progress: show a tqdm bar over the sampling steps.
+            callback: called as callback(step, total_steps) after each sampling step.
+        Returns:
+            (N, R, R, 4) uint8 RGBA, straight alpha from `alpha_from_white`; frame 0 is the input
+            itself when `keep_input_view` (as SV3D's reference does), else the generated frame.
+        """
+        import torch
+
+        image = _resize_rgba(np.asarray(image_rgba), self.resolution)
+        cond = composite(image, TRAINING_BACKGROUND)  # (R, R, 3) float in [0, 1]
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        rgb = _run_pipeline(self, cond, orbit, generator, progress, callback)  # (N, R, R, 3) in [0, 1]
+        views = alpha_from_white(rgb)
+        if self.keep_input_view:
+            views[0] = image
+        return views
+
+
+def _resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 4) uint8 -> (size, size, 4) uint8 with Lanczos on premultiplied alpha."""
+    from mv3d.preprocess import frame_object
+
+    if rgba.ndim != 3 or rgba.shape[2] not in (3, 4) or rgba.dtype != np.uint8:
+        raise InputError(
+            f"input image of shape {rgba.shape} and dtype {rgba.dtype}: expected (H, W, 4) uint8 RGBA"
+        )
+    if rgba.shape[2] == 3:
+        rgba = np.concatenate([rgba, np.full(rgba.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    if rgba.shape[:2] == (size, size):
+        return rgba
+    h, w = rgba.shape[:2]
+    if h != w:
+        raise InputError(f"input image is {w}x{h}: expected a square, framed image (use preprocess_image)")
+    # The whole square is the "object box" with no margin: a pure resize.
+    return to_uint8(frame_object(rgba.astype(np.float32) / 255.0, size, 0.0, (0, 0, w, h)))
+
+
+def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
+    """`MultiViewPipeline.from_pretrained`, with a broken model folder turned into one line."""
+    from video_prior.pipeline import MultiViewPipeline
+
+    try:
+        return MultiViewPipeline.from_pretrained(path, device=device, dtype=dtype)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--model {path}: cannot load the model ({first})") from exc
+
+
+def _native_resolution(pipeline: Any) -> int:
+    """The view size the model was trained at."""
+    for attr in ("resolution", "default_resolution"):
+        value = getattr(pipeline, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    unet = pipeline.unet
+    scale = getattr(pipeline, "vae_scale_factor", 8)
+    size = unet.config.sample_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return int(size) * int(scale)
+
+
+def _run_pipeline(
+    gen: ViewGenerator,
+    cond: np.ndarray,
+    orbit: Orbit,
+    generator: Any,
+    progress: bool,
+    callback: Callable[[int, int], None] | None,
+) -> np.ndarray:
+    """Call the pipeline with the settings that were given; (N, R, R, 3) float in [0, 1]."""
+    import torch
+
+    kwargs: dict[str, Any] = {"generator": generator, "height": gen.resolution, "width": gen.resolution}
+    for key, value in (
+        ("num_inference_steps", gen.steps),
+        ("sampler", gen.sampler),
+        ("guidance", gen.guidance),
+        ("min_guidance_scale", gen.min_guidance),
+        ("max_guidance_scale", gen.max_guidance),
+    ):
+        if value is not None:
+            kwargs[key] = value
+    kwargs["progress"] = progress
+    if callback is not None:
+        kwargs["callback"] = callback
+    with torch.inference_mode():
+        out = gen.pipeline(cond, orbit, **kwargs)
+    frames = out.frames
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().float().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim == 5:  # (B, N, H, W, 3) with B = 1
+        frames = frames[0]
+    if frames.dtype == np.uint8:
+        frames = frames.astype(np.float32) / 255.0
+    return frames.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole job
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateResult:
+    """One image's generation.
+
+    Attributes:
+        image: the input image path.
+        out_dir: the finished output folder.
+        views: (N, R, R, 4) uint8 RGBA views as written.
+        mesh_path: `out_dir / "mesh.glb"`, or None with `mesh=False`.
+        timings: seconds per stage ("preprocess", "sample", "write", "reconstruct", "total").
+        warnings: preprocessing and reconstruction notes.
+        run: the run.json content.
+    """
+
+    image: Path
+    out_dir: Path
+    views: np.ndarray
+    mesh_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: where the result is and how long each stage took."""
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items() if k != "total")
+        return f"{self.image} -> {self.out_dir} ({stages}; total {self.timings.get('total', 0.0):.1f}s)"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape a generation, for run.json."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("mv3d", "torch", "diffusers", "transformers", "numpy", "pillow", "trimesh"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def output_dirs(images: Sequence[Path], out_dir: str | Path | None) -> list[Path]:
+    """One folder per image: `out_dir` itself for one image, `out_dir/<stem>` for several.
+
+    Default `out_dir`: `outputs/<stem>` for one image, `outputs/` for several.
+    """
+    if len(images) == 1:
+        return [Path(out_dir) if out_dir is not None else Path("outputs") / images[0].stem]
+    base = Path(out_dir) if out_dir is not None else Path("outputs")
+    stems = [p.stem for p in images]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise InputError(
+            f"several input images share the name '{dup[0]}': expected distinct file names in a batch"
+        )
+    return [base / s for s in stems]
+
+
+def turntable_gif(
+    views: np.ndarray, background: Sequence[float] = TRAINING_BACKGROUND, fps: float = 10.0
+) -> bytes:
+    """A looping GIF of (N, H, W, 4) uint8 views composited on `background`."""
+    from PIL import Image
+
+    frames = [Image.fromarray(to_uint8(composite(v, background)), "RGB") for v in views]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def _reconstruct(views_dir: Path, out_path: Path, progress: bool) -> tuple[list[str], dict[str, Any]]:
+    from mv3d.reconstruct import reconstruct
+
+    result = reconstruct(views_dir, out_path, progress=progress)
+    info = {"path": out_path.name, "timings": dict(getattr(result, "timings", {}) or {})}
+    for key in ("method",):
+        if hasattr(result, key):
+            info[key] = getattr(result, key)
+    return list(getattr(result, "warnings", []) or []), info
+
+
+def generate(
+    images: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    model: str | Path = "default",
+    views: int = 21,
+    elevation: float = DEFAULT_ELEVATION_DEG,
+    orbit: str | Path | Orbit = "static",
+    steps: int | None = None,
+    sampler: str | None = None,
+    guidance: str | None = None,
+    min_guidance: float | None = None,
+    max_guidance: float | None = None,
+    seed: int = 0,
+    resolution: int | None = None,
+    device: str = "auto",
+    mesh: bool = True,
+    progress: bool = True,
+    generator: ViewGenerator | None = None,
+    margin: float = DEFAULT_MARGIN,
+    log: Callable[[str], None] | None = None,
+) -> list[GenerateResult]:
+    """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
+
+    Every input is checked and preprocessed before the model loads, so bad input fails in a second
+    with one line. `generator` reuses an already loaded `ViewGenerator` (then the model arguments are
+    ignored). `log` receives a one-line summary per image.
+
+    Returns:
+        one `GenerateResult` per image, in order.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    if not images:
+        raise InputError("no input image given: expected one or more image files")
+    paths = [Path(p) for p in images]
+    dirs = output_dirs(paths, out_dir)
+    cams = build_orbit(orbit, views, elevation, seed)
+
+    # Stage 1 for every image first: bad input fails before the (slow) model load.
+    prepped: list[tuple[PreprocessResult, float]] = []
+    res_for_pre = resolution
+    if generator is not None:
+        res_for_pre = generator.resolution
+    for p in paths:
+        t = time.perf_counter()
+        pre = preprocess_image(p, res_for_pre or 576, margin=margin, background=TRAINING_BACKGROUND)
+        prepped.append((pre, time.perf_counter() - t))
+
+    t = time.perf_counter()
+    if generator is None:
+        generator = ViewGenerator.load(
+            model, device, steps, sampler, guidance, min_guidance, max_guidance, resolution=resolution
+        )
+    load_s = time.perf_counter() - t
+    settings = generator.settings()
+
+    results: list[GenerateResult] = []
+    bar = tqdm(total=len(paths), desc="images", unit="image", disable=not progress or len(paths) == 1)
+    for path, final, (pre, pre_s) in zip(paths, dirs, prepped, strict=True):
+        timings: dict[str, float] = {"preprocess": pre_s}
+        if len(results) == 0:
+            timings["load_model"] = load_s
+        notes = list(pre.warnings)
+
+        t = time.perf_counter()
+        rgba = pre.rgba
+        views_rgba = generator(rgba, cams, seed=seed, progress=progress)
+        timings["sample"] = time.perf_counter() - t
+
+        with atomic_output(final) as tmp:
+            t = time.perf_counter()
+            buf = io.BytesIO()
+            Image.fromarray(pre.rgba, "RGBA").save(buf, "PNG")
+            write_orbit_dataset(
+                tmp,
+                views_rgba,
+                cams,
+                background=TRAINING_BACKGROUND,
+                renderer={"name": "mv3d generate", "settings": {**settings, "seed": seed}},
+                object_info={"id": path.stem, "source": str(path)},
+                extra_files={"input.png": buf.getvalue(), "orbit.gif": turntable_gif(views_rgba)},
+            )
+            timings["write"] = time.perf_counter() - t
+
+            mesh_path, recon_info = None, None
+            if mesh:
+                t = time.perf_counter()
+                recon_notes, recon_info = _reconstruct(tmp, tmp / "mesh.glb", progress)
+                notes += recon_notes
+                mesh_path = final / "mesh.glb"
+                timings["reconstruct"] = time.perf_counter() - t
+            timings["total"] = sum(timings.values())
+            run = {
+                "image": str(path),
+                **settings,
+                "seed": int(seed),
+                "views": len(cams),
+                "orbit": cams.to_dict(),
+                "elevation_deg": float(cams.elevation_deg[0]),
+                "preprocess": {
+                    "matte_method": pre.matte_method,
+                    "margin": margin,
+                    "source_size": list(pre.source_size),
+                    "warnings": pre.warnings,
+                },
+                "reconstruction": recon_info,
+                "warnings": notes,
+                "timings_s": {k: round(v, 4) for k, v in timings.items()},
+                "versions": versions(),
+            }
+            (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        result = GenerateResult(path, final, views_rgba, mesh_path, timings, notes, run)
+        results.append(result)
+        if log is not None:
+            log(result.summary())
+            for n in notes:
+                log(f"  warning: {n}")
+        bar.update(1)
+    bar.close()
+    return results
