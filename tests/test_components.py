@@ -1,0 +1,172 @@
+"""Components: building from configs, save/load round trip, conditioning helpers, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
+
+from render.common import InputError
+from video_prior.components import (
+    ModelInfo,
+    build_components,
+    load_components,
+    model_info_from_config,
+    save_components,
+    sv3d_config,
+    tiny_config,
+)
+from video_prior.conditioning import (
+    camera_time_ids,
+    clip_embed,
+    condition_latent,
+    conditioning_kind,
+    decode_latents,
+    encode_frames,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = tiny_config(num_frames=4, sample_size=16, conditioning="sv3d_p")
+    return cfg, build_components(cfg)
+
+
+def test_tiny_components_are_small_and_typed(tiny):
+    cfg, comps = tiny
+    assert set(comps) == {"unet", "vae", "image_encoder"}
+    assert isinstance(comps["vae"], AutoencoderKL)
+    assert comps["vae"].config.use_post_quant_conv is False
+    total = sum(p.numel() for m in comps.values() for p in m.parameters())
+    assert total < 3_000_000
+    info = model_info_from_config(cfg)
+    assert info.conditioning == "sv3d_p" and info.vae_type == "image" and info.resolution == 16
+
+
+def test_temporal_vae_by_type():
+    comps = build_components(tiny_config(conditioning="svd"))
+    assert isinstance(comps["vae"], AutoencoderKLTemporalDecoder)
+    assert conditioning_kind(comps["unet"].config) == "svd"
+
+
+def test_no_class_names_in_configs():
+    for cfg in (tiny_config(), sv3d_config("sv3d_p"), sv3d_config("svd")):
+        text = json.dumps(cfg)
+        for name in ("AutoencoderKL", "MultiViewUNet", "CLIPVision", "UNetSpatioTemporal"):
+            assert name not in text
+
+
+def test_sv3d_config_matches_reference_size():
+    # Count parameters on the meta device: no memory is allocated for the 1.5 B weights.
+    from video_prior.unet import MultiViewUNet
+
+    with torch.device("meta"):
+        unet = MultiViewUNet(**sv3d_config("sv3d_p")["unet"])
+    n = sum(p.numel() for p in unet.parameters())
+    assert 1.50e9 < n < 1.54e9
+    assert unet.add_embedding.linear_1.in_features == 1280
+
+
+def test_bad_configs_raise_input_error():
+    cfg = tiny_config()
+    with pytest.raises(InputError, match="vae type 'fancy'"):
+        build_components({**cfg, "vae": {**cfg["vae"], "type": "fancy"}})
+    with pytest.raises(InputError, match="missing sections"):
+        build_components({"unet": cfg["unet"]})
+    with pytest.raises(InputError, match="projection_dim"):
+        build_components({**cfg, "image_encoder": {**cfg["image_encoder"], "projection_dim": 16}})
+    with pytest.raises(InputError, match="frame_order"):
+        ModelInfo(frame_order="backwards")
+
+
+def test_save_load_round_trip(tiny, tmp_path):
+    cfg, comps = tiny
+    info = model_info_from_config(cfg)
+    save_components(comps, info, tmp_path / "model")
+    assert (tmp_path / "model" / "mv3d_model.json").is_file()
+    loaded, info2 = load_components(tmp_path / "model")
+    assert info2 == info
+    for name in comps:
+        a, b = comps[name].state_dict(), loaded[name].state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(p.requires_grad for p in loaded["unet"].parameters())
+
+
+def test_load_errors_are_one_line(tmp_path, tiny):
+    with pytest.raises(InputError, match="does not exist"):
+        load_components(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="mv3d_model.json"):
+        load_components(tmp_path / "empty")
+    cfg, comps = tiny
+    save_components(comps, model_info_from_config(cfg), tmp_path / "m")
+    info = json.loads((tmp_path / "m" / "mv3d_model.json").read_text())
+    (tmp_path / "m" / "mv3d_model.json").write_text(json.dumps({**info, "vae_type": "temporal"}))
+    with pytest.raises(InputError, match="vae_type"):
+        load_components(tmp_path / "m")
+
+
+def test_camera_time_ids_layouts():
+    cond_aug = torch.tensor([0.02, 0.05])
+    polar = torch.rand(2, 5)
+    azimuth = torch.rand(2, 5)
+    ids = camera_time_ids(ModelInfo(conditioning="sv3d_p"), cond_aug, polar, azimuth)
+    assert ids.shape == (2, 5, 3)
+    assert torch.equal(ids[..., 0], cond_aug[:, None].expand(2, 5))
+    assert torch.equal(ids[..., 1], polar) and torch.equal(ids[..., 2], azimuth)
+    assert camera_time_ids(ModelInfo(conditioning="sv3d_u"), cond_aug).shape == (2, 1)
+    svd = camera_time_ids(ModelInfo(conditioning="svd", fps_id=6, motion_bucket_id=100), cond_aug)
+    assert torch.equal(svd, torch.tensor([[6.0, 100.0, 0.02], [6.0, 100.0, 0.05]]))
+    # a UNet config works as well as a ModelInfo
+    assert camera_time_ids(tiny_config()["unet"], cond_aug, polar, azimuth).shape == (2, 5, 3)
+    with pytest.raises(ValueError, match="polar"):
+        camera_time_ids(ModelInfo(conditioning="sv3d_p"), cond_aug)
+
+
+def test_clip_embed_resizes_and_normalises(tiny):
+    _, comps = tiny
+    enc = comps["image_encoder"]
+    img = torch.rand(2, 3, 40, 40) * 2 - 1
+    emb = clip_embed(enc, img)
+    assert emb.shape == (2, 1, 32)
+    # the same image at the encoder's size gives the same embedding as its resized version
+    small = torch.nn.functional.interpolate(
+        img, size=(16, 16), mode="bicubic", align_corners=True, antialias=True
+    )
+    torch.testing.assert_close(clip_embed(enc, small), emb)
+    assert not torch.allclose(clip_embed(enc, -img), emb)
+
+
+def test_condition_latent_is_unscaled_posterior_mode(tiny):
+    _, comps = tiny
+    vae = comps["vae"]
+    img = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        lat = condition_latent(vae, img, torch.zeros(2))
+        torch.testing.assert_close(lat, vae.encode(img).latent_dist.mode())
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        a = condition_latent(vae, img, torch.full((2,), 0.5), generator=g1)
+        b = condition_latent(vae, img, torch.full((2,), 0.5), generator=g2)
+    assert lat.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, lat)
+
+
+@pytest.mark.parametrize("conditioning", ["sv3d_p", "svd"])
+def test_encode_decode_chunking(conditioning):
+    torch.manual_seed(0)
+    vae = build_components(tiny_config(conditioning=conditioning))["vae"]
+    frames = torch.rand(1, 5, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        lat = encode_frames(vae, frames, chunk_size=2)
+        assert lat.shape == (1, 5, 4, 8, 8)
+        torch.testing.assert_close(lat[0, 3], vae.encode(frames[0, 3:4]).latent_dist.mode()[0] * 0.18215)
+        out = decode_latents(vae, lat, chunk_size=5)
+        assert out.shape == (1, 5, 3, 16, 16) and out.abs().max() <= 1.0
+        if conditioning == "sv3d_p":
+            # an image decoder treats frames independently: chunking does not change the result
+            torch.testing.assert_close(decode_latents(vae, lat, chunk_size=2), out, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,363 @@
+"""Build, save and load the three networks of a multi-view model, and the facts the pipeline needs about them.
+
+A model folder has diffusers' layout, so each part also loads with plain diffusers / transformers::
+
+    MODEL/unet/            config.json + diffusion_pytorch_model.safetensors   (MultiViewUNet)
+    MODEL/vae/             config.json + diffusion_pytorch_model.safetensors   (AutoencoderKL or
+                                                                                AutoencoderKLTemporalDecoder)
+    MODEL/image_encoder/   config.json + model.safetensors                      (CLIPVisionModelWithProjection)
+    MODEL/mv3d_model.json  ModelInfo: conditioning kind, frame order, resolution, ... (no class names)
+
+A config is a plain dict ``{"unet": {...}, "vae": {"type": "image"|"temporal", ...}, "image_encoder": {...},
+"info": {...}}``; ``"type"`` picks the VAE class from `VAE_TYPES`, never by class name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from render.common import InputError, atomic_output, atomic_write_json
+from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
+from video_prior.unet import MultiViewUNet
+
+__all__ = [
+    "FRAME_ORDERS",
+    "INFO_FILE",
+    "ModelInfo",
+    "VAE_TYPES",
+    "build_components",
+    "load_components",
+    "model_info_from_config",
+    "save_components",
+    "sv3d_config",
+    "tiny_config",
+]
+
+#: name -> VAE class. "image": SV3D's first stage (image decoder, no post_quant_conv); "temporal": SVD's.
+VAE_TYPES: dict[str, type] = {"image": AutoencoderKL, "temporal": AutoencoderKLTemporalDecoder}
+#: "mv3d": frame 0 is the input view; "sv3d": the reference order (input view last), see render.cameras.
+FRAME_ORDERS = ("mv3d", "sv3d")
+INFO_FILE = "mv3d_model.json"
+_PARTS = ("unet", "vae", "image_encoder")
+
+
+@dataclass
+class ModelInfo:
+    """What the pipeline must know about a model beyond its three networks' configs.
+
+    Attributes:
+        conditioning: "sv3d_p" (per-frame cond_aug, polar, azimuth), "sv3d_u" (cond_aug), "svd".
+        frame_order: "mv3d" (frame 0 = input view) or "sv3d" (the reference's order; input view last).
+        resolution: image side in pixels the model was trained at.
+        num_frames: the fixed number of frames the model needs, or None if any count works.
+        vae_type: key of `VAE_TYPES`.
+        latent_scale: the VAE latent scale factor (a record; ``vae.config.scaling_factor`` must equal it).
+        sv3d_azimuth_direction: 1 or -1, passed to ``render.cameras.to_sv3d`` (turning direction of the
+            weights; establish it with real weights).
+        background: RGB in [0, 1] the input RGBA is composited on before encoding.
+        overwrite_input_frame: replace the generated input-view frame by the input image (reference SV3D).
+        default_steps: number of sampling steps used when the caller gives none.
+        fps_id, motion_bucket_id: SVD micro-conditioning (ignored by SV3D kinds).
+        notes: free text (where the weights came from).
+    """
+
+    conditioning: str = "sv3d_p"
+    frame_order: str = "mv3d"
+    resolution: int = 576
+    num_frames: int | None = 21
+    vae_type: str = "image"
+    latent_scale: float = 0.18215
+    sv3d_azimuth_direction: int = 1
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    overwrite_input_frame: bool = False
+    default_steps: int = 50
+    fps_id: int = 5
+    motion_bucket_id: int = 127
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in CONDITIONING_KINDS:
+            raise InputError(
+                f"model conditioning '{self.conditioning}': expected one of {sorted(CONDITIONING_KINDS)}"
+            )
+        if self.frame_order not in FRAME_ORDERS:
+            raise InputError(f"model frame_order '{self.frame_order}': expected one of {list(FRAME_ORDERS)}")
+        if self.vae_type not in VAE_TYPES:
+            raise InputError(f"model vae_type '{self.vae_type}': expected one of {sorted(VAE_TYPES)}")
+        if self.sv3d_azimuth_direction not in (1, -1):
+            raise InputError(f"sv3d_azimuth_direction {self.sv3d_azimuth_direction}: expected 1 or -1")
+        if int(self.resolution) <= 0:
+            raise InputError(f"model resolution {self.resolution}: expected a positive number of pixels")
+        if self.num_frames is not None and int(self.num_frames) <= 0:
+            raise InputError(f"model num_frames {self.num_frames}: expected a positive count or null")
+        if len(self.background) != 3:
+            raise InputError(f"model background {self.background}: expected 3 values (RGB in [0, 1])")
+        self.background = [float(c) for c in self.background]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model info") -> ModelInfo:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"{source}: unknown keys {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
+def sv3d_config(conditioning: str = "sv3d_p", num_frames: int = 21, resolution: int = 576) -> dict:
+    """The full-size configuration of SVD / SV3D_u / SV3D_p (about 1.52 B UNet parameters).
+
+    Reference model_channels 320, channel_mult (1, 2, 4, 4), 2 res blocks, attention at the first three
+    levels (the last level of diffusers' layout is a plain block, as in the reference), 64-channel heads,
+    context 1024 (OpenCLIP ViT-H/14), 8 input channels.
+    """
+    if conditioning not in CONDITIONING_KINDS:
+        raise InputError(f"conditioning '{conditioning}': expected one of {sorted(CONDITIONING_KINDS)}")
+    kind = CONDITIONING_KINDS[conditioning]
+    channels = (320, 640, 1280, 1280)
+    unet = {
+        "sample_size": resolution // 8,
+        "in_channels": 8,
+        "out_channels": 4,
+        "block_out_channels": channels,
+        "layers_per_block": 2,
+        "cross_attention_dim": 1024,
+        "num_attention_heads": tuple(c // 64 for c in channels),
+        "num_frames": num_frames,
+        "addition_time_embed_dims": list(kind.widths),
+        "per_frame_conditioning": kind.per_frame,
+    }
+    vae_type = "temporal" if conditioning == "svd" else "image"
+    vae = {
+        "type": vae_type,
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "block_out_channels": [128, 256, 512, 512],
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "sample_size": resolution,
+        "scaling_factor": 0.18215,
+    }
+    if vae_type == "image":
+        vae.update({"up_block_types": ["UpDecoderBlock2D"] * 4, "use_post_quant_conv": False})
+    image_encoder = {
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 32,
+        "patch_size": 14,
+        "image_size": 224,
+        "projection_dim": 1024,
+        "hidden_act": "gelu",
+    }
+    info = {
+        "conditioning": conditioning,
+        "frame_order": "sv3d" if conditioning != "svd" else "mv3d",
+        "resolution": resolution,
+        "num_frames": num_frames,
+        "vae_type": vae_type,
+        "overwrite_input_frame": conditioning != "svd",
+        "default_steps": 50 if conditioning != "svd" else 25,
+    }
+    return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
+
+
+def tiny_config(num_frames: int = 4, sample_size: int = 16, conditioning: str = "sv3d_p") -> dict:
+    """A ~1.5 M-parameter model of the same architecture that runs in well under a second on a CPU.
+
+    Args:
+        num_frames: frames per video (the UNet's default; any count runs).
+        sample_size: image side in pixels. The tiny VAE downsamples by 2, so latents are sample_size / 2,
+            and the two-level UNet needs sample_size divisible by 4.
+        conditioning: "sv3d_p", "sv3d_u" or "svd" (narrower sinusoids than the reference, same layout).
+    """
+    if conditioning not in CONDITIONING_KINDS:
+        raise InputError(f"conditioning '{conditioning}': expected one of {sorted(CONDITIONING_KINDS)}")
+    if sample_size % 4:
+        raise InputError(f"tiny model image size {sample_size}: expected a multiple of 4")
+    kind = CONDITIONING_KINDS[conditioning]
+    unet = {
+        "sample_size": sample_size // 2,
+        "in_channels": 8,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
+        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "cross_attention_dim": 32,
+        "num_attention_heads": [2, 4],
+        "num_frames": num_frames,
+        "addition_time_embed_dims": [w // 8 for w in kind.widths],
+        "per_frame_conditioning": kind.per_frame,
+    }
+    vae_type = "temporal" if conditioning == "svd" else "image"
+    vae = {
+        "type": vae_type,
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "sample_size": sample_size,
+        "scaling_factor": 0.18215,
+    }
+    if vae_type == "image":
+        vae.update({"up_block_types": ["UpDecoderBlock2D"] * 2, "use_post_quant_conv": False})
+    image_encoder = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "patch_size": 4,
+        "image_size": 16,
+        "projection_dim": 32,
+    }
+    info = {
+        "conditioning": conditioning,
+        "frame_order": "mv3d",
+        "resolution": sample_size,
+        "num_frames": None,
+        "vae_type": vae_type,
+        "default_steps": 4,
+    }
+    return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
+
+
+def _check_config(config: dict) -> None:
+    if not isinstance(config, dict):
+        raise InputError(
+            f"model config: expected a mapping with keys {list(_PARTS)}, got {type(config).__name__}"
+        )
+    missing = [p for p in _PARTS if p not in config]
+    if missing:
+        raise InputError(
+            f"model config: missing sections {missing}; expected {list(_PARTS)} (and optional 'info')"
+        )
+    unknown = sorted(set(config) - set(_PARTS) - {"info"})
+    if unknown:
+        raise InputError(f"model config: unknown sections {unknown}; expected {list(_PARTS)} and 'info'")
+
+
+def build_components(config: dict) -> dict[str, torch.nn.Module]:
+    """Randomly initialised networks from a config dict (see the module docstring).
+
+    Returns:
+        ``{"unet": MultiViewUNet, "vae": AutoencoderKL | AutoencoderKLTemporalDecoder,
+        "image_encoder": CLIPVisionModelWithProjection}``, in float32, in eval mode.
+    """
+    _check_config(config)
+    vae_cfg = dict(config["vae"])
+    vae_type = vae_cfg.pop("type", "image")
+    if vae_type not in VAE_TYPES:
+        raise InputError(f"model config vae type '{vae_type}': expected one of {sorted(VAE_TYPES)}")
+    try:
+        unet = MultiViewUNet(**config["unet"])
+        vae = VAE_TYPES[vae_type](**vae_cfg)
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**config["image_encoder"]))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"model config: {exc}") from exc
+    if encoder.config.projection_dim != unet.config.cross_attention_dim:
+        raise InputError(
+            f"model config: image_encoder projection_dim {encoder.config.projection_dim} != unet "
+            f"cross_attention_dim {unet.config.cross_attention_dim}; they must match"
+        )
+    if unet.config.in_channels != 2 * vae.config.latent_channels:
+        raise InputError(
+            f"model config: unet in_channels {unet.config.in_channels}: expected 2 x vae latent_channels "
+            f"({2 * vae.config.latent_channels}: noisy latent + image latent)"
+        )
+    return {"unet": unet.eval(), "vae": vae.eval(), "image_encoder": encoder.eval()}
+
+
+def model_info_from_config(config: dict) -> ModelInfo:
+    """The ModelInfo of a config: its ``"info"`` section, with the conditioning and VAE type filled in."""
+    _check_config(config)
+    info = dict(config.get("info", {}))
+    info.setdefault("conditioning", conditioning_kind(config["unet"]))
+    info.setdefault("vae_type", config["vae"].get("type", "image"))
+    info.setdefault("latent_scale", float(config["vae"].get("scaling_factor", 0.18215)))
+    return ModelInfo.from_dict(info, "model config 'info'")
+
+
+def save_components(components: dict[str, torch.nn.Module], info: ModelInfo, path) -> Path:
+    """Write a model folder (diffusers layout + mv3d_model.json) atomically; returns its path."""
+    path = Path(path)
+    missing = [p for p in _PARTS if p not in components]
+    if missing:
+        raise ValueError(f"save_components: missing components {missing}")
+    info = copy.deepcopy(info)
+    info.latent_scale = float(components["vae"].config.scaling_factor)
+    with atomic_output(path) as tmp:
+        tmp.mkdir(parents=True)
+        for part in _PARTS:
+            components[part].save_pretrained(tmp / part)
+        atomic_write_json(tmp / INFO_FILE, info.to_dict())
+    return path
+
+
+def _vae_type_of_folder(folder: Path) -> str | None:
+    """The VAE type recorded by diffusers in ``config.json`` ("_class_name"), mapped back to our table."""
+    try:
+        name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError):
+        return None
+    for key, cls in VAE_TYPES.items():
+        if cls.__name__ == name:
+            return key
+    return None
+
+
+def load_components(
+    path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, torch.nn.Module], ModelInfo]:
+    """Load a model folder written by `save_components` (or by the weight converter).
+
+    Returns:
+        (components, info): networks on `device` in `dtype`, eval mode, no gradients.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"model folder {path}: does not exist or is not a folder")
+    info_file = path / INFO_FILE
+    if not info_file.is_file():
+        raise InputError(
+            f"model folder {path}: no {INFO_FILE}; expected a folder written by mv3d (or convert-weights)"
+        )
+    try:
+        info = ModelInfo.from_dict(json.loads(info_file.read_text()), str(info_file))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{info_file}: not valid JSON ({exc})") from exc
+    for part in _PARTS:
+        if not (path / part / "config.json").is_file():
+            raise InputError(f"model folder {path}: missing {part}/config.json")
+    recorded = _vae_type_of_folder(path / "vae")
+    if recorded is not None and recorded != info.vae_type:
+        raise InputError(
+            f"{info_file}: vae_type '{info.vae_type}' but {path / 'vae'} holds a '{recorded}' VAE"
+        )
+    try:
+        unet = MultiViewUNet.from_pretrained(path / "unet", torch_dtype=dtype)
+        vae = VAE_TYPES[info.vae_type].from_pretrained(path / "vae", torch_dtype=dtype)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"model folder {path}: cannot load weights ({str(exc).splitlines()[0]})") from exc
+    if abs(float(vae.config.scaling_factor) - info.latent_scale) > 1e-9:
+        raise InputError(
+            f"{info_file}: latent_scale {info.latent_scale} differs from the VAE's scaling_factor "
+            f"{vae.config.scaling_factor}"
+        )
+    components = {"unet": unet, "vae": vae, "image_encoder": encoder}
+    for module in components.values():
+        module.to(device).eval().requires_grad_(False)
+    return components, info
