@@ -1,0 +1,108 @@
+"""Visual hull by space carving of the silhouettes: the fast method and the field's initialisation.
+
+A point belongs to the hull when every view that sees it projects it inside the object's mask. With
+soft masks the hull is a scalar field: the smallest alpha (bilinearly sampled) over the views, so the
+0.5 iso-surface falls on the silhouettes' sub-pixel edges. Views that do not see a point (outside the
+frame, or behind the camera) leave it unconstrained. Inconsistent views (a poor generator) would carve
+away real parts, so `robust` allows a few views to disagree: the k-th smallest alpha instead of the
+smallest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mv3d.reconstruct.mesh_ops import Grid
+from mv3d.reconstruct.views import MASK_THRESHOLD, ViewSet
+
+
+def sample_alpha(vs: ViewSet, points: np.ndarray, outside: float = 1.0):
+    """Alpha of every view at the projections of `points` (P, 3): torch tensor (N, P).
+
+    Points behind a camera or outside its frame get `outside`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    uv, z = vs.project(points)
+    k = vs.intrinsics
+    gx = uv[..., 0] / k.width * 2.0 - 1.0
+    gy = uv[..., 1] / k.height * 2.0 - 1.0
+    grid = torch.from_numpy(np.stack([gx, gy], axis=-1).astype(np.float32))[:, None]
+    alpha = torch.from_numpy(np.ascontiguousarray(vs.alpha, dtype=np.float32))[:, None]
+    a = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, 0]
+    seen = torch.from_numpy((z > 1e-6) & (np.abs(gx) <= 1.0) & (np.abs(gy) <= 1.0))
+    return torch.where(seen, a, torch.full_like(a, outside))
+
+
+def carve(vs: ViewSet, grid: Grid, allowed_disagreement: int = 0, chunk: int = 1 << 18) -> np.ndarray:
+    """Soft visual hull on `grid`: (R, R, R) float32 in [0, 1], > 0.5 inside.
+
+    `allowed_disagreement` views may see a point outside their mask without carving it.
+    """
+    import torch
+
+    pts = grid.centres().reshape(-1, 3)
+    out = np.empty(len(pts), np.float32)
+    k = min(allowed_disagreement, len(vs) - 1) + 1
+    for s in range(0, len(pts), chunk):
+        a = sample_alpha(vs, pts[s : s + chunk])
+        out[s : s + chunk] = torch.kthvalue(a, k, dim=0).values.numpy() if k > 1 else a.min(0).values.numpy()
+    return out.reshape((grid.resolution,) * 3)
+
+
+def silhouette_agreement(vs: ViewSet, occupancy: np.ndarray, grid: Grid) -> np.ndarray:
+    """Per view, the IoU of its mask with the projection of the hull's occupied voxels: (N,).
+
+    A low value means the view disagrees with the others (it was carved by them, or it is empty).
+    """
+    inside = grid.centres()[occupancy > 0.5]
+    n = len(vs)
+    if len(inside) == 0:
+        return np.zeros(n)
+    k = vs.intrinsics
+    uv, z = vs.project(inside)
+    ious = np.zeros(n)
+    for i in range(n):
+        ok = z[i] > 1e-6
+        px = np.clip(uv[i, ok, 0].astype(np.int64), 0, k.width - 1)
+        py = np.clip(uv[i, ok, 1].astype(np.int64), 0, k.height - 1)
+        proj = np.zeros((k.height, k.width), bool)
+        proj[py, px] = True
+        # Voxels are coarser than pixels: close the splatted footprint by one voxel's pixel size.
+        rad = int(np.ceil(grid.voxel * k.fl_x / max(float(np.median(z[i, ok])), 1e-6)))
+        if rad > 0:
+            from scipy.ndimage import binary_dilation
+
+            proj = binary_dilation(proj, iterations=rad)
+        mask = vs.alpha[i] > MASK_THRESHOLD
+        union = np.logical_or(proj, mask).sum()
+        ious[i] = np.logical_and(proj, mask).sum() / max(union, 1)
+    return ious
+
+
+def visual_hull(vs: ViewSet, grid: Grid, warnings: list[str] | None = None) -> np.ndarray:
+    """Carve the hull, and carve again tolerating disagreeing views when some views disagree.
+
+    Returns the soft occupancy (R, R, R); appends one-line warnings to `warnings`.
+    """
+    warnings = [] if warnings is None else warnings
+    occ = carve(vs, grid)
+    if len(vs) >= 4:
+        agree = silhouette_agreement(vs, occ, grid)
+        bad = np.flatnonzero(agree < 0.7)
+        if len(bad) > 0:
+            k = max(1, int(np.ceil(0.15 * len(vs))))
+            warnings.append(
+                f"views {bad.tolist()} disagree with the others' silhouettes (IoU {np.round(agree[bad], 2).tolist()}); "
+                f"carving tolerates {k} disagreeing views per point"
+            )
+            occ = carve(vs, grid, allowed_disagreement=k)
+    if not np.any(occ > 0.5):
+        from render.common import InputError
+
+        raise InputError(
+            "the silhouettes have no common volume inside the unit cube: the cameras do not look at the "
+            "object or the views are inconsistent"
+        )
+    return occ
