@@ -263,7 +263,9 @@ def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
             f"{PLAIN_BORDER_DELTA_E:.0f}): the automatic matte may be wrong; give an RGBA image with a "
             "transparent background, or install rembg with its model for photos"
         )
-    thresh = max(10.0, 2.5 * float(np.percentile(d_border, 95)))
+    # The threshold follows the border's own noise, within [10, 35]: a busy background cannot push it
+    # so high that the object vanishes (the result is then a best effort, with the warning above).
+    thresh = min(35.0, max(10.0, 2.5 * float(np.percentile(d_border, 95))))
     dist = np.linalg.norm(lab - bg, axis=-1)
     mask = dist > thresh
     r = max(1, round(0.004 * min(h, w)))
@@ -279,7 +281,10 @@ def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
     keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
     mask = np.isin(labels, keep)
     if mask.sum() < max(16, 1e-4 * h * w):
-        raise InputError("no object found: nothing differs from the background colour enough to segment")
+        busy = " (and the background is not plain)" if notes else ""
+        raise InputError(
+            f"no object found: nothing differs from the background colour enough to segment{busy}"
+        )
     # Fill enclosed holes, except big holes that are exactly background: those are real see-through holes.
     holes = ndimage.binary_fill_holes(mask) & ~mask
     hl, hn = ndimage.label(holes)

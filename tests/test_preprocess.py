@@ -1,0 +1,275 @@
+"""Input preprocessing: odd but valid images work, bad ones give one clear InputError, framing is right."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mv3d.preprocess import (
+    DEFAULT_MARGIN,
+    MIN_IMAGE_SIDE,
+    frame_object,
+    measure_framing,
+    preprocess_image,
+)
+from render.common import InputError
+
+RES = 64
+
+
+def _png_bytes(w: int, h: int, bit_depth: int, color_type: int, raw: bytes) -> bytes:
+    """A PNG written by hand (Pillow cannot write 16-bit RGB, and cannot write a lying header)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+def _disk_rgba(h: int = 96, w: int = 128, cx: float = 40, cy: float = 50, r: float = 20, color=(200, 40, 30)):
+    """(H, W, 4) uint8: an anti-aliased disk; transparent pixels are black (the fringe trap)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = np.sqrt((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2)
+    a = np.clip(r - d + 0.5, 0.0, 1.0)
+    out = np.zeros((h, w, 4), np.uint8)
+    out[..., :3] = np.where(a[..., None] > 0, np.array(color, np.uint8), 0)
+    out[..., 3] = (a * 255 + 0.5).astype(np.uint8)
+    return out
+
+
+def _on_background(rgba: np.ndarray, bg=(235, 235, 235)) -> np.ndarray:
+    a = rgba[..., 3:4].astype(np.float32) / 255
+    return (rgba[..., :3] * a + np.array(bg) * (1 - a) + 0.5).astype(np.uint8)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 127, b > 127
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def _check_framed(res, margin=DEFAULT_MARGIN):
+    assert res.rgba.shape == (RES, RES, 4) and res.rgba.dtype == np.uint8
+    assert res.composited.shape == (RES, RES, 3) and res.composited.dtype == np.float32
+    fill, cx, cy = measure_framing(res.rgba[..., 3] / 255.0)
+    assert abs(fill - (1 - 2 * margin)) < 3 / RES
+    assert abs(cx - 0.5) < 2 / RES and abs(cy - 0.5) < 2 / RES
+
+
+def test_rgba_input_uses_alpha_and_frames(tmp_path: Path):
+    p = tmp_path / "obj.png"
+    Image.fromarray(_disk_rgba(), "RGBA").save(p)
+    res = preprocess_image(p, RES)
+    assert res.matte_method == "alpha" and res.warnings == []
+    _check_framed(res)
+    # Composited on white: corners white, centre the object colour.
+    assert np.allclose(res.composited[0, 0], 1.0)
+    assert np.allclose(res.composited[RES // 2, RES // 2], np.array([200, 40, 30]) / 255, atol=0.02)
+
+
+def test_premultiplied_resize_has_no_dark_fringe(tmp_path: Path):
+    big = _disk_rgba(400, 400, 200, 200, 150, color=(250, 250, 250))  # white disk, black under alpha 0
+    res = preprocess_image(Image.fromarray(big, "RGBA"), RES)
+    edge = (res.rgba[..., 3] > 10) & (res.rgba[..., 3] < 245)
+    assert edge.sum() > 10
+    # A straight-alpha resize would drag the black of transparent pixels into the edge colours.
+    assert res.rgba[..., :3][edge].min() > 230
+    assert res.composited.min() > 0.95
+
+
+def test_rgb_on_plain_background_is_matted(tmp_path: Path):
+    rgba = _disk_rgba(120, 160, 70, 60, 30)
+    rgba[20:40, 100:140] = (30, 60, 180, 255)  # a second, separate part of the object
+    p = tmp_path / "photo.jpg"
+    Image.fromarray(_on_background(rgba)).save(p, quality=92)
+    res = preprocess_image(p, RES)
+    ref = preprocess_image(Image.fromarray(rgba, "RGBA"), RES)
+    assert res.matte_method == "border-colour"
+    assert res.warnings == []
+    assert _iou(res.rgba[..., 3], ref.rgba[..., 3]) > 0.9
+    # Background colour replaced by the training background.
+    assert np.allclose(res.composited[1, 1], 1.0, atol=0.01)
+
+
+def test_soft_shadow_stays_background(tmp_path: Path):
+    rgba = _disk_rgba(120, 160, 80, 50, 25)
+    img = _on_background(rgba).astype(np.float32)
+    yy, xx = np.mgrid[0:120, 0:160]
+    shadow = (((xx - 80) / 40) ** 2 + ((yy - 90) / 8) ** 2 < 1) & (rgba[..., 3] == 0)
+    img[shadow] *= 0.85
+    res = preprocess_image(Image.fromarray(img.astype(np.uint8)), RES)
+    ref = preprocess_image(Image.fromarray(rgba, "RGBA"), RES)
+    assert _iou(res.rgba[..., 3], ref.rgba[..., 3]) > 0.9
+
+
+def test_busy_background_warns():
+    rng = np.random.default_rng(0)
+    img = (rng.uniform(0, 255, (96, 96, 3))).astype(np.uint8)
+    img[30:60, 30:60] = (250, 0, 0)
+    res = preprocess_image(Image.fromarray(img), RES)
+    assert any("not plain" in w for w in res.warnings)
+
+
+def test_object_touching_border_warns():
+    img = np.full((80, 80, 3), 240, np.uint8)
+    img[20:80, 30:50] = (20, 120, 20)
+    res = preprocess_image(Image.fromarray(img), RES)
+    assert any("border" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("kind", ["I;16", "RGB48", "RGBA64", "P+tRNS", "L", "LA", "CMYK", "WEBP", "1"])
+def test_odd_but_valid_formats(tmp_path: Path, kind: str):
+    disk = _disk_rgba(64, 80, 40, 30, 14)
+    solid = disk[..., 3] > 127
+    p = tmp_path / "img.png"
+    if kind == "I;16":
+        g = np.full((64, 80), 60000, np.uint16)
+        g[solid] = 9000
+        Image.fromarray(g).save(p)
+    elif kind in ("RGB48", "RGBA64"):
+        ch = 3 if kind == "RGB48" else 4
+        a = np.full((64, 80, ch), 60000, ">u2")
+        a[solid, :3] = (50000, 5000, 5000)
+        if ch == 4:
+            a[..., 3] = np.where(solid, 65535, 0)
+        raw = b"".join(b"\x00" + a[y].tobytes() for y in range(64))
+        p.write_bytes(_png_bytes(80, 64, 16, 2 if ch == 3 else 6, raw))
+    elif kind == "P+tRNS":
+        idx = np.where(solid, 1, 0).astype(np.uint8)
+        im = Image.fromarray(idx, "P")
+        im.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+        im.info["transparency"] = 0
+        im.save(p, transparency=0)
+    elif kind == "L":
+        Image.fromarray(np.where(solid, 40, 230).astype(np.uint8), "L").save(p)
+    elif kind == "LA":
+        la = np.stack([np.full((64, 80), 90, np.uint8), disk[..., 3]], -1)
+        Image.fromarray(la, "LA").save(p)
+    elif kind == "CMYK":
+        p = tmp_path / "img.jpg"
+        Image.fromarray(_on_background(disk)).convert("CMYK").save(p, quality=95)
+    elif kind == "WEBP":
+        p = tmp_path / "img.webp"
+        Image.fromarray(disk, "RGBA").save(p, lossless=True)
+    elif kind == "1":
+        Image.fromarray(~solid).convert("1").save(p)
+    res = preprocess_image(p, RES)
+    expect_alpha = kind in ("RGBA64", "P+tRNS", "LA", "WEBP")
+    assert res.matte_method == ("alpha" if expect_alpha else "border-colour")
+    _check_framed(res)
+    # Same shape as the disk framed directly.
+    ref = preprocess_image(Image.fromarray(disk, "RGBA"), RES)
+    assert _iou(res.rgba[..., 3], ref.rgba[..., 3]) > 0.85
+    if kind == "I;16":  # 16-bit values are scaled, not clipped to 255 (which would make everything white)
+        assert res.rgba[RES // 2, RES // 2, 0] < 60
+
+
+def test_exif_rotation_is_honoured(tmp_path: Path):
+    # Stored landscape 80x40 with the object at the left; orientation 6 = rotate 90 degrees clockwise
+    # to display, so the displayed image is portrait 40x80 with the object at the top.
+    img = np.full((40, 80, 3), 235, np.uint8)
+    img[10:30, 5:25] = (20, 20, 200)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(img).save(p, exif=exif, quality=95)
+    res = preprocess_image(p, RES)
+    assert res.source_size == (40, 80)
+    x0, y0, x1, y1 = res.bbox
+    assert y1 <= 30 and x0 >= 5  # at the top of the portrait image
+
+
+def test_very_large_jpeg_is_reduced_while_decoding(tmp_path: Path):
+    im = Image.new("RGB", (12000, 12000), (240, 240, 240))
+    im.paste(Image.new("RGB", (3000, 5000), (30, 90, 200)), (4000, 3000))
+    p = tmp_path / "huge.jpg"
+    im.save(p, quality=70)
+    del im
+    res = preprocess_image(p, RES)
+    assert res.source_size == (12000, 12000)
+    assert res.bbox[2] <= 1536  # matted at the reduced working size, not at 12000 px
+    _check_framed(res)
+
+
+def test_large_png_passes_pillow_bomb_guard(tmp_path: Path):
+    # 10000^2 = 100 MP is above Pillow's 89 MP warning level but an honest file.
+    im = Image.new("L", (10000, 10000), 230)
+    im.paste(Image.new("L", (2000, 3000), 20), (3000, 3000))
+    p = tmp_path / "big.png"
+    im.save(p, compress_level=1)
+    del im
+    res = preprocess_image(p, RES)
+    assert res.source_size == (10000, 10000)
+    _check_framed(res)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path):
+    p = tmp_path / "bomb.png"
+    p.write_bytes(_png_bytes(100000, 100000, 8, 0, zlib.compress(b"\x00" * 1000)))
+    with pytest.raises(InputError, match="megapixels"):
+        preprocess_image(p, RES)
+
+
+def _bad(tmp_path: Path, name: str) -> Path:
+    if name == "missing":
+        return tmp_path / "nope.png"
+    if name == "folder":
+        (tmp_path / "dir.png").mkdir()
+        return tmp_path / "dir.png"
+    p = tmp_path / f"{name}.png"
+    if name == "empty":
+        p.write_bytes(b"")
+    elif name == "text":
+        p.write_text("this is not an image\n")
+    elif name == "truncated":
+        buf = io.BytesIO()
+        Image.fromarray(_on_background(_disk_rgba())).save(buf, "PNG")
+        p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    elif name == "tiny":
+        Image.new("RGB", (1, 1), (0, 0, 0)).save(p)
+    elif name == "transparent":
+        Image.new("RGBA", (64, 64), (255, 0, 0, 0)).save(p)
+    elif name == "uniform":
+        Image.new("RGB", (64, 64), (120, 130, 140)).save(p)
+    return p
+
+
+@pytest.mark.parametrize(
+    "name,expect",
+    [
+        ("missing", "does not exist"),
+        ("folder", "is a folder"),
+        ("empty", "empty"),
+        ("text", "not an image"),
+        ("truncated", "truncated"),
+        ("tiny", f"at least {MIN_IMAGE_SIDE} pixels"),
+        ("transparent", "fully transparent"),
+        ("uniform", "no object"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, name: str, expect: str):
+    p = _bad(tmp_path, name)
+    with pytest.raises(InputError) as info:
+        preprocess_image(p, RES)
+    msg = str(info.value)
+    assert expect in msg and "\n" not in msg
+    assert str(p) in msg
+
+
+def test_frame_object_margin_and_validation():
+    rgba = _disk_rgba(50, 50, 25, 25, 20).astype(np.float32) / 255
+    out = frame_object(rgba, 40, margin=0.0)
+    fill, _, _ = measure_framing(out[..., 3])
+    assert abs(fill - 1.0) < 0.06
+    with pytest.raises(InputError):
+        frame_object(rgba, 40, margin=0.5)
