@@ -273,3 +273,28 @@ def test_frame_object_margin_and_validation():
     assert abs(fill - 1.0) < 0.06
     with pytest.raises(InputError):
         frame_object(rgba, 40, margin=0.5)
+
+
+def test_margin_matches_default_render_framing():
+    """Renders at the default framing fill about what preprocessing produces, centred."""
+    import os
+
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    from render.cameras import static_orbit
+    from render.meshes import LoadedMesh, normalize_scene
+    from render.procedural import procedural_object
+    from render.renderers import get_renderer
+
+    fills, centres = [], []
+    with get_renderer("fast") as renderer:
+        for i in range(8):
+            scene, s2w = normalize_scene(procedural_object(0, i))
+            rgba = renderer.render(LoadedMesh(scene, s2w, f"procedural {i}"), static_orbit(1), 96).rgba[0]
+            fill, cx, cy = measure_framing(rgba[..., 3] / 255.0)
+            fills.append(fill)
+            centres.append((cx, cy))
+            # A render fed back through preprocessing keeps its centre and changes size only a little.
+            res = preprocess_image(Image.fromarray(rgba, "RGBA"), 96)
+            assert abs(measure_framing(res.rgba[..., 3] / 255.0)[0] - (1 - 2 * DEFAULT_MARGIN)) < 0.03
+    assert abs(float(np.percentile(fills, 75)) - (1 - 2 * DEFAULT_MARGIN)) < 0.05
+    assert np.abs(np.asarray(centres) - 0.5).max() < 0.05
