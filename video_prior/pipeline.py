@@ -1,0 +1,376 @@
+"""The image -> orbit-of-views pipeline, in the style of diffusers' StableVideoDiffusionPipeline.
+
+    pipe = MultiViewPipeline.from_pretrained("models/sv3d_p", device="cuda", dtype=torch.float16)
+    out = pipe(rgba, static_orbit(21), generator=torch.Generator("cuda").manual_seed(0))
+    out.frames           # (21, 576, 576, 3) float in [0, 1], frame 0 = the input view
+    out.camera_to_world  # (21, 4, 4) OpenGL camera-to-world of each frame
+
+It composes the model (`video_prior.unet`, `video_prior.conditioning`) with the denoising functions
+(`video_prior.edm`, `video_prior.samplers`, `video_prior.guidance`); it knows nothing of files other than
+the model folder, nor of the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from render.cameras import Orbit, from_sv3d_order, to_sv3d
+from render.common import InputError
+from render.dataset import composite
+from video_prior.components import (
+    ModelInfo,
+    build_components,
+    load_components,
+    model_info_from_config,
+    save_components,
+)
+from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, decode_latents
+from video_prior.edm import denoise, karras_sigmas
+from video_prior.guidance import apply_cfg, guidance_scales
+from video_prior.samplers import get_sampler
+
+__all__ = ["MultiViewPipeline", "MultiViewPipelineOutput", "OUTPUT_TYPES"]
+
+OUTPUT_TYPES = ("np", "uint8", "pt")
+
+
+@dataclass
+class MultiViewPipelineOutput:
+    """Output of `MultiViewPipeline`.
+
+    Attributes:
+        frames: (N, H, W, 3) float32 in [0, 1] ("np"), uint8 ("uint8"), or a (N, 3, H, W) float tensor in
+            [0, 1] ("pt"); in the orbit's order (frame 0 = the input view).
+        orbit: the orbit the frames were generated for.
+        camera_to_world: (N, 4, 4) OpenGL camera-to-world matrices of the frames.
+    """
+
+    frames: np.ndarray | torch.Tensor
+    orbit: Orbit
+    camera_to_world: np.ndarray
+
+
+class MultiViewPipeline:
+    """One image and an orbit of cameras in, one generated view per camera out.
+
+    Args:
+        unet: a `MultiViewUNet`.
+        vae: ``AutoencoderKL`` or ``AutoencoderKLTemporalDecoder``.
+        image_encoder: ``CLIPVisionModelWithProjection``.
+        info: the `ModelInfo` (conditioning kind, frame order, resolution, ...).
+    """
+
+    #: the order the models are used in one call; `enable_model_cpu_offload` moves each to the device
+    #: only while it runs.
+    model_cpu_offload_seq = "image_encoder->vae->unet->vae"
+
+    def __init__(self, unet, vae, image_encoder, info: ModelInfo):
+        self.unet = unet
+        self.vae = vae
+        self.image_encoder = image_encoder
+        self.info = info
+        self._offload_device: torch.device | None = None
+
+    # ----------------------------------------------------------------------------------------------
+    # construction, devices, saving
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet, "vae": self.vae, "image_encoder": self.image_encoder}
+
+    @classmethod
+    def from_config(cls, config: dict, seed: int = 0) -> MultiViewPipeline:
+        """A randomly initialised pipeline from a model config (e.g. `video_prior.components.tiny_config`)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            comps = build_components(config)
+        return cls(**comps, info=model_info_from_config(config))
+
+    @classmethod
+    def from_pretrained(
+        cls, path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> MultiViewPipeline:
+        """Load a model folder (diffusers layout + mv3d_model.json) onto `device` in `dtype`."""
+        comps, info = load_components(path, device=device, dtype=dtype)
+        return cls(**comps, info=info)
+
+    def save_pretrained(self, path) -> Path:
+        """Write the model folder atomically (see `video_prior.components.save_components`)."""
+        return save_components(self.components, self.info, path)
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> MultiViewPipeline:
+        for module in self.components.values():
+            module.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """The device the computation runs on (with offload: where models are moved while used)."""
+        if self._offload_device is not None:
+            return self._offload_device
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def resolution(self) -> int:
+        """The image side in pixels the model was trained at."""
+        return int(self.info.resolution)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep the models in CPU memory and move each to `device` only while it runs.
+
+        Peak device memory is then that of the largest model (the UNet) plus activations. On a CPU-only
+        machine (``device="cpu"``) it changes nothing.
+        """
+        self._offload_device = torch.device(device)
+        for module in self.components.values():
+            module.to("cpu")
+
+    def disable_model_cpu_offload(self) -> None:
+        device, self._offload_device = self._offload_device, None
+        if device is not None:
+            self.to(device)
+
+    @contextlib.contextmanager
+    def _on_device(self, name: str):
+        """Yield the model `name`, on the execution device for the duration of the block."""
+        module = self.components[name]
+        if self._offload_device is None:
+            yield module
+            return
+        module.to(self._offload_device)
+        try:
+            yield module
+        finally:
+            module.to("cpu")
+
+    # ----------------------------------------------------------------------------------------------
+    # inputs
+    # ----------------------------------------------------------------------------------------------
+
+    def preprocess_image(self, image: Any, size: int) -> torch.Tensor:
+        """An input image as (1, 3, size, size) float32 in [-1, 1], RGBA composited on the model background.
+
+        Accepts (H, W, 4) or (H, W, 3) uint8 arrays (straight alpha), float arrays in [0, 1] of the same
+        shapes, PIL images, and (3, H, W) or (1, 3, H, W) tensors in [-1, 1]. The image must be square
+        (framing the object is the caller's job: ``mv3d`` preprocessing does it).
+        """
+        if isinstance(image, torch.Tensor):
+            x = image.detach().to(torch.float32).cpu()
+            if x.ndim == 4 and x.shape[0] == 1:
+                x = x[0]
+            if x.ndim != 3 or x.shape[0] != 3:
+                raise InputError(
+                    f"input image tensor of shape {tuple(image.shape)}: expected (3, H, W) in [-1, 1]"
+                )
+            x = x[None]
+        else:
+            if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
+                image = np.asarray(image.convert("RGBA"))
+            arr = np.asarray(image)
+            if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+                raise InputError(
+                    f"input image of shape {arr.shape}: expected (H, W, 4) RGBA or (H, W, 3) RGB"
+                )
+            if arr.dtype != np.uint8:
+                if not np.issubdtype(arr.dtype, np.floating) or arr.min() < 0 or arr.max() > 1:
+                    raise InputError(f"input image of dtype {arr.dtype}: expected uint8, or floats in [0, 1]")
+                arr = np.round(arr * 255.0).astype(np.uint8)
+            if arr.shape[-1] == 3:
+                arr = np.concatenate([arr, np.full(arr.shape[:-1] + (1,), 255, np.uint8)], axis=-1)
+            rgb = composite(arr, self.info.background)  # (H, W, 3) float32 in [0, 1]
+            x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None] * 2.0 - 1.0
+        h, w = x.shape[-2:]
+        if h != w:
+            raise InputError(f"input image is {w}x{h}: expected a square image (frame the object first)")
+        if h != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x.clamp(-1.0, 1.0)
+
+    def _camera_inputs(self, orbit: Orbit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Polar and azimuth (radians, relative to the input view) in the model's frame order, and the order.
+
+        Returns (polar (N,), azimuth (N,), order (N,)): model frame j shows orbit frame ``order[j]``.
+        """
+        if self.info.frame_order == "sv3d":
+            sv = to_sv3d(orbit, direction=self.info.sv3d_azimuth_direction)
+            return sv.polar_rad, sv.azimuth_rad, sv.order
+        azimuth = np.deg2rad((orbit.azimuth_deg - orbit.azimuth_deg[0]) % 360.0)
+        return np.deg2rad(orbit.polar_deg), azimuth, np.arange(len(orbit))
+
+    # ----------------------------------------------------------------------------------------------
+    # generation
+    # ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Any,
+        orbit: Orbit,
+        num_inference_steps: int | None = None,
+        sampler: str = "euler",
+        guidance: str = "triangle",
+        min_guidance: float = 1.0,
+        max_guidance: float = 2.5,
+        cond_aug: float = 0.02,
+        generator: torch.Generator | None = None,
+        decode_chunk_size: int = 8,
+        callback=None,
+        output_type: str = "np",
+        height: int | None = None,
+        width: int | None = None,
+        progress: bool = False,
+    ) -> MultiViewPipelineOutput:
+        """Generate one view per camera of `orbit`, frame 0 being the input view.
+
+        Args:
+            image: the input view: (H, W, 4) uint8 RGBA (composited on the model's background, white),
+                (H, W, 3) uint8, a PIL image, or a (3, H, W) tensor in [-1, 1]. Square.
+            orbit: the cameras (``render.cameras.Orbit``); frame 0 is the input view's camera.
+            num_inference_steps: sampling steps (None: the model's default, 50 for SV3D).
+            sampler: a name in ``video_prior.samplers.SAMPLERS`` ("euler", "heun", "dpmpp2m").
+            guidance: per-frame CFG schedule, "constant", "linear" or "triangle" (SV3D), over the frames in
+                the model's order.
+            min_guidance, max_guidance: the schedule's range; 1.0 everywhere disables CFG (one branch).
+            cond_aug: noise level added to the conditioning image before VAE encoding (SV3D: 0.02).
+            generator: seeds the conditioning noise and the initial noise; same seed, same device, same
+                output.
+            decode_chunk_size: frames decoded per VAE call (memory bound).
+            callback: ``callback(step, num_steps)`` after each sampling step (step counts from 1).
+            output_type: "np" (float32 [0, 1]), "uint8", or "pt" ((N, 3, H, W) tensor in [0, 1]).
+            height, width: output size (None: the model's resolution; must be equal, multiples of the
+                latent grid).
+            progress: show a tqdm bar over the sampling steps.
+
+        Returns:
+            `MultiViewPipelineOutput`.
+        """
+        info = self.info
+        # 1. check inputs
+        if not isinstance(orbit, Orbit):
+            raise InputError(f"orbit of type {type(orbit).__name__}: expected a render.cameras.Orbit")
+        n = len(orbit)
+        if info.num_frames is not None and n != info.num_frames:
+            raise InputError(f"orbit has {n} views but this model generates exactly {info.num_frames}")
+        steps = info.default_steps if num_inference_steps is None else int(num_inference_steps)
+        if steps < 1:
+            raise InputError(f"number of sampling steps {steps}: expected at least 1")
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
+        if height is not None and width is not None and height != width:
+            raise InputError(f"output size {width}x{height}: expected a square size")
+        size = int(height or width or self.resolution)
+        grid = self.vae_scale_factor * 2 ** int(self.unet.num_upsamplers)
+        if size % grid:
+            raise InputError(
+                f"output size {size}: expected a multiple of {grid} (the latent grid of this model)"
+            )
+        if cond_aug < 0:
+            raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
+        sample_fn = get_sampler(sampler)
+        scales = guidance_scales(guidance, n, min_guidance, max_guidance)
+        do_cfg = bool(torch.any(scales != 1.0))
+        device, dtype = self.device, self.dtype
+        image_t = self.preprocess_image(image, size)
+
+        # 2. encode the input view: CLIP embedding (clean image) and VAE latent (noise-augmented)
+        with self._on_device("image_encoder") as encoder:
+            context = clip_embed(encoder, image_t.to(device)).to(dtype)  # (1, 1, D)
+        aug = torch.full((1,), float(cond_aug))
+        with self._on_device("vae") as vae:
+            image_latent = condition_latent(vae, image_t.to(device), aug.to(device), generator).to(dtype)
+
+        # 3. camera conditioning, in the model's frame order
+        polar, azimuth, order = self._camera_inputs(orbit)
+        # kept in float32 whatever the model dtype: angles rounded to bf16 would lose about 0.5 degree
+        time_ids = camera_time_ids(
+            info, aug, torch.as_tensor(polar, dtype=torch.float32)[None], torch.as_tensor(azimuth)[None]
+        ).to(device)
+
+        # CFG as ONE batched forward of [uncond; cond]: the unconditional branch zeroes the CLIP embedding
+        # and the image latent, and keeps the vector conditioning (reference SV3D).
+        if do_cfg:
+            context = torch.cat([torch.zeros_like(context), context])
+            image_latent = torch.cat([torch.zeros_like(image_latent), image_latent])
+            time_ids = torch.cat([time_ids, time_ids])
+        concat = image_latent[:, None].expand(-1, n, -1, -1, -1)  # (B', N, C, h, w), every frame
+        scales = scales.to(device)
+
+        # 4. noise levels
+        sigmas = karras_sigmas(steps, device=device)
+
+        # 5. initial noise x = sigma_max * n (the samplers' convention), drawn on the generator's device
+        latent_shape = (
+            1,
+            n,
+            self.vae.config.latent_channels,
+            size // self.vae_scale_factor,
+            size // self.vae_scale_factor,
+        )
+        noise_device = generator.device if generator is not None else device
+        x = torch.randn(latent_shape, generator=generator, device=noise_device, dtype=torch.float32).to(
+            device
+        )
+        x = x * sigmas[0].to(torch.float32)
+
+        # 6. sample: one UNet call per denoiser evaluation, both CFG branches in one batch
+        with self._on_device("unet") as unet:
+
+            def network_fn(x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+                net_in = torch.cat([x_in.to(dtype), concat], dim=2)
+                # c_noise stays float32: the UNet's sinusoids are computed in float32
+                return unet(net_in, c_noise, context, time_ids).sample.to(x_in.dtype)
+
+            def denoiser(x_t: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+                if not do_cfg:
+                    return denoise(network_fn, x_t, sigma)
+                both = denoise(network_fn, torch.cat([x_t, x_t]), torch.cat([sigma, sigma]))
+                uncond, cond_out = both.chunk(2)
+                return apply_cfg(uncond, cond_out, scales)
+
+            bar = tqdm(total=steps, desc="sampling", unit="step", disable=not progress, leave=False)
+
+            def on_step(state: dict) -> None:
+                bar.update(1)
+                if callback is not None:
+                    callback(int(state["i"]) + 1, steps)
+
+            try:
+                latents = sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step)
+            finally:
+                bar.close()
+
+        # 7. decode, a chunk of frames at a time
+        with self._on_device("vae") as vae:
+            frames = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0]  # (N, 3, H, W)
+
+        # 8. back to the orbit's order; optionally show the input itself as the input view
+        frames = from_sv3d_order(frames, order) if info.frame_order == "sv3d" else frames
+        if info.overwrite_input_frame:
+            frames[0] = image_t[0].to(frames.device)
+        frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+        if output_type == "pt":
+            result: np.ndarray | torch.Tensor = frames
+        else:
+            result = frames.permute(0, 2, 3, 1).numpy()
+            if output_type == "uint8":
+                result = np.round(result * 255.0).astype(np.uint8)
+        return MultiViewPipelineOutput(frames=result, orbit=orbit, camera_to_world=orbit.camera_to_world())
