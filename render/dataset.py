@@ -166,12 +166,14 @@ def write_orbit_dataset(
     object_info: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
+    frame_extra: Sequence[dict[str, Any]] | None = None,
 ) -> Path:
     """Write N RGBA views (N, H, W, 4) uint8 and their cameras as an orbit dataset, atomically.
 
     The folder is assembled under a temporary name and renamed into place when whole, so a killed
     writer leaves either no folder or a complete one. `extra_files` maps relative paths to bytes
-    written alongside (depth maps, masks, a manifest).
+    written alongside (depth maps, masks, a manifest). `frame_extra[i]` updates frame i's entry
+    (e.g. an exact `transform_matrix` for cameras that do not look at the origin).
     """
     from PIL import Image
 
@@ -186,7 +188,7 @@ def write_orbit_dataset(
             raise InputError(
                 f"{out_dir}: view {i} has shape {im.shape} and dtype {im.dtype}: expected ({h}, {w}, 4) uint8 RGBA"
             )
-    meta = build_transforms(orbit, w, h, source_to_world, background, renderer, object_info, extra)
+    meta = build_transforms(orbit, w, h, source_to_world, background, renderer, object_info, extra, frame_extra)
     out_dir = Path(out_dir)
     with atomic_output(out_dir) as tmp:
         (tmp / VIEWS_DIR).mkdir(parents=True)

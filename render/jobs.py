@@ -1,0 +1,517 @@
+"""The render-dataset job: many objects -> one orbit dataset folder each, resumable, local or on Ray.
+
+    summary = render_dataset(["meshes/", "procedural:100:0"], "data/train", views=21, resolution=256, workers=2)
+
+Layout of the output folder::
+
+    OUT/
+      job.json                 the settings of the job (a rerun must use the same ones)
+      objects/<object_id>/     one orbit dataset per rendered object (views/, transforms.json)
+      records/<object_id>.json the outcome of every rejected or failed object
+      manifest.jsonl           one line per object: id, source, status, reason, curation results
+      failures.jsonl           one line per failed object: {"source", "error", "object_id"}
+      summary.json             counts, what each curation filter removed, throughput
+
+Guarantees:
+
+* Atomic objects: each object folder is assembled under a hidden temporary name and renamed into place
+  when whole (`render.common.atomic_output`), so SIGKILL at any moment leaves no half object.
+* Resume: a rerun skips objects whose folder exists and objects recorded as rejected, retries failed
+  ones, and rewrites manifest.jsonl / failures.jsonl / summary.json from the per-object outcomes.
+* Determinism: each object's orbit, elevation and light setup come from a seed derived from the job
+  seed and the object id (not from the order of work), so a killed-and-resumed job produces the same
+  files as an uninterrupted one, whatever the number of workers.
+* A failing object (malformed file, renderer error) is recorded and the job goes on.
+
+Execution: `workers` local processes (multiprocessing, spawn: each gets its own GL context or Blender
+worker), or with `ray_address` the same per-object function as Ray remote tasks on a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from render.cameras import SV3D_FOV_DEG, Orbit, dynamic_orbit, static_orbit
+from render.common import InputError, atomic_write_json, atomic_write_text
+from render.dataset import TRANSFORMS
+
+OBJECTS_DIR = "objects"
+RECORDS_DIR = "records"
+ORBIT_KINDS = ("static", "dynamic", "mixed")
+#: How often (seconds) the manifest is rewritten while a job runs.
+MANIFEST_EVERY_S = 30.0
+
+
+@dataclass
+class RenderJobConfig:
+    """Everything that determines the files of a render-dataset job (saved as OUT/job.json).
+
+    Attributes:
+        views: views per object.
+        resolution: square image size in pixels.
+        renderer: "fast" or "blender".
+        renderer_settings: keyword settings of the renderer.
+        orbit_kind: "static", "dynamic" (SV3D-style) or "mixed" (each object draws one of the two).
+        elevation_range: (lo, hi) degrees; each object draws its input elevation uniformly in it.
+        fov_deg: field of view.
+        seed: job seed; each object's seed is derived from it and the object id.
+        light_augment: random light setup per object (else the default lights).
+        depth, normals: also store depth.npy / normals.npy per object.
+        curation: the curation settings (a `render.curation.CurationConfig` as a dict), or None.
+    """
+
+    views: int = 21
+    resolution: int = 256
+    renderer: str = "fast"
+    renderer_settings: dict[str, Any] = field(default_factory=dict)
+    orbit_kind: str = "static"
+    elevation_range: tuple[float, float] = (-5.0, 30.0)
+    fov_deg: float = SV3D_FOV_DEG
+    seed: int = 0
+    light_augment: bool = False
+    depth: bool = False
+    normals: bool = False
+    curation: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        if self.views < 1:
+            raise InputError(f"--views {self.views}: expected at least 1")
+        if self.resolution < 8:
+            raise InputError(f"--resolution {self.resolution}: expected at least 8 pixels")
+        if self.orbit_kind not in ORBIT_KINDS:
+            raise InputError(f"--orbit {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}")
+        lo, hi = self.elevation_range
+        if not (-90.0 <= lo <= hi <= 90.0):
+            raise InputError(f"--elevation-range {lo} {hi}: expected -90 <= LO <= HI <= 90")
+        from render.renderers import RENDERER_NAMES
+
+        if self.renderer not in RENDERER_NAMES:
+            raise InputError(f"--renderer {self.renderer!r}: expected one of {', '.join(RENDERER_NAMES)}")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["elevation_range"] = [float(v) for v in self.elevation_range]
+        return d
+
+
+def object_seed(job_seed: int, object_id: str) -> int:
+    """A 63-bit seed that depends only on the job seed and the object id (not on scheduling)."""
+    digest = hashlib.sha256(f"{int(job_seed)}:{object_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def object_orbit(cfg: RenderJobConfig, object_id: str) -> tuple[Orbit, int | None]:
+    """The orbit and light seed of one object, a pure function of the config and the object id."""
+    rng = np.random.default_rng(object_seed(cfg.seed, object_id))
+    lo, hi = cfg.elevation_range
+    elevation = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+    kind = cfg.orbit_kind
+    if kind == "mixed":
+        kind = "dynamic" if rng.random() < 0.5 else "static"
+    if kind == "dynamic":
+        orbit = dynamic_orbit(cfg.views, elevation, seed=rng, fov_deg=cfg.fov_deg)
+    else:
+        orbit = static_orbit(cfg.views, elevation, fov_deg=cfg.fov_deg)
+    light_seed = int(rng.integers(0, 2**31 - 1)) if cfg.light_augment else None
+    return orbit, light_seed
+
+
+def _curation_module():
+    try:
+        import render.curation as curation
+    except ModuleNotFoundError as exc:  # curation is optional: without it nothing is filtered
+        if exc.name != "render.curation":
+            raise
+        return None
+    return curation
+
+
+def _curation_config(cfg: RenderJobConfig):
+    curation = _curation_module()
+    if curation is None or cfg.curation is None:
+        return curation, None
+    return curation, curation.CurationConfig(**cfg.curation)
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, InputError) else text
+
+
+def render_one(source, out_dir: str, cfg_json: dict[str, Any]) -> dict[str, Any]:
+    """Render one `ObjectSource` into OUT/objects/<id> and return its outcome record.
+
+    Runs in a worker process or a Ray task; every error is caught and returned as a "failed" record,
+    so one bad object never stops the job. Records: {"object_id", "source", "status" ("done",
+    "rejected", "failed"), "stage", "reason"/"error", "curation", "seconds"}.
+    """
+    from render.render_object import write_render
+    from render.renderers import get_renderer
+
+    t0 = time.perf_counter()
+    cfg = RenderJobConfig(**{**cfg_json, "elevation_range": tuple(cfg_json["elevation_range"])})
+    record: dict[str, Any] = {"object_id": source.object_id, "source": source.spec, "curation": {}}
+    stage = "source"
+    try:
+        curation, ccfg = _curation_config(cfg)
+        checks = (
+            [
+                ("source", curation.check_source),
+                ("mesh", curation.check_mesh),
+                ("renders", curation.check_renders),
+            ]
+            if ccfg is not None
+            else []
+        )
+        checks = dict(checks)
+
+        def check(name: str, arg) -> str | None:
+            if name not in checks:
+                return None
+            reason = checks[name](arg, ccfg)
+            record["curation"][name] = reason or "ok"
+            return reason
+
+        if (reason := check("source", source)) is not None:
+            return {**record, "status": "rejected", "stage": "source", "reason": reason}
+        stage = "load"
+        mesh = source.load()
+        stage = "mesh"
+        if (reason := check("mesh", mesh)) is not None:
+            return {**record, "status": "rejected", "stage": "mesh", "reason": reason}
+        stage = "render"
+        orbit, light_seed = object_orbit(cfg, source.object_id)
+        with get_renderer(cfg.renderer, **cfg.renderer_settings) as renderer:
+            result = renderer.render(
+                mesh, orbit, cfg.resolution, depth=cfg.depth, normals=cfg.normals, light_seed=light_seed
+            )
+        stage = "renders"
+        if (reason := check("renders", result.rgba)) is not None:
+            return {**record, "status": "rejected", "stage": "renders", "reason": reason}
+        stage = "write"
+        info = {
+            "id": source.object_id,
+            "source": source.spec,
+            "meta": _jsonable(source.meta),
+            "curation": record["curation"],
+        }
+        write_render(
+            Path(out_dir) / OBJECTS_DIR / source.object_id, mesh, result, orbit, renderer, info, light_seed
+        )
+        return {**record, "status": "done", "stage": "write", "seconds": round(time.perf_counter() - t0, 3)}
+    except Exception as exc:  # one failed object must not stop the job
+        return {
+            **record,
+            "status": "failed",
+            "stage": stage,
+            "error": _error_line(exc),
+            "traceback": None if isinstance(exc, InputError) else traceback.format_exc(limit=5),
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: asdict(o) if is_dataclass(o) else str(o)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The job
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_job_file(out: Path, cfg: RenderJobConfig) -> None:
+    job_file = out / "job.json"
+    want = cfg.to_json()
+    if job_file.is_file():
+        try:
+            have = json.loads(job_file.read_text())
+        except json.JSONDecodeError:
+            have = None
+        if have != want:
+            diff = sorted(k for k in set(want) | set(have or {}) if (have or {}).get(k) != want.get(k))
+            raise InputError(
+                f"{out}: holds a render job with other settings ({', '.join(diff)} differ): "
+                "rerun with the same settings to resume, or choose another --out"
+            )
+    else:
+        atomic_write_json(job_file, want)
+
+
+def _read_records(out: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    rec_dir = out / RECORDS_DIR
+    if rec_dir.is_dir():
+        for p in rec_dir.glob("*.json"):
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # a record is written atomically; anything unreadable is retried
+            records[rec.get("object_id", p.stem)] = rec
+    return records
+
+
+def _done_record(out: Path, src) -> dict[str, Any] | None:
+    tf = out / OBJECTS_DIR / src.object_id / TRANSFORMS
+    if not tf.is_file():
+        return None
+    try:
+        meta = json.loads(tf.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    curation = (meta.get("object") or {}).get("curation", {})
+    return {
+        "object_id": src.object_id,
+        "source": src.spec,
+        "status": "done",
+        "stage": "write",
+        "curation": curation,
+    }
+
+
+def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    lines, failures = [], []
+    for src in sources:
+        rec = records.get(src.object_id)
+        if rec is None:
+            continue
+        entry = {
+            k: rec.get(k) for k in ("object_id", "source", "status", "stage", "reason", "error", "curation")
+        }
+        entry = {k: v for k, v in entry.items() if v is not None}
+        if rec["status"] == "done":
+            entry["path"] = f"{OBJECTS_DIR}/{src.object_id}"
+        lines.append(json.dumps(entry, sort_keys=True))
+        if rec["status"] == "failed":
+            failures.append(
+                json.dumps({"source": src.spec, "error": rec.get("error", ""), "object_id": src.object_id})
+            )
+    atomic_write_text(out / "manifest.jsonl", "".join(line + "\n" for line in lines))
+    atomic_write_text(out / "failures.jsonl", "".join(line + "\n" for line in failures))
+    status = Counter(r["status"] for r in records.values())
+    rejected_by = Counter(r["stage"] for r in records.values() if r["status"] == "rejected")
+    reasons = Counter(r.get("reason", "") for r in records.values() if r["status"] == "rejected")
+    return {
+        "objects": len(sources),
+        "done": status.get("done", 0),
+        "rejected": status.get("rejected", 0),
+        "failed": status.get("failed", 0),
+        "pending": len(sources) - len(records),
+        "rejected_by_filter": dict(sorted(rejected_by.items())),
+        "rejection_reasons": dict(reasons.most_common()),
+    }
+
+
+def _run_local(tasks: list, out: str, cfg_json: dict, workers: int) -> Iterator[dict[str, Any]]:
+    if workers <= 1:
+        for src in tasks:
+            yield render_one(src, out, cfg_json)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = set()
+        it = iter(tasks)
+        # Bounded submission: a million-object job does not queue a million futures.
+        for src in it:
+            pending.add(pool.submit(render_one, src, out, cfg_json))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(pool.submit(render_one, nxt, out, cfg_json))
+
+
+def _run_ray(
+    tasks: list, out: str, cfg_json: dict, address: str, max_in_flight: int
+) -> Iterator[dict[str, Any]]:
+    from render.common import optional_import
+
+    ray = optional_import("ray", "cluster", "--ray")
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(
+                f"--ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})"
+            ) from exc
+    remote = ray.remote(num_cpus=1, max_retries=1)(render_one)
+    it = iter(tasks)
+    pending = [remote.remote(src, out, cfg_json) for src, _ in zip(it, range(max_in_flight), strict=False)]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            yield ray.get(ref)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(remote.remote(nxt, out, cfg_json))
+
+
+def render_dataset(
+    sources: list[str],
+    out_dir: str | Path,
+    views: int = 21,
+    resolution: int = 256,
+    workers: int = 1,
+    renderer: str = "fast",
+    elevation: float | tuple[float, float] = (-5.0, 30.0),
+    orbit_kind: str = "static",
+    seed: int = 0,
+    ray_address: str | None = None,
+    curation: Any = None,
+    *,
+    objaverse_dir: str | None = None,
+    renderer_settings: dict[str, Any] | None = None,
+    fov_deg: float = SV3D_FOV_DEG,
+    light_augment: bool = False,
+    depth: bool = False,
+    normals: bool = False,
+    retry_failed: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Render every object of `sources` into `out_dir`; resumable; return the summary.
+
+    Args:
+        sources: source specs (mesh files, folders, `procedural:N:SEED`, `objaverse:...`), resolved
+            by `render.sources.resolve_sources`.
+        out_dir: the dataset root (layout in the module docstring).
+        views, resolution: views per object, square image size.
+        workers: local worker processes (1: in this process).
+        renderer: "fast" or "blender"; `renderer_settings` are its keyword settings.
+        elevation: one elevation in degrees, or a (lo, hi) range each object draws from.
+        orbit_kind: "static", "dynamic" or "mixed".
+        seed: job seed (per-object seeds derive from it and the object id).
+        ray_address: run on Ray ("auto", "ray://host:port", ...) instead of local processes. If Ray
+            is already initialised in this process, that instance is used.
+        curation: a `render.curation.CurationConfig` (or a dict of its fields), or None for none.
+        objaverse_dir: the local objaverse cache folder for `objaverse:` sources.
+        light_augment: draw a random light setup per object.
+        depth, normals: also store depth and normal maps.
+        retry_failed: on a rerun, try failed objects again.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The summary (also written to OUT/summary.json): counts of done / rejected / failed objects,
+        what each curation filter removed, elapsed time and objects per second.
+    """
+    from tqdm.auto import tqdm
+
+    from render.sources import resolve_sources
+
+    if isinstance(elevation, (int, float)):
+        elevation = (float(elevation), float(elevation))
+    if curation is not None and not isinstance(curation, dict):
+        curation = asdict(curation)
+    cfg = RenderJobConfig(
+        views=int(views),
+        resolution=int(resolution),
+        renderer=renderer,
+        renderer_settings=dict(renderer_settings or {}),
+        orbit_kind=orbit_kind,
+        elevation_range=(float(elevation[0]), float(elevation[1])),
+        fov_deg=float(fov_deg),
+        seed=int(seed),
+        light_augment=bool(light_augment),
+        depth=bool(depth),
+        normals=bool(normals),
+        curation=_jsonable(curation) if curation is not None else None,
+    )
+    cfg.validate()
+    if workers < 1:
+        raise InputError(f"--workers {workers}: expected at least 1")
+    if cfg.curation is not None:
+        mod = _curation_module()
+        if mod is None:
+            raise InputError("curation settings were given but render.curation is not available")
+        try:
+            mod.CurationConfig(**cfg.curation)
+        except TypeError as exc:
+            raise InputError(f"curation settings {sorted(cfg.curation)}: {exc}") from exc
+
+    resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir)
+    if not resolved:
+        raise InputError(f"sources {' '.join(sources)}: found no objects to render")
+    ids = Counter(s.object_id for s in resolved)
+    dup = [i for i, n in ids.items() if n > 1]
+    if dup:
+        raise InputError(f"sources give the object id {dup[0]!r} more than once: expected unique objects")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OBJECTS_DIR).mkdir(exist_ok=True)
+    (out / RECORDS_DIR).mkdir(exist_ok=True)
+    _check_job_file(out, cfg)
+
+    # 1. What is already there: finished objects (their folder exists), and recorded outcomes.
+    records = {k: v for k, v in _read_records(out).items() if k in ids}
+    todo = []
+    skipped = 0
+    for src in resolved:
+        done = _done_record(out, src)
+        if done is not None:
+            records[src.object_id] = done
+            skipped += 1
+        elif src.object_id in records and (
+            records[src.object_id]["status"] == "rejected" or not retry_failed
+        ):
+            skipped += 1
+        else:
+            records.pop(src.object_id, None)
+            todo.append(src)
+
+    # 2. Render what is left, locally or on Ray, recording each outcome as it arrives.
+    cfg_json = cfg.to_json()
+    t0 = time.perf_counter()
+    last_report = t0
+    if ray_address:
+        results = _run_ray(todo, str(out), cfg_json, ray_address, max_in_flight=max(2, 2 * workers))
+    else:
+        results = _run_local(todo, str(out), cfg_json, workers)
+    bar = tqdm(total=len(todo), unit="obj", desc="render-dataset", disable=not progress, dynamic_ncols=True)
+    try:
+        for rec in results:
+            records[rec["object_id"]] = rec
+            if rec["status"] != "done":
+                atomic_write_json(out / RECORDS_DIR / f"{rec['object_id']}.json", rec)
+            else:
+                (out / RECORDS_DIR / f"{rec['object_id']}.json").unlink(missing_ok=True)
+            bar.update(1)
+            counts = Counter(r["status"] for r in records.values())
+            bar.set_postfix(
+                done=counts.get("done", 0), rejected=counts.get("rejected", 0), failed=counts.get("failed", 0)
+            )
+            if time.perf_counter() - last_report > MANIFEST_EVERY_S:
+                _write_reports(out, resolved, records)
+                last_report = time.perf_counter()
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+
+    # 3. Reports, rewritten whole from the per-object outcomes (identical after a resume).
+    summary = _write_reports(out, resolved, records)
+    rendered = sum(1 for s in todo if records.get(s.object_id, {}).get("status") == "done")
+    summary.update(
+        {
+            "skipped_existing": skipped,
+            "processed_this_run": len(todo),
+            "rendered_this_run": rendered,
+            "elapsed_s": round(elapsed, 3),
+            "objects_per_s": round(len(todo) / elapsed, 4) if elapsed > 0 and todo else None,
+            "out": str(out),
+        }
+    )
+    atomic_write_json(out / "summary.json", summary)
+    return summary
