@@ -1,0 +1,896 @@
+"""Finetuning (or training from scratch) of the multi-view video prior on orbit datasets, on accelerate.
+
+The recipe is SVD's (reference/SV3D.md): EDM v-prediction with ln sigma ~ N(P_mean, P_std^2) and loss
+weight (1 + sigma^2) / sigma^2 on the denoised output (`video_prior.edm.edm_loss`), the conditioning view
+encoded after noise augmentation ln cond_aug ~ N(-3, 0.5^2), and the conditioning (CLIP embedding and image
+latent) dropped with probability `cond_drop_prob` so that classifier-free guidance has an unconditional
+branch to extrapolate from.
+
+Engine: `accelerate` (mixed precision, gradient accumulation, DDP / FSDP through `accelerate launch`),
+AdamW (fused on CUDA), an EMA of the trainable weights, LoRA through peft, gradient checkpointing on the
+UNet, tensorboard through accelerate's trackers.
+
+Resumption is exact: the data order and every random draw of a step (training sigma, noise, cond_aug,
+conditioning dropout) are pure functions of (seed, micro-step, process rank), and a checkpoint holds the
+model, the EMA, the optimizer, the LR scheduler, the step counters and the RNG states (accelerate's
+`save_state`). Checkpoints are written to a temporary folder and renamed into place.
+
+Run folder layout::
+
+    RUN/config.yaml                 the resolved config of the run
+    RUN/checkpoints/step-000100/    accelerate state + trainer_state.json (the last `keep_checkpoints`)
+    RUN/checkpoints/latest          name of the newest complete checkpoint
+    RUN/samples/step-000100.png     contact sheet: per validation object, a ground-truth row, a sample row
+    RUN/logs/                       tensorboard
+    RUN/metrics.jsonl               one line per optimizer step: step, loss, lr
+    RUN/model/                      the final model (EMA weights when EMA is on), diffusers layout;
+                                    RUN/model/unet_no_ema/ holds the raw weights
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fnmatch
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from render.common import InputError, atomic_output, atomic_write_text
+from video_prior import edm
+from video_prior.data import DataConfig, OrbitVideoDataset, make_loader
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+TRAINER_STATE = "trainer_state.json"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on the UNet (peft); only the adapters train, the final model has them merged."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+@dataclass
+class CurriculumStage:
+    """Until optimizer step `until_step` (exclusive), train with these frames / resolution."""
+
+    until_step: int
+    num_frames: int | None = None
+    resolution: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data folders and the output folder (YAML-loadable).
+
+    Model: `model` is a components config ({"unet", "vae", "image_encoder", "info"}) or a preset
+    ({"preset": "tiny" | "sv3d", **its arguments}); `init_from` instead names a model folder in diffusers
+    layout (a converted SVD/SV3D checkpoint, or a previous run's RUN/model) to finetune.
+
+    Trainable parts: UNet parameters whose names match a `trainable` pattern and no `frozen` pattern
+    (fnmatch, e.g. "*temporal*"); the VAE and the image encoder are always frozen. With `lora`, only the
+    adapters train.
+    """
+
+    model: dict[str, Any] | None = None
+    init_from: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-5
+    lr_warmup_steps: int = 0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0
+    lora: LoraConfig | None = None
+    trainable: list[str] = field(default_factory=lambda: ["*"])
+    frozen: list[str] = field(default_factory=list)
+    p_mean: float = 0.7
+    p_std: float = 1.6
+    cond_aug_mean: float = -3.0
+    cond_aug_std: float = 0.5
+    cond_drop_prob: float = 0.1
+    curriculum: list[CurriculumStage] = field(default_factory=list)
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 0
+    sample_steps: int = 10
+    sample_guidance: float = 2.5
+    num_sample_objects: int = 2
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.init_from is None):
+            raise InputError(
+                "train config: give exactly one of 'model' (a config or preset) and 'init_from' (a folder)"
+            )
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InputError(
+                f"train config mixed_precision '{self.mixed_precision}': expected one of {MIXED_PRECISION}"
+            )
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "sample_steps",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"train config {name} {getattr(self, name)}: expected a positive integer")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(
+                f"train config ema_decay {self.ema_decay}: expected a value in [0, 1) (0 = no EMA)"
+            )
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise InputError(f"train config cond_drop_prob {self.cond_drop_prob}: expected a value in [0, 1)")
+        if self.lr <= 0:
+            raise InputError(f"train config lr {self.lr}: expected a positive learning rate")
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        steps = [s.until_step for s in self.curriculum]
+        if steps != sorted(steps):
+            raise InputError(f"train config curriculum until_step values {steps}: expected increasing")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+        data = dict(data)
+        _reject_unknown(cls, data, source)
+        if "data" in data:
+            _reject_unknown(DataConfig, data["data"], f"{source} 'data'")
+            data["data"] = DataConfig(**data["data"])
+        if data.get("lora") is not None:
+            _reject_unknown(LoraConfig, data["lora"], f"{source} 'lora'")
+            data["lora"] = LoraConfig(**data["lora"])
+        if "curriculum" in data:
+            stages = []
+            for i, s in enumerate(data["curriculum"] or []):
+                _reject_unknown(CurriculumStage, s, f"{source} curriculum[{i}]")
+                stages.append(CurriculumStage(**s))
+            data["curriculum"] = stages
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InputError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: training config file does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        return cls.from_dict(data or {}, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    def stage_at(self, step: int) -> tuple[int, int]:
+        """(num_frames, resolution) in effect at optimizer step `step`."""
+        for s in self.curriculum:
+            if step < s.until_step:
+                return s.num_frames or self.data.num_frames, s.resolution or self.data.resolution
+        return self.data.num_frames, self.data.resolution
+
+
+def _reject_unknown(cls, data: Any, source: str) -> None:
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{source}: unknown keys {unknown}; expected some of {sorted(known)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Model set-up
+# ------------------------------------------------------------------------------------------------
+
+
+def _presets() -> dict[str, Any]:
+    from video_prior.components import sv3d_config, tiny_config
+
+    return {"tiny": tiny_config, "sv3d": sv3d_config}
+
+
+def resolve_model_config(model: dict[str, Any]) -> dict[str, Any]:
+    """A components config from the `model` section: a preset name with its arguments, or the config itself."""
+    model = dict(model)
+    preset = model.pop("preset", None)
+    if preset is None:
+        return model
+    presets = _presets()
+    if preset not in presets:
+        raise InputError(f"train config model preset '{preset}': expected one of {sorted(presets)}")
+    overrides = {k: model.pop(k) for k in ("unet", "vae", "image_encoder", "info") if k in model}
+    try:
+        config = presets[preset](**model)
+    except TypeError as exc:
+        raise InputError(f"train config model preset '{preset}': {exc}") from exc
+    for part, values in overrides.items():
+        config[part] = {**config.get(part, {}), **values}
+    return config
+
+
+def build_model(config: TrainConfig) -> tuple[dict[str, torch.nn.Module], Any]:
+    """(components, ModelInfo): random init from `model` (seeded by `config.seed`) or loaded `init_from`."""
+    from video_prior.components import build_components, load_components, model_info_from_config
+
+    if config.init_from is not None:
+        return load_components(config.init_from)
+    model_config = resolve_model_config(config.model)
+    torch.manual_seed(config.seed)  # the deterministic initialisation of a from-scratch run
+    return build_components(model_config), model_info_from_config(model_config)
+
+
+def select_trainable(unet: torch.nn.Module, trainable: list[str], frozen: list[str]) -> list[str]:
+    """Set requires_grad on UNet parameters by name patterns; returns the names that train."""
+    names = []
+    for name, p in unet.named_parameters():
+        on = any(fnmatch.fnmatchcase(name, pat) for pat in trainable) and not any(
+            fnmatch.fnmatchcase(name, pat) for pat in frozen
+        )
+        p.requires_grad_(on)
+        if on:
+            names.append(name)
+    if not names:
+        raise InputError(
+            f"train config: trainable {trainable} and frozen {frozen} leave no UNet parameter to train"
+        )
+    return names
+
+
+def add_lora(unet: torch.nn.Module, lora: LoraConfig) -> list[str]:
+    """Inject LoRA adapters (peft) into the UNet; freeze everything else. Returns the adapter parameter names."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import inject_adapter_in_model
+
+    peft_config = PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+    )
+    try:
+        inject_adapter_in_model(peft_config, unet)
+    except ValueError as exc:
+        raise InputError(f"train config lora: {exc}") from exc
+    names = []
+    for name, p in unet.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            names.append(name)
+    return names
+
+
+def merged_unet_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The UNet's weights as a plain state dict, with any LoRA adapters merged into their base layers."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    merged = []
+    for m in unet.modules():
+        if isinstance(m, BaseTunerLayer) and not m.merged:
+            m.merge()
+            merged.append(m)
+    try:
+        state = {
+            k.replace(".base_layer.", "."): v.detach().clone()
+            for k, v in unet.state_dict().items()
+            if "lora_" not in k
+        }
+    finally:
+        for m in merged:
+            m.unmerge()
+    return state
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters (kept in float32).
+
+    shadow <- d shadow + (1 - d) param with d = min(decay, (1 + n) / (10 + n)) after n updates (the
+    warm-up of diffusers' EMAModel / Karras et al.'s practice), so early averages are not dominated by
+    the initialisation.
+    """
+
+    def __init__(self, named_params: dict[str, torch.nn.Parameter], decay: float):
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.shadow = {k: p.detach().float().clone() for k, p in named_params.items()}
+
+    @torch.no_grad()
+    def update(self, named_params: dict[str, torch.nn.Parameter]) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
+        for k, p in named_params.items():
+            self.shadow[k].lerp_(p.detach().float(), 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, named_params: dict[str, torch.nn.Parameter]) -> None:
+        for k, p in named_params.items():
+            p.copy_(self.shadow[k].to(p.dtype))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = float(state["decay"])
+        self.num_updates = int(state["num_updates"])
+        self.shadow = {k: v.float() for k, v in state["shadow"].items()}
+
+
+class TrainerState:
+    """Step counters, checkpointed with accelerate's custom objects (and mirrored in trainer_state.json)."""
+
+    def __init__(self) -> None:
+        self.step = 0  # optimizer steps done
+        self.micro_step = 0  # batches consumed by this process
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "micro_step": self.micro_step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step, self.micro_step = int(state["step"]), int(state["micro_step"])
+
+
+# ------------------------------------------------------------------------------------------------
+# One training step
+# ------------------------------------------------------------------------------------------------
+
+
+def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
+    """The CPU generator of one micro-step: its draws depend only on (seed, micro_step, rank)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(micro_step)) * 1024 + int(rank))
+
+
+def to_model_order(batch: dict[str, Any], info) -> dict[str, Any]:
+    """Reorder a batch from mv3d's order (frame 0 = conditioning view) to the model's frame order.
+
+    Models converted from SV3D expect the input view LAST, with azimuths measured from it and possibly
+    mirrored (`render.cameras.to_sv3d`, the one adapter). Only the target frames and angles move; the
+    conditioning image is the same view either way.
+    """
+    if getattr(info, "frame_order", "mv3d") != "sv3d":
+        return batch
+    from render.cameras import Orbit, to_sv3d
+
+    out = dict(batch)
+    key = "latents" if "latents" in batch else "frames"
+    polar, azimuth, targets = [], [], []
+    for b in range(batch[key].shape[0]):
+        az = np.rad2deg(batch["azimuth_rad"][b].double().numpy())
+        el = 90.0 - np.rad2deg(batch["polar_rad"][b].double().numpy())
+        sv = to_sv3d(Orbit(az, el, 1.0), direction=info.sv3d_azimuth_direction)
+        order = torch.from_numpy(sv.order)
+        targets.append(batch[key][b][order])
+        polar.append(torch.from_numpy(sv.polar_rad).float())
+        azimuth.append(torch.from_numpy(sv.azimuth_rad).float())
+    out[key] = torch.stack(targets)
+    out["polar_rad"], out["azimuth_rad"] = torch.stack(polar), torch.stack(azimuth)
+    return out
+
+
+def make_network_fn(unet, cond_latent: torch.Tensor, clip: torch.Tensor, time_ids: torch.Tensor):
+    """The raw network of `edm.denoise`: concatenates the image latent to every frame, calls the UNet.
+
+    cond_latent (B, 4, h, w) unscaled; clip (B, 1, D); time_ids as `conditioning.camera_time_ids` gives.
+    """
+
+    def network_fn(x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        frames = x_in.shape[1]
+        cond = cond_latent[:, None].expand(-1, frames, -1, -1, -1).to(x_in.dtype)
+        return unet(
+            torch.cat([x_in, cond], dim=2), c_noise, encoder_hidden_states=clip, added_time_ids=time_ids
+        ).sample
+
+    return network_fn
+
+
+def training_loss(
+    unet: torch.nn.Module,
+    vae: torch.nn.Module,
+    image_encoder: torch.nn.Module,
+    unet_config,
+    batch: dict[str, Any],
+    config: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """The EDM loss of one batch (see the module docstring); every random draw comes from `generator`.
+
+    Batch: "frames" (B, F, 3, H, W) and "cond_image" (B, 3, H, W) in [-1, 1], or cached "latents"
+    (B, F, 4, h, w), "cond_latent" (B, 4, h, w), "clip" (B, 1, D); and "polar_rad", "azimuth_rad" (B, F).
+    """
+    from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, encode_frames
+
+    b = batch["polar_rad"].shape[0]
+    cond_aug = edm.sample_cond_aug(b, config.cond_aug_mean, config.cond_aug_std, generator=generator)
+    sigma = edm.sample_training_sigmas(b, config.p_mean, config.p_std, generator=generator)
+    keep = (torch.rand(b, generator=generator) >= config.cond_drop_prob).float()
+    with torch.no_grad():
+        if "latents" in batch:
+            latents = batch["latents"].to(device)
+            # Cache: the augmentation noise is added in latent space (a stand-in for encoding a noisy image).
+            cond_noise = torch.randn(batch["cond_latent"].shape, generator=generator)
+            cond_latent = (batch["cond_latent"] + cond_aug.view(-1, 1, 1, 1) * cond_noise).to(device)
+            clip = batch["clip"].to(device)
+        else:
+            latents = encode_frames(vae, batch["frames"].to(device)).float()
+            aug_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            cond_latent = condition_latent(
+                vae,
+                batch["cond_image"].to(device),
+                cond_aug.to(device),
+                generator=torch.Generator(device).manual_seed(aug_seed),
+            ).float()
+            clip = clip_embed(image_encoder, batch["cond_image"].to(device)).float()
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    # Conditioning dropout: zero both the image latent and the CLIP embedding, as the sampler's
+    # unconditional branch does; the camera vector is kept.
+    keep = keep.to(device)
+    cond_latent = cond_latent * keep.view(-1, 1, 1, 1)
+    clip = clip * keep.view(-1, 1, 1)
+    time_ids = camera_time_ids(unet_config, cond_aug, batch["polar_rad"], batch["azimuth_rad"]).to(device)
+    network_fn = make_network_fn(unet, cond_latent, clip, time_ids)
+    return edm.edm_loss(network_fn, latents, sigma.to(device), noise)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling previews
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_videos(
+    components: dict[str, torch.nn.Module],
+    cond_images: torch.Tensor,
+    polar_rad: torch.Tensor,
+    azimuth_rad: torch.Tensor,
+    num_steps: int = 10,
+    guidance: float = 2.5,
+    seed: int = 0,
+    latent_shape: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
+    """Generate orbits for training previews: Euler on Karras sigmas with SV3D's triangle CFG.
+
+    Args:
+        cond_images: (B, 3, H, W) in [-1, 1]; polar_rad, azimuth_rad: (B, F) in the model's frame order.
+        latent_shape: (C, h, w) of the latents (default: from encoding one image).
+    Returns:
+        (B, F, 3, H, W) in [-1, 1].
+    """
+    from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, decode_latents
+    from video_prior.guidance import apply_cfg, guidance_scales
+    from video_prior.samplers import sample_euler
+
+    unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    b, f = polar_rad.shape
+    cond_aug = torch.full((b,), 1e-5)
+    cond_latent = condition_latent(vae, cond_images.to(device), cond_aug.to(device)).float()
+    clip = clip_embed(encoder, cond_images.to(device)).float()
+    time_ids = camera_time_ids(unet.config, cond_aug, polar_rad, azimuth_rad).to(device)
+    # One batched forward for [uncond; cond]: the unconditional half zeroes the image latent and CLIP.
+    net = make_network_fn(
+        unet,
+        torch.cat([torch.zeros_like(cond_latent), cond_latent]).to(dtype),
+        torch.cat([torch.zeros_like(clip), clip]).to(dtype),
+        torch.cat([time_ids, time_ids]),
+    )
+    scales = guidance_scales("triangle", f, 1.0, guidance)
+
+    def denoiser(x, sigma, cond):
+        both = edm.denoise(net, torch.cat([x, x]).to(dtype), torch.cat([sigma, sigma])).float()
+        return apply_cfg(both[:b], both[b:], scales)
+
+    shape = latent_shape or tuple(cond_latent.shape[1:])
+    sigmas = edm.karras_sigmas(num_steps).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn((b, f, *shape), generator=gen, dtype=torch.float64) * sigmas[0].cpu()).float().to(device)
+    latents = sample_euler(denoiser, x, sigmas.float())
+    return decode_latents(vae, latents)
+
+
+def contact_sheet(rows: list[torch.Tensor]) -> np.ndarray:
+    """Tile rows of frames (each (F, 3, H, W) in [-1, 1]) into one (rows*H, F*W, 3) uint8 image."""
+    tiles = [torch.cat(list(r.float().clamp(-1, 1)), dim=-1) for r in rows]
+    sheet = torch.cat(tiles, dim=-2)
+    return ((sheet.permute(1, 2, 0) + 1.0) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    import io
+
+    from PIL import Image
+
+    from render.common import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run (the `latest` pointer, else the highest step folder)."""
+    ckpt_root = Path(out_dir) / CHECKPOINTS
+    pointer = ckpt_root / LATEST
+    if pointer.is_file():
+        cand = ckpt_root / pointer.read_text().strip()
+        if (cand / TRAINER_STATE).is_file():
+            return cand
+    done = sorted(p for p in ckpt_root.glob("step-*") if (p / TRAINER_STATE).is_file())
+    return done[-1] if done else None
+
+
+def _save_checkpoint(
+    accelerator, out_dir: Path, state: TrainerState, keep: int, extra: dict[str, Any]
+) -> Path:
+    """accelerate state into a temporary folder, renamed to checkpoints/step-N when whole."""
+    ckpt_root = out_dir / CHECKPOINTS
+    final = ckpt_root / f"step-{state.step:06d}"
+    tmp = ckpt_root / f".tmp-step-{state.step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / TRAINER_STATE).write_text(json.dumps({**state.state_dict(), **extra}, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        atomic_write_text(ckpt_root / LATEST, final.name + "\n")
+        old = sorted(p for p in ckpt_root.glob("step-*") if p != final)
+        for p in old[: max(0, len(old) - (keep - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the final model folder, the steps done and the loss history of this call."""
+
+    model_dir: Path | None
+    steps: int
+    losses: list[float]
+    resumed_from: Path | None
+
+
+def _validation_batch(dataset: OrbitVideoDataset, count: int) -> dict[str, Any] | None:
+    from video_prior.data import collate
+
+    if dataset.cached or count <= 0:
+        return None
+    saved = dataset.epoch
+    dataset.set_epoch(0)
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    dataset.set_epoch(saved)
+    return collate(items)
+
+
+def train(
+    config: TrainConfig,
+    data_dirs: list[str | Path],
+    out_dir: str | Path,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train until `max_steps` optimizer steps (config's unless given), checkpointing and sampling on the way.
+
+    Args:
+        config: the run's settings.
+        data_dirs: orbit dataset folders (objects, or roots of many).
+        out_dir: the run folder (see the module docstring).
+        resume: continue from the newest checkpoint in `out_dir` (error if there is none and the folder
+            already has one's traces; a fresh start otherwise).
+        max_steps: overrides `config.max_steps`.
+        progress: show a tqdm bar with the loss.
+        stop_after: return (without saving the final model) after this many optimizer steps of this call;
+            for tests and time-boxed jobs that resume later.
+    Returns:
+        A `TrainResult`.
+    """
+    import yaml
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    max_steps = int(max_steps or config.max_steps)
+    if out_dir.exists() and not resume and latest_checkpoint(out_dir) is not None:
+        raise InputError(
+            f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
+        )
+    log_with = None
+    try:
+        import tensorboard  # noqa: F401
+
+        log_with = "tensorboard"
+    except ImportError:
+        pass
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+        step_scheduler_with_optimizer=False,
+    )
+    set_seed(config.seed)
+    device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    # 1. model: trainable UNet, frozen VAE and image encoder in the compute dtype
+    components, info = build_model(config)
+    unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        config.mixed_precision
+    ]
+    for frozen_part in (vae, encoder):
+        frozen_part.requires_grad_(False).eval().to(device)
+        if device.type == "cuda" and weight_dtype != torch.float32:
+            frozen_part.to(
+                dtype=weight_dtype
+            )  # frozen parts run in the compute dtype; the UNet trains in fp32
+    unet.to(device)
+    if config.lora is not None:
+        unet.requires_grad_(False)
+        train_names = add_lora(unet, config.lora)
+    else:
+        train_names = select_trainable(unet, config.trainable, config.frozen)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    unet_config = copy.deepcopy(dict(unet.config))
+    named = dict(unet.named_parameters())
+    params = [named[n] for n in train_names]
+
+    # 2. optimizer, warm-up schedule, EMA
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+        fused=fused,
+    )
+    warm = max(1, config.lr_warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+    unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)
+    ema = EMA({n: named[n] for n in train_names}, config.ema_decay) if config.ema_decay > 0 else None
+    state = TrainerState()
+    accelerator.register_for_checkpointing(state)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    # 3. resume
+    resumed_from = latest_checkpoint(out_dir) if resume else None
+    if resumed_from is not None:
+        accelerator.load_state(str(resumed_from))
+        if accelerator.is_main_process and progress:
+            print(f"resuming from {resumed_from} (step {state.step})")
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if log_with is not None:
+        accelerator.init_trackers("mv3d_train")
+
+    # 4. data for the current curriculum stage (rebuilt when the stage changes)
+    def loader_for(step: int):
+        frames, resolution = config.stage_at(step)
+        data_cfg = DataConfig(**{**asdict(config.data), "num_frames": frames, "resolution": resolution})
+        ds = OrbitVideoDataset(data_dirs, data_cfg, seed=config.seed)
+        return (
+            (frames, resolution),
+            ds,
+            iter(make_loader(ds, config.batch_size, config.seed, state.micro_step, rank, world)),
+        )
+
+    stage, dataset, batches = loader_for(state.step)
+    preview = _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
+
+    # 5. the loop
+    losses: list[float] = []
+    steps_this_call = 0
+    bar = tqdm(
+        total=max_steps,
+        initial=state.step,
+        desc="train",
+        unit="step",
+        disable=not (progress and accelerator.is_main_process),
+    )
+    metrics_path = out_dir / "metrics.jsonl"
+    while state.step < max_steps:
+        if config.stage_at(state.step) != stage:
+            stage, dataset, batches = loader_for(state.step)
+            preview = (
+                _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
+            )
+        accum_loss = 0.0
+        t0 = time.perf_counter()
+        for _ in range(config.grad_accum):
+            batch = to_model_order(next(batches), info)
+            gen = step_generator(config.seed, state.micro_step, rank)
+            with accelerator.accumulate(unet), accelerator.autocast():
+                loss = training_loss(unet, vae, encoder, unet_config, batch, config, gen, device)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.micro_step += 1
+            accum_loss += float(loss.detach()) / config.grad_accum
+        if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
+            raise RuntimeError("gradient accumulation out of step")
+        scheduler.step()
+        if ema is not None:
+            ema.update({n: named[n] for n in train_names})
+        state.step += 1
+        steps_this_call += 1
+        loss_value = float(accelerator.reduce(torch.tensor(accum_loss, device=device), reduction="mean"))
+        losses.append(loss_value)
+        lr = scheduler.get_last_lr()[0]
+        if accelerator.is_main_process:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if state.step % config.log_every == 0:
+                record = {
+                    "step": state.step,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "step_s": time.perf_counter() - t0,
+                }
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+        if log_with is not None and state.step % config.log_every == 0:
+            accelerator.log({"loss": loss_value, "lr": lr}, step=state.step)
+        if state.step % config.checkpoint_every == 0 or state.step == max_steps:
+            _save_checkpoint(accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value})
+        if (
+            config.sample_every
+            and state.step % config.sample_every == 0
+            and accelerator.is_main_process
+            and preview
+        ):
+            _write_preview(
+                accelerator.unwrap_model(unet),
+                vae,
+                encoder,
+                info,
+                preview,
+                config,
+                out_dir,
+                state.step,
+                ema,
+                named,
+                train_names,
+            )
+        if stop_after is not None and steps_this_call >= stop_after and state.step < max_steps:
+            bar.close()
+            accelerator.end_training()
+            return TrainResult(None, state.step, losses, resumed_from)
+    bar.close()
+
+    # 6. the final model, in the layout the pipeline loads (EMA weights when EMA is on)
+    model_dir = None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model_dir = save_final_model(
+            accelerator.unwrap_model(unet), vae, encoder, info, config, out_dir, ema, named, train_names
+        )
+    accelerator.end_training()
+    return TrainResult(model_dir, state.step, losses, resumed_from)
+
+
+def _swap_in_ema(ema: EMA | None, named: dict[str, torch.nn.Parameter], names: list[str]):
+    """Context: the trainable parameters hold the EMA weights inside the block, their own weights after."""
+
+    @contextlib.contextmanager
+    def ctx():
+        if ema is None:
+            yield
+            return
+        backup = {n: named[n].detach().clone() for n in names}
+        ema.copy_to({n: named[n] for n in names})
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n in names:
+                    named[n].copy_(backup[n])
+
+    return ctx()
+
+
+def _write_preview(unet, vae, encoder, info, preview, config, out_dir, step, ema, named, names) -> None:
+    was_training = unet.training
+    unet.eval()
+    try:
+        with _swap_in_ema(ema, named, names):
+            batch = to_model_order(preview, info)
+            videos = sample_videos(
+                {"unet": unet, "vae": vae, "image_encoder": encoder},
+                batch["cond_image"],
+                batch["polar_rad"],
+                batch["azimuth_rad"],
+                num_steps=config.sample_steps,
+                guidance=config.sample_guidance,
+                seed=config.seed,
+            )
+        rows = []
+        for truth, video in zip(batch["frames"], videos, strict=True):
+            rows += [truth, video.cpu()]
+        write_png(out_dir / "samples" / f"step-{step:06d}.png", contact_sheet(rows))
+    finally:
+        unet.train(was_training)
+
+
+def save_final_model(unet, vae, encoder, info, config, out_dir: Path, ema, named, names) -> Path:
+    """RUN/model (EMA weights when EMA is on, LoRA merged) + RUN/model/unet_no_ema (raw weights)."""
+    from video_prior.components import save_components
+    from video_prior.unet import MultiViewUNet
+
+    info = copy.deepcopy(info)
+    frames, resolution = config.stage_at(math.inf)
+    info.resolution = int(resolution)
+    if info.num_frames is not None:
+        info.num_frames = int(frames)
+    raw_state = merged_unet_state(unet)
+    with _swap_in_ema(ema, named, names):
+        ema_state = merged_unet_state(unet)
+    unet_config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    plain = MultiViewUNet.from_config(unet_config)
+    plain.load_state_dict(ema_state)
+    parts = {"unet": plain.eval(), "vae": vae.float(), "image_encoder": encoder.float()}
+    path = save_components(parts, info, out_dir / "model")
+    if ema is not None:
+        plain.load_state_dict(raw_state)
+        with atomic_output(path / "unet_no_ema") as tmp:
+            plain.save_pretrained(tmp)
+    return path
