@@ -142,7 +142,7 @@ def _curation_config(cfg: RenderJobConfig):
     curation = _curation_module()
     if curation is None or cfg.curation is None:
         return curation, None
-    return curation, curation.CurationConfig(**cfg.curation)
+    return curation, curation.CurationConfig.from_dict(cfg.curation)
 
 
 def _error_line(exc: BaseException) -> str:
@@ -299,15 +299,18 @@ def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, An
     atomic_write_text(out / "manifest.jsonl", "".join(line + "\n" for line in lines))
     atomic_write_text(out / "failures.jsonl", "".join(line + "\n" for line in failures))
     status = Counter(r["status"] for r in records.values())
-    rejected_by = Counter(r["stage"] for r in records.values() if r["status"] == "rejected")
+    rejected_at = Counter(r["stage"] for r in records.values() if r["status"] == "rejected")
     reasons = Counter(r.get("reason", "") for r in records.values() if r["status"] == "rejected")
+    # The filter is the reason's text before its first ':' (render.curation's convention).
+    by_filter = Counter(r.split(":", 1)[0].strip() for r in reasons.elements())
     return {
         "objects": len(sources),
         "done": status.get("done", 0),
         "rejected": status.get("rejected", 0),
         "failed": status.get("failed", 0),
         "pending": len(sources) - len(records),
-        "rejected_by_filter": dict(sorted(rejected_by.items())),
+        "rejected_at_stage": dict(sorted(rejected_at.items())),
+        "rejected_by_filter": dict(sorted(by_filter.items(), key=lambda kv: (-kv[1], kv[0]))),
         "rejection_reasons": dict(reasons.most_common()),
     }
 
@@ -414,7 +417,7 @@ def render_dataset(
     if isinstance(elevation, (int, float)):
         elevation = (float(elevation), float(elevation))
     if curation is not None and not isinstance(curation, dict):
-        curation = asdict(curation)
+        curation = curation.to_dict() if hasattr(curation, "to_dict") else asdict(curation)
     cfg = RenderJobConfig(
         views=int(views),
         resolution=int(resolution),
@@ -436,10 +439,7 @@ def render_dataset(
         mod = _curation_module()
         if mod is None:
             raise InputError("curation settings were given but render.curation is not available")
-        try:
-            mod.CurationConfig(**cfg.curation)
-        except TypeError as exc:
-            raise InputError(f"curation settings {sorted(cfg.curation)}: {exc}") from exc
+        mod.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir)
     if not resolved:
