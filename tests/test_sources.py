@@ -1,0 +1,174 @@
+"""SOURCES: mesh files, folders (GSO layout too), procedural:N:SEED, ids, dedup and bad specs."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from render.common import InputError
+from render.sources import MESH_EXTENSIONS, ObjectSource, file_source, resolve_source, resolve_sources
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _box(path, extents=(1.0, 2.0, 3.0)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trimesh.creation.box(extents=extents).export(path)
+    return path
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    """A folder of meshes of several formats, a GSO-style subtree, and files to ignore."""
+    root = tmp_path / "meshes"
+    _box(root / "b" / "chair.ply")
+    _box(root / "a" / "chair.obj")
+    _box(root / "a" / "lamp.STL")
+    _box(root / "c" / "deep" / "vase.glb")
+    _box(root / "c" / "deep" / "cup.off")
+    # Google Scanned Objects: OBJECT/meshes/model.obj (+ mtl and textures beside it).
+    for name in ("Alarm_Clock", "Toy_Train"):
+        obj = root / "gso" / name / "meshes" / "model.obj"
+        mesh = trimesh.creation.box(extents=(1.0, 1.0, 2.0))
+        mesh.visual = trimesh.visual.TextureVisuals(
+            uv=np.random.default_rng(0).random((len(mesh.vertices), 2)),
+            material=trimesh.visual.material.SimpleMaterial(image=Image.new("RGB", (8, 8), (200, 30, 30))),
+        )
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        mesh.export(obj)
+        (root / "gso" / name / "model.config").write_text("<model/>")
+    (root / "notes.txt").write_text("not a mesh")
+    _box(root / ".hidden" / "secret.obj")
+    _box(root / "a" / ".partial.obj")
+    return root
+
+
+def test_folder_is_scanned_recursively_sorted_and_filtered(tree):
+    sources = resolve_sources([str(tree)])
+    rel = [str(Path(s.location).relative_to(tree.resolve())).replace("\\", "/") for s in sources]
+    assert rel == [
+        "a/chair.obj",
+        "a/lamp.STL",
+        "b/chair.ply",
+        "c/deep/cup.off",
+        "c/deep/vase.glb",
+        "gso/Alarm_Clock/meshes/model.obj",
+        "gso/Toy_Train/meshes/model.obj",
+    ]
+    # Deterministic: the same folder resolves to the same ids in the same order.
+    assert [s.object_id for s in resolve_sources([str(tree)])] == [s.object_id for s in sources]
+
+
+def test_object_ids_are_unique_safe_and_readable(tree):
+    sources = resolve_sources([str(tree)])
+    ids = [s.object_id for s in sources]
+    assert len(set(ids)) == len(ids)
+    assert all(SAFE_ID.match(i) for i in ids)
+    # Two files called chair get different ids; GSO models are named after their folder.
+    assert sum(i.startswith("chair-") for i in ids) == 2
+    assert any(i.startswith("Alarm_Clock-") for i in ids)
+    assert any(i.startswith("Toy_Train-") for i in ids)
+    # Odd characters in a file name are replaced.
+    odd = _box(tree.parent / "we ird:name (1).obj")
+    src = file_source(odd)
+    assert SAFE_ID.match(src.object_id) and src.object_id.startswith("we_ird_name_1")
+
+
+def test_same_object_named_twice_is_kept_once(tree):
+    one = str(tree / "a" / "chair.obj")
+    sources = resolve_sources([one, str(tree), "procedural:2:1", "procedural:3:1"])
+    ids = [s.object_id for s in sources]
+    assert len(ids) == len(set(ids)) == 7 + 3
+    assert sources[0].spec == one  # first occurrence wins
+
+
+def test_relative_and_absolute_paths_give_the_same_id(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    rel = resolve_source("a/chair.obj")[0]
+    absolute = resolve_source(str(tree / "a" / "chair.obj"))[0]
+    assert rel.object_id == absolute.object_id
+    assert rel.spec == "a/chair.obj"
+
+
+def test_file_and_gso_sources_load(tree):
+    sources = resolve_sources([str(tree)])
+    gso = next(s for s in sources if s.object_id.startswith("Alarm_Clock-"))
+    mesh = gso.load()
+    bounds = mesh.world_bounds()
+    assert np.isclose((bounds[1] - bounds[0]).max(), 1.0)
+    assert mesh.has_color()
+    ply = next(s for s in sources if s.location.endswith("chair.ply"))
+    assert ply.meta["format"] == "ply"
+    assert ply.load().num_faces == 12
+
+
+def test_procedural_spec():
+    sources = resolve_source("procedural:3:42")
+    assert [s.object_id for s in sources] == [f"procedural-s42-{i:06d}" for i in range(3)]
+    assert [s.spec for s in sources] == ["procedural:42:0", "procedural:42:1", "procedural:42:2"]
+    assert all(s.meta["licence"] == "cc0" for s in sources)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "procedural:",
+        "procedural:3",
+        "procedural:0:1",
+        "procedural:x:1",
+        "procedural:2:-1",
+        "procedural:1:2:3",
+    ],
+)
+def test_bad_procedural_specs(spec):
+    with pytest.raises(InputError, match=r"procedural:N:SEED") as info:
+        resolve_sources([spec])
+    assert repr(spec) in str(info.value)
+
+
+def test_bad_path_specs(tmp_path):
+    with pytest.raises(InputError, match="does not exist") as info:
+        resolve_sources([str(tmp_path / "nope.obj")])
+    assert "procedural:N:SEED" in str(info.value) and "objaverse:" in str(info.value)
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(InputError, match="not a mesh file"):
+        resolve_sources([str(tmp_path / "readme.txt")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no mesh files"):
+        resolve_sources([str(tmp_path / "empty")])
+    with pytest.raises(InputError, match="no sources"):
+        resolve_sources([])
+    with pytest.raises(InputError, match="empty source"):
+        resolve_sources([""])
+
+
+def test_malformed_file_fails_at_load_not_at_resolve(tmp_path):
+    bad = tmp_path / "broken.obj"
+    bad.write_bytes(b"")
+    (src,) = resolve_sources([str(bad)])
+    with pytest.raises(InputError, match="broken.obj"):
+        src.load()
+
+
+def test_sources_pickle_for_worker_processes(tree):
+    sources = resolve_sources([str(tree), "procedural:1:0"])
+    again = pickle.loads(pickle.dumps(sources))
+    assert again == sources
+    assert again[-1].load().num_faces > 0
+
+
+def test_unknown_kind_is_an_input_error():
+    with pytest.raises(InputError, match="unknown source kind"):
+        ObjectSource("x", "x", {}, kind="ftp").load()
+
+
+def test_extensions_follow_the_loader():
+    from render.meshes import SUPPORTED_FORMATS
+
+    assert set(MESH_EXTENSIONS) == set(SUPPORTED_FORMATS)
