@@ -1,0 +1,248 @@
+"""Reconstruction: an orbit dataset (N views + cameras) -> a textured mesh in the dataset's world frame.
+
+    result = reconstruct("views/", out=Path("mesh.glb"))             # the default voxel field
+    result = reconstruct("views/", method="hull", texture="vertex")   # space carving only, fast
+
+Methods are an explicit name -> class table (`METHODS`). Each gives geometry; colour comes from the
+views by visibility-weighted projection (texture.py), as a UV texture (xatlas) or vertex colours.
+
+Pipeline of the default "field" method:
+1. load views (views.py): composite, downsize, drop empty masks, warn about degenerate inputs;
+2. visual hull by space carving (hull.py) on the grid;
+3. voxel density/colour field fitted by volume rendering, coarse to fine (field.py);
+4. marching cubes, clean-up (floaters, degenerate faces, holes), decimation (mesh_ops.py);
+5. UV unwrap + texture bake, or vertex colours (texture.py);
+6. optionally back to the source mesh's frame; export (mv3d/export.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trimesh
+
+from render.common import InputError
+from render.dataset import OrbitDataset, read_orbit_dataset
+
+TEXTURE_MODES = ("uv", "vertex", "none")
+
+
+@dataclass
+class ReconstructionSettings:
+    """What a method needs besides the views."""
+
+    resolution: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    max_view_resolution: int = 256
+    field_iterations: tuple[int, int] | None = None
+    work_dir: Path | None = None
+
+
+@dataclass
+class ReconstructionResult:
+    """A reconstructed mesh.
+
+    Attributes:
+        mesh: the (textured) mesh, in the dataset's world frame unless `source_frame` was asked.
+        path: where it was written, or None.
+        warnings: one-line problems met on the way (degenerate inputs, fallbacks).
+        timings: seconds per stage ("load", "hull", "field", "mesh", "texture", "export", "total").
+    """
+
+    mesh: trimesh.Trimesh
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc: Any) -> None:
+                timer.timings[name] = timer.timings.get(name, 0.0) + time.perf_counter() - self.t
+
+        return _Ctx()
+
+
+class HullMethod:
+    """Space carving of the silhouettes: seconds, exact silhouettes, no concavities."""
+
+    def geometry(self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+        from mv3d.reconstruct.hull import visual_hull
+        from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
+        from mv3d.reconstruct.views import load_views
+
+        with timer("load"):
+            vs = load_views(ds, settings.max_view_resolution)
+            warnings.extend(vs.warnings)
+        grid = Grid(settings.resolution)
+        with timer("hull"):
+            occ = visual_hull(vs, grid, warnings)
+        with timer("mesh"):
+            mesh = extract_isosurface(occ, grid, 0.5)
+        return mesh, vs
+
+
+class FieldMethod:
+    """Voxel density/colour field fitted by volume rendering, initialised from the visual hull."""
+
+    def geometry(self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+        from mv3d.reconstruct.field import FieldConfig, fit_field, surface_field
+        from mv3d.reconstruct.hull import visual_hull
+        from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
+        from mv3d.reconstruct.views import load_views
+
+        with timer("load"):
+            vs = load_views(ds, settings.max_view_resolution)
+            warnings.extend(vs.warnings)
+        grid = Grid(settings.resolution)
+        with timer("hull"):
+            occ = visual_hull(vs, grid, warnings)
+        if len(vs) < 3:
+            # Photometric consistency needs several views of each point; with fewer the hull is all we know.
+            warnings.append(f"only {len(vs)} usable views: the field is not fitted, the visual hull is the result")
+            with timer("mesh"):
+                return extract_isosurface(occ, grid, 0.5), vs
+        cfg = FieldConfig(resolution=settings.resolution)
+        if settings.field_iterations is not None:
+            cfg.coarse_iterations, cfg.fine_iterations = settings.field_iterations
+        with timer("field"):
+            fitted = fit_field(vs, occ, grid, cfg, seed=settings.seed, device=settings.device, progress=settings.progress)
+        with timer("mesh"):
+            mesh = extract_isosurface(surface_field(fitted, occ, grid), fitted.grid, 0.0)
+        if len(mesh.faces) == 0:
+            warnings.append("the fitted field carved everything away: falling back to the visual hull")
+            mesh = extract_isosurface(occ, grid, 0.5)
+        return mesh, vs
+
+
+class NerfstudioMethod:
+    """nerfacto trained by an installed nerfstudio (`ns-train`), Poisson mesh by `ns-export`."""
+
+    def geometry(self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+        from mv3d.reconstruct.nerfstudio import INSTALL_HINT, available, nerfstudio_mesh
+        from mv3d.reconstruct.views import load_views
+
+        if not available():
+            raise InputError(INSTALL_HINT)
+        with timer("load"):
+            vs = load_views(ds, settings.max_view_resolution)
+            warnings.extend(vs.warnings)
+        from render.common import temp_dir
+
+        work = settings.work_dir or temp_dir("mv3d-nerfstudio-")
+        with timer("field"):
+            mesh = nerfstudio_mesh(ds, Path(work), device=settings.device if settings.device != "cpu" else "cuda")
+        return mesh, vs
+
+
+#: Reconstruction methods by name (the `--method` choices).
+METHODS: dict[str, type] = {"field": FieldMethod, "hull": HullMethod, "nerfstudio": NerfstudioMethod}
+
+
+def reconstruct(
+    views: str | Path | OrbitDataset,
+    out: Path | str | None = None,
+    method: str = "field",
+    resolution: int = 128,
+    texture: str = "uv",
+    target_faces: int = 40000,
+    source_frame: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    texture_size: int = 1024,
+    max_view_resolution: int = 256,
+    field_iterations: tuple[int, int] | None = None,
+    format: str | None = None,
+) -> ReconstructionResult:
+    """Reconstruct a textured mesh from an orbit dataset.
+
+    Args:
+        views: orbit dataset folder, its transforms.json, or an `OrbitDataset`.
+        out: mesh file to write (.glb, .obj, .ply; see `mv3d.export.export_mesh`), or None.
+        method: a key of `METHODS`.
+        resolution: voxel grid resolution over [-0.55, 0.55]^3 (32 to 512).
+        texture: "uv" (xatlas atlas + baked texture), "vertex" (vertex colours) or "none".
+        target_faces: decimate to at most this many faces (0: keep all).
+        source_frame: map the mesh back to the source mesh's units with inverse(source_to_world).
+        seed: seeds ray sampling and initialisation.
+        device: torch device of the field fit ("cpu", "cuda").
+        max_view_resolution: views larger than this are downsized for fitting (texturing too).
+        field_iterations: (coarse, fine) iteration counts of the field fit (None: defaults).
+    Returns:
+        `ReconstructionResult`; never an empty mesh (`InputError` instead).
+    """
+    from mv3d.reconstruct.mesh_ops import clean_mesh, decimate
+
+    if method not in METHODS:
+        raise InputError(f"reconstruction method '{method}': expected one of {', '.join(METHODS)}")
+    if texture not in TEXTURE_MODES:
+        raise InputError(f"texture mode '{texture}': expected one of {', '.join(TEXTURE_MODES)}")
+    if not 32 <= int(resolution) <= 512:
+        raise InputError(f"resolution {resolution}: expected a grid size between 32 and 512")
+    if int(target_faces) < 0 or 0 < int(target_faces) < 100:
+        raise InputError(f"target face count {target_faces}: expected 0 (no decimation) or at least 100")
+    if out is not None:
+        from mv3d.export import mesh_format
+
+        mesh_format(Path(out), format)  # fail on a bad format before the work, not after
+    timings: dict[str, float] = {}
+    timer = _Timer(timings)
+    start = time.perf_counter()
+    warnings: list[str] = []
+    ds = views if isinstance(views, OrbitDataset) else read_orbit_dataset(views)
+    settings = ReconstructionSettings(
+        resolution=int(resolution),
+        seed=seed,
+        device=device,
+        progress=progress,
+        max_view_resolution=max_view_resolution,
+        field_iterations=field_iterations,
+    )
+    raw, vs = METHODS[method]().geometry(ds, settings, warnings, timer)
+    with timer("mesh"):
+        mesh = clean_mesh(raw)
+        if len(mesh.faces) == 0:
+            raise InputError(f"{ds.root}: reconstruction produced an empty mesh (views without a common object)")
+        if target_faces:
+            mesh = decimate(mesh, int(target_faces))
+    with timer("texture"):
+        if texture == "uv":
+            from mv3d.reconstruct.texture import textured_mesh
+
+            mesh = textured_mesh(mesh, vs, texture_size)
+        elif texture == "vertex":
+            from mv3d.reconstruct.texture import vertex_colours
+
+            mesh = vertex_colours(mesh, vs)
+    if source_frame:
+        s2w = np.asarray(ds.source_to_world, np.float64)
+        if abs(np.linalg.det(s2w[:3, :3])) < 1e-12:
+            raise InputError(f"{ds.root}: source_to_world is singular: cannot map the mesh back to the source frame")
+        mesh.apply_transform(np.linalg.inv(s2w))
+    path = None
+    if out is not None:
+        from mv3d.export import export_mesh
+
+        with timer("export"):
+            path = export_mesh(mesh, Path(out), format)
+    timings["total"] = time.perf_counter() - start
+    return ReconstructionResult(mesh, path, warnings, timings)
+
+
+__all__ = ["METHODS", "ReconstructionResult", "reconstruct"]

@@ -211,7 +211,9 @@ def fit_field(
                 density.masked_fill_(free, -20.0)
             losses.append(float(photo.detach()))
             bar.update(1)
-            bar.set_postfix(res=res, photo=f"{float(photo.detach()):.4f}", mask=f"{float(mask_loss.detach()):.4f}")
+            bar.set_postfix(
+                res=res, photo=f"{float(photo.detach()):.4f}", mask=f"{float(mask_loss.detach()):.4f}"
+            )
     bar.close()
     dens_np = density.detach()[0, 0].cpu().numpy()
     col_np = torch.sigmoid(colour.detach()[0]).permute(1, 2, 3, 0).cpu().numpy()

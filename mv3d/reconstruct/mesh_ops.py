@@ -88,7 +88,9 @@ def clean_mesh(
         if keep_largest:
             keep = [parts[int(np.argmax(counts))]]
         else:
-            keep = [p for p, c in zip(parts, counts) if c >= min_component_fraction * counts.sum()]
+            keep = [
+                p for p, c in zip(parts, counts, strict=True) if c >= min_component_fraction * counts.sum()
+            ]
         mesh = trimesh.util.concatenate(keep)
     trimesh.repair.fill_holes(mesh)
     trimesh.repair.fix_normals(mesh, multibody=True)

@@ -1,0 +1,280 @@
+"""Mesh export (GLB, OBJ+MTL+PNG, PLY), Blender scenes, and turntable renders of a mesh.
+
+* `export_mesh` writes what trimesh writes: GLB with a PBR base-colour texture (or vertex colours),
+  OBJ with its MTL and PNG texture, PLY with vertex colours (textures are sampled to vertices). Every
+  file is written atomically; for OBJ the texture and MTL go first, so an OBJ on disk is complete.
+* `export_blend` builds a .blend (mesh, material, a camera on the orbit, lights) with bpy in a
+  subprocess of this interpreter: bpy keeps global state and must not share a process with pyrender.
+* `turntable` renders the mesh around an orbit with the fast renderer (render/renderers) and writes a
+  GIF or MP4 with imageio; `side_by_side` puts a generated orbit next to the mesh's turntable.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from render.common import InputError, atomic_output, atomic_write_bytes, atomic_write_text
+
+MESH_FORMATS = ("glb", "obj", "ply")
+
+
+def mesh_format(path: Path, format: str | None = None) -> str:
+    """The mesh format of `path` ("glb", "obj", "ply"), from `format` or the file suffix."""
+    fmt = (format or Path(path).suffix.lstrip(".")).lower()
+    if fmt == "gltf":
+        fmt = "glb"
+    if fmt not in MESH_FORMATS:
+        raise InputError(f"{path}: mesh format '{fmt or '(no extension)'}': expected one of {', '.join(MESH_FORMATS)}")
+    return fmt
+
+
+def _as_vertex_coloured(mesh):
+    """A copy with vertex colours (textures sampled at the vertices' UVs), for PLY."""
+    out = mesh.copy()
+    if out.visual.kind == "texture":
+        out.visual = out.visual.to_color()
+    elif out.visual.kind == "face":
+        out.visual.vertex_colors = out.visual.vertex_colors
+    return out
+
+
+def export_mesh(mesh, path: str | Path, format: str | None = None) -> Path:
+    """Write `mesh` (trimesh.Trimesh) to `path`; returns the path of the main file.
+
+    Args:
+        format: "glb", "obj" or "ply"; None takes it from the suffix. A path whose suffix does not
+            match the format gets the format's suffix.
+    """
+    import trimesh
+
+    path = Path(path)
+    fmt = mesh_format(path, format)
+    if path.suffix.lower().lstrip(".") not in (fmt, "gltf" if fmt == "glb" else fmt):
+        path = path.with_suffix("." + fmt)
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise InputError(f"{path}: refusing to write an empty mesh")
+    if fmt == "glb":
+        data = trimesh.exchange.gltf.export_glb(trimesh.Scene(mesh), include_normals=True)
+        atomic_write_bytes(path, data)
+    elif fmt == "ply":
+        atomic_write_bytes(path, trimesh.exchange.ply.export_ply(_as_vertex_coloured(mesh), encoding="binary"))
+    else:
+        stem = path.stem
+        text, files = trimesh.exchange.obj.export_obj(
+            mesh, include_texture=True, return_texture=True, mtl_name=f"{stem}.mtl", include_normals=True
+        )
+        # trimesh names the texture after the material; keep the files next to the OBJ, prefixed with
+        # its stem so that two meshes exported into one folder do not overwrite each other's textures.
+        renamed = {}
+        for name in files:
+            if name.endswith(".mtl"):
+                continue
+            new = name if name.startswith(stem) else f"{stem}_{name}"
+            renamed[name] = new
+        for name, data in files.items():
+            if name.endswith(".mtl"):
+                mtl = data.decode("utf-8")
+                for old, new in renamed.items():
+                    mtl = mtl.replace(old, new)
+                atomic_write_text(path.with_name(name), mtl)
+            else:
+                atomic_write_bytes(path.with_name(renamed[name]), data)
+        atomic_write_text(path, text)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Blender
+# --------------------------------------------------------------------------------------------------
+
+_BLEND_SCRIPT = r"""
+import json, math, sys
+import bpy
+from mathutils import Matrix, Vector
+
+args = json.loads(sys.argv[-1])
+bpy.ops.wm.read_factory_settings(use_empty=True)
+src = args["mesh"]
+ext = src.rsplit(".", 1)[-1].lower()
+before = set(bpy.data.objects)
+if ext in ("glb", "gltf"):
+    bpy.ops.import_scene.gltf(filepath=src)
+elif ext == "obj":
+    bpy.ops.wm.obj_import(filepath=src, forward_axis="Y", up_axis="Z")
+elif ext == "ply":
+    bpy.ops.wm.ply_import(filepath=src, forward_axis="Y", up_axis="Z")
+else:
+    raise SystemExit("unsupported mesh format " + ext)
+meshes = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+if not meshes:
+    raise SystemExit("no mesh was imported from " + src)
+for obj in meshes:
+    if not obj.data.materials:
+        # PLY: vertex colours only; a material that shows them.
+        mat = bpy.data.materials.new("mv3d_vertex_colour")
+        mat.use_nodes = True
+        nodes = mat.node_tree.nodes
+        bsdf = nodes.get("Principled BSDF")
+        attr = nodes.new("ShaderNodeVertexColor")
+        if obj.data.color_attributes:
+            attr.layer_name = obj.data.color_attributes[0].name
+        mat.node_tree.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+        obj.data.materials.append(mat)
+scene = bpy.context.scene
+cam_data = bpy.data.cameras.new("mv3d_camera")
+cam_data.sensor_fit = "HORIZONTAL"
+cam_data.angle = math.radians(args["fov_deg"])
+cam = bpy.data.objects.new("mv3d_camera", cam_data)
+scene.collection.objects.link(cam)
+scene.camera = cam
+# mv3d cameras are OpenGL camera-to-world with +Z up: Blender's own convention, used as is.
+for i, c2w in enumerate(args["cameras"]):
+    cam.matrix_world = Matrix(c2w)
+    cam.keyframe_insert("location", frame=i + 1)
+    cam.keyframe_insert("rotation_euler", frame=i + 1)
+cam.matrix_world = Matrix(args["cameras"][0])
+scene.frame_start, scene.frame_end = 1, len(args["cameras"])
+scene.frame_set(1)
+for name, direction, energy in args["lights"]:
+    light = bpy.data.lights.new(name, type="SUN")
+    light.energy = energy
+    obj = bpy.data.objects.new(name, light)
+    # A sun shines down its local -Z: point local +Z against the travel direction.
+    obj.rotation_euler = Vector([-v for v in direction]).to_track_quat("Z", "Y").to_euler()
+    scene.collection.objects.link(obj)
+scene.render.resolution_x = scene.render.resolution_y = args["resolution"]
+bpy.ops.wm.save_as_mainfile(filepath=args["out"], compress=True)
+print("MV3D_BLEND_OK", sum(len(o.data.vertices) for o in meshes))
+"""
+
+
+def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resolution: int = 512) -> Path:
+    """Write a .blend with the mesh at `mesh_path`, its material, a camera on `orbit`, and lights.
+
+    The camera is keyframed along the orbit (frame i + 1 is view i); default orbit: 21 views at 10
+    degrees elevation, the default framing. Needs bpy (`pip install 'mv3d[blender]'`).
+    """
+    from render.cameras import static_orbit
+    from render.common import optional_import
+    from render.renderers import light_setup
+
+    optional_import("bpy", "blender", "writing .blend files")
+    mesh_path = Path(mesh_path).resolve()
+    out_blend = Path(out_blend)
+    if not mesh_path.is_file():
+        raise InputError(f"{mesh_path}: mesh file does not exist")
+    mesh_format(mesh_path)
+    if out_blend.suffix.lower() != ".blend":
+        raise InputError(f"{out_blend}: expected a path ending in .blend")
+    orbit = orbit or static_orbit(21)
+    lights = [(f"mv3d_light_{i}", lt["direction"], 3.0 * lt["intensity"]) for i, lt in enumerate(light_setup(None))]
+    with atomic_output(out_blend) as tmp:
+        tmp_blend = tmp.with_name(tmp.name + ".blend")
+        args = {
+            "mesh": str(mesh_path),
+            "out": str(tmp_blend),
+            "fov_deg": float(orbit.fov_deg),
+            "cameras": orbit.camera_to_world().tolist(),
+            "lights": lights,
+            "resolution": int(resolution),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", _BLEND_SCRIPT, json.dumps(args)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0 or "MV3D_BLEND_OK" not in proc.stdout or not tmp_blend.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise InputError(f"{mesh_path}: Blender could not build {out_blend.name}: {tail[0]}")
+        tmp_blend.replace(tmp)
+    return out_blend
+
+
+# --------------------------------------------------------------------------------------------------
+# Turntables
+# --------------------------------------------------------------------------------------------------
+
+
+def render_turntable(mesh, num_frames: int = 36, resolution: int = 256, elevation: float = 10.0) -> np.ndarray:
+    """(num_frames, H, W, 4) uint8 RGBA views of `mesh` (trimesh, world frame) around a static orbit."""
+    import trimesh
+
+    from render.cameras import static_orbit
+    from render.meshes import LoadedMesh
+    from render.renderers import get_renderer
+
+    if num_frames < 1:
+        raise InputError(f"turntable frame count {num_frames}: expected at least 1")
+    scene = mesh if isinstance(mesh, trimesh.Scene) else trimesh.Scene(mesh)
+    loaded = LoadedMesh(scene=scene, source_to_world=np.eye(4), source="reconstruction")
+    orbit = static_orbit(int(num_frames), elevation_deg=float(elevation))
+    with get_renderer("fast") as renderer:
+        return renderer.render(loaded, orbit, int(resolution)).rgba
+
+
+def _on_background(rgba: np.ndarray, background=(1.0, 1.0, 1.0)) -> np.ndarray:
+    from render.dataset import composite
+
+    return (composite(rgba, background) * 255).round().astype(np.uint8)
+
+
+def write_animation(frames: np.ndarray, out_path: str | Path, fps: float = 12.0) -> Path:
+    """Write (T, H, W, 3) uint8 frames as a looping GIF or an MP4, atomically."""
+    import imageio.v3 as iio
+
+    out_path = Path(out_path)
+    ext = out_path.suffix.lower()
+    if ext not in (".gif", ".mp4"):
+        raise InputError(f"{out_path}: animation format '{ext or '(none)'}': expected .gif or .mp4")
+    with atomic_output(out_path) as tmp:
+        tmp_file = tmp.with_name(tmp.name + ext)
+        if ext == ".gif":
+            iio.imwrite(tmp_file, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+        else:
+            iio.imwrite(tmp_file, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
+        tmp_file.replace(tmp)
+    return out_path
+
+
+def turntable(
+    mesh,
+    out_path: str | Path,
+    num_frames: int = 36,
+    resolution: int = 256,
+    elevation: float = 10.0,
+    fps: float = 12.0,
+) -> Path:
+    """Render `mesh` around a turntable orbit and write it as a GIF or MP4 (white background)."""
+    rgba = render_turntable(mesh, num_frames, resolution, elevation)
+    return write_animation(_on_background(rgba), out_path, fps)
+
+
+def side_by_side(
+    views_rgba: np.ndarray, mesh_frames: np.ndarray, out_path: str | Path | None = None, fps: float = 6.0
+) -> np.ndarray:
+    """Generated orbit views (N, H, W, 4) next to mesh turntable frames (N, H', W', 4), one frame per view.
+
+    Both are composited on white and resized to the views' height; returns (N, H, W + W'', 3) uint8
+    and writes a GIF/MP4 when `out_path` is given.
+    """
+    from PIL import Image
+
+    views_rgba = np.asarray(views_rgba)
+    mesh_frames = np.asarray(mesh_frames)
+    if len(views_rgba) != len(mesh_frames):
+        raise InputError(
+            f"side by side: {len(views_rgba)} views but {len(mesh_frames)} mesh frames: expected as many of each"
+        )
+    left = _on_background(views_rgba) if views_rgba.shape[-1] == 4 else views_rgba
+    right = _on_background(mesh_frames) if mesh_frames.shape[-1] == 4 else mesh_frames
+    h = left.shape[1]
+    if right.shape[1] != h:
+        w = round(right.shape[2] * h / right.shape[1])
+        right = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.LANCZOS)) for f in right])
+    frames = np.concatenate([left, right], axis=2)
+    if out_path is not None:
+        write_animation(frames, out_path, fps)
+    return frames
