@@ -248,6 +248,18 @@ def _check_job_file(out: Path, cfg: RenderJobConfig) -> None:
         atomic_write_json(job_file, want)
 
 
+def _remove_stale_temporaries(objects_dir: Path) -> None:
+    """Delete hidden half-written object folders that a killed run left (`atomic_output` names them
+    `.<id>.tmp-<pid>-<hex>`); they were never renamed into place, so nothing refers to them."""
+    import shutil
+
+    for p in objects_dir.glob(".*.tmp-*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def _read_records(out: Path) -> dict[str, dict[str, Any]]:
     records = {}
     rec_dir = out / RECORDS_DIR
@@ -454,6 +466,7 @@ def render_dataset(
     (out / OBJECTS_DIR).mkdir(exist_ok=True)
     (out / RECORDS_DIR).mkdir(exist_ok=True)
     _check_job_file(out, cfg)
+    _remove_stale_temporaries(out / OBJECTS_DIR)
 
     # 1. What is already there: finished objects (their folder exists), and recorded outcomes.
     records = {k: v for k, v in _read_records(out).items() if k in ids}
