@@ -203,7 +203,7 @@ class MultiViewPipeline:
             raise InputError(f"input image is {w}x{h}: expected a square image (frame the object first)")
         if h != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return x.clamp(-1.0, 1.0)
+        return x.clamp(-1.0, 1.0).contiguous()
 
     def _camera_inputs(self, orbit: Orbit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Polar and azimuth (radians, relative to the input view) in the model's frame order, and the order.
