@@ -1,0 +1,485 @@
+"""The benchmark runner: ground-truth orbits -> generated orbits -> scores, cached per object.
+
+For every object of SOURCES (the same specs as `mv3d render-dataset`):
+
+1. render the ground-truth orbit (N views, static, one elevation) with a render/ renderer, with depth;
+2. take view 0 (azimuth 0) as the input image;
+3. run the model ("ours") and each baseline on it: `generator(input_rgba (H, W, 4) uint8, orbit, seed)
+   -> (N, R, R, 4|3) uint8`; views of another size are resized to the ground truth's;
+4. score every view against its ground truth (PSNR, SSIM, mask IoU, LPIPS and CLIP-S when their
+   weights are given, reprojection error through the ground-truth mesh), and summarise over all views
+   and over the novel views only (frames 1..N-1: frame 0 is the input and flatters every method);
+5. optionally reconstruct a mesh from each method's views and score it against the ground-truth mesh.
+
+Each object's result is written atomically to `OUT/objects/<id>/result.json` together with the views
+(orbit datasets `gt/`, `ours/`, `<baseline>/`), so an interrupted run resumes where it stopped and a
+changed setting recomputes only what it invalidates. `metrics.json` (per object and aggregate, with
+versions, model hash and settings), `report.md` and the figures are written at the end
+(`eval.report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from render.cameras import Orbit, static_orbit
+from render.common import InputError, atomic_write_json
+
+#: Version of the metrics.json layout.
+METRICS_FORMAT = 1
+
+#: Metric name -> True when higher is better. The report and `compare` read directions from here.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "psnr": True,
+    "ssim": True,
+    "lpips": False,
+    "clip_s": True,
+    "mask_iou": True,
+    "reproj_err": False,
+    "reproj_self": False,
+    "chamfer": False,
+    "volume_iou": True,
+    "normal_consistency": True,
+}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric (f_score@t is higher-better)."""
+    return HIGHER_IS_BETTER.get(metric, True) if not metric.startswith("f_score") else True
+
+
+class Generator(Protocol):
+    """What the runner calls: one input view + the orbit to generate -> N views."""
+
+    def __call__(self, image_rgba: np.ndarray, orbit: Orbit, seed: int) -> np.ndarray: ...
+
+
+# ------------------------------------------------------------------------------------------------
+# Baselines: an explicit name -> factory table
+# ------------------------------------------------------------------------------------------------
+
+
+def copy_generator(image_rgba: np.ndarray, orbit: Orbit, seed: int) -> np.ndarray:
+    """The "copy" baseline: the input view repeated for every camera (a model that ignores the camera)."""
+    return np.repeat(np.asarray(image_rgba)[None], len(orbit), axis=0)
+
+
+def _copy_factory(provided: Mapping[str, Generator]) -> Generator:
+    return copy_generator
+
+
+def _no_camera_factory(provided: Mapping[str, Generator]) -> Generator:
+    if "no-camera" not in provided:
+        raise InputError(
+            "baseline 'no-camera' needs a model: it is the model run with every camera set to the input's "
+            "(the CLI builds it from --model; in Python pass baseline_generators={'no-camera': gen})"
+        )
+    return provided["no-camera"]
+
+
+#: Baseline name -> factory(generators provided by the caller) -> generator.
+BASELINES: dict[str, Callable[[Mapping[str, Generator]], Generator]] = {
+    "copy": _copy_factory,
+    "no-camera": _no_camera_factory,
+}
+
+
+def build_baselines(
+    names: Sequence[str], provided: Mapping[str, Generator] | None = None
+) -> dict[str, Generator]:
+    """Generators for the named baselines; unknown names are an `InputError`."""
+    out = {}
+    for name in names:
+        if name not in BASELINES:
+            raise InputError(f"baseline '{name}': expected one of {', '.join(BASELINES)}")
+        out[name] = BASELINES[name](provided or {})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings and helpers
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSettings:
+    """Everything that changes the numbers; recorded in metrics.json and part of every cache key."""
+
+    views: int = 21
+    elevation: float = 10.0
+    resolution: int = 256
+    seed: int = 0
+    renderer: str = "fast"
+    baselines: tuple[str, ...] = ("copy",)
+    reconstruct: bool = False
+    lpips: str | None = None  # "alex" / "vgg" when LPIPS weights were given
+    clip: str | None = None  # the CLIP weights path when given
+    mesh_points: int = 100_000
+    iou_resolution: int = 64
+    f_thresholds: tuple[float, ...] = (0.01, 0.02, 0.05)
+    model: str = "unknown"
+    model_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        d = asdict(self)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def safe_id(object_id: str) -> str:
+    """A folder name for an object id (specs contain ':' and '/')."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(object_id)).strip("._")
+    return s or hashlib.sha1(str(object_id).encode()).hexdigest()[:12]
+
+
+def resize_views(views: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3|4) uint8 -> (N, size, size, 4) uint8; RGB gets opaque alpha.
+
+    Resized with antialiased bilinear filtering on premultiplied colour, so transparent pixels do not
+    bleed their (meaningless) colour into the silhouette edge.
+    """
+    import torch
+
+    v = np.asarray(views)
+    if v.ndim != 4 or v.shape[-1] not in (3, 4) or v.dtype != np.uint8:
+        raise InputError(
+            f"generated views of shape {v.shape} and dtype {v.dtype}: expected (N, H, W, 3|4) uint8"
+        )
+    if v.shape[-1] == 3:
+        v = np.concatenate([v, np.full(v.shape[:3] + (1,), 255, np.uint8)], axis=-1)
+    if v.shape[1:3] == (size, size):
+        return v
+    t = torch.from_numpy(v.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    t = torch.cat([t[:, :3] * t[:, 3:], t[:, 3:]], dim=1)
+    t = torch.nn.functional.interpolate(
+        t, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    a = t[:, 3:].clamp(0, 1)
+    rgb = torch.where(a > 1e-4, t[:, :3] / a.clamp_min(1e-4), torch.zeros_like(t[:, :3])).clamp(0, 1)
+    out = torch.cat([rgb, a], 1).permute(0, 2, 3, 1).numpy()
+    return np.round(out * 255).astype(np.uint8)
+
+
+def world_trimesh(loaded) -> Any:
+    """One trimesh.Trimesh (geometry only) of a `render.meshes.LoadedMesh` in the world frame."""
+    import trimesh
+
+    from render.meshes import world_geometry
+
+    parts = []
+    for _, geom, transform in world_geometry(loaded):
+        if not hasattr(geom, "faces") or len(geom.faces) == 0:
+            continue
+        v = np.asarray(geom.vertices, np.float64) @ transform[:3, :3].T + transform[:3, 3]
+        parts.append(trimesh.Trimesh(v, np.asarray(geom.faces), process=False))
+    if not parts:
+        raise InputError(f"{loaded.source}: the mesh has no faces")
+    return trimesh.util.concatenate(parts)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that can change the numbers."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in (
+        "mv3d",
+        "torch",
+        "numpy",
+        "diffusers",
+        "transformers",
+        "torchmetrics",
+        "trimesh",
+        "scipy",
+        "pyrender",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _nanmean(x) -> float | None:
+    a = np.asarray(x, np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorers:
+    """The weight-bearing metrics, built once per run (None = skipped)."""
+
+    lpips: Any = None  # eval.lpips.LPIPS
+    clip: Any = None  # eval.view_metrics.CLIPScorer
+
+
+def score_views(
+    pred: np.ndarray, gt: np.ndarray, orbit: Orbit, gt_depth: np.ndarray, scorers: Scorers
+) -> dict[str, list[float]]:
+    """Per-view metrics of `pred` against `gt`, both (N, R, R, 4) uint8: {metric: N values}."""
+    from eval import view_metrics as vm
+
+    p, g = vm.to_tensor(pred), vm.to_tensor(gt)
+    out: dict[str, list[float]] = {
+        "psnr": vm.psnr(p, g).tolist(),
+        "ssim": vm.ssim(p, g).tolist(),
+        "mask_iou": vm.mask_iou(vm.masks_from_alpha(pred), vm.masks_from_alpha(gt)).tolist(),
+    }
+    if scorers.lpips is not None:
+        from eval.lpips import lpips
+
+        out["lpips"] = lpips(p, g, scorers.lpips).tolist()
+    if scorers.clip is not None:
+        out["clip_s"] = vm.clip_similarity(p, g, scorers.clip).tolist()
+    # Reprojection of view i into view i+1 through the ground-truth geometry (see the function's doc).
+    out["reproj_err"] = [float(e) for e in vm.reprojection_error(pred, orbit, gt_depth)]
+    return out
+
+
+def summarise(
+    per_view: Mapping[str, Sequence[float]],
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Means over all views and over novel views (frames 1..N-1)."""
+    all_ = {k: _nanmean(v) for k, v in per_view.items()}
+    novel = {k: _nanmean(list(v)[1:]) if len(v) > 1 else None for k, v in per_view.items()}
+    return all_, novel
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+def _resolve(sources: Sequence[Any]) -> list[Any]:
+    """ObjectSource-like objects (object_id, spec, meta, load()) from specs or objects."""
+    specs = [s for s in sources if isinstance(s, (str, Path))]
+    objs = [s for s in sources if not isinstance(s, (str, Path))]
+    if specs:
+        from render.sources import resolve_sources
+
+        objs = list(resolve_sources([str(s) for s in specs])) + objs
+    if not objs:
+        raise InputError(
+            "no objects to evaluate: expected at least one source (a mesh file, folder, procedural:N:SEED, ...)"
+        )
+    ids = [o.object_id for o in objs]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise InputError(
+            f"object id {sorted(dup)[0]!r} appears twice among the sources: expected distinct objects"
+        )
+    return objs
+
+
+def evaluate_object(
+    source: Any,
+    obj_dir: Path,
+    methods: Mapping[str, Generator],
+    settings: EvalSettings,
+    renderer: Any,
+    scorers: Scorers,
+    reconstruct_fn: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Render, generate, score and (optionally) reconstruct one object; returns its result dict."""
+    from eval.mesh_metrics import mesh_metrics
+    from render.dataset import write_orbit_dataset
+
+    orbit = static_orbit(settings.views, elevation_deg=settings.elevation)
+    loaded = source.load()
+    res = renderer.render(loaded, orbit, settings.resolution, depth=True)
+    gt = np.asarray(res.rgba)
+    if res.depth is not None:
+        gt_depth = np.where(np.asarray(res.depth) > 0, np.asarray(res.depth, np.float64), np.inf)
+    else:
+        from eval.view_metrics import depth_maps
+
+        gt_depth = depth_maps(world_trimesh(loaded), orbit, settings.resolution)
+    info = {"id": str(source.object_id), "spec": str(getattr(source, "spec", ""))}
+    write_orbit_dataset(obj_dir / "gt", gt, orbit, source_to_world=loaded.source_to_world, object_info=info)
+    from eval.view_metrics import reprojection_error
+
+    result: dict[str, Any] = {
+        "object_id": str(source.object_id),
+        "spec": info["spec"],
+        "meta": json.loads(json.dumps(getattr(source, "meta", {}) or {}, default=str)),
+        "settings_key": settings.key(),
+        "azimuth_deg": [float(a) for a in orbit.azimuth_deg],
+        # Floor of the consistency measure: the ground truth's own reprojection error (lighting and
+        # resampling only).
+        "gt_reproj_err": _nanmean(reprojection_error(gt, orbit, gt_depth)),
+        "methods": {},
+    }
+    gt_mesh = world_trimesh(loaded) if reconstruct_fn is not None else None
+    for name, gen in methods.items():
+        views = resize_views(gen(gt[0].copy(), orbit, settings.seed), settings.resolution)
+        if len(views) != len(orbit):
+            raise InputError(
+                f"method '{name}' returned {len(views)} views for an orbit of {len(orbit)}: expected as many"
+            )
+        per_view = score_views(views, gt, orbit, gt_depth, scorers)
+        write_orbit_dataset(obj_dir / name, views, orbit, object_info={**info, "method": name})
+        m_all, m_novel = summarise(per_view)
+        entry: dict[str, Any] = {"per_view": per_view, "all": m_all, "novel": m_novel}
+        if reconstruct_fn is not None:
+            pred_mesh = reconstruct_fn(obj_dir / name)
+            pred_mesh.export(obj_dir / f"{name}_mesh.ply")
+            mm = mesh_metrics(
+                pred_mesh,
+                gt_mesh,
+                thresholds=settings.f_thresholds,
+                num_points=settings.mesh_points,
+                resolution=settings.iou_resolution,
+                seed=settings.seed,
+            )
+            from eval.view_metrics import depth_maps
+
+            # Self-consistency: the views reprojected through the mesh made from them.
+            self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
+            mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
+            entry["mesh"] = mm
+        result["methods"][name] = entry
+    return result
+
+
+def aggregate(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean, std, median and count over objects, per method, per group (all / novel / mesh), per metric."""
+    agg: dict[str, Any] = {}
+    for obj in objects.values():
+        for method, entry in obj["methods"].items():
+            for group in ("all", "novel", "mesh"):
+                for metric, value in (entry.get(group) or {}).items():
+                    agg.setdefault(method, {}).setdefault(group, {}).setdefault(metric, []).append(value)
+    out: dict[str, Any] = {}
+    for method, groups in agg.items():
+        for group, metrics in groups.items():
+            for metric, values in metrics.items():
+                a = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+                stats = {"n": int(a.size)}
+                if a.size:
+                    stats.update(mean=float(a.mean()), std=float(a.std()), median=float(np.median(a)))
+                out.setdefault(method, {}).setdefault(group, {})[metric] = stats
+    return out
+
+
+def run_benchmark(
+    sources: Sequence[Any],
+    out_dir: str | Path,
+    generator: Generator,
+    views: int = 21,
+    elevation: float = 10.0,
+    resolution: int = 256,
+    baselines: Sequence[str] = ("copy",),
+    reconstruct_fn: Callable[[Path], Any] | None = None,
+    seed: int = 0,
+    *,
+    baseline_generators: Mapping[str, Generator] | None = None,
+    renderer: str = "fast",
+    lpips_model: Any = None,
+    clip_scorer: Any = None,
+    model_name: str = "unknown",
+    model_hash: str | None = None,
+    clip_path: str | None = None,
+    mesh_points: int = 100_000,
+    iou_resolution: int = 64,
+    figures: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate `generator` (and baselines) on SOURCES; write OUT/metrics.json, report.md, figures.
+
+    Args:
+        sources: specs for `render.sources.resolve_sources` or ObjectSource-like objects
+            (`object_id`, `spec`, `meta`, `load() -> LoadedMesh`).
+        out_dir: report folder (created; results already there are reused when settings match).
+        generator: "ours": `(input_rgba (H, W, 4) uint8, orbit, seed) -> (N, R, R, 4|3) uint8`.
+        views, elevation, resolution: the ground-truth orbit (static) and image size.
+        baselines: names from `BASELINES`; "no-camera" needs `baseline_generators["no-camera"]`.
+        reconstruct_fn: optional `(orbit dataset folder) -> trimesh.Trimesh` in the world frame; when
+            given, each method's views are meshed and scored with `eval.mesh_metrics`.
+        seed: passed to every generator call (same seed, same numbers).
+        lpips_model, clip_scorer: `eval.lpips.LPIPS` / `eval.view_metrics.CLIPScorer`, or None to skip.
+
+    Returns:
+        The metrics.json dictionary.
+    """
+    from tqdm.auto import tqdm
+
+    from render.renderers import get_renderer
+
+    if views < 2:
+        raise InputError(f"--views {views}: expected at least 2 (view 0 is the input)")
+    if resolution < 16:
+        raise InputError(f"--resolution {resolution}: expected at least 16 pixels")
+    if "ours" in baselines:
+        raise InputError("baseline name 'ours' is reserved for the evaluated model")
+    methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}
+    settings = EvalSettings(
+        views=int(views),
+        elevation=float(elevation),
+        resolution=int(resolution),
+        seed=int(seed),
+        renderer=renderer,
+        baselines=tuple(baselines),
+        reconstruct=reconstruct_fn is not None,
+        lpips=getattr(lpips_model, "net_name", None) if lpips_model is not None else None,
+        clip=clip_path if clip_scorer is not None else None,
+        mesh_points=int(mesh_points),
+        iou_resolution=int(iou_resolution),
+        model=str(model_name),
+        model_hash=model_hash,
+    )
+    objs = _resolve(sources)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scorers = Scorers(lpips=lpips_model, clip=clip_scorer)
+    results: dict[str, Any] = {}
+    rend = None
+    try:
+        for src in tqdm(objs, desc="eval", unit="object", disable=not progress):
+            obj_dir = out_dir / "objects" / safe_id(src.object_id)
+            cached = obj_dir / "result.json"
+            if cached.is_file():
+                try:
+                    prev = json.loads(cached.read_text())
+                except (OSError, json.JSONDecodeError):
+                    prev = None
+                if prev is not None and prev.get("settings_key") == settings.key():
+                    results[str(src.object_id)] = prev
+                    continue
+            if rend is None:
+                rend = get_renderer(renderer)
+            result = evaluate_object(src, obj_dir, methods, settings, rend, scorers, reconstruct_fn)
+            atomic_write_json(cached, result)  # written last: its presence means the object is done
+            results[str(src.object_id)] = result
+    finally:
+        if rend is not None:
+            rend.close()
+    metrics = {
+        "mv3d_eval_format": METRICS_FORMAT,
+        "settings": asdict(settings),
+        "model": {"name": settings.model, "hash": model_hash},
+        "versions": versions(),
+        "methods": list(methods),
+        "objects": results,
+        "aggregate": aggregate(results),
+    }
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    from eval.report import write_report
+
+    write_report(metrics, out_dir, figures=figures)
+    return metrics

@@ -1,0 +1,168 @@
+"""`mv3d eval`: benchmark a model (and baselines) on ground-truth orbits, or compare two runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from render.common import InputError
+
+
+def _no_camera(gen):
+    """The "no-camera" baseline: the model asked for every view at the input's camera.
+
+    It shows how much of the score the camera conditioning earns: a model that ignores the cameras
+    scores like this baseline.
+    """
+    import numpy as np
+
+    from render.cameras import Orbit
+
+    def generate(image_rgba, orbit, seed):
+        n = len(orbit)
+        same = Orbit(
+            np.full(n, orbit.azimuth_deg[0]),
+            np.full(n, orbit.elevation_deg[0]),
+            orbit.radius,
+            orbit.fov_deg,
+            "custom",
+        )
+        return gen(image_rgba, same, seed)
+
+    return generate
+
+
+def _load_generator(model: str, device: str):
+    try:
+        from mv3d.generate import ViewGenerator
+    except ImportError as exc:
+        raise InputError(f"cannot load the view generator (mv3d.generate: {exc})") from exc
+    return ViewGenerator.load(model, device)
+
+
+def _reconstruct_fn(device: str):
+    """(orbit dataset folder) -> trimesh.Trimesh, through mv3d's reconstruction."""
+    try:
+        from mv3d.reconstruct import reconstruct_mesh
+    except ImportError as exc:
+        raise InputError(f"--reconstruct: mv3d's reconstruction is not available ({exc})") from exc
+
+    def fn(dataset_dir: Path):
+        return reconstruct_mesh(dataset_dir)
+
+    return fn
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_command(
+        sources: list[str] = typer.Argument(
+            None, help="More SOURCES (after --objects), space separated.", show_default=False
+        ),
+        objects: list[str] = typer.Option(
+            None,
+            "--objects",
+            help="Objects to evaluate: mesh files, folders, procedural:N:SEED, objaverse selections, a GSO folder "
+            "(as render-dataset). Several may follow one --objects.",
+            show_default=False,
+        ),
+        out: Path = typer.Option(
+            None, "--out", help="Report folder (metrics.json, report.md, figures/, objects/)."
+        ),
+        model: str = typer.Option(
+            "default", "--model", help="'default' (the embedded model) or a weights path."
+        ),
+        views: int = typer.Option(21, "--views", help="Views per orbit (view 0 is the input)."),
+        elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
+        resolution: int = typer.Option(
+            256, "--resolution", help="Ground-truth and scoring resolution in pixels."
+        ),
+        baselines: str = typer.Option(
+            "copy", "--baselines", help="Comma-separated: copy, no-camera ('' for none)."
+        ),
+        reconstruct: bool = typer.Option(
+            False, "--reconstruct", help="Also mesh each method's views and score the meshes."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed passed to every generation."),
+        lpips_weights: Path = typer.Option(
+            None,
+            "--lpips-weights",
+            help="Folder with alexnet-owt-7be5be79.pth + alex.pth (or vgg16-397923af.pth + vgg.pth) for LPIPS.",
+        ),
+        lpips_net: str = typer.Option("alex", "--lpips-net", help="LPIPS backbone: alex or vgg."),
+        clip: Path = typer.Option(
+            None, "--clip", help="Local CLIP vision weights (transformers folder) for CLIP-S."
+        ),
+        renderer: str = typer.Option("fast", "--renderer", help="Ground-truth renderer: fast or blender."),
+        device: str = typer.Option("cpu", "--device", help="Torch device for the model and learned metrics."),
+        compare: tuple[Path, Path] | None = typer.Option(
+            None,
+            "--compare",
+            help="Compare two runs: --compare A/metrics.json B/metrics.json.",
+            show_default=False,
+        ),
+        method: str = typer.Option("ours", "--method", help="With --compare: the method to compare."),
+    ) -> None:
+        """Score generated orbits against ground-truth renders (PSNR, SSIM, LPIPS, CLIP-S, mask IoU, meshes)."""
+        if compare is not None and compare[0] is not None:
+            from eval.compare import compare as run_compare
+            from eval.compare import format_comparison
+
+            if objects or sources:
+                raise InputError("--compare takes two metrics.json files and no objects")
+            rows = run_compare(compare[0], compare[1], method=method)
+            typer.echo(f"A: {compare[0]}\nB: {compare[1]}\nmethod: {method}\n")
+            typer.echo(format_comparison(rows))
+            return
+        all_sources = list(objects or []) + list(sources or [])
+        if not all_sources:
+            raise InputError(
+                "no objects: expected --objects SOURCES... (mesh files, folders, procedural:N:SEED, ...)"
+            )
+        if out is None:
+            raise InputError("no report folder: expected --out REPORT_DIR")
+        names = [b.strip() for b in baselines.split(",") if b.strip()]
+
+        from eval.runner import BASELINES, run_benchmark
+
+        for b in names:
+            if b not in BASELINES:
+                raise InputError(
+                    f"--baselines: unknown baseline '{b}': expected names from {', '.join(BASELINES)}"
+                )
+        lpips_model = clip_scorer = None
+        if lpips_weights is not None:
+            from eval.lpips import LPIPS
+
+            lpips_model = LPIPS.from_dir(lpips_net, lpips_weights).to(device)
+        if clip is not None:
+            from eval.view_metrics import CLIPScorer
+
+            clip_scorer = CLIPScorer.from_pretrained(clip, device=device)
+        gen = _load_generator(model, device)
+        provided = {"no-camera": _no_camera(gen)} if "no-camera" in names else {}
+        metrics = run_benchmark(
+            all_sources,
+            out,
+            gen,
+            views=views,
+            elevation=elevation,
+            resolution=resolution,
+            baselines=names,
+            reconstruct_fn=_reconstruct_fn(device) if reconstruct else None,
+            seed=seed,
+            baseline_generators=provided,
+            renderer=renderer,
+            lpips_model=lpips_model,
+            clip_scorer=clip_scorer,
+            model_name=model,
+            model_hash=getattr(gen, "model_hash", None),
+            clip_path=str(clip) if clip is not None else None,
+        )
+        agg = metrics["aggregate"]
+        for name in metrics["methods"]:
+            novel = agg.get(name, {}).get("novel", {})
+            parts = [f"{k} {v['mean']:.4g}" for k, v in novel.items() if v.get("mean") is not None]
+            typer.echo(f"{name}: " + ", ".join(parts) + " (novel views, mean over objects)")
+        typer.echo(f"report: {Path(out) / 'report.md'}")
