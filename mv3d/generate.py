@@ -43,6 +43,11 @@ TRAINING_BACKGROUND = WHITE
 ALPHA_LOW = 0.02
 ALPHA_HIGH = 0.10
 ORBIT_KINDS = ("static", "dynamic")
+#: Sampling defaults (SV3D's reference): Euler, per-frame triangle guidance from 1.0 to 2.5.
+DEFAULT_SAMPLER = "euler"
+DEFAULT_GUIDANCE = "triangle"
+DEFAULT_MIN_GUIDANCE = 1.0
+DEFAULT_MAX_GUIDANCE = 2.5
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -62,31 +67,38 @@ def resolve_device(device: str = "auto") -> str:
     raise InputError(f"--device {device}: expected auto, cpu or cuda")
 
 
-def alpha_from_white(rgb: np.ndarray, low: float = ALPHA_LOW, high: float = ALPHA_HIGH) -> np.ndarray:
-    """RGBA views from RGB views generated on white, with a soft-threshold alpha.
+def alpha_from_background(
+    rgb: np.ndarray,
+    background: Sequence[float] = TRAINING_BACKGROUND,
+    low: float = ALPHA_LOW,
+    high: float = ALPHA_HIGH,
+) -> np.ndarray:
+    """RGBA views from RGB views generated on the (white) training background, with a soft-threshold alpha.
 
-    The model paints the object on the white training background; a pixel's alpha is a linear ramp of
-    its distance from white (max over channels) between `low` and `high`. Holes enclosed by the object
-    are filled (a white highlight or label inside the object is not background; carving it away would
-    punch holes in the reconstruction), and colours at soft edges are un-mixed from white, so the
-    RGBA composited back on white reproduces the generated image.
+    The model paints the object on its training background; a pixel's alpha is a linear ramp of its
+    distance from the background colour (max over channels) between `low` and `high`. Holes enclosed by
+    the object are filled (a white highlight or label inside the object is not background; carving it
+    away would punch holes in the reconstruction), and colours at soft edges are un-mixed from the
+    background, so the RGBA composited back on it reproduces the generated image.
 
     Args:
         rgb: (N, H, W, 3) float in [0, 1].
+        background: RGB in [0, 1].
     Returns:
         (N, H, W, 4) uint8 RGBA, straight alpha.
     """
     from scipy import ndimage
 
     rgb = np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0)
-    dist = (1.0 - rgb).max(axis=-1)
+    bg = np.asarray(background, dtype=np.float32)
+    dist = np.abs(rgb - bg).max(axis=-1)
     alpha = np.clip((dist - low) / (high - low), 0.0, 1.0)
     for i in range(alpha.shape[0]):
         solid = alpha[i] > 0.5
         holes = ndimage.binary_fill_holes(solid) & ~solid
         alpha[i][holes] = 1.0
     a = alpha[..., None]
-    fg = np.where(a > 1e-3, (rgb - (1.0 - a)) / np.maximum(a, 1e-3), 0.0)
+    fg = np.where(a > 1e-3, (rgb - (1.0 - a) * bg) / np.maximum(a, 1e-3), 0.0)
     return np.concatenate([to_uint8(fg), to_uint8(alpha[..., None])], axis=-1)
 
 
@@ -128,41 +140,50 @@ class ViewGenerator:
     Attributes:
         pipeline: the `video_prior.pipeline.MultiViewPipeline`.
         model: what was asked for ("default" or a path); model_path: the folder loaded.
-        model_hash: short sha256 of the weights (`mv3d.models.model_hash`).
+        model_hash: short sha256 of the weights and configs (`mv3d.models.model_hash`).
         resolution: side of the generated views in pixels.
-        device, dtype: where and how the model runs.
-        steps, sampler, guidance, min_guidance, max_guidance: sampling settings; None = the pipeline's default.
+        device: where the model runs ("cpu", "cuda").
+        steps, sampler, guidance, min_guidance, max_guidance: the sampling settings in effect.
+        keep_input_view: frame 0 is the input image itself (with its own alpha), as in SV3D's reference.
     """
 
     def __init__(
         self,
         pipeline: Any,
-        model: str,
-        model_path: Path,
-        model_hash: str,
-        resolution: int,
-        device: str,
-        dtype: Any,
+        model: str = "custom",
+        model_path: Path | None = None,
+        model_hash: str = "",
+        resolution: int | None = None,
+        device: str = "cpu",
         steps: int | None = None,
-        sampler: str | None = None,
-        guidance: str | None = None,
-        min_guidance: float | None = None,
-        max_guidance: float | None = None,
+        sampler: str = DEFAULT_SAMPLER,
+        guidance: str = DEFAULT_GUIDANCE,
+        min_guidance: float = DEFAULT_MIN_GUIDANCE,
+        max_guidance: float = DEFAULT_MAX_GUIDANCE,
         keep_input_view: bool = True,
     ):
         self.pipeline = pipeline
         self.model = model
         self.model_path = model_path
         self.model_hash = model_hash
-        self.resolution = int(resolution)
+        self.resolution = int(resolution or pipeline.resolution)
         self.device = device
-        self.dtype = dtype
-        self.steps = steps
+        self.steps = int(steps if steps is not None else pipeline.info.default_steps)
         self.sampler = sampler
         self.guidance = guidance
-        self.min_guidance = min_guidance
-        self.max_guidance = max_guidance
+        self.min_guidance = float(min_guidance)
+        self.max_guidance = float(max_guidance)
         self.keep_input_view = keep_input_view
+
+    @property
+    def background(self) -> tuple[float, float, float]:
+        """The model's training background, RGB in [0, 1]."""
+        return tuple(float(c) for c in self.pipeline.info.background)
+
+    @property
+    def num_frames(self) -> int | None:
+        """The fixed number of views the model generates, or None if any count works."""
+        return self.pipeline.info.num_frames
 
     @classmethod
     def load(
@@ -178,10 +199,11 @@ class ViewGenerator:
         dtype: Any = None,
         keep_input_view: bool = True,
     ) -> ViewGenerator:
-        """Resolve `model` ("default" or a folder), load its pipeline on `device`, check the settings.
+        """Resolve `model` ("default" or a folder), check the settings, load the pipeline on `device`.
 
-        `dtype` defaults to float16 on CUDA and float32 on the CPU. `resolution` overrides the model's
-        native view size (must be a multiple of 8 for the VAE; other sizes run but off-distribution).
+        None for a setting means the default: the model's own step count, Euler, SV3D's triangle
+        guidance from 1.0 to 2.5. `dtype` defaults to float16 on CUDA and float32 on the CPU.
+        `resolution` overrides the model's native view size (a multiple of its latent grid).
         """
         import torch
 
@@ -191,28 +213,33 @@ class ViewGenerator:
         path = resolve_model(model)
         if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
             raise InputError(f"--steps {steps}: expected a positive whole number")
-        if sampler is not None:
-            get_sampler(sampler)
-        if guidance is not None and guidance not in GUIDANCE_KINDS:
+        sampler = DEFAULT_SAMPLER if sampler is None else sampler
+        get_sampler(sampler)
+        guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+        if guidance not in GUIDANCE_KINDS:
             raise InputError(f"--guidance {guidance}: expected one of {', '.join(GUIDANCE_KINDS)}")
+        min_guidance = DEFAULT_MIN_GUIDANCE if min_guidance is None else float(min_guidance)
+        max_guidance = DEFAULT_MAX_GUIDANCE if max_guidance is None else float(max_guidance)
         for name, value in (("--min-guidance", min_guidance), ("--max-guidance", max_guidance)):
-            if value is not None and not (np.isfinite(value) and value >= 0):
+            if not (np.isfinite(value) and value >= 0):
                 raise InputError(f"{name} {value}: expected a non-negative number")
-        if resolution is not None and (resolution < 16 or resolution % 8):
-            raise InputError(f"--resolution {resolution}: expected a multiple of 8, at least 16")
+        if resolution is not None and (int(resolution) != resolution or resolution < 16):
+            raise InputError(f"--resolution {resolution}: expected a whole number of pixels, at least 16")
         dev = resolve_device(device)
         if dtype is None:
             dtype = torch.float16 if dev.startswith("cuda") else torch.float32
         pipeline = _load_pipeline(path, dev, dtype)
-        native = _native_resolution(pipeline)
+        if resolution is not None:
+            grid = pipeline.vae_scale_factor * 2 ** int(pipeline.unet.num_upsamplers)
+            if resolution % grid:
+                raise InputError(f"--resolution {resolution}: expected a multiple of {grid} for this model")
         return cls(
             pipeline,
             str(model),
             path,
             model_hash(path),
-            resolution or native,
+            resolution,
             dev,
-            dtype,
             steps,
             sampler,
             guidance,
@@ -222,14 +249,14 @@ class ViewGenerator:
         )
 
     def settings(self) -> dict[str, Any]:
-        """The sampling settings for run.json (None where the pipeline's default applies)."""
+        """The settings in effect, for run.json."""
         return {
             "model": self.model,
-            "model_path": str(self.model_path),
+            "model_path": str(self.model_path) if self.model_path is not None else None,
             "model_hash": self.model_hash,
             "resolution": self.resolution,
             "device": self.device,
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "steps": self.steps,
             "sampler": self.sampler,
             "guidance": self.guidance,
@@ -237,6 +264,14 @@ class ViewGenerator:
             "max_guidance": self.max_guidance,
             "keep_input_view": self.keep_input_view,
         }
+
+    def check_orbit(self, orbit: Orbit) -> None:
+        """`InputError` if the model cannot generate this many views."""
+        if self.num_frames is not None and len(orbit) != self.num_frames:
+            raise InputError(
+                f"--views {len(orbit)}: this model generates exactly {self.num_frames} views "
+                f"(model {self.model})"
+            )
 
     def __call__(
         self,
@@ -249,30 +284,44 @@ class ViewGenerator:
         """Generate the views of `orbit` from one framed image.
 
         Args:
-            image_rgba: (H, W, 4) uint8 RGBA, already framed like a default render (a render or
-                `preprocess_image` output); only resized here.
+            image_rgba: (H, W, 4) uint8 RGBA (or (H, W, 3) RGB), square and already framed like a
+                default render (a render, or `preprocess_image` output); only resized here.
             orbit: N cameras; frame 0 is the input view.
             seed: same seed, same views on the same device.
             progress: show a tqdm bar over the sampling steps.
             callback: called as callback(step, total_steps) after each sampling step.
         Returns:
-            (N, R, R, 4) uint8 RGBA, straight alpha from `alpha_from_white`; frame 0 is the input
-            itself when `keep_input_view` (as SV3D's reference does), else the generated frame.
+            (N, R, R, 4) uint8 RGBA, straight alpha from `alpha_from_background`; frame 0 is the input
+            itself when `keep_input_view`, else the generated frame.
         """
         import torch
 
-        image = _resize_rgba(np.asarray(image_rgba), self.resolution)
-        cond = composite(image, TRAINING_BACKGROUND)  # (R, R, 3) float in [0, 1]
+        self.check_orbit(orbit)
+        image = resize_rgba(np.asarray(image_rgba), self.resolution)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        rgb = _run_pipeline(self, cond, orbit, generator, progress, callback)  # (N, R, R, 3) in [0, 1]
-        views = alpha_from_white(rgb)
+        out = self.pipeline(
+            image,
+            orbit,
+            num_inference_steps=self.steps,
+            sampler=self.sampler,
+            guidance=self.guidance,
+            min_guidance=self.min_guidance,
+            max_guidance=self.max_guidance,
+            generator=generator,
+            callback=callback,
+            output_type="np",
+            height=self.resolution,
+            width=self.resolution,
+            progress=progress,
+        )
+        views = alpha_from_background(np.asarray(out.frames), self.background)  # (N, R, R, 4)
         if self.keep_input_view:
             views[0] = image
         return views
 
 
-def _resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 4) uint8 -> (size, size, 4) uint8 with Lanczos on premultiplied alpha."""
+def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
+    """A square (H, W, 4) uint8 RGBA (or RGB) image -> (size, size, 4), Lanczos on premultiplied alpha."""
     from mv3d.preprocess import frame_object
 
     if rgba.ndim != 3 or rgba.shape[2] not in (3, 4) or rgba.dtype != np.uint8:
@@ -281,12 +330,12 @@ def _resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
         )
     if rgba.shape[2] == 3:
         rgba = np.concatenate([rgba, np.full(rgba.shape[:2] + (1,), 255, np.uint8)], axis=-1)
-    if rgba.shape[:2] == (size, size):
-        return rgba
     h, w = rgba.shape[:2]
     if h != w:
-        raise InputError(f"input image is {w}x{h}: expected a square, framed image (use preprocess_image)")
-    # The whole square is the "object box" with no margin: a pure resize.
+        raise InputError(f"input image is {w}x{h}: expected a square, framed image (see mv3d.preprocess)")
+    if h == size:
+        return rgba
+    # The whole square as the "object box" with no margin: a pure resize.
     return to_uint8(frame_object(rgba.astype(np.float32) / 255.0, size, 0.0, (0, 0, w, h)))
 
 
@@ -296,61 +345,11 @@ def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
 
     try:
         return MultiViewPipeline.from_pretrained(path, device=device, dtype=dtype)
-    except InputError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
+    except InputError as exc:
+        raise InputError(f"--model {path}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--model {path}: cannot load the model ({first})") from exc
-
-
-def _native_resolution(pipeline: Any) -> int:
-    """The view size the model was trained at."""
-    for attr in ("resolution", "default_resolution"):
-        value = getattr(pipeline, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    unet = pipeline.unet
-    scale = getattr(pipeline, "vae_scale_factor", 8)
-    size = unet.config.sample_size
-    size = size[0] if isinstance(size, (list, tuple)) else size
-    return int(size) * int(scale)
-
-
-def _run_pipeline(
-    gen: ViewGenerator,
-    cond: np.ndarray,
-    orbit: Orbit,
-    generator: Any,
-    progress: bool,
-    callback: Callable[[int, int], None] | None,
-) -> np.ndarray:
-    """Call the pipeline with the settings that were given; (N, R, R, 3) float in [0, 1]."""
-    import torch
-
-    kwargs: dict[str, Any] = {"generator": generator, "height": gen.resolution, "width": gen.resolution}
-    for key, value in (
-        ("num_inference_steps", gen.steps),
-        ("sampler", gen.sampler),
-        ("guidance", gen.guidance),
-        ("min_guidance_scale", gen.min_guidance),
-        ("max_guidance_scale", gen.max_guidance),
-    ):
-        if value is not None:
-            kwargs[key] = value
-    kwargs["progress"] = progress
-    if callback is not None:
-        kwargs["callback"] = callback
-    with torch.inference_mode():
-        out = gen.pipeline(cond, orbit, **kwargs)
-    frames = out.frames
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().float().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.ndim == 5:  # (B, N, H, W, 3) with B = 1
-        frames = frames[0]
-    if frames.dtype == np.uint8:
-        frames = frames.astype(np.float32) / 255.0
-    return frames.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -477,6 +476,8 @@ def generate(
     paths = [Path(p) for p in images]
     dirs = output_dirs(paths, out_dir)
     cams = build_orbit(orbit, views, elevation, seed)
+    if generator is None:
+        resolve_model(model)  # a missing model fails before any work
 
     # Stage 1 for every image first: bad input fails before the (slow) model load.
     prepped: list[tuple[PreprocessResult, float]] = []
@@ -494,7 +495,9 @@ def generate(
             model, device, steps, sampler, guidance, min_guidance, max_guidance, resolution=resolution
         )
     load_s = time.perf_counter() - t
+    generator.check_orbit(cams)
     settings = generator.settings()
+    background = generator.background
 
     results: list[GenerateResult] = []
     bar = tqdm(total=len(paths), desc="images", unit="image", disable=not progress or len(paths) == 1)
@@ -517,10 +520,10 @@ def generate(
                 tmp,
                 views_rgba,
                 cams,
-                background=TRAINING_BACKGROUND,
+                background=background,
                 renderer={"name": "mv3d generate", "settings": {**settings, "seed": seed}},
                 object_info={"id": path.stem, "source": str(path)},
-                extra_files={"input.png": buf.getvalue(), "orbit.gif": turntable_gif(views_rgba)},
+                extra_files={"input.png": buf.getvalue(), "orbit.gif": turntable_gif(views_rgba, background)},
             )
             timings["write"] = time.perf_counter() - t
 
