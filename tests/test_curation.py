@@ -198,7 +198,9 @@ def test_cropped_and_off_centre():
 
 def test_flat_objects_from_renders():
     # A vertical board: broad from the front, a sliver edge-on.
-    board = _disc(n=4, radius=20.0, scale_x=[1.0, 0.04, 1.0, 0.04])
+    board = _disc(n=4, radius=20.0)
+    board[1::2] = 0
+    board[1::2, 12:52, 32] = 255  # one pixel wide, as tall as the disc
     reason = check_renders(board, CFG)
     assert reason.startswith("flat: least/most covered view"), reason
     # A horizontal sheet seen from a low elevation: thin in every view.
