@@ -411,7 +411,14 @@ def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
     try:
         # process=False keeps vertices exactly as stored (no merging), so the recorded transform
         # maps the file's own coordinates.
-        scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+        try:
+            scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+        except ValueError:
+            # trimesh's binary PLY reader assumes every face has as many corners as the first one;
+            # Blender (and many scanners) write mixed triangles and quads. Read those ourselves.
+            if file_type != "ply" or not _is_binary_ply(path):
+                raise
+            scene = trimesh.Scene(_read_binary_ply_polygons(path))
     except InputError:
         raise
     except MemoryError as exc:
@@ -424,6 +431,83 @@ def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
     pre = Y_UP_TO_Z_UP if up_axis == "y" else None
     scene, s2w = normalize_scene(scene, pre, source=str(path))
     return LoadedMesh(scene=scene, source_to_world=s2w, source=str(path))
+
+
+_PLY_STRUCT = {
+    "char": "b", "int8": "b", "uchar": "B", "uint8": "B",
+    "short": "h", "int16": "h", "ushort": "H", "uint16": "H",
+    "int": "i", "int32": "i", "uint": "I", "uint32": "I",
+    "float": "f", "float32": "f", "double": "d", "float64": "d",
+}  # fmt: skip
+
+
+def _is_binary_ply(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    return b"format binary_" in head
+
+
+def _read_binary_ply_polygons(path: Path):
+    """Read a binary PLY whose faces have different corner counts (triangles and quads mixed).
+
+    Vertex positions, colours (red/green/blue[/alpha]) and texture coordinates (s/t or u/v) are
+    read; polygons are triangulated as fans (exact for the convex faces exporters write). The header
+    was already checked against the file size (`_check_ply_header`).
+    """
+    import struct as _struct
+
+    import trimesh
+
+    data = path.read_bytes()
+    end = data.index(b"end_header")
+    body = data.index(b"\n", end) + 1
+    header = data[:end].decode("ascii", errors="replace").splitlines()
+    order = "<" if any("binary_little_endian" in line for line in header) else ">"
+    elements: list[tuple[str, int, list[tuple[str, str, str | None]]]] = []
+    for line in header:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "element":
+            elements.append((parts[1], int(parts[2]), []))
+        elif parts[0] == "property" and elements:
+            if parts[1] == "list":
+                elements[-1][2].append((parts[4], _PLY_STRUCT[parts[3]], _PLY_STRUCT[parts[2]]))
+            else:
+                elements[-1][2].append((parts[2], _PLY_STRUCT[parts[1]], None))
+    offset = body
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    faces: list[list[int]] = []
+    for name, count, props in elements:
+        if all(lst is None for _, _, lst in props):
+            dtype = np.dtype([(p, order + code) for p, code, _ in props])
+            rows = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+            offset += count * dtype.itemsize
+            columns[name] = {p: rows[p] for p, _, _ in props}
+            continue
+        for _ in range(count):
+            for prop, code, list_code in props:
+                if list_code is None:
+                    offset += _struct.calcsize(code)
+                    continue
+                (n,) = _struct.unpack_from(order + list_code, data, offset)
+                offset += _struct.calcsize(list_code)
+                items = _struct.unpack_from(f"{order}{n}{code}", data, offset)
+                offset += n * _struct.calcsize(code)
+                if name == "face" and prop in ("vertex_indices", "vertex_index"):
+                    faces.append(list(items))
+    if "vertex" not in columns or not faces:
+        raise InputError(f"{path}: PLY file has no vertices or faces")
+    v = columns["vertex"]
+    vertices = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float64)
+    tris = np.array([[f[0], f[i], f[i + 1]] for f in faces for i in range(1, len(f) - 1)], dtype=np.int64)
+    if tris.size and (tris.min() < 0 or tris.max() >= len(vertices)):
+        raise InputError(f"{path}: face indices outside [0, {len(vertices) - 1}]")
+    mesh = trimesh.Trimesh(vertices, tris, process=False)
+    if all(c in v for c in ("red", "green", "blue")):
+        rgba = [v["red"], v["green"], v["blue"], v["alpha"] if "alpha" in v else np.full(len(vertices), 255)]
+        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.stack(rgba, axis=1).astype(np.uint8))
+    return mesh
 
 
 def world_geometry(mesh: LoadedMesh) -> list[tuple[str, object, np.ndarray]]:
