@@ -1,0 +1,123 @@
+"""Renderers: the camera convention seen in pixels, straight alpha, depth/normals, lights, fast vs Blender."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+from conftest import CUBE_FACE_COLOURS, has_bpy
+
+from render.cameras import Intrinsics, project, static_orbit
+from render.common import InputError
+from render.meshes import LoadedMesh, load_mesh, normalize_scene
+from render.renderers import RENDERERS, get_renderer
+
+FACE_AT_AZIMUTH = {0: (0, -1, 0), 90: (1, 0, 0), 180: (0, 1, 0), 270: (-1, 0, 0)}
+
+
+def _nearest_face(rgb: np.ndarray) -> tuple[int, int, int]:
+    """The cube face whose colour has the same hue as `rgb` (shading only scales the colour)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    rgb = rgb / max(rgb.max(), 1e-9)
+    return min(
+        CUBE_FACE_COLOURS, key=lambda n: np.linalg.norm(np.asarray(CUBE_FACE_COLOURS[n]) / 255.0 - rgb)
+    )
+
+
+def _check_cube_faces(rgba: np.ndarray) -> None:
+    c = rgba.shape[1] // 2
+    for i, az in enumerate((0, 90, 180, 270)):
+        assert rgba[i, c, c, 3] == 255
+        assert _nearest_face(rgba[i, c, c, :3]) == FACE_AT_AZIMUTH[az], f"azimuth {az}: {rgba[i, c, c]}"
+
+
+def test_registry():
+    assert set(RENDERERS) == {"fast", "blender"}
+    with pytest.raises(InputError, match="renderer 'nope'"):
+        get_renderer("nope")
+    with pytest.raises(InputError, match="bad settings"):
+        get_renderer("fast", colour="red")
+
+
+def test_fast_cube_faces_at_azimuths_and_geometry(colour_cube):
+    orbit = static_orbit(4, elevation_deg=0.0)
+    with get_renderer("fast") as renderer:
+        res = renderer.render(colour_cube, orbit, 64, depth=True, normals=True)
+    assert res.rgba.shape == (4, 64, 64, 4) and res.rgba.dtype == np.uint8
+    _check_cube_faces(res.rgba)
+    # Transparent background in the corners, zero depth and normals there.
+    assert np.all(res.rgba[:, 0, 0, 3] == 0) and np.all(res.depth[:, 0, 0] == 0)
+    # Depth at the centre: the camera-facing face is 0.5 in front of the origin.
+    np.testing.assert_allclose(res.depth[:, 32, 32], orbit.radius - 0.5, atol=2e-3)
+    for i, az in enumerate((0, 90, 180, 270)):
+        np.testing.assert_allclose(res.normals[i, 32, 32], FACE_AT_AZIMUTH[az], atol=0.02)
+
+
+def test_fast_silhouette_matches_projection(colour_cube):
+    """The rendered silhouette's bounding box equals the projected cube corners' (the intrinsics agree)."""
+    orbit = static_orbit(3, elevation_deg=25.0, start_azimuth_deg=20.0)
+    res = get_renderer("fast").render(colour_cube, orbit, 96)
+    corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    intr = orbit.intrinsics(96)
+    for i, c2w in enumerate(orbit.camera_to_world()):
+        uv, _ = project(corners, c2w, intr)
+        ys, xs = np.nonzero(res.rgba[i, ..., 3] > 127)
+        np.testing.assert_allclose([xs.min(), xs.max() + 1], [uv[:, 0].min(), uv[:, 0].max()], atol=1.0)
+        np.testing.assert_allclose([ys.min(), ys.max() + 1], [uv[:, 1].min(), uv[:, 1].max()], atol=1.0)
+
+
+def test_off_centre_principal_point(colour_cube):
+    """render_cameras honours cx, cy: shifting the principal point shifts the image."""
+    orbit = static_orbit(1, elevation_deg=0.0)
+    base = orbit.intrinsics(64)
+    shifted = Intrinsics(base.fl_x, base.fl_y, base.cx + 8, base.cy - 4, 64, 64)
+    r = get_renderer("fast")
+    a = r.render_cameras(colour_cube, orbit.camera_to_world(), base).rgba[0, ..., 3] > 127
+    b = r.render_cameras(colour_cube, orbit.camera_to_world(), shifted).rgba[0, ..., 3] > 127
+    ya, xa = np.nonzero(a)
+    yb, xb = np.nonzero(b)
+    assert xb.min() - xa.min() == 8 and yb.min() - ya.min() == -4
+
+
+def test_uncoloured_mesh_is_light_grey_and_alpha_is_straight():
+    scene, s2w = normalize_scene(trimesh.creation.icosphere(subdivisions=3))
+    grey = LoadedMesh(scene, s2w, "sphere")
+    assert not grey.has_color()
+    rgba = get_renderer("fast").render(grey, static_orbit(2, 10.0), 64).rgba
+    opaque = rgba[..., 3] == 255
+    mean = rgba[..., :3][opaque].mean(axis=0)
+    assert mean.min() > 110 and np.ptp(mean) < 10  # grey, lit, never black
+    # Straight alpha: partly covered edge pixels keep the surface colour instead of fading to black.
+    edge = (rgba[..., 3] > 0) & (rgba[..., 3] < 255)
+    assert edge.sum() > 20
+    assert rgba[..., :3][edge].mean() > 0.6 * mean.mean()
+
+
+def test_light_seed_changes_shading_not_silhouette(example_mesh):
+    mesh = load_mesh(example_mesh)
+    orbit = static_orbit(2, 10.0)
+    r = get_renderer("fast")
+    a = r.render(mesh, orbit, 48).rgba
+    b = r.render(mesh, orbit, 48, light_seed=1).rgba
+    c = r.render(mesh, orbit, 48, light_seed=1).rgba
+    np.testing.assert_array_equal(b, c)
+    np.testing.assert_array_equal(a[..., 3], b[..., 3])
+    assert np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)).mean() > 1.0
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(not has_bpy(), reason="bpy (the blender extra) is not installed")
+def test_blender_matches_fast_renderer(colour_cube, example_mesh):
+    """Cycles in a worker process: same cube faces, and the same silhouette as the rasteriser (IoU > 0.98)."""
+    blender = get_renderer("blender", samples=4)
+    fast = get_renderer("fast")
+    cube = blender.render(colour_cube, static_orbit(4, elevation_deg=0.0), 48).rgba
+    _check_cube_faces(cube)
+    mesh = load_mesh(example_mesh)
+    # IoU counts boundary pixels against the area: 160 px keeps anti-aliasing noise well below 2%.
+    orbit = static_orbit(3, elevation_deg=20.0, start_azimuth_deg=30.0)
+    a = fast.render(mesh, orbit, 160).rgba[..., 3] > 127
+    b = blender.render(mesh, orbit, 160).rgba[..., 3] > 127
+    for i in range(len(orbit)):
+        iou = (a[i] & b[i]).sum() / (a[i] | b[i]).sum()
+        assert iou > 0.98, f"view {i}: IoU {iou:.4f}"
