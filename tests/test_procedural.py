@@ -127,9 +127,10 @@ def test_procedural_objects_and_bad_arguments():
         procedural_objects(-2, 0)
 
 
-def test_renders_with_the_fast_renderer():
+def test_renders_with_the_fast_renderer(monkeypatch):
     """Procedural objects render as a coloured, textured, centred silhouette that curation keeps."""
-    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    if "PYOPENGL_PLATFORM" not in os.environ:
+        monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")
     from render.cameras import static_orbit
     from render.curation import CurationConfig, check_mesh, check_renders
     from render.renderers import get_renderer
