@@ -346,6 +346,8 @@ def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
     try:
         return MultiViewPipeline.from_pretrained(path, device=device, dtype=dtype)
     except InputError as exc:
+        if str(path) in str(exc):
+            raise
         raise InputError(f"--model {path}: {exc}") from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

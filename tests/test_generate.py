@@ -1,0 +1,311 @@
+"""The `mv3d generate` job on a tiny random model: layout, determinism, batches, bad input, atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mv3d import models
+from mv3d.generate import (
+    ViewGenerator,
+    alpha_from_background,
+    build_orbit,
+    generate,
+    output_dirs,
+)
+from mv3d.models import model_hash, resolve_model
+from render.common import InputError
+from render.dataset import read_orbit_dataset
+
+VIEWS = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+
+    from video_prior.components import build_components, model_info_from_config, save_components, tiny_config
+
+    cfg = tiny_config(num_frames=VIEWS, sample_size=16)
+    cfg["info"]["default_steps"] = 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        comps = build_components(cfg)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_components(comps, model_info_from_config(cfg), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model: Path) -> ViewGenerator:
+    return ViewGenerator.load(tiny_model, device="cpu")
+
+
+def _object_png(path: Path, rgba: bool = True, colour=(200, 60, 30)) -> Path:
+    img = np.zeros((40, 48, 4), np.uint8)
+    img[..., :3] = 235
+    img[10:32, 12:30] = (*colour, 255)
+    if not rgba:
+        Image.fromarray(img[..., :3]).save(path)
+    else:
+        img[..., 3] = np.where(img[..., 3] == 255, 255, 0)
+        Image.fromarray(img, "RGBA").save(path)
+    return path
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str]:
+    from mv3d.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole path
+# ------------------------------------------------------------------------------------------------
+
+
+def test_generate_writes_a_complete_orbit_dataset(tmp_path: Path, gen: ViewGenerator):
+    img = _object_png(tmp_path / "cup.png", rgba=False)
+    out = tmp_path / "out"
+    (res,) = generate([img], out, views=VIEWS, mesh=False, progress=False, generator=gen, seed=3)
+    assert res.out_dir == out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["input.png", "orbit.gif", "run.json", "transforms.json", "views"]
+    assert sorted(p.name for p in (out / "views").iterdir()) == [f"{i:03d}.png" for i in range(VIEWS)]
+    ds = read_orbit_dataset(out)
+    assert len(ds) == VIEWS and ds.intrinsics.width == gen.resolution
+    assert ds.orbit.azimuth_deg[0] == 0.0 and np.allclose(ds.orbit.elevation_deg, 10.0)
+    views = ds.load_images()
+    assert views.shape == (VIEWS, gen.resolution, gen.resolution, 4)
+    assert np.array_equal(views, res.views)
+    # Frame 0 is the input view itself, resized, with its own alpha.
+    inp = np.asarray(Image.open(out / "input.png"))
+    assert inp.shape[2] == 4 and inp[..., 3].max() == 255 and inp[0, 0, 3] == 0
+    with Image.open(out / "orbit.gif") as gif:
+        assert gif.n_frames == VIEWS
+    run = json.loads((out / "run.json").read_text())
+    for key in ("model_hash", "sampler", "steps", "seed", "guidance", "timings_s", "versions", "orbit"):
+        assert key in run
+    assert run["model_hash"] == gen.model_hash and run["seed"] == 3 and run["steps"] == 2
+    assert run["preprocess"]["matte_method"] == "border-colour"
+    assert {"preprocess", "sample", "write", "total"} <= set(run["timings_s"])
+    assert "torch" in run["versions"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_same_seed_same_views_other_seed_other_views(tmp_path: Path, gen: ViewGenerator):
+    img = _object_png(tmp_path / "a.png")
+    kw = dict(views=VIEWS, mesh=False, progress=False, generator=gen)
+    a = generate([img], tmp_path / "s0a", seed=0, **kw)[0].views
+    b = generate([img], tmp_path / "s0b", seed=0, **kw)[0].views
+    c = generate([img], tmp_path / "s1", seed=1, **kw)[0].views
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[1:], c[1:])
+    for name in ("000.png", "001.png", "002.png"):
+        assert (tmp_path / "s0a/views" / name).read_bytes() == (tmp_path / "s0b/views" / name).read_bytes()
+
+
+def test_batch_of_images(tmp_path: Path, gen: ViewGenerator):
+    imgs = [_object_png(tmp_path / "red.png"), _object_png(tmp_path / "blue.png", colour=(20, 40, 200))]
+    lines: list[str] = []
+    res = generate(
+        imgs, tmp_path / "batch", views=VIEWS, mesh=False, progress=False, generator=gen, log=lines.append
+    )
+    assert [r.out_dir for r in res] == [tmp_path / "batch/red", tmp_path / "batch/blue"]
+    for r in res:
+        read_orbit_dataset(r.out_dir)
+    assert len(lines) == 2 and "sample" in lines[0] and "->" in lines[0]
+    with pytest.raises(InputError, match="share the name"):
+        output_dirs([Path("x/a.png"), Path("y/a.jpg")], None)
+    assert output_dirs([Path("x/cat.png")], None) == [Path("outputs/cat")]
+
+
+def test_cli_end_to_end_on_tiny_model(tmp_path: Path, tiny_model: Path, capsys):
+    img = _object_png(tmp_path / "obj.png")
+    out = tmp_path / "cli"
+    code, _ = _run_cli(
+        [
+            "generate",
+            str(img),
+            "--views",
+            str(VIEWS),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--no-mesh",
+            "--quiet",
+            "--seed",
+            "5",
+            "--sampler",
+            "heun",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["sampler"] == "heun" and run["steps"] == 1 and run["seed"] == 5
+    assert run["model_hash"] == model_hash(tiny_model)
+
+
+def test_failed_run_leaves_no_folder(tmp_path: Path, gen: ViewGenerator, monkeypatch):
+    img = _object_png(tmp_path / "a.png")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash while writing")
+
+    monkeypatch.setattr("mv3d.generate.turntable_gif", boom)
+    with pytest.raises(RuntimeError):
+        generate([img], tmp_path / "out", views=VIEWS, mesh=False, progress=False, generator=gen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: one line, exit 2, no output folder
+# ------------------------------------------------------------------------------------------------
+
+
+def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setattr(models, "default_model_dir", lambda: tmp_path / "no_default_model")
+    img = _object_png(tmp_path / "a.png")
+    code, err = _run_cli(["generate", str(img), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("mv3d: error: --model default: no trained default model") and err.count("\n") == 1
+    assert "--model PATH" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "case,expect",
+    [
+        ("missing", "does not exist"),
+        ("folder", "is a folder"),
+        ("text", "not an image"),
+        ("empty", "empty"),
+        ("tiny", "too small"),
+        ("transparent", "fully transparent"),
+        ("model_missing", "--model"),
+        ("model_broken", "cannot load"),
+        ("model_not_mv3d", "--model"),
+        ("views", "--views"),
+        ("orbit", "--orbit"),
+        ("sampler", "sampler"),
+        ("guidance", "--guidance"),
+        ("device", "--device"),
+        ("resolution", "--resolution"),
+    ],
+)
+def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, case: str, expect: str):
+    img = _object_png(tmp_path / "ok.png")
+    out = tmp_path / "out"
+    args = ["generate", str(img), "--out", str(out), "--model", str(tiny_model), "--no-mesh", "--quiet"]
+    args += ["--views", str(VIEWS)]
+    if case == "missing":
+        args[1] = str(tmp_path / "nope.png")
+    elif case == "folder":
+        args[1] = str(tmp_path)
+    elif case == "text":
+        (tmp_path / "t.png").write_text("hello")
+        args[1] = str(tmp_path / "t.png")
+    elif case == "empty":
+        (tmp_path / "e.png").write_bytes(b"")
+        args[1] = str(tmp_path / "e.png")
+    elif case == "tiny":
+        Image.new("RGB", (1, 1)).save(tmp_path / "one.png")
+        args[1] = str(tmp_path / "one.png")
+    elif case == "transparent":
+        Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+        args[1] = str(tmp_path / "clear.png")
+    elif case == "model_missing":
+        args[args.index("--model") + 1] = str(tmp_path / "no_model")
+    elif case == "model_broken":
+        broken = tmp_path / "broken"
+        shutil.copytree(tiny_model, broken)
+        (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+        args[args.index("--model") + 1] = str(broken)
+    elif case == "model_not_mv3d":
+        (tmp_path / "other" / "unet").mkdir(parents=True)
+        (tmp_path / "other" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+        args[args.index("--model") + 1] = str(tmp_path / "other")
+    elif case == "views":
+        args += ["--views", "0"]
+    elif case == "orbit":
+        args += ["--orbit", "spiral"]
+    elif case == "sampler":
+        args += ["--sampler", "ddim"]
+    elif case == "guidance":
+        args += ["--guidance", "cosine"]
+    elif case == "device":
+        args += ["--device", "tpu"]
+    elif case == "resolution":
+        args += ["--resolution", "20"]
+    code, err = _run_cli(args, capsys)
+    assert code == 2, err
+    assert err.startswith("mv3d: error: ") and err.count("\n") == 1 and expect in err, err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# pieces
+# ------------------------------------------------------------------------------------------------
+
+
+def test_alpha_from_background():
+    rgb = np.ones((1, 20, 20, 3), np.float32)
+    rgb[0, 4:16, 4:16] = (0.2, 0.3, 0.8)
+    rgb[0, 8:12, 8:12] = 1.0  # a white highlight inside the object: not background
+    rgb[0, 4:16, 3] = 0.94  # a faint edge column, 0.06 from white: half way up the alpha ramp
+    out = alpha_from_background(rgb)
+    a = out[0, ..., 3]
+    assert a[0, 0] == 0 and a[10, 10] == 255 and a[5, 5] == 255
+    assert 100 < a[10, 3] < 155
+    # Composited back on white, the RGBA reproduces the generated picture.
+    al = a[..., None] / 255.0
+    back = out[0, ..., :3] / 255.0 * al + (1 - al)
+    assert np.abs(back - rgb[0]).max() < 0.01
+
+
+def test_build_orbit_kinds(tmp_path: Path):
+    s = build_orbit("static", 4, 20.0)
+    assert s.kind == "static" and np.allclose(s.elevation_deg, 20) and s.azimuth_deg[1] == 90
+    d1, d2 = build_orbit("dynamic", 5, 10.0, seed=1), build_orbit("dynamic", 5, 10.0, seed=1)
+    assert d1.kind == "dynamic" and np.array_equal(d1.elevation_deg, d2.elevation_deg)
+    f = tmp_path / "orbit.json"
+    f.write_text(json.dumps(s.to_dict()))
+    assert np.allclose(build_orbit(f, 21).azimuth_deg, s.azimuth_deg)
+    for bad in ("spiral", tmp_path / "missing.json"):
+        with pytest.raises(InputError):
+            build_orbit(bad, 4)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(InputError, match="not valid JSON"):
+        build_orbit(tmp_path / "bad.json", 4)
+
+
+def test_model_hash_and_resolve(tmp_path: Path):
+    m = tmp_path / "m"
+    (m / "unet").mkdir(parents=True)
+    (m / "unet" / "w.safetensors").write_bytes(b"abc")
+    (m / "unet" / "config.json").write_text("{}")
+    (m / "README.md").write_text("not part of the model")
+    h1 = model_hash(m)
+    (m / "README.md").write_text("changed")
+    assert model_hash(m) == h1 and len(h1) == 12
+    (m / "unet" / "w.safetensors").write_bytes(b"abd")
+    assert model_hash(m) != h1
+    assert resolve_model(m) == m.resolve()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no weight files"):
+        resolve_model(tmp_path / "empty")
+    with pytest.raises(InputError, match="is a file"):
+        resolve_model(m / "unet" / "w.safetensors")
