@@ -223,3 +223,23 @@ def test_cli_help_is_fast_to_import():
         [sys.executable, "-m", "mv3d", "eval", "--help"], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0 and "--objects" in res.stdout and "--compare" in res.stdout
+
+
+def test_cli_end_to_end_with_the_tiny_model(tmp_path, capsys):
+    pipeline = pytest.importorskip("video_prior.pipeline")
+    from video_prior.components import tiny_config
+
+    pipeline.MultiViewPipeline.from_config(tiny_config(num_frames=3, sample_size=16), seed=0).save_pretrained(
+        tmp_path / "model"
+    )
+    out = tmp_path / "report"
+    argv = ["eval", "--objects", "procedural:1:0", "--out", str(out), "--model", str(tmp_path / "model")]
+    argv += ["--views", "3", "--resolution", "16", "--baselines", "copy,no-camera", "--device", "cpu"]
+    code, stdout, err = _cli(argv, capsys)
+    assert code in (0, None), err
+    assert "no-camera:" in stdout and "report:" in stdout
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["methods"] == ["ours", "copy", "no-camera"]
+    assert data["model"]["hash"] and data["settings"]["model"] == str(tmp_path / "model")
+    (obj,) = data["objects"].values()
+    assert len(obj["methods"]["no-camera"]["per_view"]["psnr"]) == 3

@@ -41,15 +41,18 @@ def _load_generator(model: str, device: str):
     return ViewGenerator.load(model, device)
 
 
-def _reconstruct_fn(device: str):
-    """(orbit dataset folder) -> trimesh.Trimesh, through mv3d's reconstruction."""
-    try:
-        from mv3d.reconstruct import reconstruct_mesh
-    except ImportError as exc:
-        raise InputError(f"--reconstruct: mv3d's reconstruction is not available ({exc})") from exc
+def _reconstruct_fn(method: str, seed: int, device: str):
+    """(orbit dataset folder) -> trimesh.Trimesh in the world frame, through `mv3d.reconstruct`."""
+    from mv3d.reconstruct import METHODS, reconstruct
+
+    if method not in METHODS:
+        raise InputError(f"--reconstruct-method {method}: expected one of {', '.join(METHODS)}")
 
     def fn(dataset_dir: Path):
-        return reconstruct_mesh(dataset_dir)
+        # Geometry only: the mesh metrics ignore colour, so skip texturing.
+        return reconstruct(
+            dataset_dir, method=method, texture="none", seed=seed, device=device, progress=False
+        ).mesh
 
     return fn
 
@@ -84,6 +87,11 @@ def register(app: typer.Typer) -> None:
         reconstruct: bool = typer.Option(
             False, "--reconstruct", help="Also mesh each method's views and score the meshes."
         ),
+        reconstruct_method: str = typer.Option(
+            "field",
+            "--reconstruct-method",
+            help="With --reconstruct: a mv3d reconstruct method (field, hull).",
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed passed to every generation."),
         lpips_weights: Path = typer.Option(
             None,
@@ -95,7 +103,9 @@ def register(app: typer.Typer) -> None:
             None, "--clip", help="Local CLIP vision weights (transformers folder) for CLIP-S."
         ),
         renderer: str = typer.Option("fast", "--renderer", help="Ground-truth renderer: fast or blender."),
-        device: str = typer.Option("cpu", "--device", help="Torch device for the model and learned metrics."),
+        device: str = typer.Option(
+            "auto", "--device", help="Torch device for the model and metrics (auto, cpu, cuda)."
+        ),
         compare: tuple[Path, Path] | None = typer.Option(
             None,
             "--compare",
@@ -131,6 +141,9 @@ def register(app: typer.Typer) -> None:
                 raise InputError(
                     f"--baselines: unknown baseline '{b}': expected names from {', '.join(BASELINES)}"
                 )
+        from mv3d.generate import resolve_device
+
+        device = resolve_device(device)
         lpips_model = clip_scorer = None
         if lpips_weights is not None:
             from eval.lpips import LPIPS
@@ -150,7 +163,7 @@ def register(app: typer.Typer) -> None:
             elevation=elevation,
             resolution=resolution,
             baselines=names,
-            reconstruct_fn=_reconstruct_fn(device) if reconstruct else None,
+            reconstruct_fn=_reconstruct_fn(reconstruct_method, seed, device) if reconstruct else None,
             seed=seed,
             baseline_generators=provided,
             renderer=renderer,
