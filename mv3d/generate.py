@@ -341,8 +341,16 @@ def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
 
 def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
     """`MultiViewPipeline.from_pretrained`, with a broken model folder turned into one line."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from video_prior.pipeline import MultiViewPipeline
 
+    # The libraries' own "Loading weights" bars would interleave with mv3d's per-stage bars and error
+    # line; silence them for the load only.
+    was = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled())
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
     try:
         return MultiViewPipeline.from_pretrained(path, device=device, dtype=dtype)
     except InputError as exc:
@@ -352,6 +360,11 @@ def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--model {path}: cannot load the model ({first})") from exc
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            diffusers_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------------------------------
