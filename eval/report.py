@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.runner import GT_VIEWS
 from render.common import atomic_output, atomic_write_text
 
 #: Published novel-view rows (Google Scanned Objects) from shared/reference/SV3D.md.
@@ -50,6 +51,8 @@ LABELS = {
 
 
 def _label(metric: str) -> str:
+    if metric.startswith("f_score@"):
+        return "F@" + metric.split("@", 1)[1]
     return LABELS.get(metric, metric.replace("_", " "))
 
 
@@ -82,6 +85,13 @@ def _table(
             for c in columns
         }
         lines.append(f"| {method} | " + " | ".join(_fmt(stats.get(c), digits[c]) for c in columns) + " |")
+    if group == "mesh" and (agg.get(GT_VIEWS) or {}).get("mesh"):
+        stats = agg[GT_VIEWS]["mesh"]
+        lines.append(
+            "| same reconstruction from the ground-truth views (ceiling) | "
+            + " | ".join(_fmt(stats.get(c), 4 if c == "chamfer" else 3) for c in columns)
+            + " |"
+        )
     for row in published or []:
         cells = [f"{row[c]:g}" if c in row else "–" for c in columns]
         lines.append(f"| *{row['name']}* † | " + " | ".join(cells) + " |")

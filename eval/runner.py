@@ -38,6 +38,9 @@ from render.common import InputError, atomic_write_json
 #: Version of the metrics.json layout.
 METRICS_FORMAT = 1
 
+#: Aggregate key of meshes reconstructed from the ground-truth views (the reconstruction's ceiling).
+GT_VIEWS = "gt-views"
+
 #: Metric name -> True when higher is better. The report and `compare` read directions from here.
 HIGHER_IS_BETTER: dict[str, bool] = {
     "psnr": True,
@@ -354,6 +357,18 @@ def evaluate_object(
             mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
             entry["mesh"] = mm
         result["methods"][name] = entry
+    if reconstruct_fn is not None:
+        # The reconstruction's own ceiling: the same method run on the ground-truth views (SV3D reports
+        # this as "meshes fitted to ground-truth renders").
+        ref_mesh = reconstruct_fn(obj_dir / "gt")
+        result["gt_views_mesh"] = mesh_metrics(
+            ref_mesh,
+            gt_mesh,
+            thresholds=settings.f_thresholds,
+            num_points=settings.mesh_points,
+            resolution=settings.iou_resolution,
+            seed=settings.seed,
+        )
     return result
 
 
@@ -361,6 +376,8 @@ def aggregate(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Mean, std, median and count over objects, per method, per group (all / novel / mesh), per metric."""
     agg: dict[str, Any] = {}
     for obj in objects.values():
+        for metric, value in (obj.get("gt_views_mesh") or {}).items():
+            agg.setdefault(GT_VIEWS, {}).setdefault("mesh", {}).setdefault(metric, []).append(value)
         for method, entry in obj["methods"].items():
             for group in ("all", "novel", "mesh"):
                 for metric, value in (entry.get(group) or {}).items():
@@ -425,8 +442,8 @@ def run_benchmark(
         raise InputError(f"--views {views}: expected at least 2 (view 0 is the input)")
     if resolution < 16:
         raise InputError(f"--resolution {resolution}: expected at least 16 pixels")
-    if "ours" in baselines:
-        raise InputError("baseline name 'ours' is reserved for the evaluated model")
+    if "ours" in baselines or GT_VIEWS in baselines:
+        raise InputError(f"baseline names 'ours' and '{GT_VIEWS}' are reserved")
     methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}
     settings = EvalSettings(
         views=int(views),

@@ -104,6 +104,9 @@ def test_end_to_end_outputs(run_a):
     assert copy["novel"]["psnr"] == pytest.approx(np.mean(copy["per_view"]["psnr"][1:]))
     assert ours["novel"]["psnr"] < 100.0
     assert set(ours["mesh"]) >= {"chamfer", "volume_iou", "normal_consistency", "f_score@0.05", "reproj_self"}
+    # The reconstruction's ceiling: the same reconstruct_fn on the ground-truth views.
+    assert set(obj["gt_views_mesh"]) >= {"chamfer", "volume_iou"}
+    assert data["aggregate"]["gt-views"]["mesh"]["chamfer"]["n"] == 2
     agg = data["aggregate"]["ours"]["novel"]["psnr"]
     vals = [o["methods"]["ours"]["novel"]["psnr"] for o in data["objects"].values()]
     assert (
@@ -113,6 +116,7 @@ def test_end_to_end_outputs(run_a):
     )
     report = (out / "report.md").read_text()
     assert "measured on different data" in report and "| ours |" in report and "SV3D_p" in report
+    assert "ceiling" in report and "F@0.05" in report
     for fig in ("per_view.png", "histogram.png"):
         assert (out / "figures" / fig).stat().st_size > 1000
     assert len(list((out / "figures").glob("sheet_*.png"))) == 2
