@@ -442,15 +442,29 @@ def turntable_gif(
     return buf.getvalue()
 
 
-def _reconstruct(views_dir: Path, out_path: Path, progress: bool) -> tuple[list[str], dict[str, Any]]:
+def _reconstruct(
+    views_dir: Path, out_path: Path, seed: int, device: str, progress: bool, options: dict[str, Any] | None
+) -> tuple[Path | None, list[str], dict[str, Any]]:
+    """Reconstruct `views_dir` into `out_path`; (path or None, warnings, info for run.json).
+
+    A generation whose views admit no mesh (the reconstruction's `InputError`, e.g. views without a
+    common object) keeps its views: the mesh is skipped with a warning instead of losing the run.
+    """
     from mv3d.reconstruct import reconstruct
 
-    result = reconstruct(views_dir, out_path, progress=progress)
-    info = {"path": out_path.name, "timings": dict(getattr(result, "timings", {}) or {})}
-    for key in ("method",):
-        if hasattr(result, key):
-            info[key] = getattr(result, key)
-    return list(getattr(result, "warnings", []) or []), info
+    kwargs = {"seed": seed, "device": device, "progress": progress, **(options or {})}
+    try:
+        result = reconstruct(views_dir, out_path, **kwargs)
+    except InputError as exc:
+        note = f"no mesh: the reconstruction failed ({str(exc).replace(str(views_dir), 'views')})"
+        return None, [note], {"error": str(exc), "settings": kwargs}
+    info = {
+        "path": out_path.name,
+        "settings": {k: v for k, v in kwargs.items() if k != "progress"},
+        "faces": int(len(result.mesh.faces)),
+        "timings_s": {k: round(float(v), 4) for k, v in result.timings.items()},
+    }
+    return out_path, list(result.warnings), info
 
 
 def generate(
@@ -473,12 +487,14 @@ def generate(
     generator: ViewGenerator | None = None,
     margin: float = DEFAULT_MARGIN,
     log: Callable[[str], None] | None = None,
+    reconstruct_options: dict[str, Any] | None = None,
 ) -> list[GenerateResult]:
     """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
 
     Every input is checked and preprocessed before the model loads, so bad input fails in a second
     with one line. `generator` reuses an already loaded `ViewGenerator` (then the model arguments are
-    ignored). `log` receives a one-line summary per image.
+    ignored). `log` receives a one-line summary per image. `reconstruct_options` are passed to
+    `mv3d.reconstruct.reconstruct` (method, resolution, texture, ...).
 
     Returns:
         one `GenerateResult` per image, in order.
@@ -545,9 +561,11 @@ def generate(
             mesh_path, recon_info = None, None
             if mesh:
                 t = time.perf_counter()
-                recon_notes, recon_info = _reconstruct(tmp, tmp / "mesh.glb", progress)
-                notes += recon_notes
-                mesh_path = final / "mesh.glb"
+                written, recon_notes, recon_info = _reconstruct(
+                    tmp, tmp / "mesh.glb", seed, generator.device, progress, reconstruct_options
+                )
+                notes += [n.replace(str(tmp), str(final)).replace(tmp.name, final.name) for n in recon_notes]
+                mesh_path = final / "mesh.glb" if written is not None else None
                 timings["reconstruct"] = time.perf_counter() - t
             timings["total"] = sum(timings.values())
             run = {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
 
 from mv3d import models
@@ -74,10 +75,15 @@ def _run_cli(args: list[str], capsys) -> tuple[int, str]:
 def test_generate_writes_a_complete_orbit_dataset(tmp_path: Path, gen: ViewGenerator):
     img = _object_png(tmp_path / "cup.png", rgba=False)
     out = tmp_path / "out"
-    (res,) = generate([img], out, views=VIEWS, mesh=False, progress=False, generator=gen, seed=3)
-    assert res.out_dir == out
+    fast_mesh = {"method": "hull", "texture": "vertex", "resolution": 32}
+    (res,) = generate(
+        [img], out, views=VIEWS, progress=False, generator=gen, seed=3, reconstruct_options=fast_mesh
+    )
+    assert res.out_dir == out and res.mesh_path == out / "mesh.glb"
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["input.png", "orbit.gif", "run.json", "transforms.json", "views"]
+    assert names == ["input.png", "mesh.glb", "orbit.gif", "run.json", "transforms.json", "views"]
+    mesh = trimesh.load(out / "mesh.glb", force="mesh")
+    assert len(mesh.faces) > 0 and np.all(np.abs(mesh.bounds) < 0.7)  # in the unit-cube world frame
     assert sorted(p.name for p in (out / "views").iterdir()) == [f"{i:03d}.png" for i in range(VIEWS)]
     ds = read_orbit_dataset(out)
     assert len(ds) == VIEWS and ds.intrinsics.width == gen.resolution
@@ -95,7 +101,9 @@ def test_generate_writes_a_complete_orbit_dataset(tmp_path: Path, gen: ViewGener
         assert key in run
     assert run["model_hash"] == gen.model_hash and run["seed"] == 3 and run["steps"] == 2
     assert run["preprocess"]["matte_method"] == "border-colour"
-    assert {"preprocess", "sample", "write", "total"} <= set(run["timings_s"])
+    assert {"preprocess", "sample", "write", "reconstruct", "total"} <= set(run["timings_s"])
+    assert run["reconstruction"]["faces"] == len(mesh.faces)
+    assert all(".tmp" not in w for w in run["warnings"])
     assert "torch" in run["versions"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
 
