@@ -400,7 +400,7 @@ def run_benchmark(
     generator: Generator,
     views: int = 21,
     elevation: float = 10.0,
-    resolution: int = 256,
+    resolution: int | None = None,
     baselines: Sequence[str] = ("copy",),
     reconstruct_fn: Callable[[Path], Any] | None = None,
     seed: int = 0,
@@ -416,6 +416,7 @@ def run_benchmark(
     iou_resolution: int = 64,
     figures: bool = True,
     progress: bool = True,
+    extra_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate `generator` (and baselines) on SOURCES; write OUT/metrics.json, report.md, figures.
 
@@ -424,12 +425,17 @@ def run_benchmark(
             (`object_id`, `spec`, `meta`, `load() -> LoadedMesh`).
         out_dir: report folder (created; results already there are reused when settings match).
         generator: "ours": `(input_rgba (H, W, 4) uint8, orbit, seed) -> (N, R, R, 4|3) uint8`.
-        views, elevation, resolution: the ground-truth orbit (static) and image size.
+        views, elevation: the ground-truth orbit (static, frame 0 at azimuth 0).
+        resolution: ground-truth and scoring image size; None: the generator's own `resolution`
+            attribute (so a low-resolution model is not scored on views upsampled for the purpose),
+            or 256 when it has none.
         baselines: names from `BASELINES`; "no-camera" needs `baseline_generators["no-camera"]`.
         reconstruct_fn: optional `(orbit dataset folder) -> trimesh.Trimesh` in the world frame; when
             given, each method's views are meshed and scored with `eval.mesh_metrics`.
         seed: passed to every generator call (same seed, same numbers).
         lpips_model, clip_scorer: `eval.lpips.LPIPS` / `eval.view_metrics.CLIPScorer`, or None to skip.
+        extra_settings: JSON-serialisable facts that change the numbers (how a baseline or the
+            reconstruction was made); recorded in metrics.json and part of the cache key.
 
     Returns:
         The metrics.json dictionary.
@@ -440,6 +446,8 @@ def run_benchmark(
 
     if views < 2:
         raise InputError(f"--views {views}: expected at least 2 (view 0 is the input)")
+    if resolution is None:
+        resolution = int(getattr(generator, "resolution", None) or 256)
     if resolution < 16:
         raise InputError(f"--resolution {resolution}: expected at least 16 pixels")
     if "ours" in baselines or GT_VIEWS in baselines:
@@ -459,6 +467,7 @@ def run_benchmark(
         iou_resolution=int(iou_resolution),
         model=str(model_name),
         model_hash=model_hash,
+        extra=dict(extra_settings or {}),
     )
     objs = _resolve(sources)
     out_dir = Path(out_dir)

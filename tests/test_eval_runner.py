@@ -238,12 +238,15 @@ def test_cli_end_to_end_with_the_tiny_model(tmp_path, capsys):
     )
     out = tmp_path / "report"
     argv = ["eval", "--objects", "procedural:1:0", "--out", str(out), "--model", str(tmp_path / "model")]
-    argv += ["--views", "3", "--resolution", "16", "--baselines", "copy,no-camera", "--device", "cpu"]
+    argv += ["--views", "3", "--baselines", "copy,no-camera", "--device", "cpu"]
+    argv += ["--no-camera-model", str(tmp_path / "model")]  # stands in for a separately trained network
     code, stdout, err = _cli(argv, capsys)
     assert code in (0, None), err
     assert "no-camera:" in stdout and "report:" in stdout
     data = json.loads((out / "metrics.json").read_text())
     assert data["methods"] == ["ours", "copy", "no-camera"]
     assert data["model"]["hash"] and data["settings"]["model"] == str(tmp_path / "model")
+    assert data["settings"]["resolution"] == 16  # the model's own view size
+    assert data["settings"]["extra"]["no_camera"]["hash"] == data["model"]["hash"]
     (obj,) = data["objects"].values()
     assert len(obj["methods"]["no-camera"]["per_view"]["psnr"]) == 3

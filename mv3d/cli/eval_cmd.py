@@ -79,10 +79,18 @@ def register(app: typer.Typer) -> None:
         views: int = typer.Option(21, "--views", help="Views per orbit (view 0 is the input)."),
         elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
         resolution: int = typer.Option(
-            256, "--resolution", help="Ground-truth and scoring resolution in pixels."
+            None,
+            "--resolution",
+            help="Ground-truth and scoring resolution in pixels (default: the model's view size).",
         ),
         baselines: str = typer.Option(
             "copy", "--baselines", help="Comma-separated: copy, no-camera ('' for none)."
+        ),
+        no_camera_model: str = typer.Option(
+            None,
+            "--no-camera-model",
+            help="For the no-camera baseline: a separately trained model without camera conditioning "
+            "(default: --model with every camera set to the input's).",
         ),
         reconstruct: bool = typer.Option(
             False, "--reconstruct", help="Also mesh each method's views and score the meshes."
@@ -154,7 +162,22 @@ def register(app: typer.Typer) -> None:
 
             clip_scorer = CLIPScorer.from_pretrained(clip, device=device)
         gen = _load_generator(model, device)
-        provided = {"no-camera": _no_camera(gen)} if "no-camera" in names else {}
+        provided = {}
+        if "no-camera" in names:
+            provided["no-camera"] = (
+                _load_generator(no_camera_model, device) if no_camera_model is not None else _no_camera(gen)
+            )
+        elif no_camera_model is not None:
+            raise InputError("--no-camera-model is given but --baselines does not name no-camera")
+        extra = {"device": device}
+        if "no-camera" in names:
+            extra["no_camera"] = (
+                {"model": no_camera_model, "hash": getattr(provided["no-camera"], "model_hash", None)}
+                if no_camera_model is not None
+                else "--model with every camera at the input's"
+            )
+        if reconstruct:
+            extra["reconstruct_method"] = reconstruct_method
         metrics = run_benchmark(
             all_sources,
             out,
@@ -172,6 +195,7 @@ def register(app: typer.Typer) -> None:
             model_name=model,
             model_hash=getattr(gen, "model_hash", None),
             clip_path=str(clip) if clip is not None else None,
+            extra_settings=extra,
         )
         agg = metrics["aggregate"]
         for name in metrics["methods"]:
