@@ -18,6 +18,7 @@ RGBA image and an orbit to N RGBA views.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -33,7 +34,7 @@ from mv3d.models import model_hash, resolve_model
 from mv3d.preprocess import DEFAULT_MARGIN, PreprocessResult, preprocess_image, to_uint8
 from render.cameras import DEFAULT_ELEVATION_DEG, Orbit, dynamic_orbit, static_orbit
 from render.common import InputError, atomic_output
-from render.dataset import WHITE, composite, write_orbit_dataset
+from render.dataset import WHITE, composite, read_orbit_dataset, write_orbit_dataset
 
 #: Background the video prior was trained on (views are generated composited on it).
 TRAINING_BACKGROUND = WHITE
@@ -43,6 +44,7 @@ TRAINING_BACKGROUND = WHITE
 ALPHA_LOW = 0.02
 ALPHA_HIGH = 0.10
 ORBIT_KINDS = ("static", "dynamic")
+RUN_FILE = "run.json"
 #: Sampling defaults (SV3D's reference): Euler, per-frame triangle guidance from 1.0 to 2.5.
 DEFAULT_SAMPLER = "euler"
 DEFAULT_GUIDANCE = "triangle"
@@ -419,15 +421,24 @@ def output_dirs(images: Sequence[Path], out_dir: str | Path | None) -> list[Path
     Default `out_dir`: `outputs/<stem>` for one image, `outputs/` for several.
     """
     if len(images) == 1:
-        return [Path(out_dir) if out_dir is not None else Path("outputs") / images[0].stem]
-    base = Path(out_dir) if out_dir is not None else Path("outputs")
-    stems = [p.stem for p in images]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        raise InputError(
-            f"several input images share the name '{dup[0]}': expected distinct file names in a batch"
-        )
-    return [base / s for s in stems]
+        dirs = [Path(out_dir) if out_dir is not None else Path("outputs") / images[0].stem]
+    else:
+        base = Path(out_dir) if out_dir is not None else Path("outputs")
+        stems = [p.stem for p in images]
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        if dup:
+            raise InputError(
+                f"several input images share the name '{dup[0]}': expected distinct file names in a batch"
+            )
+        dirs = [base / s for s in stems]
+    for d in dirs:
+        # A finished folder is replaced whole: never do that to a folder that is not a generation.
+        if d.exists() and (not d.is_dir() or (any(d.iterdir()) and not (d / RUN_FILE).is_file())):
+            raise InputError(
+                f"--out {d}: exists and is not an mv3d generate output: expected a new or empty folder "
+                "(or a previous generation to replace)"
+            )
+    return dirs
 
 
 def turntable_gif(
@@ -465,6 +476,38 @@ def _reconstruct(
         "timings_s": {k: round(float(v), 4) for k, v in result.timings.items()},
     }
     return out_path, list(result.warnings), info
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _finished_run(folder: Path, job: dict[str, Any]) -> GenerateResult | None:
+    """The result already in `folder` if it was made from the same image with the same settings."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(run, dict) or any(run.get(k) != json.loads(json.dumps(v)) for k, v in job.items()):
+        return None
+    try:
+        views = read_orbit_dataset(folder).load_images()
+    except InputError:
+        return None
+    mesh_path = folder / "mesh.glb"
+    return GenerateResult(
+        Path(run["image"]),
+        folder,
+        views,
+        mesh_path if mesh_path.is_file() else None,
+        {k: float(v) for k, v in run.get("timings_s", {}).items()},
+        list(run.get("warnings", [])),
+        run,
+    )
 
 
 def generate(
@@ -533,6 +576,22 @@ def generate(
     results: list[GenerateResult] = []
     bar = tqdm(total=len(paths), desc="images", unit="image", disable=not progress or len(paths) == 1)
     for path, final, (pre, pre_s) in zip(paths, dirs, prepped, strict=True):
+        job = {
+            "image_sha256": _file_sha256(path),
+            **settings,
+            "seed": int(seed),
+            "orbit": cams.to_dict(),
+            "margin": margin,
+            "mesh": bool(mesh),
+            "reconstruct_options": reconstruct_options or {},
+        }
+        done = _finished_run(final, job)
+        if done is not None:  # resume: a batch killed half way does not redo finished images
+            results.append(done)
+            if log is not None:
+                log(f"{path} -> {final} (already generated with the same settings: kept)")
+            bar.update(1)
+            continue
         timings: dict[str, float] = {"preprocess": pre_s}
         if len(results) == 0:
             timings["load_model"] = load_s
@@ -570,10 +629,8 @@ def generate(
             timings["total"] = sum(timings.values())
             run = {
                 "image": str(path),
-                **settings,
-                "seed": int(seed),
+                **job,
                 "views": len(cams),
-                "orbit": cams.to_dict(),
                 "elevation_deg": float(cams.elevation_deg[0]),
                 "preprocess": {
                     "matte_method": pre.matte_method,
@@ -586,7 +643,7 @@ def generate(
                 "timings_s": {k: round(v, 4) for k, v in timings.items()},
                 "versions": versions(),
             }
-            (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+            (tmp / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
         result = GenerateResult(path, final, views_rgba, mesh_path, timings, notes, run)
         results.append(result)
         if log is not None:

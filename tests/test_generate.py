@@ -316,3 +316,26 @@ def test_model_hash_and_resolve(tmp_path: Path):
         resolve_model(tmp_path / "empty")
     with pytest.raises(InputError, match="is a file"):
         resolve_model(m / "unet" / "w.safetensors")
+
+
+def test_rerun_keeps_finished_results_and_replaces_changed_ones(tmp_path: Path, gen: ViewGenerator):
+    img = _object_png(tmp_path / "a.png")
+    out = tmp_path / "out"
+    kw = dict(views=VIEWS, mesh=False, progress=False, generator=gen)
+    generate([img], out, seed=0, **kw)
+    stamp = (out / "run.json").stat().st_mtime_ns
+    lines: list[str] = []
+    generate([img], out, seed=0, log=lines.append, **kw)  # same settings: resumed, nothing redone
+    assert "already generated" in lines[0] and (out / "run.json").stat().st_mtime_ns == stamp
+    generate([img], out, seed=1, **kw)  # other settings: the folder is replaced whole
+    assert json.loads((out / "run.json").read_text())["seed"] == 1
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_generation(tmp_path: Path, tiny_model: Path, capsys):
+    img = _object_png(tmp_path / "a.png")
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    code, err = _run_cli(["generate", str(img), "--out", str(precious), "--model", str(tiny_model)], capsys)
+    assert code == 2 and "not an mv3d generate output" in err
+    assert (precious / "thesis.txt").read_text() == "do not delete"
