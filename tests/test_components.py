@@ -108,6 +108,11 @@ def test_load_errors_are_one_line(tmp_path, tiny):
     (tmp_path / "m" / "mv3d_model.json").write_text(json.dumps({**info, "vae_type": "temporal"}))
     with pytest.raises(InputError, match="vae_type"):
         load_components(tmp_path / "m")
+    (tmp_path / "m" / "mv3d_model.json").write_text(json.dumps(info))
+    weights = tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a truncated file
+    with pytest.raises(InputError, match="cannot load weights"):
+        load_components(tmp_path / "m")
 
 
 def test_camera_time_ids_layouts():
