@@ -188,7 +188,9 @@ def write_orbit_dataset(
             raise InputError(
                 f"{out_dir}: view {i} has shape {im.shape} and dtype {im.dtype}: expected ({h}, {w}, 4) uint8 RGBA"
             )
-    meta = build_transforms(orbit, w, h, source_to_world, background, renderer, object_info, extra, frame_extra)
+    meta = build_transforms(
+        orbit, w, h, source_to_world, background, renderer, object_info, extra, frame_extra
+    )
     out_dir = Path(out_dir)
     with atomic_output(out_dir) as tmp:
         (tmp / VIEWS_DIR).mkdir(parents=True)
