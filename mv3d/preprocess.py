@@ -231,12 +231,25 @@ def _border(a: np.ndarray, width: int) -> np.ndarray:
     )
 
 
+def _lab_distance(lab: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Colour distance (..., 3) Lab -> (...) from the background colour, with darkening counting half.
+
+    A soft cast shadow (darker, same hue) should stay background, as the renders the model learnt
+    from have none; a pixel lighter than the background, or of another hue, counts in full (a dark
+    grey object on white still differs by more than 20).
+    """
+    d = lab - bg
+    d_light = np.where(d[..., 0] < 0, 0.5, 1.0) * d[..., 0]
+    return np.sqrt(d_light**2 + d[..., 1] ** 2 + d[..., 2] ** 2)
+
+
 def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Offline matte of one object on a plain background, by colour distance from the border colour.
 
     Steps: the background colour is the median of a border strip (robust to an object touching the
-    edge); every pixel's Lab distance to it (lightness weighted by one half, so soft shadows stay background) is compared with a threshold set from the
-    border's own spread (noise, gradients, JPEG artefacts), at least 10 delta E; opening and closing
+    edge); every pixel's Lab distance to it (darkening counts half, so soft shadows stay background)
+    is compared with a threshold set from the border's own spread (noise, gradients, JPEG artefacts),
+    between 10 and 35 delta E; opening and closing
     remove speckles and cracks; connected components at least a tenth the size of the largest are
     kept (an object in a few pieces survives, dust does not); small enclosed holes are filled, large
     holes of exactly the background colour are kept (a mug handle); edges get a soft alpha from the
@@ -252,13 +265,11 @@ def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
     h, w = rgb.shape[:2]
     notes: list[str] = []
-    # Lightness counts half: a soft cast shadow (darker, same hue) should stay background, as the
-    # renders the model learnt from have none; a grey object on white still differs by >= 20.
-    lab = _rgb_to_lab(rgb) * np.array([0.5, 1.0, 1.0], np.float32)
+    lab = _rgb_to_lab(rgb)
     bw = max(2, round(0.01 * min(h, w)))
     border = _border(lab, bw)
     bg = np.median(border, axis=0)
-    d_border = np.linalg.norm(border - bg, axis=-1)
+    d_border = _lab_distance(border, bg)
     spread = float(np.percentile(d_border, 90))
     if spread > PLAIN_BORDER_DELTA_E:
         notes.append(
@@ -269,7 +280,7 @@ def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
     # The threshold follows the border's own noise, within [10, 35]: a busy background cannot push it
     # so high that the object vanishes (the result is then a best effort, with the warning above).
     thresh = min(35.0, max(10.0, 2.5 * float(np.percentile(d_border, 95))))
-    dist = np.linalg.norm(lab - bg, axis=-1)
+    dist = _lab_distance(lab, bg)
     mask = dist > thresh
     r = max(1, round(0.004 * min(h, w)))
     ball = ndimage.generate_binary_structure(2, 1)
