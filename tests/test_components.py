@@ -59,6 +59,13 @@ def test_no_class_names_in_configs():
             assert name not in text
 
 
+def test_sv3d_config_infos():
+    p, svd = model_info_from_config(sv3d_config("sv3d_p")), model_info_from_config(sv3d_config("svd"))
+    assert (p.frame_order, p.num_frames, p.resolution, p.default_cond_aug) == ("sv3d", 21, 576, 1e-5)
+    assert p.overwrite_input_frame and not svd.overwrite_input_frame
+    assert (svd.vae_type, svd.default_cond_aug, svd.default_steps) == ("temporal", 0.02, 25)
+
+
 def test_sv3d_config_matches_reference_size():
     # Count parameters on the meta device: no memory is allocated for the 1.5 B weights.
     from video_prior.unet import MultiViewUNet

@@ -93,6 +93,7 @@ def test_one_batched_cfg_forward_per_denoiser_call(pipe, rgba):
     assert torch.all(ctx[0] == 0) and torch.any(ctx[1] != 0)  # uncond zeroes the CLIP embedding
     ids = spy.calls[0]["ids"]
     assert torch.equal(ids[0], ids[1])  # ... and keeps the camera conditioning
+    torch.testing.assert_close(ids[..., 0], torch.full((2, N), pipe.info.default_cond_aug))  # model default
     with _Spy(pipe.unet) as spy:
         pipe(
             rgba,

@@ -64,6 +64,8 @@ class ModelInfo:
         background: RGB in [0, 1] the input RGBA is composited on before encoding.
         overwrite_input_frame: replace the generated input-view frame by the input image (reference SV3D).
         default_steps: number of sampling steps used when the caller gives none.
+        default_cond_aug: conditioning-image noise used when the caller gives none (the reference samples
+            SV3D with 1e-5 and SVD with 0.02).
         fps_id, motion_bucket_id: SVD micro-conditioning (ignored by SV3D kinds).
         notes: free text (where the weights came from).
     """
@@ -78,6 +80,7 @@ class ModelInfo:
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     overwrite_input_frame: bool = False
     default_steps: int = 50
+    default_cond_aug: float = 0.02
     fps_id: int = 5
     motion_bucket_id: int = 127
     notes: str = ""
@@ -97,6 +100,8 @@ class ModelInfo:
             raise InputError(f"model resolution {self.resolution}: expected a positive number of pixels")
         if self.num_frames is not None and int(self.num_frames) <= 0:
             raise InputError(f"model num_frames {self.num_frames}: expected a positive count or null")
+        if not self.default_cond_aug >= 0:
+            raise InputError(f"model default_cond_aug {self.default_cond_aug}: expected a noise level >= 0")
         if len(self.background) != 3:
             raise InputError(f"model background {self.background}: expected 3 values (RGB in [0, 1])")
         self.background = [float(c) for c in self.background]
@@ -168,6 +173,7 @@ def sv3d_config(conditioning: str = "sv3d_p", num_frames: int = 21, resolution: 
         "vae_type": vae_type,
         "overwrite_input_frame": conditioning != "svd",
         "default_steps": 50 if conditioning != "svd" else 25,
+        "default_cond_aug": 1e-5 if conditioning != "svd" else 0.02,
     }
     return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
 

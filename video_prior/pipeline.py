@@ -230,7 +230,7 @@ class MultiViewPipeline:
         guidance: str = "triangle",
         min_guidance: float = 1.0,
         max_guidance: float = 2.5,
-        cond_aug: float = 0.02,
+        cond_aug: float | None = None,
         generator: torch.Generator | None = None,
         decode_chunk_size: int = 8,
         callback=None,
@@ -250,7 +250,9 @@ class MultiViewPipeline:
             guidance: per-frame CFG schedule, "constant", "linear" or "triangle" (SV3D), over the frames in
                 the model's order.
             min_guidance, max_guidance: the schedule's range; 1.0 everywhere disables CFG (one branch).
-            cond_aug: noise level added to the conditioning image before VAE encoding (SV3D: 0.02).
+            cond_aug: noise level added to the conditioning image before VAE encoding, also given to the
+                network (None: the model's default, 1e-5 for SV3D as its reference sampling script, 0.02
+                for SVD).
             generator: seeds the conditioning noise and the initial noise; same seed, same device, same
                 output.
             decode_chunk_size: frames decoded per VAE call (memory bound).
@@ -283,6 +285,7 @@ class MultiViewPipeline:
             raise InputError(
                 f"output size {size}: expected a multiple of {grid} (the latent grid of this model)"
             )
+        cond_aug = info.default_cond_aug if cond_aug is None else float(cond_aug)
         if cond_aug < 0:
             raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
         sample_fn = get_sampler(sampler)
