@@ -27,9 +27,12 @@ The mapping follows the module structure of Stability-AI/generative-models
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -575,3 +578,606 @@ def vae_config_from_reference(
     config["use_quant_conv"] = "quant_conv.weight" in sd
     config["use_post_quant_conv"] = "post_quant_conv.weight" in sd
     return "image", config
+
+
+# ----------------------------------------------------------------------------------------------------
+# Image encoder: OpenCLIP VisionTransformer <-> transformers CLIPVisionModelWithProjection
+# ----------------------------------------------------------------------------------------------------
+
+_CLIP_RULES = [
+    _Rule("conv1", "vision_model.embeddings.patch_embedding", passthrough=True),
+    _Rule("class_embedding", "vision_model.embeddings.class_embedding", passthrough=True),
+    _Rule("positional_embedding", "vision_model.embeddings.position_embedding.weight", passthrough=True),
+    _Rule("ln_pre", "vision_model.pre_layrnorm", passthrough=True),  # transformers' spelling
+    _Rule("ln_post", "vision_model.post_layernorm", passthrough=True),
+    _Rule("proj", "visual_projection.weight", passthrough=True),  # transposed: OpenCLIP computes x @ proj
+]
+_CLIP_LAYER_LEAVES = (
+    ("ln_1", "layer_norm1"),
+    ("ln_2", "layer_norm2"),
+    ("attn.out_proj", "self_attn.out_proj"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+)
+_QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def _clip_rules(num_layers: int) -> list[_Rule]:
+    return _CLIP_RULES + [
+        _Rule(f"transformer.resblocks.{i}", f"vision_model.encoder.layers.{i}", _CLIP_LAYER_LEAVES)
+        for i in range(num_layers)
+    ]
+
+
+def clip_config_from_reference(
+    ref_state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None
+) -> dict:
+    """``CLIPVisionConfig`` kwargs of an OpenCLIP visual tower, from its tensor shapes.
+
+    The head count is not visible in the weights: OpenCLIP's ViT-H/14 (width 1280) has 80-channel heads
+    (16 heads), its other ViTs 64-channel heads; ``num_heads`` overrides.
+    """
+    sd = ref_state_dict
+    for key in ("conv1.weight", "positional_embedding", "proj", "transformer.resblocks.0.mlp.c_fc.weight"):
+        if key not in sd:
+            raise InputError(f"image encoder: missing key '{key}' of the OpenCLIP visual tower")
+    width, _, patch, _ = sd["conv1.weight"].shape
+    grid = round((sd["positional_embedding"].shape[0] - 1) ** 0.5)
+    layers = len({int(m.group(1)) for k in sd if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))})
+    if num_heads is None:
+        num_heads = 16 if width == 1280 else max(1, width // 64)
+    return {
+        "hidden_size": int(width),
+        "intermediate_size": int(sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+        "num_attention_heads": int(num_heads),
+        "num_hidden_layers": layers,
+        "patch_size": int(patch),
+        "image_size": int(patch * grid),
+        "projection_dim": int(sd["proj"].shape[1]),
+        "hidden_act": "gelu",  # OpenCLIP uses exact GELU (transformers' default is quick_gelu)
+        "layer_norm_eps": 1e-5,
+    }
+
+
+def convert_clip_state_dict(ref_state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict:
+    """OpenCLIP visual state dict (keys after ``...open_clip.model.visual.``) -> transformers names.
+
+    ``attn.in_proj_weight`` / ``in_proj_bias`` (q, k, v stacked on dim 0, as ``nn.MultiheadAttention``)
+    are split into ``q_proj`` / ``k_proj`` / ``v_proj``; ``proj`` (width, dim) is transposed.
+    """
+    sd = dict(ref_state_dict)
+    out: dict[str, torch.Tensor] = {}
+    for key in [k for k in sd if ".attn.in_proj_" in k]:
+        m = re.match(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$", key)
+        if m is None:
+            raise InputError(f"image encoder: unexpected key '{key}'")
+        tensor = sd.pop(key)
+        if tensor.shape[0] % 3:
+            raise InputError(f"image encoder: '{key}' has {tensor.shape[0]} rows, expected 3 x width")
+        for name, part in zip(_QKV, tensor.chunk(3, dim=0), strict=True):
+            out[f"vision_model.encoder.layers.{m.group(1)}.self_attn.{name}.{m.group(2)}"] = part.contiguous()
+    renamed = _apply_rules(sd, _clip_rules(int(config["num_hidden_layers"])), "image encoder")
+    if "visual_projection.weight" in renamed:
+        renamed["visual_projection.weight"] = renamed["visual_projection.weight"].t().contiguous()
+    out.update(renamed)
+    return out
+
+
+def clip_state_dict_to_reference(state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict:
+    """The inverse of `convert_clip_state_dict` (q/k/v stacked back into ``in_proj``)."""
+    sd = dict(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    for i in range(int(config["num_hidden_layers"])):
+        for kind in ("weight", "bias"):
+            names = [f"vision_model.encoder.layers.{i}.self_attn.{n}.{kind}" for n in _QKV]
+            if all(n in sd for n in names):
+                out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat([sd.pop(n) for n in names])
+    if "visual_projection.weight" in sd:
+        sd["visual_projection.weight"] = sd["visual_projection.weight"].t().contiguous()
+    out.update(
+        _apply_rules(
+            sd, [r.inverted() for r in _clip_rules(int(config["num_hidden_layers"]))], "image encoder"
+        )
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading checkpoints (safetensors only) and the reference YAML
+# ----------------------------------------------------------------------------------------------------
+
+_PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
+
+
+class Checkpoint:
+    """A safetensors file opened lazily: key names at once, tensors on demand (a full SV3D file is 9 GB).
+
+    Every problem is an `InputError` naming the file: missing, pickle-based, not safetensors, truncated.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such checkpoint file")
+        if self.path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise InputError(
+                f"{self.path}: pickle-based checkpoints ({self.path.suffix}) are not loaded, as unpickling can run "
+                "code; use the .safetensors release of the model"
+            )
+        try:
+            self._file = safe_open(str(self.path), framework="pt", device="cpu")
+            self.keys = list(self._file.keys())
+        except Exception as exc:  # safetensors raises its own error types (SafetensorError, OSError...)
+            raise InputError(f"{self.path}: not a readable safetensors file ({_first_line(exc)})") from exc
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """A truncated download: the header names byte ranges past the end of the file."""
+        with open(self.path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        size = self.path.stat().st_size
+        if 8 + header_len + end > size:
+            raise InputError(
+                f"{self.path}: truncated file ({size} bytes, its header describes {8 + header_len + end} bytes)"
+            )
+
+    def get(self, key: str) -> torch.Tensor:
+        try:
+            return self._file.get_tensor(key)
+        except Exception as exc:
+            raise InputError(f"{self.path}: cannot read tensor '{key}' ({_first_line(exc)})") from exc
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """All tensors under ``prefix``, with the prefix removed."""
+        return {k[len(prefix) :]: self.get(k) for k in self.keys if k.startswith(prefix)}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_reference_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The parts of an sgm inference YAML the converter uses (configs/inference/sv3d_p.yaml layout).
+
+    Returns:
+        ``{"network": VideoUNet params, "kind": conditioning kind or None, "widths": [...] or None}``:
+        the kind and the per-scalar widths come from the conditioner's ``ConcatTimestepEmbedderND``
+        embedders (input keys and ``outdim``), in the order the conditioner concatenates them.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the config ({_first_line(exc)})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({_first_line(exc)})") from exc
+    try:
+        model = doc["model"]["params"]
+        network = dict(model["network_config"]["params"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(
+            f"{path}: no model.params.network_config.params (expected an sgm inference YAML)"
+        ) from exc
+    scalars: list[tuple[str, int]] = []
+    emb_models = ((model.get("conditioner_config") or {}).get("params") or {}).get("emb_models") or []
+    for emb in emb_models:
+        if str(emb.get("target", "")).endswith("ConcatTimestepEmbedderND"):
+            scalars.append((str(emb.get("input_key")), int((emb.get("params") or {}).get("outdim", 256))))
+    kind = widths = None
+    if scalars:
+        keys = tuple(k for k, _ in scalars)
+        for name, ck in CONDITIONING_KINDS.items():
+            # the reference's names for the camera scalars are plural (polars_rad, azimuths_rad)
+            if (
+                tuple(
+                    s.replace("polar_rad", "polars_rad").replace("azimuth_rad", "azimuths_rad")
+                    for s in ck.scalars
+                )
+                == keys
+            ):
+                kind = name
+        if kind is None:
+            raise InputError(
+                f"{path}: conditioning scalars {list(keys)} match none of {sorted(CONDITIONING_KINDS)}"
+            )
+        widths = [w for _, w in scalars]
+    return {"network": network, "kind": kind, "widths": widths}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole file -> a model folder
+# ----------------------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion took from where, what it left out and why (also written as JSON next to the model).
+
+    Attributes:
+        source: the checkpoint file.
+        out_dir: the model folder written.
+        conditioning: "svd", "sv3d_u" or "sv3d_p".
+        config_from: "yaml: <path>" or "tensor shapes".
+        parts: part ("unet", "image_encoder", "vae.encoder", "vae.decoder") -> where it came from.
+        ignored: groups of checkpoint keys not converted, with the reason.
+        notes: anything a user should know (substitutions, differences found).
+    """
+
+    source: str
+    out_dir: str
+    conditioning: str
+    config_from: str
+    parts: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def summary(self) -> str:
+        lines = [
+            f"converted {self.source} ({self.conditioning}, config from {self.config_from}) -> {self.out_dir}"
+        ]
+        lines += [f"  {part:14s} <- {src}" for part, src in self.parts.items()]
+        lines += [f"  ignored: {item}" for item in self.ignored]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _group_keys(keys: list[str]) -> dict[str, list[str]]:
+    """Sort checkpoint keys by the part they belong to (prefix -> keys)."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        if key.startswith(UNET_PREFIX):
+            prefix = UNET_PREFIX
+        elif key.startswith(FIRST_STAGE_PREFIX):
+            prefix = FIRST_STAGE_PREFIX
+        elif m := _EMBEDDER_RE.match(key):
+            rest = key[m.end() :]
+            if rest.startswith(_CLIP_VISUAL):
+                prefix = m.group(0) + _CLIP_VISUAL
+            elif rest.startswith(_COND_VAE):
+                prefix = m.group(0) + _COND_VAE
+            else:
+                prefix = m.group(0)
+        else:
+            prefix = key.split(".", 1)[0] + "."
+        groups.setdefault(prefix, []).append(key)
+    return groups
+
+
+def _load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, source: Path) -> None:
+    """Assign converted tensors to a module built on the meta device; every key and shape is checked."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing:
+        raise InputError(
+            f"{source}: {what} lacks {len(missing)} tensor(s) the model needs, e.g. '{missing[0]}'"
+        )
+    if unexpected:
+        raise InputError(
+            f"{source}: {what} has {len(unexpected)} tensor(s) with no place, e.g. '{unexpected[0]}'"
+        )
+    for key, tensor in state_dict.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise InputError(
+                f"{source}: {what} tensor '{key}' has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(expected[key].shape)}"
+            )
+    module.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True, assign=True)
+
+
+def _build_empty(factory) -> torch.nn.Module:
+    """Build a module with its parameters on the meta device (no memory, no random init: 1.5 B params)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return factory()
+
+
+def _vae_encoder_from(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """LDM-named ``encoder.*`` (+ ``quant_conv.*``) from another Stability file or a diffusers VAE folder."""
+    if path.is_dir():
+        cfg_file, weights = path / "config.json", path / "diffusion_pytorch_model.safetensors"
+        if not cfg_file.is_file() or not weights.is_file():
+            raise InputError(
+                f"{path}: expected a diffusers VAE folder (config.json + diffusion_pytorch_model.safetensors)"
+            )
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{cfg_file}: not valid JSON ({exc})") from exc
+        ckpt = Checkpoint(weights)
+        sd = {k: ckpt.get(k) for k in ckpt.keys if k.startswith(("encoder.", "quant_conv."))}
+        if not sd:
+            raise InputError(f"{weights}: no VAE encoder tensors ('encoder.*')")
+        ref = vae_state_dict_to_reference(sd, "image", cfg)
+        return ref, f"{path} (diffusers VAE encoder)"
+    ckpt = Checkpoint(path)
+    groups = _group_keys(ckpt.keys)
+    for prefix in sorted(p for p in groups if p.endswith(_COND_VAE)) + [FIRST_STAGE_PREFIX]:
+        sd = {k: v for k, v in ckpt.group(prefix).items() if k.startswith(("encoder.", "quant_conv."))}
+        if "encoder.conv_in.weight" in sd:
+            return sd, f"{path}: {prefix}encoder.*"
+    raise InputError(
+        f"{path}: holds no VAE encoder (no '*encoder.encoder.*' or 'first_stage_model.encoder.*' keys)"
+    )
+
+
+def convert_checkpoint(
+    ckpt: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config_yaml: str | os.PathLike | None = None,
+    vae_from: str | os.PathLike | None = None,
+    num_frames: int | None = None,
+    resolution: int = 576,
+    dtype: str = "float32",
+    clip_num_heads: int | None = None,
+) -> ConversionReport:
+    """Convert a Stability single-file checkpoint into a model folder `video_prior.components` loads.
+
+    Args:
+        ckpt: ``*.safetensors`` of SVD, SVD-XT, SV3D_u or SV3D_p (keys ``model.diffusion_model.*``,
+            ``conditioner.embedders.*``, ``first_stage_model.*``).
+        out_dir: the model folder to write (replaced atomically if it exists).
+        config_yaml: the reference inference YAML (configs/inference/sv3d_p.yaml ...); None: the UNet
+            config is inferred from tensor shapes (64-channel heads) and the conditioning kind from the
+            vector width (768 SVD, 256 SV3D_u, 1280 SV3D_p).
+        vae_from: where to take the VAE encoder from instead of the checkpoint: another Stability file
+            (its conditioning VAE or first stage) or a diffusers VAE folder.
+        num_frames: the UNet's default frame count (None: 21 for SV3D, 14 for SVD; SVD-XT uses 25).
+        resolution: image side the model works at (576 for all reference models).
+        dtype: "float32" (lossless for the fp16 releases), "float16" or "bfloat16" for the saved weights.
+        clip_num_heads: attention heads of the image encoder (None: 16 for ViT-H/14, else width / 64).
+
+    Returns:
+        a `ConversionReport` (also written to ``out_dir/conversion_report.json``).
+    """
+    from render.common import atomic_write_json
+    from video_prior.components import VAE_TYPES, ModelInfo, save_components, sv3d_config
+
+    if dtype not in _DTYPES:
+        raise InputError(f"dtype '{dtype}': expected one of {sorted(_DTYPES)}")
+    source = Path(ckpt)
+    ck = Checkpoint(source)
+    groups = _group_keys(ck.keys)
+    if UNET_PREFIX not in groups:
+        raise InputError(
+            f"{source}: not a Stability SVD/SV3D checkpoint (no '{UNET_PREFIX}*' keys among {len(ck.keys)} tensors)"
+        )
+
+    # 1. configs: UNet from the YAML or from shapes; conditioning kind and widths
+    ref_unet = ck.group(UNET_PREFIX)
+    if config_yaml is not None:
+        ref_cfg = read_reference_yaml(config_yaml)
+        params, kind, widths = ref_cfg["network"], ref_cfg["kind"], ref_cfg["widths"]
+        config_from = f"yaml: {config_yaml}"
+    else:
+        params, kind, widths = reference_params_from_shapes(ref_unet), None, None
+        config_from = "tensor shapes"
+    clip_prefixes = sorted(p for p in groups if p.endswith(_CLIP_VISUAL))
+    cond_vae_prefixes = sorted(p for p in groups if p.endswith(_COND_VAE))
+    first_stage = ck.group(FIRST_STAGE_PREFIX) if FIRST_STAGE_PREFIX in groups else {}
+
+    # 2. VAE state dict in LDM names: decoder from the first stage, encoder from the conditioning VAE
+    # (what the reference encodes the input view with), else the first stage, else --vae-from.
+    report_parts: dict[str, str] = {}
+    notes: list[str] = []
+    decoder = {k: v for k, v in first_stage.items() if k.startswith(("decoder.", "post_quant_conv."))}
+    if "decoder.conv_in.weight" not in decoder:
+        raise InputError(
+            f"{source}: no first-stage decoder ('{FIRST_STAGE_PREFIX}decoder.*'): frames cannot be decoded"
+        )
+    report_parts["vae.decoder"] = f"{FIRST_STAGE_PREFIX}decoder.*"
+    encoder: dict[str, torch.Tensor] = {}
+    if vae_from is not None:
+        encoder, where = _vae_encoder_from(Path(vae_from))
+        report_parts["vae.encoder"] = where
+    else:
+        for prefix in cond_vae_prefixes:
+            sd = {k: v for k, v in ck.group(prefix).items() if k.startswith(("encoder.", "quant_conv."))}
+            if "encoder.conv_in.weight" in sd:
+                encoder = sd
+                report_parts["vae.encoder"] = f"{prefix}encoder.* (the conditioning VAE)"
+                break
+        fs_encoder = {k: v for k, v in first_stage.items() if k.startswith(("encoder.", "quant_conv."))}
+        if encoder and "encoder.conv_in.weight" in fs_encoder:
+            same = all(
+                k in encoder and torch.equal(encoder[k], v)
+                for k, v in fs_encoder.items()
+                if k.startswith("encoder.")
+            )
+            notes.append(
+                "the first-stage encoder is "
+                + ("identical to" if same else "DIFFERENT from")
+                + " the conditioning VAE's encoder; the conditioning one is used (it encodes the input view)"
+            )
+        elif "encoder.conv_in.weight" in fs_encoder:
+            encoder = fs_encoder
+            report_parts["vae.encoder"] = f"{FIRST_STAGE_PREFIX}encoder.*"
+    if not encoder:
+        raise InputError(
+            f"{source}: holds no VAE encoder (SV3D files keep it in 'conditioner.embedders.<k>.encoder.*'); "
+            "give --vae-from with an SVD/SV3D .safetensors file or a diffusers VAE folder"
+        )
+    vae_ref = {**encoder, **decoder}
+    vae_type, vae_kwargs = vae_config_from_reference(vae_ref, sample_size=resolution)
+    if vae_type == "temporal" and "quant_conv.weight" not in vae_ref:
+        # AutoencoderKLTemporalDecoder always applies quant_conv; the identity keeps the encoder's moments.
+        z2 = vae_ref["encoder.conv_out.weight"].shape[0]
+        vae_ref["quant_conv.weight"] = torch.eye(z2).reshape(z2, z2, 1, 1)
+        vae_ref["quant_conv.bias"] = torch.zeros(z2)
+        notes.append("the encoder has no quant_conv: an identity 1x1 conv stands in for it")
+    if vae_type == "temporal" and "post_quant_conv.weight" in vae_ref:
+        # diffusers' temporal-decoder VAE has no post_quant_conv (SVD's first stage has none either).
+        raise InputError(f"{source}: a temporal (SVD) decoder with a post_quant_conv cannot be represented")
+    vae_factor = 2 ** (len(vae_kwargs["block_out_channels"]) - 1)
+
+    # 3. the three networks, built empty and filled with checked tensors
+    unet_config, kind = unet_config_from_reference_params(
+        params, kind=kind, widths=widths, num_frames=num_frames, sample_size=resolution // vae_factor
+    )
+    from video_prior.unet import MultiViewUNet
+
+    unet = _build_empty(lambda: MultiViewUNet(**unet_config))
+    try:
+        unet_sd = convert_unet_state_dict(ref_unet, unet_config)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from exc
+    _load_into(unet, unet_sd, "UNet", source)
+    report_parts["unet"] = f"{UNET_PREFIX}* ({len(ref_unet)} tensors)"
+
+    if not clip_prefixes:
+        raise InputError(
+            f"{source}: no OpenCLIP image encoder ('conditioner.embedders.<k>.{_CLIP_VISUAL}*'); "
+            "SVD/SV3D files hold one: is this a different model?"
+        )
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    ref_clip = ck.group(clip_prefixes[0])
+    clip_kwargs = clip_config_from_reference(ref_clip, clip_num_heads)
+    image_encoder = _build_empty(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_kwargs)))
+    try:
+        clip_sd = convert_clip_state_dict(ref_clip, clip_kwargs)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from exc
+    _load_into(image_encoder, clip_sd, "image encoder", source)
+    report_parts["image_encoder"] = f"{clip_prefixes[0]}* ({len(ref_clip)} tensors)"
+    if clip_kwargs["projection_dim"] != unet_config["cross_attention_dim"]:
+        raise InputError(
+            f"{source}: image embedding width {clip_kwargs['projection_dim']} != UNet context width "
+            f"{unet_config['cross_attention_dim']}"
+        )
+
+    vae = _build_empty(lambda: VAE_TYPES[vae_type](**vae_kwargs))
+    try:
+        vae_sd = convert_vae_state_dict(vae_ref, vae_type, vae_kwargs)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from exc
+    _load_into(vae, vae_sd, "VAE", source)
+
+    # 4. what was left out
+    used = {UNET_PREFIX, FIRST_STAGE_PREFIX, clip_prefixes[0], *cond_vae_prefixes}
+    ignored = []
+    for prefix, keys in sorted(groups.items()):
+        if prefix in used:
+            continue
+        reason = "not part of the image-to-views model"
+        if prefix.endswith("open_clip.model."):
+            reason = "OpenCLIP text-tower leftovers (unused by an image encoder)"
+        elif prefix.endswith(_CLIP_VISUAL):
+            reason = "a second image encoder (the first one is used)"
+        ignored.append(f"{prefix}* ({len(keys)} tensors): {reason}")
+    cond_decoder = any(k.startswith(p + "decoder.") for p in cond_vae_prefixes for k in groups[p])
+    if cond_decoder:
+        ignored.append("the conditioning VAE's decoder: frames are decoded with the first-stage decoder")
+
+    # 5. write the folder (diffusers layout + mv3d_model.json)
+    info_fields = sv3d_config(kind)["info"]
+    info_fields.update(
+        {
+            "conditioning": kind,
+            "vae_type": vae_type,
+            "resolution": resolution,
+            "num_frames": unet_config["num_frames"],
+            "notes": f"converted by mv3d convert-weights from {source.name}",
+        }
+    )
+    info = ModelInfo.from_dict(info_fields, "converted model info")
+    components = {"unet": unet, "vae": vae, "image_encoder": image_encoder}
+    for module in components.values():
+        module.eval()
+        if _DTYPES[dtype] != torch.float32:
+            module.to(_DTYPES[dtype])
+    out = save_components(components, info, out_dir)
+    report = ConversionReport(str(source), str(out), kind, config_from, report_parts, ignored, notes)
+    atomic_write_json(Path(out) / "conversion_report.json", report.to_dict())
+    return report
+
+
+def to_reference_checkpoint(components: Mapping[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """Lay mv3d networks out as a Stability single-file checkpoint (the inverse of `convert_checkpoint`).
+
+    UNet -> ``model.diffusion_model.*``; CLIP -> ``conditioner.embedders.0.open_clip.model.visual.*``;
+    VAE encoder + quant_conv -> ``conditioner.embedders.1.encoder.*`` (the conditioning VAE); decoder
+    (+ post_quant_conv) -> ``first_stage_model.*``. Used by the tests and ``bench/`` to check the mapping.
+    """
+    unet, vae, clip = components["unet"], components["vae"], components["image_encoder"]
+    vae_type = "temporal" if "decoder.time_conv_out.weight" in vae.state_dict() else "image"
+    out = {
+        UNET_PREFIX + k: v for k, v in unet_state_dict_to_reference(unet.state_dict(), unet.config).items()
+    }
+    clip_ref = clip_state_dict_to_reference(clip.state_dict(), clip.config.to_dict())
+    out.update({f"conditioner.embedders.0.{_CLIP_VISUAL}{k}": v for k, v in clip_ref.items()})
+    for key, value in vae_state_dict_to_reference(vae.state_dict(), vae_type, vae.config).items():
+        if key.startswith(("encoder.", "quant_conv.")):
+            out[f"conditioner.embedders.1.{_COND_VAE}{key}"] = value
+        else:
+            out[FIRST_STAGE_PREFIX + key] = value
+    return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+_REFERENCE_SCALAR_KEYS = {"polar_rad": "polars_rad", "azimuth_rad": "azimuths_rad"}
+
+
+def reference_yaml(unet_config: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """An sgm inference-YAML document (as a dict) describing a MultiViewUNet config: the inverse of
+    `read_reference_yaml` + `unet_config_from_reference_params`, for tests and ``bench/``."""
+    channels = list(unet_config["block_out_channels"])
+    mc = channels[0]
+    heads = unet_config["num_attention_heads"]
+    heads = [heads] * len(channels) if isinstance(heads, int) else list(heads)
+    head_ch = {c // h for c, h in zip(channels, heads, strict=True)}
+    if len(head_ch) != 1:
+        raise ValueError(f"heads {heads} for channels {channels}: the reference needs one head width")
+    depth = unet_config.get("transformer_layers_per_block", 1)
+    network = {
+        "adm_in_channels": int(sum(unet_config["addition_time_embed_dims"])),
+        "num_classes": "sequential",
+        "in_channels": int(unet_config["in_channels"]),
+        "out_channels": int(unet_config["out_channels"]),
+        "model_channels": mc,
+        "attention_resolutions": [
+            2**i for i, t in enumerate(unet_config["down_block_types"]) if t.startswith("CrossAttn")
+        ],
+        "num_res_blocks": int(unet_config["layers_per_block"]),
+        "channel_mult": [c // mc for c in channels],
+        "num_head_channels": head_ch.pop(),
+        "use_linear_in_transformer": True,
+        "transformer_depth": depth if isinstance(depth, int) else list(depth),
+        "context_dim": int(unet_config["cross_attention_dim"]),
+        "extra_ff_mix_layer": True,
+        "use_spatial_context": True,
+        "merge_strategy": "learned_with_images",
+        "video_kernel_size": [3, 1, 1],
+    }
+    scalars = CONDITIONING_KINDS[kind].scalars
+    emb_models = [
+        {
+            "input_key": _REFERENCE_SCALAR_KEYS.get(name, name),
+            "target": "sgm.modules.encoders.modules.ConcatTimestepEmbedderND",
+            "params": {"outdim": int(width)},
+        }
+        for name, width in zip(scalars, unet_config["addition_time_embed_dims"], strict=True)
+    ]
+    return {
+        "model": {
+            "params": {
+                "network_config": {
+                    "target": "sgm.modules.diffusionmodules.video_model.VideoUNet",
+                    "params": network,
+                },
+                "conditioner_config": {"params": {"emb_models": emb_models}},
+            }
+        }
+    }
