@@ -252,8 +252,9 @@ def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
     between 10 and 35 delta E; opening and closing
     remove speckles and cracks; connected components at least a tenth the size of the largest are
     kept (an object in a few pieces survives, dust does not); small enclosed holes are filled, large
-    holes of exactly the background colour are kept (a mug handle); edges get a soft alpha from the
-    distance ramp, and their colours are un-mixed from the background.
+    holes of exactly the background colour are kept (a mug handle); edge pixels get the coverage
+    their colour implies between the background and the nearest interior object colour, and their
+    colours are un-mixed from the background.
 
     Args:
         rgb: (H, W, 3) float in [0, 1].
@@ -310,11 +311,17 @@ def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
         mask |= np.isin(hl, fill)
     if mask.mean() > 0.95:
         notes.append("the object fills the whole image: no background was found to remove")
-    # Soft edge: inside the eroded mask alpha is 1, outside the dilated mask 0; in the band between,
-    # alpha follows the colour distance (a pixel half-way to the object colour is half covered).
+    # Soft edge: inside the eroded mask alpha is 1, outside the dilated mask 0. In the band between, a
+    # pixel mixes the object colour next to it with the background: its coverage is its distance from
+    # the background over that of the nearest interior pixel (the colour line), not a fixed threshold,
+    # which would count every edge pixel more than t / (object contrast) covered and grow the matte.
     inner = ndimage.binary_erosion(mask, ball, iterations=1, border_value=1)
     outer = ndimage.binary_dilation(mask, ball, iterations=1)
     ramp = np.clip((dist - 0.5 * thresh) / thresh, 0.0, 1.0)
+    if inner.any():
+        _, (iy, ix) = ndimage.distance_transform_edt(~inner, return_indices=True)
+        ref = dist[iy, ix]
+        ramp = np.where(ref > 2.0 * thresh, np.clip(dist / np.maximum(ref, 1e-6), 0.0, 1.0), ramp)
     alpha = np.where(inner, 1.0, np.where(outer, ramp, 0.0)).astype(np.float32)
     return alpha, notes
 
