@@ -1,0 +1,56 @@
+"""`mv3d convert-weights`: a Stability SVD / SV3D single-file checkpoint -> a model folder mv3d loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("convert-weights")
+    def convert_weights(
+        ckpt: Path = typer.Argument(
+            ...,
+            help="Stability checkpoint (.safetensors): SVD, SVD-XT, SV3D_u or SV3D_p.",
+            show_default=False,
+        ),
+        out: Path = typer.Option(
+            ..., "--out", help="Model folder to write (diffusers layout + mv3d_model.json)."
+        ),
+        config: Path | None = typer.Option(
+            None,
+            "--config",
+            help="Reference inference YAML (generative-models configs/inference/sv3d_p.yaml ...). "
+            "Without it the config is inferred from tensor shapes.",
+        ),
+        vae_from: Path | None = typer.Option(
+            None,
+            "--vae-from",
+            help="Take the VAE encoder from this SVD/SV3D .safetensors file or diffusers VAE folder.",
+        ),
+        num_frames: int | None = typer.Option(
+            None, "--num-frames", help="Default frame count (21 for SV3D, 14 for SVD, 25 for SVD-XT)."
+        ),
+        resolution: int = typer.Option(576, "--resolution", help="Image side in pixels the model works at."),
+        dtype: str = typer.Option("float32", "--dtype", help="Saved weights: float32, float16 or bfloat16."),
+    ) -> None:
+        """Convert a Stability single-file checkpoint into a model folder (UNet, VAE, CLIP image encoder)."""
+        from render.common import InputError
+
+        if num_frames is not None and num_frames <= 0:
+            raise InputError(f"--num-frames {num_frames}: expected a positive count")
+        if resolution <= 0 or resolution % 8:
+            raise InputError(f"--resolution {resolution}: expected a positive multiple of 8")
+        from video_prior.convert import convert_checkpoint
+
+        report = convert_checkpoint(
+            ckpt,
+            out,
+            config_yaml=config,
+            vae_from=vae_from,
+            num_frames=num_frames,
+            resolution=resolution,
+            dtype=dtype,
+        )
+        typer.echo(report.summary())
