@@ -109,6 +109,22 @@ def mask_iou(pred_mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor
 # ------------------------------------------------------------------------------------------------
 
 
+class _CLIPImageTower(torch.nn.Module):
+    """The image half of a full `CLIPModel`, with `CLIPVisionModelWithProjection`'s output field."""
+
+    def __init__(self, clip: torch.nn.Module):
+        super().__init__()
+        self.vision_model = clip.vision_model
+        self.visual_projection = clip.visual_projection
+        self.config = clip.config.vision_config
+
+    def forward(self, pixel_values: torch.Tensor):
+        from types import SimpleNamespace
+
+        pooled = self.vision_model(pixel_values=pixel_values).pooler_output
+        return SimpleNamespace(image_embeds=self.visual_projection(pooled))
+
+
 class CLIPScorer:
     """CLIP image embeddings from a LOCAL transformers checkpoint, for CLIP-S.
 
@@ -135,11 +151,20 @@ class CLIPScorer:
                 f"{path}: no CLIP weights here (expected a transformers folder with config.json and weights, "
                 "e.g. a local copy of openai/clip-vit-large-patch14)"
             )
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPModel, CLIPVisionModelWithProjection
 
         try:
-            model = CLIPVisionModelWithProjection.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as exc:
+            model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path / 'config.json'}: not valid JSON ({exc})") from exc
+        try:
+            if model_type == "clip":
+                # A full CLIP (text + vision): its projection width lives on the top-level config, so
+                # the vision tower and projection are taken from the loaded CLIPModel.
+                model = _CLIPImageTower(CLIPModel.from_pretrained(str(path), local_files_only=True))
+            else:
+                model = CLIPVisionModelWithProjection.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
             raise InputError(f"{path}: cannot load CLIP vision weights ({str(exc).splitlines()[0]})") from exc
         mean, std = _CLIP_MEAN, _CLIP_STD
         pre = path / "preprocessor_config.json"

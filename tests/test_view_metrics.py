@@ -153,3 +153,23 @@ def test_reprojection_error_consistent_vs_inconsistent():
     assert reprojection_error(wrong, orbit, depth).mean() > 3 * err.mean()
     with pytest.raises(InputError):
         reprojection_error(views[:4], orbit, depth)
+
+
+def test_clip_scorer_reads_a_full_clip_folder(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    cfg = CLIPConfig(
+        text_config=dict(small, vocab_size=100, max_position_embeddings=16),
+        vision_config=dict(small, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    model = CLIPModel(cfg).eval()
+    model.save_pretrained(tmp_path)
+    scorer = CLIPScorer.from_pretrained(tmp_path)
+    x = _images(size=40, n=2)
+    with torch.no_grad():
+        ref = model.get_image_features(pixel_values=scorer.preprocess(x))
+    ref = getattr(ref, "pooler_output", ref)  # transformers 5 may wrap the features
+    torch.testing.assert_close(scorer.embed(x), torch.nn.functional.normalize(ref, dim=-1))
