@@ -37,6 +37,8 @@ def test_registry():
         get_renderer("nope")
     with pytest.raises(InputError, match="bad settings"):
         get_renderer("fast", colour="red")
+    with pytest.raises(InputError, match="blender world 'hdri:nowhere'"):
+        get_renderer("blender", world="hdri:nowhere")
 
 
 def test_fast_cube_faces_at_azimuths_and_geometry(colour_cube):
@@ -121,3 +123,11 @@ def test_blender_matches_fast_renderer(colour_cube, example_mesh):
     for i in range(len(orbit)):
         iou = (a[i] & b[i]).sum() / (a[i] | b[i]).sum()
         assert iou > 0.98, f"view {i}: IoU {iou:.4f}"
+    # An HDRI shipped inside bpy lights the object: the same silhouette, other shading.
+    hdri = (
+        get_renderer("blender", samples=2, world="hdri:studio")
+        .render(mesh, static_orbit(1, 20.0, 30.0), 160)
+        .rgba
+    )
+    iou = ((hdri[0, ..., 3] > 127) & b[0]).sum() / ((hdri[0, ..., 3] > 127) | b[0]).sum()
+    assert iou > 0.98

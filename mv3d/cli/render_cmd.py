@@ -51,6 +51,12 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(
             16, "--samples", help="Cycles samples per pixel (blender renderer only)."
         ),
+        world: str = typer.Option(
+            "uniform",
+            "--world",
+            help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
+            "interior, night, studio, sunrise, sunset) or hdri:PATH.",
+        ),
         up_axis: str | None = typer.Option(
             None, "--up-axis", help="Up axis of the mesh file: y or z (default: y for glTF, z otherwise)."
         ),
@@ -84,7 +90,7 @@ def register(app: typer.Typer) -> None:
             build = static_orbit if orbit == "static" else dynamic_orbit
             kwargs = {"seed": seed} if orbit == "dynamic" else {}
             orb = build(views, elevation, fov_deg=fov, **kwargs)
-        settings = {"samples": samples} if renderer == "blender" else {}
+        settings = {"samples": samples, "world": world} if renderer == "blender" else {}
         path = render_object(
             loaded,
             out,
@@ -133,6 +139,12 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(
             16, "--samples", help="Cycles samples per pixel (blender renderer only)."
         ),
+        world: str = typer.Option(
+            "uniform",
+            "--world",
+            help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
+            "interior, night, studio, sunrise, sunset) or hdri:PATH.",
+        ),
         curation: list[str] = typer.Option(
             [],
             "--curation",
@@ -172,7 +184,7 @@ def register(app: typer.Typer) -> None:
             ray_address=ray,
             curation=cfg,
             objaverse_dir=str(objaverse_dir) if objaverse_dir else None,
-            renderer_settings={"samples": samples} if renderer == "blender" else {},
+            renderer_settings={"samples": samples, "world": world} if renderer == "blender" else {},
             fov_deg=fov,
             light_augment=light_augment,
             retry_failed=retry_failed,

@@ -36,6 +36,8 @@ from render.renderers import Renderer, RenderResult, light_setup
 
 #: Grey given to geometry without a material, as in the fast renderer.
 DEFAULT_GREY = (0.8, 0.8, 0.8)
+#: HDRIs that ship inside bpy (Blender's studio lights, CC0): usable offline as `world="hdri:NAME"`.
+BUNDLED_HDRIS = ("city", "courtyard", "forest", "interior", "night", "studio", "sunrise", "sunset")
 
 
 class BlenderRenderer(Renderer):
@@ -48,6 +50,9 @@ class BlenderRenderer(Renderer):
         denoise: run Blender's denoiser (OpenImageDenoise) if available.
         timeout_s: seconds the worker may run per call before it is killed.
         threads: CPU threads for Cycles (0: Blender's default, all cores).
+        world: the environment light: "uniform" (a grey world), "sky" (Blender's procedural sky
+            texture), "hdri:NAME" with NAME one of `BUNDLED_HDRIS` (shipped with bpy), or
+            "hdri:/path/to/file.exr|.hdr". With a light seed the sky/HDRI is rotated about +Z at random.
     """
 
     name = "blender"
@@ -60,9 +65,20 @@ class BlenderRenderer(Renderer):
         denoise: bool = False,
         timeout_s: float = 600.0,
         threads: int = 0,
+        world: str = "uniform",
     ) -> None:
         if int(samples) < 1:
             raise InputError(f"blender samples {samples}: expected at least 1")
+        if world not in ("uniform", "sky") and not world.startswith("hdri:"):
+            raise InputError(f"blender world {world!r}: expected uniform, sky, or hdri:NAME|PATH")
+        if world.startswith("hdri:"):
+            name = world[5:]
+            if name not in BUNDLED_HDRIS and not Path(name).is_file():
+                raise InputError(
+                    f"blender world {world!r}: expected hdri:NAME with NAME one of {', '.join(BUNDLED_HDRIS)}, "
+                    "or hdri:PATH to an existing .exr/.hdr file"
+                )
+        self.world = world
         self.samples = int(samples)
         self.world_strength = float(world_strength)
         self.sun_strength = float(sun_strength)
@@ -78,7 +94,8 @@ class BlenderRenderer(Renderer):
             "sun_strength": self.sun_strength,
             "denoise": self.denoise,
             "view_transform": "Standard",
-            "lights": "world-fixed sun lamps (render.renderers.light_setup) + uniform grey world",
+            "world": self.world,
+            "lights": "world-fixed sun lamps (render.renderers.light_setup) + the world light",
         }
 
     def render_cameras(
@@ -120,6 +137,10 @@ class BlenderRenderer(Renderer):
                 "world_strength": self.world_strength,
                 "sun_strength": self.sun_strength,
                 "lights": light_setup(light_seed),
+                "world": self.world,
+                "world_rotation_deg": 0.0
+                if light_seed is None
+                else float(np.random.default_rng(light_seed).uniform(0, 360)),
                 "default_grey": list(DEFAULT_GREY),
             }
             (tmp / "job.json").write_text(json.dumps(job))
@@ -179,9 +200,33 @@ def _worker(job_path: str) -> None:  # pragma: no cover - runs in a subprocess
 
     world = bpy.data.worlds.new("mv3d_world")
     world.use_nodes = True
-    bg = world.node_tree.nodes.get("Background")
+    nodes, links = world.node_tree.nodes, world.node_tree.links
+    bg = nodes.get("Background")
     bg.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
     bg.inputs["Strength"].default_value = job["world_strength"]
+    kind = job["world"]
+    if kind != "uniform":
+        if kind == "sky":
+            tex = nodes.new("ShaderNodeTexSky")
+            # The sun disc alone is thousands of times brighter than the sky: it would blow out the
+            # sunlit side with few samples. The sky's own light (and the sun lamps) remain.
+            tex.sun_disc = False
+        else:
+            name = kind[5:]
+            hdri_dir = Path(bpy.utils.system_resource("DATAFILES", path="studiolights/world"))
+            path = hdri_dir / f"{name}.exr" if "/" not in name and "." not in name else Path(name)
+            tex = nodes.new("ShaderNodeTexEnvironment")
+            tex.image = bpy.data.images.load(str(path), check_existing=True)
+        rotation = float(np.deg2rad(job["world_rotation_deg"]))
+        if "Vector" in tex.inputs:  # environment image: rotate its lookup direction
+            coords = nodes.new("ShaderNodeTexCoord")
+            mapping = nodes.new("ShaderNodeMapping")
+            mapping.inputs["Rotation"].default_value[2] = rotation
+            links.new(coords.outputs["Generated"], mapping.inputs["Vector"])
+            links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
+        elif hasattr(tex, "sun_rotation"):  # procedural sky: turn the sun instead
+            tex.sun_rotation = rotation
+        links.new(tex.outputs["Color"], bg.inputs["Color"])
     scene.world = world
 
     for i, light in enumerate(job["lights"]):
