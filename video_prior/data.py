@@ -345,6 +345,17 @@ def load_cache(
     return tensors
 
 
+def cache_fingerprint(object_dir: str | Path, resolution: int) -> str | None:
+    """The model fingerprint recorded in an object's cache (None if absent or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(cache_path(object_dir, resolution)), framework="pt") as fh:
+            return (fh.metadata() or {}).get("model")
+    except Exception:  # noqa: BLE001 - any unreadable cache is reported by load_cache later
+        return None
+
+
 @torch.no_grad()
 def precompute(
     data_dirs: Sequence[str | Path],

@@ -733,6 +733,16 @@ def train(
         )
 
     stage, dataset, batches = loader_for(state.step)
+    if dataset.cached:
+        from video_prior.data import cache_fingerprint, components_fingerprint
+
+        want = components_fingerprint(components)
+        have = cache_fingerprint(dataset.object_dirs[0], dataset.config.resolution)
+        if have != want:
+            raise InputError(
+                f"{dataset.object_dirs[0]}: its latent cache was made with another VAE / image encoder "
+                f"(fingerprint {have}, this model {want}): precompute again with --precompute"
+            )
     preview = _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
 
     # 5. the loop

@@ -1,0 +1,260 @@
+"""The training loop (video_prior/train.py) and `mv3d train` on tiny models and tiny synthetic orbit datasets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from render.common import InputError
+from video_prior import train as vtrain
+from video_prior.data import DataConfig, OrbitVideoDataset, collate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_data import make_objects  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "model": {"preset": "tiny", "num_frames": 4, "sample_size": 16},
+    "data": {"num_frames": 4, "resolution": 16, "background": "mixed"},
+    "seed": 0,
+    "batch_size": 2,
+    "lr": 2e-3,
+    "checkpoint_every": 2,
+    "keep_checkpoints": 3,
+}
+
+
+def tiny_config(**overrides) -> vtrain.TrainConfig:
+    return vtrain.TrainConfig.from_dict({**TINY, **overrides})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine more threads spin and wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_objects(tmp_path_factory.mktemp("orbits"), 4, views=8)
+
+
+def unet_weights(model_dir: Path, part: str = "unet") -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / part / "diffusion_pytorch_model.safetensors"))
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(InputError, match="exactly one"):
+        vtrain.TrainConfig.from_dict({"data": {}})
+    with pytest.raises(InputError, match="unknown keys"):
+        vtrain.TrainConfig.from_dict({**TINY, "learning_rate": 1})
+    with pytest.raises(InputError, match="mixed_precision"):
+        tiny_config(mixed_precision="fp8")
+    path = tmp_path / "c.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        vtrain.TrainConfig.from_yaml(path)
+    cfg = tiny_config(curriculum=[{"until_step": 3, "num_frames": 2, "resolution": 8}])
+    assert cfg.stage_at(0) == (2, 8) and cfg.stage_at(3) == (4, 16)
+    # The shipped configs parse.
+    for shipped in sorted((REPO / "configs").glob("*.yaml")):
+        vtrain.TrainConfig.from_yaml(shipped)
+
+
+def test_to_model_order_sv3d():
+    batch = {
+        "frames": torch.arange(4.0).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2),
+        "polar_rad": torch.full((1, 4), np.pi / 2),
+        "azimuth_rad": torch.deg2rad(torch.tensor([[0.0, 90.0, 180.0, 270.0]])),
+    }
+
+    class Info:
+        frame_order, sv3d_azimuth_direction = "sv3d", 1
+
+    out = vtrain.to_model_order(batch, Info())
+    # SV3D order: the input view (mv3d frame 0) comes last, azimuths still measured from it.
+    assert out["frames"][0, :, 0, 0, 0].tolist() == [1.0, 2.0, 3.0, 0.0]
+    np.testing.assert_allclose(np.rad2deg(out["azimuth_rad"][0].numpy()), [90, 180, 270, 0], atol=1e-4)
+    Info.frame_order = "mv3d"
+    assert vtrain.to_model_order(batch, Info()) is batch
+
+
+def fixed_loss(model_dir_or_components, data_root, config) -> float:
+    """The loss of a fixed set of batches with fixed random draws (comparable across models)."""
+    if isinstance(model_dir_or_components, dict):
+        comps = model_dir_or_components
+    else:
+        from video_prior.components import load_components
+
+        comps, _ = load_components(model_dir_or_components)
+    ds = OrbitVideoDataset([data_root], DataConfig(num_frames=4, resolution=16, background="white"), seed=0)
+    batch = collate([ds[i] for i in range(len(ds))])
+    total = 0.0
+    with torch.no_grad():
+        for k in range(6):
+            gen = torch.Generator().manual_seed(1000 + k)
+            loss = vtrain.training_loss(
+                comps["unet"],
+                comps["vae"],
+                comps["image_encoder"],
+                comps["unet"].config,
+                batch,
+                vtrain.TrainConfig.from_dict({**TINY, "cond_drop_prob": 0.0}),
+                gen,
+                torch.device("cpu"),
+            )
+            total += float(loss)
+    return total / 6
+
+
+def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path):
+    cfg = tiny_config(max_steps=5, sample_every=5, sample_steps=2)
+    before = fixed_loss(vtrain.build_model(cfg)[0], data_root, cfg)
+    result = vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
+    assert result.steps == 5 and len(result.losses) == 5
+    after = fixed_loss(result.model_dir, data_root, cfg)
+    assert after < 0.8 * before, (before, after)
+    # Run folder: final model (loadable), checkpoints, metrics, a preview contact sheet.
+    from PIL import Image
+
+    sheet = Image.open(tmp_path / "run" / "samples" / "step-000005.png")
+    assert sheet.size == (4 * 16, 4 * 16)  # 2 objects x (truth, sample) rows, 4 frames
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    assert vtrain.latest_checkpoint(tmp_path / "run").name == "step-000005"
+    # A second run into the same folder without --resume is refused.
+    with pytest.raises(InputError, match="--resume"):
+        vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
+
+
+def test_sigkill_and_resume_gives_the_same_weights(data_root, tmp_path):
+    """A `mv3d train` subprocess killed with SIGKILL and resumed ends with the uninterrupted run's weights."""
+    steps = 6
+    cfg = tiny_config(max_steps=steps, ema_decay=0.9, grad_accum=2, lr_warmup_steps=3)
+    straight = vtrain.train(cfg, [data_root], tmp_path / "straight", progress=False)
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "ema_decay": 0.9, "grad_accum": 2, "lr_warmup_steps": 3}))
+    run = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mv3d",
+            "train",
+            str(cfg_path),
+            "--data",
+            str(data_root),
+            "--out",
+            str(run),
+            "--max-steps",
+            "1000",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 240
+        while vtrain.latest_checkpoint(run) is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = vtrain.latest_checkpoint(run)
+    assert killed_at is not None, "the subprocess wrote no checkpoint before the deadline"
+    done = int(killed_at.name.split("-")[1])
+    assert 2 <= done < steps, f"killed too late (checkpoint {killed_at.name})"
+    resumed = vtrain.train(cfg, [data_root], run, resume=True, progress=False)
+    assert resumed.resumed_from == killed_at
+    assert resumed.steps == steps and len(resumed.losses) == steps - done
+    np.testing.assert_allclose(resumed.losses, straight.losses[done:], rtol=1e-6, atol=1e-7)
+    for part in ("unet", "unet_no_ema"):
+        a, b = unet_weights(straight.model_dir, part), unet_weights(resumed.model_dir, part)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-6)
+
+
+def test_lora_and_precomputed_cache(data_root, tmp_path):
+    from video_prior.data import cache_path, precompute
+
+    # LoRA: only adapters train; the saved UNet is plain (adapters merged) and differs from the init.
+    cfg = tiny_config(max_steps=2, lora={"rank": 4, "alpha": 4.0}, lr=1e-2)
+    comps, _ = vtrain.build_model(cfg)
+    result = vtrain.train(cfg, [data_root], tmp_path / "lora", progress=False)
+    saved = unet_weights(result.model_dir)
+    init = comps["unet"].state_dict()
+    assert saved.keys() == init.keys()
+    changed = [k for k in saved if not torch.equal(saved[k], init[k])]
+    assert changed and all(("attn" in k) for k in changed)
+
+    # Cache: precompute, then train from it (2 steps) on a copy of the data.
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_root, data)
+    precompute([data], comps, resolution=16, progress=False)
+    assert cache_path(data / "obj00", 16).is_file()
+    cached_cfg = tiny_config(max_steps=2, data={**TINY["data"], "use_cache": True})
+    ds = OrbitVideoDataset([data], cached_cfg.data)
+    assert ds.cached and ds[0]["latents"].shape == (4, 4, 8, 8) and "frames" not in ds[0]
+    out = vtrain.train(cached_cfg, [data], tmp_path / "cached", progress=False)
+    assert out.steps == 2 and all(np.isfinite(out.losses))
+
+
+def test_cli_errors(tmp_path, data_root, capsys):
+    from mv3d.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", *args])
+        return exc.value.code, capsys.readouterr().err
+
+    code, err = run(str(tmp_path / "missing.yaml"), "--data", str(data_root), "--out", str(tmp_path / "o"))
+    assert code == 2 and err.startswith("mv3d: error:") and "missing.yaml" in err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "bogus": 1}))
+    code, err = run(str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"))
+    assert code == 2 and "bogus" in err and len(err.strip().splitlines()) == 1
+    cfg.write_text(yaml.safe_dump(TINY))
+    code, err = run(str(cfg), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "nowhere" in err and len(err.strip().splitlines()) == 1
+    code, err = run(str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--max-steps", "0")
+    assert code == 2 and "--max-steps" in err
+
+
+@pytest.mark.slow
+def test_two_processes_ddp_on_cpu(data_root, tmp_path):
+    """`torchrun --nproc_per_node 2` (what `accelerate launch --multi_gpu` runs) with gloo on CPU, 2 steps."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "batch_size": 1}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    port = str(29500 + os.getpid() % 1000)
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m", "mv3d", "train",
+         str(cfg), "--data", str(data_root), "--out", str(tmp_path / "ddp"), "--max-steps", "2"],
+        capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = vtrain.latest_checkpoint(tmp_path / "ddp")
+    assert ckpt.name == "step-000002"
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    # One process logs: one metrics line per step.
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2
