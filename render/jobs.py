@@ -328,27 +328,89 @@ def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, An
     }
 
 
+def _failed(src, stage: str, error: str) -> dict[str, Any]:
+    return {
+        "object_id": src.object_id,
+        "source": src.spec,
+        "status": "failed",
+        "stage": stage,
+        "error": error,
+        "curation": {},
+    }
+
+
 def _run_local(tasks: list, out: str, cfg_json: dict, workers: int) -> Iterator[dict[str, Any]]:
+    """Run `render_one` over `tasks` in this process (workers <= 1) or in a spawn process pool.
+
+    A worker that dies (a native crash in a GL driver, the OOM killer) breaks the pool, and which of
+    the objects in flight caused it is unknown: they become suspects and are run again one at a time
+    in a fresh pool, so only the object that kills a worker on its own is recorded as failed.
+    """
     if workers <= 1:
         for src in tasks:
             yield render_one(src, out, cfg_json)
         return
+    from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = set()
-        it = iter(tasks)
-        # Bounded submission: a million-object job does not queue a million futures.
-        for src in it:
-            pending.add(pool.submit(render_one, src, out, cfg_json))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(pool.submit(render_one, nxt, out, cfg_json))
+    it = iter(tasks)
+    suspects: deque = deque()
+    exhausted = False
+
+    def next_task():
+        nonlocal exhausted
+        if suspects:
+            return suspects.popleft()
+        if exhausted:
+            return None
+        nxt = next(it, None)
+        exhausted = nxt is None
+        return nxt
+
+    while True:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        in_flight: dict[Any, Any] = {}
+        broken = False
+        try:
+            while True:
+                # Suspects run alone; otherwise keep 2 tasks per worker queued (bounded submission:
+                # a million-object job does not queue a million futures).
+                limit = 1 if suspects or any(iso for _, iso in in_flight.values()) else 2 * workers
+                while len(in_flight) < limit:
+                    isolating = bool(suspects)
+                    src = next_task()
+                    if src is None:
+                        break
+                    in_flight[pool.submit(render_one, src, out, cfg_json)] = (src, isolating)
+                    if isolating:
+                        break
+                if not in_flight:
+                    break
+                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    src, isolated = in_flight.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        if isolated and not in_flight:
+                            yield _failed(
+                                src, "worker", "the worker process died while rendering this object"
+                            )
+                        else:
+                            suspects.append(src)
+                        suspects.extend(other for other, _ in in_flight.values())
+                        in_flight.clear()
+                        break
+                    except Exception as exc:  # pickling errors and the like: this object only
+                        yield _failed(src, "worker", _error_line(exc))
+                if broken:
+                    break
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+        if not broken:
+            return
 
 
 #: Runtime environment for Ray jobs that render: pass it to `ray.init(..., runtime_env=RAY_RUNTIME_ENV)`
@@ -404,14 +466,7 @@ def _run_ray(
             try:
                 yield ray.get(ref)
             except Exception as exc:  # a task that died (worker crash, lost node): record, go on
-                yield {
-                    "object_id": src.object_id,
-                    "source": src.spec,
-                    "status": "failed",
-                    "stage": "ray",
-                    "error": _error_line(exc),
-                    "curation": {},
-                }
+                yield _failed(src, "ray", _error_line(exc))
             nxt = next(it, None)
             if nxt is not None:
                 submit(nxt)

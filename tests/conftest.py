@@ -14,6 +14,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,18 @@ def third_party_meshes(tmp_path_factory) -> dict[str, Path]:
     for p in files.values():
         assert p.is_file() and p.stat().st_size > 0
     return files
+
+
+@dataclass(frozen=True)
+class CrashingSource:
+    """An `ObjectSource` look-alike whose `load` kills its process (as a native crash would).
+
+    Defined here so that spawned worker processes can unpickle it (they inherit sys.path).
+    """
+
+    object_id: str
+    spec: str
+    meta: dict = field(default_factory=dict, hash=False)
+
+    def load(self):
+        os._exit(13)

@@ -143,6 +143,27 @@ def test_sigkill_midway_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert _tree(killed) == _tree(ref)
 
 
+def test_worker_crash_fails_only_its_object(tmp_path, monkeypatch):
+    """A worker killed by one object breaks the pool; the others in flight are rerun alone and succeed."""
+    from conftest import CrashingSource
+
+    import render.sources
+
+    real = render.sources.resolve_sources
+
+    def with_crash(specs, objaverse_dir=None):
+        found = real(specs, objaverse_dir)
+        return found[:1] + [CrashingSource("crash-0", "crash:0")] + found[1:]
+
+    monkeypatch.setattr(render.sources, "resolve_sources", with_crash)
+    summary = render_dataset(
+        ["procedural:2:9"], tmp_path / "d", views=2, resolution=32, workers=2, progress=False
+    )
+    assert (summary["done"], summary["failed"]) == (2, 1)
+    failures = [json.loads(line) for line in (tmp_path / "d" / "failures.jsonl").read_text().splitlines()]
+    assert [f["source"] for f in failures] == ["crash:0"] and "died" in failures[0]["error"]
+
+
 def test_ray_runs_the_same_task(tmp_path):
     ray = pytest.importorskip("ray")
     local = render_dataset(["procedural:2:21"], tmp_path / "local", **SMALL, progress=False)
