@@ -143,6 +143,23 @@ def test_sigkill_midway_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert _tree(killed) == _tree(ref)
 
 
+def test_third_party_assets_render_to_complete_datasets(tmp_path, third_party_meshes):
+    """Blender-written GLB, OBJ+MTL, STL and PLY (mixed quads) become complete datasets; a broken file is skipped."""
+    broken = tmp_path / "truncated.glb"
+    broken.write_bytes(third_party_meshes["glb"].read_bytes()[:2000])
+    specs = [str(p) for p in third_party_meshes.values()] + [str(broken)]
+    summary = render_dataset(specs, tmp_path / "d", views=4, resolution=48, progress=False)
+    assert (summary["done"], summary["failed"]) == (4, 1)
+    failures = [json.loads(line) for line in (tmp_path / "d" / "failures.jsonl").read_text().splitlines()]
+    assert failures[0]["source"] == str(broken) and "truncated" in failures[0]["error"]
+    for name in _complete_objects(tmp_path / "d"):
+        ds = read_orbit_dataset(tmp_path / "d" / "objects" / name)
+        images = ds.load_images()
+        assert images.shape == (4, 48, 48, 4)
+        assert (images[..., 3] > 127).mean() > 0.05  # the object is in every view
+        assert ds.meta["object"]["source"].startswith(str(next(iter(third_party_meshes.values())).parent))
+
+
 def test_worker_crash_fails_only_its_object(tmp_path, monkeypatch):
     """A worker killed by one object breaks the pool; the others in flight are rerun alone and succeed."""
     from conftest import CrashingSource
