@@ -136,6 +136,10 @@ def register(app: typer.Typer) -> None:
             0, "--seed", help="Job seed (per-object orbits and lights derive from it and the object id)."
         ),
         light_augment: bool = typer.Option(False, "--light-augment", help="A random light setup per object."),
+        depth: bool = typer.Option(False, "--depth", help="Also write depth.npy per object."),
+        normals: bool = typer.Option(
+            False, "--normals", help="Also write normals.npy (world space) per object."
+        ),
         samples: int = typer.Option(
             16, "--samples", help="Cycles samples per pixel (blender renderer only)."
         ),
@@ -187,6 +191,8 @@ def register(app: typer.Typer) -> None:
             renderer_settings={"samples": samples, "world": world} if renderer == "blender" else {},
             fov_deg=fov,
             light_augment=light_augment,
+            depth=depth,
+            normals=normals,
             retry_failed=retry_failed,
         )
         typer.echo(
