@@ -234,7 +234,7 @@ class Scorers:
 
 def score_views(
     pred: np.ndarray, gt: np.ndarray, orbit: Orbit, gt_depth: np.ndarray, scorers: Scorers
-) -> dict[str, list[float]]:
+) -> dict[str, list[float | None]]:
     """Per-view metrics of `pred` against `gt`, both (N, R, R, 4) uint8: {metric: N values}."""
     from eval import view_metrics as vm
 
@@ -251,7 +251,9 @@ def score_views(
     if scorers.clip is not None:
         out["clip_s"] = vm.clip_similarity(p, g, scorers.clip).tolist()
     # Reprojection of view i into view i+1 through the ground-truth geometry (see the function's doc).
-    out["reproj_err"] = [float(e) for e in vm.reprojection_error(pred, orbit, gt_depth)]
+    # NaN (a pair with no co-visible pixel) is stored as null: metrics.json stays strict JSON.
+    errors = vm.reprojection_error(pred, orbit, gt_depth)
+    out["reproj_err"] = [float(e) if np.isfinite(e) else None for e in errors]
     return out
 
 

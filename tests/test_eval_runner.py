@@ -89,7 +89,8 @@ def run_a(tmp_path_factory):
 def test_end_to_end_outputs(run_a):
     out, gen, metrics = run_a
     assert gen.calls == 2
-    data = json.loads((out / "metrics.json").read_text())
+    text = (out / "metrics.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}: not strict JSON"))
     assert data == json.loads(json.dumps(metrics))
     assert data["model"] == {"name": "tiny", "hash": "abc123"}
     assert data["settings"]["views"] == 4 and "torch" in data["versions"]
