@@ -121,7 +121,9 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
         "## Novel views (frames 1..N-1)",
         "",
     ]
-    cols = _present(agg, "novel", VIEW_METRICS)
+    # The published metrics stay as columns even when not computed here, so the rows line up.
+    present = set(_present(agg, "novel", VIEW_METRICS)) | {"psnr", "ssim", "lpips", "clip_s"}
+    cols = [m for m in VIEW_METRICS if m in present]
     lines += _table(metrics, "novel", cols, PUBLISHED_VIEWS)
     lines += [
         "",
