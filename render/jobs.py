@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import sys
 import time
 import traceback
 from collections import Counter
@@ -413,39 +412,15 @@ def _run_local(tasks: list, out: str, cfg_json: dict, workers: int) -> Iterator[
             return
 
 
-#: Runtime environment for Ray jobs that render: pass it to `ray.init(..., runtime_env=RAY_RUNTIME_ENV)`
-#: when initialising Ray yourself (render_dataset does when it connects). Its setup hook hides a
-#: pyarrow that cannot be imported (pyarrow >= 18 wheels need numpy 2; bpy pins numpy < 2), which Ray
-#: would otherwise import, and fail on, when it serialises task arguments.
-RAY_RUNTIME_ENV = {"worker_process_setup_hook": "render.jobs._hide_broken_pyarrow"}
-
-
-def _hide_broken_pyarrow() -> None:
-    """Make `import pyarrow` a clean ModuleNotFoundError when the installed pyarrow cannot load.
-
-    Ray treats a missing pyarrow as "no Arrow serialisers" but a broken one (ImportError from a numpy
-    ABI mismatch) as fatal. Only a module that already fails to import is hidden.
-    """
-    if "pyarrow" in sys.modules:
-        return
-    try:
-        import pyarrow  # noqa: F401
-    except ModuleNotFoundError:
-        return
-    except ImportError:
-        sys.modules["pyarrow"] = None  # type: ignore[assignment]
-
-
 def _run_ray(
     tasks: list, out: str, cfg_json: dict, address: str, max_in_flight: int
 ) -> Iterator[dict[str, Any]]:
     from render.common import optional_import
 
-    _hide_broken_pyarrow()
     ray = optional_import("ray", "cluster", "--ray")
     if not ray.is_initialized():
         try:
-            ray.init(address=address, runtime_env=RAY_RUNTIME_ENV, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(
                 f"--ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})"

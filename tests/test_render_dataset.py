@@ -16,7 +16,7 @@ import trimesh
 
 from render.common import InputError
 from render.dataset import read_orbit_dataset
-from render.jobs import RAY_RUNTIME_ENV, RenderJobConfig, object_orbit, render_dataset
+from render.jobs import RenderJobConfig, object_orbit, render_dataset
 
 SMALL = {"views": 3, "resolution": 32}
 
@@ -190,7 +190,6 @@ def test_ray_runs_the_same_task(tmp_path):
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
-        runtime_env=RAY_RUNTIME_ENV,
     )
     try:
         summary = render_dataset(
