@@ -706,20 +706,25 @@ class Checkpoint:
                 f"{self.path}: pickle-based checkpoints ({self.path.suffix}) are not loaded, as unpickling can run "
                 "code; use the .safetensors release of the model"
             )
+        self._check_size()
         try:
             self._file = safe_open(str(self.path), framework="pt", device="cpu")
             self.keys = list(self._file.keys())
         except Exception as exc:  # safetensors raises its own error types (SafetensorError, OSError...)
             raise InputError(f"{self.path}: not a readable safetensors file ({_first_line(exc)})") from exc
-        self._check_size()
 
     def _check_size(self) -> None:
         """A truncated download: the header names byte ranges past the end of the file."""
-        with open(self.path, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(header_len))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         size = self.path.stat().st_size
+        try:
+            with open(self.path, "rb") as fh:
+                header_len = int.from_bytes(fh.read(8), "little")
+                if not 0 < header_len <= min(size - 8, 100_000_000):
+                    raise ValueError(f"header length {header_len} does not fit a {size}-byte file")
+                header = json.loads(fh.read(header_len))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise InputError(f"{self.path}: not a readable safetensors file ({_first_line(exc)})") from exc
         if 8 + header_len + end > size:
             raise InputError(
                 f"{self.path}: truncated file ({size} bytes, its header describes {8 + header_len + end} bytes)"
@@ -847,6 +852,8 @@ def _group_keys(keys: list[str]) -> dict[str, list[str]]:
                 prefix = m.group(0) + _CLIP_VISUAL
             elif rest.startswith(_COND_VAE):
                 prefix = m.group(0) + _COND_VAE
+            elif rest.startswith("open_clip.model."):
+                prefix = m.group(0) + "open_clip.model."
             else:
                 prefix = m.group(0)
         else:
