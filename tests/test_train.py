@@ -196,7 +196,9 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
     from video_prior.data import cache_path, precompute
 
     # LoRA: only adapters train; the saved UNet is plain (adapters merged) and differs from the init.
-    cfg = tiny_config(max_steps=2, lora={"rank": 4, "alpha": 4.0}, lr=1e-2)
+    # A curriculum switches from 2 frames at 8 px to the data config's 4 frames at 16 px after step 1.
+    curriculum = [{"until_step": 1, "num_frames": 2, "resolution": 8}]
+    cfg = tiny_config(max_steps=2, lora={"rank": 4, "alpha": 4.0}, lr=1e-2, curriculum=curriculum)
     comps, _ = vtrain.build_model(cfg)
     result = vtrain.train(cfg, [data_root], tmp_path / "lora", progress=False)
     saved = unet_weights(result.model_dir)
@@ -204,6 +206,7 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
     assert saved.keys() == init.keys()
     changed = [k for k in saved if not torch.equal(saved[k], init[k])]
     assert changed and all(("attn" in k) for k in changed)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
 
     # Cache: precompute, then train from it (2 steps) on a copy of the data.
     import shutil
