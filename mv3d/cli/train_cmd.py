@@ -16,9 +16,14 @@ def register(app: typer.Typer) -> None:
     )
     def train_command(
         ctx: typer.Context,
-        config: Path = typer.Argument(..., help="Training config (YAML), e.g. configs/tiny.yaml."),
+        config: Path = typer.Argument(
+            ..., metavar="CONFIG", help="Training config (YAML), e.g. configs/tiny.yaml."
+        ),
         data: list[Path] = typer.Option(
-            ..., "--data", help="Orbit dataset folder, or a folder of them; several may follow one --data."
+            ...,
+            "--data",
+            metavar="DIR",
+            help="Orbit dataset folder, or a folder of them; several may follow one --data.",
         ),
         out: Path = typer.Option(
             ..., "--out", help="Run folder: checkpoints, samples, logs, the final model."
@@ -36,7 +41,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the video prior: `mv3d train CONFIG --data DIR... --out RUN [--resume] [--max-steps N]`.
 
-        Multi-GPU / multi-node: `accelerate launch [--multi_gpu --num_processes N] -m mv3d train ...`.
+        Multi-GPU / multi-node: `accelerate launch [--multi_gpu --num_processes N] -m mv3d train ...`;
+        several CPU processes: `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m mv3d train ...`.
         """
         # Extra positional words after `--data A` are more data folders (`--data A B C`).
         extra = [a for a in ctx.args]
