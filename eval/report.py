@@ -175,6 +175,10 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
             lines.append(
                 f"| {oid} | {method} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in vals) + " |"
             )
+    failed = metrics.get("failed") or {}
+    if failed:
+        lines += ["", f"## Objects that could not be loaded ({len(failed)}, not scored)", ""]
+        lines += [f"- `{oid}`: {msg}" for oid, msg in failed.items()]
     if figures:
         lines += ["", "## Figures", ""]
         for f in figures:

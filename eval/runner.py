@@ -61,6 +61,10 @@ def higher_is_better(metric: str) -> bool:
     return HIGHER_IS_BETTER.get(metric, True) if not metric.startswith("f_score") else True
 
 
+class ObjectLoadError(InputError):
+    """An object of the benchmark cannot be loaded; the run records it and goes on with the others."""
+
+
 class Generator(Protocol):
     """What the runner calls: one input view + the orbit to generate -> N views."""
 
@@ -306,7 +310,10 @@ def evaluate_object(
     from render.dataset import write_orbit_dataset
 
     orbit = static_orbit(settings.views, elevation_deg=settings.elevation)
-    loaded = source.load()
+    try:
+        loaded = source.load()
+    except InputError as exc:
+        raise ObjectLoadError(str(exc)) from exc
     res = renderer.render(loaded, orbit, settings.resolution, depth=True)
     gt = np.asarray(res.rgba)
     if res.depth is not None:
@@ -476,6 +483,7 @@ def run_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)
     results: dict[str, Any] = {}
+    failed: dict[str, str] = {}
     rend = None
     try:
         for src in tqdm(objs, desc="eval", unit="object", disable=not progress):
@@ -491,12 +499,23 @@ def run_benchmark(
                     continue
             if rend is None:
                 rend = get_renderer(renderer)
-            result = evaluate_object(src, obj_dir, methods, settings, rend, scorers, reconstruct_fn)
+            try:
+                result = evaluate_object(src, obj_dir, methods, settings, rend, scorers, reconstruct_fn)
+            except ObjectLoadError as exc:
+                # One broken mesh in a large set should not cost the whole run; it is listed in
+                # metrics.json and the report, and retried on the next run.
+                failed[str(src.object_id)] = str(exc)
+                tqdm.write(f"mv3d eval: skipping {src.object_id}: {exc}")
+                continue
             atomic_write_json(cached, result)  # written last: its presence means the object is done
             results[str(src.object_id)] = result
     finally:
         if rend is not None:
             rend.close()
+    if not results:
+        raise InputError(
+            f"no object could be loaded ({len(failed)} failed; first: {next(iter(failed.values()))})"
+        )
     metrics = {
         "mv3d_eval_format": METRICS_FORMAT,
         "settings": asdict(settings),
@@ -504,6 +523,7 @@ def run_benchmark(
         "versions": versions(),
         "methods": list(methods),
         "objects": results,
+        "failed": failed,
         "aggregate": aggregate(results),
     }
     atomic_write_json(out_dir / "metrics.json", metrics)

@@ -251,3 +251,29 @@ def test_cli_end_to_end_with_the_tiny_model(tmp_path, capsys):
     assert data["settings"]["extra"]["no_camera"]["hash"] == data["model"]["hash"]
     (obj,) = data["objects"].values()
     assert len(obj["methods"]["no-camera"]["per_view"]["psnr"]) == 3
+
+
+class BrokenSource:
+    object_id, spec, meta = "broken", "broken.obj", {}
+
+    def load(self):
+        raise InputError("broken.obj: cannot read OBJ file: garbage")
+
+
+def test_unloadable_objects_are_listed_and_skipped(tmp_path):
+    metrics = run_benchmark(
+        [BrokenSource(), *_sources()[:1]],
+        tmp_path,
+        TinyGenerator(),
+        views=3,
+        resolution=16,
+        baselines=(),
+        progress=False,
+    )
+    assert metrics["failed"] == {"broken": "broken.obj: cannot read OBJ file: garbage"}
+    assert len(metrics["objects"]) == 1
+    assert "could not be loaded" in (tmp_path / "report.md").read_text()
+    with pytest.raises(InputError, match="no object could be loaded"):
+        run_benchmark(
+            [BrokenSource()], tmp_path / "none", TinyGenerator(), views=3, resolution=16, progress=False
+        )
