@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -89,10 +90,9 @@ def _reference_groupnorm_eps(unet: torch.nn.Module) -> None:
             module.eps = 1e-5
 
 
-def check_unet(kind: str, widths: list[int], generator: torch.Generator) -> tuple[float, float]:
+def _reference_unet(widths: list[int], generator: torch.Generator):
+    """A random sgm VideoUNet: 3 levels, attention at the first two (as SVD's last level has none)."""
     from sgm.modules.diffusionmodules.video_model import VideoUNet
-
-    from video_prior.unet import MultiViewUNet
 
     params = {
         "adm_in_channels": sum(widths),
@@ -116,16 +116,16 @@ def check_unet(kind: str, widths: list[int], generator: torch.Generator) -> tupl
     }
     ref = VideoUNet(**params).eval()
     _randomize(ref, generator)
-    config, _ = unet_config_from_reference_params(params, kind=kind, widths=widths, sample_size=8)
-    unet = MultiViewUNet(**config).eval()
-    missing, unexpected = unet.load_state_dict(convert_unet_state_dict(ref.state_dict(), config), strict=True)
-    assert not missing and not unexpected
+    return ref, params
 
+
+def _compare_unet(ref, unet, widths: list[int], generator: torch.Generator) -> tuple[float, float]:
+    """Relative max difference of the outputs, with the reference GroupNorm eps and with diffusers'."""
     b, f, h = 2, 5, 12
     x = torch.randn(b, f, 8, h, h, generator=generator)
     c_noise = torch.randn(b, generator=generator)
     context = torch.randn(b, 1, 24, generator=generator)
-    per_frame = config["per_frame_conditioning"]
+    per_frame = unet.config.per_frame_conditioning
     scalars = torch.rand((b, f, len(widths)) if per_frame else (b, len(widths)), generator=generator) * 3
     # Reference inputs: frames folded into the batch, context and vector repeated per frame, the vector
     # already embedded (the conditioner's ConcatTimestepEmbedderND: one sinusoid per scalar).
@@ -147,25 +147,114 @@ def check_unet(kind: str, widths: list[int], generator: torch.Generator) -> tupl
     return float((out_eps - out_ref).abs().max()) / scale, float((out - out_ref).abs().max()) / scale
 
 
+def check_unet(kind: str, widths: list[int], generator: torch.Generator) -> tuple[float, float]:
+    """Reference VideoUNet state dict -> `convert_unet_state_dict` -> MultiViewUNet: same outputs."""
+    from video_prior.unet import MultiViewUNet
+
+    ref, params = _reference_unet(widths, generator)
+    config, _ = unet_config_from_reference_params(params, kind=kind, widths=widths, sample_size=8)
+    unet = MultiViewUNet(**config).eval()
+    missing, unexpected = unet.load_state_dict(convert_unet_state_dict(ref.state_dict(), config), strict=True)
+    assert not missing and not unexpected
+    return _compare_unet(ref, unet, widths, generator)
+
+
+def check_file(generator: torch.Generator, workdir: Path) -> tuple[float, float]:
+    """The whole path: reference networks saved under SV3D_p's key prefixes with a YAML in the
+    reference layout -> `convert_checkpoint` -> `load_components` -> same UNet and VAE outputs."""
+    import yaml
+    from safetensors.torch import save_file
+    from sgm.modules.diffusionmodules.model import Decoder, Encoder
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from video_prior.components import load_components
+    from video_prior.convert import clip_state_dict_to_reference, convert_checkpoint
+
+    widths = [256, 512, 512]
+    ref, params = _reference_unet(widths, generator)
+    dd = dict(_VAE_DDCONFIG, num_res_blocks=1)
+    enc, quant, dec = Encoder(**dd).eval(), torch.nn.Conv2d(8, 8, 1), Decoder(**dd).eval()
+    for m in (enc, quant, dec):
+        _randomize(m, generator)
+    clip_cfg = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 1, "num_hidden_layers": 2}
+    clip_cfg.update({"patch_size": 4, "image_size": 16, "projection_dim": 24, "hidden_act": "gelu"})
+    clip = _randomize_ret(CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg)), generator)
+    sd = {f"model.diffusion_model.{k}": v for k, v in ref.state_dict().items()}
+    clip_ref = clip_state_dict_to_reference(clip.state_dict(), clip_cfg)
+    sd.update({f"conditioner.embedders.0.open_clip.model.visual.{k}": v for k, v in clip_ref.items()})
+    sd.update({f"conditioner.embedders.1.encoder.encoder.{k}": v for k, v in enc.state_dict().items()})
+    sd.update({f"conditioner.embedders.1.encoder.quant_conv.{k}": v for k, v in quant.state_dict().items()})
+    sd.update({f"first_stage_model.decoder.{k}": v for k, v in dec.state_dict().items()})
+    ckpt = workdir / "tiny_sv3d_p.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt))
+    scalars = [("cond_aug", 256), ("polars_rad", 512), ("azimuths_rad", 512)]
+    doc = {
+        "model": {
+            "params": {
+                "network_config": {"params": params},
+                "conditioner_config": {
+                    "params": {
+                        "emb_models": [
+                            {"target": "sgm.modules.encoders.modules.FrozenOpenCLIPImagePredictionEmbedder"},
+                            {"target": "sgm.modules.encoders.modules.VideoPredictionEmbedderWithEncoder"},
+                        ]
+                        + [
+                            {
+                                "input_key": key,
+                                "target": "sgm.modules.encoders.modules.ConcatTimestepEmbedderND",
+                                "params": {"outdim": width},
+                            }
+                            for key, width in scalars
+                        ]
+                    }
+                },
+            }
+        }
+    }
+    yml = workdir / "tiny_sv3d_p.yaml"
+    yml.write_text(yaml.safe_dump(doc))
+    report = convert_checkpoint(ckpt, workdir / "converted", config_yaml=yml, resolution=32, clip_num_heads=1)
+    print(report.summary())
+    components, info = load_components(workdir / "converted", dtype=torch.get_default_dtype())
+    assert info.conditioning == "sv3d_p"
+    unet_err = _compare_unet(ref, components["unet"], widths, generator)
+    img = torch.rand(3, 3, 32, 32, generator=generator) * 2 - 1
+    with torch.no_grad():
+        moments_ref = quant(enc(img))
+        z = moments_ref[:, :4]
+        vae = components["vae"]
+        e1 = (vae.encode(img).latent_dist.parameters - moments_ref).abs().max() / moments_ref.abs().max()
+        e2 = (vae.decode(z).sample - dec(z)).abs().max() / dec(z).abs().max()
+    return max(unet_err[0], float(e1), float(e2)), max(unet_err[1], float(e1), float(e2))
+
+
+def _randomize_ret(module: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
+    _randomize(module, generator)
+    return module.eval()
+
+
+_VAE_DDCONFIG = {
+    "attn_type": "vanilla",
+    "double_z": True,
+    "z_channels": 4,
+    "resolution": 32,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 2, 2],
+    "num_res_blocks": 1,
+    "attn_resolutions": [],
+    "dropout": 0.0,
+}
+
+
 def check_vae(temporal: bool, generator: torch.Generator) -> float:
     from sgm.modules.diffusionmodules.model import Decoder, Encoder
 
     from video_prior.components import VAE_TYPES
 
-    dd = {
-        "attn_type": "vanilla",
-        "double_z": True,
-        "z_channels": 4,
-        "resolution": 32,
-        "in_channels": 3,
-        "out_ch": 3,
-        "ch": 32,
-        "ch_mult": [1, 2, 2],
-        # diffusers' temporal decoder ties its mid-block depth to this; the reference models use 2.
-        "num_res_blocks": 2 if temporal else 1,
-        "attn_resolutions": [],
-        "dropout": 0.0,
-    }
+    # diffusers' temporal decoder ties its mid-block depth to num_res_blocks; the reference models use 2.
+    dd = dict(_VAE_DDCONFIG, num_res_blocks=2 if temporal else 1)
     enc = Encoder(**dd).eval()
     quant = torch.nn.Conv2d(8, 8, 1)
     if temporal:
@@ -222,6 +311,8 @@ def main() -> int:
         "vae image (encoder + decoder)": check_vae(False, g),
         "vae temporal (encoder + video decoder)": check_vae(True, g),
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        results["file: convert_checkpoint, unet + vae"] = check_file(g, Path(tmp))
     worst = 0.0
     for name, err in results.items():
         if isinstance(err, tuple):
