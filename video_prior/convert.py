@@ -736,9 +736,13 @@ class Checkpoint:
         except Exception as exc:
             raise InputError(f"{self.path}: cannot read tensor '{key}' ({_first_line(exc)})") from exc
 
-    def group(self, prefix: str) -> dict[str, torch.Tensor]:
-        """All tensors under ``prefix``, with the prefix removed."""
-        return {k[len(prefix) :]: self.get(k) for k in self.keys if k.startswith(prefix)}
+    def group(self, prefix: str, progress: bool = False) -> dict[str, torch.Tensor]:
+        """All tensors under ``prefix``, with the prefix removed (a progress bar if ``progress``)."""
+        from tqdm.auto import tqdm
+
+        keys = [k for k in self.keys if k.startswith(prefix)]
+        bar = tqdm(keys, desc=f"reading {prefix}*", unit="tensor", disable=not progress or len(keys) < 50)
+        return {k[len(prefix) :]: self.get(k) for k in bar}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -881,7 +885,9 @@ def _load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], wha
                 f"{source}: {what} tensor '{key}' has shape {tuple(tensor.shape)}, the model expects "
                 f"{tuple(expected[key].shape)}"
             )
-    module.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True, assign=True)
+    # Popping while casting keeps one copy of each tensor alive at a time (a full UNet is 6 GB in fp32).
+    weights = {k: state_dict.pop(k).to(torch.float32) for k in list(state_dict)}
+    module.load_state_dict(weights, strict=True, assign=True)
 
 
 def _build_empty(factory) -> torch.nn.Module:
@@ -930,6 +936,7 @@ def convert_checkpoint(
     resolution: int = 576,
     dtype: str = "float32",
     clip_num_heads: int | None = None,
+    progress: bool = False,
 ) -> ConversionReport:
     """Convert a Stability single-file checkpoint into a model folder `video_prior.components` loads.
 
@@ -946,6 +953,7 @@ def convert_checkpoint(
         resolution: image side the model works at (576 for all reference models).
         dtype: "float32" (lossless for the fp16 releases), "float16" or "bfloat16" for the saved weights.
         clip_num_heads: attention heads of the image encoder (None: 16 for ViT-H/14, else width / 64).
+        progress: show progress bars while tensors are read (a full file holds about 2300).
 
     Returns:
         a `ConversionReport` (also written to ``out_dir/conversion_report.json``).
@@ -964,7 +972,7 @@ def convert_checkpoint(
         )
 
     # 1. configs: UNet from the YAML or from shapes; conditioning kind and widths
-    ref_unet = ck.group(UNET_PREFIX)
+    ref_unet = ck.group(UNET_PREFIX, progress)
     if config_yaml is not None:
         ref_cfg = read_reference_yaml(config_yaml)
         params, kind, widths = ref_cfg["network"], ref_cfg["kind"], ref_cfg["widths"]
@@ -974,7 +982,7 @@ def convert_checkpoint(
         config_from = "tensor shapes"
     clip_prefixes = sorted(p for p in groups if p.endswith(_CLIP_VISUAL))
     cond_vae_prefixes = sorted(p for p in groups if p.endswith(_COND_VAE))
-    first_stage = ck.group(FIRST_STAGE_PREFIX) if FIRST_STAGE_PREFIX in groups else {}
+    first_stage = ck.group(FIRST_STAGE_PREFIX, progress) if FIRST_STAGE_PREFIX in groups else {}
 
     # 2. VAE state dict in LDM names: decoder from the first stage, encoder from the conditioning VAE
     # (what the reference encodes the input view with), else the first stage, else --vae-from.
@@ -1041,8 +1049,10 @@ def convert_checkpoint(
         unet_sd = convert_unet_state_dict(ref_unet, unet_config)
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from exc
-    _load_into(unet, unet_sd, "UNet", source)
     report_parts["unet"] = f"{UNET_PREFIX}* ({len(ref_unet)} tensors)"
+    del ref_unet  # the file's tensors are held once, by unet_sd, until they are in the model
+    _load_into(unet, unet_sd, "UNet", source)
+    del unet_sd
 
     if not clip_prefixes:
         raise InputError(
@@ -1051,15 +1061,16 @@ def convert_checkpoint(
         )
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    ref_clip = ck.group(clip_prefixes[0])
+    ref_clip = ck.group(clip_prefixes[0], progress)
     clip_kwargs = clip_config_from_reference(ref_clip, clip_num_heads)
     image_encoder = _build_empty(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_kwargs)))
     try:
         clip_sd = convert_clip_state_dict(ref_clip, clip_kwargs)
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from exc
-    _load_into(image_encoder, clip_sd, "image encoder", source)
     report_parts["image_encoder"] = f"{clip_prefixes[0]}* ({len(ref_clip)} tensors)"
+    del ref_clip
+    _load_into(image_encoder, clip_sd, "image encoder", source)
     if clip_kwargs["projection_dim"] != unet_config["cross_attention_dim"]:
         raise InputError(
             f"{source}: image embedding width {clip_kwargs['projection_dim']} != UNet context width "

@@ -52,5 +52,6 @@ def register(app: typer.Typer) -> None:
             num_frames=num_frames,
             resolution=resolution,
             dtype=dtype,
+            progress=True,
         )
         typer.echo(report.summary())
