@@ -128,8 +128,11 @@ def _check_size(w: int, h: int, where: str) -> None:
         )
 
 
-def _to_float_rgba(im) -> tuple[np.ndarray, bool]:
-    """Any Pillow mode -> ((H, W, 4) float32 in [0, 1] straight alpha, has_alpha)."""
+def _to_float_rgba(im, sixteen_bit: bool = False) -> tuple[np.ndarray, bool]:
+    """Any Pillow mode -> ((H, W, 4) float32 in [0, 1] straight alpha, has_alpha).
+
+    `sixteen_bit`: the image was decoded as 16-bit gray (I;16) before being reduced in mode "I".
+    """
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         # Pillow clips (not scales) 16-bit gray when converting to "L": scale here instead.
@@ -137,7 +140,8 @@ def _to_float_rgba(im) -> tuple[np.ndarray, bool]:
         if mode == "F":
             scale = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0
         else:
-            scale = 65535.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+            sixteen_bit = sixteen_bit or mode.startswith("I;16") or a.max(initial=0) > 255
+            scale = 65535.0 if sixteen_bit else 255.0
         g = np.clip(a / scale, 0.0, 1.0).astype(np.float32)
         return np.stack([g, g, g, np.ones_like(g)], axis=-1), False
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
@@ -187,6 +191,7 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
     if im.mode in ("P", "1", "PA"):
         im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
     factor = max(im.size) // max_side
+    sixteen_bit = im.mode.startswith("I;16")
     if factor >= 2:
         if im.mode.startswith("I;16"):
             im = im.convert("I")
@@ -204,7 +209,7 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
         im = im.transpose(transpose)
         if orientation >= 5:
             w, h = h, w
-    rgba, has_alpha = _to_float_rgba(im)
+    rgba, has_alpha = _to_float_rgba(im, sixteen_bit)
     return rgba, has_alpha, (w, h)
 
 
