@@ -3,7 +3,7 @@
 `--model default` is the embedded model shipped inside the package (`mv3d/default_model/`, trained by
 `mv3d train` on mv3d's own procedural renders: issue 7). `--model PATH` is any diffusers-layout folder
 that `video_prior.pipeline.MultiViewPipeline.from_pretrained` reads, for example SV3D weights converted
-with `mv3d weights convert`.
+with `mv3d convert-weights`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def resolve_model(model: str | Path = "default") -> Path:
             raise InputError(
                 f"--model default: no trained default model is present in this installation ({folder}); "
                 "pass --model PATH to a diffusers-layout model folder (e.g. SV3D weights converted with "
-                "`mv3d weights convert`, or a model trained with `mv3d train`)"
+                "`mv3d convert-weights`, or a model trained with `mv3d train`)"
             )
         return folder
     folder = Path(model).expanduser()
