@@ -221,7 +221,7 @@ def test_cli_compare_and_errors(run_a, capsys, tmp_path):
     assert code == 2 and "alexnet-owt-7be5be79.pth" in err
 
 
-def test_cli_help_is_fast_to_import():
+def test_cli_help_lists_the_options():
     import subprocess
 
     res = subprocess.run(
