@@ -1,6 +1,6 @@
 """Mesh export (GLB, OBJ+MTL+PNG, PLY), Blender scenes, and turntable renders of a mesh.
 
-* `export_mesh` writes what trimesh writes: GLB with a PBR base-colour texture (or vertex colours),
+* `export_mesh` writes what trimesh writes: GLB (in glTF's +Y-up axes) with a PBR base-colour texture (or vertex colours),
   OBJ with its MTL and PNG texture, PLY with vertex colours (textures are sampled to vertices). Every
   file is written atomically; for OBJ the texture and MTL go first, so an OBJ on disk is complete.
 * `export_blend` builds a .blend (mesh, material, a camera on the orbit, lights) with bpy in a
@@ -22,6 +22,11 @@ from render.common import InputError, atomic_output, atomic_write_bytes, atomic_
 
 MESH_FORMATS = ("glb", "obj", "ply")
 
+#: (x, y, z) -> (x, -z, y): glTF's +Y-up axes to mv3d's +Z-up world (as render.meshes.Y_UP_TO_Z_UP).
+Y_UP_TO_Z_UP = np.array(
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
 
 def mesh_format(path: Path, format: str | None = None) -> str:
     """The mesh format of `path` ("glb", "obj", "ply"), from `format` or the file suffix."""
@@ -29,8 +34,33 @@ def mesh_format(path: Path, format: str | None = None) -> str:
     if fmt == "gltf":
         fmt = "glb"
     if fmt not in MESH_FORMATS:
-        raise InputError(f"{path}: mesh format '{fmt or '(no extension)'}': expected one of {', '.join(MESH_FORMATS)}")
+        raise InputError(
+            f"{path}: mesh format '{fmt or '(no extension)'}': expected one of {', '.join(MESH_FORMATS)}"
+        )
     return fmt
+
+
+def load_mesh_file(path: str | Path):
+    """Read a mesh written by `export_mesh` (or any GLB/OBJ/PLY) as one trimesh.Trimesh in world axes.
+
+    GLB is converted from glTF's +Y up to +Z up; OBJ and PLY are taken as +Z up (as written here).
+    """
+    import trimesh
+
+    path = Path(path)
+    fmt = mesh_format(path)
+    if not path.is_file():
+        raise InputError(f"{path}: mesh file does not exist")
+    try:
+        mesh = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for malformed files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read the mesh ({reason})") from exc
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise InputError(f"{path}: the file holds no triangles")
+    if fmt == "glb":
+        mesh.apply_transform(Y_UP_TO_Z_UP)
+    return mesh
 
 
 def _as_vertex_coloured(mesh):
@@ -59,10 +89,16 @@ def export_mesh(mesh, path: str | Path, format: str | None = None) -> Path:
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise InputError(f"{path}: refusing to write an empty mesh")
     if fmt == "glb":
-        data = trimesh.exchange.gltf.export_glb(trimesh.Scene(mesh), include_normals=True)
+        # glTF is +Y up; mv3d's world is +Z up. Store the spec's axes so that Blender, viewers and
+        # render.meshes.load_mesh (which reads glTF as +Y up) all see the object upright.
+        y_up = mesh.copy()
+        y_up.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))
+        data = trimesh.exchange.gltf.export_glb(trimesh.Scene(y_up), include_normals=True)
         atomic_write_bytes(path, data)
     elif fmt == "ply":
-        atomic_write_bytes(path, trimesh.exchange.ply.export_ply(_as_vertex_coloured(mesh), encoding="binary"))
+        atomic_write_bytes(
+            path, trimesh.exchange.ply.export_ply(_as_vertex_coloured(mesh), encoding="binary")
+        )
     else:
         stem = path.stem
         text, files = trimesh.exchange.obj.export_obj(
@@ -172,7 +208,9 @@ def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resol
     if out_blend.suffix.lower() != ".blend":
         raise InputError(f"{out_blend}: expected a path ending in .blend")
     orbit = orbit or static_orbit(21)
-    lights = [(f"mv3d_light_{i}", lt["direction"], 3.0 * lt["intensity"]) for i, lt in enumerate(light_setup(None))]
+    lights = [
+        (f"mv3d_light_{i}", lt["direction"], 3.0 * lt["intensity"]) for i, lt in enumerate(light_setup(None))
+    ]
     with atomic_output(out_blend) as tmp:
         tmp_blend = tmp.with_name(tmp.name + ".blend")
         args = {
@@ -184,7 +222,10 @@ def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resol
             "resolution": int(resolution),
         }
         proc = subprocess.run(
-            [sys.executable, "-c", _BLEND_SCRIPT, json.dumps(args)], capture_output=True, text=True, check=False
+            [sys.executable, "-c", _BLEND_SCRIPT, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0 or "MV3D_BLEND_OK" not in proc.stdout or not tmp_blend.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -198,7 +239,9 @@ def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resol
 # --------------------------------------------------------------------------------------------------
 
 
-def render_turntable(mesh, num_frames: int = 36, resolution: int = 256, elevation: float = 10.0) -> np.ndarray:
+def render_turntable(
+    mesh, num_frames: int = 36, resolution: int = 256, elevation: float = 10.0
+) -> np.ndarray:
     """(num_frames, H, W, 4) uint8 RGBA views of `mesh` (trimesh, world frame) around a static orbit."""
     import trimesh
 

@@ -17,6 +17,7 @@ Pipeline of the default "field" method:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class ReconstructionSettings:
     device: str = "cpu"
     progress: bool = True
     max_view_resolution: int = 256
-    field_iterations: tuple[int, int] | None = None
+    field_config: Any = None  # field.FieldConfig (None: defaults at `resolution`)
     work_dir: Path | None = None
 
 
@@ -81,7 +82,9 @@ class _Timer:
 class HullMethod:
     """Space carving of the silhouettes: seconds, exact silhouettes, no concavities."""
 
-    def geometry(self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+    def geometry(
+        self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
+    ):
         from mv3d.reconstruct.hull import visual_hull
         from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
         from mv3d.reconstruct.views import load_views
@@ -100,7 +103,9 @@ class HullMethod:
 class FieldMethod:
     """Voxel density/colour field fitted by volume rendering, initialised from the visual hull."""
 
-    def geometry(self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+    def geometry(
+        self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
+    ):
         from mv3d.reconstruct.field import FieldConfig, fit_field, surface_field
         from mv3d.reconstruct.hull import visual_hull
         from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
@@ -114,14 +119,17 @@ class FieldMethod:
             occ = visual_hull(vs, grid, warnings)
         if len(vs) < 3:
             # Photometric consistency needs several views of each point; with fewer the hull is all we know.
-            warnings.append(f"only {len(vs)} usable views: the field is not fitted, the visual hull is the result")
+            warnings.append(
+                f"only {len(vs)} usable views: the field is not fitted, the visual hull is the result"
+            )
             with timer("mesh"):
                 return extract_isosurface(occ, grid, 0.5), vs
-        cfg = FieldConfig(resolution=settings.resolution)
-        if settings.field_iterations is not None:
-            cfg.coarse_iterations, cfg.fine_iterations = settings.field_iterations
+        cfg = settings.field_config or FieldConfig()
+        cfg = dataclasses.replace(cfg, resolution=settings.resolution)
         with timer("field"):
-            fitted = fit_field(vs, occ, grid, cfg, seed=settings.seed, device=settings.device, progress=settings.progress)
+            fitted = fit_field(
+                vs, occ, grid, cfg, seed=settings.seed, device=settings.device, progress=settings.progress
+            )
         with timer("mesh"):
             mesh = extract_isosurface(surface_field(fitted, occ, grid), fitted.grid, 0.0)
         if len(mesh.faces) == 0:
@@ -133,7 +141,9 @@ class FieldMethod:
 class NerfstudioMethod:
     """nerfacto trained by an installed nerfstudio (`ns-train`), Poisson mesh by `ns-export`."""
 
-    def geometry(self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+    def geometry(
+        self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
+    ):
         from mv3d.reconstruct.nerfstudio import INSTALL_HINT, available, nerfstudio_mesh
         from mv3d.reconstruct.views import load_views
 
@@ -146,7 +156,9 @@ class NerfstudioMethod:
 
         work = settings.work_dir or temp_dir("mv3d-nerfstudio-")
         with timer("field"):
-            mesh = nerfstudio_mesh(ds, Path(work), device=settings.device if settings.device != "cpu" else "cuda")
+            mesh = nerfstudio_mesh(
+                ds, Path(work), device=settings.device if settings.device != "cpu" else "cuda"
+            )
         return mesh, vs
 
 
@@ -167,7 +179,7 @@ def reconstruct(
     progress: bool = True,
     texture_size: int = 1024,
     max_view_resolution: int = 256,
-    field_iterations: tuple[int, int] | None = None,
+    field_config: Any = None,
     format: str | None = None,
 ) -> ReconstructionResult:
     """Reconstruct a textured mesh from an orbit dataset.
@@ -183,7 +195,8 @@ def reconstruct(
         seed: seeds ray sampling and initialisation.
         device: torch device of the field fit ("cpu", "cuda").
         max_view_resolution: views larger than this are downsized for fitting (texturing too).
-        field_iterations: (coarse, fine) iteration counts of the field fit (None: defaults).
+        field_config: a `mv3d.reconstruct.field.FieldConfig` (iterations, rays, loss weights); its
+            resolution is replaced by `resolution`. None: the defaults.
     Returns:
         `ReconstructionResult`; never an empty mesh (`InputError` instead).
     """
@@ -212,13 +225,15 @@ def reconstruct(
         device=device,
         progress=progress,
         max_view_resolution=max_view_resolution,
-        field_iterations=field_iterations,
+        field_config=field_config,
     )
     raw, vs = METHODS[method]().geometry(ds, settings, warnings, timer)
     with timer("mesh"):
         mesh = clean_mesh(raw)
         if len(mesh.faces) == 0:
-            raise InputError(f"{ds.root}: reconstruction produced an empty mesh (views without a common object)")
+            raise InputError(
+                f"{ds.root}: reconstruction produced an empty mesh (views without a common object)"
+            )
         if target_faces:
             mesh = decimate(mesh, int(target_faces))
     with timer("texture"):
@@ -233,7 +248,9 @@ def reconstruct(
     if source_frame:
         s2w = np.asarray(ds.source_to_world, np.float64)
         if abs(np.linalg.det(s2w[:3, :3])) < 1e-12:
-            raise InputError(f"{ds.root}: source_to_world is singular: cannot map the mesh back to the source frame")
+            raise InputError(
+                f"{ds.root}: source_to_world is singular: cannot map the mesh back to the source frame"
+            )
         mesh.apply_transform(np.linalg.inv(s2w))
     path = None
     if out is not None:

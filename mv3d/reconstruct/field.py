@@ -28,6 +28,8 @@ from mv3d.reconstruct.views import MASK_THRESHOLD, ViewSet
 
 #: Slope of the density logit around the hull's 0.5 level at initialisation.
 HULL_GAIN = 12.0
+#: Density logit of empty space (softplus(-20) ~ 2e-9).
+EMPTY_LOGIT = -20.0
 
 
 @dataclass
@@ -36,12 +38,13 @@ class FieldConfig:
 
     resolution: int = 128
     coarse_iterations: int = 150
-    fine_iterations: int = 150
-    rays_per_batch: int = 4096
-    step_voxels: float = 0.75  # sample spacing along rays, in voxels
+    fine_iterations: int = 100
+    rays_per_batch: int = 2048
+    step_voxels: float = 1.0  # sample spacing along rays, in voxels
     lr: float = 0.08
     mask_weight: float = 1.0
-    tv_weight: float = 1e-4
+    tv_weight: float = 1e-3
+    binary_weight: float = 0.05
     mask_fraction: float = 0.8  # share of rays drawn from (dilated) mask pixels; the rest anywhere
 
 
@@ -142,26 +145,39 @@ def fit_field(
     h, w = vs.alpha.shape[1:]
 
     stages = [(max(16, cfg.resolution // 2), cfg.coarse_iterations), (cfg.resolution, cfg.fine_iterations)]
-    density = colour = None
+    dense = None  # (1, 4, R, R, R): density logit then RGB logits
     losses: list[float] = []
     bar = tqdm(total=sum(it for _, it in stages), desc="fitting field", disable=not progress, unit="it")
     for res, iters in stages:
         grid = Grid(res, bound)
         # Hull resampled onto this stage's grid: the initial density and the free-space mask.
         h_res = F.interpolate(hull_t, size=(res,) * 3, mode="trilinear", align_corners=False)
-        free = F.max_pool3d((h_res > 0.3).float(), 5, stride=1, padding=2) < 0.5
-        if density is None:
-            d0 = HULL_GAIN * (h_res - 0.5)
-            c0 = torch.zeros((1, 3, res, res, res), device=dev)
+        free = F.max_pool3d((h_res > 0.3).float(), 5, stride=1, padding=2)[0, 0] < 0.5  # (R, R, R)
+        if dense is None:
+            init = torch.cat([HULL_GAIN * (h_res - 0.5), torch.zeros((1, 3) + (res,) * 3, device=dev)], 1)
         else:
-            d0 = F.interpolate(density.detach(), size=(res,) * 3, mode="trilinear", align_corners=False)
-            c0 = F.interpolate(colour.detach(), size=(res,) * 3, mode="trilinear", align_corners=False)
-        density = d0.clone().requires_grad_(True)
-        colour = c0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([density, colour], lr=cfg.lr, betas=(0.9, 0.99))
+            init = F.interpolate(dense, size=(res,) * 3, mode="trilinear", align_corners=False)
+        # Only the cells near the hull are parameters (a fraction of the grid): Adam and the gradients
+        # stay small, and free space is exactly empty. The dense grid is assembled from them per step.
+        active = torch.nonzero(~free.reshape(-1)).view(-1)
+        feat = init[0].reshape(4, -1)[:, active].t().contiguous().requires_grad_(True)  # (A, 4)
+        empty = torch.zeros((res**3, 4), device=dev)
+        empty[:, 0] = EMPTY_LOGIT
+        # Neighbour pairs inside the active set, for total variation along x, y and z.
+        lookup = torch.full((res**3,), -1, dtype=torch.long, device=dev)
+        lookup[active] = torch.arange(len(active), device=dev)
+        pairs = []
+        for stride in (res * res, res, 1):
+            nb = active + stride
+            ok = nb < res**3
+            j = torch.full_like(active, -1)
+            j[ok] = lookup[nb[ok]]
+            keep = j >= 0
+            pairs.append(torch.stack([torch.nonzero(keep).view(-1), j[keep]], 1))
+        pairs = torch.cat(pairs)
+        opt = torch.optim.Adam([feat], lr=cfg.lr, betas=(0.9, 0.99))
         step = cfg.step_voxels * grid.voxel
         n_samples = int(np.ceil(np.linalg.norm(hi - lo) / step))
-        empty_logit = torch.tensor(-20.0, device=dev)
         for _ in range(iters):
             view, px, py = sampler.sample(cfg.rays_per_batch)
             o_np, d_np = pixel_rays(vs, view, px, py)
@@ -178,55 +194,65 @@ def fit_field(
             pts = o[:, None] + d[:, None] * t[..., None]  # (R, S, 3)
             # Keep only samples in the hull's neighbourhood: elsewhere the field is empty by design.
             cell = ((pts + bound) / grid.voxel).long().clamp(0, res - 1)
-            inside &= ~free[0, 0, cell[..., 0], cell[..., 1], cell[..., 2]]
+            inside &= ~free[cell[..., 0], cell[..., 1], cell[..., 2]]
             sel = pts[inside]  # (P, 3)
+            grid_t = empty.index_copy(0, active, feat).t().reshape(1, 4, res, res, res)
             # grid_sample's (x, y, z) address (W, H, D); the grids are stored [x, y, z] = (D, H, W).
             g = (sel[:, [2, 1, 0]] / bound).view(1, 1, 1, -1, 3)
-            dens = F.grid_sample(density, g, mode="bilinear", align_corners=False).view(-1)
-            col = torch.sigmoid(
-                F.grid_sample(colour, g, mode="bilinear", align_corners=False).view(3, -1).t()
-            )
-            logit = torch.full(inside.shape, float(empty_logit), device=dev).masked_scatter(inside, dens)
+            val = F.grid_sample(grid_t, g, mode="bilinear", align_corners=False).view(4, -1)
+            logit = torch.full(inside.shape, EMPTY_LOGIT, device=dev).masked_scatter(inside, val[0])
             sigma_delta = F.softplus(logit) * (step / grid.voxel)
             alpha = 1.0 - torch.exp(-sigma_delta)
             trans = torch.exp(
                 -torch.cumsum(torch.cat([torch.zeros_like(sigma_delta[:, :1]), sigma_delta[:, :-1]], 1), 1)
             )
             weight = alpha * trans  # (R, S)
-            rgb_s = torch.zeros(inside.shape + (3,), device=dev).masked_scatter(inside[..., None], col)
+            rgb_s = torch.zeros(inside.shape + (3,), device=dev).masked_scatter(
+                inside[..., None], torch.sigmoid(val[1:]).t()
+            )
             acc = weight.sum(1)
             rgb = (weight[..., None] * rgb_s).sum(1) + (1.0 - acc[:, None]) * bg
             photo = F.mse_loss(rgb, target_rgb)
             mask_loss = F.mse_loss(acc, target_a)
-            tv = (
-                (density[:, :, 1:] - density[:, :, :-1]).square().mean()
-                + (density[:, :, :, 1:] - density[:, :, :, :-1]).square().mean()
-                + (density[..., 1:] - density[..., :-1]).square().mean()
-            )
-            loss = photo + cfg.mask_weight * mask_loss + cfg.tv_weight * tv
+            tv = (feat[pairs[:, 0], 0] - feat[pairs[:, 1], 0]).square().mean()
+            # Per-cell opacity pushed towards 0 or 1: a sharp surface sits where the renderer put it,
+            # so the extraction level does not bias the mesh inwards (a soft shell outside the 0 level
+            # would otherwise carry part of the silhouette's opacity).
+            cell_opacity = 1.0 - torch.exp(-F.softplus(val[0]))
+            binary = (cell_opacity * (1.0 - cell_opacity)).mean()
+            loss = photo + cfg.mask_weight * mask_loss + cfg.tv_weight * tv + cfg.binary_weight * binary
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                density.masked_fill_(free, -20.0)
             losses.append(float(photo.detach()))
             bar.update(1)
             bar.set_postfix(
                 res=res, photo=f"{float(photo.detach()):.4f}", mask=f"{float(mask_loss.detach()):.4f}"
             )
+        dense = empty.index_copy(0, active, feat.detach()).t().reshape(1, 4, res, res, res)
     bar.close()
-    dens_np = density.detach()[0, 0].cpu().numpy()
-    col_np = torch.sigmoid(colour.detach()[0]).permute(1, 2, 3, 0).cpu().numpy()
+    dens_np = dense[0, 0].cpu().numpy()
+    col_np = torch.sigmoid(dense[0, 1:]).permute(1, 2, 3, 0).cpu().numpy()
     return FittedField(dens_np, col_np, Grid(cfg.resolution, bound), losses)
 
 
 def surface_field(field: FittedField, hull: np.ndarray, hull_grid: Grid) -> np.ndarray:
-    """The scalar field whose 0 level is the surface: the fitted density, never outside the hull."""
+    """The scalar field whose 0 level is the surface: the fitted density, never outside the hull.
+
+    The views only constrain what is seen: the density inside an opaque object may drop below the
+    surface level without changing any rendering. Such enclosed voids are filled (their cells are
+    raised to just above the level) so the mesh is the outer surface, not a shell with bubbles.
+    """
     import torch
     import torch.nn.functional as F
+    from scipy.ndimage import binary_fill_holes
 
     h = torch.from_numpy(np.ascontiguousarray(hull, np.float32))[None, None]
     h = F.interpolate(h, size=(field.grid.resolution,) * 3, mode="trilinear", align_corners=False)[
         0, 0
     ].numpy()
-    return np.minimum(field.density, HULL_GAIN * (h - 0.5))
+    values = np.minimum(field.density, HULL_GAIN * (h - 0.5))
+    solid = values > 0
+    voids = binary_fill_holes(solid) & ~solid
+    values[voids] = 0.5
+    return values

@@ -35,20 +35,40 @@ def sample_alpha(vs: ViewSet, points: np.ndarray, outside: float = 1.0):
     return torch.where(seen, a, torch.full_like(a, outside))
 
 
-def carve(vs: ViewSet, grid: Grid, allowed_disagreement: int = 0, chunk: int = 1 << 18) -> np.ndarray:
-    """Soft visual hull on `grid`: (R, R, R) float32 in [0, 1], > 0.5 inside.
-
-    `allowed_disagreement` views may see a point outside their mask without carving it.
-    """
+def _carve_points(vs: ViewSet, pts: np.ndarray, k: int, chunk: int = 1 << 18) -> np.ndarray:
+    """k-th smallest alpha over the views at each point (P,) (k = 1: the minimum)."""
     import torch
 
-    pts = grid.centres().reshape(-1, 3)
     out = np.empty(len(pts), np.float32)
-    k = min(allowed_disagreement, len(vs) - 1) + 1
     for s in range(0, len(pts), chunk):
         a = sample_alpha(vs, pts[s : s + chunk])
         out[s : s + chunk] = torch.kthvalue(a, k, dim=0).values.numpy() if k > 1 else a.min(0).values.numpy()
-    return out.reshape((grid.resolution,) * 3)
+    return out
+
+
+def carve(vs: ViewSet, grid: Grid, allowed_disagreement: int = 0) -> np.ndarray:
+    """Soft visual hull on `grid`: (R, R, R) float32 in [0, 1], > 0.5 inside.
+
+    `allowed_disagreement` views may see a point outside their mask without carving it. Grids finer
+    than 64 are carved coarse to fine: the half-resolution hull is computed first and only the cells
+    near its surface (where it is neither clearly 0 nor clearly 1) are evaluated at full resolution.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    k = min(allowed_disagreement, len(vs) - 1) + 1
+    r = grid.resolution
+    if r <= 64:
+        return _carve_points(vs, grid.centres().reshape(-1, 3), k).reshape((r,) * 3)
+    coarse = carve(vs, Grid(r // 2, grid.bound), allowed_disagreement)
+    up = F.interpolate(
+        torch.from_numpy(coarse)[None, None], size=(r,) * 3, mode="trilinear", align_corners=False
+    )
+    band = ((up > 0.02) & (up < 0.98)).float()
+    band = F.max_pool3d(band, 5, stride=1, padding=2)[0, 0].numpy() > 0
+    out = (up[0, 0].numpy() > 0.5).astype(np.float32)
+    out[band] = _carve_points(vs, grid.centres()[band], k)
+    return out
 
 
 def silhouette_agreement(vs: ViewSet, occupancy: np.ndarray, grid: Grid) -> np.ndarray:

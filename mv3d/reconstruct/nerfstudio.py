@@ -60,7 +60,9 @@ def _run(cmd: list[str], log: Path) -> None:
         raise InputError(f"'{cmd[0]}' failed with exit code {proc.returncode}; its output is in {log}")
 
 
-def nerfstudio_mesh(ds: OrbitDataset, work_dir: Path, iterations: int = 5000, device: str = "cuda") -> trimesh.Trimesh:
+def nerfstudio_mesh(
+    ds: OrbitDataset, work_dir: Path, iterations: int = 5000, device: str = "cuda"
+) -> trimesh.Trimesh:
     """Train nerfacto on `ds` and export a Poisson mesh, in the dataset's world frame."""
     if not available():
         raise InputError(INSTALL_HINT)

@@ -1,0 +1,160 @@
+"""`mv3d reconstruct` (orbit dataset -> textured mesh) and `mv3d export` (mesh -> other formats, .blend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from render.common import InputError
+
+
+def comparison_frames(views_dir: Path, mesh):
+    """The dataset's views and the mesh rendered from exactly its cameras: two (N, H, W, 4) arrays."""
+    import trimesh
+
+    from render.dataset import read_orbit_dataset
+    from render.meshes import LoadedMesh
+    from render.renderers import get_renderer
+
+    ds = read_orbit_dataset(views_dir)
+    loaded = LoadedMesh(
+        scene=trimesh.Scene(mesh), source_to_world=ds.source_to_world, source="reconstruction"
+    )
+    with get_renderer("fast") as renderer:
+        frames = renderer.render_cameras(loaded, ds.camera_to_world, ds.intrinsics).rgba
+    return ds.load_images(), frames
+
+
+def register(app: typer.Typer) -> None:
+    """Add `reconstruct` and `export` to the `mv3d` app."""
+
+    @app.command("reconstruct")
+    def reconstruct_command(
+        views_dir: Path = typer.Argument(..., help="Orbit dataset folder (views/*.png + transforms.json)."),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Mesh file to write: .glb, .obj (+.mtl, .png) or .ply."
+        ),
+        format: str | None = typer.Option(
+            None, "--format", help="glb, obj or ply (default: from --out's suffix)."
+        ),
+        method: str = typer.Option(
+            "field",
+            "--method",
+            help="field (voxel field, default), hull (space carving, fast) or nerfstudio.",
+        ),
+        resolution: int = typer.Option(128, "--resolution", help="Voxel grid resolution (32-512)."),
+        texture: str = typer.Option(
+            "uv", "--texture", help="uv (xatlas atlas + baked texture), vertex (vertex colours) or none."
+        ),
+        faces: int = typer.Option(
+            40000, "--faces", help="Decimate to at most this many faces (0: no decimation)."
+        ),
+        source_frame: bool = typer.Option(
+            False,
+            "--source-frame",
+            help="Write the mesh in the source mesh's units (inverse source_to_world).",
+        ),
+        turntable: Path | None = typer.Option(
+            None,
+            "--turntable",
+            help="Also write a GIF/MP4: the views next to the mesh rendered from their cameras.",
+        ),
+        texture_size: int = typer.Option(1024, "--texture-size", help="Texture atlas size in pixels."),
+        view_resolution: int = typer.Option(
+            256, "--view-resolution", help="Downsize larger views to this many pixels for fitting."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed of ray sampling."),
+        device: str = typer.Option("cpu", "--device", help="torch device of the field fit (cpu, cuda)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Reconstruct a textured mesh from an orbit dataset (a render or a generation).
+
+        The mesh is in the dataset's world frame (unit cube, +Z up) unless --source-frame is given.
+        """
+        from mv3d.reconstruct import reconstruct
+
+        if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
+            raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
+        if not 64 <= texture_size <= 8192:
+            raise InputError(f"--texture-size {texture_size}: expected 64 to 8192 pixels")
+        if view_resolution < 16:
+            raise InputError(f"--view-resolution {view_resolution}: expected at least 16 pixels")
+        result = reconstruct(
+            views_dir,
+            out=out,
+            method=method,
+            resolution=resolution,
+            texture=texture,
+            target_faces=faces,
+            source_frame=source_frame,
+            seed=seed,
+            device=device,
+            progress=not quiet,
+            texture_size=texture_size,
+            max_view_resolution=view_resolution,
+            format=format,
+        )
+        for w in result.warnings:
+            typer.echo(f"mv3d: warning: {w}", err=True)
+        m = result.mesh
+        typer.echo(
+            f"wrote {result.path} ({len(m.vertices)} vertices, {len(m.faces)} faces) in {result.timings['total']:.1f} s"
+        )
+        if turntable is not None:
+            from mv3d.export import side_by_side
+
+            world_mesh = m
+            if source_frame:
+                from render.dataset import read_orbit_dataset
+
+                world_mesh = m.copy()
+                world_mesh.apply_transform(read_orbit_dataset(views_dir).source_to_world)
+            views, frames = comparison_frames(views_dir, world_mesh)
+            side_by_side(views, frames, turntable)
+            typer.echo(f"wrote {turntable}")
+
+    @app.command("export")
+    def export_command(
+        mesh: Path = typer.Argument(..., help="Mesh file (.glb, .obj, .ply)."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Convert to this mesh file (.glb, .obj, .ply)."
+        ),
+        format: str | None = typer.Option(
+            None, "--format", help="glb, obj or ply for --out (default: its suffix)."
+        ),
+        blend: Path | None = typer.Option(
+            None, "--blend", help="Write a Blender scene (.blend): mesh, material, orbit camera, lights."
+        ),
+        turntable: Path | None = typer.Option(
+            None, "--turntable", help="Write a turntable GIF/MP4 of the mesh."
+        ),
+        frames: int = typer.Option(36, "--frames", help="Turntable frames / orbit camera keyframes."),
+        elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
+        resolution: int = typer.Option(256, "--resolution", help="Turntable image size in pixels."),
+    ) -> None:
+        """Convert a mesh, build a .blend around it, or render its turntable."""
+        from mv3d.export import export_blend, export_mesh, load_mesh_file, mesh_format
+        from mv3d.export import turntable as write_turntable
+
+        if out is None and blend is None and turntable is None:
+            raise InputError("nothing to do: give --out, --blend and/or --turntable")
+        if not -90.0 <= elevation <= 90.0:
+            raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
+        if frames < 1:
+            raise InputError(f"--frames {frames}: expected at least 1")
+        if resolution < 8:
+            raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
+        if out is not None:
+            mesh_format(out, format)
+        loaded = load_mesh_file(mesh)
+        if out is not None:
+            typer.echo(f"wrote {export_mesh(loaded, out, format)}")
+        if blend is not None:
+            from render.cameras import static_orbit
+
+            export_blend(mesh, blend, static_orbit(frames, elevation_deg=elevation))
+            typer.echo(f"wrote {blend}")
+        if turntable is not None:
+            write_turntable(loaded, turntable, frames, resolution, elevation)
+            typer.echo(f"wrote {turntable}")

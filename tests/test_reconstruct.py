@@ -1,0 +1,253 @@
+"""Reconstruction: ground-truth renders of a procedural object come back as a mesh within the bounds.
+
+The views are rendered with the fast renderer (pyrender/EGL) at low resolution so the whole file runs
+in well under a minute on two cores; the quality bench (bench/reconstruct_quality.py) runs the full
+settings (21 views, 256 px).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from eval.mesh_metrics import chamfer_distance, volume_iou  # noqa: E402
+from mv3d.reconstruct import METHODS, reconstruct  # noqa: E402
+from mv3d.reconstruct.field import FieldConfig  # noqa: E402
+from mv3d.reconstruct.mesh_ops import Grid, clean_mesh, decimate, extract_isosurface  # noqa: E402
+from mv3d.reconstruct.raster import rasterize  # noqa: E402
+from render.cameras import static_orbit  # noqa: E402
+from render.common import InputError  # noqa: E402
+from render.dataset import read_orbit_dataset, write_orbit_dataset  # noqa: E402
+
+
+def render_gt(tmp_path, scene, num_views: int, resolution: int, name: str = "views"):
+    """Render a normalised procedural scene into an orbit dataset; return (folder, gt mesh in world)."""
+    from render.meshes import LoadedMesh, normalize_scene
+    from render.renderers import get_renderer
+
+    norm, s2w = normalize_scene(scene)
+    loaded = LoadedMesh(scene=norm, source_to_world=s2w, source="procedural")
+    orbit = static_orbit(num_views, elevation_deg=10.0)
+    with get_renderer("fast") as r:
+        rgba = r.render(loaded, orbit, resolution).rgba
+    out = write_orbit_dataset(tmp_path / name, rgba, orbit, source_to_world=s2w)
+    gt = norm.to_geometry() if hasattr(norm, "to_geometry") else norm.dump(concatenate=True)
+    return out, gt
+
+
+@pytest.fixture(scope="module")
+def procedural_views(tmp_path_factory):
+    from render.procedural import procedural_object
+
+    tmp = tmp_path_factory.mktemp("recon")
+    return render_gt(tmp, procedural_object(0, 1), num_views=16, resolution=128)
+
+
+def test_field_reconstruction_within_bounds(procedural_views, tmp_path):
+    views, gt = procedural_views
+    out = tmp_path / "mesh.glb"
+    result = reconstruct(
+        views,
+        out=out,
+        resolution=64,
+        field_config=FieldConfig(coarse_iterations=20, fine_iterations=20, rays_per_batch=1024),
+        texture="vertex",
+        progress=False,
+        target_faces=8000,
+    )
+    assert result.path == out and out.is_file()
+    mesh = result.mesh
+    assert 0 < len(mesh.faces) <= 8000
+    cd = chamfer_distance(mesh, gt, num_points=20000)
+    iou = volume_iou(mesh, gt, resolution=64)
+    assert cd <= 0.015, cd
+    assert iou >= 0.75, iou
+    # Vertex colours come from the views: not a constant colour.
+    assert mesh.visual.vertex_colors[:, :3].std(axis=0).max() > 5
+    assert set(result.timings) >= {"load", "hull", "field", "mesh", "texture", "export", "total"}
+
+
+def test_hull_uv_texture_and_source_frame(procedural_views, tmp_path):
+    views, gt = procedural_views
+    res = reconstruct(views, method="hull", resolution=48, texture="uv", texture_size=256, progress=False)
+    assert res.mesh.visual.kind == "texture"
+    tex = np.asarray(res.mesh.visual.material.baseColorTexture)
+    assert tex.shape == (256, 256, 3) and tex.std() > 5
+    assert chamfer_distance(res.mesh, gt, num_points=10000) < 0.03
+    ds = read_orbit_dataset(views)
+    src = reconstruct(
+        views, method="hull", resolution=48, texture="none", source_frame=True, progress=False
+    ).mesh
+    back = src.copy()
+    back.apply_transform(ds.source_to_world)
+    np.testing.assert_allclose(back.bounds, res.mesh.bounds, atol=0.03)
+
+
+def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
+    views, _ = procedural_views
+    assert set(METHODS) == {"field", "hull", "nerfstudio"}
+    with pytest.raises(InputError, match="method"):
+        reconstruct(views, method="poisson")
+    with pytest.raises(InputError, match="texture"):
+        reconstruct(views, texture="pbr")
+    with pytest.raises(InputError, match="resolution"):
+        reconstruct(views, resolution=4)
+    with pytest.raises(InputError, match="format"):
+        reconstruct(views, out=tmp_path / "mesh.stl")
+    from mv3d.reconstruct.nerfstudio import available
+
+    if not available():
+        with pytest.raises(InputError, match="nerfstudio is not installed"):
+            reconstruct(views, method="nerfstudio")
+
+
+def test_nerfstudio_dataset_has_masks(procedural_views, tmp_path):
+    from mv3d.reconstruct.nerfstudio import write_nerfstudio_dataset
+
+    views, _ = procedural_views
+    out = write_nerfstudio_dataset(read_orbit_dataset(views), tmp_path / "ns")
+    meta = json.loads((out / "transforms.json").read_text())
+    assert len(meta["frames"]) == 16
+    f0 = meta["frames"][0]
+    assert (out / f0["file_path"]).is_file() and (out / f0["mask_path"]).is_file()
+    np.testing.assert_allclose(f0["transform_matrix"], read_orbit_dataset(views).camera_to_world[0])
+
+
+def _mask_views(tmp_path, masks_fn, num_views=8, resolution=64):
+    """An orbit dataset of a sphere of radius 0.35 (white), with views edited by `masks_fn`."""
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.35)
+    orbit = static_orbit(num_views)
+    imgs = []
+    for c2w in orbit.camera_to_world():
+        from render.cameras import project
+
+        intr = orbit.intrinsics(resolution)
+        xy, z = project(sphere.vertices, c2w, intr)
+        frag = rasterize(xy, z, sphere.faces, resolution, resolution)
+        im = np.zeros((resolution, resolution, 4), np.uint8)
+        im[frag.face >= 0] = (200, 80, 40, 255)
+        imgs.append(im)
+    imgs = masks_fn(np.stack(imgs))
+    return write_orbit_dataset(tmp_path / "sphere", imgs, orbit), sphere
+
+
+def test_degenerate_inputs(tmp_path):
+    def no_change(x):
+        return x
+
+    views, sphere = _mask_views(tmp_path, no_change)
+    ok = reconstruct(views, method="hull", resolution=48, texture="none", progress=False)
+    assert chamfer_distance(ok.mesh, sphere, num_points=5000) < 0.02
+
+    # Some empty views: ignored with a warning.
+    def blank_two(x):
+        x = x.copy()
+        x[[2, 5]] = 0
+        return x
+
+    views, _ = _mask_views(tmp_path / "a", blank_two)
+    res = reconstruct(views, method="hull", resolution=48, texture="none", progress=False)
+    assert any("empty masks" in w for w in res.warnings) and len(res.mesh.faces) > 0
+
+    # All empty: a clear error, and no file.
+    views, _ = _mask_views(tmp_path / "b", lambda x: np.zeros_like(x))
+    with pytest.raises(InputError, match="empty mask"):
+        reconstruct(views, out=tmp_path / "b.glb", method="hull", resolution=48, progress=False)
+    assert not (tmp_path / "b.glb").exists()
+
+    # One inconsistent view (object shifted): warned about, the sphere survives.
+    def shift_one(x):
+        x = x.copy()
+        x[3] = np.roll(x[3], 20, axis=1)
+        return x
+
+    views, _ = _mask_views(tmp_path / "c", shift_one)
+    res = reconstruct(views, method="hull", resolution=48, texture="none", progress=False)
+    assert any("disagree" in w for w in res.warnings)
+    assert chamfer_distance(res.mesh, sphere, num_points=5000) < 0.04
+
+    # A single view: a warning, the field is skipped, a mesh all the same.
+    ds = read_orbit_dataset(views)
+    one = tmp_path / "one"
+    write_orbit_dataset(one, ds.load_images()[:1], static_orbit(1))
+    res = reconstruct(one, resolution=32, texture="none", progress=False)
+    assert any("one usable view" in w for w in res.warnings) and len(res.mesh.faces) > 0
+
+    # Cameras that do not look at the object: no common volume -> clear error.
+    far = tmp_path / "far"
+    # Every view sees "the object" in its top-left corner: the viewing cones never meet near the origin.
+    bad = np.zeros_like(ds.load_images())
+    bad[:, 2:10, 2:10] = 255
+    orbit = static_orbit(len(bad))
+    write_orbit_dataset(far, bad, orbit)
+    with pytest.raises(InputError, match="no common volume"):
+        reconstruct(far, method="hull", resolution=32, progress=False)
+
+
+def test_opaque_views_rejected(tmp_path):
+    imgs = np.full((4, 32, 32, 4), 255, np.uint8)
+    write_orbit_dataset(tmp_path / "opaque", imgs, static_orbit(4))
+    with pytest.raises(InputError, match="no alpha"):
+        reconstruct(tmp_path / "opaque", progress=False)
+
+
+def test_isosurface_and_decimation():
+    grid = Grid(48, 0.55)
+    c = grid.centres()
+    sdf = 0.3 - np.linalg.norm(c, axis=-1)
+    mesh = clean_mesh(extract_isosurface(sdf, grid, 0.0))
+    assert mesh.is_watertight and mesh.volume > 0
+    np.testing.assert_allclose(mesh.volume, 4 / 3 * np.pi * 0.3**3, rtol=0.03)
+    small = decimate(mesh, 1000)
+    assert 500 <= len(small.faces) <= 1000
+    r = np.linalg.norm(small.vertices, axis=1)
+    assert np.abs(r - 0.3).max() < 0.02  # quadric placement keeps vertices on the sphere
+
+
+def test_rasterizer_matches_area():
+    # A right triangle covering half of a 10x10 square: 45 to 55 pixel centres inside.
+    xy = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    frag = rasterize(xy, np.ones(3), np.array([[0, 1, 2]]), 12, 12)
+    assert 45 <= (frag.face == 0).sum() <= 55
+    # The nearer of two overlapping triangles wins.
+    xy2 = np.concatenate([xy, xy])
+    frag = rasterize(xy2, np.array([2.0, 2, 2, 1, 1, 1]), np.array([[0, 1, 2], [3, 4, 5]]), 12, 12)
+    assert set(np.unique(frag.face[frag.face >= 0])) == {1}
+    np.testing.assert_allclose(frag.depth[frag.face >= 0], 1.0)
+
+
+def test_cli_reconstruct_and_errors(procedural_views, tmp_path):
+    views, _ = procedural_views
+    out = tmp_path / "m.ply"
+    env = dict(os.environ, PYOPENGL_PLATFORM="egl", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "mv3d", "reconstruct", str(views), "--out", str(out), "--method", "hull"]
+    proc = subprocess.run(
+        cmd
+        + ["--resolution", "40", "--texture", "vertex", "--quiet", "--turntable", str(tmp_path / "t.gif")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and (tmp_path / "t.gif").is_file()
+    m = trimesh.load(out)
+    assert len(m.faces) > 0 and m.visual.kind == "vertex"
+    bad = subprocess.run(
+        [sys.executable, "-m", "mv3d", "reconstruct", str(tmp_path / "nope"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("mv3d: error:") and len(bad.stderr.strip().splitlines()) == 1
+    bad = subprocess.run(cmd + ["--resolution", "7"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "resolution 7" in bad.stderr
