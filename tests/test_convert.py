@@ -288,10 +288,7 @@ def test_clip_mapping_matches_openclip_forward(tiny_sv3d_p):
     clip = tiny_sv3d_p["image_encoder"]
     cfg = clip.config.to_dict()
     ref = clip_state_dict_to_reference(clip.state_dict(), cfg)
-    assert (
-        ref["attn.in_proj_weight" if False else "transformer.resblocks.0.attn.in_proj_weight"].shape[0]
-        == 3 * 32
-    )
+    assert ref["transformer.resblocks.0.attn.in_proj_weight"].shape[0] == 3 * 32
     assert ref["proj"].shape == (32, cfg["projection_dim"])
     inferred = clip_config_from_reference(ref, num_heads=cfg["num_attention_heads"])
     for key, value in inferred.items():
