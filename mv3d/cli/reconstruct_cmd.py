@@ -9,8 +9,11 @@ import typer
 from render.common import InputError
 
 
-def comparison_frames(views_dir: Path, mesh):
-    """The dataset's views and the mesh rendered from exactly its cameras: two (N, H, W, 4) arrays."""
+def comparison_frames(views_dir: Path, mesh, renderer=None):
+    """The dataset's views and the mesh rendered from exactly its cameras: two (N, H, W, 4) arrays.
+
+    `renderer`: a fast renderer to reuse (one EGL context per process); None opens and closes one.
+    """
     import trimesh
 
     from render.dataset import read_orbit_dataset
@@ -21,8 +24,11 @@ def comparison_frames(views_dir: Path, mesh):
     loaded = LoadedMesh(
         scene=trimesh.Scene(mesh), source_to_world=ds.source_to_world, source="reconstruction"
     )
-    with get_renderer("fast") as renderer:
+    if renderer is not None:
         frames = renderer.render_cameras(loaded, ds.camera_to_world, ds.intrinsics).rgba
+    else:
+        with get_renderer("fast") as own:
+            frames = own.render_cameras(loaded, ds.camera_to_world, ds.intrinsics).rgba
     return ds.load_images(), frames
 
 
