@@ -1,0 +1,178 @@
+"""Export: GLB / OBJ+MTL+PNG / PLY round trips through trimesh, Blender import of the GLB, turntables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from mv3d.export import (  # noqa: E402
+    export_blend,
+    export_mesh,
+    load_mesh_file,
+    render_turntable,
+    side_by_side,
+    turntable,
+)
+from render.cameras import static_orbit  # noqa: E402
+from render.common import InputError  # noqa: E402
+
+HAS_BPY = importlib.util.find_spec("bpy") is not None
+
+
+def textured_box() -> trimesh.Trimesh:
+    """A box of extents (0.8, 0.5, 0.3) with UVs and a 64x64 red/blue checker PBR texture."""
+    from mv3d.reconstruct.texture import unwrap
+
+    box = trimesh.creation.box(extents=(0.8, 0.5, 0.3)).subdivide()
+    out, uvs = unwrap(box)
+    yy, xx = np.mgrid[0:64, 0:64]
+    checker = ((xx // 8 + yy // 8) % 2).astype(bool)
+    tex = np.zeros((64, 64, 3), np.uint8)
+    tex[checker] = (220, 30, 30)
+    tex[~checker] = (30, 30, 220)
+    mat = trimesh.visual.material.PBRMaterial(name="mv3d_material", baseColorTexture=Image.fromarray(tex))
+    out.visual = trimesh.visual.TextureVisuals(uv=uvs, material=mat)
+    return out
+
+
+def test_glb_round_trip_keeps_geometry_frame_and_texture(tmp_path):
+    mesh = textured_box()
+    path = export_mesh(mesh, tmp_path / "m.glb")
+    back = load_mesh_file(path)
+    assert len(back.faces) == len(mesh.faces)
+    # +Z up survives the trip through glTF's +Y up.
+    np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
+    tex = np.asarray(back.visual.material.baseColorTexture.convert("RGB"))
+    assert tex.shape == (64, 64, 3) and tex[..., 0].max() > 200 and tex[..., 2].max() > 200
+    # The file itself stores glTF axes: height (world z = 0.3) along +Y.
+    raw = trimesh.load(path, force="mesh")
+    np.testing.assert_allclose(raw.extents, [0.8, 0.3, 0.5], atol=1e-5)
+
+
+def test_obj_and_ply_round_trip(tmp_path):
+    mesh = textured_box()
+    obj = export_mesh(mesh, tmp_path / "m.obj")
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "m.obj" in files and "m.mtl" in files and any(f.endswith(".png") for f in files)
+    back = trimesh.load(obj, force="mesh")
+    assert len(back.faces) == len(mesh.faces)
+    np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
+    assert back.visual.kind == "texture" and back.visual.material.image is not None
+
+    ply = export_mesh(mesh, tmp_path / "m.ply")
+    back = trimesh.load(ply)
+    assert back.visual.kind == "vertex"
+    colours = back.visual.vertex_colors[:, :3].astype(int)
+    assert (colours[:, 0] > 150).any() and (colours[:, 2] > 150).any()  # both checker colours sampled
+    np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
+
+
+def test_export_errors(tmp_path):
+    with pytest.raises(InputError, match="expected one of glb, obj, ply"):
+        export_mesh(textured_box(), tmp_path / "m.stl")
+    with pytest.raises(InputError, match="empty mesh"):
+        export_mesh(trimesh.Trimesh(), tmp_path / "m.glb")
+    assert not (tmp_path / "m.glb").exists()
+    with pytest.raises(InputError, match="does not exist"):
+        load_mesh_file(tmp_path / "missing.glb")
+    (tmp_path / "bad.glb").write_bytes(b"not a glb at all")
+    with pytest.raises(InputError, match="bad.glb"):
+        load_mesh_file(tmp_path / "bad.glb")
+
+
+def test_turntable_and_side_by_side(tmp_path):
+    mesh = textured_box()
+    frames = render_turntable(mesh, num_frames=4, resolution=48)
+    assert frames.shape == (4, 48, 48, 4) and frames[..., 3].max() == 255
+    # Azimuth 0 sees the 0.8 x 0.3 face, azimuth 90 the 0.5 x 0.3 one: a narrower silhouette.
+    width = [(f[..., 3] > 0).any(axis=0).sum() for f in frames]
+    assert width[0] > width[1]
+    gif = turntable(mesh, tmp_path / "t.gif", num_frames=4, resolution=48)
+    assert Image.open(gif).n_frames == 4
+    sbs = side_by_side(frames, frames[:, ::2, ::2], tmp_path / "s.mp4")
+    assert sbs.shape == (4, 48, 96, 3) and (tmp_path / "s.mp4").stat().st_size > 0
+    with pytest.raises(InputError, match="as many"):
+        side_by_side(frames, frames[:2])
+    with pytest.raises(InputError, match=".gif or .mp4"):
+        turntable(mesh, tmp_path / "t.avi", num_frames=2, resolution=16)
+
+
+_BPY_CHECK = r"""
+import json, sys
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+path = sys.argv[-1]
+if path.endswith(".blend"):
+    bpy.ops.wm.open_mainfile(filepath=path)
+else:
+    bpy.ops.import_scene.gltf(filepath=path)
+meshes = [o for o in bpy.data.objects if o.type == "MESH"]
+out = {
+    "vertices": sum(len(o.data.vertices) for o in meshes),
+    "bounds_z": [min((o.matrix_world @ v.co).z for o in meshes for v in o.data.vertices),
+                 max((o.matrix_world @ v.co).z for o in meshes for v in o.data.vertices)],
+    "materials": [m.name for o in meshes for m in o.data.materials],
+    "images": [[i.name, list(i.size)] for i in bpy.data.images if i.size[0] > 0],
+    "cameras": [o.name for o in bpy.data.objects if o.type == "CAMERA"],
+    "lights": [o.name for o in bpy.data.objects if o.type == "LIGHT"],
+    "frame_end": bpy.context.scene.frame_end,
+}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _bpy_inspect(path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", _BPY_CHECK, str(path)], capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(not HAS_BPY, reason="bpy (the blender extra) is not installed")
+def test_blender_imports_glb_and_blend(tmp_path):
+    mesh = textured_box()
+    glb = export_mesh(mesh, tmp_path / "m.glb")
+    info = _bpy_inspect(glb)
+    # glTF stores one vertex per (position, normal, uv) corner: as many as trimesh wrote.
+    assert info["vertices"] == len(mesh.vertices)
+    assert "mv3d_material" in info["materials"]
+    assert any(size == [64, 64] for _, size in info["images"])
+    # Upright in Blender (+Z up): the box's height 0.3 is along Blender's Z.
+    assert info["bounds_z"] == pytest.approx([-0.15, 0.15], abs=1e-4)
+
+    blend = export_blend(glb, tmp_path / "scene.blend", static_orbit(5))
+    info = _bpy_inspect(blend)
+    assert info["vertices"] == len(mesh.vertices) and "mv3d_material" in info["materials"]
+    assert info["cameras"] == ["mv3d_camera"] and len(info["lights"]) >= 1 and info["frame_end"] == 5
+    with pytest.raises(InputError, match=".blend"):
+        export_blend(glb, tmp_path / "scene.txt")
+
+
+def test_cli_export(tmp_path):
+    glb = export_mesh(textured_box(), tmp_path / "m.glb")
+    env = dict(os.environ, PYOPENGL_PLATFORM="egl", HF_HUB_OFFLINE="1")
+    run = [sys.executable, "-m", "mv3d", "export"]
+    proc = subprocess.run(
+        run + [str(glb), "--out", str(tmp_path / "c.ply")], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(trimesh.load(tmp_path / "c.ply").faces) == len(textured_box().faces)
+    proc = subprocess.run(run + [str(glb)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.startswith("mv3d: error: nothing to do")
+    proc = subprocess.run(
+        run + [str(tmp_path / "no.glb"), "--out", "x.obj"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
