@@ -101,6 +101,8 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
         reconstruct(views, texture="pbr")
     with pytest.raises(InputError, match="resolution"):
         reconstruct(views, resolution=4)
+    with pytest.raises(InputError, match="device"):
+        reconstruct(views, device="tpu")
     with pytest.raises(InputError, match="format"):
         reconstruct(views, out=tmp_path / "mesh.stl")
     from mv3d.reconstruct.nerfstudio import available

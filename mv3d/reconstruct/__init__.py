@@ -210,6 +210,15 @@ def reconstruct(
         raise InputError(f"resolution {resolution}: expected a grid size between 32 and 512")
     if int(target_faces) < 0 or 0 < int(target_faces) < 100:
         raise InputError(f"target face count {target_faces}: expected 0 (no decimation) or at least 100")
+    if method == "field":
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(f"device '{device}': expected a torch device such as cpu or cuda") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device '{device}': CUDA is not available on this machine: use --device cpu")
     if out is not None:
         from mv3d.export import mesh_format
 
