@@ -253,3 +253,43 @@ def test_cli_reconstruct_and_errors(procedural_views, tmp_path):
     assert bad.stderr.strip().startswith("mv3d: error:") and len(bad.stderr.strip().splitlines()) == 1
     bad = subprocess.run(cmd + ["--resolution", "7"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "resolution 7" in bad.stderr
+
+
+_FAKE_NS_TRAIN = """#!{python}
+import json, sys
+from pathlib import Path
+a = sys.argv
+out = Path(a[a.index("--output-dir") + 1]) / "mv3d" / "nerfacto" / "run"
+out.mkdir(parents=True)
+data = Path(a[a.index("--data") + 1])
+assert json.loads((data / "transforms.json").read_text())["frames"][0]["mask_path"]
+assert a[a.index("--auto-scale-poses") + 1] == "False"
+(out / "config.yml").write_text("fake")
+# A dataparser that scaled the world by 2 (nerfstudio's own convention): mv3d must undo it.
+(out / "dataparser_transforms.json").write_text(json.dumps({{"transform": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "scale": 2.0}}))
+"""
+
+_FAKE_NS_EXPORT = """#!{python}
+import sys
+from pathlib import Path
+import trimesh
+a = sys.argv
+out = Path(a[a.index("--output-dir") + 1])
+out.mkdir(parents=True)
+trimesh.creation.icosphere(subdivisions=3, radius=0.7).export(out / "poisson_mesh.ply")
+"""
+
+
+def test_nerfstudio_method_runs_the_tools(procedural_views, tmp_path, monkeypatch):
+    views, _ = procedural_views
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ns-train", _FAKE_NS_TRAIN), ("ns-export", _FAKE_NS_EXPORT)):
+        p = bin_dir / name
+        p.write_text(text.format(python=sys.executable))
+        p.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    res = reconstruct(views, method="nerfstudio", texture="none", target_faces=0, progress=False)
+    # The exported sphere of radius 0.7 in nerfstudio's scaled frame is radius 0.35 in ours.
+    r = np.linalg.norm(res.mesh.vertices, axis=1)
+    np.testing.assert_allclose(r, 0.35, atol=1e-3)
