@@ -44,6 +44,8 @@ def _config(kind: str) -> dict:
     # OpenCLIP's activation is exact GELU; diffusers' temporal decoder needs 2 res blocks per level to
     # have the reference's two mid-block res blocks.
     cfg["image_encoder"]["hidden_act"] = "gelu"
+    # The reference's res-block GroupNorms use eps 1e-5 (converted configs say so too).
+    cfg["unet"]["resnet_norm_eps"] = 1e-5
     if cfg["vae"]["type"] == "temporal":
         cfg["vae"]["layers_per_block"] = 2
     return cfg

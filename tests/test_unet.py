@@ -171,3 +171,23 @@ def test_inconsistent_projection_width_is_rejected():
     cfg = tiny_config(conditioning="sv3d_p")["unet"]
     with pytest.raises(ValueError, match="projection_class_embeddings_input_dim"):
         MultiViewUNet(**cfg, projection_class_embeddings_input_dim=17)
+
+
+def test_resnet_norm_eps_sets_every_res_block_groupnorm_and_round_trips(tmp_path):
+    from torch import nn
+
+    from video_prior.components import tiny_config
+    from video_prior.unet import MultiViewUNet
+
+    cfg = dict(tiny_config()["unet"], resnet_norm_eps=1e-5)
+    unet = MultiViewUNet(**cfg)
+    eps = {m.eps for n, m in unet.named_modules() if isinstance(m, nn.GroupNorm) and "res_block" in n}
+    assert eps == {1e-5}
+    stock = MultiViewUNet(**tiny_config()["unet"])
+    stock_eps = {m.eps for n, m in stock.named_modules() if isinstance(m, nn.GroupNorm) and "res_block" in n}
+    assert 1e-6 in stock_eps  # diffusers' own per-block values are kept by default
+    unet.save_pretrained(tmp_path / "u")
+    again = MultiViewUNet.from_pretrained(tmp_path / "u")
+    assert {m.eps for n, m in again.named_modules() if isinstance(m, nn.GroupNorm) and "res_block" in n} == {
+        1e-5
+    }

@@ -140,6 +140,7 @@ def sv3d_config(conditioning: str = "sv3d_p", num_frames: int = 21, resolution: 
         "num_frames": num_frames,
         "addition_time_embed_dims": list(kind.widths),
         "per_frame_conditioning": kind.per_frame,
+        "resnet_norm_eps": 1e-5,  # Stability's VideoUNet value (see MultiViewUNet)
     }
     vae_type = "temporal" if conditioning == "svd" else "image"
     vae = {

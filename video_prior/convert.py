@@ -361,6 +361,8 @@ def unet_config_from_reference_params(
         "projection_class_embeddings_input_dim": int(adm),
         "addition_time_embed_dims": widths,
         "per_frame_conditioning": CONDITIONING_KINDS[kind].per_frame,
+        # sgm's `normalization()` GroupNorms use eps 1e-5 in every res block.
+        "resnet_norm_eps": 1e-5,
     }
     return config, kind
 

@@ -70,6 +70,10 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
             embedding is added to that frame's time embedding only.
         projection_class_embeddings_input_dim: defaults to ``sum(addition_time_embed_dims)``; if given it
             must equal it.
+        resnet_norm_eps: epsilon of every GroupNorm inside the spatial and temporal res blocks. ``None``
+            keeps diffusers' per-block values (1e-6 in the cross-attention and up blocks, 1e-5
+            elsewhere); Stability's VideoUNet uses 1e-5 everywhere, so converted SVD/SV3D checkpoints set
+            1e-5 to match the reference to float32 precision (with 1e-6 they differ by ~2e-5 relative).
 
     With ``addition_time_embed_dims=[256, 256, 256]`` and ``per_frame_conditioning=False`` this class computes
     exactly what the stock class computes with the same weights.
@@ -103,6 +107,7 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
         num_frames: int = 25,
         addition_time_embed_dims: list[int] | None = None,
         per_frame_conditioning: bool = False,
+        resnet_norm_eps: float | None = None,
     ):
         if addition_time_embed_dims is None:
             total = (
@@ -147,6 +152,10 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
         )
         # The parent's single-width `add_time_proj` (no weights) is replaced by one sinusoid per scalar.
         self.add_time_proj = MultiWidthSinusoids(addition_time_embed_dims)
+        if resnet_norm_eps is not None:
+            for name, module in self.named_modules():
+                if isinstance(module, nn.GroupNorm) and "res_block" in name:
+                    module.eps = float(resnet_norm_eps)
         # Record the resolved values, so that a saved config.json is explicit and reloads identically
         # (diffusers drops keys listed in `_use_default_values` when it loads a config).
         resolved = {
