@@ -106,7 +106,7 @@ class FieldMethod:
     def geometry(
         self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
     ):
-        from mv3d.reconstruct.field import FieldConfig, fit_field, surface_field
+        from mv3d.reconstruct.field import SURFACE_LEVEL, FieldConfig, fit_field, surface_field
         from mv3d.reconstruct.hull import visual_hull
         from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
         from mv3d.reconstruct.views import load_views
@@ -131,7 +131,7 @@ class FieldMethod:
                 vs, occ, grid, cfg, seed=settings.seed, device=settings.device, progress=settings.progress
             )
         with timer("mesh"):
-            mesh = extract_isosurface(surface_field(fitted, occ, grid), fitted.grid, 0.0)
+            mesh = extract_isosurface(surface_field(fitted, occ, grid), fitted.grid, SURFACE_LEVEL)
         if len(mesh.faces) == 0:
             warnings.append("the fitted field carved everything away: falling back to the visual hull")
             mesh = extract_isosurface(occ, grid, 0.5)

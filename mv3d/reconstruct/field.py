@@ -1,9 +1,9 @@
 """The default reconstruction: a dense voxel field of density and colour fitted by volume rendering.
 
-A DVGO / Plenoxels-like field in plain torch (no custom kernels, so it runs on a CPU): two dense grids
-over [-bound, bound]^3, a density logit `d` and an RGB logit, read by trilinear interpolation
-(`grid_sample`). Density per unit length is softplus(d) / voxel, so d = 0 is the level where one voxel
-of matter stops half the light; marching cubes extracts that level.
+A DVGO / Plenoxels-like field in plain torch (no custom kernels, so it runs on a CPU): a dense grid
+over [-bound, bound]^3 holding a density logit `d` and an RGB logit per cell, read by trilinear
+interpolation (`grid_sample`). Density per unit length is softplus(d) / voxel (so one voxel at d = 0
+stops half the light). Only the cells near the visual hull are parameters.
 
 1. Initialise `d` from the soft visual hull (hull.py): d = gain * (hull - 0.5), so the starting surface
    is the hull's. Space outside the (dilated) hull is empty and stays empty: the object lies inside its
@@ -11,10 +11,12 @@ of matter stops half the light; marching cubes extracts that level.
 2. Fit rays sampled from the views (pixel centres at +0.5, OpenGL cameras) by the volume-rendering
    quadrature of NeRF (Mildenhall et al. 2020, eq. 3): alpha_i = 1 - exp(-sigma_i delta_i),
    T_i = prod_{j<i} (1 - alpha_j), C = sum_i T_i alpha_i c_i + (1 - sum_i T_i alpha_i) background.
-   Loss: photometric MSE + mask MSE on the accumulated opacity + total variation of the density.
+   Loss: photometric MSE + mask MSE on the accumulated opacity + total variation of the density + a
+   small term pushing each cell's opacity to 0 or 1 (sharp surfaces).
    Photometric consistency carves the concavities the hull cannot see (the hull fills them).
 3. Coarse to fine: the grid is fitted at half resolution, upsampled (trilinear), fitted again.
-4. Extraction: marching cubes of min(d, hull field) at 0 (carving only), in world coordinates.
+4. Extraction: marching cubes of min(d, hull field) at `SURFACE_LEVEL` (carving only), in world
+   coordinates, with enclosed voids filled.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from mv3d.reconstruct.views import MASK_THRESHOLD, ViewSet
 
 #: Slope of the density logit around the hull's 0.5 level at initialisation.
 HULL_GAIN = 12.0
+#: Density logit of the extracted surface. Rendering puts the silhouette where the transmittance along
+#: a ray falls to one half, which lies outside the d = 0 level when the density ramps up over a few
+#: voxels; extracting at softplus(d) ~ 0.2 per voxel matches it (measured on procedural objects: Chamfer
+#: and volume IoU both better than at 0).
+SURFACE_LEVEL = -1.5
 #: Density logit of empty space (softplus(-20) ~ 2e-9).
 EMPTY_LOGIT = -20.0
 
@@ -237,7 +244,7 @@ def fit_field(
 
 
 def surface_field(field: FittedField, hull: np.ndarray, hull_grid: Grid) -> np.ndarray:
-    """The scalar field whose 0 level is the surface: the fitted density, never outside the hull.
+    """The scalar field whose `SURFACE_LEVEL` level is the surface: the fitted density, within the hull.
 
     The views only constrain what is seen: the density inside an opaque object may drop below the
     surface level without changing any rendering. Such enclosed voids are filled (their cells are
@@ -252,7 +259,7 @@ def surface_field(field: FittedField, hull: np.ndarray, hull_grid: Grid) -> np.n
         0, 0
     ].numpy()
     values = np.minimum(field.density, HULL_GAIN * (h - 0.5))
-    solid = values > 0
+    solid = values > SURFACE_LEVEL
     voids = binary_fill_holes(solid) & ~solid
-    values[voids] = 0.5
+    values[voids] = SURFACE_LEVEL + 0.5
     return values
