@@ -77,9 +77,11 @@ def main() -> None:
         views = write_orbit_dataset(work / name, rgba, orbit, source_to_world=mesh.source_to_world)
         gt = mesh.scene.to_geometry()
         for method in args.methods:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             res = reconstruct(views, method=method, resolution=args.grid, device=args.device, progress=False)
             wall = time.perf_counter() - t
+            # CPU time of this process (all its threads): independent of other jobs on a shared machine.
+            cpu = time.process_time() - cpu
             row = {
                 "object": name,
                 "method": method,
@@ -88,13 +90,15 @@ def main() -> None:
                 "volume_iou": volume_iou(res.mesh, gt, resolution=64),
                 "faces": len(res.mesh.faces),
                 "seconds": wall,
+                "cpu_seconds": cpu,
+                "load_average_1min": os.getloadavg()[0],
                 "timings": {k: round(v, 2) for k, v in res.timings.items()},
                 "warnings": res.warnings,
             }
             rows.append(row)
             print(
                 f"{name:20s} {method:6s} chamfer {row['chamfer']:.4f} F@0.05 {row['f_score@0.05']:.3f} "
-                f"IoU {row['volume_iou']:.3f} {wall:6.1f} s",
+                f"IoU {row['volume_iou']:.3f} {wall:6.1f} s wall {cpu:6.1f} s cpu (load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
             if method == args.methods[0] and not picture_done:
@@ -118,6 +122,7 @@ def main() -> None:
             "mean_volume_iou": float(np.mean([r["volume_iou"] for r in sel])),
             "mean_seconds": float(np.mean([r["seconds"] for r in sel])),
             "max_seconds": float(np.max([r["seconds"] for r in sel])),
+            "mean_cpu_seconds": float(np.mean([r["cpu_seconds"] for r in sel])),
             "objects_within_targets": int(
                 sum(r["chamfer"] <= 0.015 and r["volume_iou"] >= 0.75 for r in sel)
             ),
