@@ -78,6 +78,10 @@ class MultiViewPipeline:
         self.image_encoder = image_encoder
         self.info = info
         self._offload_device: torch.device | None = None
+        #: "model" or "sequential" while offloading (see `enable_model_cpu_offload`), else None.
+        self._offload_kind: str | None = None
+        #: the `video_prior.speed.SpeedOptions` last applied (None: as loaded).
+        self.speed_options = None
 
     # ----------------------------------------------------------------------------------------------
     # construction, devices, saving
@@ -140,20 +144,82 @@ class MultiViewPipeline:
         Peak device memory is then that of the largest model (the UNet) plus activations. On a CPU-only
         machine (``device="cpu"``) it changes nothing.
         """
+        self.disable_offload()
         self._offload_device = torch.device(device)
+        self._offload_kind = "model"
         for module in self.components.values():
             module.to("cpu")
 
-    def disable_model_cpu_offload(self) -> None:
-        device, self._offload_device = self._offload_device, None
+    def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep the weights in CPU memory and move each submodule's weights to `device` only while it runs.
+
+        Peak device memory is then the activations plus the largest layer, at the price of moving every
+        weight over the bus once per network call (`video_prior.speed.enable_sequential_offload`).
+        """
+        from video_prior.speed import enable_sequential_offload
+
+        self.disable_offload()
+        self._offload_device = torch.device(device)
+        self._offload_kind = "sequential"
+        for module in self.components.values():
+            enable_sequential_offload(module, self._offload_device)
+
+    def disable_offload(self) -> None:
+        """Undo `enable_model_cpu_offload` / `enable_sequential_cpu_offload`: every network back on the device."""
+        from video_prior.speed import remove_sequential_offload
+
+        device, kind = self._offload_device, self._offload_kind
+        self._offload_device, self._offload_kind = None, None
+        if kind == "sequential":
+            for module in self.components.values():
+                remove_sequential_offload(module)
         if device is not None:
             self.to(device)
+
+    def disable_model_cpu_offload(self) -> None:
+        self.disable_offload()
+
+    def apply_speed_options(self, options=None, **overrides) -> MultiViewPipeline:
+        """Set up attention kernels, memory format, torch.compile and offload (`video_prior.speed.SpeedOptions`).
+
+        ``pipe.apply_speed_options(SpeedOptions(...))`` or ``pipe.apply_speed_options(compile=True)``. The
+        numbers computed do not change beyond floating-point reordering; the dtype is chosen at load time.
+        """
+        from video_prior import speed
+
+        opts = speed.SpeedOptions(**{**(options.to_dict() if options is not None else {}), **overrides})
+        # check everything before changing anything
+        run_device = torch.device(opts.offload_device) if opts.offload != "none" else self.device
+        if opts.compile and opts.offload == "sequential":
+            raise InputError(
+                "compile with sequential offload: expected one or the other (hooks break graphs)"
+            )
+        if opts.compile and opts.compile_mode == "reduce-overhead" and run_device.type != "cuda":
+            raise InputError(
+                f"compile mode 'reduce-overhead' uses CUDA graphs: the model runs on {run_device}, "
+                "expected a cuda device"
+            )
+        if opts.attention == "sdpa":
+            for module in self.components.values():
+                speed.set_sdpa_attention(module)
+        if opts.channels_last:
+            speed.to_channels_last(self.unet)
+            speed.to_channels_last(self.vae)
+        if opts.offload == "model":
+            self.enable_model_cpu_offload(opts.offload_device)
+        elif opts.offload == "sequential":
+            self.enable_sequential_cpu_offload(opts.offload_device)
+        if opts.compile:
+            # with model offload the UNet waits on the CPU: it compiles at its first call, on the device
+            speed.compile_module(self.unet, opts.compile_mode, opts.compile_cache_dir, device=self.device)
+        self.speed_options = opts
+        return self
 
     @contextlib.contextmanager
     def _on_device(self, name: str):
         """Yield the model `name`, on the execution device for the duration of the block."""
         module = self.components[name]
-        if self._offload_device is None:
+        if self._offload_kind != "model":
             yield module
             return
         module.to(self._offload_device)
@@ -290,7 +356,8 @@ class MultiViewPipeline:
             raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
         sample_fn = get_sampler(sampler)
         scales = guidance_scales(guidance, n, min_guidance, max_guidance)
-        do_cfg = bool(torch.any(scales != 1.0))
+        # A model trained without conditioning dropout has no unconditional branch: guidance is off for it.
+        do_cfg = bool(info.cfg) and bool(torch.any(scales != 1.0))
         device, dtype = self.device, self.dtype
         image_t = self.preprocess_image(image, size)
 
@@ -344,8 +411,8 @@ class MultiViewPipeline:
 
             def denoiser(x_t: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
                 if not do_cfg:
-                    return denoise(network_fn, x_t, sigma)
-                both = denoise(network_fn, torch.cat([x_t, x_t]), torch.cat([sigma, sigma]))
+                    return denoise(network_fn, x_t, sigma, info.prediction)
+                both = denoise(network_fn, torch.cat([x_t, x_t]), torch.cat([sigma, sigma]), info.prediction)
                 uncond, cond_out = both.chunk(2)
                 return apply_cfg(uncond, cond_out, scales)
 
@@ -360,6 +427,9 @@ class MultiViewPipeline:
                 latents = sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step)
             finally:
                 bar.close()
+        if info.residual:
+            # the model diffused (frame latent - input latent): add the input view's scaled latent back
+            latents = latents + self.vae.config.scaling_factor * image_latent[-1:, None].to(latents.dtype)
 
         # 7. decode, a chunk of frames at a time
         with self._on_device("vae") as vae:
