@@ -106,13 +106,22 @@ def vertex_colours(mesh: trimesh.Trimesh, vs: ViewSet) -> trimesh.Trimesh:
     return out
 
 
-def unwrap(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray]:
-    """UV-unwrap with xatlas: a mesh whose vertices are split along seams, and its UVs (V', 2) in [0, 1]."""
+def unwrap(mesh: trimesh.Trimesh, texture_size: int = 1024) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """UV-unwrap with xatlas: a mesh whose vertices are split along seams, and its UVs (V', 2) in [0, 1].
+
+    Charts are packed for a `texture_size` atlas with two texels of padding, so bilinear lookups near
+    a chart's border do not read its neighbour's texels.
+    """
     import xatlas
 
-    vmap, faces, uvs = xatlas.parametrize(
-        np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.uint32)
-    )
+    pack = xatlas.PackOptions()
+    pack.resolution = int(texture_size)
+    pack.padding = 2
+    pack.bilinear = True
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.uint32))
+    atlas.generate(pack_options=pack)
+    vmap, faces, uvs = atlas[0]
     out = trimesh.Trimesh(np.asarray(mesh.vertices)[vmap], faces.astype(np.int64), process=False)
     return out, np.asarray(uvs, np.float64)
 
@@ -148,7 +157,7 @@ def textured_mesh(mesh: trimesh.Trimesh, vs: ViewSet, size: int = 1024) -> trime
     """UV-unwrapped copy of `mesh` with a baked base-colour texture (a PBR material)."""
     from PIL import Image
 
-    out, uvs = unwrap(mesh)
+    out, uvs = unwrap(mesh, size)
     tex = bake_texture(out, uvs, vs, size)
     material = trimesh.visual.material.PBRMaterial(
         name="mv3d_material",
