@@ -25,12 +25,14 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from render.common import InputError, atomic_output, atomic_write_json
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
+from video_prior.first_stage import PatchAutoencoder
 from video_prior.unet import MultiViewUNet
 
 __all__ = [
     "FRAME_ORDERS",
     "INFO_FILE",
     "ModelInfo",
+    "PREDICTIONS",
     "VAE_TYPES",
     "build_components",
     "load_components",
@@ -40,8 +42,16 @@ __all__ = [
     "tiny_config",
 ]
 
-#: name -> VAE class. "image": SV3D's first stage (image decoder, no post_quant_conv); "temporal": SVD's.
-VAE_TYPES: dict[str, type] = {"image": AutoencoderKL, "temporal": AutoencoderKLTemporalDecoder}
+#: name -> VAE class. "image": SV3D's first stage (image decoder, no post_quant_conv); "temporal": SVD's;
+#: "patch": the exact space-to-depth first stage of the embedded default model (video_prior.first_stage).
+VAE_TYPES: dict[str, type] = {
+    "image": AutoencoderKL,
+    "temporal": AutoencoderKLTemporalDecoder,
+    "patch": PatchAutoencoder,
+}
+#: "v": the network predicts the velocity (SVD / SV3D, `edm.vpred_scalings`); "x0": it predicts the clean
+#: latent directly (`edm.x0pred_scalings`), so a zero-initialised output layer denoises to zero.
+PREDICTIONS = ("v", "x0")
 #: "mv3d": frame 0 is the input view; "sv3d": the reference order (input view last), see render.cameras.
 FRAME_ORDERS = ("mv3d", "sv3d")
 INFO_FILE = "mv3d_model.json"
@@ -67,6 +77,12 @@ class ModelInfo:
         default_cond_aug: conditioning-image noise used when the caller gives none (the reference samples
             SV3D with 1e-5 and SVD with 0.02).
         fps_id, motion_bucket_id: SVD micro-conditioning (ignored by SV3D kinds).
+        prediction: "v" (SVD / SV3D) or "x0" (see `PREDICTIONS`).
+        residual: the model diffuses each frame's latent MINUS the conditioning view's (scaled) latent,
+            and the pipeline adds it back. With "x0" prediction and a zero output layer the untrained model
+            returns the input view in every frame (the copy baseline), and training starts from there.
+        cfg: the model was trained with conditioning dropout, so it has an unconditional branch for
+            classifier-free guidance; False: guidance settings are ignored and one branch runs.
         notes: free text (where the weights came from).
     """
 
@@ -83,6 +99,9 @@ class ModelInfo:
     default_cond_aug: float = 0.02
     fps_id: int = 5
     motion_bucket_id: int = 127
+    prediction: str = "v"
+    residual: bool = False
+    cfg: bool = True
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -94,6 +113,8 @@ class ModelInfo:
             raise InputError(f"model frame_order '{self.frame_order}': expected one of {list(FRAME_ORDERS)}")
         if self.vae_type not in VAE_TYPES:
             raise InputError(f"model vae_type '{self.vae_type}': expected one of {sorted(VAE_TYPES)}")
+        if self.prediction not in PREDICTIONS:
+            raise InputError(f"model prediction '{self.prediction}': expected one of {list(PREDICTIONS)}")
         if self.sv3d_azimuth_direction not in (1, -1):
             raise InputError(f"sv3d_azimuth_direction {self.sv3d_azimuth_direction}: expected 1 or -1")
         if int(self.resolution) <= 0:

@@ -56,6 +56,25 @@ def vpred_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return c_skip, c_out, c_in, c_noise
 
 
+def x0pred_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Preconditioning of a network that predicts the clean sample directly (c_skip = 0, c_out = 1).
+
+    D(x; sigma) = F(c_in x; c_noise) with [EDM] Table 1's c_in = 1 / sqrt(s^2 + s_d^2) and c_noise =
+    ln(s) / 4 (sigma_data = 1). Unlike the v / EDM parameterisations, D does not pass x through, so a
+    network whose output layer is zero denoises everything to 0: with residual targets (frame latent minus
+    the conditioning latent) the untrained model is exactly the "copy the input view" baseline.
+
+    Returns:
+        c_skip, c_out, c_in, c_noise, each (B,) like `sigma`.
+    """
+    c_in = 1.0 / (sigma**2 + 1.0).sqrt()
+    return torch.zeros_like(sigma), torch.ones_like(sigma), c_in, 0.25 * sigma.log()
+
+
+#: prediction name -> its scalings (see `video_prior.components.PREDICTIONS`).
+SCALINGS = {"v": vpred_scalings, "x0": x0pred_scalings}
+
+
 def v_target(clean: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The ideal v-network output for x = clean + sigma * noise: (noise - sigma * clean) / sqrt(1 + sigma^2).
 
@@ -66,17 +85,20 @@ def v_target(clean: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> t
     return (noise - s * clean) / (1.0 + s**2).sqrt()
 
 
-def denoise(network_fn: NetworkFn, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def denoise(
+    network_fn: NetworkFn, x: torch.Tensor, sigma: torch.Tensor, prediction: str = "v"
+) -> torch.Tensor:
     """The preconditioned denoiser D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) ([EDM] eq. 7).
 
     Args:
         network_fn: the raw network, `network_fn(x_in, c_noise)` with x_in like `x` and c_noise (B,).
         x: (B, F, C, h, w) noisy latents at noise level `sigma`.
         sigma: (B,) noise levels.
+        prediction: "v" (`vpred_scalings`, SVD / SV3D) or "x0" (`x0pred_scalings`).
     Returns:
         (B, F, C, h, w) the estimate of the clean latents.
     """
-    c_skip, c_out, c_in, c_noise = vpred_scalings(sigma.to(x.dtype))
+    c_skip, c_out, c_in, c_noise = SCALINGS[prediction](sigma.to(x.dtype))
     out = network_fn(x * append_dims(c_in, x.ndim), c_noise)
     return x * append_dims(c_skip, x.ndim) + out * append_dims(c_out, x.ndim)
 
@@ -149,8 +171,12 @@ def edm_loss(
     sigma: torch.Tensor,
     noise: torch.Tensor,
     reduce: bool = True,
+    prediction: str = "v",
 ) -> torch.Tensor:
     """The SVD training loss: lambda(sigma) || D(clean + sigma n; sigma) - clean ||^2 ([EDM] eq. 2 and 8).
+
+    With ``prediction="x0"`` the weight is lambda = 1 / c_out^2 = 1, as for "v" (where lambda = 1 / c_out^2
+    too): in both cases the loss is the plain MSE of the network output against its ideal value.
 
     Args:
         network_fn: the raw v-network (see `denoise`).
@@ -158,10 +184,12 @@ def edm_loss(
         sigma: (B,) training noise levels (one per video: all frames share it, as SVD).
         noise: (B, F, C, h, w) standard normal noise n.
         reduce: mean over everything (scalar) if True, else the (B,) per-sample losses.
+        prediction: "v" or "x0" (see `denoise`).
     """
     noisy = clean + noise * append_dims(sigma, clean.ndim)
-    denoised = denoise(network_fn, noisy, sigma)
-    w = append_dims(loss_weighting(sigma), clean.ndim)
+    denoised = denoise(network_fn, noisy, sigma, prediction)
+    weight = loss_weighting(sigma) if prediction == "v" else torch.ones_like(sigma)
+    w = append_dims(weight, clean.ndim)
     # Reduce in at least float32: bf16 squared errors summed over a 21-frame video lose digits.
     dtype = torch.promote_types(denoised.dtype, torch.float32)
     per = (w.to(dtype) * (denoised.to(dtype) - clean.to(dtype)) ** 2).flatten(1).mean(1)

@@ -89,6 +89,10 @@ class TrainConfig:
     Trainable parts: UNet parameters whose names match a `trainable` pattern and no `frozen` pattern
     (fnmatch, e.g. "*temporal*"); the VAE and the image encoder are always frozen. With `lora`, only the
     adapters train.
+
+    `zero_init_output` zeroes the UNet's output convolution of a from-scratch model: with the model info's
+    ``prediction: x0`` and ``residual: true`` the untrained model then returns the input view in every
+    frame (the copy baseline), a deterministic warm start that training improves on.
     """
 
     model: dict[str, Any] | None = None
@@ -118,6 +122,7 @@ class TrainConfig:
     curriculum: list[CurriculumStage] = field(default_factory=list)
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    zero_init_output: bool = False
     sample_every: int = 0
     sample_steps: int = 10
     sample_guidance: float = 2.5
@@ -252,7 +257,12 @@ def build_model(config: TrainConfig) -> tuple[dict[str, torch.nn.Module], Any]:
         return load_components(config.init_from)
     model_config = resolve_model_config(config.model)
     torch.manual_seed(config.seed)  # the deterministic initialisation of a from-scratch run
-    return build_components(model_config), model_info_from_config(model_config)
+    components = build_components(model_config)
+    if config.zero_init_output:
+        with torch.no_grad():
+            components["unet"].conv_out.weight.zero_()
+            components["unet"].conv_out.bias.zero_()
+    return components, model_info_from_config(model_config)
 
 
 def select_trainable(unet: torch.nn.Module, trainable: list[str], frozen: list[str]) -> list[str]:
@@ -426,11 +436,14 @@ def training_loss(
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
+    info=None,
 ) -> torch.Tensor:
     """The EDM loss of one batch (see the module docstring); every random draw comes from `generator`.
 
     Batch: "frames" (B, F, 3, H, W) and "cond_image" (B, 3, H, W) in [-1, 1], or cached "latents"
     (B, F, 4, h, w), "cond_latent" (B, 4, h, w), "clip" (B, 1, D); and "polar_rad", "azimuth_rad" (B, F).
+    `info` (a ModelInfo) picks the prediction ("v" by default) and residual targets (frame latent minus
+    the clean conditioning latent, scaled) when ``info.residual``.
     """
     from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, encode_frames
 
@@ -441,6 +454,7 @@ def training_loss(
     with torch.no_grad():
         if "latents" in batch:
             latents = batch["latents"].to(device)
+            clean_cond = batch["cond_latent"].to(device)
             # Cache: the augmentation noise is added in latent space (a stand-in for encoding a noisy image).
             cond_noise = torch.randn(batch["cond_latent"].shape, generator=generator)
             cond_latent = (batch["cond_latent"] + cond_aug.view(-1, 1, 1, 1) * cond_noise).to(device)
@@ -455,6 +469,11 @@ def training_loss(
                 generator=torch.Generator(device).manual_seed(aug_seed),
             ).float()
             clip = clip_embed(image_encoder, batch["cond_image"].to(device)).float()
+            clean_cond = None
+            if getattr(info, "residual", False):
+                clean_cond = condition_latent(vae, batch["cond_image"].to(device), torch.zeros(b)).float()
+        if getattr(info, "residual", False):
+            latents = latents - vae.config.scaling_factor * clean_cond[:, None].to(latents.dtype)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     # Conditioning dropout: zero both the image latent and the CLIP embedding, as the sampler's
     # unconditional branch does; the camera vector is kept.
@@ -463,7 +482,9 @@ def training_loss(
     clip = clip * keep.view(-1, 1, 1)
     time_ids = camera_time_ids(unet_config, cond_aug, batch["polar_rad"], batch["azimuth_rad"]).to(device)
     network_fn = make_network_fn(unet, cond_latent, clip, time_ids)
-    return edm.edm_loss(network_fn, latents, sigma.to(device), noise)
+    return edm.edm_loss(
+        network_fn, latents, sigma.to(device), noise, prediction=getattr(info, "prediction", "v")
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -481,12 +502,14 @@ def sample_videos(
     guidance: float = 2.5,
     seed: int = 0,
     latent_shape: tuple[int, int, int] | None = None,
+    info=None,
 ) -> torch.Tensor:
     """Generate orbits for training previews: Euler on Karras sigmas with SV3D's triangle CFG.
 
     Args:
         cond_images: (B, 3, H, W) in [-1, 1]; polar_rad, azimuth_rad: (B, F) in the model's frame order.
         latent_shape: (C, h, w) of the latents (default: from encoding one image).
+        info: the ModelInfo (prediction, residual targets, whether CFG applies); None: SV3D's defaults.
     Returns:
         (B, F, 3, H, W) in [-1, 1].
     """
@@ -510,9 +533,13 @@ def sample_videos(
         torch.cat([time_ids, time_ids]),
     )
     scales = guidance_scales("triangle", f, 1.0, guidance)
+    prediction = getattr(info, "prediction", "v")
+    cond_only = make_network_fn(unet, cond_latent.to(dtype), clip.to(dtype), time_ids)
 
     def denoiser(x, sigma, cond):
-        both = edm.denoise(net, torch.cat([x, x]).to(dtype), torch.cat([sigma, sigma])).float()
+        if not getattr(info, "cfg", True):
+            return edm.denoise(cond_only, x.to(dtype), sigma, prediction).float()
+        both = edm.denoise(net, torch.cat([x, x]).to(dtype), torch.cat([sigma, sigma]), prediction).float()
         return apply_cfg(both[:b], both[b:], scales)
 
     shape = latent_shape or tuple(cond_latent.shape[1:])
@@ -520,6 +547,8 @@ def sample_videos(
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn((b, f, *shape), generator=gen, dtype=torch.float64) * sigmas[0].cpu()).float().to(device)
     latents = sample_euler(denoiser, x, sigmas.float())
+    if getattr(info, "residual", False):
+        latents = latents + vae.config.scaling_factor * cond_latent[:, None].to(latents.dtype)
     return decode_latents(vae, latents)
 
 
@@ -768,7 +797,7 @@ def train(
             batch = to_model_order(next(batches), info)
             gen = step_generator(config.seed, state.micro_step, rank)
             with accelerator.accumulate(unet), accelerator.autocast():
-                loss = training_loss(unet, vae, encoder, unet_config, batch, config, gen, device)
+                loss = training_loss(unet, vae, encoder, unet_config, batch, config, gen, device, info=info)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -872,6 +901,7 @@ def _write_preview(unet, vae, encoder, info, preview, config, out_dir, step, ema
                 num_steps=config.sample_steps,
                 guidance=config.sample_guidance,
                 seed=config.seed,
+                info=info,
             )
         rows = []
         for truth, video in zip(batch["frames"], videos, strict=True):
