@@ -1,0 +1,193 @@
+"""The embedded default model's design: the exact patch first stage, the copy-baseline warm start, the shipped
+weights (when present) and the config that trains them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from render.cameras import static_orbit
+from render.common import InputError
+from render.dataset import composite
+from video_prior import edm
+from video_prior.components import VAE_TYPES, ModelInfo, load_components
+from video_prior.first_stage import PatchAutoencoder
+from video_prior.pipeline import MultiViewPipeline
+from video_prior.train import TrainConfig, build_model, training_loss
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "default_model.yaml"
+SHIPPED = REPO / "mv3d" / "default_model"
+
+
+def _tiny_patch_model(zero_init: bool = True) -> dict:
+    """A 16 px model of the default model's design (patch 2 -> 8 x 8 x 12 latents), for fast tests."""
+    return {
+        "model": {
+            "unet": {
+                "sample_size": 8,
+                "in_channels": 24,
+                "out_channels": 12,
+                "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
+                "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
+                "block_out_channels": [32, 64],
+                "layers_per_block": 1,
+                "cross_attention_dim": 16,
+                "num_attention_heads": [2, 4],
+                "num_frames": 5,
+                "addition_time_embed_dims": [8, 16, 16],
+                "per_frame_conditioning": True,
+            },
+            "vae": {"type": "patch", "patch_size": 2, "sample_size": 16},
+            "image_encoder": {
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_attention_heads": 2,
+                "num_hidden_layers": 1,
+                "patch_size": 4,
+                "image_size": 16,
+                "projection_dim": 16,
+            },
+            "info": {
+                "resolution": 16,
+                "num_frames": None,
+                "vae_type": "patch",
+                "prediction": "x0",
+                "residual": True,
+                "cfg": False,
+                "default_steps": 3,
+                "default_cond_aug": 0.0,
+            },
+        },
+        "zero_init_output": zero_init,
+        "seed": 3,
+    }
+
+
+def _rgba(size: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
+    img[..., 3] = 0
+    img[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4, 3] = 255  # an opaque square on a clear field
+    return img
+
+
+def test_patch_first_stage_is_exact_and_round_trips(tmp_path):
+    vae = PatchAutoencoder(patch_size=4, sample_size=32)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = vae.encode(x).latent_dist.mode()
+    assert z.shape == (2, 48, 8, 8)
+    assert torch.equal(vae.encode(x).latent_dist.sample(torch.Generator().manual_seed(0)), z)
+    assert torch.equal(vae.decode(z).sample, x)  # a permutation: bit-exact
+    # the channel of latent (c, i, j) is pixel (i, j) of the 4 x 4 patch of colour c
+    assert torch.equal(z[:, 4 * 1 + 2, 3, 5], x[:, 0, 3 * 4 + 1, 5 * 4 + 2])
+    assert vae.config.latent_channels == 48 and len(vae.config.block_out_channels) == 3  # 2 ** 2 = 4
+    vae.save_pretrained(tmp_path / "vae")
+    back = VAE_TYPES["patch"].from_pretrained(tmp_path / "vae")
+    assert torch.equal(back.decode(back.encode(x).latent_dist.mode()).sample, x)
+    with pytest.raises(ValueError, match="power of two"):
+        PatchAutoencoder(patch_size=3)
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        vae.encode(torch.zeros(1, 3, 30, 30))
+
+
+def test_x0_scalings_and_loss():
+    sigma = torch.tensor([0.1, 2.0, 50.0])
+    c_skip, c_out, c_in, c_noise = edm.x0pred_scalings(sigma)
+    assert torch.equal(c_skip, torch.zeros(3)) and torch.equal(c_out, torch.ones(3))
+    assert torch.allclose(c_in, 1 / (1 + sigma**2).sqrt()) and torch.allclose(c_noise, sigma.log() / 4)
+    clean = torch.randn(3, 2, 4, 2, 2)
+    noise = torch.randn_like(clean)
+    zero_net = lambda x_in, c_noise: torch.zeros_like(x_in)  # noqa: E731
+    assert torch.equal(edm.denoise(zero_net, clean + noise, sigma, "x0"), torch.zeros_like(clean))
+    # x0 loss: unweighted MSE of D against the clean sample
+    loss = edm.edm_loss(zero_net, clean, sigma, noise, reduce=False, prediction="x0")
+    assert torch.allclose(loss, clean.square().flatten(1).mean(1))
+    with pytest.raises(InputError, match="prediction"):
+        ModelInfo(prediction="eps")
+
+
+def test_warm_start_is_exactly_the_copy_baseline():
+    config = TrainConfig.from_dict(_tiny_patch_model())
+    components, info = build_model(config)
+    assert torch.count_nonzero(components["unet"].conv_out.weight) == 0
+    pipe = MultiViewPipeline(**components, info=info)
+    image = _rgba()
+    out = pipe(image, static_orbit(5), generator=torch.Generator().manual_seed(0), output_type="uint8")
+    copy = np.round(composite(image, info.background) * 255.0).astype(np.uint8)
+    assert out.frames.shape == (5, 16, 16, 3)
+    assert np.array_equal(out.frames, np.broadcast_to(copy, out.frames.shape))
+    # guidance settings do not matter for a model without an unconditional branch (cfg: false)
+    again = pipe(image, static_orbit(5), max_guidance=4.0, generator=torch.Generator().manual_seed(1))
+    assert np.array_equal(np.round(again.frames * 255).astype(np.uint8), out.frames)
+    # without the zero output layer the same network does not copy: the warm start is what makes it
+    random_init = MultiViewPipeline(
+        *build_model(TrainConfig.from_dict(_tiny_patch_model(False)))[0].values(), info
+    )
+    other = random_init(
+        image, static_orbit(5), generator=torch.Generator().manual_seed(0), output_type="uint8"
+    )
+    assert not np.array_equal(other.frames[1:], out.frames[1:])
+
+
+def test_residual_training_loss_of_the_untrained_model():
+    """With a zero network the x0 residual loss is the mean squared difference of frames and input view."""
+    config = TrainConfig.from_dict(_tiny_patch_model())
+    components, info = build_model(config)
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.rand(2, 5, 3, 16, 16) * 2 - 1
+    batch = {
+        "frames": frames,
+        "cond_image": frames[:, 0],
+        "polar_rad": torch.full((2, 5), 1.4),
+        "azimuth_rad": torch.linspace(0, 5, 5).repeat(2, 1),
+    }
+    unet = components["unet"]
+    loss = training_loss(
+        unet,
+        components["vae"],
+        components["image_encoder"],
+        unet.config,
+        batch,
+        config,
+        gen,
+        "cpu",
+        info=info,
+    )
+    expected = (frames - frames[:, :1]).square().mean()  # patches are a permutation of pixels
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    # the v-prediction (no info) loss of the same batch is a different quantity
+    plain = training_loss(
+        unet, components["vae"], components["image_encoder"], unet.config, batch, config, gen, "cpu"
+    )
+    assert not torch.allclose(plain, expected, rtol=1e-3)
+
+
+def test_default_model_config_builds_a_shippable_model():
+    config = TrainConfig.from_yaml(CONFIG)
+    components, info = build_model(config)
+    assert info.vae_type == "patch" and info.residual and info.prediction == "x0" and not info.cfg
+    assert info.conditioning == "sv3d_p" and info.num_frames == 21 and info.resolution == 64
+    params = sum(p.numel() for m in components.values() for p in m.parameters())
+    assert params * 4 < 40e6  # float32 safetensors under ~40 MB
+    assert config.zero_init_output and torch.count_nonzero(components["unet"].conv_out.weight) == 0
+
+
+@pytest.mark.skipif(
+    not any(SHIPPED.rglob("*.safetensors")), reason="no default model weights in this checkout"
+)
+def test_shipped_default_model_generates_21_views():
+    components, info = load_components(SHIPPED)
+    assert info.vae_type == "patch" and info.num_frames == 21
+    total = sum(p.stat().st_size for p in SHIPPED.rglob("*.safetensors"))
+    assert total < 42e6
+    pipe = MultiViewPipeline(**components, info=info)
+    image = _rgba(64, seed=1)
+    out = pipe(image, static_orbit(21), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (21, 64, 64, 3) and np.isfinite(out.frames).all()
+    # a trained model moves away from the input view on the far side of the orbit
+    copy = composite(image, info.background)
+    assert np.abs(out.frames[10] - copy).mean() > 1e-3
