@@ -173,7 +173,8 @@ def test_degenerate_inputs(tmp_path):
         return x
 
     views, _ = _mask_views(tmp_path / "c", shift_one)
-    res = reconstruct(views, method="hull", resolution=96, texture="none", progress=False)  # coarse-to-fine path
+    # Resolution 96 takes the coarse-to-fine carving path.
+    res = reconstruct(views, method="hull", resolution=96, texture="none", progress=False)
     assert any("disagree" in w for w in res.warnings)
     assert chamfer_distance(res.mesh, sphere, num_points=5000) < 0.04
 
