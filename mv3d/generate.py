@@ -50,6 +50,8 @@ DEFAULT_SAMPLER = "euler"
 DEFAULT_GUIDANCE = "triangle"
 DEFAULT_MIN_GUIDANCE = 1.0
 DEFAULT_MAX_GUIDANCE = 2.5
+#: --dtype names (torch dtypes)
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -200,12 +202,15 @@ class ViewGenerator:
         resolution: int | None = None,
         dtype: Any = None,
         keep_input_view: bool = True,
+        speed: Any = None,
     ) -> ViewGenerator:
         """Resolve `model` ("default" or a folder), check the settings, load the pipeline on `device`.
 
         None for a setting means the default: the model's own step count, Euler, SV3D's triangle
-        guidance from 1.0 to 2.5. `dtype` defaults to float16 on CUDA and float32 on the CPU.
-        `resolution` overrides the model's native view size (a multiple of its latent grid).
+        guidance from 1.0 to 2.5. `dtype` (a torch dtype or "float32"/"bfloat16"/"float16") defaults to
+        float16 on CUDA and float32 on the CPU. `resolution` overrides the model's native view size (a
+        multiple of its latent grid). `speed` is a `video_prior.speed.SpeedOptions` (or a dict of its
+        fields: attention, channels_last, compile, offload, ...), applied after loading.
         """
         import torch
 
@@ -230,7 +235,17 @@ class ViewGenerator:
         dev = resolve_device(device)
         if dtype is None:
             dtype = torch.float16 if dev.startswith("cuda") else torch.float32
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise InputError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+            dtype = getattr(torch, dtype)
+        if isinstance(speed, dict):
+            from video_prior.speed import SpeedOptions
+
+            speed = SpeedOptions(**{"offload_device": dev, **speed})
         pipeline = _load_pipeline(path, dev, dtype)
+        if speed is not None:
+            pipeline.apply_speed_options(speed)
         if resolution is not None:
             grid = pipeline.vae_scale_factor * 2 ** int(pipeline.unet.num_upsamplers)
             if resolution % grid:
@@ -531,13 +546,16 @@ def generate(
     margin: float = DEFAULT_MARGIN,
     log: Callable[[str], None] | None = None,
     reconstruct_options: dict[str, Any] | None = None,
+    dtype: Any = None,
+    speed: Any = None,
 ) -> list[GenerateResult]:
     """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
 
     Every input is checked and preprocessed before the model loads, so bad input fails in a second
     with one line. `generator` reuses an already loaded `ViewGenerator` (then the model arguments are
     ignored). `log` receives a one-line summary per image. `reconstruct_options` are passed to
-    `mv3d.reconstruct.reconstruct` (method, resolution, texture, ...).
+    `mv3d.reconstruct.reconstruct` (method, resolution, texture, ...). `dtype` and `speed` go to
+    `ViewGenerator.load` (model dtype; `video_prior.speed.SpeedOptions` or a dict of its fields).
 
     Returns:
         one `GenerateResult` per image, in order.
@@ -566,7 +584,16 @@ def generate(
     t = time.perf_counter()
     if generator is None:
         generator = ViewGenerator.load(
-            model, device, steps, sampler, guidance, min_guidance, max_guidance, resolution=resolution
+            model,
+            device,
+            steps,
+            sampler,
+            guidance,
+            min_guidance,
+            max_guidance,
+            resolution=resolution,
+            dtype=dtype,
+            speed=speed,
         )
     load_s = time.perf_counter() - t
     generator.check_orbit(cams)

@@ -142,3 +142,53 @@ def test_bad_options_are_one_line_input_errors():
         speed.SpeedOptions(attention="flash3")
     with pytest.raises(InputError, match="sequential"):
         pipe.apply_speed_options(compile=True, offload="sequential", offload_device="cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# pass-through: mv3d generate --dtype / --offload / --compile
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    cfg = tiny_config(num_frames=3, sample_size=16)
+    cfg["info"]["default_steps"] = 1
+    return MultiViewPipeline.from_config(cfg, seed=0).save_pretrained(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    from mv3d.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+def _png(path):
+    from PIL import Image
+
+    img = np.zeros((24, 24, 4), np.uint8)
+    img[6:18, 8:16] = (200, 60, 30, 255)
+    Image.fromarray(img, "RGBA").save(path)
+    return path
+
+
+def test_generate_options_reach_the_pipeline(tiny_model_dir):
+    from mv3d.generate import ViewGenerator
+
+    gen = ViewGenerator.load(tiny_model_dir, device="cpu", dtype="bfloat16", speed={"offload": "sequential"})
+    assert gen.pipeline.dtype == torch.bfloat16
+    assert gen.pipeline._offload_kind == "sequential" and gen.pipeline.device == torch.device("cpu")
+    assert gen.settings()["dtype"] == "bfloat16"
+
+
+def test_cli_offload_runs_and_bad_values_exit_2(tmp_path, tiny_model_dir, capsys):
+    img = _png(tmp_path / "obj.png")
+    base = ["generate", str(img), "--views", "3", "--model", str(tiny_model_dir), "--no-mesh", "--quiet"]
+    base += ["--device", "cpu"]
+    code, _ = _cli([*base, "--out", str(tmp_path / "a"), "--offload", "sequential"], capsys)
+    assert code == 0 and (tmp_path / "a" / "views" / "002.png").is_file()
+    code, err = _cli([*base, "--out", str(tmp_path / "b"), "--offload", "disk"], capsys)
+    assert code == 2 and "offload 'disk'" in err and "Traceback" not in err
+    code, err = _cli([*base, "--out", str(tmp_path / "c"), "--dtype", "float8"], capsys)
+    assert code == 2 and "--dtype float8" in err

@@ -44,12 +44,24 @@ def register(app: typer.Typer) -> None:
             None, "--resolution", help="View size in pixels (default: the model's)."
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", help="float32, bfloat16 or float16 (default: float16 on cuda, float32 on cpu)."
+        ),
+        offload: str = typer.Option(
+            "none", "--offload", help="none, model (per network) or sequential (per layer): less GPU memory."
+        ),
+        compile_unet: bool = typer.Option(
+            False, "--compile", help="torch.compile the UNet (cached in ~/.cache/mv3d/inductor)."
+        ),
         no_mesh: bool = typer.Option(False, "--no-mesh", help="Skip the reconstruction (no mesh.glb)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Generate a 360-degree orbit of views (and a textured mesh) from one image of an object."""
         from mv3d.generate import generate
 
+        speed = {"offload": offload, "compile": compile_unet}
+        if compile_unet:
+            speed["compile_cache_dir"] = str(Path("~/.cache/mv3d/inductor").expanduser())
         generate(
             images,
             out,
@@ -68,4 +80,6 @@ def register(app: typer.Typer) -> None:
             mesh=not no_mesh,
             progress=not quiet,
             log=typer.echo,
+            dtype=dtype,
+            speed=speed,
         )
