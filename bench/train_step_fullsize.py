@@ -12,6 +12,11 @@ stands in). Gradient checkpointing adds one more forward, so 4/3 of the floor is
 On a CPU the full size does not fit in time; the script then runs a REDUCED model (narrower channels, fewer
 frames, smaller latents) and says so in its output and JSON.
 
+`--raw-frames` trains from images instead (the frozen VAE encodes the 21 frames and the conditioning image,
+the frozen CLIP embeds it, inside every step) to show what the precomputed cache saves; those encoder FLOPs
+are counted into the floor too. `--peak-tflops` overrides the device peak (e.g. 800: the bf16 matmul rate
+measured on this workplace's H100, which bench/generate_fullsize.py uses).
+
     python bench/train_step_fullsize.py                 # cuda if present, else the reduced CPU run
     python bench/train_step_fullsize.py --device cpu --reduced
 Writes bench/results/train_step_<device>.json.
@@ -32,7 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from video_prior.components import sv3d_config  # noqa: E402
+from render.common import atomic_write_json  # noqa: E402
+from video_prior.components import VAE_TYPES, sv3d_config  # noqa: E402
 from video_prior.train import TrainConfig, training_loss  # noqa: E402
 from video_prior.unet import MultiViewUNet  # noqa: E402
 
@@ -77,6 +83,43 @@ def unet_config(reduced: bool) -> dict:
     return cfg
 
 
+def frozen_encoders(reduced: bool, size: int, ctx_dim: int, device: torch.device):
+    """The frozen first stage and CLIP image encoder (SV3D sizes; narrowed like the UNet when reduced)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = sv3d_config("sv3d_p", resolution=size)
+    vae_cfg = dict(cfg["vae"])
+    enc_cfg = dict(cfg["image_encoder"])
+    if reduced:
+        vae_cfg["block_out_channels"] = [32, 64, 128, 128]
+        enc_cfg.update(hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_hidden_layers=4)
+    enc_cfg["projection_dim"] = ctx_dim
+    vae_cls = VAE_TYPES[vae_cfg.pop("type")]
+    with torch.device(device):
+        vae = vae_cls(**vae_cfg)
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**enc_cfg))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return (
+        vae.to(device, dtype).eval().requires_grad_(False),
+        encoder.to(device, dtype).eval().requires_grad_(False),
+    )
+
+
+def encoder_flops(vae, encoder, batch_data: dict, device: torch.device) -> int:
+    """FLOPs of encoding one batch: VAE encode of every frame and the conditioning image, CLIP of the latter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from video_prior.conditioning import clip_embed, condition_latent, encode_frames
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        encode_frames(vae, batch_data["frames"].to(device))
+        cond = batch_data["cond_image"].to(device)
+        condition_latent(vae, cond, torch.zeros(cond.shape[0], device=device))
+        clip_embed(encoder, cond)
+    return int(counter.get_total_flops())
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -87,6 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--latent", type=int, default=None, help="latent side; default 72 (576 px), 16 when reduced"
     )
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    p.add_argument("--raw-frames", action="store_true", help="encode frames + CLIP in the step (no cache)")
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak (default: datasheet/measured)"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
 
@@ -117,11 +164,23 @@ def main(argv: list[str] | None = None) -> dict:
         "azimuth_rad": torch.linspace(0, 6.0, frames).expand(batch, frames).contiguous(),
     }
     tcfg = TrainConfig.from_dict({"model": {"preset": "tiny"}, "cond_drop_prob": 0.1})
+    vae = encoder = None
+    enc_flops = 0
+    if args.raw_frames:
+        vae, encoder = frozen_encoders(reduced, latent * 8, ctx_dim, device)
+        g = torch.Generator().manual_seed(0)
+        batch_data = {
+            "frames": torch.rand(batch, frames, 3, latent * 8, latent * 8, generator=g) * 2 - 1,
+            "cond_image": torch.rand(batch, 3, latent * 8, latent * 8, generator=g) * 2 - 1,
+            "polar_rad": batch_data["polar_rad"],
+            "azimuth_rad": batch_data["azimuth_rad"],
+        }
+        enc_flops = encoder_flops(vae, encoder, batch_data, device)
 
     def step(i: int) -> float:
         gen = torch.Generator().manual_seed(i)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = training_loss(unet, None, None, unet.config, batch_data, tcfg, gen, device)
+            loss = training_loss(unet, vae, encoder, unet.config, batch_data, tcfg, gen, device)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -135,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad(), counter, torch.autocast(device.type, dtype=torch.bfloat16):
         x = torch.randn(batch, frames, 8, latent, latent, device=device)
         ids = torch.randn(batch, frames, 3, device=device)
-        unet(x, torch.zeros(batch, device=device), batch_data["clip"].to(device), ids)
+        unet(x, torch.zeros(batch, device=device), torch.randn(batch, 1, ctx_dim, device=device), ids)
     fwd_flops = counter.get_total_flops()
 
     # 4. time the steps
@@ -151,7 +210,10 @@ def main(argv: list[str] | None = None) -> dict:
         times.append(time.perf_counter() - t)
     step_s = sorted(times)[len(times) // 2]
     peak, peak_src = device_peak_tflops(device, torch.bfloat16)
-    floor_s = 3 * fwd_flops / (peak * 1e12)
+    if args.peak_tflops:
+        peak, peak_src = args.peak_tflops, "--peak-tflops"
+    # the frozen encoders run forward only (no backward) when training from raw frames
+    floor_s = (3 * fwd_flops + enc_flops) / (peak * 1e12)
     if device.type == "cuda":
         mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
         mem_kind = "torch.cuda.max_memory_allocated"
@@ -173,11 +235,13 @@ def main(argv: list[str] | None = None) -> dict:
         "gradient_checkpointing": True,
         "autocast": "bf16",
         "fused_adamw": device.type == "cuda",
+        "inputs": "raw frames (VAE + CLIP in the step)" if args.raw_frames else "precomputed latents + CLIP",
         "forward_tflop": fwd_flops / 1e12,
+        "encoder_tflop": enc_flops / 1e12,
         "step_s_median": step_s,
         "step_s_all": times,
         "samples_per_s": batch / step_s,
-        "achieved_tflops_3x_fwd": 3 * fwd_flops / step_s / 1e12,
+        "achieved_tflops_3x_fwd": (3 * fwd_flops + enc_flops) / step_s / 1e12,
         "peak_tflops": peak,
         "peak_source": peak_src,
         "floor_s": floor_s,
@@ -189,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"train_step_{device.type}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = args.out / f"train_step_{device.type}{'_raw' if args.raw_frames else ''}.json"
+    atomic_write_json(path, result)
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return result
