@@ -59,7 +59,7 @@ def test_field_reconstruction_within_bounds(procedural_views, tmp_path):
         views,
         out=out,
         resolution=64,
-        field_config=FieldConfig(coarse_iterations=20, fine_iterations=20, rays_per_batch=1024),
+        field_config=FieldConfig(coarse_iterations=10, fine_iterations=15, rays_per_batch=1024),
         texture="vertex",
         progress=False,
         target_faces=8000,
