@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 4. time the steps
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step(0)  # warm-up (allocator, kernels, fused AdamW state)
+    warmup_loss = step(0)  # warm-up (allocator, kernels, fused AdamW state)
     _sync(device)
     times, losses = [], []
     for i in range(args.steps):
@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_to_floor": step_s / floor_s,
         "peak_memory_gib": mem_gib,
         "memory_kind": mem_kind,
+        "warmup_loss": warmup_loss,
         "losses": losses,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
