@@ -82,11 +82,11 @@ class _Timer:
 class HullMethod:
     """Space carving of the silhouettes: seconds, exact silhouettes, no concavities."""
 
-    def geometry(
-        self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
-    ):
+    @staticmethod
+    def carve(ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer):
+        """Load the views and carve their visual hull: (views, occupancy, grid); the field starts here too."""
         from mv3d.reconstruct.hull import visual_hull
-        from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
+        from mv3d.reconstruct.mesh_ops import Grid
         from mv3d.reconstruct.views import load_views
 
         with timer("load"):
@@ -95,6 +95,14 @@ class HullMethod:
         grid = Grid(settings.resolution)
         with timer("hull"):
             occ = visual_hull(vs, grid, warnings)
+        return vs, occ, grid
+
+    def geometry(
+        self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
+    ):
+        from mv3d.reconstruct.mesh_ops import extract_isosurface
+
+        vs, occ, grid = self.carve(ds, settings, warnings, timer)
         with timer("mesh"):
             mesh = extract_isosurface(occ, grid, 0.5)
         return mesh, vs
@@ -107,16 +115,9 @@ class FieldMethod:
         self, ds: OrbitDataset, settings: ReconstructionSettings, warnings: list[str], timer: _Timer
     ):
         from mv3d.reconstruct.field import SURFACE_LEVEL, FieldConfig, fit_field, surface_field
-        from mv3d.reconstruct.hull import visual_hull
-        from mv3d.reconstruct.mesh_ops import Grid, extract_isosurface
-        from mv3d.reconstruct.views import load_views
+        from mv3d.reconstruct.mesh_ops import extract_isosurface
 
-        with timer("load"):
-            vs = load_views(ds, settings.max_view_resolution)
-            warnings.extend(vs.warnings)
-        grid = Grid(settings.resolution)
-        with timer("hull"):
-            occ = visual_hull(vs, grid, warnings)
+        vs, occ, grid = HullMethod.carve(ds, settings, warnings, timer)
         if len(vs) < 3:
             # Photometric consistency needs several views of each point; with fewer the hull is all we know.
             warnings.append(
