@@ -16,6 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/default_model_recipe}
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
+# One torch thread per process: on the shared 2-core machine, 2 OpenMP threads per process made a training
+# step 50-90x slower (14-25 s) than 1 thread (0.27 s) once other jobs were running (oversubscription).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 STEPS_ARG=()
 if [[ -n "${MAX_STEPS:-}" ]]; then STEPS_ARG=(--max-steps "$MAX_STEPS"); fi
 
