@@ -338,6 +338,17 @@ def evaluate_object(
         "methods": {},
     }
     gt_mesh = world_trimesh(loaded) if reconstruct_fn is not None else None
+
+    def score_mesh(mesh) -> dict[str, float]:
+        return mesh_metrics(
+            mesh,
+            gt_mesh,
+            thresholds=settings.f_thresholds,
+            num_points=settings.mesh_points,
+            resolution=settings.iou_resolution,
+            seed=settings.seed,
+        )
+
     for name, gen in methods.items():
         views = resize_views(gen(gt[0].copy(), orbit, settings.seed), settings.resolution)
         if len(views) != len(orbit):
@@ -351,14 +362,7 @@ def evaluate_object(
         if reconstruct_fn is not None:
             pred_mesh = reconstruct_fn(obj_dir / name)
             pred_mesh.export(obj_dir / f"{name}_mesh.ply")
-            mm = mesh_metrics(
-                pred_mesh,
-                gt_mesh,
-                thresholds=settings.f_thresholds,
-                num_points=settings.mesh_points,
-                resolution=settings.iou_resolution,
-                seed=settings.seed,
-            )
+            mm = score_mesh(pred_mesh)
             from eval.view_metrics import depth_maps
 
             # Self-consistency: the views reprojected through the mesh made from them.
@@ -369,15 +373,7 @@ def evaluate_object(
     if reconstruct_fn is not None:
         # The reconstruction's own ceiling: the same method run on the ground-truth views (SV3D reports
         # this as "meshes fitted to ground-truth renders").
-        ref_mesh = reconstruct_fn(obj_dir / "gt")
-        result["gt_views_mesh"] = mesh_metrics(
-            ref_mesh,
-            gt_mesh,
-            thresholds=settings.f_thresholds,
-            num_points=settings.mesh_points,
-            resolution=settings.iou_resolution,
-            seed=settings.seed,
-        )
+        result["gt_views_mesh"] = score_mesh(reconstruct_fn(obj_dir / "gt"))
     return result
 
 
