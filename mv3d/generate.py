@@ -101,9 +101,23 @@ def alpha_from_background(
         solid = alpha[i] > 0.5
         holes = ndimage.binary_fill_holes(solid) & ~solid
         alpha[i][holes] = 1.0
-    a = alpha[..., None]
+    return unmix_background(rgb, alpha, bg)
+
+
+def unmix_background(rgb: np.ndarray, alpha: np.ndarray, background: Sequence[float]) -> np.ndarray:
+    """Straight-alpha RGBA from colours composited on `background` and their alpha.
+
+    Args:
+        rgb: (N, H, W, 3) float in [0, 1], composited on the background.
+        alpha: (N, H, W) float in [0, 1].
+    Returns:
+        (N, H, W, 4) uint8 RGBA whose composite on the background reproduces `rgb`.
+    """
+    bg = np.asarray(background, dtype=np.float32)
+    a = np.clip(np.asarray(alpha, dtype=np.float32), 0.0, 1.0)[..., None]
+    rgb = np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0)
     fg = np.where(a > 1e-3, (rgb - (1.0 - a) * bg) / np.maximum(a, 1e-3), 0.0)
-    return np.concatenate([to_uint8(fg), to_uint8(alpha[..., None])], axis=-1)
+    return np.concatenate([to_uint8(fg), to_uint8(a)], axis=-1)
 
 
 def build_orbit(
@@ -308,7 +322,8 @@ class ViewGenerator:
             progress: show a tqdm bar over the sampling steps.
             callback: called as callback(step, total_steps) after each sampling step.
         Returns:
-            (N, R, R, 4) uint8 RGBA, straight alpha from `alpha_from_background`; frame 0 is the input
+            (N, R, R, 4) uint8 RGBA, straight alpha (the model's own for an alpha model, else from
+            `alpha_from_background`); frame 0 is the input
             itself when `keep_input_view`, else the generated frame.
         """
         import torch
@@ -331,7 +346,11 @@ class ViewGenerator:
             width=self.resolution,
             progress=progress,
         )
-        views = alpha_from_background(np.asarray(out.frames), self.background)  # (N, R, R, 4)
+        frames = np.asarray(out.frames)
+        if frames.shape[-1] == 4:  # an alpha model paints its own matte
+            views = unmix_background(frames[..., :3], frames[..., 3], self.background)
+        else:
+            views = alpha_from_background(frames, self.background)  # (N, R, R, 4)
         if self.keep_input_view:
             views[0] = image
         return views

@@ -117,3 +117,32 @@ def test_loader_resumes_at_a_step(tmp_path):
     resumed = next(iter(vdata.make_loader(ds, 2, seed=0, start=3)))
     torch.testing.assert_close(resumed["frames"], batches[3]["frames"], rtol=0, atol=0)
     assert batches[0]["frames"].shape == (2, 4, 3, 8, 8)
+
+
+def test_shuffled_frames_and_alpha_channel(tmp_path):
+    root = make_objects(tmp_path, count=1, views=8)
+    plain = vdata.OrbitVideoDataset([root], vdata.DataConfig(num_frames=8, resolution=16, background="white"))
+    cfg = vdata.DataConfig(num_frames=8, resolution=16, background="white", shuffle_frames=True, alpha=True)
+    ds = vdata.OrbitVideoDataset([root], cfg, seed=0)
+    a, b = plain[0], ds[0]
+    # frame 0 is still the conditioning view; the novel views are the same set in another order
+    assert b["view_indices"][0] == a["view_indices"][0]
+    assert sorted(b["view_indices"][1:].tolist()) == sorted(a["view_indices"][1:].tolist())
+    orders = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        orders.add(tuple(ds[0]["view_indices"].tolist()))
+    assert len(orders) > 1
+    # each frame's camera still describes the view it shows: the red channel encodes the view index
+    ds.set_epoch(0)
+    item = ds[0]
+    red = ((item["frames"][:, 0, 8, 8] + 1) / 2 * 255).round() / 10
+    assert red.tolist() == item["view_indices"].float().tolist()
+    shown = ds.orbits[0].orbit.azimuth_deg[item["view_indices"].numpy()]
+    az = np.deg2rad(np.mod(shown - shown[0], 360.0))
+    np.testing.assert_allclose(item["azimuth_rad"].numpy(), az, atol=1e-5)
+    # the 4th channel is the alpha matte in [-1, 1]: opaque disc, clear corners
+    assert item["frames"].shape == (8, 4, 16, 16) and item["cond_image"].shape == (4, 16, 16)
+    assert item["frames"][:, 3, 8, 8].eq(1).all() and item["frames"][:, 3, 0, 0].eq(-1).all()
+    with pytest.raises(InputError, match="alpha with use_cache"):
+        vdata.DataConfig(alpha=True, use_cache=True)

@@ -171,6 +171,9 @@ def test_default_model_config_builds_a_shippable_model():
     components, info = build_model(config)
     assert info.vae_type == "patch" and info.residual and info.prediction == "x0" and not info.cfg
     assert info.conditioning == "sv3d_p" and info.num_frames == 21 and info.resolution == 64
+    assert info.alpha and config.data.alpha and config.data.shuffle_frames
+    # one-step sampling starts at a noise level training covers (within 2 std of ln sigma's mean)
+    assert abs(np.log(info.sigma_max) - config.p_mean) < 2 * config.p_std
     params = sum(p.numel() for m in components.values() for p in m.parameters())
     assert params * 4 < 40e6  # float32 safetensors under ~40 MB
     assert config.zero_init_output and torch.count_nonzero(components["unet"].conv_out.weight) == 0
@@ -187,7 +190,84 @@ def test_shipped_default_model_generates_21_views():
     pipe = MultiViewPipeline(**components, info=info)
     image = _rgba(64, seed=1)
     out = pipe(image, static_orbit(21), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
-    assert out.frames.shape == (21, 64, 64, 3) and np.isfinite(out.frames).all()
+    assert out.frames.shape == (21, 64, 64, 4) and np.isfinite(out.frames).all()
     # a trained model moves away from the input view on the far side of the orbit
     copy = composite(image, info.background)
-    assert np.abs(out.frames[10] - copy).mean() > 1e-3
+    assert np.abs(out.frames[10, ..., :3] - copy).mean() > 1e-3
+
+
+def test_no_camera_ablation_differs_only_in_the_camera():
+    """configs/default_model_no_camera.yaml is the default model's config minus the camera conditioning."""
+    import yaml
+
+    ours = yaml.safe_load(CONFIG.read_text())
+    ablation = yaml.safe_load((REPO / "configs" / "default_model_no_camera.yaml").read_text())
+    for cfg in (ours, ablation):
+        del cfg["model"]["info"]["notes"]
+    camera = {
+        ("unet", "addition_time_embed_dims"): ([64, 128, 128], [64]),
+        ("unet", "per_frame_conditioning"): (True, False),
+        ("info", "conditioning"): ("sv3d_p", "sv3d_u"),
+    }
+    for (part, key), (want_ours, want_ablation) in camera.items():
+        assert ours["model"][part].pop(key) == want_ours
+        assert ablation["model"][part].pop(key) == want_ablation
+    assert ours == ablation
+    components, info = build_model(
+        TrainConfig.from_dict(yaml.safe_load((REPO / "configs" / "default_model_no_camera.yaml").read_text()))
+    )
+    assert info.conditioning == "sv3d_u"
+
+
+def _alpha_model(zero_init: bool = True) -> dict:
+    """`_tiny_patch_model` generating RGBA: 4 image channels -> 16 latent channels per 2 x 2 patch."""
+    cfg = _tiny_patch_model(zero_init)
+    model = cfg["model"]
+    model["unet"].update(in_channels=32, out_channels=16)
+    model["vae"]["in_channels"] = 4
+    model["info"].update(alpha=True, sigma_max=20.0)
+    cfg["data"] = {"alpha": True}
+    return cfg
+
+
+def test_alpha_model_warm_start_copies_colour_and_matte():
+    config = TrainConfig.from_dict(_alpha_model())
+    components, info = build_model(config)
+    pipe = MultiViewPipeline(**components, info=info)
+    image = _rgba()
+    out = pipe(image, static_orbit(5), generator=torch.Generator().manual_seed(0), output_type="uint8")
+    assert out.frames.shape == (5, 16, 16, 4)
+    copy = np.round(composite(image, info.background) * 255.0).astype(np.uint8)
+    assert np.array_equal(out.frames[..., :3], np.broadcast_to(copy, (5, 16, 16, 3)))
+    assert np.array_equal(out.frames[..., 3], np.broadcast_to(image[..., 3], (5, 16, 16)))
+    # the CLIP-style encoder sees RGB only; an opaque RGB tensor input gets alpha 1
+    x = pipe.preprocess_image(torch.zeros(3, 16, 16), 16)
+    assert x.shape == (1, 4, 16, 16) and x[:, 3].eq(1).all()
+    # a first stage that does not encode the matte cannot serve an alpha model
+    rgb_vae = PatchAutoencoder(patch_size=2, sample_size=16)
+    with pytest.raises(InputError, match="alpha=True"):
+        MultiViewPipeline(components["unet"], rgb_vae, components["image_encoder"], info)
+
+
+def test_alpha_model_trains_on_rgba_frames_only(tmp_path):
+    config = TrainConfig.from_dict(_alpha_model())
+    components, info = build_model(config)
+    frames = torch.rand(1, 5, 4, 16, 16) * 2 - 1
+    batch = {
+        "frames": frames,
+        "cond_image": frames[:, 0],
+        "polar_rad": torch.full((1, 5), 1.4),
+        "azimuth_rad": torch.linspace(0, 5, 5)[None],
+    }
+    unet = components["unet"]
+    args = (unet, components["vae"], components["image_encoder"], unet.config, batch, config)
+    loss = training_loss(*args, torch.Generator().manual_seed(0), "cpu", info=info)
+    assert torch.allclose(loss, (frames - frames[:, :1]).square().mean(), rtol=1e-5)
+    rgb_data = _alpha_model()
+    rgb_data["data"] = {"alpha": False}
+    with pytest.raises(InputError, match="data alpha is False"):
+        from video_prior.train import train
+
+        train(TrainConfig.from_dict(rgb_data), data_dirs=[tmp_path], out_dir=tmp_path / "run")
+    with pytest.raises(InputError, match="sigma_max"):
+        ModelInfo(sigma_max=0.0)

@@ -339,3 +339,77 @@ def test_refuses_to_replace_a_folder_that_is_not_a_generation(tmp_path: Path, ti
     code, err = _run_cli(["generate", str(img), "--out", str(precious), "--model", str(tiny_model)], capsys)
     assert code == 2 and "not an mv3d generate output" in err
     assert (precious / "thesis.txt").read_text() == "do not delete"
+
+
+def test_unmix_background_inverts_compositing():
+    from mv3d.generate import unmix_background
+
+    rng = np.random.default_rng(0)
+    fg = rng.random((2, 6, 6, 3)).astype(np.float32)
+    alpha = rng.random((2, 6, 6)).astype(np.float32)
+    alpha[0, 0, 0] = 0.0
+    bg = (1.0, 1.0, 1.0)
+    composited = fg * alpha[..., None] + (1 - alpha[..., None]) * np.asarray(bg, np.float32)
+    out = unmix_background(composited, alpha, bg)
+    assert out.shape == (2, 6, 6, 4) and out.dtype == np.uint8
+    assert out[0, 0, 0].tolist() == [0, 0, 0, 0]
+    a = out[..., 3:] / 255.0
+    back = out[..., :3] / 255.0 * a + (1 - a)
+    assert np.abs(back - composited).max() < 0.01
+
+
+def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
+    """A model that paints its own alpha (info.alpha): generate keeps that matte instead of matting the RGB."""
+    import torch
+
+    from video_prior.components import build_components, model_info_from_config, save_components
+
+    cfg = {
+        "unet": {
+            "sample_size": 8,
+            "in_channels": 32,
+            "out_channels": 16,
+            "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
+            "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
+            "block_out_channels": [32, 64],
+            "layers_per_block": 1,
+            "cross_attention_dim": 16,
+            "num_attention_heads": [2, 4],
+            "num_frames": VIEWS,
+            "addition_time_embed_dims": [8, 16, 16],
+            "per_frame_conditioning": True,
+        },
+        "vae": {"type": "patch", "in_channels": 4, "patch_size": 2, "sample_size": 16},
+        "image_encoder": {
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "patch_size": 4,
+            "image_size": 16,
+            "projection_dim": 16,
+        },
+        "info": {
+            "resolution": 16,
+            "num_frames": None,
+            "prediction": "x0",
+            "residual": True,
+            "cfg": False,
+            "default_steps": 1,
+            "default_cond_aug": 0.0,
+            "alpha": True,
+            "sigma_max": 20.0,
+        },
+    }
+    comps = build_components(cfg)
+    torch.nn.init.zeros_(comps["unet"].conv_out.weight)  # the copy warm start: views = the input view
+    torch.nn.init.zeros_(comps["unet"].conv_out.bias)
+    save_components(comps, model_info_from_config(cfg), tmp_path / "alpha_model")
+    g = ViewGenerator.load(tmp_path / "alpha_model", device="cpu")
+    image = np.zeros((16, 16, 4), np.uint8)
+    image[4:12, 4:12] = (250, 250, 250, 255)  # a near-white object: RGB matting would lose it
+    image[4:12, 4:6, 3] = 128  # a half-transparent strip
+    views = g(image, build_orbit("static", VIEWS), seed=0)
+    assert views.shape == (VIEWS, 16, 16, 4)
+    np.testing.assert_array_equal(views[2, ..., 3], image[..., 3])
+    np.testing.assert_allclose(views[2, 6:10, 6:10, :3], 250, atol=1)

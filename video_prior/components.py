@@ -83,6 +83,11 @@ class ModelInfo:
             returns the input view in every frame (the copy baseline), and training starts from there.
         cfg: the model was trained with conditioning dropout, so it has an unconditional branch for
             classifier-free guidance; False: guidance settings are ignored and one branch runs.
+        alpha: the model generates RGBA views: its frames have 4 channels (RGB composited on `background`,
+            then the alpha matte, both in [-1, 1]) and its first stage encodes 4 channels; the pipeline
+            returns RGBA frames and `mv3d generate` takes their alpha instead of matting the RGB.
+        sigma_max: the noise level sampling starts from. SV3D's 700 suits v-prediction; an x0-prediction
+            model sampled in one step must start inside the range it was trained on.
         notes: free text (where the weights came from).
     """
 
@@ -102,6 +107,8 @@ class ModelInfo:
     prediction: str = "v"
     residual: bool = False
     cfg: bool = True
+    alpha: bool = False
+    sigma_max: float = 700.0
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -123,6 +130,8 @@ class ModelInfo:
             raise InputError(f"model num_frames {self.num_frames}: expected a positive count or null")
         if not self.default_cond_aug >= 0:
             raise InputError(f"model default_cond_aug {self.default_cond_aug}: expected a noise level >= 0")
+        if not float(self.sigma_max) > 0:
+            raise InputError(f"model sigma_max {self.sigma_max}: expected a positive noise level")
         if len(self.background) != 3:
             raise InputError(f"model background {self.background}: expected 3 values (RGB in [0, 1])")
         self.background = [float(c) for c in self.background]

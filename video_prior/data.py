@@ -95,7 +95,7 @@ def relative_angles(orbit_az_deg: np.ndarray, orbit_el_deg: np.ndarray) -> tuple
 
 
 def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 3, R, R), antialiased (area-like when shrinking, as the renders are larger)."""
+    """(N, C, H, W) -> (N, C, R, R), antialiased (area-like when shrinking, as the renders are larger)."""
     if images.shape[-2:] == (resolution, resolution):
         return images
     return F.interpolate(
@@ -113,6 +113,10 @@ class DataConfig:
         background: "random" (a uniform random colour per video), "white", or "mixed" (white with
             probability `white_prob`, else random), composited under the RGBA views.
         white_prob: for "mixed".
+        alpha: frames get a 4th channel, the alpha matte in [-1, 1] (for a model with ``info.alpha``).
+        shuffle_frames: frames 1..F-1 come in a random order (frame 0 stays the conditioning view), so the
+            frame's position in the clip says nothing about its camera: the network must read the camera
+            conditioning, and a model trained without it cannot learn the orbit from the frame index.
         use_cache: read precomputed latents when an object has them (all objects or none are used so).
         num_workers: DataLoader worker processes.
     """
@@ -121,6 +125,8 @@ class DataConfig:
     resolution: int = 576
     background: str = "mixed"
     white_prob: float = 0.5
+    alpha: bool = False
+    shuffle_frames: bool = False
     use_cache: bool = False
     num_workers: int = 0
 
@@ -131,6 +137,10 @@ class DataConfig:
             raise InputError(
                 f"data num_frames {self.num_frames}, resolution {self.resolution}: expected >= 1 frame and >= 8 px"
             )
+        if self.alpha and self.use_cache:
+            raise InputError(
+                "data alpha with use_cache: the latent cache holds RGB latents only; expected one of them"
+            )
         if not 0.0 <= self.white_prob <= 1.0:
             raise InputError(f"data white_prob {self.white_prob}: expected a probability in [0, 1]")
 
@@ -139,8 +149,9 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
     """Orbit datasets as camera-conditioned videos.
 
     Item (a dict):
-        "frames": (F, 3, R, R) float32 in [-1, 1] (absent with a cache);
-        "cond_image": (3, R, R) float32, frame 0 (absent with a cache);
+        "frames": (F, C, R, R) float32 in [-1, 1], C = 3 (RGB) or 4 (RGB and alpha, `alpha`) (absent
+            with a cache);
+        "cond_image": (C, R, R) float32, frame 0 (absent with a cache);
         "polar_rad", "azimuth_rad": (F,) float32, azimuth relative to the conditioning view;
         "latents": (F, 4, h, w) scaled latents, "cond_latent": (4, h, w) unscaled posterior mode,
         "clip": (1, D) CLIP embedding of the conditioning view (only with a cache);
@@ -186,6 +197,8 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
         rng = self.rng(index)
         start = int(rng.integers(len(ds)))
         views = select_frames(ds.orbit.azimuth_deg, cfg.num_frames, start)
+        if cfg.shuffle_frames:
+            views = np.concatenate([views[:1], rng.permutation(views[1:])])
         polar, azimuth = relative_angles(ds.orbit.azimuth_deg[views], ds.orbit.elevation_deg[views])
         item: dict[str, Any] = {
             "polar_rad": torch.from_numpy(polar),
@@ -205,6 +218,9 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
         unique, inverse = np.unique(views, return_inverse=True)
         rgba = np.stack([load_rgba(ds.image_paths[i]) for i in unique])
         rgb = torch.from_numpy(composite(rgba, background)).permute(0, 3, 1, 2)
+        if cfg.alpha:
+            alpha = torch.from_numpy(rgba[..., 3:4].astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+            rgb = torch.cat([rgb, alpha], dim=1)
         frames = _resize(rgb, cfg.resolution)[torch.from_numpy(inverse.reshape(-1))]
         frames = (frames * 2.0 - 1.0).clamp(-1.0, 1.0).contiguous()
         item["frames"] = frames

@@ -47,8 +47,9 @@ class MultiViewPipelineOutput:
     """Output of `MultiViewPipeline`.
 
     Attributes:
-        frames: (N, H, W, 3) float32 in [0, 1] ("np"), uint8 ("uint8"), or a (N, 3, H, W) float tensor in
-            [0, 1] ("pt"); in the orbit's order (frame 0 = the input view).
+        frames: (N, H, W, C) float32 in [0, 1] ("np"), uint8 ("uint8"), or a (N, C, H, W) float tensor in
+            [0, 1] ("pt"); in the orbit's order (frame 0 = the input view). C = 3 (RGB on the model's
+            background), or 4 for an alpha model (that RGB, then its alpha).
         orbit: the orbit the frames were generated for.
         camera_to_world: (N, 4, 4) OpenGL camera-to-world matrices of the frames.
     """
@@ -77,6 +78,12 @@ class MultiViewPipeline:
         self.vae = vae
         self.image_encoder = image_encoder
         self.info = info
+        channels = int(getattr(vae.config, "in_channels", 3))
+        if channels != self.image_channels:
+            raise InputError(
+                f"model first stage encodes {channels} image channels but the model info says alpha={info.alpha}: "
+                f"expected {self.image_channels}"
+            )
         self._offload_device: torch.device | None = None
         #: "model" or "sequential" while offloading (see `enable_model_cpu_offload`), else None.
         self._offload_kind: str | None = None
@@ -86,6 +93,11 @@ class MultiViewPipeline:
     # ----------------------------------------------------------------------------------------------
     # construction, devices, saving
     # ----------------------------------------------------------------------------------------------
+
+    @property
+    def image_channels(self) -> int:
+        """4 for a model that generates RGBA (``info.alpha``), else 3."""
+        return 4 if self.info.alpha else 3
 
     @property
     def components(self) -> dict[str, torch.nn.Module]:
@@ -233,11 +245,12 @@ class MultiViewPipeline:
     # ----------------------------------------------------------------------------------------------
 
     def preprocess_image(self, image: Any, size: int) -> torch.Tensor:
-        """An input image as (1, 3, size, size) float32 in [-1, 1], RGBA composited on the model background.
+        """An input image as (1, C, size, size) float32 in [-1, 1], RGBA composited on the model background.
 
+        C is `image_channels`: 3, or 4 for an alpha model (the composited RGB, then the alpha matte).
         Accepts (H, W, 4) or (H, W, 3) uint8 arrays (straight alpha), float arrays in [0, 1] of the same
-        shapes, PIL images, and (3, H, W) or (1, 3, H, W) tensors in [-1, 1]. The image must be square
-        (framing the object is the caller's job: ``mv3d`` preprocessing does it).
+        shapes, PIL images, and (3, H, W) or (1, 3, H, W) tensors in [-1, 1] (opaque). The image must be
+        square (framing the object is the caller's job: ``mv3d`` preprocessing does it).
         """
         if isinstance(image, torch.Tensor):
             x = image.detach().to(torch.float32).cpu()
@@ -248,6 +261,8 @@ class MultiViewPipeline:
                     f"input image tensor of shape {tuple(image.shape)}: expected (3, H, W) in [-1, 1]"
                 )
             x = x[None]
+            if self.info.alpha:  # an RGB tensor is opaque
+                x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         else:
             if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
                 image = np.asarray(image.convert("RGBA"))
@@ -263,6 +278,9 @@ class MultiViewPipeline:
             if arr.shape[-1] == 3:
                 arr = np.concatenate([arr, np.full(arr.shape[:-1] + (1,), 255, np.uint8)], axis=-1)
             rgb = composite(arr, self.info.background)  # (H, W, 3) float32 in [0, 1]
+            if self.info.alpha:
+                alpha = arr[..., 3:4].astype(np.float32) / 255.0
+                rgb = np.concatenate([rgb, alpha], axis=-1)
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None] * 2.0 - 1.0
         h, w = x.shape[-2:]
         if h != w:
@@ -363,7 +381,7 @@ class MultiViewPipeline:
 
         # 2. encode the input view: CLIP embedding (clean image) and VAE latent (noise-augmented)
         with self._on_device("image_encoder") as encoder:
-            context = clip_embed(encoder, image_t.to(device)).to(dtype)  # (1, 1, D)
+            context = clip_embed(encoder, image_t[:, :3].to(device)).to(dtype)  # (1, 1, D), RGB only
         aug = torch.full((1,), float(cond_aug))
         with self._on_device("vae") as vae:
             image_latent = condition_latent(vae, image_t.to(device), aug.to(device), generator).to(dtype)
@@ -385,7 +403,7 @@ class MultiViewPipeline:
         scales = scales.to(device)
 
         # 4. noise levels
-        sigmas = karras_sigmas(steps, device=device)
+        sigmas = karras_sigmas(steps, sigma_max=float(info.sigma_max), device=device)
 
         # 5. initial noise x = sigma_max * n (the samplers' convention), drawn on the generator's device
         latent_shape = (
@@ -433,7 +451,7 @@ class MultiViewPipeline:
 
         # 7. decode, a chunk of frames at a time
         with self._on_device("vae") as vae:
-            frames = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0]  # (N, 3, H, W)
+            frames = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0]  # (N, C, H, W)
 
         # 8. back to the orbit's order; optionally show the input itself as the input view
         frames = from_sv3d_order(frames, order) if info.frame_order == "sv3d" else frames

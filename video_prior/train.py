@@ -468,7 +468,7 @@ def training_loss(
                 cond_aug.to(device),
                 generator=torch.Generator(device).manual_seed(aug_seed),
             ).float()
-            clip = clip_embed(image_encoder, batch["cond_image"].to(device)).float()
+            clip = clip_embed(image_encoder, batch["cond_image"][:, :3].to(device)).float()  # RGB only
             clean_cond = None
             if getattr(info, "residual", False):
                 clean_cond = condition_latent(vae, batch["cond_image"].to(device), torch.zeros(b)).float()
@@ -523,7 +523,7 @@ def sample_videos(
     b, f = polar_rad.shape
     cond_aug = torch.full((b,), 1e-5)
     cond_latent = condition_latent(vae, cond_images.to(device), cond_aug.to(device)).float()
-    clip = clip_embed(encoder, cond_images.to(device)).float()
+    clip = clip_embed(encoder, cond_images[:, :3].to(device)).float()
     time_ids = camera_time_ids(unet.config, cond_aug, polar_rad, azimuth_rad).to(device)
     # One batched forward for [uncond; cond]: the unconditional half zeroes the image latent and CLIP.
     net = make_network_fn(
@@ -696,6 +696,11 @@ def train(
 
     # 1. model: trainable UNet, frozen VAE and image encoder in the compute dtype
     components, info = build_model(config)
+    if bool(config.data.alpha) != bool(info.alpha):
+        raise InputError(
+            f"train config: data alpha is {config.data.alpha} but the model's info alpha is {info.alpha}: "
+            "expected the same (an alpha model trains on RGBA frames)"
+        )
     unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
         config.mixed_precision
