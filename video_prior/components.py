@@ -74,6 +74,8 @@ class ModelInfo:
         background: RGB in [0, 1] the input RGBA is composited on before encoding.
         overwrite_input_frame: replace the generated input-view frame by the input image (reference SV3D).
         default_steps: number of sampling steps used when the caller gives none.
+        default_ensemble: samples averaged into the output when the caller gives no ensemble size (see
+            `MultiViewPipeline.__call__`).
         default_cond_aug: conditioning-image noise used when the caller gives none (the reference samples
             SV3D with 1e-5 and SVD with 0.02).
         fps_id, motion_bucket_id: SVD micro-conditioning (ignored by SV3D kinds).
@@ -101,6 +103,7 @@ class ModelInfo:
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     overwrite_input_frame: bool = False
     default_steps: int = 50
+    default_ensemble: int = 1
     default_cond_aug: float = 0.02
     fps_id: int = 5
     motion_bucket_id: int = 127
@@ -130,6 +133,8 @@ class ModelInfo:
             raise InputError(f"model num_frames {self.num_frames}: expected a positive count or null")
         if not self.default_cond_aug >= 0:
             raise InputError(f"model default_cond_aug {self.default_cond_aug}: expected a noise level >= 0")
+        if int(self.default_ensemble) < 1:
+            raise InputError(f"model default_ensemble {self.default_ensemble}: expected at least 1 sample")
         if not float(self.sigma_max) > 0:
             raise InputError(f"model sigma_max {self.sigma_max}: expected a positive noise level")
         if len(self.background) != 3:

@@ -316,6 +316,7 @@ class MultiViewPipeline:
         max_guidance: float = 2.5,
         cond_aug: float | None = None,
         generator: torch.Generator | None = None,
+        ensemble: int | None = None,
         decode_chunk_size: int = 8,
         callback=None,
         output_type: str = "np",
@@ -339,6 +340,11 @@ class MultiViewPipeline:
                 for SVD).
             generator: seeds the conditioning noise and the initial noise; same seed, same device, same
                 output.
+            ensemble: K, the number of samples drawn from independent initial noise and averaged (after
+                decoding) into the output (None: the model's ``default_ensemble``). K = 1 is plain sampling;
+                for a model sampled in one step from pure noise (a posterior-mean estimate) the average
+                removes what the estimate still owes to its noise draw (test-time ensembling, as Marigold
+                does for depth).
             decode_chunk_size: frames decoded per VAE call (memory bound).
             callback: ``callback(step, num_steps)`` after each sampling step (step counts from 1).
             output_type: "np" (float32 [0, 1]), "uint8", or "pt" ((N, 3, H, W) tensor in [0, 1]).
@@ -359,6 +365,9 @@ class MultiViewPipeline:
         steps = info.default_steps if num_inference_steps is None else int(num_inference_steps)
         if steps < 1:
             raise InputError(f"number of sampling steps {steps}: expected at least 1")
+        members = info.default_ensemble if ensemble is None else int(ensemble)
+        if members < 1:
+            raise InputError(f"ensemble size {members}: expected at least 1 sample")
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
         if height is not None and width is not None and height != width:
@@ -414,10 +423,9 @@ class MultiViewPipeline:
             size // self.vae_scale_factor,
         )
         noise_device = generator.device if generator is not None else device
-        x = torch.randn(latent_shape, generator=generator, device=noise_device, dtype=torch.float32).to(
-            device
-        )
-        x = x * sigmas[0].to(torch.float32)
+        noise = torch.randn(
+            (members, *latent_shape), generator=generator, device=noise_device, dtype=torch.float32
+        ).to(device)
 
         # 6. sample: one UNet call per denoiser evaluation, both CFG branches in one batch
         with self._on_device("unet") as unet:
@@ -434,24 +442,34 @@ class MultiViewPipeline:
                 uncond, cond_out = both.chunk(2)
                 return apply_cfg(uncond, cond_out, scales)
 
-            bar = tqdm(total=steps, desc="sampling", unit="step", disable=not progress, leave=False)
+            total = steps * members
+            bar = tqdm(total=total, desc="sampling", unit="step", disable=not progress, leave=False)
+            done = 0
 
             def on_step(state: dict) -> None:
                 bar.update(1)
                 if callback is not None:
-                    callback(int(state["i"]) + 1, steps)
+                    callback(done + int(state["i"]) + 1, total)
 
+            samples = []
             try:
-                latents = sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step)
+                for k in range(members):
+                    x = noise[k] * sigmas[0].to(torch.float32)
+                    samples.append(sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step))
+                    done += steps
             finally:
                 bar.close()
-        if info.residual:
-            # the model diffused (frame latent - input latent): add the input view's scaled latent back
-            latents = latents + self.vae.config.scaling_factor * image_latent[-1:, None].to(latents.dtype)
 
-        # 7. decode, a chunk of frames at a time
-        with self._on_device("vae") as vae:
-            frames = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0]  # (N, C, H, W)
+        # 7. decode, a chunk of frames at a time; an ensemble is averaged in image space
+        frames = None
+        for latents in samples:
+            if info.residual:
+                # the model diffused (frame latent - input latent): add the input view's scaled latent back
+                latents = latents + self.vae.config.scaling_factor * image_latent[-1:, None].to(latents.dtype)
+            with self._on_device("vae") as vae:
+                decoded = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0].float()
+            frames = decoded if frames is None else frames + decoded  # (N, C, H, W)
+        frames = frames / members
 
         # 8. back to the orbit's order; optionally show the input itself as the input view
         frames = from_sv3d_order(frames, order) if info.frame_order == "sv3d" else frames
