@@ -163,6 +163,8 @@ class ViewGenerator:
         device: where the model runs ("cpu", "cuda").
         steps, sampler, guidance, min_guidance, max_guidance: the sampling settings in effect.
         keep_input_view: frame 0 is the input image itself (with its own alpha), as in SV3D's reference.
+        ensemble: samples averaged per generation (`MultiViewPipeline.__call__`; the model's default when
+            None was given).
     """
 
     def __init__(
@@ -179,6 +181,7 @@ class ViewGenerator:
         min_guidance: float = DEFAULT_MIN_GUIDANCE,
         max_guidance: float = DEFAULT_MAX_GUIDANCE,
         keep_input_view: bool = True,
+        ensemble: int | None = None,
     ):
         self.pipeline = pipeline
         self.model = model
@@ -192,6 +195,7 @@ class ViewGenerator:
         self.min_guidance = float(min_guidance)
         self.max_guidance = float(max_guidance)
         self.keep_input_view = keep_input_view
+        self.ensemble = int(ensemble if ensemble is not None else pipeline.info.default_ensemble)
 
     @property
     def background(self) -> tuple[float, float, float]:
@@ -217,6 +221,7 @@ class ViewGenerator:
         dtype: Any = None,
         keep_input_view: bool = True,
         speed: Any = None,
+        ensemble: int | None = None,
     ) -> ViewGenerator:
         """Resolve `model` ("default" or a folder), check the settings, load the pipeline on `device`.
 
@@ -234,6 +239,8 @@ class ViewGenerator:
         path = resolve_model(model)
         if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
             raise InputError(f"--steps {steps}: expected a positive whole number")
+        if ensemble is not None and (isinstance(ensemble, bool) or int(ensemble) != ensemble or ensemble < 1):
+            raise InputError(f"--ensemble {ensemble}: expected a positive whole number of samples")
         sampler = DEFAULT_SAMPLER if sampler is None else sampler
         get_sampler(sampler)
         guidance = DEFAULT_GUIDANCE if guidance is None else guidance
@@ -277,6 +284,7 @@ class ViewGenerator:
             min_guidance,
             max_guidance,
             keep_input_view,
+            ensemble=ensemble,
         )
 
     def settings(self) -> dict[str, Any]:
@@ -289,6 +297,7 @@ class ViewGenerator:
             "device": self.device,
             "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "steps": self.steps,
+            "ensemble": self.ensemble,
             "sampler": self.sampler,
             "guidance": self.guidance,
             "min_guidance": self.min_guidance,
@@ -335,6 +344,7 @@ class ViewGenerator:
             image,
             orbit,
             num_inference_steps=self.steps,
+            ensemble=self.ensemble,
             sampler=self.sampler,
             guidance=self.guidance,
             min_guidance=self.min_guidance,
@@ -567,14 +577,16 @@ def generate(
     reconstruct_options: dict[str, Any] | None = None,
     dtype: Any = None,
     speed: Any = None,
+    ensemble: int | None = None,
 ) -> list[GenerateResult]:
     """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
 
     Every input is checked and preprocessed before the model loads, so bad input fails in a second
     with one line. `generator` reuses an already loaded `ViewGenerator` (then the model arguments are
     ignored). `log` receives a one-line summary per image. `reconstruct_options` are passed to
-    `mv3d.reconstruct.reconstruct` (method, resolution, texture, ...). `dtype` and `speed` go to
-    `ViewGenerator.load` (model dtype; `video_prior.speed.SpeedOptions` or a dict of its fields).
+    `mv3d.reconstruct.reconstruct` (method, resolution, texture, ...). `dtype`, `speed` and `ensemble` go
+    to `ViewGenerator.load` (model dtype; `video_prior.speed.SpeedOptions` or a dict of its fields;
+    samples averaged per image, None for the model's default).
 
     Returns:
         one `GenerateResult` per image, in order.
@@ -613,6 +625,7 @@ def generate(
             resolution=resolution,
             dtype=dtype,
             speed=speed,
+            ensemble=ensemble,
         )
     load_s = time.perf_counter() - t
     generator.check_orbit(cams)

@@ -210,6 +210,7 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
         ("guidance", "--guidance"),
         ("device", "--device"),
         ("resolution", "--resolution"),
+        ("ensemble", "--ensemble"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, case: str, expect: str):
@@ -256,6 +257,8 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, cas
         args += ["--device", "tpu"]
     elif case == "resolution":
         args += ["--resolution", "18"]  # the tiny model's latent grid is 4 pixels
+    elif case == "ensemble":
+        args += ["--ensemble", "0"]
     code, err = _run_cli(args, capsys)
     assert code == 2, err
     assert err.startswith("mv3d: error: ") and err.count("\n") == 1 and expect in err, err
@@ -410,6 +413,7 @@ def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
     image[4:12, 4:12] = (250, 250, 250, 255)  # a near-white object: RGB matting would lose it
     image[4:12, 4:6, 3] = 128  # a half-transparent strip
     views = g(image, build_orbit("static", VIEWS), seed=0)
+    assert g.ensemble == 1 and g.settings()["ensemble"] == 1
     assert views.shape == (VIEWS, 16, 16, 4)
     np.testing.assert_array_equal(views[2, ..., 3], image[..., 3])
     np.testing.assert_allclose(views[2, 6:10, 6:10, :3], 250, atol=1)

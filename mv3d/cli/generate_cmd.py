@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         elevation: float = typer.Option(10.0, "--elevation", help="Elevation of the input view, degrees."),
         orbit: str = typer.Option("static", "--orbit", help="static, dynamic, or an orbit .json file."),
         steps: int | None = typer.Option(None, "--steps", help="Sampling steps (default: the model's)."),
+        ensemble: int | None = typer.Option(
+            None, "--ensemble", help="Samples averaged into the views (default: the model's)."
+        ),
         sampler: str | None = typer.Option(None, "--sampler", help="euler (default), heun or dpmpp2m."),
         guidance: str | None = typer.Option(
             None, "--guidance", help="Per-view guidance: triangle (default), constant or linear."
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
             elevation=elevation,
             orbit=orbit,
             steps=steps,
+            ensemble=ensemble,
             sampler=sampler,
             guidance=guidance,
             min_guidance=min_guidance,
