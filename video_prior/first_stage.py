@@ -1,10 +1,10 @@
 """A first stage that needs no training: exact space-to-depth ("pixel unshuffle") patches as latents.
 
 The embedded default model (issue 7) is trained on a CPU in about an hour; a learned VAE would take most of
-that budget and lose detail. A ``p x p`` patch of an RGB image, flattened into ``3 p^2`` channels, is a
+that budget and lose detail. A ``p x p`` patch of a C-channel image (RGB, or RGBA), flattened into ``C p^2`` channels, is a
 lossless and deterministic "latent" of a 1/p-size grid:
 
-    (B, 3, H, W) in [-1, 1]  --encode-->  (B, 3 p^2, H / p, W / p)  --decode-->  (B, 3, H, W)
+    (B, C, H, W) in [-1, 1]  --encode-->  (B, C p^2, H / p, W / p)  --decode-->  (B, C, H, W)
 
 ``decode(encode(x)) == x`` exactly (pixel_unshuffle / pixel_shuffle are permutations). The class has the
 interface the pipeline, the conditioning helpers and the trainer use on diffusers' ``AutoencoderKL``:
@@ -64,7 +64,7 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
     """Space-to-depth first stage: ``p x p`` pixel patches as latent channels (lossless, deterministic).
 
     Args:
-        in_channels: image channels (3).
+        in_channels: image channels: 3 (RGB), or 4 (RGBA, for a model that generates its alpha).
         patch_size: p, the side of a patch and the down-sampling factor; a power of two.
         scaling_factor: multiplies latents for diffusion (``encode_frames``), as in diffusers' VAEs.
         sample_size: the image side the model is used at (a record, as in diffusers' VAEs).
