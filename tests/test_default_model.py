@@ -13,7 +13,7 @@ from render.cameras import static_orbit
 from render.common import InputError
 from render.dataset import composite
 from video_prior import edm
-from video_prior.components import VAE_TYPES, ModelInfo, load_components
+from video_prior.components import VAE_TYPES, ModelInfo, load_components, tiny_patch_config
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.pipeline import MultiViewPipeline
 from video_prior.train import TrainConfig, build_model, training_loss
@@ -24,47 +24,10 @@ SHIPPED = REPO / "mv3d" / "default_model"
 
 
 def _tiny_patch_model(zero_init: bool = True) -> dict:
-    """A 16 px model of the default model's design (patch 2 -> 8 x 8 x 12 latents), for fast tests."""
-    return {
-        "model": {
-            "unet": {
-                "sample_size": 8,
-                "in_channels": 24,
-                "out_channels": 12,
-                "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
-                "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
-                "block_out_channels": [32, 64],
-                "layers_per_block": 1,
-                "cross_attention_dim": 16,
-                "num_attention_heads": [2, 4],
-                "num_frames": 5,
-                "addition_time_embed_dims": [8, 16, 16],
-                "per_frame_conditioning": True,
-            },
-            "vae": {"type": "patch", "patch_size": 2, "sample_size": 16},
-            "image_encoder": {
-                "hidden_size": 16,
-                "intermediate_size": 32,
-                "num_attention_heads": 2,
-                "num_hidden_layers": 1,
-                "patch_size": 4,
-                "image_size": 16,
-                "projection_dim": 16,
-            },
-            "info": {
-                "resolution": 16,
-                "num_frames": None,
-                "vae_type": "patch",
-                "prediction": "x0",
-                "residual": True,
-                "cfg": False,
-                "default_steps": 3,
-                "default_cond_aug": 0.0,
-            },
-        },
-        "zero_init_output": zero_init,
-        "seed": 3,
-    }
+    """A train config of a 16 px model of the default model's design (patch 2 -> 8 x 8 x 12 latents)."""
+    model = tiny_patch_config()
+    model["info"]["sigma_max"] = 700.0  # the pipeline's long-standing default, as these tests were written
+    return {"model": model, "zero_init_output": zero_init, "seed": 3}
 
 
 def _rgba(size: int = 16, seed: int = 0) -> np.ndarray:
@@ -221,13 +184,12 @@ def test_no_camera_ablation_differs_only_in_the_camera():
 
 def _alpha_model(zero_init: bool = True) -> dict:
     """`_tiny_patch_model` generating RGBA: 4 image channels -> 16 latent channels per 2 x 2 patch."""
-    cfg = _tiny_patch_model(zero_init)
-    model = cfg["model"]
-    model["unet"].update(in_channels=32, out_channels=16)
-    model["vae"]["in_channels"] = 4
-    model["info"].update(alpha=True, sigma_max=20.0)
-    cfg["data"] = {"alpha": True}
-    return cfg
+    return {
+        "model": tiny_patch_config(alpha=True),
+        "zero_init_output": zero_init,
+        "seed": 3,
+        "data": {"alpha": True},
+    }
 
 
 def test_alpha_model_warm_start_copies_colour_and_matte():

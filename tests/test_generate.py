@@ -365,45 +365,15 @@ def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
     """A model that paints its own alpha (info.alpha): generate keeps that matte instead of matting the RGB."""
     import torch
 
-    from video_prior.components import build_components, model_info_from_config, save_components
+    from video_prior.components import (
+        build_components,
+        model_info_from_config,
+        save_components,
+        tiny_patch_config,
+    )
 
-    cfg = {
-        "unet": {
-            "sample_size": 8,
-            "in_channels": 32,
-            "out_channels": 16,
-            "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
-            "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
-            "block_out_channels": [32, 64],
-            "layers_per_block": 1,
-            "cross_attention_dim": 16,
-            "num_attention_heads": [2, 4],
-            "num_frames": VIEWS,
-            "addition_time_embed_dims": [8, 16, 16],
-            "per_frame_conditioning": True,
-        },
-        "vae": {"type": "patch", "in_channels": 4, "patch_size": 2, "sample_size": 16},
-        "image_encoder": {
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_attention_heads": 2,
-            "num_hidden_layers": 1,
-            "patch_size": 4,
-            "image_size": 16,
-            "projection_dim": 16,
-        },
-        "info": {
-            "resolution": 16,
-            "num_frames": None,
-            "prediction": "x0",
-            "residual": True,
-            "cfg": False,
-            "default_steps": 1,
-            "default_cond_aug": 0.0,
-            "alpha": True,
-            "sigma_max": 20.0,
-        },
-    }
+    cfg = tiny_patch_config(alpha=True)
+    cfg["info"]["default_steps"] = 1
     comps = build_components(cfg)
     torch.nn.init.zeros_(comps["unet"].conv_out.weight)  # the copy warm start: views = the input view
     torch.nn.init.zeros_(comps["unet"].conv_out.bias)

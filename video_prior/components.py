@@ -40,6 +40,7 @@ __all__ = [
     "save_components",
     "sv3d_config",
     "tiny_config",
+    "tiny_patch_config",
 ]
 
 #: name -> VAE class. "image": SV3D's first stage (image decoder, no post_quant_conv); "temporal": SVD's;
@@ -273,6 +274,57 @@ def tiny_config(num_frames: int = 4, sample_size: int = 16, conditioning: str = 
         "vae_type": vae_type,
         "default_steps": 4,
     }
+    return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
+
+
+def tiny_patch_config(num_frames: int | None = None, alpha: bool = False) -> dict:
+    """A 16 px model of the embedded default model's design, for fast tests.
+
+    Patch first stage (2 x 2 patches -> 8 x 8 latents of 12 channels, 16 with alpha), x0 prediction on
+    residual latents, no unconditional branch, SV3D_p conditioning with narrow sinusoids.
+
+    Args:
+        num_frames: the UNet's default frame count (5) and the model's fixed count (None: any).
+        alpha: generate RGBA (4 image channels) instead of RGB.
+    """
+    channels = 4 if alpha else 3
+    latent = channels * 4
+    unet = {
+        "sample_size": 8,
+        "in_channels": 2 * latent,
+        "out_channels": latent,
+        "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
+        "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "cross_attention_dim": 16,
+        "num_attention_heads": [2, 4],
+        "num_frames": num_frames or 5,
+        "addition_time_embed_dims": [8, 16, 16],
+        "per_frame_conditioning": True,
+    }
+    image_encoder = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "patch_size": 4,
+        "image_size": 16,
+        "projection_dim": 16,
+    }
+    info = {
+        "resolution": 16,
+        "num_frames": num_frames,
+        "vae_type": "patch",
+        "prediction": "x0",
+        "residual": True,
+        "cfg": False,
+        "default_steps": 3,
+        "default_cond_aug": 0.0,
+        "alpha": alpha,
+        "sigma_max": 20.0,
+    }
+    vae = {"type": "patch", "in_channels": channels, "patch_size": 2, "sample_size": 16}
     return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
 
 
