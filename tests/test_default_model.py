@@ -263,3 +263,28 @@ def test_ensemble_averages_independent_draws():
         pipe(image, orbit, ensemble=0)
     with pytest.raises(InputError, match="default_ensemble"):
         ModelInfo(default_ensemble=0)
+
+
+def test_mirror_conditioning_appends_the_mirrored_view_and_still_warm_starts_at_copy():
+    """info.mirror_conditioning: image latent = [input; input mirrored], and the zero-init model copies."""
+    from video_prior.conditioning import condition_latent
+
+    config = TrainConfig.from_dict({**_alpha_model(), "model": tiny_patch_config(alpha=True, mirror=True)})
+    components, info = build_model(config)
+    assert info.mirror_conditioning and components["unet"].config.in_channels == 3 * 16
+    vae = components["vae"]
+    img = torch.rand(2, 4, 16, 16) * 2 - 1
+    both = condition_latent(vae, img, torch.zeros(2), mirror=True)
+    assert both.shape == (2, 32, 8, 8)
+    assert torch.equal(both[:, :16], condition_latent(vae, img, torch.zeros(2)))
+    assert torch.equal(both[:, 16:], condition_latent(vae, img.flip(-1), torch.zeros(2)))
+    pipe = MultiViewPipeline(**components, info=info)
+    image = _rgba()
+    out = pipe(image, static_orbit(5), generator=torch.Generator().manual_seed(0), output_type="uint8")
+    copy = np.round(composite(image, info.background) * 255.0).astype(np.uint8)
+    assert np.array_equal(out.frames[..., :3], np.broadcast_to(copy, (5, 16, 16, 3)))
+    # a UNet sized for one image latent is refused with the expected count
+    bad = tiny_patch_config(alpha=True, mirror=True)
+    bad["unet"]["in_channels"] = 32
+    with pytest.raises(InputError, match="expected 3 x vae latent_channels"):
+        build_model(TrainConfig.from_dict({**_alpha_model(), "model": bad}))

@@ -91,6 +91,12 @@ class ModelInfo:
             returns RGBA frames and `mv3d generate` takes their alpha instead of matting the RGB.
         sigma_max: the noise level sampling starts from. SV3D's 700 suits v-prediction; an x0-prediction
             model sampled in one step must start inside the range it was trained on.
+        mirror_conditioning: the image latent given to every frame is [latent(input view); latent(input
+            view mirrored left-right)] along channels (`conditioning.condition_latent`), and the UNet's
+            in_channels count both. Seen from behind (azimuth 180), an object shows its front silhouette
+            mirrored; producing that is a global horizontal flip, which a small convolutional network
+            with unpositioned attention learns slowly, so the mirror image is an input and the camera
+            conditioning decides, per frame, how much of each to use.
         notes: free text (where the weights came from).
     """
 
@@ -113,6 +119,7 @@ class ModelInfo:
     cfg: bool = True
     alpha: bool = False
     sigma_max: float = 700.0
+    mirror_conditioning: bool = False
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -277,7 +284,7 @@ def tiny_config(num_frames: int = 4, sample_size: int = 16, conditioning: str = 
     return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
 
 
-def tiny_patch_config(num_frames: int | None = None, alpha: bool = False) -> dict:
+def tiny_patch_config(num_frames: int | None = None, alpha: bool = False, mirror: bool = False) -> dict:
     """A 16 px model of the embedded default model's design, for fast tests.
 
     Patch first stage (2 x 2 patches -> 8 x 8 latents of 12 channels, 16 with alpha), x0 prediction on
@@ -286,12 +293,13 @@ def tiny_patch_config(num_frames: int | None = None, alpha: bool = False) -> dic
     Args:
         num_frames: the UNet's default frame count (5) and the model's fixed count (None: any).
         alpha: generate RGBA (4 image channels) instead of RGB.
+        mirror: condition on the input view and its mirror image (`ModelInfo.mirror_conditioning`).
     """
     channels = 4 if alpha else 3
     latent = channels * 4
     unet = {
         "sample_size": 8,
-        "in_channels": 2 * latent,
+        "in_channels": (3 if mirror else 2) * latent,
         "out_channels": latent,
         "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
         "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
@@ -323,6 +331,7 @@ def tiny_patch_config(num_frames: int | None = None, alpha: bool = False) -> dic
         "default_cond_aug": 0.0,
         "alpha": alpha,
         "sigma_max": 20.0,
+        "mirror_conditioning": mirror,
     }
     vae = {"type": "patch", "in_channels": channels, "patch_size": 2, "sample_size": 16}
     return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
@@ -366,10 +375,14 @@ def build_components(config: dict) -> dict[str, torch.nn.Module]:
             f"model config: image_encoder projection_dim {encoder.config.projection_dim} != unet "
             f"cross_attention_dim {unet.config.cross_attention_dim}; they must match"
         )
-    if unet.config.in_channels != 2 * vae.config.latent_channels:
+    # noisy latent + image latent (+ the mirrored image's latent, see ModelInfo.mirror_conditioning)
+    mirror = bool(config.get("info", {}).get("mirror_conditioning", False))
+    parts = 3 if mirror else 2
+    if unet.config.in_channels != parts * vae.config.latent_channels:
         raise InputError(
-            f"model config: unet in_channels {unet.config.in_channels}: expected 2 x vae latent_channels "
-            f"({2 * vae.config.latent_channels}: noisy latent + image latent)"
+            f"model config: unet in_channels {unet.config.in_channels}: expected {parts} x vae latent_channels "
+            f"({parts * vae.config.latent_channels}: noisy latent + image latent"
+            f"{' + mirrored image latent' if mirror else ''})"
         )
     return {"unet": unet.eval(), "vae": vae.eval(), "image_encoder": encoder.eval()}
 

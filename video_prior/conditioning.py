@@ -167,7 +167,11 @@ def clip_embed(image_encoder, images: torch.Tensor) -> torch.Tensor:
 
 
 def condition_latent(
-    vae, images: torch.Tensor, cond_aug: torch.Tensor, generator: torch.Generator | None = None
+    vae,
+    images: torch.Tensor,
+    cond_aug: torch.Tensor,
+    generator: torch.Generator | None = None,
+    mirror: bool = False,
 ) -> torch.Tensor:
     """VAE latent of the noise-augmented conditioning image, concatenated to every frame by the caller.
 
@@ -179,9 +183,12 @@ def condition_latent(
         images: (B, 3, H, W) in [-1, 1].
         cond_aug: (B,) noise standard deviation per image (0 for no augmentation).
         generator: draws the augmentation noise (on its own device), for reproducible sampling.
+        mirror: also encode the (augmented) image mirrored left-right and append its latent along
+            channels (`ModelInfo.mirror_conditioning`).
 
     Returns:
-        (B, C_latent, H / f, W / f) unscaled latents in the VAE's dtype.
+        (B, C_latent, H / f, W / f) unscaled latents in the VAE's dtype; (B, 2 C_latent, H / f, W / f)
+        with `mirror`, the input view's latent first.
     """
     param = next(vae.parameters())
     x = images.to(device=param.device, dtype=torch.float32)
@@ -190,6 +197,9 @@ def condition_latent(
         gen_device = generator.device if generator is not None else x.device
         noise = torch.randn(x.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x.device)
         x = x + cond_aug * noise
+    if mirror:
+        both = vae.encode(torch.cat([x, x.flip(-1)]).to(param.dtype)).latent_dist.mode()
+        return torch.cat(both.chunk(2), dim=1)
     return vae.encode(x.to(param.dtype)).latent_dist.mode()
 
 

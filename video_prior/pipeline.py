@@ -393,7 +393,9 @@ class MultiViewPipeline:
             context = clip_embed(encoder, image_t[:, :3].to(device)).to(dtype)  # (1, 1, D), RGB only
         aug = torch.full((1,), float(cond_aug))
         with self._on_device("vae") as vae:
-            image_latent = condition_latent(vae, image_t.to(device), aug.to(device), generator).to(dtype)
+            image_latent = condition_latent(
+                vae, image_t.to(device), aug.to(device), generator, mirror=info.mirror_conditioning
+            ).to(dtype)
 
         # 3. camera conditioning, in the model's frame order
         polar, azimuth, order = self._camera_inputs(orbit)
@@ -465,7 +467,9 @@ class MultiViewPipeline:
         for latents in samples:
             if info.residual:
                 # the model diffused (frame latent - input latent): add the input view's scaled latent back
-                latents = latents + self.vae.config.scaling_factor * image_latent[-1:, None].to(latents.dtype)
+                # (the input view's latent only: a mirror-conditioned model's second half is its mirror image)
+                own = image_latent[-1:, None, : latents.shape[2]]
+                latents = latents + self.vae.config.scaling_factor * own.to(latents.dtype)
             with self._on_device("vae") as vae:
                 decoded = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0].float()
             frames = decoded if frames is None else frames + decoded  # (N, C, H, W)

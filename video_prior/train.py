@@ -452,7 +452,13 @@ def training_loss(
     sigma = edm.sample_training_sigmas(b, config.p_mean, config.p_std, generator=generator)
     keep = (torch.rand(b, generator=generator) >= config.cond_drop_prob).float()
     with torch.no_grad():
+        mirror = bool(getattr(info, "mirror_conditioning", False))
         if "latents" in batch:
+            if mirror:
+                raise InputError(
+                    "data.use_cache with a mirror-conditioned model (info.mirror_conditioning): the latent "
+                    "cache holds no mirrored conditioning latent; train without the cache"
+                )
             latents = batch["latents"].to(device)
             clean_cond = batch["cond_latent"].to(device)
             # Cache: the augmentation noise is added in latent space (a stand-in for encoding a noisy image).
@@ -467,6 +473,7 @@ def training_loss(
                 batch["cond_image"].to(device),
                 cond_aug.to(device),
                 generator=torch.Generator(device).manual_seed(aug_seed),
+                mirror=mirror,
             ).float()
             clip = clip_embed(image_encoder, batch["cond_image"][:, :3].to(device)).float()  # RGB only
             clean_cond = None
@@ -522,7 +529,9 @@ def sample_videos(
     dtype = next(unet.parameters()).dtype
     b, f = polar_rad.shape
     cond_aug = torch.full((b,), 1e-5)
-    cond_latent = condition_latent(vae, cond_images.to(device), cond_aug.to(device)).float()
+    mirror = bool(getattr(info, "mirror_conditioning", False))
+    cond_latent = condition_latent(vae, cond_images.to(device), cond_aug.to(device), mirror=mirror).float()
+    latent_channels = cond_latent.shape[1] // 2 if mirror else cond_latent.shape[1]
     clip = clip_embed(encoder, cond_images[:, :3].to(device)).float()
     time_ids = camera_time_ids(unet.config, cond_aug, polar_rad, azimuth_rad).to(device)
     # One batched forward for [uncond; cond]: the unconditional half zeroes the image latent and CLIP.
@@ -542,13 +551,13 @@ def sample_videos(
         both = edm.denoise(net, torch.cat([x, x]).to(dtype), torch.cat([sigma, sigma]), prediction).float()
         return apply_cfg(both[:b], both[b:], scales)
 
-    shape = latent_shape or tuple(cond_latent.shape[1:])
+    shape = latent_shape or (latent_channels, *cond_latent.shape[2:])
     sigmas = edm.karras_sigmas(num_steps).to(device)
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn((b, f, *shape), generator=gen, dtype=torch.float64) * sigmas[0].cpu()).float().to(device)
     latents = sample_euler(denoiser, x, sigmas.float())
     if getattr(info, "residual", False):
-        latents = latents + vae.config.scaling_factor * cond_latent[:, None].to(latents.dtype)
+        latents = latents + vae.config.scaling_factor * cond_latent[:, None, :latent_channels].to(latents.dtype)
     return decode_latents(vae, latents)
 
 
