@@ -557,7 +557,8 @@ def sample_videos(
     x = (torch.randn((b, f, *shape), generator=gen, dtype=torch.float64) * sigmas[0].cpu()).float().to(device)
     latents = sample_euler(denoiser, x, sigmas.float())
     if getattr(info, "residual", False):
-        latents = latents + vae.config.scaling_factor * cond_latent[:, None, :latent_channels].to(latents.dtype)
+        own = cond_latent[:, None, :latent_channels]  # the input view's latent, not its mirror image
+        latents = latents + vae.config.scaling_factor * own.to(latents.dtype)
     return decode_latents(vae, latents)
 
 
