@@ -41,11 +41,13 @@ train_run configs/default_model_no_camera.yaml "$WORK/run_no_camera"
 
 # 3. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
 #    used in training or model selection), then renders of real third-party meshes
-mv3d eval --objects procedural:50:2 --out "$WORK/eval_heldout" --model "$WORK/run/model" \
+mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run/model" \
   --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval_third_party" --model "$WORK/run/model" \
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run/model" \
   --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera/model" --seed 0
+# the acceptance table (ours vs each baseline, issue 7's margins, paired Wilcoxon test)
+python bench/default_model_table.py "$WORK/eval/heldout/metrics.json" "$WORK/eval/third_party/metrics.json"
 
 # The shipped folder is RUN/model without its raw (non-EMA) UNet copy:
 #   cp -r "$WORK/run/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
