@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -261,3 +262,16 @@ def test_two_processes_ddp_on_cpu(data_root, tmp_path):
     assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
     # One process logs: one metrics line per step.
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_lr_schedule_warms_up_holds_and_cools_down(data_root, tmp_path):
+    assert [vtrain.lr_factor(s, 2, 8, 4) for s in range(8)] == [0.5, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert [vtrain.lr_factor(s, 0, 4) for s in range(4)] == [1.0] * 4
+    with pytest.raises(InputError, match="lr_cooldown_steps"):
+        tiny_config(max_steps=4, lr_cooldown_steps=5)
+    # the run logs the rate each optimizer step used
+    cfg = tiny_config(max_steps=4, lr=1e-3, lr_warmup_steps=1, lr_cooldown_steps=2)
+    vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    lrs = [json.loads(line)["lr"] for line in lines]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])

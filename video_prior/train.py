@@ -90,6 +90,10 @@ class TrainConfig:
     (fnmatch, e.g. "*temporal*"); the VAE and the image encoder are always frozen. With `lora`, only the
     adapters train.
 
+    The learning rate warms up linearly over `lr_warmup_steps`, stays at `lr`, and with
+    `lr_cooldown_steps` decays linearly to zero over the last that many steps of the run (a
+    warmup-stable-decay schedule: the stable phase can be cut anywhere and cooled down).
+
     `zero_init_output` zeroes the UNet's output convolution of a from-scratch model: with the model info's
     ``prediction: x0`` and ``residual: true`` the untrained model then returns the input view in every
     frame (the copy baseline), a deterministic warm start that training improves on.
@@ -104,6 +108,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-5
     lr_warmup_steps: int = 0
+    lr_cooldown_steps: int = 0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
@@ -157,6 +162,10 @@ class TrainConfig:
         if self.lr <= 0:
             raise InputError(f"train config lr {self.lr}: expected a positive learning rate")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        if not 0 <= int(self.lr_cooldown_steps) <= int(self.max_steps):
+            raise InputError(
+                f"train config lr_cooldown_steps {self.lr_cooldown_steps}: expected 0 to max_steps ({self.max_steps})"
+            )
         steps = [s.until_step for s in self.curriculum]
         if steps != sorted(steps):
             raise InputError(f"train config curriculum until_step values {steps}: expected increasing")
@@ -377,6 +386,18 @@ class TrainerState:
 # ------------------------------------------------------------------------------------------------
 # One training step
 # ------------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, cooldown_steps: int = 0) -> float:
+    """The learning-rate multiplier after `step` optimizer steps: linear warm-up, constant, linear cool-down.
+
+    Warm-up reaches 1 after `warmup_steps`; with `cooldown_steps` > 0 the factor falls linearly so that
+    the last step of the run (step `max_steps` - 1) uses 1 / `cooldown_steps` of the rate.
+    """
+    factor = min(1.0, (step + 1) / max(1, warmup_steps))
+    if cooldown_steps > 0:
+        factor = min(factor, max(0.0, (max_steps - step) / cooldown_steps))
+    return factor
 
 
 def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
@@ -734,7 +755,7 @@ def train(
     named = dict(unet.named_parameters())
     params = [named[n] for n in train_names]
 
-    # 2. optimizer, warm-up schedule, EMA
+    # 2. optimizer, warm-up / cool-down schedule, EMA
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(
         params,
@@ -744,8 +765,10 @@ def train(
         weight_decay=config.weight_decay,
         fused=fused,
     )
-    warm = max(1, config.lr_warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, config.lr_warmup_steps, max_steps, config.lr_cooldown_steps),
+    )
     unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)
     ema = EMA({n: named[n] for n in train_names}, config.ema_decay) if config.ema_decay > 0 else None
     state = TrainerState()
@@ -822,6 +845,7 @@ def train(
             accum_loss += float(loss.detach()) / config.grad_accum
         if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
             raise RuntimeError("gradient accumulation out of step")
+        lr = scheduler.get_last_lr()[0]  # the rate this step used (logged below)
         scheduler.step()
         if ema is not None:
             ema.update({n: named[n] for n in train_names})
@@ -829,7 +853,6 @@ def train(
         steps_this_call += 1
         loss_value = float(accelerator.reduce(torch.tensor(accum_loss, device=device), reduction="mean"))
         losses.append(loss_value)
-        lr = scheduler.get_last_lr()[0]
         if accelerator.is_main_process:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
