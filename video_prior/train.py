@@ -552,7 +552,7 @@ def sample_videos(
     cond_aug = torch.full((b,), 1e-5)
     mirror = bool(getattr(info, "mirror_conditioning", False))
     cond_latent = condition_latent(vae, cond_images.to(device), cond_aug.to(device), mirror=mirror).float()
-    latent_channels = cond_latent.shape[1] // 2 if mirror else cond_latent.shape[1]
+    latent_channels = vae.config.latent_channels  # the diffused latent; cond_latent may hold its mirror too
     clip = clip_embed(encoder, cond_images[:, :3].to(device)).float()
     time_ids = camera_time_ids(unet.config, cond_aug, polar_rad, azimuth_rad).to(device)
     # One batched forward for [uncond; cond]: the unconditional half zeroes the image latent and CLIP.
