@@ -5,9 +5,12 @@
 #
 # 1. render 1500 procedural training objects (seed 1): 21 views, 64 px, static + dynamic orbits, input
 #    elevation in [-5, 30] degrees, default framing (fov 33.8, radius ~3.12);
-# 2. train configs/default_model.yaml and its no-camera ablation configs/default_model_no_camera.yaml from
-#    scratch with `mv3d train` (seed 0; resumable: rerun this script after a kill and each run continues
-#    from its last checkpoint);
+#    and 1000 random shapes from pybullet_data (bench/third_party.py --random-shapes, seed 3), same settings;
+# 2. stage 1: train configs/default_model.yaml and its no-camera ablation configs/default_model_no_camera.yaml
+#    from scratch with `mv3d train` on the procedural renders (seed 0; resumable: rerun this script after a
+#    kill and each run continues from its last checkpoint);
+#    stage 2: continue each from its stage-1 model (--init-from) with configs/default_model_stage2.yaml on the
+#    procedural renders plus the random shapes;
 # 3. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
 #    renders of 6 real third-party meshes (bench/third_party.py), against the copy baseline and the trained
 #    no-camera ablation.
@@ -27,27 +30,35 @@ if [[ -n "${MAX_STEPS:-}" ]]; then STEPS_ARG=(--max-steps "$MAX_STEPS"); fi
 # 1. data (a rerun skips finished objects)
 mv3d render-dataset procedural:1500:1 --out "$WORK/data/train" --views 21 --resolution 64 \
   --orbit mixed --elevation-range -5 30 --workers 2 --seed 1
+RANDOM_SHAPES=$(python bench/third_party.py --random-shapes)
+mv3d render-dataset "$RANDOM_SHAPES" --out "$WORK/data/random_shapes" --views 21 --resolution 64 \
+  --orbit mixed --elevation-range -5 30 --workers 2 --seed 3
 
 # 2. training, the model and its no-camera ablation (same data, seed and steps; resumable: a rerun after a
 #    kill continues each from its last checkpoint). The two runs are independent: on a machine with cores
 #    to spare run them side by side (one torch thread each).
-train_run() {  # CONFIG RUN_DIR
-  local resume=()
-  if [[ -d "$2/checkpoints" ]]; then resume=(--resume); fi
-  mv3d train "$1" --data "$WORK/data/train" --out "$2" "${resume[@]}" "${STEPS_ARG[@]}"
+train_run() {  # CONFIG RUN_DIR [MORE mv3d train ARGUMENTS]
+  local config=$1 run=$2 resume=()
+  shift 2
+  if [[ -d "$run/checkpoints" ]]; then resume=(--resume); fi
+  mv3d train "$config" --out "$run" "${resume[@]}" "${STEPS_ARG[@]}" "$@"
 }
-train_run configs/default_model.yaml "$WORK/run"
-train_run configs/default_model_no_camera.yaml "$WORK/run_no_camera"
+train_run configs/default_model.yaml "$WORK/run" --data "$WORK/data/train"
+train_run configs/default_model_no_camera.yaml "$WORK/run_no_camera" --data "$WORK/data/train"
+train_run configs/default_model_stage2.yaml "$WORK/run_stage2" --init-from "$WORK/run/model" \
+  --data "$WORK/data/train" "$WORK/data/random_shapes"
+train_run configs/default_model_stage2.yaml "$WORK/run_no_camera_stage2" --init-from "$WORK/run_no_camera/model" \
+  --data "$WORK/data/train" "$WORK/data/random_shapes"
 
 # 3. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
 #    used in training or model selection), then renders of real third-party meshes
-mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera/model" --seed 0
+mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage2/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage2/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera/model" --seed 0
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage2/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage2/model" --seed 0
 # the acceptance table (ours vs each baseline, issue 7's margins, paired Wilcoxon test)
 python bench/default_model_table.py "$WORK/eval/heldout/metrics.json" "$WORK/eval/third_party/metrics.json"
 
-# The shipped folder is RUN/model without its raw (non-EMA) UNet copy:
-#   cp -r "$WORK/run/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
+# The shipped folder is the second stage's model without its raw (non-EMA) UNet copy:
+#   cp -r "$WORK/run_stage2/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema

@@ -244,6 +244,36 @@ def test_cli_errors(tmp_path, data_root, capsys):
     assert code == 2 and "--max-steps" in err
 
 
+def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, capsys):
+    """`mv3d train CONFIG --init-from MODEL`: the run starts from MODEL's weights, whatever CONFIG's model is."""
+    from mv3d.cli import main
+
+    first = vtrain.train(tiny_config(max_steps=2), [data_root], tmp_path / "first", progress=False)
+    cfg = tmp_path / "stage2.yaml"
+    # A vanishing learning rate: the second stage's saved UNet must be (to 1e-8) its initialisation, i.e.
+    # the first stage's UNet, not CONFIG's freshly initialised model.
+    cfg.write_text(yaml.safe_dump({**TINY, "lr": 1e-12, "max_steps": 1}))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(cfg), "--data", str(data_root), "--out", str(tmp_path / "second"),
+              "--init-from", str(first.model_dir)])  # fmt: skip
+    assert exc.value.code == 0
+    saved = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())
+    assert saved["init_from"] == str(first.model_dir) and saved["model"] is None
+    a, b = unet_weights(first.model_dir), unet_weights(tmp_path / "second" / "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-8)
+    fresh = vtrain.build_model(tiny_config())[0]["unet"].state_dict()
+    assert any(not torch.allclose(a[k], fresh[k]) for k in a)
+    # A folder that is not a model: one line, exit code 2.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(cfg), "--data", str(data_root), "--out", str(tmp_path / "third"),
+              "--init-from", str(data_root)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(data_root) in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_two_processes_ddp_on_cpu(data_root, tmp_path):
     """`torchrun --nproc_per_node 2` (what `accelerate launch --multi_gpu` runs) with gloo on CPU, 2 steps."""

@@ -37,9 +37,17 @@ def register(app: typer.Typer) -> None:
             "(set data.use_cache: true to train from it).",
         ),
         seed: int | None = typer.Option(None, "--seed", help="Override the config's seed."),
+        init_from: Path | None = typer.Option(
+            None,
+            "--init-from",
+            metavar="MODEL",
+            help="Start from this model folder (a trained or converted model) instead of the config's "
+            "'model' or 'init_from': a second training stage on new data.",
+        ),
         device: str = typer.Option("auto", "--device", help="For --precompute: cpu, cuda, or auto."),
     ) -> None:
-        """Train the video prior: `mv3d train CONFIG --data DIR... --out RUN [--resume] [--max-steps N]`.
+        """Train the video prior: `mv3d train CONFIG --data DIR... --out RUN [--resume] [--max-steps N]
+        [--init-from MODEL]`.
 
         Multi-GPU / multi-node: `accelerate launch [--multi_gpu --num_processes N] -m mv3d train ...`;
         several CPU processes: `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m mv3d train ...`.
@@ -56,6 +64,8 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.from_yaml(config)
         if seed is not None:
             cfg.seed = int(seed)
+        if init_from is not None:
+            cfg.model, cfg.init_from = None, str(init_from)
         if max_steps is not None and max_steps < 1:
             raise InputError(f"--max-steps {max_steps}: expected a positive number of steps")
         if precompute:
