@@ -203,6 +203,23 @@ def condition_latent(
     return vae.encode(x.to(param.dtype)).latent_dist.mode()
 
 
+def residual_offset(image_latent: torch.Tensor, latent_channels: int, scaling_factor: float) -> torch.Tensor:
+    """What a residual model (`ModelInfo.residual`) diffuses relative to: the input view's scaled latent.
+
+    Training subtracts it from every frame's latent; sampling adds it back. A mirror-conditioned image
+    latent holds the mirror image's latent after the input view's; only the first `latent_channels`
+    (the input view) count.
+
+    Args:
+        image_latent: (B, C_image, h, w) unscaled conditioning latents (`condition_latent`).
+        latent_channels: C, the diffused latent's channel count (the VAE's).
+        scaling_factor: the VAE's latent scaling.
+    Returns:
+        (B, 1, C, h, w), broadcastable over frames.
+    """
+    return scaling_factor * image_latent[:, None, :latent_channels]
+
+
 def encode_frames(
     vae,
     frames: torch.Tensor,

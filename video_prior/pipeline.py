@@ -32,7 +32,13 @@ from video_prior.components import (
     model_info_from_config,
     save_components,
 )
-from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, decode_latents
+from video_prior.conditioning import (
+    camera_time_ids,
+    clip_embed,
+    condition_latent,
+    decode_latents,
+    residual_offset,
+)
 from video_prior.edm import denoise, karras_sigmas
 from video_prior.guidance import apply_cfg, guidance_scales
 from video_prior.samplers import get_sampler
@@ -467,9 +473,8 @@ class MultiViewPipeline:
         for latents in samples:
             if info.residual:
                 # the model diffused (frame latent - input latent): add the input view's scaled latent back
-                # (the input view's latent only: a mirror-conditioned model's second half is its mirror image)
-                own = image_latent[-1:, None, : latents.shape[2]]
-                latents = latents + self.vae.config.scaling_factor * own.to(latents.dtype)
+                own = image_latent[-1:].to(latents.dtype)
+                latents = latents + residual_offset(own, latents.shape[2], self.vae.config.scaling_factor)
             with self._on_device("vae") as vae:
                 decoded = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0].float()
             frames = decoded if frames is None else frames + decoded  # (N, C, H, W)

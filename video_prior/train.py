@@ -466,7 +466,13 @@ def training_loss(
     `info` (a ModelInfo) picks the prediction ("v" by default) and residual targets (frame latent minus
     the clean conditioning latent, scaled) when ``info.residual``.
     """
-    from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, encode_frames
+    from video_prior.conditioning import (
+        camera_time_ids,
+        clip_embed,
+        condition_latent,
+        encode_frames,
+        residual_offset,
+    )
 
     b = batch["polar_rad"].shape[0]
     cond_aug = edm.sample_cond_aug(b, config.cond_aug_mean, config.cond_aug_std, generator=generator)
@@ -501,7 +507,8 @@ def training_loss(
             if getattr(info, "residual", False):
                 clean_cond = condition_latent(vae, batch["cond_image"].to(device), torch.zeros(b)).float()
         if getattr(info, "residual", False):
-            latents = latents - vae.config.scaling_factor * clean_cond[:, None].to(latents.dtype)
+            own = clean_cond.to(latents.dtype)
+            latents = latents - residual_offset(own, vae.config.latent_channels, vae.config.scaling_factor)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     # Conditioning dropout: zero both the image latent and the CLIP embedding, as the sampler's
     # unconditional branch does; the camera vector is kept.
@@ -541,7 +548,13 @@ def sample_videos(
     Returns:
         (B, F, 3, H, W) in [-1, 1].
     """
-    from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, decode_latents
+    from video_prior.conditioning import (
+        camera_time_ids,
+        clip_embed,
+        condition_latent,
+        decode_latents,
+        residual_offset,
+    )
     from video_prior.guidance import apply_cfg, guidance_scales
     from video_prior.samplers import sample_euler
 
@@ -578,8 +591,8 @@ def sample_videos(
     x = (torch.randn((b, f, *shape), generator=gen, dtype=torch.float64) * sigmas[0].cpu()).float().to(device)
     latents = sample_euler(denoiser, x, sigmas.float())
     if getattr(info, "residual", False):
-        own = cond_latent[:, None, :latent_channels]  # the input view's latent, not its mirror image
-        latents = latents + vae.config.scaling_factor * own.to(latents.dtype)
+        own = cond_latent.to(latents.dtype)
+        latents = latents + residual_offset(own, latent_channels, vae.config.scaling_factor)
     return decode_latents(vae, latents)
 
 
