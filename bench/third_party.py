@@ -5,6 +5,14 @@ Stanford bunny, the COLLADA sample duck (textured), a teddy bear, a mug, a lego 
 mv3d does not depend on pybullet: this script downloads the wheel once with pip (`--no-deps`), extracts
 the chosen meshes and their textures into a cache folder, and prints their paths. Usage:
 
+Four of the six files are modelled +Y up (the duck's COLLADA original says `<up_axis>Y_UP`, the lego
+brick's URDF turns it by +90 degrees about X, and the bunny and the teddy sit on their feet only that
+way), while mv3d reads OBJ files as +Z up. Read as they are, those four lie on their side. The paths
+printed are therefore upright copies (`pybullet_data_upright/`): the same files with their vertex
+positions and normals turned from +Y up to +Z up, materials and textures untouched, so that they render
+exactly as `mv3d render MESH --up-axis y` renders the originals. Before 2026-11-27 the originals were
+printed as they are (the evaluation in MODEL_CARD.md says which numbers came from which).
+
     python bench/third_party.py [--cache DIR]      # prints one mesh path per line
     python bench/third_party.py --random-shapes    # prints the folder of the random shapes (below)
 
@@ -35,6 +43,9 @@ ASSETS = {
     "lego/lego.obj": [],
     "soccerball.obj": ["soccerball.mtl"],
 }
+#: The meshes modelled +Y up (module docstring); the others are +Z up (the mug stands on z = 0) or
+#: have no up (the soccer ball).
+Y_UP = {"duck.obj", "bunny.obj", "teddy2_VHACD_CHs.obj", "lego/lego.obj"}
 DEFAULT_CACHE = Path.home() / ".cache" / "mv3d" / "third_party"
 
 
@@ -50,10 +61,29 @@ def _wheel(cache: Path) -> Path:
     return wheels[-1]
 
 
+def y_up_obj_to_z_up(text: str) -> str:
+    """An OBJ file's text with its vertex positions (`v`) and normals (`vn`) turned from +Y up to +Z up.
+
+    (x, y, z) -> (x, -z, y), the rotation `render.meshes.Y_UP_TO_Z_UP` applies when a file is read with
+    `up_axis="y"`. Every other line (faces, texture coordinates, materials) is kept byte for byte; so are
+    the extra values of a `v` line (vertex colours).
+    """
+    out = []
+    for line in text.splitlines(keepends=True):
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] in ("v", "vn"):
+            x, y, z = parts[1:4]
+            neg_z = z[1:] if z.startswith("-") else "-" + z
+            ending = line[len(line.rstrip("\r\n")) :]
+            line = " ".join([parts[0], x, neg_z, y, *parts[4:]]) + ending
+        out.append(line)
+    return "".join(out)
+
+
 def third_party_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
-    """Paths of the extracted meshes (downloads and extracts on first use)."""
+    """Paths of the upright meshes (downloads, extracts and turns them upright on first use)."""
     cache = Path(cache_dir)
-    out = cache / "pybullet_data"
+    src, out = cache / "pybullet_data", cache / "pybullet_data_upright"
     paths = [out / name for name in ASSETS]
     if all(p.is_file() for p in paths):
         return paths
@@ -64,6 +94,21 @@ def third_party_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
                 member = f"pybullet_data/{rel}"
                 if member in names:
                     zf.extract(member, cache)
+    for mesh, extra in ASSETS.items():
+        if not (src / mesh).is_file():
+            continue
+        for rel in extra:  # materials and textures, unchanged, next to the mesh that names them
+            if (src / rel).is_file():
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                (out / rel).write_bytes((src / rel).read_bytes())
+        text = (src / mesh).read_text(errors="surrogateescape")
+        if mesh in Y_UP:
+            text = y_up_obj_to_z_up(text)
+        target = out / mesh
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, errors="surrogateescape")
+        tmp.replace(target)  # atomic: a killed run never leaves half a mesh behind
     return [p for p in paths if p.is_file()]
 
 

@@ -73,6 +73,31 @@ def test_up_axis_override_and_nothing_rescaled_silently(tmp_path):
         load_mesh(path, up_axis="x")
 
 
+def test_upright_copy_of_a_y_up_obj_loads_as_the_original_read_y_up(tmp_path):
+    """bench/third_party.py turns +Y-up OBJ files upright by rewriting `v`/`vn` lines: the copy, read
+    +Z up, must land in the world exactly where the original lands when read with `up_axis="y"`."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from third_party import y_up_obj_to_z_up
+
+    box = _offset_box()
+    box.apply_transform(trimesh.transformations.rotation_matrix(0.4, [1.0, 2.0, 3.0]))  # no symmetry left
+    original = tmp_path / "box.obj"
+    box.export(original)
+    text = original.read_text().replace("\n", "\r\n")  # line endings are kept as they are
+    upright = tmp_path / "box_upright.obj"
+    upright.write_bytes(y_up_obj_to_z_up(text).encode())
+    assert upright.read_bytes().count(b"\r\n") == text.count("\r\n")
+    np.testing.assert_allclose(
+        _world_vertices(load_mesh(upright)), _world_vertices(load_mesh(original, up_axis="y")), atol=1e-9
+    )
+    assert y_up_obj_to_z_up("v 1 2 -3 0.5 0.5 0.5\nvn 0 1 0\nvt 0.25 0.75\nf 1 2 3\n") == (
+        "v 1 3 2 0.5 0.5 0.5\nvn 0 -0 1\nvt 0.25 0.75\nf 1 2 3\n"
+    )
+
+
 def test_normalize_scene_in_memory():
     sphere = trimesh.creation.icosphere(radius=3.0)
     sphere.apply_translation([1.0, 2.0, 3.0])
