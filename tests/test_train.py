@@ -252,13 +252,19 @@ def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, c
     cfg = tmp_path / "stage2.yaml"
     # A vanishing learning rate: the second stage's saved UNet must be (to 1e-8) its initialisation, i.e.
     # the first stage's UNet, not CONFIG's freshly initialised model.
-    cfg.write_text(yaml.safe_dump({**TINY, "lr": 1e-12, "max_steps": 1}))
+    cfg.write_text(yaml.safe_dump({**TINY, "lr": 1e-12, "max_steps": 1, "model_notes": "second stage"}))
     with pytest.raises(SystemExit) as exc:
         main(["train", str(cfg), "--data", str(data_root), "--out", str(tmp_path / "second"),
               "--init-from", str(first.model_dir)])  # fmt: skip
     assert exc.value.code == 0
     saved = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())
     assert saved["init_from"] == str(first.model_dir) and saved["model"] is None
+    # The saved model says where it came from (model_notes), not what the first stage's model said.
+    notes = [
+        json.loads((d / "model" / "mv3d_model.json").read_text())["notes"]
+        for d in (tmp_path / "first", tmp_path / "second")
+    ]
+    assert notes[1] == "second stage" != notes[0]
     a, b = unet_weights(first.model_dir), unet_weights(tmp_path / "second" / "model")
     assert a.keys() == b.keys()
     for k in a:

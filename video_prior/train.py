@@ -97,6 +97,10 @@ class TrainConfig:
     `zero_init_output` zeroes the UNet's output convolution of a from-scratch model: with the model info's
     ``prediction: x0`` and ``residual: true`` the untrained model then returns the input view in every
     frame (the copy baseline), a deterministic warm start that training improves on.
+
+    `model_notes` replaces the `notes` (where the weights came from) of the saved model's info; by default
+    the model keeps the notes of its model config or of its `init_from` folder, which would describe an
+    earlier stage.
     """
 
     model: dict[str, Any] | None = None
@@ -133,6 +137,7 @@ class TrainConfig:
     sample_guidance: float = 2.5
     num_sample_objects: int = 2
     log_every: int = 1
+    model_notes: str | None = None
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.init_from is None):
@@ -968,6 +973,8 @@ def save_final_model(unet, vae, encoder, info, config, out_dir: Path, ema, named
     from video_prior.unet import MultiViewUNet
 
     info = copy.deepcopy(info)
+    if config.model_notes is not None:
+        info.notes = config.model_notes
     frames, resolution = config.stage_at(math.inf)
     info.resolution = int(resolution)
     if info.num_frames is not None:
