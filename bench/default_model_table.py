@@ -52,8 +52,12 @@ def table(paths: list[Path]) -> str:
                 d = per_object(m, "ours", metric) - per_object(m, base, metric)
                 p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
                 digits = 2 if metric == "psnr" else 3
-                cell = f"{d.mean():+.{digits}f} (p={p:.2g})"
                 margin = MARGINS[metric]
+                # More digits where the rounded difference would read as the margin itself (0.02998 is
+                # "+0.030" at three digits and does not meet +0.03).
+                while margin is not None and round(d.mean(), digits) == margin and digits < 6:
+                    digits += 1
+                cell = f"{d.mean():+.{digits}f} (p={p:.2g})"
                 if margin is not None:
                     ok = d.mean() >= margin
                     cell += " ✓" if ok else " ✗"
