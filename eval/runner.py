@@ -275,14 +275,14 @@ def summarise(
 # ------------------------------------------------------------------------------------------------
 
 
-def _resolve(sources: Sequence[Any]) -> list[Any]:
+def _resolve(sources: Sequence[Any], up_axis: str | None = None) -> list[Any]:
     """ObjectSource-like objects (object_id, spec, meta, load()) from specs or objects."""
     specs = [s for s in sources if isinstance(s, (str, Path))]
     objs = [s for s in sources if not isinstance(s, (str, Path))]
     if specs:
         from render.sources import resolve_sources
 
-        objs = list(resolve_sources([str(s) for s in specs])) + objs
+        objs = list(resolve_sources([str(s) for s in specs], up_axis=up_axis)) + objs
     if not objs:
         raise InputError(
             "no objects to evaluate: expected at least one source (a mesh file, folder, procedural:N:SEED, ...)"
@@ -422,6 +422,7 @@ def run_benchmark(
     figures: bool = True,
     progress: bool = True,
     extra_settings: Mapping[str, Any] | None = None,
+    up_axis: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `generator` (and baselines) on SOURCES; write OUT/metrics.json, report.md, figures.
 
@@ -441,6 +442,8 @@ def run_benchmark(
         lpips_model, clip_scorer: `eval.lpips.LPIPS` / `eval.view_metrics.CLIPScorer`, or None to skip.
         extra_settings: JSON-serialisable facts that change the numbers (how a baseline or the
             reconstruction was made); recorded in metrics.json and part of the cache key.
+        up_axis: "y" or "z", the up axis of the mesh files and folders among the specs (None: each
+            format's own; `render.sources.file_source`: another axis gives another object id).
 
     Returns:
         The metrics.json dictionary.
@@ -474,7 +477,7 @@ def run_benchmark(
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
     )
-    objs = _resolve(sources)
+    objs = _resolve(sources, up_axis)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)

@@ -461,6 +461,7 @@ def render_dataset(
     curation: Any = None,
     *,
     objaverse_dir: str | None = None,
+    up_axis: str | None = None,
     renderer_settings: dict[str, Any] | None = None,
     fov_deg: float = SV3D_FOV_DEG,
     light_augment: bool = False,
@@ -485,6 +486,8 @@ def render_dataset(
             is already initialised in this process, that instance is used.
         curation: a `render.curation.CurationConfig` (or a dict of its fields), or None for none.
         objaverse_dir: the local objaverse cache folder for `objaverse:` sources.
+        up_axis: "y" or "z", the up axis of every mesh file and folder among the sources (None: each
+            format's own; `render.sources.file_source`).
         light_augment: draw a random light setup per object.
         depth, normals: also store depth and normal maps.
         retry_failed: on a rerun, try failed objects again.
@@ -525,7 +528,7 @@ def render_dataset(
             raise InputError("curation settings were given but render.curation is not available")
         mod.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
-    resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir)
+    resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis)
     if not resolved:
         raise InputError(f"sources {' '.join(sources)}: found no objects to render")
     ids = Counter(s.object_id for s in resolved)

@@ -11,8 +11,13 @@ A source spec is one of:
 - an `objaverse:` selection (grammar in `render.objaverse_source`), e.g. `objaverse:uids=UID,UID`,
   `objaverse:uids-file=PATH`, `objaverse:lvis=chair,mug:limit=20`, `objaverse:all:seed=0:limit=100`.
 
+Mesh files and folders are read in the up axis their format implies (`render.meshes.load_mesh`: +Y for
+glTF, +Z otherwise) unless `up_axis` says otherwise for all of them (`--up-axis y` for a folder of OBJ files
+exported +Y up, as Blender's and most exporters' defaults write them).
+
 Every object gets an `object_id` that is unique across all sources and safe as a folder name: a
-readable name plus a short hash of the resolved file path for files (two `model.obj` files differ),
+readable name plus a short hash of the resolved file path for files (two `model.obj` files differ; the
+same file read in another up axis than its format's is another object, so caches never mix the two),
 `procedural-sSEED-INDEX` and `objaverse-UID` otherwise. The same object named twice (a file and a folder
 holding it) is kept once. Resolving is cheap: nothing is loaded or downloaded until `ObjectSource.load`,
 which the render job calls in its workers.
@@ -94,7 +99,7 @@ class ObjectSource:
 def _load_file(src: ObjectSource) -> LoadedMesh:
     from render.meshes import load_mesh
 
-    return load_mesh(src.location)
+    return load_mesh(src.location, up_axis=src.meta.get("up_axis"))
 
 
 def _load_procedural(src: ObjectSource) -> LoadedMesh:
@@ -133,14 +138,33 @@ def _readable_name(path: Path) -> str:
     return path.stem
 
 
-def file_source(path: str | os.PathLike) -> ObjectSource:
-    """The `ObjectSource` of one mesh file (the path need not be absolute)."""
+def _check_up_axis(up_axis: str | None) -> str | None:
+    if up_axis is None:
+        return None
+    if not isinstance(up_axis, str) or up_axis.lower() not in ("y", "z"):
+        raise InputError(f"up axis {up_axis!r}: expected y or z")
+    return up_axis.lower()
+
+
+def file_source(path: str | os.PathLike, up_axis: str | None = None) -> ObjectSource:
+    """The `ObjectSource` of one mesh file (the path need not be absolute).
+
+    `up_axis` ("y" or "z"; None: the format's, +Y for glTF and +Z otherwise) is the file's up axis; one
+    other than the format's is recorded in `meta["up_axis"]` and changes the object id.
+    """
     resolved = Path(path).expanduser().resolve()
-    digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:8]
+    fmt = resolved.suffix.lower().lstrip(".")
+    meta: dict[str, Any] = {"format": fmt}
+    key = str(resolved)
+    up_axis = _check_up_axis(up_axis)
+    if up_axis is not None and up_axis != ("y" if fmt in ("glb", "gltf") else "z"):
+        meta["up_axis"] = up_axis
+        key += f"|up={up_axis}"
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
     return ObjectSource(
         object_id=f"{_safe_name(_readable_name(resolved))}-{digest}",
         spec=str(path),
-        meta={"format": resolved.suffix.lower().lstrip(".")},
+        meta=meta,
         kind="file",
         location=str(resolved),
     )
@@ -194,8 +218,13 @@ def _parse_procedural(spec: str) -> tuple[int, int]:
     return n, seed
 
 
-def resolve_source(spec: str, objaverse_dir: str | os.PathLike | None = None) -> list[ObjectSource]:
-    """The objects one spec names (see the module docstring); `InputError` for a bad spec."""
+def resolve_source(
+    spec: str, objaverse_dir: str | os.PathLike | None = None, up_axis: str | None = None
+) -> list[ObjectSource]:
+    """The objects one spec names (see the module docstring); `InputError` for a bad spec.
+
+    `up_axis` applies to mesh files and folders (see `file_source`), not to procedural or objaverse objects.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"empty source {spec!r}; expected {SPEC_FORMS}")
     if spec.startswith(PROCEDURAL_PREFIX):
@@ -211,22 +240,26 @@ def resolve_source(spec: str, objaverse_dir: str | os.PathLike | None = None) ->
             raise InputError(
                 f"source folder {spec!r} holds no mesh files; expected files ending in {' '.join(MESH_EXTENSIONS)}"
             )
-        return [file_source(p) for p in files]
+        return [file_source(p, up_axis) for p in files]
     if path.is_file():
         if not _is_mesh(path):
             raise InputError(
                 f"source {spec!r} is not a mesh file; expected one ending in {' '.join(MESH_EXTENSIONS)}"
             )
-        return [file_source(path)]
+        return [file_source(path, up_axis)]
     raise InputError(f"source {spec!r} does not exist; expected {SPEC_FORMS}")
 
 
-def resolve_sources(specs: list[str], objaverse_dir: str | os.PathLike | None = None) -> list[ObjectSource]:
+def resolve_sources(
+    specs: list[str], objaverse_dir: str | os.PathLike | None = None, up_axis: str | None = None
+) -> list[ObjectSource]:
     """All objects the specs name, in order, each object once (first occurrence wins).
 
     Args:
         specs: source specs (see the module docstring).
         objaverse_dir: the objaverse cache folder for `objaverse:` specs (default: the package's).
+        up_axis: "y" or "z": the up axis of every mesh file and folder among the specs (None: each
+            format's own, +Y for glTF and +Z otherwise).
 
     Raises:
         InputError: no specs, or a spec that is malformed, missing or selects nothing.
@@ -235,10 +268,11 @@ def resolve_sources(specs: list[str], objaverse_dir: str | os.PathLike | None = 
         specs = [specs]
     if not specs:
         raise InputError(f"no sources given; expected one or more of: {SPEC_FORMS}")
+    up_axis = _check_up_axis(up_axis)
     out: list[ObjectSource] = []
     seen: set[str] = set()
     for spec in specs:
-        objects = resolve_source(spec, objaverse_dir)
+        objects = resolve_source(spec, objaverse_dir, up_axis)
         if not objects:
             raise InputError(f"source {spec!r} selects no objects")
         for obj in objects:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from eval.compare import compare, format_comparison
 from eval.runner import build_baselines, resize_views, run_benchmark
@@ -219,6 +221,43 @@ def test_cli_compare_and_errors(run_a, capsys, tmp_path):
         ["eval", "--objects", "a", "b", "--out", str(tmp_path), "--lpips-weights", str(tmp_path)], capsys
     )
     assert code == 2 and "alexnet-owt-7be5be79.pth" in err
+    code, _, err = _cli(
+        ["eval", "--objects", "procedural:1:0", "--out", str(tmp_path), "--up-axis", "x"], capsys
+    )
+    assert code == 2 and "--up-axis 'x': expected y or z" in err and len(err.strip().splitlines()) == 1
+
+
+def test_up_axis_reads_mesh_files_upright_and_names_them_apart(tmp_path):
+    """`up_axis="y"`: a +Y-up OBJ is rendered standing (its tall side up), under another object id."""
+    import trimesh
+
+    mesh = tmp_path / "post.obj"
+    trimesh.creation.box(extents=(0.2, 1.0, 0.2)).export(mesh)  # a post, tall along +Y
+    runs = {
+        axis: run_benchmark(
+            [str(mesh)],
+            tmp_path / f"up_{axis}",
+            TinyGenerator(),
+            views=3,
+            resolution=32,
+            baselines=(),
+            progress=False,
+            figures=False,
+            up_axis=axis,
+        )  # fmt: skip
+        for axis in (None, "y")
+    }
+    (plain_id,), (y_id,) = (list(m["objects"]) for m in runs.values())
+    assert plain_id != y_id and runs["y"]["objects"][y_id]["meta"]["up_axis"] == "y"
+
+    def height_over_width(run_dir: Path, object_id: str) -> float:
+        # view 1 (azimuth 120): a post lying along view 0's line of sight shows its length here
+        alpha = np.asarray(Image.open(run_dir / "objects" / object_id / "gt" / "views" / "001.png"))[..., 3]
+        rows, cols = np.nonzero(alpha > 127)
+        return (np.ptp(rows) + 1) / (np.ptp(cols) + 1)
+
+    assert height_over_width(tmp_path / "up_y", y_id) > 2.0
+    assert height_over_width(tmp_path / "up_None", plain_id) < 0.5
 
 
 def test_cli_help_lists_the_options():

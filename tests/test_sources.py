@@ -172,3 +172,29 @@ def test_extensions_follow_the_loader():
     from render.meshes import SUPPORTED_FORMATS
 
     assert set(MESH_EXTENSIONS) == set(SUPPORTED_FORMATS)
+
+
+def test_up_axis_applies_to_files_and_folders_and_changes_the_id_only_when_it_turns_the_mesh(tree):
+    from render.meshes import Y_UP_TO_Z_UP, load_mesh
+
+    obj, glb = tree / "a" / "chair.obj", tree / "c" / "deep" / "vase.glb"
+    plain, y_up = file_source(obj), file_source(obj, "Y")
+    # An OBJ read +Y up is another object (its renders differ): another id, and the axis in its meta.
+    assert y_up.object_id != plain.object_id and y_up.meta["up_axis"] == "y" and "up_axis" not in plain.meta
+    # The format's own axis changes nothing: same id, same meta.
+    assert file_source(obj, "z") == plain and file_source(glb, "y") == file_source(glb)
+    np.testing.assert_allclose(y_up.load().source_to_world, load_mesh(obj, up_axis="y").source_to_world)
+    np.testing.assert_allclose(
+        y_up.load().source_to_world[:3, :3] @ np.linalg.inv(plain.load().source_to_world[:3, :3]),
+        Y_UP_TO_Z_UP[:3, :3],
+        atol=1e-12,
+    )
+    # Workers get the axis with the pickled source.
+    assert pickle.loads(pickle.dumps(y_up)).meta["up_axis"] == "y"
+    # A folder passes it to each of its files; procedural objects ignore it.
+    sources = resolve_sources([str(tree / "a"), "procedural:1:0"], up_axis="y")
+    by_name = {s.object_id.split("-")[0]: s for s in sources}
+    assert by_name["chair"].object_id == y_up.object_id and by_name["lamp"].meta["up_axis"] == "y"
+    assert "up_axis" not in by_name["procedural"].meta
+    with pytest.raises(InputError, match="up axis 'x': expected y or z"):
+        resolve_sources([str(obj)], up_axis="x")

@@ -78,6 +78,11 @@ def register(app: typer.Typer) -> None:
         ),
         views: int = typer.Option(21, "--views", help="Views per orbit (view 0 is the input)."),
         elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
+        up_axis: str | None = typer.Option(
+            None,
+            "--up-axis",
+            help="Up axis of every mesh file and folder among the objects: y or z (default: y for glTF, z otherwise).",
+        ),
         resolution: int = typer.Option(
             None,
             "--resolution",
@@ -140,6 +145,8 @@ def register(app: typer.Typer) -> None:
             )
         if out is None:
             raise InputError("no report folder: expected --out REPORT_DIR")
+        if up_axis is not None and up_axis.lower() not in ("y", "z"):
+            raise InputError(f"--up-axis {up_axis!r}: expected y or z")
         names = [b.strip() for b in baselines.split(",") if b.strip()]
 
         from eval.runner import BASELINES, run_benchmark
@@ -196,6 +203,7 @@ def register(app: typer.Typer) -> None:
             model_hash=getattr(gen, "model_hash", None),
             clip_path=str(clip) if clip is not None else None,
             extra_settings=extra,
+            up_axis=up_axis,
         )
         agg = metrics["aggregate"]
         for name in metrics["methods"]:

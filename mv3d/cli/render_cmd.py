@@ -158,6 +158,11 @@ def register(app: typer.Typer) -> None:
         objaverse_dir: Path | None = typer.Option(
             None, "--objaverse-dir", help="Local objaverse cache folder."
         ),
+        up_axis: str | None = typer.Option(
+            None,
+            "--up-axis",
+            help="Up axis of every mesh file and folder among SOURCES: y or z (default: y for glTF, z otherwise).",
+        ),
         retry_failed: bool = typer.Option(
             True, "--retry-failed/--no-retry-failed", help="On a rerun, try failed objects again."
         ),
@@ -188,6 +193,7 @@ def register(app: typer.Typer) -> None:
             ray_address=ray,
             curation=cfg,
             objaverse_dir=str(objaverse_dir) if objaverse_dir else None,
+            up_axis=up_axis,
             renderer_settings={"samples": samples, "world": world} if renderer == "blender" else {},
             fov_deg=fov,
             light_augment=light_augment,
