@@ -12,7 +12,7 @@
 #    stage 2: continue each from its stage-1 model (--init-from) with configs/default_model_stage2.yaml on the
 #    procedural renders plus the random shapes;
 # 3. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
-#    renders of 6 real third-party meshes (bench/third_party.py), against the copy baseline and the trained
+#    renders of 6 real third-party meshes standing upright (bench/third_party.py), against the copy baseline and the trained
 #    no-camera ablation.
 #
 # Same seeds, same config: the same model up to the floating-point nondeterminism of the hardware.
