@@ -15,12 +15,19 @@ printed as they are (the evaluation in MODEL_CARD.md says which numbers came fro
 
     python bench/third_party.py [--cache DIR]      # prints one mesh path per line
     python bench/third_party.py --random-shapes    # prints the folder of the random shapes (below)
+    python bench/third_party.py --validation       # prints the 8 validation meshes (below)
 
 The same wheel also ships `random_urdfs/`: 1000 random shapes (unions of convex pieces, each with one
 colour given in its URDF file). `--random-shapes` writes them as coloured PLY meshes into one folder, a
 source of training shapes that are neither procedural primitives nor any of the six test meshes above.
 
-From Python: `third_party_meshes(cache_dir) -> list[Path]`, `random_shapes(cache_dir) -> Path`.
+`--validation` prints 8 other meshes of the same wheel (a table, a tray, a stone, three Franka Panda and two
+xArm links): the objects the default model's training was watched on and its stages chosen by
+(MODEL_CARD.md), never the test meshes. They are copied alone, without the material files some of them
+name, as they were used (uncoloured meshes render light grey).
+
+From Python: `third_party_meshes(cache_dir) -> list[Path]`, `random_shapes(cache_dir) -> Path`,
+`validation_meshes(cache_dir) -> list[Path]`.
 """
 
 from __future__ import annotations
@@ -46,6 +53,17 @@ ASSETS = {
 #: The meshes modelled +Y up (module docstring); the others are +Z up (the mug stands on z = 0) or
 #: have no up (the soccer ball).
 Y_UP = {"duck.obj", "bunny.obj", "teddy2_VHACD_CHs.obj", "lego/lego.obj"}
+#: The validation meshes (paths relative to pybullet_data/), each copied under its path with "/" -> "_".
+VALIDATION = [
+    "franka_panda/meshes/visual/hand.obj",
+    "franka_panda/meshes/visual/link1.obj",
+    "franka_panda/meshes/visual/link3.obj",
+    "stone.obj",
+    "table/table.obj",
+    "tray/tray_textured.obj",
+    "xarm/xarm_description/meshes/xarm6/visual/base.stl",
+    "xarm/xarm_description/meshes/xarm6/visual/link2.stl",
+]
 DEFAULT_CACHE = Path.home() / ".cache" / "mv3d" / "third_party"
 
 
@@ -154,13 +172,33 @@ def random_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     return out
 
 
+def validation_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
+    """Paths of the 8 validation meshes (module docstring); extracted on first use."""
+    out = Path(cache_dir) / "validation"
+    paths = [out / rel.replace("/", "_") for rel in VALIDATION]
+    if all(p.is_file() for p in paths):
+        return paths
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(_wheel(Path(cache_dir))) as zf:
+        for rel, target in zip(VALIDATION, paths, strict=True):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(zf.read(f"pybullet_data/{rel}"))
+            tmp.replace(target)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
     parser.add_argument("--random-shapes", action="store_true", help="print the folder of the random shapes")
+    parser.add_argument("--validation", action="store_true", help="print the paths of the validation meshes")
     args = parser.parse_args()
     if args.random_shapes:
         print(random_shapes(args.cache))
+        return
+    if args.validation:
+        for p in validation_meshes(args.cache):
+            print(p)
         return
     for p in third_party_meshes(args.cache):
         print(p)
