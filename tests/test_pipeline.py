@@ -196,3 +196,46 @@ def test_clear_errors(pipe, rgba):
         fixed(rgba, static_orbit(N + 1))
     with pytest.raises(InputError, match="multiple of"):
         pipe(rgba, orbit, height=18, width=18)
+
+
+def test_mirror_orbit_reflects_the_cameras_in_the_input_cameras_vertical_plane():
+    from video_prior.pipeline import mirror_orbit
+
+    orbit = static_orbit(N, elevation_deg=20.0, start_azimuth_deg=30.0)
+    mirrored = mirror_orbit(orbit)
+    np.testing.assert_allclose(mirrored.azimuth_deg, (60.0 - orbit.azimuth_deg) % 360.0)
+    np.testing.assert_allclose(mirror_orbit(mirrored).azimuth_deg, orbit.azimuth_deg)
+    centres, centres_m = orbit.camera_to_world()[:, :3, 3], mirrored.camera_to_world()[:, :3, 3]
+    d = centres[0, :2] / np.linalg.norm(centres[0, :2])
+    normal = np.array([-d[1], d[0], 0.0])  # horizontal, perpendicular to the input camera's direction
+    reflect = np.eye(3) - 2.0 * np.outer(normal, normal)
+    np.testing.assert_allclose(centres_m, centres @ reflect.T, atol=1e-9)
+    assert not np.allclose(centres_m[1:], centres[1:])
+
+
+def test_mirror_average_draws_half_the_ensemble_mirrored_and_flips_it_back(pipe, rgba, monkeypatch):
+    # the decoder returns one left-right asymmetric image (a ramp along x) for every frame and draw
+    ramp = torch.linspace(-0.5, 0.5, 16).view(1, 1, 1, 1, 16)
+
+    def fake_decode(vae, latents, chunk_size=8):
+        b, f = latents.shape[:2]
+        return ramp.expand(b, f, 4, 16, 16).clone()
+
+    monkeypatch.setattr(pipeline_module, "decode_latents", fake_decode)
+    orbit = static_orbit(N, elevation_deg=10.0)
+    kw = {"num_inference_steps": 1, "generator": _seed(0), "output_type": "pt"}
+    with _Spy(pipe.unet) as spy:
+        plain = pipe(rgba, orbit, ensemble=3, **kw).frames
+        mixed = pipe(rgba, orbit, ensemble=3, mirror_average=True, **kw).frames
+    ramp01 = (ramp[0, 0] + 1.0) / 2.0
+    torch.testing.assert_close(plain, ramp01.expand_as(plain))
+    torch.testing.assert_close(mixed, ((2.0 * ramp01 + ramp01.flip(-1)) / 3.0).expand_as(mixed))
+    # the mirrored draw (the last UNet call) sees the orbit's azimuths mirrored: -phi mod 2 pi
+    az = np.deg2rad(np.arange(N) * 360.0 / N)
+    torch.testing.assert_close(
+        spy.calls[-1]["ids"][-1][:, 2], torch.tensor((-az) % (2 * np.pi), dtype=torch.float32)
+    )
+    assert len(spy.calls) == 6  # three draws each, one step
+    # one draw: nothing to mirror, the plain output
+    one = pipe(rgba, orbit, ensemble=1, mirror_average=True, **kw).frames
+    torch.testing.assert_close(one, pipe(rgba, orbit, ensemble=1, **kw).frames)

@@ -97,6 +97,9 @@ class ModelInfo:
             mirrored; producing that is a global horizontal flip, which a small convolutional network
             with unpositioned attention learns slowly, so the mirror image is an input and the camera
             conditioning decides, per frame, how much of each to use.
+        default_mirror_average: the pipeline's `mirror_average` when the caller gives none: half of the
+            ensemble is drawn for the input and the orbit mirrored left-right and flipped back (test-time
+            augmentation by the task's reflection symmetry, same cost).
         notes: free text (where the weights came from).
     """
 
@@ -120,6 +123,7 @@ class ModelInfo:
     alpha: bool = False
     sigma_max: float = 700.0
     mirror_conditioning: bool = False
+    default_mirror_average: bool = False
     notes: str = ""
 
     def __post_init__(self) -> None:

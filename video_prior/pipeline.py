@@ -43,9 +43,23 @@ from video_prior.edm import denoise, karras_sigmas
 from video_prior.guidance import apply_cfg, guidance_scales
 from video_prior.samplers import get_sampler
 
-__all__ = ["MultiViewPipeline", "MultiViewPipelineOutput", "OUTPUT_TYPES"]
+__all__ = ["MultiViewPipeline", "MultiViewPipelineOutput", "OUTPUT_TYPES", "mirror_orbit"]
 
 OUTPUT_TYPES = ("np", "uint8", "pt")
+
+
+def mirror_orbit(orbit: Orbit) -> Orbit:
+    """The orbit reflected through the vertical plane of its input camera (frame 0): azimuths phi ->
+    2 * phi_0 - phi, elevations, radii and field of view unchanged. Seen from the reflected cameras, the
+    reflected object gives the left-right mirror images of the original views."""
+    az = np.asarray(orbit.azimuth_deg, dtype=np.float64)
+    return Orbit(
+        azimuth_deg=(2.0 * az[0] - az) % 360.0,
+        elevation_deg=orbit.elevation_deg,
+        radius=orbit.radius,
+        fov_deg=orbit.fov_deg,
+        kind=orbit.kind,
+    )
 
 
 @dataclass
@@ -310,90 +324,29 @@ class MultiViewPipeline:
     # generation
     # ----------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def __call__(
+    def _sample_branch(
         self,
-        image: Any,
+        image_t: torch.Tensor,
         orbit: Orbit,
-        num_inference_steps: int | None = None,
-        sampler: str = "euler",
-        guidance: str = "triangle",
-        min_guidance: float = 1.0,
-        max_guidance: float = 2.5,
-        cond_aug: float | None = None,
-        generator: torch.Generator | None = None,
-        ensemble: int | None = None,
-        decode_chunk_size: int = 8,
-        callback=None,
-        output_type: str = "np",
-        height: int | None = None,
-        width: int | None = None,
-        progress: bool = False,
-    ) -> MultiViewPipelineOutput:
-        """Generate one view per camera of `orbit`, frame 0 being the input view.
-
-        Args:
-            image: the input view: (H, W, 4) uint8 RGBA (composited on the model's background, white),
-                (H, W, 3) uint8, a PIL image, or a (3, H, W) tensor in [-1, 1]. Square.
-            orbit: the cameras (``render.cameras.Orbit``); frame 0 is the input view's camera.
-            num_inference_steps: sampling steps (None: the model's default, 50 for SV3D).
-            sampler: a name in ``video_prior.samplers.SAMPLERS`` ("euler", "heun", "dpmpp2m").
-            guidance: per-frame CFG schedule, "constant", "linear" or "triangle" (SV3D), over the frames in
-                the model's order.
-            min_guidance, max_guidance: the schedule's range; 1.0 everywhere disables CFG (one branch).
-            cond_aug: noise level added to the conditioning image before VAE encoding, also given to the
-                network (None: the model's default, 1e-5 for SV3D as its reference sampling script, 0.02
-                for SVD).
-            generator: seeds the conditioning noise and the initial noise; same seed, same device, same
-                output.
-            ensemble: K, the number of samples drawn from independent initial noise and averaged (after
-                decoding) into the output (None: the model's ``default_ensemble``). K = 1 is plain sampling;
-                for a model sampled in one step from pure noise (a posterior-mean estimate) the average
-                removes what the estimate still owes to its noise draw (test-time ensembling, as Marigold
-                does for depth).
-            decode_chunk_size: frames decoded per VAE call (memory bound).
-            callback: ``callback(step, num_steps)`` after each sampling step (step counts from 1).
-            output_type: "np" (float32 [0, 1]), "uint8", or "pt" ((N, 3, H, W) tensor in [0, 1]).
-            height, width: output size (None: the model's resolution; must be equal, multiples of the
-                latent grid).
-            progress: show a tqdm bar over the sampling steps.
-
-        Returns:
-            `MultiViewPipelineOutput`.
-        """
+        members: int,
+        steps: int,
+        sample_fn: Any,
+        scales: torch.Tensor,
+        do_cfg: bool,
+        cond_aug: float,
+        generator: torch.Generator | None,
+        decode_chunk_size: int,
+        bar: Any,
+        callback: Any,
+        done: int,
+        total: int,
+    ) -> tuple[torch.Tensor, int]:
+        """Steps 2-7 of `__call__` for one input view and orbit: the SUM over `members` draws of the decoded
+        frames, (N, C, H, W) in [-1, 1] in the model's frame order, and the updated step count `done`."""
         info = self.info
-        # 1. check inputs
-        if not isinstance(orbit, Orbit):
-            raise InputError(f"orbit of type {type(orbit).__name__}: expected a render.cameras.Orbit")
         n = len(orbit)
-        if info.num_frames is not None and n != info.num_frames:
-            raise InputError(f"orbit has {n} views but this model generates exactly {info.num_frames}")
-        steps = info.default_steps if num_inference_steps is None else int(num_inference_steps)
-        if steps < 1:
-            raise InputError(f"number of sampling steps {steps}: expected at least 1")
-        members = info.default_ensemble if ensemble is None else int(ensemble)
-        if members < 1:
-            raise InputError(f"ensemble size {members}: expected at least 1 sample")
-        if output_type not in OUTPUT_TYPES:
-            raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
-        if height is not None and width is not None and height != width:
-            raise InputError(f"output size {width}x{height}: expected a square size")
-        size = int(height or width or self.resolution)
-        grid = self.vae_scale_factor * 2 ** int(self.unet.num_upsamplers)
-        if size % grid:
-            raise InputError(
-                f"output size {size}: expected a multiple of {grid} (the latent grid of this model)"
-            )
-        cond_aug = info.default_cond_aug if cond_aug is None else float(cond_aug)
-        if cond_aug < 0:
-            raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
-        sample_fn = get_sampler(sampler)
-        scales = guidance_scales(guidance, n, min_guidance, max_guidance)
-        # A model trained without conditioning dropout has no unconditional branch: guidance is off for it.
-        do_cfg = bool(info.cfg) and bool(torch.any(scales != 1.0))
+        size = int(image_t.shape[-1])
         device, dtype = self.device, self.dtype
-        image_t = self.preprocess_image(image, size)
-
         # 2. encode the input view: CLIP embedding (clean image) and VAE latent (noise-augmented)
         with self._on_device("image_encoder") as encoder:
             context = clip_embed(encoder, image_t[:, :3].to(device)).to(dtype)  # (1, 1, D), RGB only
@@ -450,23 +403,16 @@ class MultiViewPipeline:
                 uncond, cond_out = both.chunk(2)
                 return apply_cfg(uncond, cond_out, scales)
 
-            total = steps * members
-            bar = tqdm(total=total, desc="sampling", unit="step", disable=not progress, leave=False)
-            done = 0
-
             def on_step(state: dict) -> None:
                 bar.update(1)
                 if callback is not None:
                     callback(done + int(state["i"]) + 1, total)
 
             samples = []
-            try:
-                for k in range(members):
-                    x = noise[k] * sigmas[0].to(torch.float32)
-                    samples.append(sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step))
-                    done += steps
-            finally:
-                bar.close()
+            for k in range(members):
+                x = noise[k] * sigmas[0].to(torch.float32)
+                samples.append(sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step))
+                done += steps
 
         # 7. decode, a chunk of frames at a time; an ensemble is averaged in image space
         frames = None
@@ -478,10 +424,121 @@ class MultiViewPipeline:
             with self._on_device("vae") as vae:
                 decoded = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0].float()
             frames = decoded if frames is None else frames + decoded  # (N, C, H, W)
-        frames = frames / members
+        return frames, done
 
-        # 8. back to the orbit's order; optionally show the input itself as the input view
-        frames = from_sv3d_order(frames, order) if info.frame_order == "sv3d" else frames
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Any,
+        orbit: Orbit,
+        num_inference_steps: int | None = None,
+        sampler: str = "euler",
+        guidance: str = "triangle",
+        min_guidance: float = 1.0,
+        max_guidance: float = 2.5,
+        cond_aug: float | None = None,
+        generator: torch.Generator | None = None,
+        ensemble: int | None = None,
+        mirror_average: bool | None = None,
+        decode_chunk_size: int = 8,
+        callback=None,
+        output_type: str = "np",
+        height: int | None = None,
+        width: int | None = None,
+        progress: bool = False,
+    ) -> MultiViewPipelineOutput:
+        """Generate one view per camera of `orbit`, frame 0 being the input view.
+
+        Args:
+            image: the input view: (H, W, 4) uint8 RGBA (composited on the model's background, white),
+                (H, W, 3) uint8, a PIL image, or a (3, H, W) tensor in [-1, 1]. Square.
+            orbit: the cameras (``render.cameras.Orbit``); frame 0 is the input view's camera.
+            num_inference_steps: sampling steps (None: the model's default, 50 for SV3D).
+            sampler: a name in ``video_prior.samplers.SAMPLERS`` ("euler", "heun", "dpmpp2m").
+            guidance: per-frame CFG schedule, "constant", "linear" or "triangle" (SV3D), over the frames in
+                the model's order.
+            min_guidance, max_guidance: the schedule's range; 1.0 everywhere disables CFG (one branch).
+            cond_aug: noise level added to the conditioning image before VAE encoding, also given to the
+                network (None: the model's default, 1e-5 for SV3D as its reference sampling script, 0.02
+                for SVD).
+            generator: seeds the conditioning noise and the initial noise; same seed, same device, same
+                output.
+            ensemble: K, the number of samples drawn from independent initial noise and averaged (after
+                decoding) into the output (None: the model's ``default_ensemble``). K = 1 is plain sampling;
+                for a model sampled in one step from pure noise (a posterior-mean estimate) the average
+                removes what the estimate still owes to its noise draw (test-time ensembling, as Marigold
+                does for depth).
+            mirror_average: draw half of the ensemble (the smaller half, none when K = 1) for the input
+                mirrored left-right and the orbit mirrored about the input's azimuth (+phi -> -phi), and
+                flip those frames back before averaging: test-time augmentation by the task's reflection
+                symmetry, at no extra cost (None: the model's ``default_mirror_average``).
+            decode_chunk_size: frames decoded per VAE call (memory bound).
+            callback: ``callback(step, num_steps)`` after each sampling step (step counts from 1).
+            output_type: "np" (float32 [0, 1]), "uint8", or "pt" ((N, 3, H, W) tensor in [0, 1]).
+            height, width: output size (None: the model's resolution; must be equal, multiples of the
+                latent grid).
+            progress: show a tqdm bar over the sampling steps.
+
+        Returns:
+            `MultiViewPipelineOutput`.
+        """
+        info = self.info
+        # 1. check inputs
+        if not isinstance(orbit, Orbit):
+            raise InputError(f"orbit of type {type(orbit).__name__}: expected a render.cameras.Orbit")
+        n = len(orbit)
+        if info.num_frames is not None and n != info.num_frames:
+            raise InputError(f"orbit has {n} views but this model generates exactly {info.num_frames}")
+        steps = info.default_steps if num_inference_steps is None else int(num_inference_steps)
+        if steps < 1:
+            raise InputError(f"number of sampling steps {steps}: expected at least 1")
+        members = info.default_ensemble if ensemble is None else int(ensemble)
+        if members < 1:
+            raise InputError(f"ensemble size {members}: expected at least 1 sample")
+        mirror = bool(info.default_mirror_average if mirror_average is None else mirror_average)
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
+        if height is not None and width is not None and height != width:
+            raise InputError(f"output size {width}x{height}: expected a square size")
+        size = int(height or width or self.resolution)
+        grid = self.vae_scale_factor * 2 ** int(self.unet.num_upsamplers)
+        if size % grid:
+            raise InputError(
+                f"output size {size}: expected a multiple of {grid} (the latent grid of this model)"
+            )
+        cond_aug = info.default_cond_aug if cond_aug is None else float(cond_aug)
+        if cond_aug < 0:
+            raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
+        sample_fn = get_sampler(sampler)
+        scales = guidance_scales(guidance, n, min_guidance, max_guidance)
+        # A model trained without conditioning dropout has no unconditional branch: guidance is off for it.
+        do_cfg = bool(info.cfg) and bool(torch.any(scales != 1.0))
+        image_t = self.preprocess_image(image, size)
+
+        # Mirror averaging: the task is symmetric under the reflection that flips the input view
+        # left-right and takes the camera at azimuth +phi (relative to the input) to -phi, so part of the
+        # ensemble is drawn for the mirrored input and mirrored orbit and flipped back before averaging.
+        branches = [(image_t, orbit, members - members // 2 if mirror else members, False)]
+        if mirror and members // 2:
+            branches.append((image_t.flip(-1), mirror_orbit(orbit), members // 2, True))
+        bar = tqdm(total=steps * members, desc="sampling", unit="step", disable=not progress, leave=False)
+        done = 0
+        frames = None
+        try:
+            for branch_image, branch_orbit, branch_members, flipped in branches:
+                decoded_sum, done = self._sample_branch(
+                    branch_image, branch_orbit, branch_members, steps, sample_fn, scales, do_cfg, cond_aug,
+                    generator, decode_chunk_size, bar, callback, done, steps * members,
+                )  # fmt: skip
+                # 8. back to the orbit's order (each branch's own), mirrored frames flipped back
+                if info.frame_order == "sv3d":
+                    decoded_sum = from_sv3d_order(decoded_sum, self._camera_inputs(branch_orbit)[2])
+                decoded_sum = decoded_sum.flip(-1) if flipped else decoded_sum
+                frames = decoded_sum if frames is None else frames + decoded_sum
+        finally:
+            bar.close()
+        frames = frames / members
+        # optionally show the input itself as the input view
         if info.overwrite_input_frame:
             frames[0] = image_t[0].to(frames.device)
         frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
