@@ -48,6 +48,19 @@ __all__ = ["MultiViewPipeline", "MultiViewPipelineOutput", "OUTPUT_TYPES", "mirr
 OUTPUT_TYPES = ("np", "uint8", "pt")
 
 
+@dataclass(frozen=True)
+class _SamplingPlan:
+    """The sampling settings one `__call__` resolved, shared by its branches (`_sample_branch`)."""
+
+    steps: int
+    sample_fn: Any
+    scales: torch.Tensor
+    do_cfg: bool
+    cond_aug: float
+    generator: torch.Generator | None
+    decode_chunk_size: int
+
+
 def mirror_orbit(orbit: Orbit) -> Orbit:
     """The orbit reflected through the vertical plane of its input camera (frame 0): azimuths phi ->
     2 * phi_0 - phi, elevations, radii and field of view unchanged. Seen from the reflected cameras, the
@@ -325,24 +338,13 @@ class MultiViewPipeline:
     # ----------------------------------------------------------------------------------------------
 
     def _sample_branch(
-        self,
-        image_t: torch.Tensor,
-        orbit: Orbit,
-        members: int,
-        steps: int,
-        sample_fn: Any,
-        scales: torch.Tensor,
-        do_cfg: bool,
-        cond_aug: float,
-        generator: torch.Generator | None,
-        decode_chunk_size: int,
-        bar: Any,
-        callback: Any,
-        done: int,
-        total: int,
-    ) -> tuple[torch.Tensor, int]:
+        self, image_t: torch.Tensor, orbit: Orbit, members: int, plan: _SamplingPlan, on_step: Any
+    ) -> torch.Tensor:
         """Steps 2-7 of `__call__` for one input view and orbit: the SUM over `members` draws of the decoded
-        frames, (N, C, H, W) in [-1, 1] in the model's frame order, and the updated step count `done`."""
+        frames, (N, C, H, W) in [-1, 1] in the model's frame order. `on_step(j)` after the j-th sampling
+        step of this branch (from 1)."""
+        steps, sample_fn, scales, do_cfg = plan.steps, plan.sample_fn, plan.scales, plan.do_cfg
+        cond_aug, generator = plan.cond_aug, plan.generator
         info = self.info
         n = len(orbit)
         size = int(image_t.shape[-1])
@@ -403,16 +405,14 @@ class MultiViewPipeline:
                 uncond, cond_out = both.chunk(2)
                 return apply_cfg(uncond, cond_out, scales)
 
-            def on_step(state: dict) -> None:
-                bar.update(1)
-                if callback is not None:
-                    callback(done + int(state["i"]) + 1, total)
-
             samples = []
             for k in range(members):
                 x = noise[k] * sigmas[0].to(torch.float32)
-                samples.append(sample_fn(denoiser, x, sigmas.to(torch.float32), None, on_step))
-                done += steps
+
+                def report(state: dict, base: int = k * steps) -> None:
+                    on_step(base + int(state["i"]) + 1)
+
+                samples.append(sample_fn(denoiser, x, sigmas.to(torch.float32), None, report))
 
         # 7. decode, a chunk of frames at a time; an ensemble is averaged in image space
         frames = None
@@ -422,9 +422,9 @@ class MultiViewPipeline:
                 own = image_latent[-1:].to(latents.dtype)
                 latents = latents + residual_offset(own, latents.shape[2], self.vae.config.scaling_factor)
             with self._on_device("vae") as vae:
-                decoded = decode_latents(vae, latents.to(dtype), chunk_size=decode_chunk_size)[0].float()
+                decoded = decode_latents(vae, latents.to(dtype), chunk_size=plan.decode_chunk_size)[0].float()
             frames = decoded if frames is None else frames + decoded  # (N, C, H, W)
-        return frames, done
+        return frames
 
     @torch.no_grad()
     def __call__(
@@ -521,15 +521,20 @@ class MultiViewPipeline:
         branches = [(image_t, orbit, members - members // 2 if mirror else members, False)]
         if mirror and members // 2:
             branches.append((image_t.flip(-1), mirror_orbit(orbit), members // 2, True))
-        bar = tqdm(total=steps * members, desc="sampling", unit="step", disable=not progress, leave=False)
-        done = 0
-        frames = None
+        plan = _SamplingPlan(steps, sample_fn, scales, do_cfg, cond_aug, generator, decode_chunk_size)
+        total = steps * members
+        bar = tqdm(total=total, desc="sampling", unit="step", disable=not progress, leave=False)
+        frames, offset = None, 0
         try:
             for branch_image, branch_orbit, branch_members, flipped in branches:
-                decoded_sum, done = self._sample_branch(
-                    branch_image, branch_orbit, branch_members, steps, sample_fn, scales, do_cfg, cond_aug,
-                    generator, decode_chunk_size, bar, callback, done, steps * members,
-                )  # fmt: skip
+
+                def on_step(j: int, offset: int = offset) -> None:
+                    bar.update(1)
+                    if callback is not None:
+                        callback(offset + j, total)
+
+                decoded_sum = self._sample_branch(branch_image, branch_orbit, branch_members, plan, on_step)
+                offset += branch_members * steps
                 # 8. back to the orbit's order (each branch's own), mirrored frames flipped back
                 if info.frame_order == "sv3d":
                     decoded_sum = from_sv3d_order(decoded_sum, self._camera_inputs(branch_orbit)[2])
