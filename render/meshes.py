@@ -372,6 +372,12 @@ def normalize_scene(scene, pre_transform: np.ndarray | None = None, source: str 
     return scene, norm @ pre
 
 
+def default_up_axis(path: str | Path) -> str:
+    """The up axis a mesh file's format implies: "y" for glTF (its specification's), "z" for the other
+    formats (which define none)."""
+    return "y" if SUPPORTED_FORMATS.get(Path(path).suffix.lower()) in ("glb", "gltf") else "z"
+
+
 def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
     """Load a mesh file into a scene normalised to the unit cube.
 
@@ -405,7 +411,7 @@ def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
     if file_type in _HEADER_CHECKS:
         _HEADER_CHECKS[file_type](path, size)
     if up_axis is None:
-        up_axis = "y" if file_type in ("glb", "gltf") else "z"
+        up_axis = default_up_axis(path)
     if up_axis not in ("y", "z"):
         raise InputError(f"up axis '{up_axis}': expected 'y' or 'z'")
     try:

@@ -138,11 +138,13 @@ def _readable_name(path: Path) -> str:
     return path.stem
 
 
-def _check_up_axis(up_axis: str | None) -> str | None:
+def check_up_axis(up_axis: str | None, what: str = "up axis") -> str | None:
+    """`up_axis` lower-cased when it is y or z (either case), None for None; else one `InputError` line
+    naming `what` (the CLIs pass their option, "--up-axis")."""
     if up_axis is None:
         return None
     if not isinstance(up_axis, str) or up_axis.lower() not in ("y", "z"):
-        raise InputError(f"up axis {up_axis!r}: expected y or z")
+        raise InputError(f"{what} {up_axis!r}: expected y or z")
     return up_axis.lower()
 
 
@@ -152,12 +154,13 @@ def file_source(path: str | os.PathLike, up_axis: str | None = None) -> ObjectSo
     `up_axis` ("y" or "z"; None: the format's, +Y for glTF and +Z otherwise) is the file's up axis; one
     other than the format's is recorded in `meta["up_axis"]` and changes the object id.
     """
+    from render.meshes import default_up_axis
+
     resolved = Path(path).expanduser().resolve()
-    fmt = resolved.suffix.lower().lstrip(".")
-    meta: dict[str, Any] = {"format": fmt}
+    meta: dict[str, Any] = {"format": resolved.suffix.lower().lstrip(".")}
     key = str(resolved)
-    up_axis = _check_up_axis(up_axis)
-    if up_axis is not None and up_axis != ("y" if fmt in ("glb", "gltf") else "z"):
+    up_axis = check_up_axis(up_axis)
+    if up_axis is not None and up_axis != default_up_axis(resolved):
         meta["up_axis"] = up_axis
         key += f"|up={up_axis}"
     digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
@@ -268,7 +271,7 @@ def resolve_sources(
         specs = [specs]
     if not specs:
         raise InputError(f"no sources given; expected one or more of: {SPEC_FORMS}")
-    up_axis = _check_up_axis(up_axis)
+    up_axis = check_up_axis(up_axis)
     out: list[ObjectSource] = []
     seen: set[str] = set()
     for spec in specs:

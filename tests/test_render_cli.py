@@ -106,7 +106,7 @@ def test_render_with_cameras_of_another_dataset(tmp_path, example_mesh, capsys):
         (["render-dataset", "{bad}", "--out", "{out}", "--orbit", "spiral"], "--orbit 'spiral'"),
         (["render-dataset", "{bad}", "--out", "{out}", "--curation", "colour=red"], "bad curation setting"),
         (["render-dataset", "{bad}", "--out", "{out}", "--workers", "0"], "--workers 0"),
-        (["render-dataset", "{mesh}", "--out", "{out}", "--up-axis", "x"], "up axis 'x': expected y or z"),
+        (["render-dataset", "{mesh}", "--out", "{out}", "--up-axis", "x"], "--up-axis 'x': expected y or z"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path, example_mesh, capsys, args, pattern):

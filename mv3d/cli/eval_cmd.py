@@ -145,8 +145,9 @@ def register(app: typer.Typer) -> None:
             )
         if out is None:
             raise InputError("no report folder: expected --out REPORT_DIR")
-        if up_axis is not None and up_axis.lower() not in ("y", "z"):
-            raise InputError(f"--up-axis {up_axis!r}: expected y or z")
+        from render.sources import check_up_axis
+
+        up_axis = check_up_axis(up_axis, "--up-axis")
         names = [b.strip() for b in baselines.split(",") if b.strip()]
 
         from eval.runner import BASELINES, run_benchmark

@@ -75,8 +75,9 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--renderer {renderer!r}: expected fast or blender")
         if orbit not in ("static", "dynamic"):
             raise InputError(f"--orbit {orbit!r}: expected static or dynamic")
-        if up_axis is not None and up_axis.lower() not in ("y", "z"):
-            raise InputError(f"--up-axis {up_axis!r}: expected y or z")
+        from render.sources import check_up_axis
+
+        up_axis = check_up_axis(up_axis, "--up-axis")
         if cameras is None:
             if views < 1:
                 raise InputError(f"--views {views}: expected at least 1")
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
             if not -90.0 <= elevation <= 90.0:
                 raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
-        loaded = load_mesh(mesh, up_axis=up_axis.lower() if up_axis else None)
+        loaded = load_mesh(mesh, up_axis=up_axis)
         orb = None
         if cameras is None:
             build = static_orbit if orbit == "static" else dynamic_orbit
@@ -178,6 +179,7 @@ def register(app: typer.Typer) -> None:
 
         from render.curation import CurationConfig
         from render.jobs import render_dataset as run_job
+        from render.sources import check_up_axis
 
         cfg = CurationConfig.from_cli(curation)
         summary = run_job(
@@ -193,7 +195,7 @@ def register(app: typer.Typer) -> None:
             ray_address=ray,
             curation=cfg,
             objaverse_dir=str(objaverse_dir) if objaverse_dir else None,
-            up_axis=up_axis,
+            up_axis=check_up_axis(up_axis, "--up-axis"),
             renderer_settings={"samples": samples, "world": world} if renderer == "blender" else {},
             fov_deg=fov,
             light_augment=light_augment,
