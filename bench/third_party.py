@@ -99,34 +99,28 @@ def y_up_obj_to_z_up(text: str) -> str:
 
 
 def third_party_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
-    """Paths of the upright meshes (downloads, extracts and turns them upright on first use)."""
+    """Paths of the upright meshes (downloads the wheel and writes them from it on first use)."""
+    from render.common import atomic_write_bytes
+
     cache = Path(cache_dir)
-    src, out = cache / "pybullet_data", cache / "pybullet_data_upright"
+    out = cache / "pybullet_data_upright"
     paths = [out / name for name in ASSETS]
     if all(p.is_file() for p in paths):
         return paths
     with zipfile.ZipFile(_wheel(cache)) as zf:
         names = set(zf.namelist())
         for mesh, extra in ASSETS.items():
+            # the mesh and the materials and textures it names, side by side as in the wheel
             for rel in [mesh, *extra]:
                 member = f"pybullet_data/{rel}"
-                if member in names:
-                    zf.extract(member, cache)
-    for mesh, extra in ASSETS.items():
-        if not (src / mesh).is_file():
-            continue
-        for rel in extra:  # materials and textures, unchanged, next to the mesh that names them
-            if (src / rel).is_file():
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                (out / rel).write_bytes((src / rel).read_bytes())
-        text = (src / mesh).read_text(errors="surrogateescape")
-        if mesh in Y_UP:
-            text = y_up_obj_to_z_up(text)
-        target = out / mesh
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text, errors="surrogateescape")
-        tmp.replace(target)  # atomic: a killed run never leaves half a mesh behind
+                if member not in names:
+                    continue
+                data = zf.read(member)
+                if rel in Y_UP:
+                    data = y_up_obj_to_z_up(data.decode(errors="surrogateescape")).encode(
+                        errors="surrogateescape"
+                    )
+                atomic_write_bytes(out / rel, data)
     return [p for p in paths if p.is_file()]
 
 
@@ -140,6 +134,8 @@ def random_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     """
     import numpy as np
     import trimesh
+
+    from render.common import atomic_write_bytes
 
     cache = Path(cache_dir)
     out = cache / "random_shapes"
@@ -164,26 +160,22 @@ def random_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
             mesh.visual = trimesh.visual.ColorVisuals(
                 mesh, vertex_colors=np.tile(colour, (len(mesh.vertices), 1))
             )
-            target = out / f"{Path(stem).name}.ply"
-            tmp = target.with_suffix(".ply.tmp")
-            tmp.write_bytes(mesh.export(file_type="ply"))
-            tmp.replace(target)
+            atomic_write_bytes(out / f"{Path(stem).name}.ply", mesh.export(file_type="ply"))
     done.write_text(f"{len(urdfs)}\n")
     return out
 
 
 def validation_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
     """Paths of the 8 validation meshes (module docstring); extracted on first use."""
+    from render.common import atomic_write_bytes
+
     out = Path(cache_dir) / "validation"
     paths = [out / rel.replace("/", "_") for rel in VALIDATION]
     if all(p.is_file() for p in paths):
         return paths
-    out.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(_wheel(Path(cache_dir))) as zf:
         for rel, target in zip(VALIDATION, paths, strict=True):
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_bytes(zf.read(f"pybullet_data/{rel}"))
-            tmp.replace(target)
+            atomic_write_bytes(target, zf.read(f"pybullet_data/{rel}"))
     return paths
 
 

@@ -372,6 +372,16 @@ def normalize_scene(scene, pre_transform: np.ndarray | None = None, source: str 
     return scene, norm @ pre
 
 
+def check_up_axis(up_axis: str | None, what: str = "up axis") -> str | None:
+    """`up_axis` lower-cased when it is y or z (either case), None for None; else one `InputError` line
+    naming `what` (the CLIs pass their option, "--up-axis")."""
+    if up_axis is None:
+        return None
+    if not isinstance(up_axis, str) or up_axis.lower() not in ("y", "z"):
+        raise InputError(f"{what} {up_axis!r}: expected y or z")
+    return up_axis.lower()
+
+
 def default_up_axis(path: str | Path) -> str:
     """The up axis a mesh file's format implies: "y" for glTF (its specification's), "z" for the other
     formats (which define none)."""

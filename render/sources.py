@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from render.common import InputError
-from render.meshes import SUPPORTED_FORMATS
+from render.meshes import SUPPORTED_FORMATS, check_up_axis, default_up_axis
 
 if TYPE_CHECKING:
     from render.meshes import LoadedMesh
@@ -138,24 +138,12 @@ def _readable_name(path: Path) -> str:
     return path.stem
 
 
-def check_up_axis(up_axis: str | None, what: str = "up axis") -> str | None:
-    """`up_axis` lower-cased when it is y or z (either case), None for None; else one `InputError` line
-    naming `what` (the CLIs pass their option, "--up-axis")."""
-    if up_axis is None:
-        return None
-    if not isinstance(up_axis, str) or up_axis.lower() not in ("y", "z"):
-        raise InputError(f"{what} {up_axis!r}: expected y or z")
-    return up_axis.lower()
-
-
 def file_source(path: str | os.PathLike, up_axis: str | None = None) -> ObjectSource:
     """The `ObjectSource` of one mesh file (the path need not be absolute).
 
     `up_axis` ("y" or "z"; None: the format's, +Y for glTF and +Z otherwise) is the file's up axis; one
     other than the format's is recorded in `meta["up_axis"]` and changes the object id.
     """
-    from render.meshes import default_up_axis
-
     resolved = Path(path).expanduser().resolve()
     meta: dict[str, Any] = {"format": resolved.suffix.lower().lstrip(".")}
     key = str(resolved)

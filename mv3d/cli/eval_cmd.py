@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
             )
         if out is None:
             raise InputError("no report folder: expected --out REPORT_DIR")
-        from render.sources import check_up_axis
+        from render.meshes import check_up_axis
 
         up_axis = check_up_axis(up_axis, "--up-axis")
         names = [b.strip() for b in baselines.split(",") if b.strip()]

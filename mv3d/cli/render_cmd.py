@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--renderer {renderer!r}: expected fast or blender")
         if orbit not in ("static", "dynamic"):
             raise InputError(f"--orbit {orbit!r}: expected static or dynamic")
-        from render.sources import check_up_axis
+        from render.meshes import check_up_axis
 
         up_axis = check_up_axis(up_axis, "--up-axis")
         if cameras is None:
@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
 
         from render.curation import CurationConfig
         from render.jobs import render_dataset as run_job
-        from render.sources import check_up_axis
+        from render.meshes import check_up_axis
 
         cfg = CurationConfig.from_cli(curation)
         summary = run_job(
