@@ -340,9 +340,9 @@ class MultiViewPipeline:
     def _sample_branch(
         self, image_t: torch.Tensor, orbit: Orbit, members: int, plan: _SamplingPlan, on_step: Any
     ) -> torch.Tensor:
-        """Steps 2-7 of `__call__` for one input view and orbit: the SUM over `members` draws of the decoded
-        frames, (N, C, H, W) in [-1, 1] in the model's frame order. `on_step(j)` after the j-th sampling
-        step of this branch (from 1)."""
+        """Steps 2-8 of `__call__` for one input view and orbit: the SUM over `members` draws of the decoded
+        frames, (N, C, H, W) in [-1, 1] in the orbit's order. `on_step(j)` after the j-th sampling step of
+        this branch (from 1)."""
         steps, sample_fn, scales, do_cfg = plan.steps, plan.sample_fn, plan.scales, plan.do_cfg
         cond_aug, generator = plan.cond_aug, plan.generator
         info = self.info
@@ -424,7 +424,8 @@ class MultiViewPipeline:
             with self._on_device("vae") as vae:
                 decoded = decode_latents(vae, latents.to(dtype), chunk_size=plan.decode_chunk_size)[0].float()
             frames = decoded if frames is None else frames + decoded  # (N, C, H, W)
-        return frames
+        # 8. back to the orbit's order
+        return from_sv3d_order(frames, order) if info.frame_order == "sv3d" else frames
 
     @torch.no_grad()
     def __call__(
@@ -535,9 +536,7 @@ class MultiViewPipeline:
 
                 decoded_sum = self._sample_branch(branch_image, branch_orbit, branch_members, plan, on_step)
                 offset += branch_members * steps
-                # 8. back to the orbit's order (each branch's own), mirrored frames flipped back
-                if info.frame_order == "sv3d":
-                    decoded_sum = from_sv3d_order(decoded_sum, self._camera_inputs(branch_orbit)[2])
+                # the mirrored branch's frames flipped back
                 decoded_sum = decoded_sum.flip(-1) if flipped else decoded_sum
                 frames = decoded_sum if frames is None else frames + decoded_sum
         finally:
