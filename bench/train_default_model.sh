@@ -11,6 +11,8 @@
 #    kill and each run continues from its last checkpoint);
 #    stage 2: continue each from its stage-1 model (--init-from) with configs/default_model_stage2.yaml on the
 #    procedural renders plus the random shapes;
+#    stage 3: continue each from its stage-2 model with configs/default_model_stage3_onestep.yaml on the same
+#    data, every noise level drawn near sigma = 20, the one level the default one-step sampler evaluates;
 # 3. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
 #    renders of 6 real third-party meshes standing upright (bench/third_party.py), against the copy baseline and the trained
 #    no-camera ablation.
@@ -49,16 +51,20 @@ train_run configs/default_model_stage2.yaml "$WORK/run_stage2" --init-from "$WOR
   --data "$WORK/data/train" "$WORK/data/random_shapes"
 train_run configs/default_model_stage2.yaml "$WORK/run_no_camera_stage2" --init-from "$WORK/run_no_camera/model" \
   --data "$WORK/data/train" "$WORK/data/random_shapes"
+train_run configs/default_model_stage3_onestep.yaml "$WORK/run_stage3" --init-from "$WORK/run_stage2/model" \
+  --data "$WORK/data/train" "$WORK/data/random_shapes"
+train_run configs/default_model_stage3_onestep.yaml "$WORK/run_no_camera_stage3" \
+  --init-from "$WORK/run_no_camera_stage2/model" --data "$WORK/data/train" "$WORK/data/random_shapes"
 
 # 3. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
 #    used in training or model selection), then renders of real third-party meshes
-mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage2/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage2/model" --seed 0
+mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage3/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage3/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage2/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage2/model" --seed 0
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage3/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage3/model" --seed 0
 # the acceptance table (ours vs each baseline, issue 7's margins, paired Wilcoxon test)
 python bench/default_model_table.py "$WORK/eval/heldout/metrics.json" "$WORK/eval/third_party/metrics.json"
 
-# The shipped folder is the second stage's model without its raw (non-EMA) UNet copy:
-#   cp -r "$WORK/run_stage2/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
+# The shipped folder is the third stage's model without its raw (non-EMA) UNet copy:
+#   cp -r "$WORK/run_stage3/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
