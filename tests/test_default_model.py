@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from render.cameras import static_orbit
 from render.common import InputError
@@ -206,6 +207,69 @@ def _alpha_model(zero_init: bool = True) -> dict:
         "seed": 3,
         "data": {"alpha": True},
     }
+
+
+def test_alpha_loss_weight_weights_the_matte_channels():
+    """alpha_loss_weight multiplies the squared error of exactly the latent channels holding alpha."""
+    vae = PatchAutoencoder(in_channels=4, patch_size=2, sample_size=16)
+    x = torch.rand(1, 4, 16, 16)
+    z = vae.encode(x).latent_dist.mode()
+    assert torch.equal(z[:, vae.latent_channels_of(3)], F.pixel_unshuffle(x[:, 3:], 2))
+    with pytest.raises(ValueError, match="image channel 4"):
+        vae.latent_channels_of(4)
+    # edm_loss: a zero x0 network's loss is the weighted mean of the squared clean latents
+    clean, noise = torch.randn(2, 3, 16, 2, 2), torch.randn(2, 3, 16, 2, 2)
+    w = torch.ones(16)
+    w[12:] = 4.0
+    zero_net = lambda x_in, c_noise: torch.zeros_like(x_in)  # noqa: E731
+    got = edm.edm_loss(zero_net, clean, torch.ones(2), noise, prediction="x0", channel_weight=w)
+    assert torch.allclose(got, (clean.square() * w.view(-1, 1, 1)).mean())
+
+    # the training loss of the untrained RGBA model: residual frames, alpha's error counted 4 times
+    def loss_of(weight: float) -> torch.Tensor:
+        config = TrainConfig.from_dict({**_alpha_model(), "alpha_loss_weight": weight})
+        components, info = build_model(config)
+        frames = torch.rand(2, 5, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        batch = {
+            "frames": frames,
+            "cond_image": frames[:, 0],
+            "polar_rad": torch.full((2, 5), 1.4),
+            "azimuth_rad": torch.linspace(0, 5, 5).repeat(2, 1),
+        }
+        unet = components["unet"]
+        args = (unet, components["vae"], components["image_encoder"], unet.config, batch, config)
+        sq = (frames - frames[:, :1]).square()
+        return training_loss(*args, torch.Generator().manual_seed(0), "cpu", info=info), sq
+
+    plain, sq = loss_of(1.0)
+    assert torch.allclose(plain, sq.mean(), rtol=1e-5)
+    weighted, _ = loss_of(4.0)
+    assert torch.allclose(weighted, (sq[:, :, :3].sum(2) + 4 * sq[:, :, 3]).mean() / 4, rtol=1e-5)
+    # a model without a pixel-exact alpha channel has no matte channels to weight
+    config = TrainConfig.from_dict({**_tiny_patch_model(), "alpha_loss_weight": 4.0})
+    components, info = build_model(config)
+    frames = torch.rand(1, 5, 3, 16, 16) * 2 - 1
+    batch = {
+        "frames": frames,
+        "cond_image": frames[:, 0],
+        "polar_rad": torch.ones(1, 5),
+        "azimuth_rad": torch.zeros(1, 5),
+    }
+    unet = components["unet"]
+    with pytest.raises(InputError, match="alpha_loss_weight 4.0: expected a model that generates alpha"):
+        training_loss(
+            unet,
+            components["vae"],
+            components["image_encoder"],
+            unet.config,
+            batch,
+            config,
+            torch.Generator(),
+            "cpu",
+            info=info,
+        )
+    with pytest.raises(InputError, match="alpha_loss_weight 0.0: expected a positive weight"):
+        TrainConfig.from_dict({**_alpha_model(), "alpha_loss_weight": 0.0})
 
 
 def test_alpha_model_warm_start_copies_colour_and_matte():

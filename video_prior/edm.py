@@ -172,6 +172,7 @@ def edm_loss(
     noise: torch.Tensor,
     reduce: bool = True,
     prediction: str = "v",
+    channel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The SVD training loss: lambda(sigma) || D(clean + sigma n; sigma) - clean ||^2 ([EDM] eq. 2 and 8).
 
@@ -185,6 +186,8 @@ def edm_loss(
         noise: (B, F, C, h, w) standard normal noise n.
         reduce: mean over everything (scalar) if True, else the (B,) per-sample losses.
         prediction: "v" or "x0" (see `denoise`).
+        channel_weight: (C,) weight of each latent channel's squared error (None: all 1), applied as given
+            (not renormalised), e.g. to weight the channels that carry an alpha matte.
     """
     noisy = clean + noise * append_dims(sigma, clean.ndim)
     denoised = denoise(network_fn, noisy, sigma, prediction)
@@ -192,7 +195,10 @@ def edm_loss(
     w = append_dims(weight, clean.ndim)
     # Reduce in at least float32: bf16 squared errors summed over a 21-frame video lose digits.
     dtype = torch.promote_types(denoised.dtype, torch.float32)
-    per = (w.to(dtype) * (denoised.to(dtype) - clean.to(dtype)) ** 2).flatten(1).mean(1)
+    err = (denoised.to(dtype) - clean.to(dtype)) ** 2
+    if channel_weight is not None:
+        err = err * channel_weight.to(err).view(-1, 1, 1)  # (C,) over (B, F, C, h, w)
+    per = (w.to(dtype) * err).flatten(1).mean(1)
     return per.mean() if reduce else per
 
 

@@ -108,6 +108,17 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         self.shift = torch.nn.Parameter(torch.zeros(want_latent), requires_grad=False)
         self.scale = torch.nn.Parameter(torch.ones(want_latent), requires_grad=False)
 
+    def latent_channels_of(self, image_channel: int) -> slice:
+        """The latent channels that hold image channel `image_channel` (e.g. 3, the alpha of RGBA).
+
+        Space-to-depth puts the p^2 pixels of a patch of image channel c in latent channels
+        c p^2 .. (c + 1) p^2 - 1 (row-major within the patch).
+        """
+        c, p2 = int(image_channel), self.config.patch_size**2
+        if not 0 <= c < self.config.in_channels:
+            raise ValueError(f"image channel {c}: expected 0 to {self.config.in_channels - 1}")
+        return slice(c * p2, (c + 1) * p2)
+
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """(B, C, H, W) -> latent_dist over (B, C p^2, H / p, W / p); H and W multiples of p."""
         p = self.config.patch_size

@@ -98,6 +98,10 @@ class TrainConfig:
     ``prediction: x0`` and ``residual: true`` the untrained model then returns the input view in every
     frame (the copy baseline), a deterministic warm start that training improves on.
 
+    `alpha_loss_weight` multiplies the squared error of the latent channels that hold the alpha matte
+    (a model generating RGBA through the exact patch first stage, whose latent channels are pixels): the
+    silhouette's share of a small network's capacity. 1 weights every channel alike.
+
     `model_notes` replaces the `notes` (where the weights came from) of the saved model's info; by default
     the model keeps the notes of its model config or of its `init_from` folder, which would describe an
     earlier stage.
@@ -128,6 +132,7 @@ class TrainConfig:
     cond_aug_mean: float = -3.0
     cond_aug_std: float = 0.5
     cond_drop_prob: float = 0.1
+    alpha_loss_weight: float = 1.0
     curriculum: list[CurriculumStage] = field(default_factory=list)
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -166,6 +171,10 @@ class TrainConfig:
             raise InputError(f"train config cond_drop_prob {self.cond_drop_prob}: expected a value in [0, 1)")
         if self.lr <= 0:
             raise InputError(f"train config lr {self.lr}: expected a positive learning rate")
+        if not float(self.alpha_loss_weight) > 0:
+            raise InputError(
+                f"train config alpha_loss_weight {self.alpha_loss_weight}: expected a positive weight"
+            )
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         if not 0 <= int(self.lr_cooldown_steps) <= int(self.max_steps):
             raise InputError(
@@ -523,8 +532,28 @@ def training_loss(
     time_ids = camera_time_ids(unet_config, cond_aug, batch["polar_rad"], batch["azimuth_rad"]).to(device)
     network_fn = make_network_fn(unet, cond_latent, clip, time_ids)
     return edm.edm_loss(
-        network_fn, latents, sigma.to(device), noise, prediction=getattr(info, "prediction", "v")
+        network_fn,
+        latents,
+        sigma.to(device),
+        noise,
+        prediction=getattr(info, "prediction", "v"),
+        channel_weight=_channel_weight(vae, config, info),
     )
+
+
+def _channel_weight(vae: torch.nn.Module, config: TrainConfig, info) -> torch.Tensor | None:
+    """(C,) latent-channel loss weights for `config.alpha_loss_weight`, or None when it is 1."""
+    if float(config.alpha_loss_weight) == 1.0:
+        return None
+    if not getattr(info, "alpha", False) or not hasattr(vae, "latent_channels_of"):
+        raise InputError(
+            f"train config alpha_loss_weight {config.alpha_loss_weight}: expected a model that generates "
+            "alpha (info alpha: true) through the patch first stage (vae type patch), whose latent "
+            "channels are pixels; use 1 otherwise"
+        )
+    weight = torch.ones(vae.config.latent_channels)
+    weight[vae.latent_channels_of(3)] = float(config.alpha_loss_weight)
+    return weight
 
 
 # ------------------------------------------------------------------------------------------------
