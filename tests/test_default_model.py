@@ -39,6 +39,24 @@ def _rgba(size: int = 16, seed: int = 0) -> np.ndarray:
     return img
 
 
+def _loss(components: dict, config: TrainConfig, batch: dict, gen: torch.Generator, info=None):
+    """`training_loss` of `batch` for a model's components on the CPU."""
+    unet = components["unet"]
+    vae, encoder = components["vae"], components["image_encoder"]
+    return training_loss(unet, vae, encoder, unet.config, batch, config, gen, "cpu", info=info)
+
+
+def _orbit_batch(frames: torch.Tensor) -> dict:
+    """A training batch of clips `frames` (B, F, C, H, W) in [-1, 1], conditioned on their first frame."""
+    b, f = frames.shape[:2]
+    return {
+        "frames": frames,
+        "cond_image": frames[:, 0],
+        "polar_rad": torch.full((b, f), 1.4),
+        "azimuth_rad": torch.linspace(0, 5, f).repeat(b, 1),
+    }
+
+
 def test_patch_first_stage_is_exact_and_round_trips(tmp_path):
     vae = PatchAutoencoder(patch_size=4, sample_size=32)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -103,30 +121,12 @@ def test_residual_training_loss_of_the_untrained_model():
     components, info = build_model(config)
     gen = torch.Generator().manual_seed(0)
     frames = torch.rand(2, 5, 3, 16, 16) * 2 - 1
-    batch = {
-        "frames": frames,
-        "cond_image": frames[:, 0],
-        "polar_rad": torch.full((2, 5), 1.4),
-        "azimuth_rad": torch.linspace(0, 5, 5).repeat(2, 1),
-    }
-    unet = components["unet"]
-    loss = training_loss(
-        unet,
-        components["vae"],
-        components["image_encoder"],
-        unet.config,
-        batch,
-        config,
-        gen,
-        "cpu",
-        info=info,
-    )
+    batch = _orbit_batch(frames)
+    loss = _loss(components, config, batch, gen, info=info)
     expected = (frames - frames[:, :1]).square().mean()  # patches are a permutation of pixels
     assert torch.allclose(loss, expected, rtol=1e-5)
     # the v-prediction (no info) loss of the same batch is a different quantity
-    plain = training_loss(
-        unet, components["vae"], components["image_encoder"], unet.config, batch, config, gen, "cpu"
-    )
+    plain = _loss(components, config, batch, gen)
     assert not torch.allclose(plain, expected, rtol=1e-3)
 
 
@@ -230,16 +230,9 @@ def test_alpha_loss_weight_weights_the_matte_channels():
         config = TrainConfig.from_dict({**_alpha_model(), "alpha_loss_weight": weight})
         components, info = build_model(config)
         frames = torch.rand(2, 5, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-        batch = {
-            "frames": frames,
-            "cond_image": frames[:, 0],
-            "polar_rad": torch.full((2, 5), 1.4),
-            "azimuth_rad": torch.linspace(0, 5, 5).repeat(2, 1),
-        }
-        unet = components["unet"]
-        args = (unet, components["vae"], components["image_encoder"], unet.config, batch, config)
         sq = (frames - frames[:, :1]).square()
-        return training_loss(*args, torch.Generator().manual_seed(0), "cpu", info=info), sq
+        gen = torch.Generator().manual_seed(0)
+        return _loss(components, config, _orbit_batch(frames), gen, info=info), sq
 
     plain, sq = loss_of(1.0)
     assert torch.allclose(plain, sq.mean(), rtol=1e-5)
@@ -248,26 +241,9 @@ def test_alpha_loss_weight_weights_the_matte_channels():
     # a model without a pixel-exact alpha channel has no matte channels to weight
     config = TrainConfig.from_dict({**_tiny_patch_model(), "alpha_loss_weight": 4.0})
     components, info = build_model(config)
-    frames = torch.rand(1, 5, 3, 16, 16) * 2 - 1
-    batch = {
-        "frames": frames,
-        "cond_image": frames[:, 0],
-        "polar_rad": torch.ones(1, 5),
-        "azimuth_rad": torch.zeros(1, 5),
-    }
-    unet = components["unet"]
+    batch = _orbit_batch(torch.rand(1, 5, 3, 16, 16) * 2 - 1)
     with pytest.raises(InputError, match="alpha_loss_weight 4.0: expected a model that generates alpha"):
-        training_loss(
-            unet,
-            components["vae"],
-            components["image_encoder"],
-            unet.config,
-            batch,
-            config,
-            torch.Generator(),
-            "cpu",
-            info=info,
-        )
+        _loss(components, config, batch, torch.Generator(), info=info)
     with pytest.raises(InputError, match="alpha_loss_weight 0.0: expected a positive weight"):
         TrainConfig.from_dict({**_alpha_model(), "alpha_loss_weight": 0.0})
 
@@ -295,15 +271,7 @@ def test_alpha_model_trains_on_rgba_frames_only(tmp_path):
     config = TrainConfig.from_dict(_alpha_model())
     components, info = build_model(config)
     frames = torch.rand(1, 5, 4, 16, 16) * 2 - 1
-    batch = {
-        "frames": frames,
-        "cond_image": frames[:, 0],
-        "polar_rad": torch.full((1, 5), 1.4),
-        "azimuth_rad": torch.linspace(0, 5, 5)[None],
-    }
-    unet = components["unet"]
-    args = (unet, components["vae"], components["image_encoder"], unet.config, batch, config)
-    loss = training_loss(*args, torch.Generator().manual_seed(0), "cpu", info=info)
+    loss = _loss(components, config, _orbit_batch(frames), torch.Generator().manual_seed(0), info=info)
     assert torch.allclose(loss, (frames - frames[:, :1]).square().mean(), rtol=1e-5)
     rgb_data = _alpha_model()
     rgb_data["data"] = {"alpha": False}
