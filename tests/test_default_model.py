@@ -209,7 +209,7 @@ def _alpha_model(zero_init: bool = True) -> dict:
     }
 
 
-def test_alpha_loss_weight_weights_the_matte_channels():
+def test_alpha_loss_weight_weights_the_matte_channels(tmp_path):
     """alpha_loss_weight multiplies the squared error of exactly the latent channels holding alpha."""
     vae = PatchAutoencoder(in_channels=4, patch_size=2, sample_size=16)
     x = torch.rand(1, 4, 16, 16)
@@ -244,6 +244,12 @@ def test_alpha_loss_weight_weights_the_matte_channels():
     batch = _orbit_batch(torch.rand(1, 5, 3, 16, 16) * 2 - 1)
     with pytest.raises(InputError, match="alpha_loss_weight 4.0: expected a model that generates alpha"):
         _loss(components, config, batch, torch.Generator(), info=info)
+    # `mv3d train` says so before it reads any data or writes its run folder
+    from video_prior.train import train
+
+    with pytest.raises(InputError, match="alpha_loss_weight 4.0: expected a model that generates alpha"):
+        train(config, data_dirs=[tmp_path], out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
     with pytest.raises(InputError, match="alpha_loss_weight 0.0: expected a positive weight"):
         TrainConfig.from_dict({**_alpha_model(), "alpha_loss_weight": 0.0})
 
