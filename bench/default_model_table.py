@@ -1,10 +1,13 @@
 """The default model's acceptance table from `mv3d eval` runs: ours vs each baseline, with the margins of issue 7.
 
     python bench/default_model_table.py docs/eval_default/heldout/metrics.json docs/eval_default/third_party/metrics.json
+    python bench/default_model_table.py A/metrics.json+B/metrics.json   # the objects of A and B as one set
 
 Prints a markdown table (novel views, mean ± std over objects) and, per set and baseline, the difference
 of means, the issue's margin (PSNR +0.5 dB, mask IoU +0.03) met or not, and a paired Wilcoxon signed-rank
-p-value over the objects (two-sided). The MODEL_CARD and docs/eval_default/report.md tables come from here.
+p-value over the objects (two-sided). An argument joining several metrics.json files with "+" pools their
+objects into one set (the runs must score the same methods). The MODEL_CARD and docs/eval_default/report.md
+tables come from here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import numpy as np
 METRICS = ("psnr", "ssim", "mask_iou")
 #: issue 7's margins on novel views (None: reported, no margin asked)
 MARGINS = {"psnr": 0.5, "ssim": None, "mask_iou": 0.03}
-LABELS = {"heldout": "held-out procedural", "third_party": "third-party meshes"}
+LABELS = {
+    "heldout": "held-out procedural",
+    "third_party": "third-party meshes",
+    "second_test": "second real-mesh set",
+}
 
 
 def per_object(metrics: dict, method: str, metric: str) -> np.ndarray:
@@ -26,7 +33,22 @@ def per_object(metrics: dict, method: str, metric: str) -> np.ndarray:
     return np.array([o["methods"][method]["novel"][metric] for o in metrics["objects"].values()], float)
 
 
-def table(paths: list[Path]) -> str:
+def load_set(spec: str) -> tuple[str, dict]:
+    """(label, metrics) of one argument: a metrics.json path, or several joined by "+" (objects pooled)."""
+    paths = [Path(p) for p in spec.split("+")]
+    runs = [json.loads(p.read_text()) for p in paths]
+    label = " + ".join(LABELS.get(p.parent.name, p.parent.name) for p in paths)
+    methods = [r["methods"] for r in runs]
+    if any(m != methods[0] for m in methods):
+        raise SystemExit(
+            f"{spec}: the runs score different methods ({methods}); pool runs of the same methods"
+        )
+    # keys carry their run's position: the same object in two runs stays two rows
+    objects = {f"{i}:{key}": o for i, r in enumerate(runs) for key, o in r["objects"].items()}
+    return label, {"objects": objects}
+
+
+def table(specs: list[str]) -> str:
     from scipy.stats import wilcoxon
 
     rows = [
@@ -34,9 +56,8 @@ def table(paths: list[Path]) -> str:
         "|---|---|---|---|---|",
     ]
     checks = []
-    for path in paths:
-        m = json.loads(path.read_text())
-        name = LABELS.get(path.parent.name, path.parent.name)
+    for spec in specs:
+        name, m = load_set(spec)
         methods = list(next(iter(m["objects"].values()))["methods"])
         n = len(m["objects"])
         for method in methods:
@@ -75,7 +96,9 @@ def table(paths: list[Path]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files written by mv3d eval")
+    parser.add_argument(
+        "metrics", nargs="+", help='metrics.json files written by mv3d eval ("A+B": their objects as one set)'
+    )
     args = parser.parse_args()
     print(table(args.metrics))
 

