@@ -12,6 +12,11 @@ object is a `trimesh.Scene` that is a deterministic function of `(seed, index)`:
   camera-conditioned model to learn the orbit direction);
 - sometimes a *handle*: a thin torus on another side.
 
+A *plain* object (`procedural_object(seed, index, plain=True)`, source `procedural:N:SEED:plain`) is the
+body alone: the can, box, ball or ring that real objects so often are and that the full objects, which
+always carry a marker and attachments, never show. It is the same body as the full object of the same
+`(seed, index)` (the body is drawn first).
+
 Parts are closed surfaces with outward-facing triangles (surfaces of revolution, boxes, tori; their
 seams repeat vertices so that texture coordinates stay continuous, so a part is watertight once
 vertices are merged by position). Every object has at least one textured part (stripes, checker or
@@ -284,8 +289,8 @@ def _random_direction(rng: np.random.Generator, el_lo: float, el_hi: float) -> t
     return np.array([np.cos(el) * np.sin(a), -np.cos(el) * np.cos(a), np.sin(el)]), az
 
 
-def procedural_object(seed: int, index: int) -> trimesh.Scene:
-    """The procedural object number `index` of the set made with `seed`.
+def procedural_object(seed: int, index: int, plain: bool = False) -> trimesh.Scene:
+    """The procedural object number `index` of the set made with `seed` (its body alone if `plain`).
 
     Deterministic: the same `(seed, index)` gives identical vertices, faces, UVs, colours and texture
     images on every machine (numpy's PCG64 seeded by `SeedSequence([seed, index])`).
@@ -293,10 +298,12 @@ def procedural_object(seed: int, index: int) -> trimesh.Scene:
     Args:
         seed: non-negative integer.
         index: non-negative integer.
+        plain: only the body (module docstring), none of the parts drawn after it.
 
     Returns:
         A `trimesh.Scene` whose geometries are named `body`, `part1`..., `marker` and possibly
-        `handle`, each with identity transform; `scene.metadata["procedural"]` describes the parts.
+        `handle` (`body` alone if plain), each with identity transform; `scene.metadata["procedural"]`
+        describes the parts.
     """
     if int(seed) < 0 or int(index) < 0:
         raise InputError(f"procedural object seed and index must be >= 0, got seed={seed}, index={index}")
@@ -329,6 +336,14 @@ def procedural_object(seed: int, index: int) -> trimesh.Scene:
     paint, info = surface_paint(textured_body, body_c1, body_c2)
     b.add("body", body_verts, uv, faces, paint, {"primitive": body_kind, **info})
     body_extent = float(np.ptp(body_verts, axis=0).max())
+    if plain:
+        b.scene.metadata["procedural"] = {
+            "seed": int(seed),
+            "index": int(index),
+            "plain": True,
+            "parts": b.parts,
+        }
+        return b.scene
 
     # 2. Attachments touching the body: centred on the body's support point in a random direction,
     # pushed out by part of their own length so that they overlap the surface (no floating parts).
@@ -384,14 +399,15 @@ def procedural_object(seed: int, index: int) -> trimesh.Scene:
     b.scene.metadata["procedural"] = {
         "seed": int(seed),
         "index": int(index),
+        "plain": False,
         "marker_azimuth_deg": float(marker_az),
         "parts": b.parts,
     }
     return b.scene
 
 
-def procedural_objects(n: int, seed: int) -> list[trimesh.Scene]:
+def procedural_objects(n: int, seed: int, plain: bool = False) -> list[trimesh.Scene]:
     """Objects `0..n-1` of the set made with `seed` (see `procedural_object`)."""
     if int(n) < 0:
         raise InputError(f"number of procedural objects must be >= 0, got {n}")
-    return [procedural_object(seed, i) for i in range(int(n))]
+    return [procedural_object(seed, i, plain) for i in range(int(n))]

@@ -8,6 +8,7 @@ A source spec is one of:
   object is a subfolder holding `meshes/model.obj` and its textures, is such a folder; its objects are
   named after their subfolder;
 - `procedural:N:SEED`: the procedural objects 0..N-1 of seed SEED (`render.procedural`);
+  `procedural:N:SEED:plain`: their bodies alone (plain objects: no attachments, marker or handle);
 - an `objaverse:` selection (grammar in `render.objaverse_source`), e.g. `objaverse:uids=UID,UID`,
   `objaverse:uids-file=PATH`, `objaverse:lvis=chair,mug:limit=20`, `objaverse:all:seed=0:limit=100`.
 
@@ -18,7 +19,7 @@ exported +Y up, as Blender's and most exporters' defaults write them).
 Every object gets an `object_id` that is unique across all sources and safe as a folder name: a
 readable name plus a short hash of the resolved file path for files (two `model.obj` files differ; the
 same file read in another up axis than its format's is another object, so caches never mix the two),
-`procedural-sSEED-INDEX` and `objaverse-UID` otherwise. The same object named twice (a file and a folder
+`procedural-sSEED-INDEX` (`procedural-plain-sSEED-INDEX`) and `objaverse-UID` otherwise. The same object named twice (a file and a folder
 holding it) is kept once. Resolving is cheap: nothing is loaded or downloaded until `ObjectSource.load`,
 which the render job calls in its workers.
 """
@@ -45,7 +46,7 @@ OBJAVERSE_PREFIX = "objaverse:"
 SPEC_FORMS = (
     "a mesh file ("
     + " ".join(MESH_EXTENSIONS)
-    + "), a folder of meshes, procedural:N:SEED, or an objaverse: "
+    + "), a folder of meshes, procedural:N:SEED[:plain], or an objaverse: "
     "selection (objaverse:uids=UID,.. | objaverse:uids-file=PATH | objaverse:lvis=CAT,.. | objaverse:all, "
     "with optional :limit=K :seed=S)"
 )
@@ -71,12 +72,12 @@ class ObjectSource:
 
     Attributes:
         object_id: unique across all sources of a job and filesystem-safe (used as the folder name).
-        spec: human-readable origin: a path, `procedural:SEED:INDEX`, `objaverse:UID`.
+        spec: human-readable origin: a path, `procedural:SEED:INDEX[:plain]`, `objaverse:UID`.
         meta: JSON-serialisable facts for the manifest and for curation: `licence` (None if unknown;
             absent for the user's own files), annotations such as `face_count`, `animation_count`, ...
         kind: how `load` gets the mesh: "file", "procedural" or "objaverse" (keys of `_LOADERS`).
-        location: what that loader needs: the absolute file path, "SEED:INDEX", or the objaverse cache
-            folder.
+        location: what that loader needs: the absolute file path, "SEED:INDEX" ("SEED:INDEX:plain"), or
+            the objaverse cache folder.
     """
 
     object_id: str
@@ -106,8 +107,10 @@ def _load_procedural(src: ObjectSource) -> LoadedMesh:
     from render.meshes import LoadedMesh, normalize_scene
     from render.procedural import procedural_object
 
-    seed, index = (int(v) for v in src.location.split(":"))
-    scene, source_to_world = normalize_scene(procedural_object(seed, index), source=src.spec)
+    seed, index, *plain = src.location.split(":")
+    scene, source_to_world = normalize_scene(
+        procedural_object(int(seed), int(index), plain == ["plain"]), source=src.spec
+    )
     return LoadedMesh(scene=scene, source_to_world=source_to_world, source=src.spec)
 
 
@@ -178,25 +181,26 @@ def scan_folder(folder: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def procedural_sources(n: int, seed: int) -> list[ObjectSource]:
-    """`ObjectSource`s for procedural objects 0..n-1 of `seed`."""
+def procedural_sources(n: int, seed: int, plain: bool = False) -> list[ObjectSource]:
+    """`ObjectSource`s for procedural objects 0..n-1 of `seed` (their bodies alone if `plain`)."""
+    tag, suffix = ("plain-", ":plain") if plain else ("", "")
     return [
         ObjectSource(
-            object_id=f"procedural-s{seed}-{i:06d}",
-            spec=f"procedural:{seed}:{i}",
+            object_id=f"procedural-{tag}s{seed}-{i:06d}",
+            spec=f"procedural:{seed}:{i}{suffix}",
             # Made by mv3d itself: no third-party rights.
-            meta={"licence": "cc0", "seed": seed, "index": i},
+            meta={"licence": "cc0", "seed": seed, "index": i, "plain": plain},
             kind="procedural",
-            location=f"{seed}:{i}",
+            location=f"{seed}:{i}{suffix}",
         )
         for i in range(n)
     ]
 
 
-def _parse_procedural(spec: str) -> tuple[int, int]:
+def _parse_procedural(spec: str) -> tuple[int, int, bool]:
     parts = spec[len(PROCEDURAL_PREFIX) :].split(":")
     try:
-        if len(parts) != 2:
+        if len(parts) not in (2, 3) or parts[2:] not in ([], ["plain"]):
             raise ValueError
         n, seed = int(parts[0]), int(parts[1])
         if n < 1 or seed < 0:
@@ -204,9 +208,9 @@ def _parse_procedural(spec: str) -> tuple[int, int]:
     except ValueError:
         raise InputError(
             f"bad source {spec!r}: expected procedural:N:SEED with integers N >= 1 (how many objects) "
-            "and SEED >= 0"
+            "and SEED >= 0, optionally followed by :plain"
         ) from None
-    return n, seed
+    return n, seed, parts[2:] == ["plain"]
 
 
 def resolve_source(

@@ -116,6 +116,24 @@ def test_loads_through_sources_into_the_unit_cube():
         assert len(world_geometry(mesh)) == len(procedural_object(5, src.meta["index"]).geometry)
 
 
+def test_plain_object_is_the_full_objects_body_alone():
+    """`plain=True` keeps the body of the same (seed, index), bit for bit, and nothing else; a plain
+    source loads it through the same path as a full one, under its own id."""
+    for index in range(6):
+        full = procedural_object(3, index)
+        plain = procedural_object(3, index, plain=True)
+        assert list(plain.geometry) == ["body"] and len(full.geometry) >= 3
+        np.testing.assert_array_equal(plain.geometry["body"].vertices, full.geometry["body"].vertices)
+        np.testing.assert_array_equal(plain.geometry["body"].faces, full.geometry["body"].faces)
+        assert plain.metadata["procedural"]["plain"] and not full.metadata["procedural"]["plain"]
+    (src,) = resolve_sources(["procedural:1:3:plain"])
+    assert src.object_id == "procedural-plain-s3-000000" and src.spec == "procedural:3:0:plain"
+    mesh = src.load()
+    assert len(world_geometry(mesh)) == 1 and mesh.has_color()
+    assert np.isclose((mesh.world_bounds()[1] - mesh.world_bounds()[0]).max(), 1.0)
+    assert len(procedural_objects(2, 3, plain=True)[1].geometry) == 1
+
+
 def test_procedural_objects_and_bad_arguments():
     objs = procedural_objects(3, 9)
     assert len(objs) == 3

@@ -124,6 +124,8 @@ def test_procedural_spec():
         "procedural:x:1",
         "procedural:2:-1",
         "procedural:1:2:3",
+        "procedural:1:2:plains",
+        "procedural:1:2:plain:plain",
     ],
 )
 def test_bad_procedural_specs(spec):

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         objects: list[str] = typer.Option(
             None,
             "--objects",
-            help="Objects to evaluate: mesh files, folders, procedural:N:SEED, objaverse selections, a GSO folder "
+            help="Objects to evaluate: mesh files, folders, procedural:N:SEED[:plain], objaverse selections, a GSO folder "
             "(as render-dataset). Several may follow one --objects.",
             show_default=False,
         ),

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
     def render_dataset(
         sources: list[str] = typer.Argument(
             ...,
-            help="Mesh files, folders of meshes, procedural:N:SEED, or objaverse: selections "
+            help="Mesh files, folders of meshes, procedural:N:SEED[:plain], or objaverse: selections "
             "(objaverse:uids=UID,.. | objaverse:lvis=CAT,..:limit=K | objaverse:all:limit=K).",
         ),
         out: Path = typer.Option(
