@@ -202,9 +202,36 @@ def validation_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
     return paths
 
 
+def stand_on_thinnest_extent(mesh):
+    """Turn a `trimesh.Trimesh` in place (a quarter turn, right-handed) so that its thinnest extent is +Z."""
+    import numpy as np
+    import trimesh
+
+    up = int(np.argmin(mesh.extents))
+    if up != 2:
+        # +90 degrees about X takes +Y to +Z; -90 degrees about Y takes +X to +Z
+        axis = [1.0, 0.0, 0.0] if up == 1 else [0.0, -1.0, 0.0]
+        mesh.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, axis))
+    return mesh
+
+
+def textures_beside_mesh(mtl_text: str, mesh_member: str) -> tuple[str, dict[str, str]]:
+    """A material file's text naming each texture (`map_Kd`) by its bare file name, and the textures to copy.
+
+    Returns (new text, {member of the wheel: file name beside the mesh}). robosuite's materials name
+    ../../textures/NAME.png; trimesh (rightly) reads nothing outside the mesh's folder, so the texture
+    goes beside the mesh and the material names it there.
+    """
+    copies = {}
+    for texture in re.findall(r"^\s*map_Kd\s+(\S+)", mtl_text, flags=re.MULTILINE):
+        member = posixpath.normpath(posixpath.join(posixpath.dirname(mesh_member), texture))
+        copies[member] = posixpath.basename(member)
+        mtl_text = mtl_text.replace(texture, copies[member])
+    return mtl_text, copies
+
+
 def second_test_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
     """Paths of the 9 meshes of the second test set (module docstring); written on first use."""
-    import numpy as np
     import trimesh
 
     from render.common import atomic_write_bytes
@@ -219,25 +246,14 @@ def second_test_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
             for mesh in meshes:
                 data = zf.read(mesh)
                 if mesh.endswith(".obj"):
-                    # The material names its texture as ../../textures/NAME.png; trimesh (rightly) reads
-                    # nothing outside the mesh's folder, so the texture goes beside the mesh and the
-                    # material names it there.
                     mtl = mesh[: -len(".obj")] + ".mtl"
-                    text = zf.read(mtl).decode()
-                    for texture in re.findall(r"^\s*map_Kd\s+(\S+)", text, flags=re.MULTILINE):
-                        member = posixpath.normpath(posixpath.join(posixpath.dirname(mesh), texture))
-                        name = posixpath.basename(member)
+                    text, copies = textures_beside_mesh(zf.read(mtl).decode(), mesh)
+                    for member, name in copies.items():
                         atomic_write_bytes(out / posixpath.dirname(mesh) / name, zf.read(member))
-                        text = text.replace(texture, name)
                     atomic_write_bytes(out / mtl, text.encode())
                 else:
                     loaded = trimesh.load(io.BytesIO(data), file_type="ply", process=False)
-                    # stand it on its thinnest extent: that axis becomes +Z (a right-handed turn)
-                    up = int(np.argmin(loaded.extents))
-                    if up != 2:
-                        axis = np.eye(3)[1 - up] * (1.0 if up == 1 else -1.0)
-                        loaded.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, axis))
-                    data = loaded.export(file_type="ply")
+                    data = stand_on_thinnest_extent(loaded).export(file_type="ply")
                 atomic_write_bytes(out / mesh, data)
     return paths
 

@@ -1,0 +1,95 @@
+"""bench/ helpers that results depend on: the second real-mesh set's preparation and the acceptance table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from default_model_table import table  # noqa: E402
+from third_party import stand_on_thinnest_extent, textures_beside_mesh  # noqa: E402
+
+
+@pytest.mark.parametrize("extents", [(1.0, 3.0, 2.0), (3.0, 1.0, 2.0), (2.0, 3.0, 1.0)])
+def test_stand_on_thinnest_extent_is_a_rotation_that_puts_it_on_z(extents):
+    mesh = trimesh.creation.box(extents=extents)
+    before = np.asarray(mesh.vertices).copy()
+    moved = np.asarray(stand_on_thinnest_extent(mesh).vertices)
+    assert np.isclose(mesh.extents[2], min(extents))
+    np.testing.assert_allclose(sorted(mesh.extents), sorted(extents))
+    # the vertices keep their order: solve moved = before @ R and check R is a proper rotation (no mirror)
+    rotation, *_ = np.linalg.lstsq(before, moved, rcond=None)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
+    assert np.isclose(np.linalg.det(rotation), 1.0)
+
+
+def test_textures_move_beside_the_mesh_and_load(tmp_path):
+    """robosuite's materials name ../../textures/NAME.png, which trimesh will not read; the rewritten
+    material names the texture beside the mesh, and the mesh then loads with its texture image."""
+    mesh_member = "robosuite/models/assets/objects/meshes/thing.obj"
+    mtl = "newmtl m\nKd 0.8 0.8 0.8\nmap_Kd ../../textures/soda.png\n"
+    text, copies = textures_beside_mesh(mtl, mesh_member)
+    assert copies == {"robosuite/models/assets/textures/soda.png": "soda.png"}
+    assert "map_Kd soda.png" in text and "../" not in text
+
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(folder / "soda.png")
+    (folder / "thing.mtl").write_text(text)
+    (folder / "thing.obj").write_text(
+        "mtllib thing.mtl\nusemtl m\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nf 1/1 2/2 3/3\n"
+    )
+    loaded = trimesh.load(folder / "thing.obj", force="mesh")
+    image = loaded.visual.material.image
+    assert image is not None and image.convert("RGB").getpixel((0, 0)) == (200, 10, 10)
+    assert textures_beside_mesh("newmtl plain\nKd 1 1 1\n", mesh_member) == ("newmtl plain\nKd 1 1 1\n", {})
+
+
+def _metrics(path: Path, rows: dict[str, dict[str, tuple[float, float, float]]]) -> Path:
+    """A metrics.json in mv3d eval's layout: {object: {method: (psnr, ssim, mask_iou)}} (novel views)."""
+    keys = ("psnr", "ssim", "mask_iou")
+    objects = {
+        name: {"methods": {m: {"novel": dict(zip(keys, v, strict=True))} for m, v in methods.items()}}
+        for name, methods in rows.items()
+    }
+    methods = list(next(iter(rows.values())))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"methods": methods, "objects": objects}))
+    return path
+
+
+def test_table_pools_runs_joined_by_plus(tmp_path):
+    a = _metrics(
+        tmp_path / "third_party" / "metrics.json",
+        {"duck": {"ours": (26.0, 0.8, 0.80), "copy": (25.0, 0.8, 0.70)}},
+    )
+    # the same object name in the second run stays a second object
+    b = _metrics(
+        tmp_path / "second_test" / "metrics.json",
+        {
+            "duck": {"ours": (20.0, 0.8, 0.50), "copy": (20.0, 0.8, 0.55)},
+            "can": {"ours": (30.0, 0.9, 0.90), "copy": (31.0, 0.9, 0.95)},
+        },
+    )
+    out = table([str(a), f"{a}+{b}"])
+    assert "| third-party meshes (1) | ours | 26.00 ± 0.00" in out
+    pooled = [
+        line for line in out.splitlines() if line.startswith("| third-party meshes + second real-mesh set")
+    ]
+    assert pooled[0].startswith("| third-party meshes + second real-mesh set (3) | ours | 25.33")
+    # pooled differences: PSNR (1 + 0 - 1) / 3 = 0, mask IoU (0.10 - 0.05 - 0.05) / 3 = 0
+    assert "| ours − copy | +0.00 (p=" in pooled[-1] and pooled[-1].count("✗") == 2
+    assert "2 of 4 met" in out
+
+    c = _metrics(
+        tmp_path / "other" / "metrics.json", {"x": {"ours": (1.0, 1.0, 1.0), "no-camera": (1.0, 1.0, 1.0)}}
+    )
+    with pytest.raises(SystemExit, match="different methods"):
+        table([f"{a}+{c}"])
