@@ -86,7 +86,7 @@ def test_table_pools_runs_joined_by_plus(tmp_path):
     assert pooled[0].startswith("| third-party meshes + second real-mesh set (3) | ours | 25.33")
     # pooled differences: PSNR (1 + 0 - 1) / 3 = 0, mask IoU (0.10 - 0.05 - 0.05) / 3 = 0
     assert "| ours − copy | +0.00 (p=" in pooled[-1] and pooled[-1].count("✗") == 2
-    assert "2 of 4 met" in out
+    assert "third-party meshes 2 of 2; third-party meshes + second real-mesh set 0 of 2" in out
 
     c = _metrics(
         tmp_path / "other" / "metrics.json", {"x": {"ours": (1.0, 1.0, 1.0), "no-camera": (1.0, 1.0, 1.0)}}
