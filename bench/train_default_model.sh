@@ -5,7 +5,8 @@
 #
 # 1. render 1500 procedural training objects (seed 1): 21 views, 64 px, static + dynamic orbits, input
 #    elevation in [-5, 30] degrees, default framing (fov 33.8, radius ~3.12);
-#    and 1000 random shapes from pybullet_data (bench/third_party.py --random-shapes, seed 3), same settings;
+#    1000 random shapes from pybullet_data (bench/third_party.py --random-shapes, seed 3), same settings;
+#    and 1000 plain procedural objects (procedural:1000:6:plain: the bodies alone, seed 6), same settings;
 # 2. stage 1: train configs/default_model.yaml and its no-camera ablation configs/default_model_no_camera.yaml
 #    from scratch with `mv3d train` on the procedural renders (seed 0; resumable: rerun this script after a
 #    kill and each run continues from its last checkpoint);
@@ -13,6 +14,8 @@
 #    procedural renders plus the random shapes;
 #    stage 3: continue each from its stage-2 model with configs/default_model_stage3_onestep.yaml on the same
 #    data, every noise level drawn near sigma = 20, the one level the default one-step sampler evaluates;
+#    stage 4: continue each from its stage-3 model with configs/default_model_stage4_plain.yaml on the same
+#    data plus the plain objects, at the same noise level;
 # 3. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
 #    renders of real third-party meshes: the 6 standing upright (bench/third_party.py) and the 9 of the second
 #    set (bench/third_party.py --second-test), against the copy baseline and the trained no-camera ablation;
@@ -36,6 +39,8 @@ mv3d render-dataset procedural:1500:1 --out "$WORK/data/train" --views 21 --reso
 RANDOM_SHAPES=$(python bench/third_party.py --random-shapes)
 mv3d render-dataset "$RANDOM_SHAPES" --out "$WORK/data/random_shapes" --views 21 --resolution 64 \
   --orbit mixed --elevation-range -5 30 --workers 2 --seed 3
+mv3d render-dataset procedural:1000:6:plain --out "$WORK/data/plain" --views 21 --resolution 64 \
+  --orbit mixed --elevation-range -5 30 --workers 2 --seed 6
 
 # 2. training, the model and its no-camera ablation (same data, seed and steps; resumable: a rerun after a
 #    kill continues each from its last checkpoint). The two runs are independent: on a machine with cores
@@ -56,21 +61,25 @@ train_run configs/default_model_stage3_onestep.yaml "$WORK/run_stage3" --init-fr
   --data "$WORK/data/train" "$WORK/data/random_shapes"
 train_run configs/default_model_stage3_onestep.yaml "$WORK/run_no_camera_stage3" \
   --init-from "$WORK/run_no_camera_stage2/model" --data "$WORK/data/train" "$WORK/data/random_shapes"
+train_run configs/default_model_stage4_plain.yaml "$WORK/run_stage4" --init-from "$WORK/run_stage3/model" \
+  --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
+train_run configs/default_model_stage4_plain.yaml "$WORK/run_no_camera_stage4" \
+  --init-from "$WORK/run_no_camera_stage3/model" --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
 
 # 3. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
 #    used in training or model selection), then renders of real third-party meshes
-mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage3/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage3/model" --seed 0
+mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage4/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage3/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage3/model" --seed 0
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage4/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py --second-test)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/second_test" --model "$WORK/run_stage3/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage3/model" --seed 0
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/second_test" --model "$WORK/run_stage4/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
 # the acceptance table (ours vs each baseline, issue 7's margins, paired Wilcoxon test): held-out
 # procedural objects, then each real-mesh set, then the 15 real meshes pooled
 python bench/default_model_table.py "$WORK/eval/heldout/metrics.json" "$WORK/eval/third_party/metrics.json" \
   "$WORK/eval/second_test/metrics.json" "$WORK/eval/third_party/metrics.json+$WORK/eval/second_test/metrics.json"
 
-# The shipped folder is the third stage's model without its raw (non-EMA) UNet copy:
-#   cp -r "$WORK/run_stage3/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
+# The shipped folder is the fourth stage's model without its raw (non-EMA) UNet copy:
+#   cp -r "$WORK/run_stage4/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema

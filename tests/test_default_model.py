@@ -143,20 +143,21 @@ def test_default_model_config_builds_a_shippable_model():
     assert config.zero_init_output and torch.count_nonzero(components["unet"].conv_out.weight) == 0
 
 
-def test_last_stage_trains_at_the_samplers_noise_level():
-    """The shipped model's last stage draws its training noise where its one-step sampler evaluates it."""
+@pytest.mark.parametrize("stage", ["default_model_stage3_onestep.yaml", "default_model_stage4_plain.yaml"])
+def test_last_stages_train_at_the_samplers_noise_level(stage):
+    """The shipped model's last two stages draw their training noise where its one-step sampler evaluates it."""
     import json
 
-    stage3 = TrainConfig.from_yaml(REPO / "configs" / "default_model_stage3_onestep.yaml")
+    late = TrainConfig.from_yaml(REPO / "configs" / stage)
     first = TrainConfig.from_yaml(CONFIG)
     info = first.model["info"]
     if (SHIPPED / "mv3d_model.json").exists():
         info = json.loads((SHIPPED / "mv3d_model.json").read_text())
     assert info["default_steps"] == 1  # one Euler step: the network is evaluated at sigma_max only
-    assert abs(np.log(info["sigma_max"]) - stage3.p_mean) < 0.1
-    assert stage3.p_std <= 0.3 < first.p_std
+    assert abs(np.log(info["sigma_max"]) - late.p_mean) < 0.1
+    assert late.p_std <= 0.3 < first.p_std
     # the ablation goes through the same stage: nothing in it names one network
-    assert stage3.model is None and stage3.init_from is not None
+    assert late.model is None and late.init_from is not None
 
 
 @pytest.mark.skipif(
