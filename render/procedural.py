@@ -336,13 +336,10 @@ def procedural_object(seed: int, index: int, plain: bool = False) -> trimesh.Sce
     paint, info = surface_paint(textured_body, body_c1, body_c2)
     b.add("body", body_verts, uv, faces, paint, {"primitive": body_kind, **info})
     body_extent = float(np.ptp(body_verts, axis=0).max())
+    # `parts` is the builder's list: the parts added below appear in it too
+    meta = {"seed": int(seed), "index": int(index), "plain": bool(plain), "parts": b.parts}
     if plain:
-        b.scene.metadata["procedural"] = {
-            "seed": int(seed),
-            "index": int(index),
-            "plain": True,
-            "parts": b.parts,
-        }
+        b.scene.metadata["procedural"] = meta
         return b.scene
 
     # 2. Attachments touching the body: centred on the body's support point in a random direction,
@@ -396,13 +393,7 @@ def procedural_object(seed: int, index: int, plain: bool = False) -> trimesh.Sce
         c = _hsv(hue + rng.uniform(0.2, 0.4), rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.8))
         b.add("handle", verts, uv, faces, _vertex_paint(c), {"primitive": "torus", "visual": "vertex:solid"})
 
-    b.scene.metadata["procedural"] = {
-        "seed": int(seed),
-        "index": int(index),
-        "plain": False,
-        "marker_azimuth_deg": float(marker_az),
-        "parts": b.parts,
-    }
+    b.scene.metadata["procedural"] = {**meta, "marker_azimuth_deg": float(marker_az)}
     return b.scene
 
 
