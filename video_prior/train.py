@@ -780,9 +780,8 @@ def train(
             "expected the same (an alpha model trains on RGBA frames)"
         )
     unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
-    _channel_weight(
-        vae, config, info
-    )  # InputError now, not at the first step, if the model has no matte channels
+    # InputError now, not at the first step, if alpha_loss_weight asks for matte channels the model lacks
+    _channel_weight(vae, config, info)
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
         config.mixed_precision
     ]
