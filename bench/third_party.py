@@ -77,7 +77,7 @@ VALIDATION = [
     "xarm/xarm_description/meshes/xarm6/visual/link2.stl",
 ]
 #: The second test set (module docstring): wheel requirement -> the meshes in the wheel. An OBJ's material
-#: file and the textures it names (`map_Kd`) are copied beside it as the wheel lays them out.
+#: file is copied beside it, and the textures it names (`map_Kd`) too (`textures_beside_mesh`).
 SECOND_TEST = {
     "robosuite==1.5.2": [
         f"robosuite/models/assets/objects/meshes/{name}.obj"
