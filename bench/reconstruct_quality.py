@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -113,6 +114,7 @@ def main() -> None:
                     RESULTS / "reconstruct_side_by_side.png"
                 )
                 picture_done = True
+    shutil.rmtree(work, ignore_errors=True)  # the rendered views are only inputs
     summary = {}
     for method in args.methods:
         sel = [r for r in rows if r["method"] == method]

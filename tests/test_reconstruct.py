@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -290,7 +291,12 @@ def test_nerfstudio_method_runs_the_tools(procedural_views, tmp_path, monkeypatc
         p.write_text(text.format(python=sys.executable))
         p.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     res = reconstruct(views, method="nerfstudio", texture="none", target_faces=0, progress=False)
     # The exported sphere of radius 0.7 in nerfstudio's scaled frame is radius 0.35 in ours.
     r = np.linalg.norm(res.mesh.vertices, axis=1)
     np.testing.assert_allclose(r, 0.35, atol=1e-3)
+    # The work folder (nerfstudio dataset, checkpoints) is gone once the mesh is in memory.
+    assert not any(scratch.iterdir())

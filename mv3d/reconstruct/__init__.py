@@ -18,6 +18,7 @@ Pipeline of the default "field" method:
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,9 @@ class NerfstudioMethod:
             mesh = nerfstudio_mesh(
                 ds, Path(work), device=settings.device if settings.device != "cpu" else "cuda"
             )
+        if settings.work_dir is None:
+            # The mesh is in memory now. A failed run keeps its folder: the error names its log there.
+            shutil.rmtree(work, ignore_errors=True)
         return mesh, vs
 
 
