@@ -318,6 +318,8 @@ def test_ensemble_averages_independent_draws():
         pipe(image, orbit, ensemble=0)
     with pytest.raises(InputError, match="default_ensemble"):
         ModelInfo(default_ensemble=0)
+    with pytest.raises(InputError, match="alpha_threshold 1.0"):
+        ModelInfo(alpha_threshold=1.0)
 
 
 def test_mirror_conditioning_appends_the_mirrored_view_and_still_warm_starts_at_copy():

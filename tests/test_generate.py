@@ -387,3 +387,21 @@ def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
     assert views.shape == (VIEWS, 16, 16, 4)
     np.testing.assert_array_equal(views[2, ..., 3], image[..., 3])
     np.testing.assert_allclose(views[2, 6:10, 6:10, :3], 250, atol=1)
+
+    # A calibrated matte (info.alpha_threshold 0.4): the strip at alpha 0.502 is now above 0.5 by the
+    # map's slope (0.5 + 0.102 * 0.5 / 0.6), background and object stay 0 and 1, and the views
+    # composited on white are unchanged.
+    cfg["info"]["alpha_threshold"] = 0.4
+    save_components(comps, model_info_from_config(cfg), tmp_path / "calibrated")
+    calibrated = ViewGenerator.load(tmp_path / "calibrated", device="cpu")(
+        image, build_orbit("static", VIEWS), seed=0
+    )
+    a = calibrated[2, ..., 3].astype(int)
+    assert a[4, 4] == round(255 * (0.5 + (128 / 255 - 0.4) * 0.5 / 0.6))
+    assert a[0, 0] == 0 and a[8, 8] == 255
+
+    def on_white(v: np.ndarray) -> np.ndarray:
+        alpha = v[..., 3:] / 255.0
+        return v[..., :3] / 255.0 * alpha + (1.0 - alpha)
+
+    np.testing.assert_allclose(on_white(calibrated), on_white(views), atol=2 / 255)

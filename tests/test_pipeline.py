@@ -13,7 +13,7 @@ import video_prior.pipeline as pipeline_module
 from render.cameras import static_orbit
 from render.common import InputError
 from video_prior.components import tiny_config
-from video_prior.pipeline import MultiViewPipeline
+from video_prior.pipeline import MultiViewPipeline, calibrate_alpha
 
 N = 4
 
@@ -246,3 +246,15 @@ def test_mirror_average_draws_half_the_ensemble_mirrored_and_flips_it_back(pipe,
     assert np.array_equal(
         one, pipe(rgba, orbit, num_inference_steps=1, ensemble=1, generator=_seed(1)).frames
     )
+
+
+def test_calibrate_alpha_moves_the_threshold_to_one_half():
+    alpha = torch.linspace(0.0, 1.0, 1001)
+    for t in (0.2, 0.4, 0.5, 0.7):
+        out = calibrate_alpha(alpha, t)
+        assert float(out[0]) == 0.0 and float(out[-1]) == 1.0
+        assert bool(torch.all(out[1:] >= out[:-1]))  # monotone
+        torch.testing.assert_close(calibrate_alpha(torch.tensor([t]), t), torch.tensor([0.5]))
+        # the silhouette cut at 0.5 after the map is the raw matte cut at t
+        assert torch.equal(out > 0.5, alpha > t)
+    torch.testing.assert_close(calibrate_alpha(alpha, 0.5), alpha)

@@ -100,6 +100,11 @@ class ModelInfo:
         default_mirror_average: the pipeline's `mirror_average` when the caller gives none: half of the
             ensemble is drawn for the input and the orbit mirrored left-right and flipped back (test-time
             augmentation by the task's reflection symmetry, same cost).
+        alpha_threshold: for an alpha model, the level of its raw matte that separates object from
+            background. Every consumer of the views (mask IoU, `mv3d reconstruct`, Blender) cuts alpha at
+            0.5, and a matte estimated as an average is under-confident at its edges, so the pipeline maps
+            alpha piecewise-linearly to put this level on 0.5 (`calibrate_alpha`); 0.5 leaves it as it is.
+            Chosen on validation objects (MODEL_CARD.md).
         notes: free text (where the weights came from).
     """
 
@@ -124,6 +129,7 @@ class ModelInfo:
     sigma_max: float = 700.0
     mirror_conditioning: bool = False
     default_mirror_average: bool = False
+    alpha_threshold: float = 0.5
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -149,6 +155,10 @@ class ModelInfo:
             raise InputError(f"model default_ensemble {self.default_ensemble}: expected at least 1 sample")
         if not float(self.sigma_max) > 0:
             raise InputError(f"model sigma_max {self.sigma_max}: expected a positive noise level")
+        if not 0.0 < float(self.alpha_threshold) < 1.0:
+            raise InputError(
+                f"model alpha_threshold {self.alpha_threshold}: expected a matte level in (0, 1)"
+            )
         if len(self.background) != 3:
             raise InputError(f"model background {self.background}: expected 3 values (RGB in [0, 1])")
         self.background = [float(c) for c in self.background]

@@ -75,6 +75,22 @@ def mirror_orbit(orbit: Orbit) -> Orbit:
     )
 
 
+def calibrate_alpha(alpha: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Map a matte piecewise-linearly so that `threshold` lands on 0.5; 0 and 1 stay where they are.
+
+    Args:
+        alpha: (...) matte in [0, 1].
+        threshold: the raw level that separates object from background, in (0, 1).
+    Returns:
+        (...) matte in [0, 1], monotone in `alpha`: ``out > 0.5`` exactly where ``alpha > threshold``.
+
+    Only the matte moves: a view composited on the background is the same before and after, as
+    ``mv3d.generate.unmix_background`` recovers straight colours for whichever alpha it is given.
+    """
+    t = float(threshold)
+    return torch.where(alpha <= t, alpha * (0.5 / t), 0.5 + (alpha - t) * (0.5 / (1.0 - t)))
+
+
 @dataclass
 class MultiViewPipelineOutput:
     """Output of `MultiViewPipeline`.
@@ -542,10 +558,12 @@ class MultiViewPipeline:
         finally:
             bar.close()
         frames = frames / members
+        frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+        if info.alpha and float(info.alpha_threshold) != 0.5:
+            frames[:, 3] = calibrate_alpha(frames[:, 3], float(info.alpha_threshold))
         # optionally show the input itself as the input view
         if info.overwrite_input_frame:
-            frames[0] = image_t[0].to(frames.device)
-        frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+            frames[0] = ((image_t[0].float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
         if output_type == "pt":
             result: np.ndarray | torch.Tensor = frames
         else:
