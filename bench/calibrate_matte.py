@@ -1,0 +1,125 @@
+"""Choose an alpha model's matte threshold on validation evaluations, and optionally write it to the model.
+
+    python bench/calibrate_matte.py VAL_EVAL_DIR... --method ours [--write MODEL_DIR]
+    python bench/calibrate_matte.py VAL_EVAL_DIR... --method no-camera [--write NO_CAMERA_MODEL_DIR]
+
+A model estimated as an average (one sampling step from noise, averaged over draws) paints a matte that
+is under-confident at its edges, while every consumer of its views cuts alpha at 0.5. The rule
+(MODEL_CARD.md, committed before it was first computed): the threshold t in {0.10, 0.15, ..., 0.50} with
+the highest mean novel-view mask IoU over the objects of the given `mv3d eval` runs pooled (one weight
+per object), ties within 0.001 going to the larger t; the model gets ``info.alpha_threshold = t`` only if
+that beats 0.5 by at least --min-gain. Cutting the saved alpha at t is what the pipeline's
+`calibrate_alpha` map followed by the cut at 0.5 does, so the runs must be of the model uncalibrated:
+--write checks that each run recorded this model's hash and that its threshold is still 0.5.
+Never give it test runs: the threshold is a choice, and test sets are for the last measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from eval import view_metrics as vm  # noqa: E402
+from render.common import InputError, atomic_write_json  # noqa: E402
+
+GRID = tuple(round(0.10 + 0.05 * i, 2) for i in range(9))
+TIE = 0.001
+
+
+def _views(folder: Path) -> np.ndarray:
+    """(N, H, W, 4) uint8 views of one method (or the ground truth) of one evaluated object."""
+    files = sorted((folder / "views").glob("*.png"))
+    if not files:
+        raise InputError(
+            f"{folder}: no views/*.png; expected an `mv3d eval` object folder with its views kept"
+        )
+    return np.stack([np.asarray(Image.open(f).convert("RGBA")) for f in files])
+
+
+def iou_by_threshold(run: Path, method: str, grid: tuple[float, ...] = GRID) -> np.ndarray:
+    """(objects, thresholds) mean novel-view (1..N-1) mask IoU of `method`'s views cut at each threshold."""
+    objects = sorted(p for p in (run / "objects").iterdir() if p.is_dir())
+    if not objects:
+        raise InputError(f"{run}: no objects/; expected an `mv3d eval` output folder")
+    rows = []
+    for obj in objects:
+        gt = vm.masks_from_alpha(_views(obj / "gt"))[1:]
+        pred = _views(obj / method)[1:]
+        rows.append([float(vm.mask_iou(vm.masks_from_alpha(pred, t), gt).mean()) for t in grid])
+    return np.asarray(rows)
+
+
+def choose(mean_iou: np.ndarray, grid: tuple[float, ...] = GRID) -> float:
+    """The rule: the best threshold, ties within `TIE` going to the larger one (closer to no change)."""
+    best = float(mean_iou.max())
+    return max(t for t, v in zip(grid, mean_iou, strict=True) if v >= best - TIE)
+
+
+def recorded_hash(run: Path, method: str) -> str | None:
+    settings = json.loads((run / "metrics.json").read_text())["settings"]
+    if method == "ours":
+        return settings.get("model_hash")
+    return settings.get("extra", {}).get("no_camera", {}).get("hash") if method == "no-camera" else None
+
+
+def write_threshold(model: Path, runs: list[Path], method: str, threshold: float) -> None:
+    """Set ``alpha_threshold`` in `model`'s mv3d_model.json after checking the runs evaluated it raw."""
+    from mv3d.models import model_hash
+
+    info_path = model / "mv3d_model.json"
+    if not info_path.is_file():
+        raise InputError(f"{model}: no mv3d_model.json; expected an mv3d model folder")
+    info = json.loads(info_path.read_text())
+    if not info.get("alpha", False):
+        raise InputError(f"{model}: alpha false; a matte threshold needs a model that paints its alpha")
+    if float(info.get("alpha_threshold", 0.5)) != 0.5:
+        raise InputError(
+            f"{model}: alpha_threshold {info['alpha_threshold']}; expected an uncalibrated model (0.5)"
+        )
+    h = model_hash(model)
+    for run in runs:
+        if recorded_hash(run, method) != h:
+            raise InputError(
+                f"{run}: evaluated {method} with model hash {recorded_hash(run, method)}; expected {h} ({model})"
+            )
+    info["alpha_threshold"] = threshold
+    atomic_write_json(info_path, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="`mv3d eval` output folders of validation objects")
+    ap.add_argument("--method", default="ours", help="the evaluated method whose views are calibrated")
+    ap.add_argument("--min-gain", type=float, default=0.005, help="mask IoU gain over 0.5 needed to write")
+    ap.add_argument("--write", type=Path, default=None, help="model folder whose alpha_threshold to set")
+    args = ap.parse_args(argv)
+    try:
+        table = np.concatenate([iou_by_threshold(r, args.method) for r in args.runs])
+        means = table.mean(axis=0)
+        t = choose(means)
+        gain = float(means[GRID.index(t)] - means[GRID.index(0.5)])
+        print(f"{args.method}: {len(table)} objects, novel-view mask IoU by threshold")
+        print("  " + "  ".join(f"{g:.2f}: {m:.4f}" for g, m in zip(GRID, means, strict=True)))
+        print(f"  chosen {t:.2f}: {means[GRID.index(t)]:.4f} (+{gain:.4f} over 0.5)")
+        if args.write is not None:
+            if t != 0.5 and gain >= args.min_gain:
+                write_threshold(args.write, args.runs, args.method, t)
+                print(f"  wrote alpha_threshold {t:.2f} to {args.write / 'mv3d_model.json'}")
+            else:
+                print(f"  gain under {args.min_gain}: {args.write} left as it is")
+    except InputError as exc:
+        print(f"calibrate_matte: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
