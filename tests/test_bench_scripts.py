@@ -1,4 +1,5 @@
-"""bench/ helpers that results depend on: the second real-mesh set's preparation and the acceptance table."""
+"""bench/ helpers that results depend on: the second real-mesh set's preparation, the acceptance table and the
+matte calibration."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import calibrate_matte  # noqa: E402
 from default_model_table import table  # noqa: E402
 from third_party import stand_on_thinnest_extent, textures_beside_mesh  # noqa: E402
 
@@ -93,3 +95,48 @@ def test_table_pools_runs_joined_by_plus(tmp_path):
     )
     with pytest.raises(SystemExit, match="different methods"):
         table([f"{a}+{c}"])
+
+
+def _fake_eval(run: Path, model_hash: str, soft_alpha: float) -> None:
+    """An `mv3d eval` folder of 2 objects x 3 views: the ground truth is a 10x10 square; the method paints
+    it with alpha 1 inside an 8x8 core and `soft_alpha` on the ring around it (an under-confident edge)."""
+    for k in range(2):
+        for method in ("gt", "ours"):
+            views = run / "objects" / f"obj{k}" / method / "views"
+            views.mkdir(parents=True)
+            for i in range(3):
+                rgba = np.zeros((16, 16, 4), np.uint8)
+                rgba[3:13, 3:13, 3] = 255 if method == "gt" else round(255 * soft_alpha)
+                if method == "ours":
+                    rgba[4:12, 4:12, 3] = 255
+                Image.fromarray(rgba).save(views / f"{i:03d}.png")
+    settings = {"model_hash": model_hash, "extra": {"no_camera": {"hash": "other"}}}
+    (run / "metrics.json").write_text(json.dumps({"settings": settings}))
+
+
+def test_calibrate_matte_rule_and_write(tmp_path):
+    from mv3d.models import model_hash
+
+    # ties within 0.001 go to the larger threshold; the grid is 0.10 ... 0.50
+    assert calibrate_matte.GRID[0] == 0.1 and calibrate_matte.GRID[-1] == 0.5
+    means = np.array([0.60, 0.70, 0.7405, 0.741, 0.7402, 0.735, 0.73, 0.72, 0.71])
+    assert calibrate_matte.choose(means) == 0.3
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "mv3d_model.json").write_text(json.dumps({"alpha": True}))
+    run = tmp_path / "val"
+    _fake_eval(run, model_hash(model), soft_alpha=0.3)
+    table = calibrate_matte.iou_by_threshold(run, "ours")
+    assert table.shape == (2, len(calibrate_matte.GRID))
+    # the ring (alpha 0.3) counts from every threshold below 0.3: IoU 1; above it only the core: 64/100
+    np.testing.assert_allclose(table[0], [1.0 if t < 0.3 else 0.64 for t in calibrate_matte.GRID], atol=1e-6)
+    assert calibrate_matte.main([str(run), "--write", str(model)]) == 0
+    assert json.loads((model / "mv3d_model.json").read_text())["alpha_threshold"] == 0.25
+    # calibrated once, the model refuses a second calibration from runs of its raw matte
+    assert calibrate_matte.main([str(run), "--write", str(model)]) == 2
+    # runs of another model are refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mv3d_model.json").write_text(json.dumps({"alpha": True, "notes": "other"}))
+    assert calibrate_matte.main([str(run), "--write", str(other)]) == 2
+    assert "alpha_threshold" not in json.loads((other / "mv3d_model.json").read_text())
