@@ -16,7 +16,9 @@
 #    data, every noise level drawn near sigma = 20, the one level the default one-step sampler evaluates;
 #    stage 4: continue each from its stage-3 model with configs/default_model_stage4_plain.yaml on the same
 #    data plus the plain objects, at the same noise level;
-# 3. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
+# 3. calibrate each network's matte on validation objects (procedural:8:3 and bench/third_party.py
+#    --validation): bench/calibrate_matte.py sets alpha_threshold in its model info (MODEL_CARD.md's rule);
+# 4. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
 #    renders of real third-party meshes: the 6 standing upright (bench/third_party.py) and the 9 of the second
 #    set (bench/third_party.py --second-test), against the copy baseline and the trained no-camera ablation;
 #    the acceptance table judges the real meshes on all 15 pooled.
@@ -66,7 +68,22 @@ train_run configs/default_model_stage4_plain.yaml "$WORK/run_stage4" --init-from
 train_run configs/default_model_stage4_plain.yaml "$WORK/run_no_camera_stage4" \
   --init-from "$WORK/run_no_camera_stage3/model" --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
 
-# 3. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
+# 3. matte calibration on validation objects only (once: a calibrated model keeps its threshold on a
+#    rerun). The no-camera network is calibrated by the same rule only when ours is (MODEL_CARD.md).
+if ! grep -q '"alpha_threshold"' "$WORK/run_stage4/model/mv3d_model.json"; then
+  VALIDATION=("$WORK/eval/validation_procedural" "$WORK/eval/validation_meshes")
+  mv3d eval --objects procedural:8:3 --out "${VALIDATION[0]}" --model "$WORK/run_stage4/model" \
+    --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
+  mapfile -t MESHES < <(python bench/third_party.py --validation)
+  mv3d eval --objects "${MESHES[@]}" --out "${VALIDATION[1]}" --model "$WORK/run_stage4/model" \
+    --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
+  python bench/calibrate_matte.py "${VALIDATION[@]}" --method ours --write "$WORK/run_stage4/model"
+  if grep -q '"alpha_threshold"' "$WORK/run_stage4/model/mv3d_model.json"; then
+    python bench/calibrate_matte.py "${VALIDATION[@]}" --method no-camera --write "$WORK/run_no_camera_stage4/model"
+  fi
+fi
+
+# 4. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
 #    used in training or model selection), then renders of real third-party meshes
 mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage4/model" \
   --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
