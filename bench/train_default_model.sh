@@ -70,7 +70,11 @@ train_run configs/default_model_stage4_plain.yaml "$WORK/run_no_camera_stage4" \
 
 # 3. matte calibration on validation objects only (once: a calibrated model keeps its threshold on a
 #    rerun). The no-camera network is calibrated by the same rule only when ours is (MODEL_CARD.md).
-if ! grep -q '"alpha_threshold"' "$WORK/run_stage4/model/mv3d_model.json"; then
+calibrated() {  # MODEL_DIR: its info carries a matte threshold other than 0.5
+  python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("alpha_threshold", 0.5) == 0.5)' \
+    "$1/mv3d_model.json"
+}
+if ! calibrated "$WORK/run_stage4/model"; then
   VALIDATION=("$WORK/eval/validation_procedural" "$WORK/eval/validation_meshes")
   mv3d eval --objects procedural:8:3 --out "${VALIDATION[0]}" --model "$WORK/run_stage4/model" \
     --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
@@ -78,7 +82,7 @@ if ! grep -q '"alpha_threshold"' "$WORK/run_stage4/model/mv3d_model.json"; then
   mv3d eval --objects "${MESHES[@]}" --out "${VALIDATION[1]}" --model "$WORK/run_stage4/model" \
     --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
   python bench/calibrate_matte.py "${VALIDATION[@]}" --method ours --write "$WORK/run_stage4/model"
-  if grep -q '"alpha_threshold"' "$WORK/run_stage4/model/mv3d_model.json"; then
+  if calibrated "$WORK/run_stage4/model"; then
     python bench/calibrate_matte.py "${VALIDATION[@]}" --method no-camera --write "$WORK/run_no_camera_stage4/model"
   fi
 fi

@@ -249,6 +249,9 @@ def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, c
     from mv3d.cli import main
 
     first = vtrain.train(tiny_config(max_steps=2), [data_root], tmp_path / "first", progress=False)
+    # a calibrated matte (bench/calibrate_matte.py) belongs to the first stage's weights, not the second's
+    info_path = first.model_dir / "mv3d_model.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "alpha_threshold": 0.4}))
     cfg = tmp_path / "stage2.yaml"
     # A vanishing learning rate: the second stage's saved UNet must be (to 1e-8) its initialisation, i.e.
     # the first stage's UNet, not CONFIG's freshly initialised model.
@@ -265,6 +268,8 @@ def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, c
         for d in (tmp_path / "first", tmp_path / "second")
     ]
     assert notes[1] == "second stage" != notes[0]
+    second_info = json.loads((tmp_path / "second" / "model" / "mv3d_model.json").read_text())
+    assert second_info["alpha_threshold"] == 0.5
     a, b = unet_weights(first.model_dir), unet_weights(tmp_path / "second" / "model")
     assert a.keys() == b.keys()
     for k in a:

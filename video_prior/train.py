@@ -277,7 +277,10 @@ def build_model(config: TrainConfig) -> tuple[dict[str, torch.nn.Module], Any]:
     from video_prior.components import build_components, load_components, model_info_from_config
 
     if config.init_from is not None:
-        return load_components(config.init_from)
+        components, info = load_components(config.init_from)
+        # A matte calibration belongs to the weights it was chosen on; training changes them.
+        info.alpha_threshold = 0.5
+        return components, info
     model_config = resolve_model_config(config.model)
     torch.manual_seed(config.seed)  # the deterministic initialisation of a from-scratch run
     components = build_components(model_config)
