@@ -15,6 +15,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import calibrate_matte  # noqa: E402
+import silhouette_oracle  # noqa: E402
 from default_model_table import table  # noqa: E402
 from third_party import stand_on_thinnest_extent, textures_beside_mesh  # noqa: E402
 
@@ -140,3 +141,16 @@ def test_calibrate_matte_rule_and_write(tmp_path):
     (other / "mv3d_model.json").write_text(json.dumps({"alpha": True, "notes": "other"}))
     assert calibrate_matte.main([str(run), "--write", str(other)]) == 2
     assert "alpha_threshold" not in json.loads((other / "mv3d_model.json").read_text())
+
+
+def test_silhouette_oracle_bounds_a_predictor_without_cameras():
+    """Identical novel silhouettes: the oracle is exact. A wide and a narrow box in alternate views: the
+    best single silhouette is one of them (or between), short of 1, and no better than either alone."""
+    same = np.zeros((5, 16, 16), bool)
+    same[:, 4:12, 4:12] = True
+    assert silhouette_oracle.oracle_iou(same) == 1.0
+    views = np.zeros((5, 16, 16), bool)
+    views[0::2, 4:12, 2:14] = True  # input and views 2, 4: 8 x 12
+    views[1::2, 4:12, 6:10] = True  # views 1, 3: 8 x 4
+    # either box as the single answer: IoU 1 on its own views and 32/96 on the others
+    assert np.isclose(silhouette_oracle.oracle_iou(views), (1 + 32 / 96) / 2)
