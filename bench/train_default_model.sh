@@ -16,6 +16,8 @@
 #    data, every noise level drawn near sigma = 20, the one level the default one-step sampler evaluates;
 #    stage 4: continue each from its stage-3 model with configs/default_model_stage4_plain.yaml on the same
 #    data plus the plain objects, at the same noise level;
+#    stage 5: continue each from its stage-4 model with configs/default_model_stage5_more.yaml: 4000 more
+#    steps of stage 4;
 # 3. calibrate each network's matte on validation objects (procedural:8:3 and bench/third_party.py
 #    --validation): bench/calibrate_matte.py sets alpha_threshold in its model info (MODEL_CARD.md's rule);
 # 4. evaluate on held-out procedural objects (seed 2, never used in training or model selection) and on
@@ -67,6 +69,10 @@ train_run configs/default_model_stage4_plain.yaml "$WORK/run_stage4" --init-from
   --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
 train_run configs/default_model_stage4_plain.yaml "$WORK/run_no_camera_stage4" \
   --init-from "$WORK/run_no_camera_stage3/model" --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
+train_run configs/default_model_stage5_more.yaml "$WORK/run_stage5" --init-from "$WORK/run_stage4/model" \
+  --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
+train_run configs/default_model_stage5_more.yaml "$WORK/run_no_camera_stage5" \
+  --init-from "$WORK/run_no_camera_stage4/model" --data "$WORK/data/train" "$WORK/data/random_shapes" "$WORK/data/plain"
 
 # 3. matte calibration on validation objects only (once: a calibrated model keeps its threshold on a
 #    rerun). The no-camera network is calibrated by the same rule only when ours is (MODEL_CARD.md).
@@ -74,33 +80,33 @@ calibrated() {  # MODEL_DIR: its info carries a matte threshold other than 0.5
   python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("alpha_threshold", 0.5) == 0.5)' \
     "$1/mv3d_model.json"
 }
-if ! calibrated "$WORK/run_stage4/model"; then
+if ! calibrated "$WORK/run_stage5/model"; then
   VALIDATION=("$WORK/eval/validation_procedural" "$WORK/eval/validation_meshes")
-  mv3d eval --objects procedural:8:3 --out "${VALIDATION[0]}" --model "$WORK/run_stage4/model" \
-    --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
+  mv3d eval --objects procedural:8:3 --out "${VALIDATION[0]}" --model "$WORK/run_stage5/model" \
+    --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage5/model" --seed 0
   mapfile -t MESHES < <(python bench/third_party.py --validation)
-  mv3d eval --objects "${MESHES[@]}" --out "${VALIDATION[1]}" --model "$WORK/run_stage4/model" \
-    --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
-  python bench/calibrate_matte.py "${VALIDATION[@]}" --method ours --write "$WORK/run_stage4/model"
-  if calibrated "$WORK/run_stage4/model"; then
-    python bench/calibrate_matte.py "${VALIDATION[@]}" --method no-camera --write "$WORK/run_no_camera_stage4/model"
+  mv3d eval --objects "${MESHES[@]}" --out "${VALIDATION[1]}" --model "$WORK/run_stage5/model" \
+    --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage5/model" --seed 0
+  python bench/calibrate_matte.py "${VALIDATION[@]}" --method ours --write "$WORK/run_stage5/model"
+  if calibrated "$WORK/run_stage5/model"; then
+    python bench/calibrate_matte.py "${VALIDATION[@]}" --method no-camera --write "$WORK/run_no_camera_stage5/model"
   fi
 fi
 
 # 4. evaluation against the copy and the no-camera baselines: held-out procedural objects (seed 2, never
 #    used in training or model selection), then renders of real third-party meshes
-mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage4/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
+mv3d eval --objects procedural:50:2 --out "$WORK/eval/heldout" --model "$WORK/run_stage5/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage5/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage4/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/third_party" --model "$WORK/run_stage5/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage5/model" --seed 0
 mapfile -t MESHES < <(python bench/third_party.py --second-test)
-mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/second_test" --model "$WORK/run_stage4/model" \
-  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage4/model" --seed 0
+mv3d eval --objects "${MESHES[@]}" --out "$WORK/eval/second_test" --model "$WORK/run_stage5/model" \
+  --baselines copy,no-camera --no-camera-model "$WORK/run_no_camera_stage5/model" --seed 0
 # the acceptance table (ours vs each baseline, issue 7's margins, paired Wilcoxon test): held-out
 # procedural objects, then each real-mesh set, then the 15 real meshes pooled
 python bench/default_model_table.py "$WORK/eval/heldout/metrics.json" "$WORK/eval/third_party/metrics.json" \
   "$WORK/eval/second_test/metrics.json" "$WORK/eval/third_party/metrics.json+$WORK/eval/second_test/metrics.json"
 
-# The shipped folder is the fourth stage's model without its raw (non-EMA) UNet copy:
-#   cp -r "$WORK/run_stage4/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
+# The shipped folder is the fifth stage's model without its raw (non-EMA) UNet copy:
+#   cp -r "$WORK/run_stage5/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema

@@ -143,9 +143,16 @@ def test_default_model_config_builds_a_shippable_model():
     assert config.zero_init_output and torch.count_nonzero(components["unet"].conv_out.weight) == 0
 
 
-@pytest.mark.parametrize("stage", ["default_model_stage3_onestep.yaml", "default_model_stage4_plain.yaml"])
+@pytest.mark.parametrize(
+    "stage",
+    [
+        "default_model_stage3_onestep.yaml",
+        "default_model_stage4_plain.yaml",
+        "default_model_stage5_more.yaml",
+    ],
+)
 def test_last_stages_train_at_the_samplers_noise_level(stage):
-    """The shipped model's last two stages draw their training noise where its one-step sampler evaluates it."""
+    """The shipped model's last three stages draw their training noise where its one-step sampler evaluates it."""
     import json
 
     late = TrainConfig.from_yaml(REPO / "configs" / stage)
