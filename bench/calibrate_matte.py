@@ -22,26 +22,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from eval import view_metrics as vm  # noqa: E402
 from render.common import InputError, atomic_write_json  # noqa: E402
+from render.dataset import read_orbit_dataset  # noqa: E402
 
 GRID = tuple(round(0.10 + 0.05 * i, 2) for i in range(9))
 TIE = 0.001
-
-
-def _views(folder: Path) -> np.ndarray:
-    """(N, H, W, 4) uint8 views of one method (or the ground truth) of one evaluated object."""
-    files = sorted((folder / "views").glob("*.png"))
-    if not files:
-        raise InputError(
-            f"{folder}: no views/*.png; expected an `mv3d eval` object folder with its views kept"
-        )
-    return np.stack([np.asarray(Image.open(f).convert("RGBA")) for f in files])
 
 
 def iou_by_threshold(run: Path, method: str, grid: tuple[float, ...] = GRID) -> np.ndarray:
@@ -51,8 +41,8 @@ def iou_by_threshold(run: Path, method: str, grid: tuple[float, ...] = GRID) -> 
         raise InputError(f"{run}: no objects/; expected an `mv3d eval` output folder")
     rows = []
     for obj in objects:
-        gt = vm.masks_from_alpha(_views(obj / "gt"))[1:]
-        pred = _views(obj / method)[1:]
+        gt = vm.masks_from_alpha(read_orbit_dataset(obj / "gt").load_images())[1:]
+        pred = read_orbit_dataset(obj / method).load_images()[1:]
         rows.append([float(vm.mask_iou(vm.masks_from_alpha(pred, t), gt).mean()) for t in grid])
     return np.asarray(rows)
 

@@ -18,24 +18,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from eval import view_metrics as vm  # noqa: E402
 from render.common import InputError  # noqa: E402
+from render.dataset import read_orbit_dataset  # noqa: E402
 
 FRACTIONS = np.linspace(0.05, 0.95, 19)
 
 
 def gt_silhouettes(obj: Path) -> np.ndarray:
     """(N, H, W) bool true silhouettes of one evaluated object, view 0 = the input."""
-    files = sorted((obj / "gt" / "views").glob("*.png"))
-    if not files:
-        raise InputError(f"{obj}: no gt/views/*.png; expected an `mv3d eval` object folder with its views")
-    rgba = np.stack([np.asarray(Image.open(f).convert("RGBA")) for f in files])
-    return vm.masks_from_alpha(rgba).numpy()
+    return vm.masks_from_alpha(read_orbit_dataset(obj / "gt").load_images()).numpy()
 
 
 def oracle_iou(silhouettes: np.ndarray) -> float:

@@ -101,16 +101,16 @@ def test_table_pools_runs_joined_by_plus(tmp_path):
 def _fake_eval(run: Path, model_hash: str, soft_alpha: float) -> None:
     """An `mv3d eval` folder of 2 objects x 3 views: the ground truth is a 10x10 square; the method paints
     it with alpha 1 inside an 8x8 core and `soft_alpha` on the ring around it (an under-confident edge)."""
+    from render.cameras import static_orbit
+    from render.dataset import write_orbit_dataset
+
     for k in range(2):
         for method in ("gt", "ours"):
-            views = run / "objects" / f"obj{k}" / method / "views"
-            views.mkdir(parents=True)
-            for i in range(3):
-                rgba = np.zeros((16, 16, 4), np.uint8)
-                rgba[3:13, 3:13, 3] = 255 if method == "gt" else round(255 * soft_alpha)
-                if method == "ours":
-                    rgba[4:12, 4:12, 3] = 255
-                Image.fromarray(rgba).save(views / f"{i:03d}.png")
+            rgba = np.zeros((3, 16, 16, 4), np.uint8)
+            rgba[:, 3:13, 3:13, 3] = 255 if method == "gt" else round(255 * soft_alpha)
+            if method == "ours":
+                rgba[:, 4:12, 4:12, 3] = 255
+            write_orbit_dataset(run / "objects" / f"obj{k}" / method, rgba, static_orbit(3))
     settings = {"model_hash": model_hash, "extra": {"no_camera": {"hash": "other"}}}
     (run / "metrics.json").write_text(json.dumps({"settings": settings}))
 
