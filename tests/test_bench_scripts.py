@@ -4,17 +4,20 @@ matte calibration."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import calibrate_matte  # noqa: E402
+import drop_camera  # noqa: E402
 import silhouette_oracle  # noqa: E402
 from default_model_table import table  # noqa: E402
 from third_party import stand_on_thinnest_extent, textures_beside_mesh  # noqa: E402
@@ -154,3 +157,43 @@ def test_silhouette_oracle_bounds_a_predictor_without_cameras():
     views[1::2, 4:12, 6:10] = True  # views 1, 3: 8 x 4
     # either box as the single answer: IoU 1 on its own views and 32/96 on the others
     assert np.isclose(silhouette_oracle.oracle_iou(views), (1 + 32 / 96) / 2)
+
+
+def test_drop_camera_writes_a_no_camera_model(tmp_path):
+    from video_prior.components import (
+        build_components,
+        load_components,
+        model_info_from_config,
+        save_components,
+        tiny_config,
+    )
+
+    torch.manual_seed(0)
+    cfg = tiny_config(num_frames=4, sample_size=16, conditioning="sv3d_p")
+    info = model_info_from_config(cfg)
+    info.alpha_threshold = 0.4
+    save_components(build_components(cfg), info, tmp_path / "cam")
+    script = Path(__file__).resolve().parents[1] / "bench" / "drop_camera.py"
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "cam"), str(tmp_path / "nocam")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.strip() == str(tmp_path / "nocam")
+    comps, new_info = load_components(tmp_path / "nocam")
+    assert new_info.conditioning == "sv3d_u" and new_info.alpha_threshold == 0.5
+    assert new_info.notes.startswith("no-camera ablation derived from cam")
+    assert comps["unet"].add_embedding.linear_1.weight.shape[1] == cfg["unet"]["addition_time_embed_dims"][0]
+    # 8 elevations x 21 azimuths, polar = 90 deg - elevation in [60, 95] deg
+    polar, azimuth = drop_camera.training_cameras()
+    assert polar.shape == azimuth.shape == (168,)
+    assert np.isclose(np.degrees(polar.min().item()), 60.0) and np.isclose(
+        np.degrees(polar.max().item()), 95.0
+    )
+    again = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "nocam"), str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 2 and "expected 'sv3d_p'" in again.stderr

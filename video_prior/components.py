@@ -35,6 +35,7 @@ __all__ = [
     "PREDICTIONS",
     "VAE_TYPES",
     "build_components",
+    "drop_camera_conditioning",
     "load_components",
     "model_info_from_config",
     "save_components",
@@ -482,3 +483,65 @@ def load_components(
     for module in components.values():
         module.to(device).eval().requires_grad_(False)
     return components, info
+
+
+def drop_camera_conditioning(
+    components: dict[str, torch.nn.Module],
+    info: ModelInfo,
+    polar_rad: torch.Tensor,
+    azimuth_rad: torch.Tensor,
+) -> tuple[dict[str, torch.nn.Module], ModelInfo]:
+    """The same SV3D_p network with its camera inputs removed: an SV3D_u network to finetune without cameras.
+
+    An SV3D_p UNet embeds (cond_aug, polar, azimuth) per frame with sinusoids, concatenated, into the first
+    linear layer of ``add_embedding``. The returned UNet keeps only cond_aug: that layer keeps cond_aug's
+    columns, and the camera columns' contribution, averaged over the given cameras (the training
+    distribution's), is folded into its bias, so the network starts where the SV3D_p one is on average
+    rather than at an embedding it never saw. Every other weight is copied unchanged. The components passed
+    in are not modified (the VAE and image encoder are shared with the result).
+
+    This is how the no-camera ablation of a camera-conditioned model is continued when the ablation's own
+    weights are not at hand (MODEL_CARD.md): it starts from everything the camera model learned, so it is
+    at least as strong an ablation as one trained from scratch with the same data.
+
+    Args:
+        components: a loaded model (`load_components`) with ``info.conditioning == "sv3d_p"``.
+        info: its ModelInfo.
+        polar_rad, azimuth_rad: (N,) cameras (radians; azimuth relative to the input view) to average the
+            camera columns' contribution over.
+
+    Returns:
+        (components, info) of the SV3D_u model; ``info.alpha_threshold`` is reset to 0.5 (a calibrated
+        threshold belongs to the weights it was chosen on).
+    """
+    if info.conditioning != "sv3d_p":
+        raise InputError(f"drop_camera_conditioning: conditioning '{info.conditioning}', expected 'sv3d_p'")
+    polar = torch.as_tensor(polar_rad, dtype=torch.float32).reshape(-1)
+    azimuth = torch.as_tensor(azimuth_rad, dtype=torch.float32).reshape(-1)
+    if polar.numel() == 0 or polar.shape != azimuth.shape:
+        raise ValueError(
+            f"polar {tuple(polar.shape)} and azimuth {tuple(azimuth.shape)}: expected the same N > 0 cameras"
+        )
+    unet = components["unet"]
+    widths = list(unet.config.addition_time_embed_dims)
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config.update(
+        addition_time_embed_dims=widths[:1],
+        projection_class_embeddings_input_dim=widths[0],
+        per_frame_conditioning=False,
+    )
+    new_unet = MultiViewUNet.from_config(config)
+    state = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    weight = state["add_embedding.linear_1.weight"]  # (C, sum(widths))
+    ids = torch.stack([torch.zeros_like(polar), polar, azimuth], dim=-1)  # (N, 3) with cond_aug 0
+    with torch.no_grad():
+        sinusoids = unet.add_time_proj(ids.to(weight.device)).to(weight.dtype)  # (N, sum(widths))
+        camera_mean = (sinusoids[:, widths[0] :] @ weight[:, widths[0] :].T).mean(dim=0)  # (C,)
+    state["add_embedding.linear_1.weight"] = weight[:, : widths[0]].contiguous()
+    state["add_embedding.linear_1.bias"] = state["add_embedding.linear_1.bias"] + camera_mean
+    new_unet.load_state_dict(state)
+    new_unet.to(device=weight.device, dtype=weight.dtype).eval().requires_grad_(False)
+    new_info = copy.deepcopy(info)
+    new_info.conditioning = "sv3d_u"
+    new_info.alpha_threshold = 0.5
+    return {**components, "unet": new_unet}, new_info
