@@ -197,6 +197,19 @@ def third_party_meshes(cache_dir: str | Path = DEFAULT_CACHE) -> list[Path]:
     return [p for p in paths if p.is_file()]
 
 
+def _write_turned_coloured_ply(mesh, angle: float, rgba, path: Path) -> None:
+    """Write `mesh` turned by `angle` (radians) about +Z, every vertex in one colour (RGBA in [0, 1]), as PLY."""
+    import numpy as np
+    import trimesh
+
+    from render.common import atomic_write_bytes
+
+    mesh.apply_transform(trimesh.transformations.rotation_matrix(angle, [0.0, 0.0, 1.0]))
+    colour = np.round(np.clip(rgba, 0.0, 1.0) * 255).astype(np.uint8)
+    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.tile(colour, (len(mesh.vertices), 1)))
+    atomic_write_bytes(path, mesh.export(file_type="ply"))
+
+
 def random_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     """The folder of pybullet_data's random shapes as vertex-coloured PLY files (written on first use).
 
@@ -207,8 +220,6 @@ def random_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     """
     import numpy as np
     import trimesh
-
-    from render.common import atomic_write_bytes
 
     cache = Path(cache_dir)
     out = cache / "random_shapes"
@@ -228,12 +239,7 @@ def random_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
             data = io.BytesIO(zf.read(stem + ".obj"))
             mesh = trimesh.load(data, file_type="obj", force="mesh", process=False)
             angle = np.random.default_rng(int(Path(stem).name)).uniform(0.0, 2.0 * np.pi)
-            mesh.apply_transform(trimesh.transformations.rotation_matrix(angle, [0.0, 0.0, 1.0]))
-            colour = np.round(np.clip(rgba, 0.0, 1.0) * 255).astype(np.uint8)
-            mesh.visual = trimesh.visual.ColorVisuals(
-                mesh, vertex_colors=np.tile(colour, (len(mesh.vertices), 1))
-            )
-            atomic_write_bytes(out / f"{Path(stem).name}.ply", mesh.export(file_type="ply"))
+            _write_turned_coloured_ply(mesh, angle, rgba, out / f"{Path(stem).name}.ply")
     done.write_text(f"{len(urdfs)}\n")
     return out
 
@@ -325,8 +331,6 @@ def real_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
     import numpy as np
     import trimesh
 
-    from render.common import atomic_write_bytes
-
     cache = Path(cache_dir)
     out = cache / "real_shapes"
     done = out / ".complete"
@@ -350,12 +354,9 @@ def real_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
             seed = int.from_bytes(hashlib.sha256(f"{source}/{name}".encode()).digest()[:8], "little")
             rng = np.random.default_rng(seed)
             angle = rng.uniform(0.0, 2.0 * np.pi)
-            mesh.apply_transform(trimesh.transformations.rotation_matrix(angle, [0.0, 0.0, 1.0]))
-            colour = np.append(np.round(rng.uniform(0.1, 0.9, 3) * 255), 255).astype(np.uint8)
-            mesh.visual = trimesh.visual.ColorVisuals(
-                mesh, vertex_colors=np.tile(colour, (len(mesh.vertices), 1))
+            _write_turned_coloured_ply(
+                mesh, angle, [*rng.uniform(0.1, 0.9, 3), 1.0], out / f"{source}_{name}.ply"
             )
-            atomic_write_bytes(out / f"{source}_{name}.ply", mesh.export(file_type="ply"))
             count += 1
     done.write_text(f"{count}\n")
     return out
