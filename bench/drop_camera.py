@@ -5,8 +5,9 @@
 The camera inputs are removed by `video_prior.components.drop_camera_conditioning`; their contribution is
 averaged over the cameras of mv3d's default training orbits (input elevations uniform in [-5, 30] degrees,
 eight of them, times the 21 azimuths of a static orbit relative to the input view) and folded into the
-embedding's bias. Every other weight is copied. The default model's recipe uses it to continue the
-no-camera ablation from the camera model when the ablation's own weights are not at hand (MODEL_CARD.md).
+embedding's bias. Every other weight is copied. The default model's sixth stage (tried, not shipped;
+MODEL_CARD.md) continued its no-camera ablation this way from the shipped camera model, because the
+ablation's own weights were not at hand; a later stage can do the same.
 """
 
 from __future__ import annotations

