@@ -275,14 +275,14 @@ def summarise(
 # ------------------------------------------------------------------------------------------------
 
 
-def _resolve(sources: Sequence[Any], up_axis: str | None = None) -> list[Any]:
+def _resolve(sources: Sequence[Any], up_axis: str | None = None, select: str | None = None) -> list[Any]:
     """ObjectSource-like objects (object_id, spec, meta, load()) from specs or objects."""
     specs = [s for s in sources if isinstance(s, (str, Path))]
     objs = [s for s in sources if not isinstance(s, (str, Path))]
     if specs:
         from render.sources import resolve_sources
 
-        objs = list(resolve_sources([str(s) for s in specs], up_axis=up_axis)) + objs
+        objs = list(resolve_sources([str(s) for s in specs], up_axis=up_axis, select=select)) + objs
     if not objs:
         raise InputError(
             "no objects to evaluate: expected at least one source (a mesh file, folder, procedural:N:SEED, ...)"
@@ -423,6 +423,7 @@ def run_benchmark(
     progress: bool = True,
     extra_settings: Mapping[str, Any] | None = None,
     up_axis: str | None = None,
+    select: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `generator` (and baselines) on SOURCES; write OUT/metrics.json, report.md, figures.
 
@@ -444,6 +445,8 @@ def run_benchmark(
             reconstruction was made); recorded in metrics.json and part of the cache key.
         up_axis: "y" or "z", the up axis of the mesh files and folders among the specs (None: each
             format's own; `render.sources.file_source`: another axis gives another object id).
+        select: keep only the objects a selection lists (`render.sources.read_selection`), e.g. a
+            committed split's test ids.
 
     Returns:
         The metrics.json dictionary.
@@ -477,7 +480,7 @@ def run_benchmark(
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
     )
-    objs = _resolve(sources, up_axis)
+    objs = _resolve(sources, up_axis, select)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)

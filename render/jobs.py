@@ -462,6 +462,7 @@ def render_dataset(
     *,
     objaverse_dir: str | None = None,
     up_axis: str | None = None,
+    select: str | None = None,
     renderer_settings: dict[str, Any] | None = None,
     fov_deg: float = SV3D_FOV_DEG,
     light_augment: bool = False,
@@ -488,6 +489,7 @@ def render_dataset(
         objaverse_dir: the local objaverse cache folder for `objaverse:` sources.
         up_axis: "y" or "z", the up axis of every mesh file and folder among the sources (None: each
             format's own; `render.sources.file_source`).
+        select: keep only the objects a selection lists (`render.sources.read_selection`).
         light_augment: draw a random light setup per object.
         depth, normals: also store depth and normal maps.
         retry_failed: on a rerun, try failed objects again.
@@ -528,7 +530,7 @@ def render_dataset(
             raise InputError("curation settings were given but render.curation is not available")
         mod.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
-    resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis)
+    resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis, select=select)
     if not resolved:
         raise InputError(f"sources {' '.join(sources)}: found no objects to render")
     ids = Counter(s.object_id for s in resolved)

@@ -3,7 +3,9 @@
 A source spec is one of:
 
 - a mesh file: `.obj .ply .stl .off .glb .gltf` (case-insensitive);
-- a folder: every mesh file below it (recursively, hidden files and folders skipped, sorted by relative
+- a Sweet Home 3D furniture catalogue (`.sh3f`, `render.sh3f_source`): every object it lists, with
+  its name, category, creator and licence in the manifest;
+- a folder: every mesh file and `.sh3f` catalogue below it (recursively, hidden files and folders skipped, sorted by relative
   path, so the order is the same on every machine). A Google-Scanned-Objects-style folder, where each
   object is a subfolder holding `meshes/model.obj` and its textures, is such a folder; its objects are
   named after their subfolder;
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from render.common import InputError
 from render.meshes import SUPPORTED_FORMATS, check_up_axis, default_up_axis
+from render.sh3f_source import SH3F_SUFFIX, catalog_objects
 
 if TYPE_CHECKING:
     from render.meshes import LoadedMesh
@@ -46,7 +49,7 @@ OBJAVERSE_PREFIX = "objaverse:"
 SPEC_FORMS = (
     "a mesh file ("
     + " ".join(MESH_EXTENSIONS)
-    + "), a folder of meshes, procedural:N:SEED[:plain], or an objaverse: "
+    + "), a Sweet Home 3D catalogue (.sh3f), a folder of those, procedural:N:SEED[:plain], or an objaverse: "
     "selection (objaverse:uids=UID,.. | objaverse:uids-file=PATH | objaverse:lvis=CAT,.. | objaverse:all, "
     "with optional :limit=K :seed=S)"
 )
@@ -114,6 +117,12 @@ def _load_procedural(src: ObjectSource) -> LoadedMesh:
     return LoadedMesh(scene=scene, source_to_world=source_to_world, source=src.spec)
 
 
+def _load_sh3f(src: ObjectSource) -> LoadedMesh:
+    from render.sh3f_source import load_sh3f_object
+
+    return load_sh3f_object(src.location, src.spec)
+
+
 def _load_objaverse(src: ObjectSource) -> LoadedMesh:
     from render.meshes import load_mesh
     from render.objaverse_source import ObjaverseCache
@@ -123,7 +132,12 @@ def _load_objaverse(src: ObjectSource) -> LoadedMesh:
 
 
 # The explicit kind -> loader table (no names of functions in strings, no registry to import from).
-_LOADERS = {"file": _load_file, "procedural": _load_procedural, "objaverse": _load_objaverse}
+_LOADERS = {
+    "file": _load_file,
+    "procedural": _load_procedural,
+    "objaverse": _load_objaverse,
+    "sh3f": _load_sh3f,
+}
 
 
 def _safe_name(name: str) -> str:
@@ -164,19 +178,28 @@ def file_source(path: str | os.PathLike, up_axis: str | None = None) -> ObjectSo
     )
 
 
+def sh3f_sources(path: str | os.PathLike) -> list[ObjectSource]:
+    """The `ObjectSource`s of a Sweet Home 3D catalogue: one per object it lists (`render.sh3f_source`)."""
+    return [
+        ObjectSource(object_id=o.object_id, spec=o.spec, meta=o.meta, kind="sh3f", location=o.location)
+        for o in catalog_objects(path)
+    ]
+
+
 def _is_mesh(path: Path) -> bool:
     return path.suffix.lower() in MESH_EXTENSIONS
 
 
-def scan_folder(folder: str | os.PathLike) -> list[Path]:
-    """Mesh files below `folder`, recursively, hidden entries skipped, sorted by relative path."""
+def scan_folder(folder: str | os.PathLike, suffixes: tuple[str, ...] = MESH_EXTENSIONS) -> list[Path]:
+    """Files below `folder` ending in `suffixes` (default: mesh files), recursively, hidden entries
+    skipped, sorted by relative path."""
     root = Path(folder)
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             p = Path(dirpath) / name
-            if not name.startswith(".") and _is_mesh(p):
+            if not name.startswith(".") and p.suffix.lower() in suffixes:
                 found.append(p)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
@@ -230,12 +253,18 @@ def resolve_source(
         return resolve_objaverse(spec, objaverse_dir)
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = scan_folder(path)
+        files = scan_folder(path, MESH_EXTENSIONS + (SH3F_SUFFIX,))
         if not files:
             raise InputError(
-                f"source folder {spec!r} holds no mesh files; expected files ending in {' '.join(MESH_EXTENSIONS)}"
+                f"source folder {spec!r} holds no mesh files; expected files ending in "
+                f"{' '.join(MESH_EXTENSIONS)} or {SH3F_SUFFIX} catalogues"
             )
-        return [file_source(p, up_axis) for p in files]
+        out: list[ObjectSource] = []
+        for p in files:
+            out.extend(sh3f_sources(p) if p.suffix.lower() == SH3F_SUFFIX else [file_source(p, up_axis)])
+        return out
+    if path.is_file() and path.suffix.lower() == SH3F_SUFFIX:
+        return sh3f_sources(path)
     if path.is_file():
         if not _is_mesh(path):
             raise InputError(
@@ -245,8 +274,42 @@ def resolve_source(
     raise InputError(f"source {spec!r} does not exist; expected {SPEC_FORMS}")
 
 
+MAX_SELECTION_BYTES = 64 * 1024 * 1024
+
+
+def read_selection(selection: str) -> set[str]:
+    """The object ids a selection names: "FILE" (a text file, one id per line, `#` comments) or
+    "FILE:KEY" (a JSON file whose top-level KEY is a list of ids, e.g. a committed split's "test").
+    """
+    path_str, key = selection, None
+    if not Path(selection).is_file() and ":" in selection:
+        path_str, _, key = selection.rpartition(":")
+    path = Path(path_str).expanduser()
+    if not path.is_file():
+        raise InputError(f"selection {selection!r}: {path} is not a file; expected FILE or FILE.json:KEY")
+    if path.stat().st_size > MAX_SELECTION_BYTES:
+        raise InputError(f"selection {path}: larger than {MAX_SELECTION_BYTES} bytes")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if key is None:
+        return {ln.split("#", 1)[0].strip() for ln in text.splitlines()} - {""}
+    import json
+
+    try:
+        ids = json.loads(text)[key]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(
+            f"selection {selection!r}: expected a JSON object whose key {key!r} is a list of ids"
+        ) from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InputError(f"selection {selection!r}: {key!r} is not a list of object ids")
+    return set(ids)
+
+
 def resolve_sources(
-    specs: list[str], objaverse_dir: str | os.PathLike | None = None, up_axis: str | None = None
+    specs: list[str],
+    objaverse_dir: str | os.PathLike | None = None,
+    up_axis: str | None = None,
+    select: str | None = None,
 ) -> list[ObjectSource]:
     """All objects the specs name, in order, each object once (first occurrence wins).
 
@@ -255,9 +318,11 @@ def resolve_sources(
         objaverse_dir: the objaverse cache folder for `objaverse:` specs (default: the package's).
         up_axis: "y" or "z": the up axis of every mesh file and folder among the specs (None: each
             format's own, +Y for glTF and +Z otherwise).
+        select: keep only the objects whose ids `read_selection(select)` lists (a committed split).
 
     Raises:
-        InputError: no specs, or a spec that is malformed, missing or selects nothing.
+        InputError: no specs, a spec that is malformed, missing or selects nothing, or a selection
+            that keeps no object.
     """
     if isinstance(specs, str):
         specs = [specs]
@@ -274,4 +339,9 @@ def resolve_sources(
             if obj.object_id not in seen:
                 seen.add(obj.object_id)
                 out.append(obj)
+    if select is not None:
+        keep = read_selection(select)
+        out = [o for o in out if o.object_id in keep]
+        if not out:
+            raise InputError(f"selection {select!r} keeps none of the {len(seen)} objects the sources name")
     return out

@@ -83,6 +83,12 @@ def register(app: typer.Typer) -> None:
             "--up-axis",
             help="Up axis of every mesh file and folder among the objects: y or z (default: y for glTF, z otherwise).",
         ),
+        select: str | None = typer.Option(
+            None,
+            "--select",
+            help="Keep only the objects a file lists: FILE (one object id per line) or FILE.json:KEY "
+            "(e.g. recipes/default_model/sweethome3d_split.json:test).",
+        ),
         resolution: int = typer.Option(
             None,
             "--resolution",
@@ -205,6 +211,7 @@ def register(app: typer.Typer) -> None:
             clip_path=str(clip) if clip is not None else None,
             extra_settings=extra,
             up_axis=up_axis,
+            select=select,
         )
         agg = metrics["aggregate"]
         for name in metrics["methods"]:

@@ -164,6 +164,12 @@ def register(app: typer.Typer) -> None:
             "--up-axis",
             help="Up axis of every mesh file and folder among SOURCES: y or z (default: y for glTF, z otherwise).",
         ),
+        select: str | None = typer.Option(
+            None,
+            "--select",
+            help="Keep only the objects a file lists: FILE (one object id per line) or FILE.json:KEY "
+            "(e.g. recipes/default_model/sweethome3d_split.json:train).",
+        ),
         retry_failed: bool = typer.Option(
             True, "--retry-failed/--no-retry-failed", help="On a rerun, try failed objects again."
         ),
@@ -196,6 +202,7 @@ def register(app: typer.Typer) -> None:
             curation=cfg,
             objaverse_dir=str(objaverse_dir) if objaverse_dir else None,
             up_axis=check_up_axis(up_axis, "--up-axis"),
+            select=select,
             renderer_settings={"samples": samples, "world": world} if renderer == "blender" else {},
             fov_deg=fov,
             light_augment=light_augment,
