@@ -8,7 +8,8 @@ Layout of the output folder::
       job.json                 the settings of the job (a rerun must use the same ones)
       objects/<object_id>/     one orbit dataset per rendered object (views/, transforms.json)
       records/<object_id>.json the outcome of every rejected or failed object
-      manifest.jsonl           one line per object: id, source, status, reason, curation results
+      manifest.jsonl           one line per object: id, source, status, reason, curation results, and the
+                               source's facts (`meta`: name, category, creator, licence, ...)
       failures.jsonl           one line per failed object: {"source", "error", "object_id"}
       summary.json             counts, what each curation filter removed, throughput
 
@@ -301,6 +302,9 @@ def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, An
             k: rec.get(k) for k in ("object_id", "source", "status", "stage", "reason", "error", "curation")
         }
         entry = {k: v for k, v in entry.items() if v is not None}
+        if src.meta:
+            # what the source knows of the object: name, category, creator, licence, annotations
+            entry["meta"] = src.meta
         if rec["status"] == "done":
             entry["path"] = f"{OBJECTS_DIR}/{src.object_id}"
         lines.append(json.dumps(entry, sort_keys=True))

@@ -241,6 +241,9 @@ class _ArchiveFolder:
     def __init__(self, zf: zipfile.ZipFile, folder: str, where: str):
         self.zf, self.folder, self.where = zf, folder.strip("/"), where
         self.read_bytes = 0
+        # trimesh logs and skips a material file or texture its resolver fails to give; what was
+        # refused is kept here so that the load fails with the reason instead of going on without it.
+        self.refused: list[str] = []
 
     def member(self, name: str) -> str:
         name = str(name).replace("\\", "/")
@@ -254,6 +257,13 @@ class _ArchiveFolder:
         return member
 
     def get(self, name: str) -> bytes:
+        try:
+            return self._get(name)
+        except InputError as exc:
+            self.refused.append(str(exc))
+            raise
+
+    def _get(self, name: str) -> bytes:
         member = self.member(name)
         try:
             info = self.zf.getinfo(member)
@@ -341,6 +351,8 @@ def load_sh3f_object(location: str, spec: str):
         except Exception as exc:  # trimesh raises many types for malformed files
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{where}: cannot read the OBJ model: {reason}") from exc
+        if folder.refused:
+            raise InputError(folder.refused[0])
         # trimesh decodes textures lazily; decode them now, while the archive is open.
         for geom in scene.geometry.values():
             material = getattr(getattr(geom, "visual", None), "material", None)

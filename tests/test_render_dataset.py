@@ -168,8 +168,8 @@ def test_worker_crash_fails_only_its_object(tmp_path, monkeypatch):
 
     real = render.sources.resolve_sources
 
-    def with_crash(specs, objaverse_dir=None, up_axis=None):
-        found = real(specs, objaverse_dir, up_axis)
+    def with_crash(specs, objaverse_dir=None, up_axis=None, select=None):
+        found = real(specs, objaverse_dir, up_axis, select)
         return found[:1] + [CrashingSource("crash-0", "crash:0")] + found[1:]
 
     monkeypatch.setattr(render.sources, "resolve_sources", with_crash)

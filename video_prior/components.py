@@ -5,7 +5,8 @@ A model folder has diffusers' layout, so each part also loads with plain diffuse
     MODEL/unet/            config.json + diffusion_pytorch_model.safetensors   (MultiViewUNet)
     MODEL/vae/             config.json + diffusion_pytorch_model.safetensors   (AutoencoderKL or
                                                                                 AutoencoderKLTemporalDecoder)
-    MODEL/image_encoder/   config.json + model.safetensors                      (CLIPVisionModelWithProjection)
+    MODEL/image_encoder/   config.json + model.safetensors                      (CLIPVisionModelWithProjection,
+                           or diffusion_pytorch_model.safetensors: a frozen EfficientNetLite0Encoder)
     MODEL/mv3d_model.json  ModelInfo: conditioning kind, frame order, resolution, ... (no class names)
 
 A config is a plain dict ``{"unet": {...}, "vae": {"type": "image"|"temporal", ...}, "image_encoder": {...},
@@ -26,6 +27,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from render.common import InputError, atomic_output, atomic_write_json
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
 from video_prior.first_stage import PatchAutoencoder
+from video_prior.image_encoders import EfficientNetLite0Encoder
 from video_prior.unet import MultiViewUNet
 
 __all__ = [
@@ -382,14 +384,10 @@ def build_components(config: dict) -> dict[str, torch.nn.Module]:
     try:
         unet = MultiViewUNet(**config["unet"])
         vae = VAE_TYPES[vae_type](**vae_cfg)
-        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**config["image_encoder"]))
+        encoder = _build_image_encoder(config["image_encoder"])
     except (TypeError, ValueError) as exc:
         raise InputError(f"model config: {exc}") from exc
-    if encoder.config.projection_dim != unet.config.cross_attention_dim:
-        raise InputError(
-            f"model config: image_encoder projection_dim {encoder.config.projection_dim} != unet "
-            f"cross_attention_dim {unet.config.cross_attention_dim}; they must match"
-        )
+    _check_encoder_width(encoder, unet, "model config")
     # noisy latent + image latent (+ the mirrored image's latent, see ModelInfo.mirror_conditioning)
     mirror = bool(config.get("info", {}).get("mirror_conditioning", False))
     parts = 3 if mirror else 2
@@ -400,6 +398,50 @@ def build_components(config: dict) -> dict[str, torch.nn.Module]:
             f"{' + mirrored image latent' if mirror else ''})"
         )
     return {"unet": unet.eval(), "vae": vae.eval(), "image_encoder": encoder.eval()}
+
+
+# The image encoders a model folder may hold: config "type" -> class (explicit, no names to import).
+# "clip" (the default when a config has no type) is SVD/SV3D's; "efficientnet_lite0" is the frozen
+# ImageNet backbone of small models (video_prior.image_encoders).
+IMAGE_ENCODER_TYPES = {"clip": CLIPVisionModelWithProjection, "efficientnet_lite0": EfficientNetLite0Encoder}
+
+
+def _build_image_encoder(config: dict) -> torch.nn.Module:
+    cfg = dict(config)
+    kind = cfg.pop("type", "clip")
+    if kind not in IMAGE_ENCODER_TYPES:
+        raise InputError(
+            f"model config image_encoder type '{kind}': expected one of {sorted(IMAGE_ENCODER_TYPES)}"
+        )
+    if kind == "clip":
+        return CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
+    return IMAGE_ENCODER_TYPES[kind](**cfg)
+
+
+def _encoder_width(encoder: torch.nn.Module) -> int:
+    """The width D of the tokens an image encoder gives the UNet."""
+    if isinstance(encoder, EfficientNetLite0Encoder):
+        return encoder.feature_dim
+    return int(encoder.config.projection_dim)
+
+
+def _check_encoder_width(encoder: torch.nn.Module, unet: torch.nn.Module, where: str) -> None:
+    hid = unet.config.get("encoder_hid_dim")
+    want = int(hid) if hid is not None else unet.config.cross_attention_dim
+    if _encoder_width(encoder) != want:
+        raise InputError(
+            f"{where}: the image encoder gives {_encoder_width(encoder)}-wide tokens but the unet takes {want} "
+            "(encoder_hid_dim, or cross_attention_dim without it); they must match"
+        )
+
+
+def _image_encoder_type_of_folder(folder: Path) -> str:
+    """ "efficientnet_lite0" when diffusers recorded that class in ``config.json``, else "clip"."""
+    try:
+        name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError):
+        return "clip"
+    return "efficientnet_lite0" if name == EfficientNetLite0Encoder.__name__ else "clip"
 
 
 def model_info_from_config(config: dict) -> ModelInfo:
@@ -471,7 +513,10 @@ def load_components(
     try:
         unet = MultiViewUNet.from_pretrained(path / "unet", torch_dtype=dtype)
         vae = VAE_TYPES[info.vae_type].from_pretrained(path / "vae", torch_dtype=dtype)
-        encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
+        if _image_encoder_type_of_folder(path / "image_encoder") == "clip":
+            encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
+        else:
+            encoder = EfficientNetLite0Encoder.from_pretrained(path / "image_encoder", torch_dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"model folder {path}: cannot load weights ({str(exc).splitlines()[0]})") from exc
     if abs(float(vae.config.scaling_factor) - info.latent_scale) > 1e-9:
@@ -479,6 +524,7 @@ def load_components(
             f"{info_file}: latent_scale {info.latent_scale} differs from the VAE's scaling_factor "
             f"{vae.config.scaling_factor}"
         )
+    _check_encoder_width(encoder, unet, f"model folder {path}")
     components = {"unet": unet, "vae": vae, "image_encoder": encoder}
     for module in components.values():
         module.to(device).eval().requires_grad_(False)

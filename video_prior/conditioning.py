@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 
+from video_prior.image_encoders import EfficientNetLite0Encoder
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
@@ -152,8 +154,11 @@ def clip_embed(image_encoder, images: torch.Tensor) -> torch.Tensor:
         images: (B, 3, H, W) in [-1, 1].
 
     Returns:
-        (B, 1, D) projected image embeddings, D = ``image_encoder.config.projection_dim``.
+        (B, 1, D) projected image embeddings, D = ``image_encoder.config.projection_dim``; for an
+        encoder of `video_prior.image_encoders` (which brings its own preprocessing), its (B, T, D) tokens.
     """
+    if isinstance(image_encoder, EfficientNetLite0Encoder):
+        return image_encoder.embed(images)
     param = next(image_encoder.parameters())
     x = images.to(device=param.device, dtype=torch.float32)
     size = _encoder_image_size(image_encoder)

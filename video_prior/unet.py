@@ -75,6 +75,11 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
             elsewhere); Stability's VideoUNet uses 1e-5 everywhere, so converted SVD/SV3D checkpoints set
             1e-5 to match the reference to float32 precision (with 1e-6 they differ by ~2e-5 relative).
 
+        encoder_hid_dim: the width of the image encoder's tokens when it differs from
+            ``cross_attention_dim`` (e.g. 1280 for the frozen EfficientNet-Lite0 of
+            `video_prior.image_encoders`): a trainable ``encoder_hid_proj`` Linear maps them to
+            ``cross_attention_dim`` first, as diffusers' ``UNet2DConditionModel`` does. ``None``: no projection.
+
     With ``addition_time_embed_dims=[256, 256, 256]`` and ``per_frame_conditioning=False`` this class computes
     exactly what the stock class computes with the same weights.
     """
@@ -108,6 +113,7 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
         addition_time_embed_dims: list[int] | None = None,
         per_frame_conditioning: bool = False,
         resnet_norm_eps: float | None = None,
+        encoder_hid_dim: int | None = None,
     ):
         if addition_time_embed_dims is None:
             total = (
@@ -156,6 +162,13 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
             for name, module in self.named_modules():
                 if isinstance(module, nn.GroupNorm) and "res_block" in name:
                     module.eps = float(resnet_norm_eps)
+        self.encoder_hid_proj: nn.Linear | None = None
+        if encoder_hid_dim is not None:
+            if not isinstance(cross_attention_dim, int):
+                raise ValueError(
+                    f"encoder_hid_dim {encoder_hid_dim} needs one cross_attention_dim, got {cross_attention_dim}"
+                )
+            self.encoder_hid_proj = nn.Linear(int(encoder_hid_dim), cross_attention_dim)
         # Record the resolved values, so that a saved config.json is explicit and reloads identically
         # (diffusers drops keys listed in `_use_default_values` when it loads a config).
         resolved = {
@@ -233,7 +246,7 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
                 concatenated channel-wise.
             timestep: (B,) float, EDM c_noise (a scalar is broadcast).
             encoder_hidden_states: (B, T, D) cross-attention context (T = 1 for a CLIP image embedding),
-                shared by all frames.
+                shared by all frames; D = ``encoder_hid_dim`` when set, else ``cross_attention_dim``.
             added_time_ids: raw conditioning scalars, (B, F, K) per frame or (B, K) per video.
             return_dict: return a `UNetSpatioTemporalConditionOutput` rather than a tuple.
 
@@ -250,6 +263,10 @@ class MultiViewUNet(UNetSpatioTemporalConditionModel):
         emb = self.embed(timestep, added_time_ids, batch_size, num_frames, sample.dtype)
 
         # frames are folded into the batch; context is shared by all frames of a video
+        if self.encoder_hid_proj is not None:
+            encoder_hidden_states = self.encoder_hid_proj(
+                encoder_hidden_states.to(self.encoder_hid_proj.weight.dtype)
+            )
         sample = sample.flatten(0, 1)
         encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
 

@@ -1,0 +1,210 @@
+"""Sweet Home 3D catalogues (.sh3f) as a render source, made by the tests as the real ones are laid out."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from render.common import InputError
+from render.sh3f_source import licence_code, parse_properties, read_catalog
+from render.sources import read_selection, resolve_sources
+
+# A box 40 wide (x), 20 deep (z, its front faces +Z as Sweet Home 3D's models do) and 100 high (y).
+_OBJ = """mtllib box.mtl
+v -20 0 -10
+v 20 0 -10
+v 20 100 -10
+v -20 100 -10
+v -20 0 10
+v 20 0 10
+v 20 100 10
+v -20 100 10
+vt 0 0
+vt 1 0
+vt 1 1
+vt 0 1
+usemtl front
+f 5/1 6/2 7/3 8/4
+usemtl rest
+f 1 4 3 2
+f 1 2 6 5
+f 2 3 7 6
+f 3 4 8 7
+f 4 1 5 8
+"""
+_MTL = """newmtl front
+Kd 1 1 1
+map_Kd {texture}
+newmtl rest
+Kd 0.2 0.2 0.8
+"""
+
+
+def _png(size=(4, 4), colour=(255, 0, 0)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_catalog(path, texture="red.png", licence="Creative Commons Attribution 3.0 license", extra=None):
+    """A two-object catalogue: a textured box (category Kitchen) and a rotated copy (category Office)."""
+    props = [
+        "# PluginFurnitureCatalog.properties",
+        "id=Test#Catalog",
+        f"license={licence}",
+        "id#1=Test#box",
+        "name#1=Caf\\u00e9 box",
+        "category#1=Kitchen",
+        "creator#1=Someone",
+        "model#1=/test/box/box.obj",
+        "doorOrWindow#1=false",
+        "width#1=40",
+        "depth#1=20",
+        "height#1=100",
+        "id#2=Test#box2",
+        "name#2=Turned box",
+        "category#2=Office",
+        "creator#2=Someone else",
+        "model#2=/test/box2/box.obj",
+        # a quarter turn about +Y: the box's +X side becomes its front
+        "modelRotation#2=0 0 1 0 1 0 -1 0 0",
+    ]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("PluginFurnitureCatalog.properties", "\n".join(props + (extra or [])) + "\n")
+        for folder in ("test/box", "test/box2"):
+            zf.writestr(f"{folder}/box.obj", _OBJ)
+            zf.writestr(f"{folder}/box.mtl", _MTL.format(texture=texture))
+            zf.writestr(f"{folder}/red.png", _png())
+        zf.writestr("secret.png", _png(colour=(0, 255, 0)))
+    return path
+
+
+def test_properties_parser_handles_escapes_separators_and_continuations():
+    text = "# c\n! c\nkey=value\na\\ b : c d\nlong=one \\\n    two\nu=caf\\u00e9\n"
+    assert parse_properties(text) == {"key": "value", "a b": "c d", "long": "one two", "u": "café"}
+
+
+def test_licence_codes():
+    assert licence_code("Public domain") == "cc0"
+    assert licence_code("Creative Commons Attribution 3.0 United States license") == "by"
+    assert licence_code("Creative Commons Attribution-ShareAlike 4.0") == "by-sa"
+    assert licence_code("Creative Commons Attribution-NonCommercial 3.0") == "by-nc"
+    assert licence_code("All rights reserved") is None
+
+
+def test_catalog_objects_carry_name_category_creator_and_licence(tmp_path):
+    cat = make_catalog(tmp_path / "Test.sh3f")
+    objs = resolve_sources([str(cat)])
+    assert [o.meta["name"] for o in objs] == ["Café box", "Turned box"]
+    assert [o.meta["category"] for o in objs] == ["Kitchen", "Office"]
+    assert objs[0].meta["creator"] == "Someone" and objs[0].meta["licence"] == "by"
+    assert objs[0].meta["size_cm"] == [40.0, 20.0, 100.0]
+    assert all(o.kind == "sh3f" for o in objs)
+    # ids do not depend on where the catalogue lies (a committed split selects the same objects anywhere)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    moved = make_catalog(other / "Test.sh3f")
+    assert [o.object_id for o in resolve_sources([str(moved)])] == [o.object_id for o in objs]
+    # a folder of catalogues works as a source too
+    assert len(resolve_sources([str(other)])) == 2
+    assert len(read_catalog(cat)) == 2
+
+
+def test_loaded_object_is_upright_with_its_front_towards_minus_y(tmp_path):
+    cat = make_catalog(tmp_path / "Test.sh3f")
+    box, turned = resolve_sources([str(cat)])
+    mesh = box.load()
+    lo, hi = np.asarray(mesh.scene.bounds)
+    ext = hi - lo
+    # 40 x 20 x 100 cm, largest extent 1: x 0.4, y (depth) 0.2, z (height) 1.0
+    np.testing.assert_allclose(ext, [0.4, 0.2, 1.0], atol=1e-6)
+    # the textured front face (+Z in the file) now faces -Y, towards the azimuth-0 camera
+    from render.meshes import world_geometry
+
+    front = [
+        (g, t)
+        for _, g, t in world_geometry(mesh)
+        if getattr(getattr(g.visual, "material", None), "image", None) is not None
+    ]
+    assert front, "the front face keeps its texture"
+    normals = np.concatenate([g.face_normals @ t[:3, :3].T for g, t in front])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    np.testing.assert_allclose(normals.mean(axis=0), [0, -1, 0], atol=1e-6)
+    # modelRotation turns the second box a quarter about the vertical: its width now lies along y
+    ext2 = np.ptp(np.asarray(turned.load().scene.bounds), axis=0)
+    np.testing.assert_allclose(ext2, [0.2, 0.4, 1.0], atol=1e-6)
+
+
+def test_a_model_naming_files_outside_its_folder_is_refused(tmp_path):
+    cat = make_catalog(tmp_path / "Evil.sh3f", texture="../../secret.png")
+    with pytest.raises(InputError, match="outside its folder"):
+        resolve_sources([str(cat)])[0].load()
+
+
+def test_huge_texture_is_refused_before_decoding(tmp_path, monkeypatch):
+    import render.sh3f_source as sh3f
+
+    monkeypatch.setattr(sh3f, "MAX_TEXTURE_PIXELS", 10)
+    cat = make_catalog(tmp_path / "Big.sh3f")
+    with pytest.raises(InputError, match="pixels"):
+        resolve_sources([str(cat)])[0].load()
+
+
+def test_malformed_catalogues_give_one_line(tmp_path):
+    bad = tmp_path / "bad.sh3f"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="zip"):
+        resolve_sources([str(bad)])
+    empty = tmp_path / "empty.sh3f"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("x.txt", "x")
+    with pytest.raises(InputError, match="PluginFurnitureCatalog"):
+        resolve_sources([str(empty)])
+    rot = make_catalog(tmp_path / "Rot.sh3f", extra=["modelRotation#1=1 0 nan"])
+    with pytest.raises(InputError, match="modelRotation"):
+        resolve_sources([str(rot)])[0].load()
+
+
+def test_selection_keeps_only_listed_ids(tmp_path):
+    cat = make_catalog(tmp_path / "Test.sh3f")
+    objs = resolve_sources([str(cat)])
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [objs[1].object_id], "test": [objs[0].object_id]}))
+    assert [o.object_id for o in resolve_sources([str(cat)], select=f"{split}:test")] == [objs[0].object_id]
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"# kept\n{objs[1].object_id}\n")
+    assert read_selection(str(ids)) == {objs[1].object_id}
+    with pytest.raises(InputError, match="keeps none"):
+        resolve_sources(["procedural:2:0"], select=f"{split}:test")
+    with pytest.raises(InputError, match="list of ids"):
+        resolve_sources([str(cat)], select=f"{split}:nope")
+
+
+def test_render_dataset_reads_a_catalogue_and_records_its_facts(tmp_path):
+    from render.jobs import render_dataset
+
+    cat = make_catalog(tmp_path / "Test.sh3f")
+    out = tmp_path / "data"
+    summary = render_dataset([str(cat)], out, views=4, resolution=32, progress=False)
+    assert summary["done"] == 2
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    metas = [r.get("meta", {}) for r in records]
+    assert sorted(m.get("category") for m in metas) == ["Kitchen", "Office"]
+    assert {m.get("licence") for m in metas} == {"by"}
+
+
+def test_split_rule_groups_names_and_keeps_building_parts_in_training(tmp_path):
+    from recipes.default_model.sweethome3d_split import make_split
+
+    make_catalog(tmp_path / "A.sh3f")
+    split = make_split(tmp_path)
+    assert sum(split["counts"].values()) == 2
+    again = make_split(tmp_path)
+    assert again["sha256"] == split["sha256"]  # deterministic
+    for o in split["objects"]:
+        assert o["split"] in ("train", "validation", "test")
