@@ -95,6 +95,22 @@ def test_uncoloured_mesh_is_light_grey_and_alpha_is_straight():
     assert rgba[..., :3][edge].mean() > 0.6 * mean.mean()
 
 
+def test_texture_without_uvs_renders_in_the_material_colour():
+    # OBJ files that name a texture map but give no `vt` (a tenth of Sweet Home 3D's objects) made
+    # pyrender's shader fail to compile; such a mesh renders in its material's main colour instead.
+    from PIL import Image
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    material = trimesh.visual.material.SimpleMaterial(
+        image=Image.new("RGB", (4, 4), (255, 0, 0)), diffuse=(40, 200, 40, 255)
+    )
+    sphere.visual = trimesh.visual.TextureVisuals(uv=None, material=material)
+    scene, s2w = normalize_scene(sphere)
+    rgba = get_renderer("fast").render(LoadedMesh(scene, s2w, "sphere"), static_orbit(1, 10.0), 48).rgba
+    mean = rgba[0][..., :3][rgba[0][..., 3] == 255].mean(axis=0)
+    assert mean[1] > mean[0] + 40 and mean[1] > mean[2] + 40  # green: the material colour, not the red image
+
+
 def test_light_seed_changes_shading_not_silhouette(example_mesh):
     mesh = load_mesh(example_mesh)
     orbit = static_orbit(2, 10.0)

@@ -32,6 +32,16 @@ def _pyrender():
     return optional_import("pyrender", "dev", "the fast renderer")
 
 
+def _plain_material(material):
+    """A pyrender material of `material`'s main colour (a trimesh material), without its image."""
+    pyrender = _pyrender()
+    colour = np.asarray(getattr(material, "main_color", None) if material is not None else None, dtype=float)
+    rgba = colour / 255.0 if colour.shape == (4,) else np.array([*DEFAULT_GREY, 1.0])
+    return pyrender.MetallicRoughnessMaterial(
+        baseColorFactor=rgba.tolist(), metallicFactor=0.0, roughnessFactor=0.8, doubleSided=True
+    )
+
+
 def _is_smooth(geom, max_angle_deg: float = 60.0) -> bool:
     """Whether vertex-normal shading suits `geom`: no shared edge folds by more than `max_angle_deg`.
 
@@ -109,6 +119,12 @@ class FastRenderer(Renderer):
             kind = getattr(geom.visual, "kind", None)
             if kind is None:
                 pmesh = pyrender.Mesh.from_trimesh(geom, material=grey, smooth=_is_smooth(geom))
+            elif kind == "texture" and getattr(geom.visual, "uv", None) is None:
+                # An image texture without texture coordinates (OBJ files that name a map but give no
+                # `vt`): pyrender's shader would sample a missing attribute; use the material's colour.
+                pmesh = pyrender.Mesh.from_trimesh(
+                    geom, material=_plain_material(geom.visual.material), smooth=True
+                )
             elif kind == "texture":
                 pmesh = pyrender.Mesh.from_trimesh(geom, smooth=True)
             elif kind == "face":
