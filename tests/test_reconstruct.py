@@ -300,3 +300,41 @@ def test_nerfstudio_method_runs_the_tools(procedural_views, tmp_path, monkeypatc
     np.testing.assert_allclose(r, 0.35, atol=1e-3)
     # The work folder (nerfstudio dataset, checkpoints) is gone once the mesh is in memory.
     assert not any(scratch.iterdir())
+
+
+def test_sparse_field_reads_and_packed_compositing_equal_the_dense_computation():
+    import torch
+    import torch.nn.functional as F
+
+    from mv3d.reconstruct.field import EMPTY_LOGIT, _composite, _SparseGrid
+
+    torch.manual_seed(0)
+    res, bound = 12, 0.55
+    active = torch.nonzero(torch.rand(res**3) > 0.5).view(-1)
+    feat = torch.randn(len(active), 4)
+    dense = torch.zeros(res**3, 4)
+    dense[:, 0] = EMPTY_LOGIT
+    dense[active] = feat
+    grid = dense.t().reshape(1, 4, res, res, res)
+    # points inside and slightly beyond the grid (the border reads as grid_sample's zero padding)
+    pts = (torch.rand(500, 3) * 2 - 1) * bound * 1.05
+    want = F.grid_sample(grid, (pts[:, [2, 1, 0]] / bound).view(1, 1, 1, -1, 3), align_corners=False)
+    got = _SparseGrid(active, res, bound, "cpu").sample(feat, pts)
+    torch.testing.assert_close(got, want.view(4, -1).t(), rtol=1e-5, atol=1e-5)
+
+    # packed rays: 3 rays of 7 samples with some samples skipped, against the dense quadrature
+    sd = torch.rand(3, 7) * 2
+    col = torch.rand(3, 7, 3)
+    keep = torch.rand(3, 7) > 0.3
+    keep[1] = False  # a ray with no sample at all
+    bg = torch.tensor([1.0, 1.0, 1.0])
+    sd_dense = torch.where(keep, sd, torch.zeros_like(sd))
+    alpha = 1 - torch.exp(-sd_dense)
+    trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros(3, 1), sd_dense[:, :-1]], 1), 1))
+    w = alpha * trans
+    want_rgb = (w[..., None] * col).sum(1) + (1 - w.sum(1))[:, None] * bg
+    ray, sample = keep.nonzero(as_tuple=True)
+    rgb, acc = _composite(sd[ray, sample], col[ray, sample], ray, 3, bg)
+    torch.testing.assert_close(rgb, want_rgb)
+    torch.testing.assert_close(acc, w.sum(1))
+    assert acc[1] == 0 and torch.equal(rgb[1], bg)

@@ -49,12 +49,19 @@ def register(app: typer.Typer) -> None:
             "--method",
             help="field (voxel field, default), hull (space carving, fast) or nerfstudio.",
         ),
-        resolution: int = typer.Option(128, "--resolution", help="Voxel grid resolution (32-512)."),
+        resolution: int | None = typer.Option(
+            None,
+            "--resolution",
+            help="Voxel grid resolution (32-512). Default: from the view size (64 for views of 64 px, else 128).",
+        ),
         texture: str = typer.Option(
             "uv", "--texture", help="uv (xatlas atlas + baked texture), vertex (vertex colours) or none."
         ),
-        faces: int = typer.Option(
-            40000, "--faces", help="Decimate to at most this many faces (0: no decimation)."
+        faces: int | None = typer.Option(
+            None,
+            "--faces",
+            help="Decimate to at most this many faces (0: no decimation). Default: from the view size "
+            "(10000 for 64 px views, 40000 from 128 px).",
         ),
         source_frame: bool = typer.Option(
             False,
@@ -66,7 +73,11 @@ def register(app: typer.Typer) -> None:
             "--turntable",
             help="Also write a GIF/MP4: the views next to the mesh rendered from their cameras.",
         ),
-        texture_size: int = typer.Option(1024, "--texture-size", help="Texture atlas size in pixels."),
+        texture_size: int | None = typer.Option(
+            None,
+            "--texture-size",
+            help="Texture atlas size in pixels. Default: from the view size (512 for 64 px views, else 1024).",
+        ),
         view_resolution: int = typer.Option(
             256, "--view-resolution", help="Downsize larger views to this many pixels for fitting."
         ),
@@ -82,7 +93,7 @@ def register(app: typer.Typer) -> None:
 
         if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
             raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
-        if not 64 <= texture_size <= 8192:
+        if texture_size is not None and not 64 <= texture_size <= 8192:
             raise InputError(f"--texture-size {texture_size}: expected 64 to 8192 pixels")
         if view_resolution < 16:
             raise InputError(f"--view-resolution {view_resolution}: expected at least 16 pixels")

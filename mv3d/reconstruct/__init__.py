@@ -167,6 +167,22 @@ class NerfstudioMethod:
         return mesh, vs
 
 
+def detail_for_views(view_px: int) -> tuple[int, int, int]:
+    """(grid resolution, face budget, texture size) that views of `view_px` pixels can resolve.
+
+    A view at the default framing spans about 1.9 world units, the unit cube about 1.1 of them, so the
+    object covers roughly 0.6 x view_px pixels across: a grid of about view_px cells over its 1.1-unit
+    box, a mesh of a few faces per covered pixel and a texture of a few texels per pixel already hold
+    what the views show. Finer settings cost time and add nothing (64 px views: grid 64, 10000 faces,
+    512 texels; 128 px and up: the previous fixed defaults, grid 128, 40000 faces, 1024 texels).
+    """
+    px = max(16, int(view_px))
+    resolution = 64 if px <= 64 else 128
+    faces = int(min(40000, max(5000, round(2.5 * px * px, -3))))
+    texture = 512 if px <= 64 else 1024
+    return resolution, faces, texture
+
+
 #: Reconstruction methods by name (the `--method` choices).
 METHODS: dict[str, type] = {"field": FieldMethod, "hull": HullMethod, "nerfstudio": NerfstudioMethod}
 
@@ -175,14 +191,14 @@ def reconstruct(
     views: str | Path | OrbitDataset,
     out: Path | str | None = None,
     method: str = "field",
-    resolution: int = 128,
+    resolution: int | None = None,
     texture: str = "uv",
-    target_faces: int = 40000,
+    target_faces: int | None = None,
     source_frame: bool = False,
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
-    texture_size: int = 1024,
+    texture_size: int | None = None,
     max_view_resolution: int = 256,
     field_config: Any = None,
     format: str | None = None,
@@ -193,9 +209,11 @@ def reconstruct(
         views: orbit dataset folder, its transforms.json, or an `OrbitDataset`.
         out: mesh file to write (.glb, .obj, .ply; see `mv3d.export.export_mesh`), or None.
         method: a key of `METHODS`.
-        resolution: voxel grid resolution over [-0.55, 0.55]^3 (32 to 512).
+        resolution: voxel grid resolution over [-0.55, 0.55]^3 (32 to 512); None: from the views' size
+            (`detail_for_views`: 64 for views of 64 px or less, else 128).
         texture: "uv" (xatlas atlas + baked texture), "vertex" (vertex colours) or "none".
-        target_faces: decimate to at most this many faces (0: keep all).
+        target_faces: decimate to at most this many faces (0: keep all); None: from the views' size.
+        texture_size: texture atlas side in texels; None: from the views' size.
         source_frame: map the mesh back to the source mesh's units with inverse(source_to_world).
         seed: seeds ray sampling and initialisation.
         device: torch device of the field fit ("cpu", "cuda").
@@ -211,6 +229,12 @@ def reconstruct(
         raise InputError(f"reconstruction method '{method}': expected one of {', '.join(METHODS)}")
     if texture not in TEXTURE_MODES:
         raise InputError(f"texture mode '{texture}': expected one of {', '.join(TEXTURE_MODES)}")
+    ds = views if isinstance(views, OrbitDataset) else read_orbit_dataset(views)
+    view_px = min(int(max_view_resolution), int(ds.intrinsics.width), int(ds.intrinsics.height))
+    auto_res, auto_faces, auto_texture = detail_for_views(view_px)
+    resolution = auto_res if resolution is None else resolution
+    target_faces = auto_faces if target_faces is None else target_faces
+    texture_size = auto_texture if texture_size is None else texture_size
     if not 32 <= int(resolution) <= 512:
         raise InputError(f"resolution {resolution}: expected a grid size between 32 and 512")
     if int(target_faces) < 0 or 0 < int(target_faces) < 100:
@@ -232,7 +256,6 @@ def reconstruct(
     timer = _Timer(timings)
     start = time.perf_counter()
     warnings: list[str] = []
-    ds = views if isinstance(views, OrbitDataset) else read_orbit_dataset(views)
     settings = ReconstructionSettings(
         resolution=int(resolution),
         seed=seed,
@@ -276,4 +299,4 @@ def reconstruct(
     return ReconstructionResult(mesh, path, warnings, timings)
 
 
-__all__ = ["METHODS", "ReconstructionResult", "reconstruct"]
+__all__ = ["METHODS", "ReconstructionResult", "detail_for_views", "reconstruct"]
