@@ -172,7 +172,7 @@ def test_failed_run_leaves_no_folder(tmp_path: Path, gen: ViewGenerator, monkeyp
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash while writing")
 
-    monkeypatch.setattr("mv3d.generate.turntable_gif", boom)
+    monkeypatch.setattr("mv3d.generate.job.turntable_gif", boom)
     with pytest.raises(RuntimeError):
         generate([img], tmp_path / "out", views=VIEWS, mesh=False, progress=False, generator=gen)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -60,30 +60,41 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Generate a 360-degree orbit of views (and a textured mesh) from one image of an object."""
-        from mv3d.generate import generate
+        from mv3d.generate import GenerateSettings, SettingError, generate
 
         speed = {"offload": offload, "compile": compile_unet}
         if compile_unet:
             speed["compile_cache_dir"] = str(Path("~/.cache/mv3d/inductor").expanduser())
-        generate(
-            images,
-            out,
-            model=model,
-            views=views,
-            elevation=elevation,
-            orbit=orbit,
-            steps=steps,
-            ensemble=ensemble,
-            sampler=sampler,
-            guidance=guidance,
-            min_guidance=min_guidance,
-            max_guidance=max_guidance,
-            seed=seed,
-            resolution=resolution,
-            device=device,
-            mesh=not no_mesh,
-            progress=not quiet,
-            log=typer.echo,
-            dtype=dtype,
-            speed=speed,
-        )
+        try:
+            settings = GenerateSettings.from_options(
+                views=views,
+                orbit=orbit,
+                elevation=elevation,
+                seed=seed,
+                steps=steps,
+                sampler=sampler,
+                guidance=guidance,
+                min_guidance=min_guidance,
+                max_guidance=max_guidance,
+                ensemble=ensemble,
+                resolution=resolution,
+            )
+            generate(
+                images,
+                out,
+                settings,
+                model=model,
+                device=device,
+                mesh=not no_mesh,
+                progress=not quiet,
+                log=typer.echo,
+                dtype=dtype,
+                speed=speed,
+            )
+        except SettingError as exc:
+            raise exc.renamed(flag(exc.field)) from exc
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a `GenerateSettings` (or job) field: ``min_guidance`` -> ``--min-guidance``."""
+    return "--" + field.replace("_", "-")
