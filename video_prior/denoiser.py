@@ -235,6 +235,11 @@ class MultiViewDenoiser:
             self.vae, images, cond_aug, generator=generator, mirror=bool(self.info.mirror_conditioning)
         )
 
+    def encode_clean_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C_latent, h, w) unscaled latent of the input views (B, C, H, W) without noise or mirror:
+        what a residual model's training targets are relative to (`to_residual`)."""
+        return condition_latent(self.vae, images, torch.zeros(images.shape[0]))
+
     def time_ids(
         self, cond_aug: torch.Tensor, polar_rad: torch.Tensor, azimuth_rad: torch.Tensor
     ) -> torch.Tensor:
