@@ -633,41 +633,11 @@ def _validation_batch(dataset: OrbitVideoDataset, count: int) -> dict[str, Any] 
     return collate(items)
 
 
-def train(
-    config: TrainConfig,
-    data_dirs: list[str | Path],
-    out_dir: str | Path,
-    resume: bool = False,
-    max_steps: int | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> TrainResult:
-    """Train until `max_steps` optimizer steps (config's unless given), checkpointing and sampling on the way.
-
-    Args:
-        config: the run's settings.
-        data_dirs: orbit dataset folders (objects, or roots of many).
-        out_dir: the run folder (see the module docstring).
-        resume: continue from the newest checkpoint in `out_dir` (error if there is none and the folder
-            already has one's traces; a fresh start otherwise).
-        max_steps: overrides `config.max_steps`.
-        progress: show a tqdm bar with the loss.
-        stop_after: return (without saving the final model) after this many optimizer steps of this call;
-            for tests and time-boxed jobs that resume later.
-    Returns:
-        A `TrainResult`.
-    """
-    import yaml
+def _make_accelerator(config: TrainConfig, out_dir: Path):
+    """The run's `accelerate.Accelerator` and its tracker ("tensorboard" when installed, else None)."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from tqdm import tqdm
+    from accelerate.utils import ProjectConfiguration
 
-    out_dir = Path(out_dir)
-    max_steps = int(max_steps or config.max_steps)
-    if out_dir.exists() and not resume and latest_checkpoint(out_dir) is not None:
-        raise InputError(
-            f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
-        )
     log_with = None
     try:
         import tensorboard  # noqa: F401
@@ -682,11 +652,14 @@ def train(
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
         step_scheduler_with_optimizer=False,
     )
-    set_seed(config.seed)
-    device = accelerator.device
-    rank, world = accelerator.process_index, accelerator.num_processes
+    return accelerator, log_with
 
-    # 1. model: trainable UNet, frozen VAE and image encoder in the compute dtype
+
+def _setup_model(
+    config: TrainConfig, device: torch.device
+) -> tuple[dict[str, torch.nn.Module], Any, list[str]]:
+    """Step 1 of `train`: (components, info, trainable parameter names); the UNet in train mode on
+    `device` in float32, the VAE and image encoder frozen in the compute dtype."""
     components, info = build_model(config)
     unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
     model_alpha = MultiViewDenoiser(**components, info=info).alpha
@@ -703,9 +676,8 @@ def train(
     for frozen_part in (vae, encoder):
         frozen_part.requires_grad_(False).eval().to(device)
         if device.type == "cuda" and weight_dtype != torch.float32:
-            frozen_part.to(
-                dtype=weight_dtype
-            )  # frozen parts run in the compute dtype; the UNet trains in fp32
+            # frozen parts run in the compute dtype; the UNet trains in fp32
+            frozen_part.to(dtype=weight_dtype)
     unet.to(device)
     if config.lora is not None:
         unet.requires_grad_(False)
@@ -715,23 +687,124 @@ def train(
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    named = dict(unet.named_parameters())
-    params = [named[n] for n in train_names]
+    return components, info, train_names
 
-    # 2. optimizer, warm-up / cool-down schedule, EMA
-    fused = device.type == "cuda"
+
+def _make_optimizer(
+    params: list[torch.nn.Parameter], config: TrainConfig, max_steps: int, device: torch.device
+):
+    """Step 2 of `train`: AdamW (fused on CUDA) and the warm-up / cool-down schedule (`lr_factor`)."""
     optimizer = torch.optim.AdamW(
         params,
         lr=config.lr,
         betas=config.adam_betas,
         eps=config.adam_eps,
         weight_decay=config.weight_decay,
-        fused=fused,
+        fused=device.type == "cuda",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_factor(s, config.lr_warmup_steps, max_steps, config.lr_cooldown_steps),
     )
+    return optimizer, scheduler
+
+
+def _stage_data(config: TrainConfig, data_dirs, step: int, micro_step: int, rank: int, world: int):
+    """Step 4 of `train`: ((frames, resolution), dataset, batch iterator) of the curriculum stage at
+    `step`, the iterator positioned at `micro_step` (exact resumption)."""
+    frames, resolution = config.stage_at(step)
+    data_cfg = DataConfig(**{**asdict(config.data), "num_frames": frames, "resolution": resolution})
+    ds = OrbitVideoDataset(data_dirs, data_cfg, seed=config.seed)
+    batches = iter(make_loader(ds, config.batch_size, config.seed, micro_step, rank, world))
+    return (frames, resolution), ds, batches
+
+
+def _check_cache(dataset: OrbitVideoDataset, components: dict[str, torch.nn.Module]) -> None:
+    """`InputError` if the dataset's latent cache was made with another VAE / image encoder."""
+    if not dataset.cached:
+        return
+    from video_prior.data import cache_fingerprint, components_fingerprint
+
+    want = components_fingerprint(components)
+    have = cache_fingerprint(dataset.object_dirs[0], dataset.config.resolution)
+    if have != want:
+        raise InputError(
+            f"{dataset.object_dirs[0]}: its latent cache was made with another VAE / image encoder "
+            f"(fingerprint {have}, this model {want}): precompute again with --precompute"
+        )
+
+
+def _accumulate(accelerator, denoiser, batches, params, optimizer, config, state, rank, device) -> float:
+    """One optimizer step's `grad_accum` micro-steps (backward, clipping, the step); the mean loss."""
+    accum_loss = 0.0
+    for _ in range(config.grad_accum):
+        batch = denoiser.to_model_order(next(batches))
+        gen = step_generator(config.seed, state.micro_step, rank)
+        with accelerator.accumulate(denoiser.unet), accelerator.autocast():
+            loss = training_loss(denoiser, batch, config, gen, device)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        state.micro_step += 1
+        accum_loss += float(loss.detach()) / config.grad_accum
+    if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
+        raise RuntimeError("gradient accumulation out of step")
+    return accum_loss
+
+
+def train(
+    config: TrainConfig,
+    data_dirs: list[str | Path],
+    out_dir: str | Path,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train until `max_steps` optimizer steps (config's unless given), checkpointing and sampling on the way.
+
+    One function of about 110 lines on purpose: the order of its numbered steps (seeding, model build,
+    accelerate's prepare, checkpoint registration, resume, data position) is what makes resumption exact,
+    and it reads top to bottom here; the work of each step is in the helpers above.
+
+    Args:
+        config: the run's settings.
+        data_dirs: orbit dataset folders (objects, or roots of many).
+        out_dir: the run folder (see the module docstring).
+        resume: continue from the newest checkpoint in `out_dir` (error if there is none and the folder
+            already has one's traces; a fresh start otherwise).
+        max_steps: overrides `config.max_steps`.
+        progress: show a tqdm bar with the loss.
+        stop_after: return (without saving the final model) after this many optimizer steps of this call;
+            for tests and time-boxed jobs that resume later.
+    Returns:
+        A `TrainResult`.
+    """
+    import yaml
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    max_steps = int(max_steps or config.max_steps)
+    if out_dir.exists() and not resume and latest_checkpoint(out_dir) is not None:
+        raise InputError(
+            f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
+        )
+    accelerator, log_with = _make_accelerator(config, out_dir)
+    set_seed(config.seed)
+    device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+
+    # 1. model: trainable UNet, frozen VAE and image encoder in the compute dtype
+    components, info, train_names = _setup_model(config, device)
+    unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
+    named = dict(unet.named_parameters())
+    params = [named[n] for n in train_names]
+    # 2. optimizer, warm-up / cool-down schedule, EMA
+    optimizer, scheduler = _make_optimizer(params, config, max_steps, device)
     unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)
     denoiser = MultiViewDenoiser(unet, vae, encoder, info)  # the (wrapped) UNet that trains
     ema = EMA({n: named[n] for n in train_names}, config.ema_decay) if config.ema_decay > 0 else None
@@ -744,71 +817,35 @@ def train(
     resumed_from = latest_checkpoint(out_dir) if resume else None
     if resumed_from is not None:
         accelerator.load_state(str(resumed_from))
-        if accelerator.is_main_process and progress:
+        if main and progress:
             print(f"resuming from {resumed_from} (step {state.step})")
-    if accelerator.is_main_process:
+    if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
         accelerator.init_trackers("mv3d_train")
 
     # 4. data for the current curriculum stage (rebuilt when the stage changes)
-    def loader_for(step: int):
-        frames, resolution = config.stage_at(step)
-        data_cfg = DataConfig(**{**asdict(config.data), "num_frames": frames, "resolution": resolution})
-        ds = OrbitVideoDataset(data_dirs, data_cfg, seed=config.seed)
-        return (
-            (frames, resolution),
-            ds,
-            iter(make_loader(ds, config.batch_size, config.seed, state.micro_step, rank, world)),
-        )
-
-    stage, dataset, batches = loader_for(state.step)
-    if dataset.cached:
-        from video_prior.data import cache_fingerprint, components_fingerprint
-
-        want = components_fingerprint(components)
-        have = cache_fingerprint(dataset.object_dirs[0], dataset.config.resolution)
-        if have != want:
-            raise InputError(
-                f"{dataset.object_dirs[0]}: its latent cache was made with another VAE / image encoder "
-                f"(fingerprint {have}, this model {want}): precompute again with --precompute"
-            )
-    preview = _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
+    stage, dataset, batches = _stage_data(config, data_dirs, state.step, state.micro_step, rank, world)
+    _check_cache(dataset, components)
+    preview = _validation_batch(dataset, config.num_sample_objects) if main else None
 
     # 5. the loop
     losses: list[float] = []
     steps_this_call = 0
     bar = tqdm(
-        total=max_steps,
-        initial=state.step,
-        desc="train",
-        unit="step",
-        disable=not (progress and accelerator.is_main_process),
+        total=max_steps, initial=state.step, desc="train", unit="step", disable=not (progress and main)
     )
-    metrics_path = out_dir / "metrics.jsonl"
     while state.step < max_steps:
         if config.stage_at(state.step) != stage:
-            stage, dataset, batches = loader_for(state.step)
-            preview = (
-                _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
+            stage, dataset, batches = _stage_data(
+                config, data_dirs, state.step, state.micro_step, rank, world
             )
-        accum_loss = 0.0
+            preview = _validation_batch(dataset, config.num_sample_objects) if main else None
         t0 = time.perf_counter()
-        for _ in range(config.grad_accum):
-            batch = denoiser.to_model_order(next(batches))
-            gen = step_generator(config.seed, state.micro_step, rank)
-            with accelerator.accumulate(unet), accelerator.autocast():
-                loss = training_loss(denoiser, batch, config, gen, device)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            state.micro_step += 1
-            accum_loss += float(loss.detach()) / config.grad_accum
-        if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
-            raise RuntimeError("gradient accumulation out of step")
+        accum_loss = _accumulate(
+            accelerator, denoiser, batches, params, optimizer, config, state, rank, device
+        )
         lr = scheduler.get_last_lr()[0]  # the rate this step used (logged below)
         scheduler.step()
         if ema is not None:
@@ -817,7 +854,7 @@ def train(
         steps_this_call += 1
         loss_value = float(accelerator.reduce(torch.tensor(accum_loss, device=device), reduction="mean"))
         losses.append(loss_value)
-        if accelerator.is_main_process:
+        if main:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if state.step % config.log_every == 0:
@@ -827,30 +864,16 @@ def train(
                     "lr": lr,
                     "step_s": time.perf_counter() - t0,
                 }
-                with open(metrics_path, "a") as fh:
+                with open(out_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
         if log_with is not None and state.step % config.log_every == 0:
             accelerator.log({"loss": loss_value, "lr": lr}, step=state.step)
         if state.step % config.checkpoint_every == 0 or state.step == max_steps:
             _save_checkpoint(accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value})
-        if (
-            config.sample_every
-            and state.step % config.sample_every == 0
-            and accelerator.is_main_process
-            and preview
-        ):
+        if config.sample_every and state.step % config.sample_every == 0 and main and preview:
+            unwrapped = accelerator.unwrap_model(unet)
             _write_preview(
-                accelerator.unwrap_model(unet),
-                vae,
-                encoder,
-                info,
-                preview,
-                config,
-                out_dir,
-                state.step,
-                ema,
-                named,
-                train_names,
+                unwrapped, vae, encoder, info, preview, config, out_dir, state.step, ema, named, train_names
             )
         if stop_after is not None and steps_this_call >= stop_after and state.step < max_steps:
             bar.close()
@@ -861,7 +884,7 @@ def train(
     # 6. the final model, in the layout the pipeline loads (EMA weights when EMA is on)
     model_dir = None
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if main:
         model_dir = save_final_model(
             accelerator.unwrap_model(unet), vae, encoder, info, config, out_dir, ema, named, train_names
         )
