@@ -17,8 +17,8 @@ besides its own module (`video_prior.components`). It knows
 
 `video_prior.pipeline.MultiViewPipeline` (sampling) and `video_prior.train` (the loss and, through the
 pipeline, the previews) both call it, so a new model flag is read here and nowhere else. A new
-conditioning input (say a second image encoder) is a field of `Conditioning` filled by `encode_image`
-and passed to the network by `network_fn`.
+conditioning input (say a second image encoder) is a field of `Conditioning`, filled by `encode_image`
+and passed to the network by `network_fn`: the pipeline and training pass `encode_image`'s dict on.
 
 References: [EDM] Karras et al. 2022 (arXiv 2206.00364) eq. 7 (the preconditioned denoiser) and eq. 2 / 8
 (the loss); [CFG] Ho & Salimans 2022 eq. 6; SV3D (arXiv 2403.12008) for the per-frame triangle scales.
@@ -100,11 +100,6 @@ class Conditioning:
         return Conditioning(
             **{f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)}
         )
-
-    def to(self, dtype: torch.dtype) -> Conditioning:
-        """The image inputs in the network's dtype; the time ids stay float32 (angles rounded to bf16 would
-        lose about 0.5 degree)."""
-        return replace(self, context=self.context.to(dtype), image_latent=self.image_latent.to(dtype))
 
 
 class MultiViewDenoiser:
@@ -222,9 +217,11 @@ class MultiViewDenoiser:
     # conditioning
     # ----------------------------------------------------------------------------------------------
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, D) CLIP embedding of the clean input views (RGB only), (B, C, H, W) in [-1, 1]."""
-        return clip_embed(self.image_encoder, images[:, :3])
+    def encode_image(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The image-encoder embeddings of the clean input views (B, C, H, W) in [-1, 1], by `Conditioning`
+        field: "context", the (B, 1, D) CLIP embedding of the RGB. A further image encoder adds its
+        embedding here (and a `Conditioning` field, used in `network_fn`); callers pass the dict on."""
+        return {"context": clip_embed(self.image_encoder, images[:, :3])}
 
     def encode_vae_image(
         self, images: torch.Tensor, cond_aug: torch.Tensor, generator: torch.Generator | None = None
@@ -243,7 +240,7 @@ class MultiViewDenoiser:
     def time_ids(
         self, cond_aug: torch.Tensor, polar_rad: torch.Tensor, azimuth_rad: torch.Tensor
     ) -> torch.Tensor:
-        """The UNet's ``added_time_ids`` for cond_aug (B,) and cameras (B, F) in the model's order; float32."""
+        """The UNet's ``added_time_ids`` (float32) for cond_aug (B,) and cameras (B, F) in model order."""
         return camera_time_ids(
             self.info.conditioning,
             cond_aug,

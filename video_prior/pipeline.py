@@ -2,12 +2,15 @@
 
     pipe = MultiViewPipeline.from_pretrained("models/sv3d_p", device="cuda", dtype=torch.float16)
     out = pipe(rgba, static_orbit(21), generator=torch.Generator("cuda").manual_seed(0))
-    out.frames           # (21, 576, 576, 3) float in [0, 1], frame 0 = the input view
+    out.frames           # (21, 576, 576, 3) float in [0, 1] on the model's background; frame 0: input
+    out.rgba             # (21, 576, 576, 4) uint8 straight-alpha views (the matte: video_prior.matte)
     out.camera_to_world  # (21, 4, 4) OpenGL camera-to-world of each frame
 
-It composes the model (`video_prior.unet`, `video_prior.conditioning`) with the denoising functions
-(`video_prior.edm`, `video_prior.samplers`, `video_prior.guidance`); it knows nothing of files other than
-the model folder, nor of the CLI.
+`__call__` runs numbered steps, each a method: check inputs, encode image (CLIP), encode VAE image, time
+ids, prepare latents, denoise, decode, postprocess. What the model's info means (conditioning, frame
+order, prediction, residual, guidance, matte calibration, defaults) is the denoiser's
+(`video_prior.denoiser.MultiViewDenoiser`, also what training calls); the samplers are
+`video_prior.samplers`. The pipeline knows nothing of files other than the model folder, nor of the CLI.
 """
 
 from __future__ import annotations
@@ -303,8 +306,8 @@ class MultiViewPipeline:
                 x = x[0]
             if x.ndim != 3 or x.shape[0] not in (3, self.image_channels):
                 raise InputError(
-                    f"input image tensor of shape {tuple(image.shape)}: expected ({self.image_channels}, H, W) "
-                    "or (3, H, W) in [-1, 1]"
+                    f"input image tensor of shape {tuple(image.shape)}: expected "
+                    f"({self.image_channels}, H, W) or (3, H, W) in [-1, 1]"
                 )
             x = x[None]
             if alpha and x.shape[1] == 3:  # an RGB tensor is opaque
@@ -369,10 +372,12 @@ class MultiViewPipeline:
     # the steps of one generation
     # ----------------------------------------------------------------------------------------------
 
-    def encode_image(self, image_t: torch.Tensor) -> torch.Tensor:
-        """Step 2: the CLIP embedding of the clean input view, (1, 1, D) in the model's dtype."""
+    def encode_image(self, image_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Step 2: the image embeddings of the clean input view in the model's dtype, by `Conditioning`
+        field (the CLIP embedding "context", (1, 1, D); `MultiViewDenoiser.encode_image`)."""
         with self._on_device("image_encoder"):
-            return self.denoiser.encode_image(image_t.to(self.device)).to(self.dtype)
+            embeds = self.denoiser.encode_image(image_t.to(self.device))
+        return {k: v.to(self.dtype) for k, v in embeds.items()}
 
     def encode_vae_image(
         self, image_t: torch.Tensor, cond_aug: float, generator: torch.Generator | None
@@ -573,10 +578,10 @@ class MultiViewPipeline:
                         callback(offset + j, total)
 
                 # 2.-4. the conditioning: CLIP embedding, noise-augmented image latent, time ids
-                context = self.encode_image(branch_image)
+                embeds = self.encode_image(branch_image)
                 image_latent = self.encode_vae_image(branch_image, opts["cond_aug"], generator)
                 time_ids, order = self.get_time_ids(branch_orbit, opts["cond_aug"])
-                cond = Conditioning(context, image_latent, time_ids)
+                cond = Conditioning(**embeds, image_latent=image_latent, time_ids=time_ids)
                 # 5. initial noise
                 noise = self.prepare_latents(branch_members, len(orbit), size, generator)
                 # 6. sampling

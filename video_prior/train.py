@@ -456,21 +456,21 @@ def training_loss(
             # Cache: the augmentation noise is added in latent space (a stand-in for encoding a noisy image).
             cond_noise = torch.randn(batch["cond_latent"].shape, generator=generator)
             cond_latent = (batch["cond_latent"] + cond_aug.view(-1, 1, 1, 1) * cond_noise).to(device)
-            clip = batch["clip"].to(device)
+            embeds = {"context": batch["clip"].to(device)}
         else:
             images = batch["cond_image"].to(device)
             latents = encode_frames(denoiser.vae, batch["frames"].to(device)).float()
             aug_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
             aug_gen = torch.Generator(device).manual_seed(aug_seed)
             cond_latent = denoiser.encode_vae_image(images, cond_aug.to(device), aug_gen).float()
-            clip = denoiser.encode_image(images).float()
+            embeds = {k: v.float() for k, v in denoiser.encode_image(images).items()}
             clean_cond = denoiser.encode_clean_latent(images).float() if denoiser.residual else None
         latents = denoiser.to_residual(latents, clean_cond)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     time_ids = denoiser.time_ids(cond_aug, batch["polar_rad"], batch["azimuth_rad"]).to(device)
     # Conditioning dropout: zero both the image latent and the CLIP embedding, as the sampler's
     # unconditional branch does; the camera vector is kept.
-    cond = Conditioning(clip, cond_latent, time_ids).drop(keep.to(device))
+    cond = Conditioning(**embeds, image_latent=cond_latent, time_ids=time_ids).drop(keep.to(device))
     return denoiser.loss(
         latents, sigma.to(device), noise, cond, channel_weight=_channel_weight(denoiser, config)
     )

@@ -104,5 +104,5 @@ def _generate(
 
 
 def flag(field: str) -> str:
-    """The command-line flag of a `GenerateSettings` (or job) field: ``min_guidance`` -> ``--min-guidance``."""
+    """The command-line flag of a settings field: ``min_guidance`` -> ``--min-guidance``."""
     return "--" + field.replace("_", "-")
