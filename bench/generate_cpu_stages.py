@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> dict:
         )
         prof_total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
 
-    info = pipe.info
     result = {
         "device": platform.processor() or platform.machine() or "cpu",
         "threads": torch.get_num_threads(),
@@ -175,8 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
         "views": args.views,
         "resolution": gen.resolution,
         "steps": gen.steps,
-        "sampler": gen.sampler,
-        "cfg": "see model info" if not hasattr(info, "cfg") else bool(info.cfg),
+        "sampler": gen.config.sampler,
+        "cfg": pipe.denoiser.guided,
         "mesh": not args.no_mesh,
         "stages_s": {k: round(v, 3) for k, v in timings.items()},
         "sample_breakdown_s": {k: round(v, 3) for k, v in sample.items()},
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"Device: {result['device']}, {result['threads']} threads, torch {result['torch']}.  ",
         f"Model: {model_note} ({result['unet_params'] / 1e6:.2f} M UNet parameters), {args.views} views at "
-        f"{gen.resolution} px, {gen.steps} {gen.sampler} steps.",
+        f"{gen.resolution} px, {gen.steps} {gen.config.sampler} steps.",
         "",
         "| stage | seconds |",
         "|---|---:|",

@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from render.common import atomic_write_json  # noqa: E402
-from video_prior.components import VAE_TYPES, sv3d_config  # noqa: E402
+from video_prior.components import VAE_TYPES, ModelInfo, sv3d_config  # noqa: E402
+from video_prior.conditioning import conditioning_kind  # noqa: E402
+from video_prior.denoiser import MultiViewDenoiser  # noqa: E402
 from video_prior.train import TrainConfig, training_loss  # noqa: E402
 from video_prior.unet import MultiViewUNet  # noqa: E402
 
@@ -177,10 +179,13 @@ def main(argv: list[str] | None = None) -> dict:
         }
         enc_flops = encoder_flops(vae, encoder, batch_data, device)
 
+    # the defaults the step was measured with: v prediction on plain latents, this UNet's conditioning
+    info = ModelInfo(conditioning=conditioning_kind(unet.config))
+
     def step(i: int) -> float:
         gen = torch.Generator().manual_seed(i)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = training_loss(unet, vae, encoder, unet.config, batch_data, tcfg, gen, device)
+            loss = training_loss(MultiViewDenoiser(unet, vae, encoder, info), batch_data, tcfg, gen, device)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()

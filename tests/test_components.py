@@ -127,17 +127,17 @@ def test_camera_time_ids_layouts():
     cond_aug = torch.tensor([0.02, 0.05])
     polar = torch.rand(2, 5)
     azimuth = torch.rand(2, 5)
-    ids = camera_time_ids(ModelInfo(conditioning="sv3d_p"), cond_aug, polar, azimuth)
+    ids = camera_time_ids("sv3d_p", cond_aug, polar, azimuth)
     assert ids.shape == (2, 5, 3)
     assert torch.equal(ids[..., 0], cond_aug[:, None].expand(2, 5))
     assert torch.equal(ids[..., 1], polar) and torch.equal(ids[..., 2], azimuth)
-    assert camera_time_ids(ModelInfo(conditioning="sv3d_u"), cond_aug).shape == (2, 1)
-    svd = camera_time_ids(ModelInfo(conditioning="svd", fps_id=6, motion_bucket_id=100), cond_aug)
+    assert camera_time_ids("sv3d_u", cond_aug).shape == (2, 1)
+    svd = camera_time_ids("svd", cond_aug, fps_id=6, motion_bucket_id=100)
     assert torch.equal(svd, torch.tensor([[6.0, 100.0, 0.02], [6.0, 100.0, 0.05]]))
-    # a UNet config works as well as a ModelInfo
+    # a UNet config works as well as a kind name
     assert camera_time_ids(tiny_config()["unet"], cond_aug, polar, azimuth).shape == (2, 5, 3)
     with pytest.raises(ValueError, match="polar"):
-        camera_time_ids(ModelInfo(conditioning="sv3d_p"), cond_aug)
+        camera_time_ids("sv3d_p", cond_aug)
 
 
 def test_clip_embed_resizes_and_normalises(tiny):

@@ -3,6 +3,7 @@ weights (when present) and the config that trains them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from render.common import InputError
 from render.dataset import composite
 from video_prior import edm
 from video_prior.components import VAE_TYPES, ModelInfo, load_components, tiny_patch_config
+from video_prior.denoiser import MultiViewDenoiser
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.pipeline import MultiViewPipeline
 from video_prior.train import TrainConfig, build_model, training_loss
@@ -39,11 +41,9 @@ def _rgba(size: int = 16, seed: int = 0) -> np.ndarray:
     return img
 
 
-def _loss(components: dict, config: TrainConfig, batch: dict, gen: torch.Generator, info=None):
+def _loss(components: dict, config: TrainConfig, batch: dict, gen: torch.Generator, info):
     """`training_loss` of `batch` for a model's components on the CPU."""
-    unet = components["unet"]
-    vae, encoder = components["vae"], components["image_encoder"]
-    return training_loss(unet, vae, encoder, unet.config, batch, config, gen, "cpu", info=info)
+    return training_loss(MultiViewDenoiser(**components, info=info), batch, config, gen, "cpu")
 
 
 def _orbit_batch(frames: torch.Tensor) -> dict:
@@ -125,8 +125,8 @@ def test_residual_training_loss_of_the_untrained_model():
     loss = _loss(components, config, batch, gen, info=info)
     expected = (frames - frames[:, :1]).square().mean()  # patches are a permutation of pixels
     assert torch.allclose(loss, expected, rtol=1e-5)
-    # the v-prediction (no info) loss of the same batch is a different quantity
-    plain = _loss(components, config, batch, gen)
+    # the v-prediction loss (on plain latents) of the same batch is a different quantity
+    plain = _loss(components, config, batch, gen, replace(info, prediction="v", residual=False))
     assert not torch.allclose(plain, expected, rtol=1e-3)
 
 

@@ -172,7 +172,7 @@ def test_failed_run_leaves_no_folder(tmp_path: Path, gen: ViewGenerator, monkeyp
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash while writing")
 
-    monkeypatch.setattr("mv3d.generate.turntable_gif", boom)
+    monkeypatch.setattr("mv3d.generate.job.turntable_gif", boom)
     with pytest.raises(RuntimeError):
         generate([img], tmp_path / "out", views=VIEWS, mesh=False, progress=False, generator=gen)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
@@ -405,3 +405,19 @@ def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
         return v[..., :3] / 255.0 * alpha + (1.0 - alpha)
 
     np.testing.assert_allclose(on_white(calibrated), on_white(views), atol=2 / 255)
+
+
+def test_settings_errors_name_the_field_and_the_cli_names_the_flag():
+    from mv3d.cli.generate_cmd import flag
+    from mv3d.generate import GenerateSettings, SettingError
+
+    for field, value in (("views", 0), ("min_guidance", -1.0), ("sampler", "ddim"), ("steps", 1.5)):
+        with pytest.raises(SettingError) as info:
+            GenerateSettings(**{field: value})
+        assert info.value.field == field and str(info.value).startswith(f"{field} {value}: expected")
+        assert str(info.value.renamed(flag(field))).startswith(f"--{field.replace('_', '-')} {value}: ")
+    # None means "the default", as the command line passes options it was not given
+    assert GenerateSettings.from_options(steps=None, sampler=None, views=5) == GenerateSettings(views=5)
+    assert GenerateSettings(steps=3).sampling()["num_inference_steps"] == 3
+    with pytest.raises(InputError, match="unknown generate settings"):
+        GenerateSettings.from_options(step=3)

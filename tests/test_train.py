@@ -18,7 +18,10 @@ from safetensors.torch import load_file
 
 from render.common import InputError
 from video_prior import train as vtrain
+from video_prior.components import ModelInfo
 from video_prior.data import DataConfig, OrbitVideoDataset, collate
+from video_prior.denoiser import MultiViewDenoiser
+from video_prior.pipeline import MultiViewPipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import make_objects  # noqa: E402
@@ -82,25 +85,25 @@ def test_to_model_order_sv3d():
         "azimuth_rad": torch.deg2rad(torch.tensor([[0.0, 90.0, 180.0, 270.0]])),
     }
 
-    class Info:
-        frame_order, sv3d_azimuth_direction = "sv3d", 1
-
-    out = vtrain.to_model_order(batch, Info())
+    sv3d = MultiViewDenoiser(None, None, None, ModelInfo(frame_order="sv3d", sv3d_azimuth_direction=1))
+    out = sv3d.to_model_order(batch)
     # SV3D order: the input view (mv3d frame 0) comes last, azimuths still measured from it.
     assert out["frames"][0, :, 0, 0, 0].tolist() == [1.0, 2.0, 3.0, 0.0]
     np.testing.assert_allclose(np.rad2deg(out["azimuth_rad"][0].numpy()), [90, 180, 270, 0], atol=1e-4)
-    Info.frame_order = "mv3d"
-    assert vtrain.to_model_order(batch, Info()) is batch
+    mv3d = MultiViewDenoiser(None, None, None, ModelInfo(frame_order="mv3d"))
+    assert mv3d.to_model_order(batch) is batch
 
 
-def fixed_loss(model_dir_or_components, data_root, config) -> float:
-    """The loss of a fixed set of batches with fixed random draws (comparable across models)."""
-    if isinstance(model_dir_or_components, dict):
-        comps = model_dir_or_components
+def fixed_loss(model, data_root, config) -> float:
+    """The loss of a fixed set of batches with fixed random draws (comparable across models).
+
+    `model`: a model folder, or (components, info) as `build_model` returns them."""
+    if isinstance(model, tuple):
+        comps, info = model
     else:
         from video_prior.components import load_components
 
-        comps, _ = load_components(model_dir_or_components)
+        comps, info = load_components(model)
     ds = OrbitVideoDataset([data_root], DataConfig(num_frames=4, resolution=16, background="white"), seed=0)
     batch = collate([ds[i] for i in range(len(ds))])
     total = 0.0
@@ -108,10 +111,7 @@ def fixed_loss(model_dir_or_components, data_root, config) -> float:
         for k in range(6):
             gen = torch.Generator().manual_seed(1000 + k)
             loss = vtrain.training_loss(
-                comps["unet"],
-                comps["vae"],
-                comps["image_encoder"],
-                comps["unet"].config,
+                MultiViewDenoiser(**comps, info=info),
                 batch,
                 vtrain.TrainConfig.from_dict({**TINY, "cond_drop_prob": 0.0}),
                 gen,
@@ -123,7 +123,7 @@ def fixed_loss(model_dir_or_components, data_root, config) -> float:
 
 def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path):
     cfg = tiny_config(max_steps=5, sample_every=5, sample_steps=2)
-    before = fixed_loss(vtrain.build_model(cfg)[0], data_root, cfg)
+    before = fixed_loss(vtrain.build_model(cfg), data_root, cfg)
     result = vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
     assert result.steps == 5 and len(result.losses) == 5
     after = fixed_loss(result.model_dir, data_root, cfg)
@@ -133,6 +133,27 @@ def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path
 
     sheet = Image.open(tmp_path / "run" / "samples" / "step-000005.png")
     assert sheet.size == (4 * 16, 4 * 16)  # 2 objects x (truth, sample) rows, 4 frames
+    # The preview ran at the last step, with the weights now in RUN/model: its sample rows are exactly
+    # what the pipeline generates from that model for the same input, cameras, seed and settings.
+    pipe = MultiViewPipeline.from_pretrained(result.model_dir)
+    preview = vtrain._validation_batch(OrbitVideoDataset([data_root], cfg.data, seed=cfg.seed), 2)
+
+    def views(i: int, **settings) -> torch.Tensor:
+        kwargs = {
+            "num_inference_steps": 2,
+            "max_guidance": cfg.sample_guidance,
+            "output_type": "pt",
+            **settings,
+        }
+        orbit = vtrain.preview_orbit(preview, i)
+        return pipe(
+            preview["cond_image"][i], orbit, generator=torch.Generator().manual_seed(0), **kwargs
+        ).frames
+
+    assert np.array_equal(np.asarray(sheet), vtrain.preview_sheet(preview, [views(0), views(1)]))
+    # ... with the model's own sampling settings (cond_aug 0.02 here), not the old preview sampler's 1e-5
+    old = vtrain.preview_sheet(preview, [views(i, cond_aug=1e-5) for i in (0, 1)])
+    assert not np.array_equal(np.asarray(sheet), old)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 5
     assert vtrain.latest_checkpoint(tmp_path / "run").name == "step-000005"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -168,6 +168,22 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def uncalibrated(self) -> ModelInfo:
+        """A copy without matte calibration (alpha_threshold 0.5): a calibration belongs to the weights it
+        was chosen on, and training or surgery changes them."""
+        return replace(self, alpha_threshold=0.5)
+
+    def trained_at(self, resolution: int, num_frames: int, notes: str | None = None) -> ModelInfo:
+        """The info of a model whose training ended at `resolution` pixels and `num_frames` frames (a model
+        with a fixed frame count takes the last stage's; one with any count keeps None); `notes`, where
+        the weights came from, replace the old ones when given."""
+        return replace(
+            self,
+            resolution=int(resolution),
+            num_frames=None if self.num_frames is None else int(num_frames),
+            notes=self.notes if notes is None else notes,
+        )
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model info") -> ModelInfo:
@@ -588,7 +604,5 @@ def drop_camera_conditioning(
     state["add_embedding.linear_1.bias"] = state["add_embedding.linear_1.bias"] + camera_mean
     new_unet.load_state_dict(state)
     new_unet.to(device=weight.device, dtype=weight.dtype).eval().requires_grad_(False)
-    new_info = copy.deepcopy(info)
-    new_info.conditioning = "sv3d_u"
-    new_info.alpha_threshold = 0.5
+    new_info = replace(info, conditioning="sv3d_u").uncalibrated()
     return {**components, "unet": new_unet}, new_info

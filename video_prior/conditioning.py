@@ -66,18 +66,19 @@ CONDITIONING_KINDS: dict[str, ConditioningKind] = {
 }
 
 
-def conditioning_kind(info_or_unet_config) -> str:
-    """The conditioning kind ("sv3d_p", "sv3d_u", "svd") of a ModelInfo or a MultiViewUNet config.
+def conditioning_kind(kind_or_unet_config) -> str:
+    """The conditioning kind ("sv3d_p", "sv3d_u", "svd") of a kind name or a MultiViewUNet config.
 
     A UNet config is recognised from its number of scalars and ``per_frame_conditioning``; widths may
     differ from the reference ones (tiny test models use narrower sinusoids).
     """
-    kind = getattr(info_or_unet_config, "conditioning", None)
-    if kind is not None:
-        if kind not in CONDITIONING_KINDS:
-            raise ValueError(f"conditioning '{kind}': expected one of {sorted(CONDITIONING_KINDS)}")
-        return kind
-    cfg = info_or_unet_config
+    if isinstance(kind_or_unet_config, str):
+        if kind_or_unet_config not in CONDITIONING_KINDS:
+            raise ValueError(
+                f"conditioning '{kind_or_unet_config}': expected one of {sorted(CONDITIONING_KINDS)}"
+            )
+        return kind_or_unet_config
+    cfg = kind_or_unet_config
     if not isinstance(cfg, Mapping):
         cfg = getattr(cfg, "config", cfg)
     dims = cfg.get("addition_time_embed_dims")
@@ -95,7 +96,7 @@ def conditioning_kind(info_or_unet_config) -> str:
 
 
 def camera_time_ids(
-    info_or_unet_config,
+    kind_or_unet_config,
     cond_aug: torch.Tensor,
     polar_rad: torch.Tensor | None = None,
     azimuth_rad: torch.Tensor | None = None,
@@ -105,18 +106,18 @@ def camera_time_ids(
     """Raw conditioning scalars for the UNet's ``added_time_ids``.
 
     Args:
-        info_or_unet_config: a ModelInfo (its ``conditioning``, and its ``fps_id`` / ``motion_bucket_id``
-            for SVD) or a MultiViewUNet config.
+        kind_or_unet_config: a conditioning kind name (a key of `CONDITIONING_KINDS`) or a
+            MultiViewUNet config.
         cond_aug: (B,) the noise level added to the conditioning image.
         polar_rad: (B, F) polar angles (90 deg - elevation) in radians; needed for SV3D_p.
         azimuth_rad: (B, F) azimuths in radians relative to the input view; needed for SV3D_p.
-        fps_id, motion_bucket_id: SVD's micro-conditioning (ignored for SV3D; a ModelInfo overrides them).
+        fps_id, motion_bucket_id: SVD's micro-conditioning (ignored for SV3D).
 
     Returns:
         (B, F, 3) [cond_aug, polar, azimuth] per frame for SV3D_p; (B, 1) [cond_aug] for SV3D_u;
         (B, 3) [fps_id, motion_bucket_id, cond_aug] for SVD. float32.
     """
-    kind = conditioning_kind(info_or_unet_config)
+    kind = conditioning_kind(kind_or_unet_config)
     cond_aug = torch.as_tensor(cond_aug, dtype=torch.float32).reshape(-1)
     if kind == "sv3d_p":
         if polar_rad is None or azimuth_rad is None:
@@ -131,10 +132,8 @@ def camera_time_ids(
         return torch.stack([cond_aug[:, None].expand_as(polar), polar, azimuth], dim=-1)
     if kind == "sv3d_u":
         return cond_aug[:, None]
-    fps_id = float(getattr(info_or_unet_config, "fps_id", fps_id))
-    motion_bucket_id = float(getattr(info_or_unet_config, "motion_bucket_id", motion_bucket_id))
     ones = torch.ones_like(cond_aug)
-    return torch.stack([ones * fps_id, ones * motion_bucket_id, cond_aug], dim=-1)
+    return torch.stack([ones * float(fps_id), ones * float(motion_bucket_id), cond_aug], dim=-1)
 
 
 def _encoder_image_size(image_encoder) -> int:

@@ -2,12 +2,15 @@
 
     pipe = MultiViewPipeline.from_pretrained("models/sv3d_p", device="cuda", dtype=torch.float16)
     out = pipe(rgba, static_orbit(21), generator=torch.Generator("cuda").manual_seed(0))
-    out.frames           # (21, 576, 576, 3) float in [0, 1], frame 0 = the input view
+    out.frames           # (21, 576, 576, 3) float in [0, 1] on the model's background; frame 0: input
+    out.rgba             # (21, 576, 576, 4) uint8 straight-alpha views (the matte: video_prior.matte)
     out.camera_to_world  # (21, 4, 4) OpenGL camera-to-world of each frame
 
-It composes the model (`video_prior.unet`, `video_prior.conditioning`) with the denoising functions
-(`video_prior.edm`, `video_prior.samplers`, `video_prior.guidance`); it knows nothing of files other than
-the model folder, nor of the CLI.
+`__call__` runs numbered steps, each a method: check inputs, encode image (CLIP), encode VAE image, time
+ids, prepare latents, denoise, decode, postprocess. What the model's info means (conditioning, frame
+order, prediction, residual, guidance, matte calibration, defaults) is the denoiser's
+(`video_prior.denoiser.MultiViewDenoiser`, also what training calls); the samplers are
+`video_prior.samplers`. The pipeline knows nothing of files other than the model folder, nor of the CLI.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from render.cameras import Orbit, from_sv3d_order, to_sv3d
+from render.cameras import Orbit
 from render.common import InputError
 from render.dataset import composite
 from video_prior.components import (
@@ -32,33 +35,15 @@ from video_prior.components import (
     model_info_from_config,
     save_components,
 )
-from video_prior.conditioning import (
-    camera_time_ids,
-    clip_embed,
-    condition_latent,
-    decode_latents,
-    residual_offset,
-)
-from video_prior.edm import denoise, karras_sigmas
-from video_prior.guidance import apply_cfg, guidance_scales
+from video_prior.conditioning import decode_latents
+from video_prior.denoiser import Conditioning, MultiViewDenoiser, calibrate_alpha
+from video_prior.edm import karras_sigmas
+from video_prior.matte import matte_views
 from video_prior.samplers import get_sampler
 
-__all__ = ["MultiViewPipeline", "MultiViewPipelineOutput", "OUTPUT_TYPES", "mirror_orbit"]
+__all__ = ["MultiViewPipeline", "MultiViewPipelineOutput", "OUTPUT_TYPES", "calibrate_alpha", "mirror_orbit"]
 
 OUTPUT_TYPES = ("np", "uint8", "pt")
-
-
-@dataclass(frozen=True)
-class _SamplingPlan:
-    """The sampling settings one `__call__` resolved, shared by its branches (`_sample_branch`)."""
-
-    steps: int
-    sample_fn: Any
-    scales: torch.Tensor
-    do_cfg: bool
-    cond_aug: float
-    generator: torch.Generator | None
-    decode_chunk_size: int
 
 
 def mirror_orbit(orbit: Orbit) -> Orbit:
@@ -75,22 +60,6 @@ def mirror_orbit(orbit: Orbit) -> Orbit:
     )
 
 
-def calibrate_alpha(alpha: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Map a matte piecewise-linearly so that `threshold` lands on 0.5; 0 and 1 stay where they are.
-
-    Args:
-        alpha: (...) matte in [0, 1].
-        threshold: the raw level that separates object from background, in (0, 1).
-    Returns:
-        (...) matte in [0, 1], monotone in `alpha`: ``out > 0.5`` exactly where ``alpha > threshold``.
-
-    Only the matte moves: a view composited on the background is the same before and after, as
-    ``mv3d.generate.unmix_background`` recovers straight colours for whichever alpha it is given.
-    """
-    t = float(threshold)
-    return torch.where(alpha <= t, alpha * (0.5 / t), 0.5 + (alpha - t) * (0.5 / (1.0 - t)))
-
-
 @dataclass
 class MultiViewPipelineOutput:
     """Output of `MultiViewPipeline`.
@@ -101,11 +70,15 @@ class MultiViewPipelineOutput:
             background), or 4 for an alpha model (that RGB, then its alpha).
         orbit: the orbit the frames were generated for.
         camera_to_world: (N, 4, 4) OpenGL camera-to-world matrices of the frames.
+        rgba: (N, H, W, 4) uint8 straight-alpha views: the alpha model's own matte, else one cut from the
+            background (`video_prior.matte.matte_views`); frame 0 is the input as given when the input
+            view is kept. These are the views `mv3d generate` writes.
     """
 
     frames: np.ndarray | torch.Tensor
     orbit: Orbit
     camera_to_world: np.ndarray
+    rgba: np.ndarray | None = None
 
 
 class MultiViewPipeline:
@@ -115,7 +88,8 @@ class MultiViewPipeline:
         unet: a `MultiViewUNet`.
         vae: ``AutoencoderKL`` or ``AutoencoderKLTemporalDecoder``.
         image_encoder: ``CLIPVisionModelWithProjection``.
-        info: the `ModelInfo` (conditioning kind, frame order, resolution, ...).
+        info: the `ModelInfo` (conditioning kind, frame order, resolution, ...); its meaning is the
+            `denoiser`'s (`video_prior.denoiser.MultiViewDenoiser`).
     """
 
     #: the order the models are used in one call; `enable_model_cpu_offload` moves each to the device
@@ -130,8 +104,8 @@ class MultiViewPipeline:
         channels = int(getattr(vae.config, "in_channels", 3))
         if channels != self.image_channels:
             raise InputError(
-                f"model first stage encodes {channels} image channels but the model info says alpha={info.alpha}: "
-                f"expected {self.image_channels}"
+                f"model first stage encodes {channels} image channels but the model info says "
+                f"alpha={self.denoiser.alpha}: expected {self.image_channels}"
             )
         self._offload_device: torch.device | None = None
         #: "model" or "sequential" while offloading (see `enable_model_cpu_offload`), else None.
@@ -144,9 +118,14 @@ class MultiViewPipeline:
     # ----------------------------------------------------------------------------------------------
 
     @property
+    def denoiser(self) -> MultiViewDenoiser:
+        """The model's denoiser: its conditioning, frame order, parameterisation, guidance and defaults."""
+        return MultiViewDenoiser(self.unet, self.vae, self.image_encoder, self.info)
+
+    @property
     def image_channels(self) -> int:
-        """4 for a model that generates RGBA (``info.alpha``), else 3."""
-        return 4 if self.info.alpha else 3
+        """4 for a model that generates RGBA, else 3."""
+        return self.denoiser.image_channels
 
     @property
     def components(self) -> dict[str, torch.nn.Module]:
@@ -193,7 +172,7 @@ class MultiViewPipeline:
     @property
     def resolution(self) -> int:
         """The image side in pixels the model was trained at."""
-        return int(self.info.resolution)
+        return self.denoiser.resolution
 
     @property
     def vae_scale_factor(self) -> int:
@@ -293,43 +272,51 @@ class MultiViewPipeline:
     # inputs
     # ----------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _input_rgba(image: Any) -> np.ndarray | None:
+        """An array or PIL input as (H, W, 4) uint8 straight RGBA (opaque if RGB); None for a tensor."""
+        if isinstance(image, torch.Tensor):
+            return None
+        if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
+            image = np.asarray(image.convert("RGBA"))
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise InputError(f"input image of shape {arr.shape}: expected (H, W, 4) RGBA or (H, W, 3) RGB")
+        if arr.dtype != np.uint8:
+            if not np.issubdtype(arr.dtype, np.floating) or arr.min() < 0 or arr.max() > 1:
+                raise InputError(f"input image of dtype {arr.dtype}: expected uint8, or floats in [0, 1]")
+            arr = np.round(arr * 255.0).astype(np.uint8)
+        if arr.shape[-1] == 3:
+            arr = np.concatenate([arr, np.full(arr.shape[:-1] + (1,), 255, np.uint8)], axis=-1)
+        return arr
+
     def preprocess_image(self, image: Any, size: int) -> torch.Tensor:
         """An input image as (1, C, size, size) float32 in [-1, 1], RGBA composited on the model background.
 
         C is `image_channels`: 3, or 4 for an alpha model (the composited RGB, then the alpha matte).
         Accepts (H, W, 4) or (H, W, 3) uint8 arrays (straight alpha), float arrays in [0, 1] of the same
-        shapes, PIL images, and (3, H, W) or (1, 3, H, W) tensors in [-1, 1] (opaque). The image must be
-        square (framing the object is the caller's job: ``mv3d`` preprocessing does it).
+        shapes, PIL images, and (C, H, W) or (1, C, H, W) tensors in [-1, 1] already composited, with C = 3
+        (opaque) or `image_channels`. The image must be square (framing the object is the caller's job:
+        ``mv3d`` preprocessing does it).
         """
+        alpha = self.denoiser.alpha
         if isinstance(image, torch.Tensor):
             x = image.detach().to(torch.float32).cpu()
             if x.ndim == 4 and x.shape[0] == 1:
                 x = x[0]
-            if x.ndim != 3 or x.shape[0] != 3:
+            if x.ndim != 3 or x.shape[0] not in (3, self.image_channels):
                 raise InputError(
-                    f"input image tensor of shape {tuple(image.shape)}: expected (3, H, W) in [-1, 1]"
+                    f"input image tensor of shape {tuple(image.shape)}: expected "
+                    f"({self.image_channels}, H, W) or (3, H, W) in [-1, 1]"
                 )
             x = x[None]
-            if self.info.alpha:  # an RGB tensor is opaque
+            if alpha and x.shape[1] == 3:  # an RGB tensor is opaque
                 x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         else:
-            if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
-                image = np.asarray(image.convert("RGBA"))
-            arr = np.asarray(image)
-            if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-                raise InputError(
-                    f"input image of shape {arr.shape}: expected (H, W, 4) RGBA or (H, W, 3) RGB"
-                )
-            if arr.dtype != np.uint8:
-                if not np.issubdtype(arr.dtype, np.floating) or arr.min() < 0 or arr.max() > 1:
-                    raise InputError(f"input image of dtype {arr.dtype}: expected uint8, or floats in [0, 1]")
-                arr = np.round(arr * 255.0).astype(np.uint8)
-            if arr.shape[-1] == 3:
-                arr = np.concatenate([arr, np.full(arr.shape[:-1] + (1,), 255, np.uint8)], axis=-1)
-            rgb = composite(arr, self.info.background)  # (H, W, 3) float32 in [0, 1]
-            if self.info.alpha:
-                alpha = arr[..., 3:4].astype(np.float32) / 255.0
-                rgb = np.concatenate([rgb, alpha], axis=-1)
+            arr = self._input_rgba(image)
+            rgb = composite(arr, self.denoiser.background)  # (H, W, 3) float32 in [0, 1]
+            if alpha:
+                rgb = np.concatenate([rgb, arr[..., 3:4].astype(np.float32) / 255.0], axis=-1)
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None] * 2.0 - 1.0
         h, w = x.shape[-2:]
         if h != w:
@@ -338,110 +325,174 @@ class MultiViewPipeline:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return x.clamp(-1.0, 1.0).contiguous()
 
-    def _camera_inputs(self, orbit: Orbit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Polar and azimuth (radians, relative to the input view) in the model's frame order, and the order.
+    def check_inputs(
+        self,
+        orbit: Orbit,
+        num_inference_steps: int | None,
+        ensemble: int | None,
+        mirror_average: bool | None,
+        cond_aug: float | None,
+        output_type: str,
+        height: int | None,
+        width: int | None,
+    ) -> dict[str, Any]:
+        """Step 1 of `__call__`: check the arguments and fill in the model's defaults.
 
-        Returns (polar (N,), azimuth (N,), order (N,)): model frame j shows orbit frame ``order[j]``.
+        Returns {"steps", "members", "mirror", "cond_aug", "size"}.
         """
-        if self.info.frame_order == "sv3d":
-            sv = to_sv3d(orbit, direction=self.info.sv3d_azimuth_direction)
-            return sv.polar_rad, sv.azimuth_rad, sv.order
-        azimuth = np.deg2rad((orbit.azimuth_deg - orbit.azimuth_deg[0]) % 360.0)
-        return np.deg2rad(orbit.polar_deg), azimuth, np.arange(len(orbit))
+        defaults = self.denoiser.defaults()
+        if not isinstance(orbit, Orbit):
+            raise InputError(f"orbit of type {type(orbit).__name__}: expected a render.cameras.Orbit")
+        n, fixed = len(orbit), self.denoiser.num_frames
+        if fixed is not None and n != fixed:
+            raise InputError(f"orbit has {n} views but this model generates exactly {fixed}")
+        steps = defaults["steps"] if num_inference_steps is None else int(num_inference_steps)
+        if steps < 1:
+            raise InputError(f"number of sampling steps {steps}: expected at least 1")
+        members = defaults["ensemble"] if ensemble is None else int(ensemble)
+        if members < 1:
+            raise InputError(f"ensemble size {members}: expected at least 1 sample")
+        mirror = bool(defaults["mirror_average"] if mirror_average is None else mirror_average)
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
+        if height is not None and width is not None and height != width:
+            raise InputError(f"output size {width}x{height}: expected a square size")
+        size = int(height or width or self.resolution)
+        grid = self.vae_scale_factor * 2 ** int(self.unet.num_upsamplers)
+        if size % grid:
+            raise InputError(
+                f"output size {size}: expected a multiple of {grid} (the latent grid of this model)"
+            )
+        cond_aug = defaults["cond_aug"] if cond_aug is None else float(cond_aug)
+        if cond_aug < 0:
+            raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
+        return {"steps": steps, "members": members, "mirror": mirror, "cond_aug": cond_aug, "size": size}
 
     # ----------------------------------------------------------------------------------------------
-    # generation
+    # the steps of one generation
     # ----------------------------------------------------------------------------------------------
 
-    def _sample_branch(
-        self, image_t: torch.Tensor, orbit: Orbit, members: int, plan: _SamplingPlan, on_step: Any
+    def encode_image(self, image_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Step 2: the image embeddings of the clean input view in the model's dtype, by `Conditioning`
+        field (the CLIP embedding "context", (1, 1, D); `MultiViewDenoiser.encode_image`)."""
+        with self._on_device("image_encoder"):
+            embeds = self.denoiser.encode_image(image_t.to(self.device))
+        return {k: v.to(self.dtype) for k, v in embeds.items()}
+
+    def encode_vae_image(
+        self, image_t: torch.Tensor, cond_aug: float, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """Steps 2-8 of `__call__` for one input view and orbit: the SUM over `members` draws of the decoded
-        frames, (N, C, H, W) in [-1, 1] in the orbit's order. `on_step(j)` after the j-th sampling step of
-        this branch (from 1)."""
-        steps, sample_fn, scales, do_cfg = plan.steps, plan.sample_fn, plan.scales, plan.do_cfg
-        cond_aug, generator = plan.cond_aug, plan.generator
-        info = self.info
-        n = len(orbit)
-        size = int(image_t.shape[-1])
-        device, dtype = self.device, self.dtype
-        # 2. encode the input view: CLIP embedding (clean image) and VAE latent (noise-augmented)
-        with self._on_device("image_encoder") as encoder:
-            context = clip_embed(encoder, image_t[:, :3].to(device)).to(dtype)  # (1, 1, D), RGB only
+        """Step 3: the VAE latent of the input view noised by `cond_aug` (drawn from `generator`)."""
         aug = torch.full((1,), float(cond_aug))
-        with self._on_device("vae") as vae:
-            image_latent = condition_latent(
-                vae, image_t.to(device), aug.to(device), generator, mirror=info.mirror_conditioning
-            ).to(dtype)
+        with self._on_device("vae"):
+            latent = self.denoiser.encode_vae_image(image_t.to(self.device), aug.to(self.device), generator)
+        return latent.to(self.dtype)
 
-        # 3. camera conditioning, in the model's frame order
-        polar, azimuth, order = self._camera_inputs(orbit)
+    def get_time_ids(self, orbit: Orbit, cond_aug: float) -> tuple[torch.Tensor, np.ndarray]:
+        """Step 4: the added time ids (cond_aug and cameras) in the model's frame order, and that order
+        (model frame j shows orbit frame ``order[j]``)."""
+        polar, azimuth, order = self.denoiser.cameras(orbit)
+        aug = torch.full((1,), float(cond_aug))
         # kept in float32 whatever the model dtype: angles rounded to bf16 would lose about 0.5 degree
-        time_ids = camera_time_ids(
-            info, aug, torch.as_tensor(polar, dtype=torch.float32)[None], torch.as_tensor(azimuth)[None]
-        ).to(device)
+        time_ids = self.denoiser.time_ids(
+            aug, torch.as_tensor(polar, dtype=torch.float32)[None], torch.as_tensor(azimuth)[None]
+        )
+        return time_ids.to(self.device), order
 
-        # CFG as ONE batched forward of [uncond; cond]: the unconditional branch zeroes the CLIP embedding
-        # and the image latent, and keeps the vector conditioning (reference SV3D).
-        if do_cfg:
-            context = torch.cat([torch.zeros_like(context), context])
-            image_latent = torch.cat([torch.zeros_like(image_latent), image_latent])
-            time_ids = torch.cat([time_ids, time_ids])
-        concat = image_latent[:, None].expand(-1, n, -1, -1, -1)  # (B', N, C, h, w), every frame
-        scales = scales.to(device)
+    def prepare_latents(
+        self, members: int, num_frames: int, size: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Step 5: unit-variance initial noise (members, 1, F, C, h, w) in the model's frame order, float32,
+        drawn on the generator's device (the samplers start from it times sigma_max).
 
-        # 4. noise levels
-        sigmas = karras_sigmas(steps, sigma_max=float(info.sigma_max), device=device)
-
-        # 5. initial noise x = sigma_max * n (the samplers' convention), drawn on the generator's device
-        latent_shape = (
+        Caller-given initial latents would enter here, in place of the draw."""
+        shape = (
             1,
-            n,
+            num_frames,
             self.vae.config.latent_channels,
             size // self.vae_scale_factor,
             size // self.vae_scale_factor,
         )
-        noise_device = generator.device if generator is not None else device
-        noise = torch.randn(
-            (members, *latent_shape), generator=generator, device=noise_device, dtype=torch.float32
-        ).to(device)
+        noise_device = generator.device if generator is not None else self.device
+        noise = torch.randn((members, *shape), generator=generator, device=noise_device, dtype=torch.float32)
+        return noise.to(self.device)
 
-        # 6. sample: one UNet call per denoiser evaluation, both CFG branches in one batch
-        with self._on_device("unet") as unet:
+    def denoise(
+        self,
+        noise: torch.Tensor,
+        cond: Conditioning,
+        scales: torch.Tensor | None,
+        steps: int,
+        sampler: str,
+        on_step: Any,
+    ) -> list[torch.Tensor]:
+        """Step 6: sample each member of `noise` (`prepare_latents`) from the model's sigma_max to 0.
 
-            def network_fn(x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-                net_in = torch.cat([x_in.to(dtype), concat], dim=2)
-                # c_noise stays float32: the UNet's sinusoids are computed in float32
-                return unet(net_in, c_noise, context, time_ids).sample.to(x_in.dtype)
+        One network call per denoiser evaluation, both CFG branches in one batch when `scales` is given.
+        `on_step(j)` after the j-th step of this call (from 1). Returns one (1, F, C, h, w) float32
+        latent per member (residual ones for a residual model)."""
+        denoiser, dtype = self.denoiser, self.dtype
+        sample_fn = get_sampler(sampler)
+        sigmas = karras_sigmas(steps, sigma_max=denoiser.sigma_max, device=self.device).to(torch.float32)
+        both = cond.unconditional().cat(cond) if scales is not None else cond
+        samples = []
+        with self._on_device("unet"):
 
-            def denoiser(x_t: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
-                if not do_cfg:
-                    return denoise(network_fn, x_t, sigma, info.prediction)
-                both = denoise(network_fn, torch.cat([x_t, x_t]), torch.cat([sigma, sigma]), info.prediction)
-                uncond, cond_out = both.chunk(2)
-                return apply_cfg(uncond, cond_out, scales)
+            def model(x_t: torch.Tensor, sigma: torch.Tensor, _cond: Any) -> torch.Tensor:
+                return denoiser.denoise(x_t, sigma, both, scales, dtype=dtype)
 
-            samples = []
-            for k in range(members):
-                x = noise[k] * sigmas[0].to(torch.float32)
+            for k in range(noise.shape[0]):
 
                 def report(state: dict, base: int = k * steps) -> None:
                     on_step(base + int(state["i"]) + 1)
 
-                samples.append(sample_fn(denoiser, x, sigmas.to(torch.float32), None, report))
+                samples.append(sample_fn(model, noise[k] * sigmas[0], sigmas, None, report))
+        return samples
 
-        # 7. decode, a chunk of frames at a time; an ensemble is averaged in image space
+    def decode(
+        self, latents: list[torch.Tensor], cond: Conditioning, order: np.ndarray, chunk_size: int
+    ) -> torch.Tensor:
+        """Step 7: decode each member's latents, a chunk of frames at a time, and SUM them (an ensemble is
+        averaged in image space); (F, C, H, W) float32 in [-1, 1] scale, in the orbit's order."""
         frames = None
-        for latents in samples:
-            if info.residual:
-                # the model diffused (frame latent - input latent): add the input view's scaled latent back
-                own = image_latent[-1:].to(latents.dtype)
-                latents = latents + residual_offset(own, latents.shape[2], self.vae.config.scaling_factor)
+        for sample in latents:
+            sample = self.denoiser.from_residual(sample, cond.image_latent)
             with self._on_device("vae") as vae:
-                decoded = decode_latents(vae, latents.to(dtype), chunk_size=plan.decode_chunk_size)[0].float()
-            frames = decoded if frames is None else frames + decoded  # (N, C, H, W)
-        # 8. back to the orbit's order
-        return from_sv3d_order(frames, order) if info.frame_order == "sv3d" else frames
+                decoded = decode_latents(vae, sample.to(self.dtype), chunk_size=chunk_size)[0].float()
+            frames = decoded if frames is None else frames + decoded  # (F, C, H, W)
+        return self.denoiser.from_model_order(frames, order)
+
+    def postprocess(
+        self,
+        frames: torch.Tensor,
+        image: Any,
+        image_t: torch.Tensor,
+        keep_input_view: bool,
+        output_type: str,
+    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray]:
+        """Step 8: (N, C, H, W) averaged frames in [-1, 1] -> (frames as `output_type`, RGBA views).
+
+        The matte is calibrated (`MultiViewDenoiser.calibrate_matte`); with `keep_input_view` frame 0 is
+        the input itself; RGBA views are (N, H, W, 4) uint8 straight alpha (`video_prior.matte.matte_views`).
+        """
+        frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+        frames = self.denoiser.calibrate_matte(frames)
+        if keep_input_view:
+            frames[0] = ((image_t[0].float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+        array = frames.permute(0, 2, 3, 1).numpy()
+        rgba = matte_views(array, self.denoiser.background)
+        given = self._input_rgba(image) if keep_input_view else None
+        if given is not None and given.shape == rgba.shape[1:]:
+            rgba[0] = given  # the input as given, not its round trip through compositing
+        if output_type == "pt":
+            return frames, rgba
+        if output_type == "uint8":
+            return np.round(array * 255.0).astype(np.uint8), rgba
+        return array, rgba
+
+    # ----------------------------------------------------------------------------------------------
+    # generation
+    # ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def __call__(
@@ -463,12 +514,13 @@ class MultiViewPipeline:
         height: int | None = None,
         width: int | None = None,
         progress: bool = False,
+        keep_input_view: bool | None = None,
     ) -> MultiViewPipelineOutput:
         """Generate one view per camera of `orbit`, frame 0 being the input view.
 
         Args:
             image: the input view: (H, W, 4) uint8 RGBA (composited on the model's background, white),
-                (H, W, 3) uint8, a PIL image, or a (3, H, W) tensor in [-1, 1]. Square.
+                (H, W, 3) uint8, a PIL image, or a (C, H, W) tensor in [-1, 1]. Square.
             orbit: the cameras (``render.cameras.Orbit``); frame 0 is the input view's camera.
             num_inference_steps: sampling steps (None: the model's default, 50 for SV3D).
             sampler: a name in ``video_prior.samplers.SAMPLERS`` ("euler", "heun", "dpmpp2m").
@@ -481,64 +533,39 @@ class MultiViewPipeline:
             generator: seeds the conditioning noise and the initial noise; same seed, same device, same
                 output.
             ensemble: K, the number of samples drawn from independent initial noise and averaged (after
-                decoding) into the output (None: the model's ``default_ensemble``). K = 1 is plain sampling;
-                for a model sampled in one step from pure noise (a posterior-mean estimate) the average
-                removes what the estimate still owes to its noise draw (test-time ensembling, as Marigold
-                does for depth).
+                decoding) into the output (None: the model's default). K = 1 is plain sampling; for a model
+                sampled in one step from pure noise (a posterior-mean estimate) the average removes what
+                the estimate still owes to its noise draw (test-time ensembling, as Marigold does for depth).
             mirror_average: draw half of the ensemble (the smaller half, none when K = 1) for the input
                 mirrored left-right and the orbit mirrored about the input's azimuth (+phi -> -phi), and
                 flip those frames back before averaging: test-time augmentation by the task's reflection
-                symmetry, at no extra cost (None: the model's ``default_mirror_average``).
+                symmetry, at no extra cost (None: the model's default).
             decode_chunk_size: frames decoded per VAE call (memory bound).
             callback: ``callback(step, num_steps)`` after each sampling step (step counts from 1).
-            output_type: "np" (float32 [0, 1]), "uint8", or "pt" ((N, 3, H, W) tensor in [0, 1]).
+            output_type: "np" (float32 [0, 1]), "uint8", or "pt" ((N, C, H, W) tensor in [0, 1]).
             height, width: output size (None: the model's resolution; must be equal, multiples of the
                 latent grid).
             progress: show a tqdm bar over the sampling steps.
+            keep_input_view: frame 0 is the input image itself (None: the model's default, True for SV3D).
 
         Returns:
             `MultiViewPipelineOutput`.
         """
-        info = self.info
-        # 1. check inputs
-        if not isinstance(orbit, Orbit):
-            raise InputError(f"orbit of type {type(orbit).__name__}: expected a render.cameras.Orbit")
-        n = len(orbit)
-        if info.num_frames is not None and n != info.num_frames:
-            raise InputError(f"orbit has {n} views but this model generates exactly {info.num_frames}")
-        steps = info.default_steps if num_inference_steps is None else int(num_inference_steps)
-        if steps < 1:
-            raise InputError(f"number of sampling steps {steps}: expected at least 1")
-        members = info.default_ensemble if ensemble is None else int(ensemble)
-        if members < 1:
-            raise InputError(f"ensemble size {members}: expected at least 1 sample")
-        mirror = bool(info.default_mirror_average if mirror_average is None else mirror_average)
-        if output_type not in OUTPUT_TYPES:
-            raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
-        if height is not None and width is not None and height != width:
-            raise InputError(f"output size {width}x{height}: expected a square size")
-        size = int(height or width or self.resolution)
-        grid = self.vae_scale_factor * 2 ** int(self.unet.num_upsamplers)
-        if size % grid:
-            raise InputError(
-                f"output size {size}: expected a multiple of {grid} (the latent grid of this model)"
-            )
-        cond_aug = info.default_cond_aug if cond_aug is None else float(cond_aug)
-        if cond_aug < 0:
-            raise InputError(f"cond_aug {cond_aug}: expected a noise level >= 0")
-        sample_fn = get_sampler(sampler)
-        scales = guidance_scales(guidance, n, min_guidance, max_guidance)
-        # A model trained without conditioning dropout has no unconditional branch: guidance is off for it.
-        do_cfg = bool(info.cfg) and bool(torch.any(scales != 1.0))
+        # 1. check inputs; the model's defaults for what the caller left out
+        opts = self.check_inputs(
+            orbit, num_inference_steps, ensemble, mirror_average, cond_aug, output_type, height, width
+        )
+        steps, members, size = opts["steps"], opts["members"], opts["size"]
+        get_sampler(sampler)
+        scales = self.denoiser.guidance_scales(guidance, len(orbit), min_guidance, max_guidance)
         image_t = self.preprocess_image(image, size)
 
         # Mirror averaging: the task is symmetric under the reflection that flips the input view
         # left-right and takes the camera at azimuth +phi (relative to the input) to -phi, so part of the
         # ensemble is drawn for the mirrored input and mirrored orbit and flipped back before averaging.
-        branches = [(image_t, orbit, members - members // 2 if mirror else members, False)]
-        if mirror and members // 2:
+        branches = [(image_t, orbit, members - members // 2 if opts["mirror"] else members, False)]
+        if opts["mirror"] and members // 2:
             branches.append((image_t.flip(-1), mirror_orbit(orbit), members // 2, True))
-        plan = _SamplingPlan(steps, sample_fn, scales, do_cfg, cond_aug, generator, decode_chunk_size)
         total = steps * members
         bar = tqdm(total=total, desc="sampling", unit="step", disable=not progress, leave=False)
         frames, offset = None, 0
@@ -550,24 +577,25 @@ class MultiViewPipeline:
                     if callback is not None:
                         callback(offset + j, total)
 
-                decoded_sum = self._sample_branch(branch_image, branch_orbit, branch_members, plan, on_step)
+                # 2.-4. the conditioning: CLIP embedding, noise-augmented image latent, time ids
+                embeds = self.encode_image(branch_image)
+                image_latent = self.encode_vae_image(branch_image, opts["cond_aug"], generator)
+                time_ids, order = self.get_time_ids(branch_orbit, opts["cond_aug"])
+                cond = Conditioning(**embeds, image_latent=image_latent, time_ids=time_ids)
+                # 5. initial noise
+                noise = self.prepare_latents(branch_members, len(orbit), size, generator)
+                # 6. sampling
+                latents = self.denoise(noise, cond, scales, steps, sampler, on_step)
+                # 7. decoding, summed over the branch's members, back in the orbit's order
+                decoded = self.decode(latents, cond, order, decode_chunk_size)
                 offset += branch_members * steps
-                # the mirrored branch's frames flipped back
-                decoded_sum = decoded_sum.flip(-1) if flipped else decoded_sum
-                frames = decoded_sum if frames is None else frames + decoded_sum
+                decoded = decoded.flip(-1) if flipped else decoded  # the mirrored branch flipped back
+                frames = decoded if frames is None else frames + decoded
         finally:
             bar.close()
-        frames = frames / members
-        frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
-        if info.alpha and float(info.alpha_threshold) != 0.5:
-            frames[:, 3] = calibrate_alpha(frames[:, 3], float(info.alpha_threshold))
-        # optionally show the input itself as the input view
-        if info.overwrite_input_frame:
-            frames[0] = ((image_t[0].float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
-        if output_type == "pt":
-            result: np.ndarray | torch.Tensor = frames
-        else:
-            result = frames.permute(0, 2, 3, 1).numpy()
-            if output_type == "uint8":
-                result = np.round(result * 255.0).astype(np.uint8)
-        return MultiViewPipelineOutput(frames=result, orbit=orbit, camera_to_world=orbit.camera_to_world())
+        # 8. the ensemble's average, the matte, the input view, RGBA views
+        keep = self.denoiser.keep_input_view if keep_input_view is None else bool(keep_input_view)
+        result, rgba = self.postprocess(frames / members, image, image_t, keep, output_type)
+        return MultiViewPipelineOutput(
+            frames=result, orbit=orbit, camera_to_world=orbit.camera_to_world(), rgba=rgba
+        )

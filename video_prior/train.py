@@ -30,7 +30,6 @@ Run folder layout::
 from __future__ import annotations
 
 import contextlib
-import copy
 import fnmatch
 import json
 import math
@@ -47,6 +46,7 @@ import torch
 from render.common import InputError, atomic_output, atomic_write_text
 from video_prior import edm
 from video_prior.data import DataConfig, OrbitVideoDataset, make_loader
+from video_prior.denoiser import MultiViewDenoiser
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -279,8 +279,7 @@ def build_model(config: TrainConfig) -> tuple[dict[str, torch.nn.Module], Any]:
     if config.init_from is not None:
         components, info = load_components(config.init_from)
         # A matte calibration belongs to the weights it was chosen on; training changes them.
-        info.alpha_threshold = 0.5
-        return components, info
+        return components, info.uncalibrated()
     model_config = resolve_model_config(config.model)
     torch.manual_seed(config.seed)  # the deterministic initialisation of a from-scratch run
     components = build_components(model_config)
@@ -422,83 +421,32 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(micro_step)) * 1024 + int(rank))
 
 
-def to_model_order(batch: dict[str, Any], info) -> dict[str, Any]:
-    """Reorder a batch from mv3d's order (frame 0 = conditioning view) to the model's frame order.
-
-    Models converted from SV3D expect the input view LAST, with azimuths measured from it and possibly
-    mirrored (`render.cameras.to_sv3d`, the one adapter). Only the target frames and angles move; the
-    conditioning image is the same view either way.
-    """
-    if getattr(info, "frame_order", "mv3d") != "sv3d":
-        return batch
-    from render.cameras import Orbit, to_sv3d
-
-    out = dict(batch)
-    key = "latents" if "latents" in batch else "frames"
-    polar, azimuth, targets = [], [], []
-    for b in range(batch[key].shape[0]):
-        az = np.rad2deg(batch["azimuth_rad"][b].double().numpy())
-        el = 90.0 - np.rad2deg(batch["polar_rad"][b].double().numpy())
-        sv = to_sv3d(Orbit(az, el, 1.0), direction=info.sv3d_azimuth_direction)
-        order = torch.from_numpy(sv.order)
-        targets.append(batch[key][b][order])
-        polar.append(torch.from_numpy(sv.polar_rad).float())
-        azimuth.append(torch.from_numpy(sv.azimuth_rad).float())
-    out[key] = torch.stack(targets)
-    out["polar_rad"], out["azimuth_rad"] = torch.stack(polar), torch.stack(azimuth)
-    return out
-
-
-def make_network_fn(unet, cond_latent: torch.Tensor, clip: torch.Tensor, time_ids: torch.Tensor):
-    """The raw network of `edm.denoise`: concatenates the image latent to every frame, calls the UNet.
-
-    cond_latent (B, 4, h, w) unscaled; clip (B, 1, D); time_ids as `conditioning.camera_time_ids` gives.
-    """
-
-    def network_fn(x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        frames = x_in.shape[1]
-        cond = cond_latent[:, None].expand(-1, frames, -1, -1, -1).to(x_in.dtype)
-        return unet(
-            torch.cat([x_in, cond], dim=2), c_noise, encoder_hidden_states=clip, added_time_ids=time_ids
-        ).sample
-
-    return network_fn
-
-
 def training_loss(
-    unet: torch.nn.Module,
-    vae: torch.nn.Module,
-    image_encoder: torch.nn.Module,
-    unet_config,
+    denoiser,
     batch: dict[str, Any],
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
-    info=None,
 ) -> torch.Tensor:
     """The EDM loss of one batch (see the module docstring); every random draw comes from `generator`.
 
-    Batch: "frames" (B, F, 3, H, W) and "cond_image" (B, 3, H, W) in [-1, 1], or cached "latents"
-    (B, F, 4, h, w), "cond_latent" (B, 4, h, w), "clip" (B, 1, D); and "polar_rad", "azimuth_rad" (B, F).
-    `info` (a ModelInfo) picks the prediction ("v" by default) and residual targets (frame latent minus
-    the clean conditioning latent, scaled) when ``info.residual``.
+    Args:
+        denoiser: the model's `video_prior.denoiser.MultiViewDenoiser` (its UNet the one being trained,
+            possibly wrapped for distributed training): prediction, residual targets, conditioning.
+        batch: in the model's frame order (`MultiViewDenoiser.to_model_order`): "frames" (B, F, C, H, W)
+            and "cond_image" (B, C, H, W) in [-1, 1], or cached "latents" (B, F, C_latent, h, w),
+            "cond_latent" (B, C_latent, h, w), "clip" (B, 1, D); and "polar_rad", "azimuth_rad" (B, F).
     """
-    from video_prior.conditioning import (
-        camera_time_ids,
-        clip_embed,
-        condition_latent,
-        encode_frames,
-        residual_offset,
-    )
+    from video_prior.conditioning import encode_frames
+    from video_prior.denoiser import Conditioning
 
     b = batch["polar_rad"].shape[0]
     cond_aug = edm.sample_cond_aug(b, config.cond_aug_mean, config.cond_aug_std, generator=generator)
     sigma = edm.sample_training_sigmas(b, config.p_mean, config.p_std, generator=generator)
     keep = (torch.rand(b, generator=generator) >= config.cond_drop_prob).float()
     with torch.no_grad():
-        mirror = bool(getattr(info, "mirror_conditioning", False))
         if "latents" in batch:
-            if mirror:
+            if denoiser.mirror_conditioning:
                 raise InputError(
                     "data.use_cache with a mirror-conditioned model (info.mirror_conditioning): the latent "
                     "cache holds no mirrored conditioning latent; train without the cache"
@@ -508,54 +456,39 @@ def training_loss(
             # Cache: the augmentation noise is added in latent space (a stand-in for encoding a noisy image).
             cond_noise = torch.randn(batch["cond_latent"].shape, generator=generator)
             cond_latent = (batch["cond_latent"] + cond_aug.view(-1, 1, 1, 1) * cond_noise).to(device)
-            clip = batch["clip"].to(device)
+            embeds = {"context": batch["clip"].to(device)}
         else:
-            latents = encode_frames(vae, batch["frames"].to(device)).float()
+            images = batch["cond_image"].to(device)
+            latents = encode_frames(denoiser.vae, batch["frames"].to(device)).float()
             aug_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            cond_latent = condition_latent(
-                vae,
-                batch["cond_image"].to(device),
-                cond_aug.to(device),
-                generator=torch.Generator(device).manual_seed(aug_seed),
-                mirror=mirror,
-            ).float()
-            clip = clip_embed(image_encoder, batch["cond_image"][:, :3].to(device)).float()  # RGB only
-            clean_cond = None
-            if getattr(info, "residual", False):
-                clean_cond = condition_latent(vae, batch["cond_image"].to(device), torch.zeros(b)).float()
-        if getattr(info, "residual", False):
-            own = clean_cond.to(latents.dtype)
-            latents = latents - residual_offset(own, vae.config.latent_channels, vae.config.scaling_factor)
+            aug_gen = torch.Generator(device).manual_seed(aug_seed)
+            cond_latent = denoiser.encode_vae_image(images, cond_aug.to(device), aug_gen).float()
+            embeds = {k: v.float() for k, v in denoiser.encode_image(images).items()}
+            clean_cond = denoiser.encode_clean_latent(images).float() if denoiser.residual else None
+        latents = denoiser.to_residual(latents, clean_cond)
     noise = torch.randn(latents.shape, generator=generator).to(device)
+    time_ids = denoiser.time_ids(cond_aug, batch["polar_rad"], batch["azimuth_rad"]).to(device)
     # Conditioning dropout: zero both the image latent and the CLIP embedding, as the sampler's
     # unconditional branch does; the camera vector is kept.
-    keep = keep.to(device)
-    cond_latent = cond_latent * keep.view(-1, 1, 1, 1)
-    clip = clip * keep.view(-1, 1, 1)
-    time_ids = camera_time_ids(unet_config, cond_aug, batch["polar_rad"], batch["azimuth_rad"]).to(device)
-    network_fn = make_network_fn(unet, cond_latent, clip, time_ids)
-    return edm.edm_loss(
-        network_fn,
-        latents,
-        sigma.to(device),
-        noise,
-        prediction=getattr(info, "prediction", "v"),
-        channel_weight=_channel_weight(vae, config, info),
+    cond = Conditioning(**embeds, image_latent=cond_latent, time_ids=time_ids).drop(keep.to(device))
+    return denoiser.loss(
+        latents, sigma.to(device), noise, cond, channel_weight=_channel_weight(denoiser, config)
     )
 
 
-def _channel_weight(vae: torch.nn.Module, config: TrainConfig, info) -> torch.Tensor | None:
+def _channel_weight(denoiser, config: TrainConfig) -> torch.Tensor | None:
     """(C,) latent-channel loss weights for `config.alpha_loss_weight`, or None when it is 1."""
     if float(config.alpha_loss_weight) == 1.0:
         return None
-    if not getattr(info, "alpha", False) or not hasattr(vae, "latent_channels_of"):
+    channels = denoiser.alpha_channels()
+    if channels is None:
         raise InputError(
             f"train config alpha_loss_weight {config.alpha_loss_weight}: expected a model that generates "
             "alpha (info alpha: true) through the patch first stage (vae type patch), whose latent "
             "channels are pixels; use 1 otherwise"
         )
-    weight = torch.ones(vae.config.latent_channels)
-    weight[vae.latent_channels_of(3)] = float(config.alpha_loss_weight)
+    weight = torch.ones(denoiser.vae.config.latent_channels)
+    weight[channels] = float(config.alpha_loss_weight)
     return weight
 
 
@@ -564,73 +497,51 @@ def _channel_weight(vae: torch.nn.Module, config: TrainConfig, info) -> torch.Te
 # ------------------------------------------------------------------------------------------------
 
 
+def preview_orbit(batch: dict[str, Any], index: int):
+    """The cameras of object `index` of a batch in mv3d's order, as a `render.cameras.Orbit`."""
+    from render.cameras import Orbit
+
+    az = np.rad2deg(batch["azimuth_rad"][index].double().numpy())
+    el = 90.0 - np.rad2deg(batch["polar_rad"][index].double().numpy())
+    return Orbit(az, el, 1.0)
+
+
 @torch.no_grad()
-def sample_videos(
-    components: dict[str, torch.nn.Module],
-    cond_images: torch.Tensor,
-    polar_rad: torch.Tensor,
-    azimuth_rad: torch.Tensor,
-    num_steps: int = 10,
-    guidance: float = 2.5,
-    seed: int = 0,
-    latent_shape: tuple[int, int, int] | None = None,
-    info=None,
-) -> torch.Tensor:
-    """Generate orbits for training previews: Euler on Karras sigmas with SV3D's triangle CFG.
+def sample_videos(pipeline, batch: dict[str, Any], config: TrainConfig) -> list[torch.Tensor]:
+    """Training previews: one `MultiViewPipeline` call per object of `batch`, so a preview is exactly what
+    the model generates at inference (its sigma_max, cond_aug, prediction, guidance and matte).
 
     Args:
-        cond_images: (B, 3, H, W) in [-1, 1]; polar_rad, azimuth_rad: (B, F) in the model's frame order.
-        latent_shape: (C, h, w) of the latents (default: from encoding one image).
-        info: the ModelInfo (prediction, residual targets, whether CFG applies); None: SV3D's defaults.
+        pipeline: a `video_prior.pipeline.MultiViewPipeline` of the weights to preview.
+        batch: "cond_image" (B, C, H, W) in [-1, 1] and "polar_rad", "azimuth_rad" (B, F), in mv3d's order.
+        config: `sample_steps` Euler steps, triangle guidance from 1 to `sample_guidance`, noise seeded
+            by `seed` (the same for every object).
     Returns:
-        (B, F, 3, H, W) in [-1, 1].
+        B videos (F, C, H, W) in [0, 1] (the pipeline's "pt" frames), in mv3d's order.
     """
-    from video_prior.conditioning import (
-        camera_time_ids,
-        clip_embed,
-        condition_latent,
-        decode_latents,
-        residual_offset,
-    )
-    from video_prior.guidance import apply_cfg, guidance_scales
-    from video_prior.samplers import sample_euler
+    size = int(batch["cond_image"].shape[-1])
+    videos = []
+    for i in range(batch["cond_image"].shape[0]):
+        out = pipeline(
+            batch["cond_image"][i],
+            preview_orbit(batch, i),
+            num_inference_steps=config.sample_steps,
+            max_guidance=config.sample_guidance,
+            generator=torch.Generator().manual_seed(config.seed),
+            output_type="pt",
+            height=size,
+            width=size,
+        )
+        videos.append(out.frames)
+    return videos
 
-    unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
-    device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
-    b, f = polar_rad.shape
-    cond_aug = torch.full((b,), 1e-5)
-    mirror = bool(getattr(info, "mirror_conditioning", False))
-    cond_latent = condition_latent(vae, cond_images.to(device), cond_aug.to(device), mirror=mirror).float()
-    latent_channels = vae.config.latent_channels  # the diffused latent; cond_latent may hold its mirror too
-    clip = clip_embed(encoder, cond_images[:, :3].to(device)).float()
-    time_ids = camera_time_ids(unet.config, cond_aug, polar_rad, azimuth_rad).to(device)
-    # One batched forward for [uncond; cond]: the unconditional half zeroes the image latent and CLIP.
-    net = make_network_fn(
-        unet,
-        torch.cat([torch.zeros_like(cond_latent), cond_latent]).to(dtype),
-        torch.cat([torch.zeros_like(clip), clip]).to(dtype),
-        torch.cat([time_ids, time_ids]),
-    )
-    scales = guidance_scales("triangle", f, 1.0, guidance)
-    prediction = getattr(info, "prediction", "v")
-    cond_only = make_network_fn(unet, cond_latent.to(dtype), clip.to(dtype), time_ids)
 
-    def denoiser(x, sigma, cond):
-        if not getattr(info, "cfg", True):
-            return edm.denoise(cond_only, x.to(dtype), sigma, prediction).float()
-        both = edm.denoise(net, torch.cat([x, x]).to(dtype), torch.cat([sigma, sigma]), prediction).float()
-        return apply_cfg(both[:b], both[b:], scales)
-
-    shape = latent_shape or (latent_channels, *cond_latent.shape[2:])
-    sigmas = edm.karras_sigmas(num_steps).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn((b, f, *shape), generator=gen, dtype=torch.float64) * sigmas[0].cpu()).float().to(device)
-    latents = sample_euler(denoiser, x, sigmas.float())
-    if getattr(info, "residual", False):
-        own = cond_latent.to(latents.dtype)
-        latents = latents + residual_offset(own, latent_channels, vae.config.scaling_factor)
-    return decode_latents(vae, latents)
+def preview_sheet(batch: dict[str, Any], videos: list[torch.Tensor]) -> np.ndarray:
+    """The contact sheet of a preview: per object a ground-truth row and a sample row (`contact_sheet`)."""
+    rows = []
+    for truth, video in zip(batch["frames"], videos, strict=True):
+        rows += [truth, video.cpu() * 2.0 - 1.0]
+    return contact_sheet(rows)
 
 
 def contact_sheet(rows: list[torch.Tensor]) -> np.ndarray:
@@ -722,6 +633,127 @@ def _validation_batch(dataset: OrbitVideoDataset, count: int) -> dict[str, Any] 
     return collate(items)
 
 
+def _make_accelerator(config: TrainConfig, out_dir: Path):
+    """The run's `accelerate.Accelerator` and its tracker ("tensorboard" when installed, else None)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    log_with = None
+    try:
+        import tensorboard  # noqa: F401
+
+        log_with = "tensorboard"
+    except ImportError:
+        pass
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+        step_scheduler_with_optimizer=False,
+    )
+    return accelerator, log_with
+
+
+def _setup_model(
+    config: TrainConfig, device: torch.device
+) -> tuple[dict[str, torch.nn.Module], Any, list[str]]:
+    """Step 1 of `train`: (components, info, trainable parameter names); the UNet in train mode on
+    `device` in float32, the VAE and image encoder frozen in the compute dtype."""
+    components, info = build_model(config)
+    unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
+    model_alpha = MultiViewDenoiser(**components, info=info).alpha
+    if bool(config.data.alpha) != model_alpha:
+        raise InputError(
+            f"train config: data alpha is {config.data.alpha} but the model's info alpha is {model_alpha}: "
+            "expected the same (an alpha model trains on RGBA frames)"
+        )
+    # InputError now, not at the first step, if alpha_loss_weight asks for matte channels the model lacks
+    _channel_weight(MultiViewDenoiser(**components, info=info), config)
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        config.mixed_precision
+    ]
+    for frozen_part in (vae, encoder):
+        frozen_part.requires_grad_(False).eval().to(device)
+        if device.type == "cuda" and weight_dtype != torch.float32:
+            # frozen parts run in the compute dtype; the UNet trains in fp32
+            frozen_part.to(dtype=weight_dtype)
+    unet.to(device)
+    if config.lora is not None:
+        unet.requires_grad_(False)
+        train_names = add_lora(unet, config.lora)
+    else:
+        train_names = select_trainable(unet, config.trainable, config.frozen)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    return components, info, train_names
+
+
+def _make_optimizer(
+    params: list[torch.nn.Parameter], config: TrainConfig, max_steps: int, device: torch.device
+):
+    """Step 2 of `train`: AdamW (fused on CUDA) and the warm-up / cool-down schedule (`lr_factor`)."""
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, config.lr_warmup_steps, max_steps, config.lr_cooldown_steps),
+    )
+    return optimizer, scheduler
+
+
+def _stage_data(config: TrainConfig, data_dirs, step: int, micro_step: int, rank: int, world: int):
+    """Step 4 of `train`: ((frames, resolution), dataset, batch iterator) of the curriculum stage at
+    `step`, the iterator positioned at `micro_step` (exact resumption)."""
+    frames, resolution = config.stage_at(step)
+    data_cfg = DataConfig(**{**asdict(config.data), "num_frames": frames, "resolution": resolution})
+    ds = OrbitVideoDataset(data_dirs, data_cfg, seed=config.seed)
+    batches = iter(make_loader(ds, config.batch_size, config.seed, micro_step, rank, world))
+    return (frames, resolution), ds, batches
+
+
+def _check_cache(dataset: OrbitVideoDataset, components: dict[str, torch.nn.Module]) -> None:
+    """`InputError` if the dataset's latent cache was made with another VAE / image encoder."""
+    if not dataset.cached:
+        return
+    from video_prior.data import cache_fingerprint, components_fingerprint
+
+    want = components_fingerprint(components)
+    have = cache_fingerprint(dataset.object_dirs[0], dataset.config.resolution)
+    if have != want:
+        raise InputError(
+            f"{dataset.object_dirs[0]}: its latent cache was made with another VAE / image encoder "
+            f"(fingerprint {have}, this model {want}): precompute again with --precompute"
+        )
+
+
+def _accumulate(accelerator, denoiser, batches, params, optimizer, config, state, rank, device) -> float:
+    """One optimizer step's `grad_accum` micro-steps (backward, clipping, the step); the mean loss."""
+    accum_loss = 0.0
+    for _ in range(config.grad_accum):
+        batch = denoiser.to_model_order(next(batches))
+        gen = step_generator(config.seed, state.micro_step, rank)
+        with accelerator.accumulate(denoiser.unet), accelerator.autocast():
+            loss = training_loss(denoiser, batch, config, gen, device)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        state.micro_step += 1
+        accum_loss += float(loss.detach()) / config.grad_accum
+    if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
+        raise RuntimeError("gradient accumulation out of step")
+    return accum_loss
+
+
 def train(
     config: TrainConfig,
     data_dirs: list[str | Path],
@@ -732,6 +764,10 @@ def train(
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train until `max_steps` optimizer steps (config's unless given), checkpointing and sampling on the way.
+
+    One function of about 110 lines on purpose: the order of its numbered steps (seeding, model build,
+    accelerate's prepare, checkpoint registration, resume, data position) is what makes resumption exact,
+    and it reads top to bottom here; the work of each step is in the helpers above.
 
     Args:
         config: the run's settings.
@@ -747,8 +783,7 @@ def train(
         A `TrainResult`.
     """
     import yaml
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import set_seed
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -757,71 +792,21 @@ def train(
         raise InputError(
             f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
         )
-    log_with = None
-    try:
-        import tensorboard  # noqa: F401
-
-        log_with = "tensorboard"
-    except ImportError:
-        pass
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.grad_accum,
-        log_with=log_with,
-        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
-        step_scheduler_with_optimizer=False,
-    )
+    accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)
     device = accelerator.device
     rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
 
     # 1. model: trainable UNet, frozen VAE and image encoder in the compute dtype
-    components, info = build_model(config)
-    if bool(config.data.alpha) != bool(info.alpha):
-        raise InputError(
-            f"train config: data alpha is {config.data.alpha} but the model's info alpha is {info.alpha}: "
-            "expected the same (an alpha model trains on RGBA frames)"
-        )
+    components, info, train_names = _setup_model(config, device)
     unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
-    # InputError now, not at the first step, if alpha_loss_weight asks for matte channels the model lacks
-    _channel_weight(vae, config, info)
-    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-        config.mixed_precision
-    ]
-    for frozen_part in (vae, encoder):
-        frozen_part.requires_grad_(False).eval().to(device)
-        if device.type == "cuda" and weight_dtype != torch.float32:
-            frozen_part.to(
-                dtype=weight_dtype
-            )  # frozen parts run in the compute dtype; the UNet trains in fp32
-    unet.to(device)
-    if config.lora is not None:
-        unet.requires_grad_(False)
-        train_names = add_lora(unet, config.lora)
-    else:
-        train_names = select_trainable(unet, config.trainable, config.frozen)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    unet_config = copy.deepcopy(dict(unet.config))
     named = dict(unet.named_parameters())
     params = [named[n] for n in train_names]
-
     # 2. optimizer, warm-up / cool-down schedule, EMA
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.lr,
-        betas=config.adam_betas,
-        eps=config.adam_eps,
-        weight_decay=config.weight_decay,
-        fused=fused,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(s, config.lr_warmup_steps, max_steps, config.lr_cooldown_steps),
-    )
+    optimizer, scheduler = _make_optimizer(params, config, max_steps, device)
     unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)
+    denoiser = MultiViewDenoiser(unet, vae, encoder, info)  # the (wrapped) UNet that trains
     ema = EMA({n: named[n] for n in train_names}, config.ema_decay) if config.ema_decay > 0 else None
     state = TrainerState()
     accelerator.register_for_checkpointing(state)
@@ -832,71 +817,35 @@ def train(
     resumed_from = latest_checkpoint(out_dir) if resume else None
     if resumed_from is not None:
         accelerator.load_state(str(resumed_from))
-        if accelerator.is_main_process and progress:
+        if main and progress:
             print(f"resuming from {resumed_from} (step {state.step})")
-    if accelerator.is_main_process:
+    if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
         accelerator.init_trackers("mv3d_train")
 
     # 4. data for the current curriculum stage (rebuilt when the stage changes)
-    def loader_for(step: int):
-        frames, resolution = config.stage_at(step)
-        data_cfg = DataConfig(**{**asdict(config.data), "num_frames": frames, "resolution": resolution})
-        ds = OrbitVideoDataset(data_dirs, data_cfg, seed=config.seed)
-        return (
-            (frames, resolution),
-            ds,
-            iter(make_loader(ds, config.batch_size, config.seed, state.micro_step, rank, world)),
-        )
-
-    stage, dataset, batches = loader_for(state.step)
-    if dataset.cached:
-        from video_prior.data import cache_fingerprint, components_fingerprint
-
-        want = components_fingerprint(components)
-        have = cache_fingerprint(dataset.object_dirs[0], dataset.config.resolution)
-        if have != want:
-            raise InputError(
-                f"{dataset.object_dirs[0]}: its latent cache was made with another VAE / image encoder "
-                f"(fingerprint {have}, this model {want}): precompute again with --precompute"
-            )
-    preview = _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
+    stage, dataset, batches = _stage_data(config, data_dirs, state.step, state.micro_step, rank, world)
+    _check_cache(dataset, components)
+    preview = _validation_batch(dataset, config.num_sample_objects) if main else None
 
     # 5. the loop
     losses: list[float] = []
     steps_this_call = 0
     bar = tqdm(
-        total=max_steps,
-        initial=state.step,
-        desc="train",
-        unit="step",
-        disable=not (progress and accelerator.is_main_process),
+        total=max_steps, initial=state.step, desc="train", unit="step", disable=not (progress and main)
     )
-    metrics_path = out_dir / "metrics.jsonl"
     while state.step < max_steps:
         if config.stage_at(state.step) != stage:
-            stage, dataset, batches = loader_for(state.step)
-            preview = (
-                _validation_batch(dataset, config.num_sample_objects) if accelerator.is_main_process else None
+            stage, dataset, batches = _stage_data(
+                config, data_dirs, state.step, state.micro_step, rank, world
             )
-        accum_loss = 0.0
+            preview = _validation_batch(dataset, config.num_sample_objects) if main else None
         t0 = time.perf_counter()
-        for _ in range(config.grad_accum):
-            batch = to_model_order(next(batches), info)
-            gen = step_generator(config.seed, state.micro_step, rank)
-            with accelerator.accumulate(unet), accelerator.autocast():
-                loss = training_loss(unet, vae, encoder, unet_config, batch, config, gen, device, info=info)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            state.micro_step += 1
-            accum_loss += float(loss.detach()) / config.grad_accum
-        if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
-            raise RuntimeError("gradient accumulation out of step")
+        accum_loss = _accumulate(
+            accelerator, denoiser, batches, params, optimizer, config, state, rank, device
+        )
         lr = scheduler.get_last_lr()[0]  # the rate this step used (logged below)
         scheduler.step()
         if ema is not None:
@@ -905,7 +854,7 @@ def train(
         steps_this_call += 1
         loss_value = float(accelerator.reduce(torch.tensor(accum_loss, device=device), reduction="mean"))
         losses.append(loss_value)
-        if accelerator.is_main_process:
+        if main:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if state.step % config.log_every == 0:
@@ -915,30 +864,16 @@ def train(
                     "lr": lr,
                     "step_s": time.perf_counter() - t0,
                 }
-                with open(metrics_path, "a") as fh:
+                with open(out_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
         if log_with is not None and state.step % config.log_every == 0:
             accelerator.log({"loss": loss_value, "lr": lr}, step=state.step)
         if state.step % config.checkpoint_every == 0 or state.step == max_steps:
             _save_checkpoint(accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value})
-        if (
-            config.sample_every
-            and state.step % config.sample_every == 0
-            and accelerator.is_main_process
-            and preview
-        ):
+        if config.sample_every and state.step % config.sample_every == 0 and main and preview:
+            unwrapped = accelerator.unwrap_model(unet)
             _write_preview(
-                accelerator.unwrap_model(unet),
-                vae,
-                encoder,
-                info,
-                preview,
-                config,
-                out_dir,
-                state.step,
-                ema,
-                named,
-                train_names,
+                unwrapped, vae, encoder, info, preview, config, out_dir, state.step, ema, named, train_names
             )
         if stop_after is not None and steps_this_call >= stop_after and state.step < max_steps:
             bar.close()
@@ -949,7 +884,7 @@ def train(
     # 6. the final model, in the layout the pipeline loads (EMA weights when EMA is on)
     model_dir = None
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if main:
         model_dir = save_final_model(
             accelerator.unwrap_model(unet), vae, encoder, info, config, out_dir, ema, named, train_names
         )
@@ -978,25 +913,23 @@ def _swap_in_ema(ema: EMA | None, named: dict[str, torch.nn.Parameter], names: l
 
 
 def _write_preview(unet, vae, encoder, info, preview, config, out_dir, step, ema, named, names) -> None:
+    """RUN/samples/step-N.png: the preview batch through the pipeline, with the EMA weights when EMA is on."""
+    from video_prior.pipeline import MultiViewPipeline
+
+    pipeline = MultiViewPipeline(unet, vae, encoder, info)
+    frames = pipeline.denoiser.num_frames
+    if frames is not None and frames != preview["frames"].shape[1]:
+        print(
+            f"step {step}: no preview (this curriculum stage has {preview['frames'].shape[1]} frames, "
+            f"the model generates {frames})"
+        )
+        return
     was_training = unet.training
     unet.eval()
     try:
         with _swap_in_ema(ema, named, names):
-            batch = to_model_order(preview, info)
-            videos = sample_videos(
-                {"unet": unet, "vae": vae, "image_encoder": encoder},
-                batch["cond_image"],
-                batch["polar_rad"],
-                batch["azimuth_rad"],
-                num_steps=config.sample_steps,
-                guidance=config.sample_guidance,
-                seed=config.seed,
-                info=info,
-            )
-        rows = []
-        for truth, video in zip(batch["frames"], videos, strict=True):
-            rows += [truth, video.cpu()]
-        write_png(out_dir / "samples" / f"step-{step:06d}.png", contact_sheet(rows))
+            videos = sample_videos(pipeline, preview, config)
+        write_png(out_dir / "samples" / f"step-{step:06d}.png", preview_sheet(preview, videos))
     finally:
         unet.train(was_training)
 
@@ -1006,13 +939,8 @@ def save_final_model(unet, vae, encoder, info, config, out_dir: Path, ema, named
     from video_prior.components import save_components
     from video_prior.unet import MultiViewUNet
 
-    info = copy.deepcopy(info)
-    if config.model_notes is not None:
-        info.notes = config.model_notes
     frames, resolution = config.stage_at(math.inf)
-    info.resolution = int(resolution)
-    if info.num_frames is not None:
-        info.num_frames = int(frames)
+    info = info.trained_at(resolution, frames, config.model_notes)
     raw_state = merged_unet_state(unet)
     with _swap_in_ema(ema, named, names):
         ema_state = merged_unet_state(unet)

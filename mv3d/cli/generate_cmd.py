@@ -60,26 +60,38 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Generate a 360-degree orbit of views (and a textured mesh) from one image of an object."""
-        from mv3d.generate import generate
+        options = {"model": model, "device": device, "dtype": dtype, "offload": offload}
+        options.update(compile_unet=compile_unet, no_mesh=no_mesh, quiet=quiet)
+        sampling = {"steps": steps, "sampler": sampler, "guidance": guidance, "ensemble": ensemble}
+        sampling.update(min_guidance=min_guidance, max_guidance=max_guidance)
+        orbit_settings = {"views": views, "orbit": orbit, "elevation": elevation, "seed": seed}
+        _generate(images, out, **options, **sampling, **orbit_settings, resolution=resolution)
 
-        speed = {"offload": offload, "compile": compile_unet}
-        if compile_unet:
-            speed["compile_cache_dir"] = str(Path("~/.cache/mv3d/inductor").expanduser())
+
+def _generate(
+    images: list[Path],
+    out: Path | None,
+    model: str,
+    device: str,
+    dtype: str | None,
+    offload: str,
+    compile_unet: bool,
+    no_mesh: bool,
+    quiet: bool,
+    **settings,
+) -> None:
+    """Build the `GenerateSettings` from the sampling options, run the job, name flags in errors."""
+    from mv3d.generate import GenerateSettings, SettingError, generate
+
+    speed = {"offload": offload, "compile": compile_unet}
+    if compile_unet:
+        speed["compile_cache_dir"] = str(Path("~/.cache/mv3d/inductor").expanduser())
+    try:
         generate(
             images,
             out,
+            GenerateSettings.from_options(**settings),
             model=model,
-            views=views,
-            elevation=elevation,
-            orbit=orbit,
-            steps=steps,
-            ensemble=ensemble,
-            sampler=sampler,
-            guidance=guidance,
-            min_guidance=min_guidance,
-            max_guidance=max_guidance,
-            seed=seed,
-            resolution=resolution,
             device=device,
             mesh=not no_mesh,
             progress=not quiet,
@@ -87,3 +99,10 @@ def register(app: typer.Typer) -> None:
             dtype=dtype,
             speed=speed,
         )
+    except SettingError as exc:
+        raise exc.renamed(flag(exc.field)) from exc
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a settings field: ``min_guidance`` -> ``--min-guidance``."""
+    return "--" + field.replace("_", "-")

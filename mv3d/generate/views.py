@@ -1,0 +1,260 @@
+"""`ViewGenerator`: a loaded multi-view model that maps one framed RGBA image and an orbit to N RGBA views.
+
+It is the reusable part of `mv3d generate` (also used by `mv3d eval`): the model folder, device, dtype
+and speed options, and the `GenerateSettings` it samples with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mv3d.generate.settings import GenerateSettings, SettingError
+from mv3d.models import model_hash, resolve_model
+from mv3d.preprocess import frame_object, to_uint8
+from render.cameras import Orbit
+from render.common import InputError
+
+__all__ = ["DTYPES", "ViewGenerator", "resize_rgba", "resolve_device"]
+
+#: dtype names (torch dtypes)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; "cpu"/"cuda"/"cuda:N" are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SettingError("device", device, "no CUDA GPU is visible to torch on this machine: use cpu")
+        return device
+    raise SettingError("device", device, "expected auto, cpu or cuda")
+
+
+def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
+    """A square (H, W, 4) uint8 RGBA (or RGB) image -> (size, size, 4), Lanczos on premultiplied alpha."""
+    if rgba.ndim != 3 or rgba.shape[2] not in (3, 4) or rgba.dtype != np.uint8:
+        raise InputError(
+            f"input image of shape {rgba.shape} and dtype {rgba.dtype}: expected (H, W, 4) uint8 RGBA"
+        )
+    if rgba.shape[2] == 3:
+        rgba = np.concatenate([rgba, np.full(rgba.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    h, w = rgba.shape[:2]
+    if h != w:
+        raise InputError(f"input image is {w}x{h}: expected a square, framed image (see mv3d.preprocess)")
+    if h == size:
+        return rgba
+    # The whole square as the "object box" with no margin: a pure resize.
+    return to_uint8(frame_object(rgba.astype(np.float32) / 255.0, size, 0.0, (0, 0, w, h)))
+
+
+def _torch_dtype(dtype: Any, device: str) -> Any:
+    """A torch dtype from None (float16 on CUDA, float32 on the CPU), a torch dtype or a name in DTYPES."""
+    import torch
+
+    if dtype is None:
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SettingError("dtype", dtype, f"expected one of {', '.join(DTYPES)}")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
+    """`MultiViewPipeline.from_pretrained`, with a broken model folder turned into one line."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from video_prior.pipeline import MultiViewPipeline
+
+    # The libraries' own "Loading weights" bars would interleave with mv3d's per-stage bars and error
+    # line; silence them for the load only.
+    was = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled())
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    try:
+        return MultiViewPipeline.from_pretrained(path, device=device, dtype=dtype)
+    except InputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise SettingError("model", path, str(exc)) from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingError("model", path, f"cannot load the model ({first})") from exc
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            diffusers_logging.enable_progress_bar()
+
+
+class ViewGenerator:
+    """A loaded multi-view model: framed RGBA image + orbit -> N RGBA views.
+
+    Attributes:
+        pipeline: the `video_prior.pipeline.MultiViewPipeline`.
+        config: the `GenerateSettings` it samples with (its orbit fields are the caller's business).
+        model: what was asked for ("default" or a path); model_path: the folder loaded.
+        model_hash: short sha256 of the weights and configs (`mv3d.models.model_hash`).
+        device: where the model runs ("cpu", "cuda").
+        keep_input_view: frame 0 is the input image itself (with its own alpha), as in SV3D's reference;
+            False leaves it to the model.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        config: GenerateSettings | None = None,
+        model: str = "custom",
+        model_path: Path | None = None,
+        model_hash: str = "",
+        device: str = "cpu",
+        keep_input_view: bool = True,
+    ):
+        self.pipeline = pipeline
+        self.config = config if config is not None else GenerateSettings()
+        self.model = model
+        self.model_path = model_path
+        self.model_hash = model_hash
+        self.device = device
+        self.keep_input_view = keep_input_view
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = "default",
+        device: str = "auto",
+        config: GenerateSettings | None = None,
+        dtype: Any = None,
+        keep_input_view: bool = True,
+        speed: Any = None,
+        **settings: Any,
+    ) -> ViewGenerator:
+        """Resolve `model` ("default" or a folder), load the pipeline on `device` and check `config`.
+
+        `settings` are `GenerateSettings` fields that replace `config`'s (e.g. ``steps=10``; None keeps
+        the default). `dtype` (a torch dtype or "float32"/"bfloat16"/"float16") defaults to float16 on CUDA
+        and float32 on the CPU. `speed` is a `video_prior.speed.SpeedOptions` (or a dict of its fields:
+        attention, channels_last, compile, offload, ...), applied after loading.
+        """
+        config = (config if config is not None else GenerateSettings()).updated(**settings)
+        path = resolve_model(model)
+        dev = resolve_device(device)
+        dtype = _torch_dtype(dtype, dev)
+        if isinstance(speed, dict):
+            from video_prior.speed import SpeedOptions
+
+            speed = SpeedOptions(**{"offload_device": dev, **speed})
+        pipeline = _load_pipeline(path, dev, dtype)
+        if speed is not None:
+            pipeline.apply_speed_options(speed)
+        if config.resolution is not None:
+            grid = pipeline.vae_scale_factor * 2 ** int(pipeline.unet.num_upsamplers)
+            if config.resolution % grid:
+                raise SettingError(
+                    "resolution", config.resolution, f"expected a multiple of {grid} for this model"
+                )
+        return cls(pipeline, config, str(model), path, model_hash(path), dev, keep_input_view)
+
+    @property
+    def resolution(self) -> int:
+        """Side of the generated views in pixels."""
+        return int(self.config.resolution or self.pipeline.resolution)
+
+    @property
+    def steps(self) -> int:
+        """Sampling steps in effect (the model's default when the settings give none)."""
+        return int(self.config.steps or self.pipeline.denoiser.defaults()["steps"])
+
+    @property
+    def ensemble(self) -> int:
+        """Samples averaged per generation in effect (the model's default when the settings give none)."""
+        return int(self.config.ensemble or self.pipeline.denoiser.defaults()["ensemble"])
+
+    @property
+    def background(self) -> tuple[float, float, float]:
+        """The model's background, RGB in [0, 1]."""
+        return self.pipeline.denoiser.background
+
+    @property
+    def num_frames(self) -> int | None:
+        """The fixed number of views the model generates, or None if any count works."""
+        return self.pipeline.denoiser.num_frames
+
+    def settings(self) -> dict[str, Any]:
+        """The settings in effect, for run.json."""
+        c = self.config
+        return {
+            "model": self.model,
+            "model_path": str(self.model_path) if self.model_path is not None else None,
+            "model_hash": self.model_hash,
+            "resolution": self.resolution,
+            "device": self.device,
+            "dtype": str(self.pipeline.dtype).replace("torch.", ""),
+            "steps": self.steps,
+            "ensemble": self.ensemble,
+            "sampler": c.sampler,
+            "guidance": c.guidance,
+            "min_guidance": c.min_guidance,
+            "max_guidance": c.max_guidance,
+            "keep_input_view": self.keep_input_view,
+        }
+
+    def check_orbit(self, orbit: Orbit) -> None:
+        """`SettingError` (on "views") if the model cannot generate this many views."""
+        if self.num_frames is not None and len(orbit) != self.num_frames:
+            raise SettingError(
+                "views",
+                len(orbit),
+                f"this model generates exactly {self.num_frames} views (model {self.model})",
+            )
+
+    def __call__(
+        self,
+        image_rgba: np.ndarray,
+        orbit: Orbit,
+        seed: int = 0,
+        progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Generate the views of `orbit` from one framed image.
+
+        Args:
+            image_rgba: (H, W, 4) uint8 RGBA (or (H, W, 3) RGB), square and already framed like a
+                default render (a render, or `preprocess_image` output); resized here to the model's size,
+                the one resize on its way to the model.
+            orbit: N cameras; frame 0 is the input view.
+            seed: same seed, same views on the same device.
+            progress: show a tqdm bar over the sampling steps.
+            callback: called as callback(step, total_steps) after each sampling step.
+        Returns:
+            (N, R, R, 4) uint8 RGBA, straight alpha (the pipeline's `rgba`); frame 0 is the input itself
+            when `keep_input_view`.
+        """
+        import torch
+
+        self.check_orbit(orbit)
+        image = resize_rgba(np.asarray(image_rgba), self.resolution)
+        sampling = {**self.config.sampling(), "num_inference_steps": self.steps, "ensemble": self.ensemble}
+        out = self.pipeline(
+            image,
+            orbit,
+            **sampling,
+            generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+            callback=callback,
+            output_type="np",
+            height=self.resolution,
+            width=self.resolution,
+            progress=progress,
+            keep_input_view=True if self.keep_input_view else None,
+        )
+        return out.rgba
