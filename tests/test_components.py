@@ -84,7 +84,7 @@ def test_bad_configs_raise_input_error():
         build_components({**cfg, "vae": {**cfg["vae"], "type": "fancy"}})
     with pytest.raises(InputError, match="missing sections"):
         build_components({"unet": cfg["unet"]})
-    with pytest.raises(InputError, match="projection_dim"):
+    with pytest.raises(InputError, match="16-wide tokens"):
         build_components({**cfg, "image_encoder": {**cfg["image_encoder"], "projection_dim": 16}})
     with pytest.raises(InputError, match="frame_order"):
         ModelInfo(frame_order="backwards")
