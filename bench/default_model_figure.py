@@ -48,10 +48,9 @@ def main() -> None:
 
     from PIL import Image
 
-    from mv3d.export import load_mesh_file
     from mv3d.generate import generate
     from render.dataset import load_rgba, read_orbit_dataset
-    from render.meshes import LoadedMesh
+    from render.meshes import LoadedMesh, read_trimesh
     from render.renderers.fast import FastRenderer
 
     out = Path(args.out)
@@ -64,7 +63,7 @@ def main() -> None:
         size = views.shape[1]
         import trimesh
 
-        mesh = load_mesh_file(result.out_dir / "mesh.glb")
+        mesh = read_trimesh(result.out_dir / "mesh.glb")
         loaded = LoadedMesh(trimesh.Scene(mesh), np.eye(4), "reconstructed mesh")
         renders = np.asarray(FastRenderer().render(loaded, ds.orbit, size).rgba)
         inp = load_rgba(result.out_dir / "input.png")

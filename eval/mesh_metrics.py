@@ -101,7 +101,7 @@ def normal_consistency(pred, gt, num_points: int = 100_000, seed: int = 0) -> fl
 
 def occupancy(mesh, resolution: int = 64, half_extent: float = IOU_HALF_EXTENT) -> np.ndarray:
     """(R, R, R) bool occupancy of voxel centres in [-h, h]^3, indexed [x, y, z]; see module doc."""
-    from eval.raster import cover
+    from render.raster import cover
 
     _check(mesh, "voxelised")
     r = int(resolution)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from render.cameras import Orbit, static_orbit
-from render.common import InputError, atomic_write_json
+from render.common import InputError, atomic_write_json, versions
+from render.meshes import world_trimesh
 
 #: Version of the metrics.json layout.
 METRICS_FORMAT = 1
@@ -89,7 +89,7 @@ def _no_camera_factory(provided: Mapping[str, Generator]) -> Generator:
     if "no-camera" not in provided:
         raise InputError(
             "baseline 'no-camera' needs a model: it is the model run with every camera set to the input's "
-            "(the CLI builds it from --model; in Python pass baseline_generators={'no-camera': gen})"
+            "(pass baseline_generators={'no-camera': gen}; the CLI builds it from the model)"
         )
     return provided["no-camera"]
 
@@ -175,46 +175,6 @@ def resize_views(views: np.ndarray, size: int) -> np.ndarray:
     rgb = torch.where(a > 1e-4, t[:, :3] / a.clamp_min(1e-4), torch.zeros_like(t[:, :3])).clamp(0, 1)
     out = torch.cat([rgb, a], 1).permute(0, 2, 3, 1).numpy()
     return np.round(out * 255).astype(np.uint8)
-
-
-def world_trimesh(loaded) -> Any:
-    """One trimesh.Trimesh (geometry only) of a `render.meshes.LoadedMesh` in the world frame."""
-    import trimesh
-
-    from render.meshes import world_geometry
-
-    parts = []
-    for _, geom, transform in world_geometry(loaded):
-        if not hasattr(geom, "faces") or len(geom.faces) == 0:
-            continue
-        v = np.asarray(geom.vertices, np.float64) @ transform[:3, :3].T + transform[:3, 3]
-        parts.append(trimesh.Trimesh(v, np.asarray(geom.faces), process=False))
-    if not parts:
-        raise InputError(f"{loaded.source}: the mesh has no faces")
-    return trimesh.util.concatenate(parts)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that can change the numbers."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "mv3d",
-        "torch",
-        "numpy",
-        "diffusers",
-        "transformers",
-        "torchmetrics",
-        "trimesh",
-        "scipy",
-        "pyrender",
-    ):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _nanmean(x) -> float | None:
@@ -453,11 +413,11 @@ def run_benchmark(
     from render.renderers import get_renderer
 
     if views < 2:
-        raise InputError(f"--views {views}: expected at least 2 (view 0 is the input)")
+        raise InputError(f"views {views}: expected at least 2 (view 0 is the input)", field="views")
     if resolution is None:
         resolution = int(getattr(generator, "resolution", None) or 256)
     if resolution < 16:
-        raise InputError(f"--resolution {resolution}: expected at least 16 pixels")
+        raise InputError(f"resolution {resolution}: expected at least 16 pixels", field="resolution")
     if "ours" in baselines or GT_VIEWS in baselines:
         raise InputError(f"baseline names 'ours' and '{GT_VIEWS}' are reserved")
     methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}

@@ -87,18 +87,25 @@ class RenderJobConfig:
 
     def validate(self) -> None:
         if self.views < 1:
-            raise InputError(f"--views {self.views}: expected at least 1")
+            raise InputError(f"views {self.views}: expected at least 1", field="views")
         if self.resolution < 8:
-            raise InputError(f"--resolution {self.resolution}: expected at least 8 pixels")
+            raise InputError(f"resolution {self.resolution}: expected at least 8 pixels", field="resolution")
         if self.orbit_kind not in ORBIT_KINDS:
-            raise InputError(f"--orbit {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}")
+            raise InputError(
+                f"orbit_kind {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}",
+                field="orbit_kind",
+            )
         lo, hi = self.elevation_range
         if not (-90.0 <= lo <= hi <= 90.0):
-            raise InputError(f"--elevation-range {lo} {hi}: expected -90 <= LO <= HI <= 90")
+            raise InputError(
+                f"elevation_range {lo} {hi}: expected -90 <= LO <= HI <= 90", field="elevation_range"
+            )
         from render.renderers import RENDERER_NAMES
 
         if self.renderer not in RENDERER_NAMES:
-            raise InputError(f"--renderer {self.renderer!r}: expected one of {', '.join(RENDERER_NAMES)}")
+            raise InputError(
+                f"renderer {self.renderer!r}: expected one of {', '.join(RENDERER_NAMES)}", field="renderer"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -242,7 +249,7 @@ def _check_job_file(out: Path, cfg: RenderJobConfig) -> None:
             diff = sorted(k for k in set(want) | set(have or {}) if (have or {}).get(k) != want.get(k))
             raise InputError(
                 f"{out}: holds a render job with other settings ({', '.join(diff)} differ): "
-                "rerun with the same settings to resume, or choose another --out"
+                "rerun with the same settings to resume, or choose another output folder"
             )
     else:
         atomic_write_json(job_file, want)
@@ -417,13 +424,13 @@ def _run_ray(
 ) -> Iterator[dict[str, Any]]:
     from render.common import optional_import
 
-    ray = optional_import("ray", "cluster", "--ray")
+    ray = optional_import("ray", "cluster", "a Ray cluster")
     if not ray.is_initialized():
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(
-                f"--ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})"
+                f"ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})", field="ray"
             ) from exc
     remote = ray.remote(num_cpus=1, max_retries=1)(render_one)
     it = iter(tasks)
@@ -521,7 +528,7 @@ def render_dataset(
     )
     cfg.validate()
     if workers < 1:
-        raise InputError(f"--workers {workers}: expected at least 1")
+        raise InputError(f"workers {workers}: expected at least 1", field="workers")
     if cfg.curation is not None:
         mod = _curation_module()
         if mod is None:

@@ -189,7 +189,7 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
     code, err = _run_cli(["generate", str(img), "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert code == 2
     assert err.startswith("mv3d: error: --model default: no trained default model") and err.count("\n") == 1
-    assert "--model PATH" in err and not (tmp_path / "o").exists()
+    assert "model folder" in err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(

@@ -140,8 +140,9 @@ def register(app: typer.Typer) -> None:
         resolution: int = typer.Option(256, "--resolution", help="Turntable image size in pixels."),
     ) -> None:
         """Convert a mesh, build a .blend around it, or render its turntable."""
-        from mv3d.export import export_blend, export_mesh, load_mesh_file, mesh_format
+        from mv3d.export import export_blend, export_mesh, mesh_format
         from mv3d.export import turntable as write_turntable
+        from render.meshes import read_trimesh
 
         if out is None and blend is None and turntable is None:
             raise InputError("nothing to do: give --out, --blend and/or --turntable")
@@ -153,7 +154,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
         if out is not None:
             mesh_format(out, format)
-        loaded = load_mesh_file(mesh)
+        loaded = read_trimesh(mesh)
         if out is not None:
             typer.echo(f"wrote {export_mesh(loaded, out, format)}")
         if blend is not None:
