@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,34 +30,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from eval.layout import GT_VIEWS, METRICS_FORMAT, safe_id
+from eval.report import write_report
 from render.cameras import Orbit, static_orbit
 from render.common import InputError, atomic_write_json, versions
 from render.meshes import world_trimesh
-
-#: Version of the metrics.json layout.
-METRICS_FORMAT = 1
-
-#: Aggregate key of meshes reconstructed from the ground-truth views (the reconstruction's ceiling).
-GT_VIEWS = "gt-views"
-
-#: Metric name -> True when higher is better. The report and `compare` read directions from here.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "psnr": True,
-    "ssim": True,
-    "lpips": False,
-    "clip_s": True,
-    "mask_iou": True,
-    "reproj_err": False,
-    "reproj_self": False,
-    "chamfer": False,
-    "volume_iou": True,
-    "normal_consistency": True,
-}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric (f_score@t is higher-better)."""
-    return HIGHER_IS_BETTER.get(metric, True) if not metric.startswith("f_score") else True
 
 
 class ObjectLoadError(InputError):
@@ -141,12 +117,6 @@ class EvalSettings:
     def key(self) -> str:
         d = asdict(self)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def safe_id(object_id: str) -> str:
-    """A folder name for an object id (specs contain ':' and '/')."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(object_id)).strip("._")
-    return s or hashlib.sha1(str(object_id).encode()).hexdigest()[:12]
 
 
 def resize_views(views: np.ndarray, size: int) -> np.ndarray:
@@ -233,27 +203,6 @@ def summarise(
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
-
-
-def _resolve(sources: Sequence[Any], up_axis: str | None = None) -> list[Any]:
-    """ObjectSource-like objects (object_id, spec, meta, load()) from specs or objects."""
-    specs = [s for s in sources if isinstance(s, (str, Path))]
-    objs = [s for s in sources if not isinstance(s, (str, Path))]
-    if specs:
-        from render.sources import resolve_sources
-
-        objs = list(resolve_sources([str(s) for s in specs], up_axis=up_axis)) + objs
-    if not objs:
-        raise InputError(
-            "no objects to evaluate: expected at least one source (a mesh file, folder, procedural:N:SEED, ...)"
-        )
-    ids = [o.object_id for o in objs]
-    dup = {i for i in ids if ids.count(i) > 1}
-    if dup:
-        raise InputError(
-            f"object id {sorted(dup)[0]!r} appears twice among the sources: expected distinct objects"
-        )
-    return objs
 
 
 def evaluate_object(
@@ -437,7 +386,9 @@ def run_benchmark(
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
     )
-    objs = _resolve(sources, up_axis)
+    from render.sources import resolve_sources
+
+    objs = resolve_sources(list(sources), up_axis=up_axis)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)
@@ -486,7 +437,5 @@ def run_benchmark(
         "aggregate": aggregate(results),
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
-    from eval.report import write_report
-
     write_report(metrics, out_dir, figures=figures)
     return metrics

@@ -536,12 +536,7 @@ def render_dataset(
         mod.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis)
-    if not resolved:
-        raise InputError(f"sources {' '.join(sources)}: found no objects to render")
-    ids = Counter(s.object_id for s in resolved)
-    dup = [i for i, n in ids.items() if n > 1]
-    if dup:
-        raise InputError(f"sources give the object id {dup[0]!r} more than once: expected unique objects")
+    ids = {s.object_id for s in resolved}
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
