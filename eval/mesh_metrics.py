@@ -1,7 +1,7 @@
 """Mesh metrics in the unit-cube world frame: Chamfer distance, F-score, volume IoU, normal consistency.
 
 Both meshes must already be in mv3d's world frame (objects normalised to the unit cube, centred at
-the origin; DESIGN.md). No alignment is applied: the camera convention fixes the frame, so a mesh
+the origin; docs/architecture.md). No alignment is applied: the camera convention fixes the frame, so a mesh
 that comes out rotated or mirrored is scored as wrong, as it should be.
 
 Definitions (stated once, used everywhere):

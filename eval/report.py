@@ -19,7 +19,8 @@ import numpy as np
 from eval.layout import GT_VIEWS, higher_is_better, safe_id
 from render.common import atomic_output, atomic_write_text
 
-#: Published novel-view rows (Google Scanned Objects) from shared/reference/SV3D.md.
+#: Published novel-view rows on Google Scanned Objects, from the paper each row names (SVD: arXiv
+#: 2311.15127; SV3D: arXiv 2403.12008).
 PUBLISHED_VIEWS = [
     {"name": "SVD-MV (SVD paper, GSO, 50 objects, 21 views)", "lpips": 0.14, "psnr": 16.83, "clip_s": 0.89},
     {

@@ -1,6 +1,6 @@
 """The one camera convention of mv3d, and the orbits built on it.
 
-Convention (DESIGN.md, decided once, used by every package):
+Convention (docs/architecture.md, decided once, used by every package):
 
 * World: right-handed, +Z up. Objects are normalised to the unit cube centred at the origin.
 * Camera-to-world matrices are 4x4 in OpenGL camera axes (as nerfstudio and Blender): the camera looks

@@ -3,7 +3,7 @@
 Formats: OBJ (+MTL and textures), PLY (vertex colours), STL, OFF, glTF 2 (``.glb`` / ``.gltf``, with
 textures, materials, vertex colours and node transforms). Everything is loaded as a `trimesh.Scene`.
 
-Normalisation (DESIGN.md): the scene is moved so that its bounding-box centre is the origin and scaled
+Normalisation (docs/architecture.md, "Conventions"): the scene is moved so that its bounding-box centre is the origin and scaled
 so that its largest extent is 1. The transform that does it is RECORDED as `source_to_world` (a 4x4
 that maps source-file coordinates to mv3d's world frame) and written into every orbit dataset;
 nothing else is ever rescaled silently.

@@ -364,13 +364,9 @@ def test_unmix_background_inverts_compositing():
 def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
     """A model that paints its own alpha (info.alpha): generate keeps that matte instead of matting the RGB."""
     import torch
+    from model_helpers import tiny_patch_config
 
-    from video_prior.components import (
-        build_components,
-        model_info_from_config,
-        save_components,
-        tiny_patch_config,
-    )
+    from video_prior.components import build_components, model_info_from_config, save_components
 
     cfg = tiny_patch_config(alpha=True)
     cfg["info"]["default_steps"] = 1

@@ -1,7 +1,7 @@
 """The README's picture of a model at work: the input, the generated orbit, and the mesh reconstructed
 from it rendered from the same cameras.
 
-    python bench/default_model_figure.py [--model default] [--image examples/example.png] [--out docs/images]
+    python -m recipes.default_model.figure [--model default] [--image examples/example.png] [--out docs/images]
 
 Writes OUT/generated_orbit_and_mesh.png (input, then every third view: generated on top, mesh below) and
 OUT/generated_orbit_and_mesh.gif (the whole orbit, generated view beside mesh render), and prints the
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 SCALE = 2  # 64 px views are shown at 128 px
