@@ -151,6 +151,17 @@ class Intrinsics:
     def fov_y_deg(self) -> float:
         return math.degrees(2.0 * math.atan(0.5 * self.height / self.fl_y))
 
+    def to_transforms(self) -> dict[str, float | int]:
+        """The intrinsics as nerfstudio's transforms.json keys (`fl_x`, `fl_y`, `cx`, `cy`, `w`, `h`)."""
+        return {
+            "fl_x": self.fl_x,
+            "fl_y": self.fl_y,
+            "cx": self.cx,
+            "cy": self.cy,
+            "w": self.width,
+            "h": self.height,
+        }
+
     def matrix(self) -> np.ndarray:
         """The 3x3 OpenCV K matrix."""
         return np.array([[self.fl_x, 0.0, self.cx], [0.0, self.fl_y, self.cy], [0.0, 0.0, 1.0]])

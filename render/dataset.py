@@ -114,12 +114,7 @@ def build_transforms(
         frames.append(frame)
     meta: dict[str, Any] = {
         "camera_model": "OPENCV",
-        "fl_x": intr.fl_x,
-        "fl_y": intr.fl_y,
-        "cx": intr.cx,
-        "cy": intr.cy,
-        "w": intr.width,
-        "h": intr.height,
+        **intr.to_transforms(),
         "frames": frames,
         "mv3d_format": FORMAT_VERSION,
         "fov_deg": float(orbit.fov_deg),
@@ -248,7 +243,3 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
     if bg.shape != (3,) or not np.all((bg >= 0) & (bg <= 1)):
         raise InputError(f"{tf}: background {meta.get('background')}: expected three numbers in [0, 1]")
     return OrbitDataset(root, orbit, intr, c2w, paths, s2w, bg, meta)
-
-
-def is_orbit_dataset(path: str | Path) -> bool:
-    return (Path(path) / TRANSFORMS).is_file()

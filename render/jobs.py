@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from render import curation as filters
 from render.cameras import SV3D_FOV_DEG, Orbit, dynamic_orbit, static_orbit
 from render.common import InputError, atomic_write_json, atomic_write_text
 from render.dataset import TRANSFORMS
@@ -135,23 +136,6 @@ def object_orbit(cfg: RenderJobConfig, object_id: str) -> tuple[Orbit, int | Non
     return orbit, light_seed
 
 
-def _curation_module():
-    try:
-        import render.curation as curation
-    except ModuleNotFoundError as exc:  # curation is optional: without it nothing is filtered
-        if exc.name != "render.curation":
-            raise
-        return None
-    return curation
-
-
-def _curation_config(cfg: RenderJobConfig):
-    curation = _curation_module()
-    if curation is None or cfg.curation is None:
-        return curation, None
-    return curation, curation.CurationConfig.from_dict(cfg.curation)
-
-
 def _error_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, InputError) else text
@@ -172,17 +156,16 @@ def render_one(source, out_dir: str, cfg_json: dict[str, Any]) -> dict[str, Any]
     record: dict[str, Any] = {"object_id": source.object_id, "source": source.spec, "curation": {}}
     stage = "source"
     try:
-        curation, ccfg = _curation_config(cfg)
+        ccfg = filters.CurationConfig.from_dict(cfg.curation) if cfg.curation is not None else None
         checks = (
-            [
-                ("source", curation.check_source),
-                ("mesh", curation.check_mesh),
-                ("renders", curation.check_renders),
-            ]
+            {
+                "source": filters.check_source,
+                "mesh": filters.check_mesh,
+                "renders": filters.check_renders,
+            }
             if ccfg is not None
-            else []
+            else {}
         )
-        checks = dict(checks)
 
         def check(name: str, arg) -> str | None:
             if name not in checks:
@@ -530,10 +513,7 @@ def render_dataset(
     if workers < 1:
         raise InputError(f"workers {workers}: expected at least 1", field="workers")
     if cfg.curation is not None:
-        mod = _curation_module()
-        if mod is None:
-            raise InputError("curation settings were given but render.curation is not available")
-        mod.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
+        filters.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis)
     ids = {s.object_id for s in resolved}

@@ -69,10 +69,6 @@ class LoadedMesh:
     def num_faces(self) -> int:
         return int(sum(len(g.faces) for g in self.scene.geometry.values() if hasattr(g, "faces")))
 
-    @property
-    def num_vertices(self) -> int:
-        return int(sum(len(g.vertices) for g in self.scene.geometry.values()))
-
     def has_color(self) -> bool:
         """Whether any geometry carries a material, texture or vertex/face colours."""
         return any(_has_visual(g) for g in self.scene.geometry.values())

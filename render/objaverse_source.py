@@ -186,14 +186,6 @@ class ObjaverseCache:
                 objaverse._VERSIONED_PATH = saved_path
                 socket.setdefaulttimeout(saved_timeout)
 
-    @staticmethod
-    def _read_gz_json(path: Path) -> Any:
-        try:
-            with gzip.open(path, "rb") as fh:
-                return json.load(fh)
-        except (OSError, EOFError, json.JSONDecodeError) as exc:
-            raise InputError(f"objaverse: {str(path)!r} is not a gzipped JSON file ({exc})") from exc
-
     # -- what the package provides -----------------------------------------------------------------
 
     def object_paths(self) -> dict[str, str]:

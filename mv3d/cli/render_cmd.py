@@ -8,6 +8,15 @@ import typer
 
 from render.common import InputError
 
+# The Blender renderer's settings, the same for `render` and `render-dataset`.
+SAMPLES = typer.Option(16, "--samples", help="Cycles samples per pixel (blender renderer only).")
+WORLD = typer.Option(
+    "uniform",
+    "--world",
+    help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
+    "interior, night, studio, sunrise, sunset) or hdri:PATH.",
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add `render` and `render-dataset` to the `mv3d` app."""
@@ -50,15 +59,8 @@ def register(app: typer.Typer) -> None:
         normals: bool = typer.Option(
             False, "--normals", help="Also write normals.npy (N, H, W, 3) float32, world space."
         ),
-        samples: int = typer.Option(
-            16, "--samples", help="Cycles samples per pixel (blender renderer only)."
-        ),
-        world: str = typer.Option(
-            "uniform",
-            "--world",
-            help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
-            "interior, night, studio, sunrise, sunset) or hdri:PATH.",
-        ),
+        samples: int = SAMPLES,
+        world: str = WORLD,
         up_axis: str | None = typer.Option(
             None,
             "--up-axis",
@@ -149,15 +151,8 @@ def register(app: typer.Typer) -> None:
         normals: bool = typer.Option(
             False, "--normals", help="Also write normals.npy (world space) per object."
         ),
-        samples: int = typer.Option(
-            16, "--samples", help="Cycles samples per pixel (blender renderer only)."
-        ),
-        world: str = typer.Option(
-            "uniform",
-            "--world",
-            help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
-            "interior, night, studio, sunrise, sunset) or hdri:PATH.",
-        ),
+        samples: int = SAMPLES,
+        world: str = WORLD,
         curation: list[str] = typer.Option(
             [],
             "--curation",
