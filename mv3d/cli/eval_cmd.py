@@ -34,10 +34,8 @@ def _no_camera(gen):
 
 
 def _load_generator(model: str, device: str):
-    try:
-        from mv3d.generate import ViewGenerator
-    except ImportError as exc:
-        raise InputError(f"cannot load the view generator (mv3d.generate: {exc})") from exc
+    from mv3d.generate import ViewGenerator
+
     return ViewGenerator.load(model, device)
 
 
