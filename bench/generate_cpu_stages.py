@@ -1,7 +1,7 @@
 """Per-stage timings of `mv3d generate` on this CPU, and a torch.profiler table of the sampling stage.
 
-    python bench/generate_cpu_stages.py                   # the embedded default model when present
-    python bench/generate_cpu_stages.py --model PATH      # any model folder
+    python -m bench.generate_cpu_stages                   # the embedded default model when present
+    python -m bench.generate_cpu_stages --model PATH      # any model folder
 
 Stages: preprocess (matte, frame, resize), load model, sample (split into CLIP, VAE encode, UNet steps,
 VAE decode), write (views, transforms.json, GIF), reconstruct (mesh). The model is, in this order: the
@@ -18,19 +18,16 @@ Writes bench/results/generate_cpu_stages.json and bench/results/generate_cpu_sta
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from bench.harness import StageTimer, environment
+from render.common import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from render.common import atomic_write_json, atomic_write_text  # noqa: E402
 
 
 def pick_model(model: str | None, workdir: Path) -> tuple[Path, str]:
@@ -79,39 +76,6 @@ def test_image(path: Path, size: int = 256) -> Path:
     return path
 
 
-class SubStages:
-    """Seconds spent in CLIP, VAE encode and VAE decode inside the sample stage (the rest is UNet steps)."""
-
-    def __init__(self, pipe):
-        self.pipe, self.s = pipe, {"clip": 0.0, "vae_encode": 0.0, "vae_decode": 0.0}
-
-    def _wrap(self, obj, attr, name):
-        fn = getattr(obj, attr)
-
-        def timed(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                self.s[name] += time.perf_counter() - t
-
-        setattr(obj, attr, timed)
-
-    def __enter__(self):
-        self._wrap(self.pipe.image_encoder, "forward", "clip")
-        self._wrap(self.pipe.vae, "encode", "vae_encode")
-        self._wrap(self.pipe.vae, "decode", "vae_decode")
-        return self
-
-    def __exit__(self, *exc):
-        for obj, attr in (
-            (self.pipe.image_encoder, "forward"),
-            (self.pipe.vae, "encode"),
-            (self.pipe.vae, "decode"),
-        ):
-            delattr(obj, attr)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -135,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_s = time.perf_counter() - t
         pipe = gen.pipeline
         # 1. the whole job, as `mv3d generate` runs it (preprocess, sample, write, reconstruct)
-        with SubStages(pipe) as sub:
+        with StageTimer({"image_encoder": pipe.image_encoder, "vae": pipe.vae}) as sub:
             res = generate(
                 [image], tmp / "out", views=args.views, generator=gen, mesh=not args.no_mesh, progress=False
             )[0]
@@ -147,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
             for k in ("preprocess", "load_model", "sample", "write", "reconstruct")
             if k in timings
         }
-        sample = {**sub.s, "unet_steps_and_rest": timings["sample"] - sum(sub.s.values())}
+        sub_s = sub.totals()
+        sample = {**sub_s, "unet_steps_and_rest": timings["sample"] - sum(sub_s.values())}
         timings["total"] = sum(v for k, v in timings.items())
 
         # 2. profile of the sample stage alone (same input, same settings)
@@ -166,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         prof_total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
 
     result = {
-        "device": platform.processor() or platform.machine() or "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "environment": environment(),
         "model": model_note,
         "unet_params": sum(q.numel() for q in pipe.unet.parameters()),
         "views": args.views,

@@ -1,7 +1,7 @@
 """Full-size generation (21 views at 576 px, CFG, 50 Euler steps): mv3d's pipeline vs plain diffusers, vs the floor.
 
-    python bench/generate_fullsize.py                        # cuda if present (full size), else REDUCED on CPU
-    python bench/generate_fullsize.py --steps 25 --compile --peak-tflops 800
+    python -m bench.generate_fullsize                        # cuda if present (full size), else REDUCED on CPU
+    python -m bench.generate_fullsize --steps 25 --compile --peak-tflops 800
 
 1. Random-weight models of SV3D/SVD size (`video_prior.components.sv3d_config("svd")`: the 1.52 B UNet,
    the temporal VAE, OpenCLIP ViT-H/14's vision tower), built directly on the device. The SVD
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,15 +34,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import StageTimer, device_name, environment
+from render.cameras import static_orbit
+from render.common import atomic_write_json
+from video_prior.components import VAE_TYPES, model_info_from_config, sv3d_config
+from video_prior.pipeline import MultiViewPipeline
+from video_prior.speed import SpeedOptions
+from video_prior.unet import MultiViewUNet
 
-from render.cameras import static_orbit  # noqa: E402
-from render.common import atomic_write_json  # noqa: E402
-from video_prior.components import VAE_TYPES, model_info_from_config, sv3d_config  # noqa: E402
-from video_prior.pipeline import MultiViewPipeline  # noqa: E402
-from video_prior.speed import SpeedOptions  # noqa: E402
-from video_prior.unet import MultiViewUNet  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: diffusers' EulerDiscreteScheduler config of SVD (stabilityai/stable-video-diffusion-img2vid, scheduler/).
 SVD_SCHEDULER = {
@@ -147,63 +145,6 @@ def count_flops(cfg: dict, frames: int, resolution: int, steps: int, chunk: int)
     out["vae_decode"] = dec
     out["total"] = out["clip"] + out["vae_encode"] + out["unet"] + out["vae_decode"]
     return out
-
-
-class StageTimer:
-    """Wall time of CLIP, VAE encode, UNet steps and VAE decode inside one pipeline call.
-
-    CLIP and the VAE are timed by wrapping the image encoder's forward and the VAE's encode/decode; the
-    UNet stage is the time between the end of the last VAE encode and the start of the first decode
-    (the sampling loop, sampler arithmetic included), which also works for a compiled UNet.
-    """
-
-    def __init__(self, comps: dict[str, torch.nn.Module], cuda: bool):
-        self.comps, self.cuda, self.events = comps, cuda, []
-        self._saved: list[tuple[object, str, object]] = []
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def _wrap(self, obj: object, attr: str, name: str) -> None:
-        fn = getattr(obj, attr)
-
-        def timed(*a, **kw):
-            self._sync()
-            t0 = time.perf_counter()
-            out = fn(*a, **kw)
-            self._sync()
-            self.events.append((name, t0, time.perf_counter()))
-            return out
-
-        self._saved.append((obj, attr, fn))
-        setattr(obj, attr, timed)
-
-    def __enter__(self) -> StageTimer:
-        self.events = []
-        self._wrap(self.comps["image_encoder"], "forward", "clip")
-        self._wrap(self.comps["vae"], "encode", "vae_encode")
-        self._wrap(self.comps["vae"], "decode", "vae_decode")
-        self._sync()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._sync()
-        self.t1 = time.perf_counter()
-        for obj, attr, _ in self._saved:
-            delattr(obj, attr)  # back to the class's method
-        self._saved = []
-
-    def stages(self) -> dict[str, float]:
-        s = {name: 0.0 for name in ("clip", "vae_encode", "unet", "vae_decode")}
-        for name, a, b in self.events:
-            s[name] += b - a
-        enc_end = max(b for n, _, b in self.events if n == "vae_encode")
-        dec_start = min(a for n, a, _ in self.events if n == "vae_decode")
-        s["unet"] = dec_start - enc_end
-        s["total"] = self.t1 - self.t0
-        return s
 
 
 def peak_tflops_cpu() -> float:
@@ -333,9 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    dev_name = (
-        torch.cuda.get_device_name(0) if cuda else (platform.processor() or platform.machine() or "cpu")
-    )
+    dev_name = device_name(cuda)
 
     # 1. FLOPs and floor: the full size always, the run's own size when reduced
     full_cfg = model_config(False, 21, 576)
@@ -380,8 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_this_run": run_flops,
         "peak_tflops": peak,
         "floor_s": floor_s,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "environment": environment(),
     }
 
     # 2. the diffusers baseline, then mv3d's pipeline, on the same modules

@@ -3,18 +3,17 @@
 For each object: render 21 views at 256 px, elevation 10 (the fast renderer, default framing),
 reconstruct with each method, and score the mesh against the source mesh in the unit-cube frame with
 eval.mesh_metrics: Chamfer distance (mean of both directions), F-score at 0.05, volume IoU (64^3).
-Objects: mv3d's procedural objects and real third-party meshes (bench/third_party.py: the pybullet_data
+Objects: mv3d's procedural objects and real third-party meshes (recipes/default_model/third_party.py: the pybullet_data
 assets). Writes bench/results/reconstruct_cpu.json (or _gpu) and a side-by-side GIF/PNG of the views
 next to the reconstructed mesh rendered from the same cameras.
 
-    PYOPENGL_PLATFORM=egl python bench/reconstruct_quality.py [--procedural 3] [--methods field hull]
+    PYOPENGL_PLATFORM=egl python -m bench.reconstruct_quality [--procedural 3] [--methods field hull]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -24,15 +23,15 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval.mesh_metrics import chamfer_distance, f_score, volume_iou  # noqa: E402
-from mv3d.reconstruct import reconstruct  # noqa: E402
-from render.cameras import static_orbit  # noqa: E402
-from render.common import atomic_write_json  # noqa: E402
-from render.dataset import write_orbit_dataset  # noqa: E402
-from render.meshes import LoadedMesh, load_mesh, normalize_scene  # noqa: E402
-from render.renderers import get_renderer  # noqa: E402
+from bench.harness import environment
+from eval.mesh_metrics import chamfer_distance, f_score, volume_iou
+from mv3d.reconstruct import reconstruct
+from render.cameras import static_orbit
+from render.common import atomic_write_json
+from render.dataset import write_orbit_dataset
+from render.meshes import LoadedMesh, load_mesh, normalize_scene
+from render.renderers import get_renderer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,8 +44,7 @@ def objects(n_procedural: int, third_party: list[str]):
         scene, s2w = normalize_scene(procedural_object(0, i), source=f"procedural:0:{i}")
         yield f"procedural_{i}", LoadedMesh(scene=scene, source_to_world=s2w, source=f"procedural:0:{i}")
     if third_party:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from third_party import third_party_meshes
+        from recipes.default_model.third_party import third_party_meshes
 
         paths = {p.stem: p for p in third_party_meshes()}
         for name in third_party:
@@ -139,9 +137,7 @@ def main() -> None:
                 "elevation_deg": 10.0,
                 "grid": args.grid,
                 "device": args.device,
-                "cpu_count": os.cpu_count(),
-                "load_average": list(os.getloadavg()),
-                "machine": platform.platform(),
+                "environment": environment(),
                 "targets": {"chamfer": 0.015, "volume_iou": 0.75, "seconds_cpu": 120},
             },
             "summary": summary,

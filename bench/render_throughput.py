@@ -1,7 +1,7 @@
 """Render throughput: objects per minute for 21 views at 256 px, fast renderer and Blender (Cycles CPU).
 
-    python bench/render_throughput.py                      # defaults: 8 objects fast, 2 with Blender
-    python bench/render_throughput.py --fast-objects 20 --blender-objects 4 --workers 2
+    python -m bench.render_throughput                      # defaults: 8 objects fast, 2 with Blender
+    python -m bench.render_throughput --fast-objects 20 --blender-objects 4 --workers 2
 
 Each measurement is a whole `render_dataset` job (load or generate the object, render every view,
 curation checks off, write PNGs and transforms.json atomically) on procedural objects, so the number
@@ -15,51 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import environment
+from render.common import VERSIONED_PACKAGES, versions
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict:
-    import numpy
-    import pyrender
-    import trimesh
-
-    info = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "trimesh": trimesh.__version__,
-        "pyrender": getattr(pyrender, "__version__", "?"),
+    """`bench.harness.environment` plus what the renderers depend on (EGL platform, Blender)."""
+    return {
+        **environment(),
         "pyopengl_platform": os.environ.get("PYOPENGL_PLATFORM"),
         "gpu": "none (EGL on Mesa llvmpipe)",
+        "versions": versions((*VERSIONED_PACKAGES, "bpy")),
     }
-    try:
-        import importlib.metadata as md
-
-        info["bpy"] = md.version("bpy")
-    except Exception:
-        info["bpy"] = None
-    return info
 
 
 def run(renderer: str, n: int, views: int, resolution: int, workers: int, settings: dict, seed: int) -> dict:

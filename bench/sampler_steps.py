@@ -1,7 +1,7 @@
 """Fewer steps at equal quality? Euler-50 (SV3D's reference) vs Heun and DPM-Solver++(2M) at 10/15/25 steps.
 
-    python bench/sampler_steps.py --model default                       # the embedded default model
-    python bench/sampler_steps.py --model tiny --objects 1 --views 4    # smoke test: random tiny model
+    python -m bench.sampler_steps --model default                       # the embedded default model
+    python -m bench.sampler_steps --model tiny --objects 1 --views 4    # smoke test: random tiny model
 
 For each (sampler, steps) it loads `mv3d.generate.ViewGenerator.load(model, steps=..., sampler=...)` and
 runs eval's benchmark (`eval.runner.run_benchmark`) on held-out procedural objects (procedural seed
@@ -17,15 +17,13 @@ to end; defaults must not be set from them. Writes bench/results/sampler_steps_<
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from render.common import atomic_write_json, atomic_write_text
 
-from render.common import atomic_write_json, atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = [("euler", 50)] + [(s, n) for s in ("heun", "dpmpp2m") for n in (10, 15, 25)]
 METRICS = ("psnr", "ssim", "mask_iou")

@@ -17,8 +17,8 @@ the frozen CLIP embeds it, inside every step) to show what the precomputed cache
 are counted into the floor too. `--peak-tflops` overrides the device peak (e.g. 800: the bf16 matmul rate
 measured on this workplace's H100, which bench/generate_fullsize.py uses).
 
-    python bench/train_step_fullsize.py                 # cuda if present, else the reduced CPU run
-    python bench/train_step_fullsize.py --device cpu --reduced
+    python -m bench.train_step_fullsize                 # cuda if present, else the reduced CPU run
+    python -m bench.train_step_fullsize --device cpu --reduced
 Writes bench/results/train_step_<device>.json.
 """
 
@@ -26,23 +26,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from render.common import atomic_write_json  # noqa: E402
-from video_prior.components import VAE_TYPES, ModelInfo, sv3d_config  # noqa: E402
+from bench.harness import device_name, environment
+from render.common import atomic_write_json
+from video_prior.components import (
+    VAE_TYPES,
+    ModelInfo,  # noqa: E402
+    sv3d_config,
+)
 from video_prior.conditioning import conditioning_kind  # noqa: E402
 from video_prior.denoiser import MultiViewDenoiser  # noqa: E402
-from video_prior.train import TrainConfig, training_loss  # noqa: E402
-from video_prior.unet import MultiViewUNet  # noqa: E402
+from video_prior.train import TrainConfig, training_loss
+from video_prior.unet import MultiViewUNet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         mem_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         mem_kind = "process max RSS"
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    dev_name = device_name(device.type == "cuda")
     result = {
         "device": dev_name,
         "reduced": reduced,
@@ -255,8 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         "memory_kind": mem_kind,
         "warmup_loss": warmup_loss,
         "losses": losses,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "environment": environment(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"train_step_{device.type}{'_raw' if args.raw_frames else ''}.json"

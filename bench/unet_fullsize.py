@@ -1,6 +1,6 @@
 """Full-size (SV3D, 1.52 B parameters) UNet forward: FLOPs, compute floor, and measured time and memory.
 
-    python bench/unet_fullsize.py [--peak-tflops 989] [--frames 21] [--latent 72] [--iters 5]
+    python -m bench.unet_fullsize [--peak-tflops 989] [--frames 21] [--latent 72] [--iters 5]
 
 1. Builds the SV3D_p-sized `MultiViewUNet` (`video_prior.components.sv3d_config`) on the meta device and
    counts the FLOPs of ONE classifier-free-guidance forward (batch 2 = [uncond; cond]) at 21 frames and
@@ -19,20 +19,18 @@ Results go to bench/results/unet_fullsize_<device>.json.
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import device_name, environment
+from render.common import atomic_write_json
+from video_prior.components import sv3d_config
+from video_prior.unet import MultiViewUNet
 
-from render.common import atomic_write_json  # noqa: E402
-from video_prior.components import sv3d_config  # noqa: E402
-from video_prior.unet import MultiViewUNet  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: dense bf16 tensor-core peaks (TFLOP/s) used when --peak-tflops is not given
 KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -113,19 +111,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     cuda = torch.cuda.is_available()
-    device_name = (
-        torch.cuda.get_device_name(0) if cuda else (platform.processor() or platform.machine() or "cpu")
-    )
+    dev_name = device_name(cuda)
     peak = args.peak_tflops
     if peak is None and cuda:
-        peak = next((v for k, v in KNOWN_PEAKS.items() if k in device_name), None)
+        peak = next((v for k, v in KNOWN_PEAKS.items() if k in dev_name), None)
 
     # 1. full-size FLOPs on the meta device
     full_cfg = sv3d_config("sv3d_p")["unet"]
     flops, n_params = count_flops(full_cfg, args.batch, args.frames, args.latent)
     result: dict = {
-        "device": device_name,
-        "torch": torch.__version__,
+        "device": dev_name,
+        "environment": environment(),
         "unet_params": n_params,
         "shape": {"batch": args.batch, "frames": args.frames, "latent": args.latent},
         "flops_full": flops,

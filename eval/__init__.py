@@ -9,5 +9,5 @@ Modules (each imports its heavy dependencies where used):
 * `eval.runner`: run_benchmark (ground-truth orbits -> generated orbits -> scores, cached per object).
 * `eval.report`: report.md and figures; `eval.compare`: paired comparison of two runs.
 
-eval/ imports render/ only (DESIGN.md).
+eval/ imports render/ only (docs/architecture.md).
 """

@@ -3,7 +3,7 @@
 For each metric of one method (default "ours") in the novel-view and mesh groups, the per-object
 values of the objects both runs scored are paired, and the change B - A is tested with the Wilcoxon
 signed-rank test (scipy, two-sided; exact for small samples). A change is called "better" or "worse"
-only when p < alpha, in the metric's own direction (`eval.runner.HIGHER_IS_BETTER`).
+only when p < alpha, in the metric's own direction (`eval.layout.HIGHER_IS_BETTER`).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def compare(
     """Paired comparison of run B against run A, one row per metric both runs have."""
     from scipy.stats import wilcoxon
 
-    from eval.runner import higher_is_better
+    from eval.layout import higher_is_better
 
     da = a if isinstance(a, dict) else load_metrics(a)
     db = b if isinstance(b, dict) else load_metrics(b)

@@ -1,7 +1,7 @@
 """Mesh metrics in the unit-cube world frame: Chamfer distance, F-score, volume IoU, normal consistency.
 
 Both meshes must already be in mv3d's world frame (objects normalised to the unit cube, centred at
-the origin; DESIGN.md). No alignment is applied: the camera convention fixes the frame, so a mesh
+the origin; docs/architecture.md). No alignment is applied: the camera convention fixes the frame, so a mesh
 that comes out rotated or mirrored is scored as wrong, as it should be.
 
 Definitions (stated once, used everywhere):
@@ -101,7 +101,7 @@ def normal_consistency(pred, gt, num_points: int = 100_000, seed: int = 0) -> fl
 
 def occupancy(mesh, resolution: int = 64, half_extent: float = IOU_HALF_EXTENT) -> np.ndarray:
     """(R, R, R) bool occupancy of voxel centres in [-h, h]^3, indexed [x, y, z]; see module doc."""
-    from eval.raster import cover
+    from render.raster import cover
 
     _check(mesh, "voxelised")
     r = int(resolution)

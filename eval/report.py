@@ -1,4 +1,4 @@
-"""report.md and figures from a metrics.json dictionary (see `eval.runner`).
+"""report.md and figures from a metrics.json dictionary (see `eval.runner` and `eval.layout`).
 
 Figures (matplotlib, Agg backend, PNG, under REPORT_DIR/figures/):
 
@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from eval.runner import GT_VIEWS
+from eval.layout import GT_VIEWS, higher_is_better, safe_id
 from render.common import atomic_output, atomic_write_text
 
-#: Published novel-view rows (Google Scanned Objects) from shared/reference/SV3D.md.
+#: Published novel-view rows on Google Scanned Objects, from the paper each row names (SVD: arXiv
+#: 2311.15127; SV3D: arXiv 2403.12008).
 PUBLISHED_VIEWS = [
     {"name": "SVD-MV (SVD paper, GSO, 50 objects, 21 views)", "lpips": 0.14, "psnr": 16.83, "clip_s": 0.89},
     {
@@ -57,8 +58,6 @@ def _label(metric: str) -> str:
 
 
 def _arrow(metric: str) -> str:
-    from eval.runner import higher_is_better
-
     return "↑" if higher_is_better(metric) else "↓"
 
 
@@ -311,8 +310,6 @@ def write_report(
     metrics: Mapping[str, Any], out_dir: str | Path, figures: bool = True, max_sheets: int = 12
 ) -> Path:
     """Write OUT/report.md (and OUT/figures/*.png when `figures`); returns the report path."""
-    from eval.runner import safe_id
-
     out_dir = Path(out_dir)
     rel: list[str] = []
     if figures and metrics["objects"]:

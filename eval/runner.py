@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,33 +30,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from eval.layout import GT_VIEWS, METRICS_FORMAT, safe_id
+from eval.report import write_report
 from render.cameras import Orbit, static_orbit
-from render.common import InputError, atomic_write_json
-
-#: Version of the metrics.json layout.
-METRICS_FORMAT = 1
-
-#: Aggregate key of meshes reconstructed from the ground-truth views (the reconstruction's ceiling).
-GT_VIEWS = "gt-views"
-
-#: Metric name -> True when higher is better. The report and `compare` read directions from here.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "psnr": True,
-    "ssim": True,
-    "lpips": False,
-    "clip_s": True,
-    "mask_iou": True,
-    "reproj_err": False,
-    "reproj_self": False,
-    "chamfer": False,
-    "volume_iou": True,
-    "normal_consistency": True,
-}
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric (f_score@t is higher-better)."""
-    return HIGHER_IS_BETTER.get(metric, True) if not metric.startswith("f_score") else True
+from render.common import InputError, atomic_write_json, versions
+from render.meshes import world_trimesh
 
 
 class ObjectLoadError(InputError):
@@ -89,7 +65,7 @@ def _no_camera_factory(provided: Mapping[str, Generator]) -> Generator:
     if "no-camera" not in provided:
         raise InputError(
             "baseline 'no-camera' needs a model: it is the model run with every camera set to the input's "
-            "(the CLI builds it from --model; in Python pass baseline_generators={'no-camera': gen})"
+            "(pass baseline_generators={'no-camera': gen}; the CLI builds it from the model)"
         )
     return provided["no-camera"]
 
@@ -143,12 +119,6 @@ class EvalSettings:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def safe_id(object_id: str) -> str:
-    """A folder name for an object id (specs contain ':' and '/')."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(object_id)).strip("._")
-    return s or hashlib.sha1(str(object_id).encode()).hexdigest()[:12]
-
-
 def resize_views(views: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W, 3|4) uint8 -> (N, size, size, 4) uint8; RGB gets opaque alpha.
 
@@ -175,46 +145,6 @@ def resize_views(views: np.ndarray, size: int) -> np.ndarray:
     rgb = torch.where(a > 1e-4, t[:, :3] / a.clamp_min(1e-4), torch.zeros_like(t[:, :3])).clamp(0, 1)
     out = torch.cat([rgb, a], 1).permute(0, 2, 3, 1).numpy()
     return np.round(out * 255).astype(np.uint8)
-
-
-def world_trimesh(loaded) -> Any:
-    """One trimesh.Trimesh (geometry only) of a `render.meshes.LoadedMesh` in the world frame."""
-    import trimesh
-
-    from render.meshes import world_geometry
-
-    parts = []
-    for _, geom, transform in world_geometry(loaded):
-        if not hasattr(geom, "faces") or len(geom.faces) == 0:
-            continue
-        v = np.asarray(geom.vertices, np.float64) @ transform[:3, :3].T + transform[:3, 3]
-        parts.append(trimesh.Trimesh(v, np.asarray(geom.faces), process=False))
-    if not parts:
-        raise InputError(f"{loaded.source}: the mesh has no faces")
-    return trimesh.util.concatenate(parts)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that can change the numbers."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "mv3d",
-        "torch",
-        "numpy",
-        "diffusers",
-        "transformers",
-        "torchmetrics",
-        "trimesh",
-        "scipy",
-        "pyrender",
-    ):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _nanmean(x) -> float | None:
@@ -273,27 +203,6 @@ def summarise(
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
-
-
-def _resolve(sources: Sequence[Any], up_axis: str | None = None, select: str | None = None) -> list[Any]:
-    """ObjectSource-like objects (object_id, spec, meta, load()) from specs or objects."""
-    specs = [s for s in sources if isinstance(s, (str, Path))]
-    objs = [s for s in sources if not isinstance(s, (str, Path))]
-    if specs:
-        from render.sources import resolve_sources
-
-        objs = list(resolve_sources([str(s) for s in specs], up_axis=up_axis, select=select)) + objs
-    if not objs:
-        raise InputError(
-            "no objects to evaluate: expected at least one source (a mesh file, folder, procedural:N:SEED, ...)"
-        )
-    ids = [o.object_id for o in objs]
-    dup = {i for i in ids if ids.count(i) > 1}
-    if dup:
-        raise InputError(
-            f"object id {sorted(dup)[0]!r} appears twice among the sources: expected distinct objects"
-        )
-    return objs
 
 
 def evaluate_object(
@@ -456,11 +365,11 @@ def run_benchmark(
     from render.renderers import get_renderer
 
     if views < 2:
-        raise InputError(f"--views {views}: expected at least 2 (view 0 is the input)")
+        raise InputError(f"views {views}: expected at least 2 (view 0 is the input)", field="views")
     if resolution is None:
         resolution = int(getattr(generator, "resolution", None) or 256)
     if resolution < 16:
-        raise InputError(f"--resolution {resolution}: expected at least 16 pixels")
+        raise InputError(f"resolution {resolution}: expected at least 16 pixels", field="resolution")
     if "ours" in baselines or GT_VIEWS in baselines:
         raise InputError(f"baseline names 'ours' and '{GT_VIEWS}' are reserved")
     methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}
@@ -480,7 +389,9 @@ def run_benchmark(
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
     )
-    objs = _resolve(sources, up_axis, select)
+    from render.sources import resolve_sources
+
+    objs = resolve_sources(list(sources), up_axis=up_axis, select=select)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)
@@ -529,7 +440,5 @@ def run_benchmark(
         "aggregate": aggregate(results),
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
-    from eval.report import write_report
-
     write_report(metrics, out_dir, figures=figures)
     return metrics

@@ -210,7 +210,7 @@ def clip_similarity(pred: torch.Tensor, target: torch.Tensor, scorer: CLIPScorer
 
 def depth_maps(mesh, orbit: Orbit, resolution: int) -> np.ndarray:
     """Depth (N, R, R) of `mesh` (a trimesh.Trimesh in the world frame) from every orbit camera; inf = empty."""
-    from eval.raster import depth_map
+    from render.raster import depth_map
 
     intr = orbit.intrinsics(resolution)
     c2w = orbit.camera_to_world()

@@ -19,13 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from render.common import InputError, atomic_output, atomic_write_bytes, atomic_write_text
+from render.images import on_background
+from render.meshes import Y_UP_TO_Z_UP
 
 MESH_FORMATS = ("glb", "obj", "ply")
-
-#: (x, y, z) -> (x, -z, y): glTF's +Y-up axes to mv3d's +Z-up world (as render.meshes.Y_UP_TO_Z_UP).
-Y_UP_TO_Z_UP = np.array(
-    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
 
 
 def mesh_format(path: Path, format: str | None = None) -> str:
@@ -38,29 +35,6 @@ def mesh_format(path: Path, format: str | None = None) -> str:
             f"{path}: mesh format '{fmt or '(no extension)'}': expected one of {', '.join(MESH_FORMATS)}"
         )
     return fmt
-
-
-def load_mesh_file(path: str | Path):
-    """Read a mesh written by `export_mesh` (or any GLB/OBJ/PLY) as one trimesh.Trimesh in world axes.
-
-    GLB is converted from glTF's +Y up to +Z up; OBJ and PLY are taken as +Z up (as written here).
-    """
-    import trimesh
-
-    path = Path(path)
-    fmt = mesh_format(path)
-    if not path.is_file():
-        raise InputError(f"{path}: mesh file does not exist")
-    try:
-        mesh = trimesh.load(str(path), force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many types for malformed files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: cannot read the mesh ({reason})") from exc
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise InputError(f"{path}: the file holds no triangles")
-    if fmt == "glb":
-        mesh.apply_transform(Y_UP_TO_Z_UP)
-    return mesh
 
 
 def _as_vertex_coloured(mesh):
@@ -258,12 +232,6 @@ def render_turntable(
         return renderer.render(loaded, orbit, int(resolution)).rgba
 
 
-def _on_background(rgba: np.ndarray, background=(1.0, 1.0, 1.0)) -> np.ndarray:
-    from render.dataset import composite
-
-    return (composite(rgba, background) * 255).round().astype(np.uint8)
-
-
 def write_animation(frames: np.ndarray, out_path: str | Path, fps: float = 12.0) -> Path:
     """Write (T, H, W, 3) uint8 frames as a looping GIF or an MP4, atomically."""
     import imageio.v3 as iio
@@ -292,7 +260,7 @@ def turntable(
 ) -> Path:
     """Render `mesh` around a turntable orbit and write it as a GIF or MP4 (white background)."""
     rgba = render_turntable(mesh, num_frames, resolution, elevation)
-    return write_animation(_on_background(rgba), out_path, fps)
+    return write_animation(on_background(rgba), out_path, fps)
 
 
 def side_by_side(
@@ -311,8 +279,8 @@ def side_by_side(
         raise InputError(
             f"side by side: {len(views_rgba)} views but {len(mesh_frames)} mesh frames: expected as many of each"
         )
-    left = _on_background(views_rgba) if views_rgba.shape[-1] == 4 else views_rgba
-    right = _on_background(mesh_frames) if mesh_frames.shape[-1] == 4 else mesh_frames
+    left = on_background(views_rgba) if views_rgba.shape[-1] == 4 else views_rgba
+    right = on_background(mesh_frames) if mesh_frames.shape[-1] == 4 else mesh_frames
     h = left.shape[1]
     if right.shape[1] != h:
         w = round(right.shape[2] * h / right.shape[1])

@@ -1,4 +1,4 @@
-"""Which model `--model` names, and a short fingerprint of its weights.
+"""Which model a `model` setting (the CLI's `--model`) names, and a short fingerprint of its weights.
 
 `--model default` is the embedded model shipped inside the package (`mv3d/default_model/`, trained by
 `mv3d train` on mv3d's own procedural renders: issue 7). `--model PATH` is any diffusers-layout folder
@@ -36,20 +36,24 @@ def resolve_model(model: str | Path = "default") -> Path:
         folder = default_model_dir()
         if not _has_weights(folder):
             raise InputError(
-                f"--model default: no trained default model is present in this installation ({folder}); "
-                "pass --model PATH to a diffusers-layout model folder (e.g. SV3D weights converted with "
-                "`mv3d convert-weights`, or a model trained with `mv3d train`)"
+                f"model default: no trained default model is present in this installation ({folder}); "
+                "give the path of a diffusers-layout model folder instead (e.g. SV3D weights converted with "
+                "`mv3d convert-weights`, or a model trained with `mv3d train`)",
+                field="model",
             )
         return folder
     folder = Path(model).expanduser()
     if not folder.exists():
-        raise InputError(f"--model {model}: folder does not exist: expected 'default' or a model folder")
+        raise InputError(
+            f"model {model}: folder does not exist: expected 'default' or a model folder", field="model"
+        )
     if not folder.is_dir():
-        raise InputError(f"--model {model}: is a file: expected a diffusers-layout model folder")
+        raise InputError(f"model {model}: is a file: expected a diffusers-layout model folder", field="model")
     if not _has_weights(folder):
         raise InputError(
-            f"--model {model}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) in this folder: "
-            "expected a diffusers-layout model folder"
+            f"model {model}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) in this folder: "
+            "expected a diffusers-layout model folder",
+            field="model",
         )
     return folder.resolve()
 

@@ -1,6 +1,6 @@
 """The one camera convention of mv3d, and the orbits built on it.
 
-Convention (DESIGN.md, decided once, used by every package):
+Convention (docs/architecture.md, decided once, used by every package):
 
 * World: right-handed, +Z up. Objects are normalised to the unit cube centred at the origin.
 * Camera-to-world matrices are 4x4 in OpenGL camera axes (as nerfstudio and Blender): the camera looks
@@ -150,6 +150,17 @@ class Intrinsics:
     @property
     def fov_y_deg(self) -> float:
         return math.degrees(2.0 * math.atan(0.5 * self.height / self.fl_y))
+
+    def to_transforms(self) -> dict[str, float | int]:
+        """The intrinsics as nerfstudio's transforms.json keys (`fl_x`, `fl_y`, `cx`, `cy`, `w`, `h`)."""
+        return {
+            "fl_x": self.fl_x,
+            "fl_y": self.fl_y,
+            "cx": self.cx,
+            "cy": self.cy,
+            "w": self.width,
+            "h": self.height,
+        }
 
     def matrix(self) -> np.ndarray:
         """The 3x3 OpenCV K matrix."""

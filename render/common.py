@@ -1,7 +1,11 @@
-"""Small helpers every mv3d package uses: the user-facing error, optional imports, atomic writes.
+"""Small helpers every mv3d package uses: the user-facing error, optional imports, atomic writes,
+the torch device, and the versions a result records.
 
-They live in `render/` because it is the one package all others may import (DESIGN.md: `mv3d` ->
-`video_prior`, `render`, `eval`; `eval` -> `render`; `video_prior` -> `render`).
+They live in `render/` because it is the one package all others may import (docs/architecture.md:
+`mv3d` -> `video_prior`, `render`, `eval`; `eval` -> `render`; `video_prior` -> `render`). The other
+shared pieces sit next to this module: `render.images` (reading and compositing views),
+`render.raster` (the numpy rasteriser), `render.meshes` (the mesh reader), `render.cameras` (cameras
+and orbits) and `render.sources` (object specs).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import contextlib
 import importlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 import uuid
@@ -23,7 +28,17 @@ class InputError(ValueError):
 
     The message is one line naming the file or value and what was expected. The CLI prints it as
     `mv3d: error: <message>` and exits with code 2, without a traceback.
+
+    Args:
+        message: the line; when it is about one setting it starts with the setting's name.
+        field: the name of that setting (a config field or argument, e.g. "views"), or None. The
+            library names fields, not command-line flags: the CLI turns the leading field name into
+            its flag (`mv3d.cli.flag_message`), so the same error reads right from Python and the shell.
     """
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def optional_import(module: str, extra: str, purpose: str = "") -> Any:
@@ -101,3 +116,51 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
 def temp_dir(prefix: str = "mv3d-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+#: Packages whose versions can change a result (generated views, metrics, trained weights).
+VERSIONED_PACKAGES = (
+    "mv3d",
+    "torch",
+    "numpy",
+    "diffusers",
+    "transformers",
+    "pillow",
+    "torchmetrics",
+    "trimesh",
+    "scipy",
+    "pyrender",
+)
+
+
+def versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
+    """{"python": ..., package: version} for the installed ones among `packages` (run records)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def resolve_device(device: str = "auto", field: str = "device") -> str:
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cpu", "cuda" and "cuda:N" are checked.
+
+    Args:
+        device: the requested device.
+        field: the setting's name for the error message (a CLI passes its flag).
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise InputError(f"{field} {device}: no CUDA GPU is visible to torch on this machine: use cpu")
+        return device
+    raise InputError(f"{field} {device}: expected auto, cpu, cuda or cuda:N")

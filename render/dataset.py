@@ -38,11 +38,11 @@ import numpy as np
 
 from render.cameras import Intrinsics, Orbit, angles_from_camera_to_world
 from render.common import InputError, atomic_output
+from render.images import WHITE, composite, load_rgba
 
 FORMAT_VERSION = 1
 TRANSFORMS = "transforms.json"
 VIEWS_DIR = "views"
-WHITE = (1.0, 1.0, 1.0)
 
 
 @dataclass
@@ -81,28 +81,6 @@ class OrbitDataset:
         return composite(self.load_images(), self.background if background is None else background)
 
 
-def load_rgba(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W, 4) uint8 RGBA (an RGB file gets an opaque alpha)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: view image does not exist") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read view image ({exc})") from exc
-
-
-def composite(rgba: np.ndarray, background: Sequence[float] = WHITE) -> np.ndarray:
-    """Alpha-composite uint8 RGBA (..., H, W, 4) on an RGB background in [0, 1] -> float32 (..., 3)."""
-    rgba = np.asarray(rgba)
-    rgb = rgba[..., :3].astype(np.float32) / 255.0
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    bg = np.asarray(background, dtype=np.float32).reshape((1,) * (rgb.ndim - 1) + (3,))
-    return rgb * alpha + bg * (1.0 - alpha)
-
-
 def _matrix_list(m: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in np.asarray(m, dtype=np.float64)]
 
@@ -136,12 +114,7 @@ def build_transforms(
         frames.append(frame)
     meta: dict[str, Any] = {
         "camera_model": "OPENCV",
-        "fl_x": intr.fl_x,
-        "fl_y": intr.fl_y,
-        "cx": intr.cx,
-        "cy": intr.cy,
-        "w": intr.width,
-        "h": intr.height,
+        **intr.to_transforms(),
         "frames": frames,
         "mv3d_format": FORMAT_VERSION,
         "fov_deg": float(orbit.fov_deg),
@@ -270,7 +243,3 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
     if bg.shape != (3,) or not np.all((bg >= 0) & (bg <= 1)):
         raise InputError(f"{tf}: background {meta.get('background')}: expected three numbers in [0, 1]")
     return OrbitDataset(root, orbit, intr, c2w, paths, s2w, bg, meta)
-
-
-def is_orbit_dataset(path: str | Path) -> bool:
-    return (Path(path) / TRANSFORMS).is_file()

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from render import curation as filters
 from render.cameras import SV3D_FOV_DEG, Orbit, dynamic_orbit, static_orbit
 from render.common import InputError, atomic_write_json, atomic_write_text
 from render.dataset import TRANSFORMS
@@ -88,18 +89,25 @@ class RenderJobConfig:
 
     def validate(self) -> None:
         if self.views < 1:
-            raise InputError(f"--views {self.views}: expected at least 1")
+            raise InputError(f"views {self.views}: expected at least 1", field="views")
         if self.resolution < 8:
-            raise InputError(f"--resolution {self.resolution}: expected at least 8 pixels")
+            raise InputError(f"resolution {self.resolution}: expected at least 8 pixels", field="resolution")
         if self.orbit_kind not in ORBIT_KINDS:
-            raise InputError(f"--orbit {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}")
+            raise InputError(
+                f"orbit_kind {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}",
+                field="orbit_kind",
+            )
         lo, hi = self.elevation_range
         if not (-90.0 <= lo <= hi <= 90.0):
-            raise InputError(f"--elevation-range {lo} {hi}: expected -90 <= LO <= HI <= 90")
+            raise InputError(
+                f"elevation_range {lo} {hi}: expected -90 <= LO <= HI <= 90", field="elevation_range"
+            )
         from render.renderers import RENDERER_NAMES
 
         if self.renderer not in RENDERER_NAMES:
-            raise InputError(f"--renderer {self.renderer!r}: expected one of {', '.join(RENDERER_NAMES)}")
+            raise InputError(
+                f"renderer {self.renderer!r}: expected one of {', '.join(RENDERER_NAMES)}", field="renderer"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,23 +137,6 @@ def object_orbit(cfg: RenderJobConfig, object_id: str) -> tuple[Orbit, int | Non
     return orbit, light_seed
 
 
-def _curation_module():
-    try:
-        import render.curation as curation
-    except ModuleNotFoundError as exc:  # curation is optional: without it nothing is filtered
-        if exc.name != "render.curation":
-            raise
-        return None
-    return curation
-
-
-def _curation_config(cfg: RenderJobConfig):
-    curation = _curation_module()
-    if curation is None or cfg.curation is None:
-        return curation, None
-    return curation, curation.CurationConfig.from_dict(cfg.curation)
-
-
 def _error_line(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, InputError) else text
@@ -166,17 +157,16 @@ def render_one(source, out_dir: str, cfg_json: dict[str, Any]) -> dict[str, Any]
     record: dict[str, Any] = {"object_id": source.object_id, "source": source.spec, "curation": {}}
     stage = "source"
     try:
-        curation, ccfg = _curation_config(cfg)
+        ccfg = filters.CurationConfig.from_dict(cfg.curation) if cfg.curation is not None else None
         checks = (
-            [
-                ("source", curation.check_source),
-                ("mesh", curation.check_mesh),
-                ("renders", curation.check_renders),
-            ]
+            {
+                "source": filters.check_source,
+                "mesh": filters.check_mesh,
+                "renders": filters.check_renders,
+            }
             if ccfg is not None
-            else []
+            else {}
         )
-        checks = dict(checks)
 
         def check(name: str, arg) -> str | None:
             if name not in checks:
@@ -243,7 +233,7 @@ def _check_job_file(out: Path, cfg: RenderJobConfig) -> None:
             diff = sorted(k for k in set(want) | set(have or {}) if (have or {}).get(k) != want.get(k))
             raise InputError(
                 f"{out}: holds a render job with other settings ({', '.join(diff)} differ): "
-                "rerun with the same settings to resume, or choose another --out"
+                "rerun with the same settings to resume, or choose another output folder"
             )
     else:
         atomic_write_json(job_file, want)
@@ -421,13 +411,13 @@ def _run_ray(
 ) -> Iterator[dict[str, Any]]:
     from render.common import optional_import
 
-    ray = optional_import("ray", "cluster", "--ray")
+    ray = optional_import("ray", "cluster", "a Ray cluster")
     if not ray.is_initialized():
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(
-                f"--ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})"
+                f"ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})", field="ray"
             ) from exc
     remote = ray.remote(num_cpus=1, max_retries=1)(render_one)
     it = iter(tasks)
@@ -527,20 +517,12 @@ def render_dataset(
     )
     cfg.validate()
     if workers < 1:
-        raise InputError(f"--workers {workers}: expected at least 1")
+        raise InputError(f"workers {workers}: expected at least 1", field="workers")
     if cfg.curation is not None:
-        mod = _curation_module()
-        if mod is None:
-            raise InputError("curation settings were given but render.curation is not available")
-        mod.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
+        filters.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis, select=select)
-    if not resolved:
-        raise InputError(f"sources {' '.join(sources)}: found no objects to render")
-    ids = Counter(s.object_id for s in resolved)
-    dup = [i for i, n in ids.items() if n > 1]
-    if dup:
-        raise InputError(f"sources give the object id {dup[0]!r} more than once: expected unique objects")
+    ids = {s.object_id for s in resolved}
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Formats: OBJ (+MTL and textures), PLY (vertex colours), STL, OFF, glTF 2 (``.glb`` / ``.gltf``, with
 textures, materials, vertex colours and node transforms). Everything is loaded as a `trimesh.Scene`.
 
-Normalisation (DESIGN.md): the scene is moved so that its bounding-box centre is the origin and scaled
+Normalisation (docs/architecture.md, "Conventions"): the scene is moved so that its bounding-box centre is the origin and scaled
 so that its largest extent is 1. The transform that does it is RECORDED as `source_to_world` (a 4x4
 that maps source-file coordinates to mv3d's world frame) and written into every orbit dataset;
 nothing else is ever rescaled silently.
@@ -24,6 +24,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,10 +68,6 @@ class LoadedMesh:
     @property
     def num_faces(self) -> int:
         return int(sum(len(g.faces) for g in self.scene.geometry.values() if hasattr(g, "faces")))
-
-    @property
-    def num_vertices(self) -> int:
-        return int(sum(len(g.vertices) for g in self.scene.geometry.values()))
 
     def has_color(self) -> bool:
         """Whether any geometry carries a material, texture or vertex/face colours."""
@@ -388,18 +385,11 @@ def default_up_axis(path: str | Path) -> str:
     return "y" if SUPPORTED_FORMATS.get(Path(path).suffix.lower()) in ("glb", "gltf") else "z"
 
 
-def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
-    """Load a mesh file into a scene normalised to the unit cube.
+def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
+    """Check and read a mesh file as a `trimesh.Scene` in its own coordinates; return (scene, up axis).
 
-    Args:
-        path: an OBJ, PLY, STL, OFF, GLB or glTF file.
-        up_axis: "z" or "y": the source file's up axis. Default: "y" for glTF (the spec's), "z" for
-            the other formats (which define none).
-
-    Raises:
-        InputError: unsupported extension, missing or empty file, malformed content, a header that
-            claims more elements than the file holds, glTF 1, no faces, NaN/inf vertices, face indices
-            out of range.
+    The one reader of mesh files: `load_mesh` (normalised, for rendering and eval) and `read_trimesh`
+    (one mesh in mv3d's axes, for export) both come through here, so both get the same checks.
     """
     import trimesh
 
@@ -444,9 +434,43 @@ def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
         if isinstance(exc, IndexError):
             reason = f"face indices out of range ({reason})"
         raise InputError(f"{path}: cannot read {file_type.upper()} file: {reason}") from exc
+    return scene, up_axis
+
+
+def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
+    """Load a mesh file into a scene normalised to the unit cube.
+
+    Args:
+        path: an OBJ, PLY, STL, OFF, GLB or glTF file.
+        up_axis: "z" or "y": the source file's up axis. Default: "y" for glTF (the spec's), "z" for
+            the other formats (which define none).
+
+    Raises:
+        InputError: unsupported extension, missing or empty file, malformed content, a header that
+            claims more elements than the file holds, glTF 1, no faces, NaN/inf vertices, face indices
+            out of range.
+    """
+    scene, up_axis = _read_scene(path, up_axis)
     pre = Y_UP_TO_Z_UP if up_axis == "y" else None
     scene, s2w = normalize_scene(scene, pre, source=str(path))
     return LoadedMesh(scene=scene, source_to_world=s2w, source=str(path))
+
+
+def read_trimesh(path: str | Path, up_axis: str | None = None):
+    """One `trimesh.Trimesh` (materials and colours kept) of a mesh file, in mv3d's +Z-up axes.
+
+    Unlike `load_mesh` nothing is normalised: a mesh written by `mv3d.export.export_mesh` reads back
+    in the coordinates it was written in (glTF is turned from its +Y up to +Z up, as `load_mesh`).
+    """
+    import trimesh
+
+    scene, up_axis = _read_scene(path, up_axis)
+    mesh = scene.to_mesh()
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise InputError(f"{path}: the file holds no triangles")
+    if up_axis == "y":
+        mesh.apply_transform(Y_UP_TO_Z_UP)
+    return mesh
 
 
 _PLY_STRUCT = {
@@ -535,3 +559,21 @@ def world_geometry(mesh: LoadedMesh) -> list[tuple[str, object, np.ndarray]]:
         if geom is not None:
             out.append((str(node), geom, np.asarray(transform, dtype=np.float64)))
     return out
+
+
+def world_trimesh(loaded: LoadedMesh):
+    """One `trimesh.Trimesh` (geometry only) of a `LoadedMesh` in the world frame.
+
+    The one way from a loaded scene to a single mesh (eval's depth maps and mesh metrics use it).
+    """
+    import trimesh
+
+    parts = []
+    for _, geom, transform in world_geometry(loaded):
+        if not hasattr(geom, "faces") or len(geom.faces) == 0:
+            continue
+        v = np.asarray(geom.vertices, np.float64) @ transform[:3, :3].T + transform[:3, 3]
+        parts.append(trimesh.Trimesh(v, np.asarray(geom.faces), process=False))
+    if not parts:
+        raise InputError(f"{loaded.source}: the mesh has no faces")
+    return trimesh.util.concatenate(parts)

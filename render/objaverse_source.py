@@ -186,14 +186,6 @@ class ObjaverseCache:
                 objaverse._VERSIONED_PATH = saved_path
                 socket.setdefaulttimeout(saved_timeout)
 
-    @staticmethod
-    def _read_gz_json(path: Path) -> Any:
-        try:
-            with gzip.open(path, "rb") as fh:
-                return json.load(fh)
-        except (OSError, EOFError, json.JSONDecodeError) as exc:
-            raise InputError(f"objaverse: {str(path)!r} is not a gzipped JSON file ({exc})") from exc
-
     # -- what the package provides -----------------------------------------------------------------
 
     def object_paths(self) -> dict[str, str]:
@@ -323,20 +315,21 @@ def select(selection: ObjaverseSelection, cache: ObjaverseCache) -> list[tuple[s
     return unique
 
 
-def resolve_objaverse(spec: str, objaverse_dir: str | os.PathLike | None = None, offline: bool | None = None):
-    """Resolve an `objaverse:` spec into `ObjectSource`s whose meta carries the annotations.
+def objaverse_objects(
+    spec: str, objaverse_dir: str | os.PathLike | None = None, offline: bool | None = None
+) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
+    """The objects an `objaverse:` spec selects: (the cache folder, [(uid, meta)]), meta with annotations.
 
     Reads object-paths, LVIS and the annotation shards of the selected objects (downloading them
-    unless offline); GLBs are fetched later, by `ObjectSource.load` in the worker that renders them.
+    unless offline); GLBs are fetched later, by `render.sources.ObjectSource.load` in the worker that
+    renders them. `render.sources` turns the pairs into sources (this module does not import it).
     """
-    from render.sources import ObjectSource
-
     selection = parse_objaverse_spec(spec)
     cache = ObjaverseCache(cache_dir(objaverse_dir), offline=offline)
     picked = select(selection, cache)
     annotations = cache.annotations([u for u, _ in picked])
     paths = cache.object_paths()
-    sources = []
+    objects = []
     for uid, extra in picked:
         ann = annotations.get(uid)
         meta = {
@@ -353,13 +346,5 @@ def resolve_objaverse(spec: str, objaverse_dir: str | os.PathLike | None = None,
                 vertex_count=ann.get("vertexCount"),
                 animation_count=ann.get("animationCount"),
             )
-        sources.append(
-            ObjectSource(
-                object_id=f"objaverse-{uid}",
-                spec=f"objaverse:{uid}",
-                meta=meta,
-                kind="objaverse",
-                location=str(cache.root),
-            )
-        )
-    return sources
+        objects.append((uid, meta))
+    return cache.root, objects

@@ -70,17 +70,7 @@ def write_render(
         meta_extra["normals_file"] = "normals.npy"
     frame_extra = None
     if cameras is not None:
-        intr = cameras.intrinsics
-        meta_extra.update(
-            {
-                "fl_x": intr.fl_x,
-                "fl_y": intr.fl_y,
-                "cx": intr.cx,
-                "cy": intr.cy,
-                "w": intr.width,
-                "h": intr.height,
-            }
-        )
+        meta_extra.update(cameras.intrinsics.to_transforms())
         frame_extra = [
             {"transform_matrix": np.asarray(m, np.float64).tolist()} for m in cameras.camera_to_world
         ]

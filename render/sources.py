@@ -248,9 +248,13 @@ def resolve_source(
     if spec.startswith(PROCEDURAL_PREFIX):
         return procedural_sources(*_parse_procedural(spec))
     if spec.startswith(OBJAVERSE_PREFIX):
-        from render.objaverse_source import resolve_objaverse
+        from render.objaverse_source import objaverse_objects
 
-        return resolve_objaverse(spec, objaverse_dir)
+        root, objects = objaverse_objects(spec, objaverse_dir)
+        return [
+            ObjectSource(f"objaverse-{uid}", f"objaverse:{uid}", meta, kind="objaverse", location=str(root))
+            for uid, meta in objects
+        ]
     path = Path(spec).expanduser()
     if path.is_dir():
         files = scan_folder(path, MESH_EXTENSIONS + (SH3F_SUFFIX,))
@@ -306,23 +310,27 @@ def read_selection(selection: str) -> set[str]:
 
 
 def resolve_sources(
-    specs: list[str],
+    specs: list[str] | list[Any],
     objaverse_dir: str | os.PathLike | None = None,
     up_axis: str | None = None,
     select: str | None = None,
 ) -> list[ObjectSource]:
     """All objects the specs name, in order, each object once (first occurrence wins).
 
+    The one place sources are resolved: `render.jobs.render_dataset` and `eval.runner.run_benchmark`
+    both come here.
+
     Args:
-        specs: source specs (see the module docstring).
+        specs: source specs (see the module docstring); `ObjectSource`-like objects (`object_id`,
+            `spec`, `meta`, `load()`) may stand among them and are taken as they are.
         objaverse_dir: the objaverse cache folder for `objaverse:` specs (default: the package's).
         up_axis: "y" or "z": the up axis of every mesh file and folder among the specs (None: each
             format's own, +Y for glTF and +Z otherwise).
         select: keep only the objects whose ids `read_selection(select)` lists (a committed split).
 
     Raises:
-        InputError: no specs, a spec that is malformed, missing or selects nothing, or a selection
-            that keeps no object.
+        InputError: no specs, a spec that is malformed, missing or selects nothing, two given
+            objects with one object id, or a selection that keeps no object.
     """
     if isinstance(specs, str):
         specs = [specs]
@@ -332,6 +340,15 @@ def resolve_sources(
     out: list[ObjectSource] = []
     seen: set[str] = set()
     for spec in specs:
+        if not isinstance(spec, (str, os.PathLike)):
+            if spec.object_id in seen:
+                raise InputError(
+                    f"object id {spec.object_id!r} appears twice among the sources: expected distinct objects"
+                )
+            seen.add(spec.object_id)
+            out.append(spec)
+            continue
+        spec = os.fspath(spec)
         objects = resolve_source(spec, objaverse_dir, up_axis)
         if not objects:
             raise InputError(f"source {spec!r} selects no objects")

@@ -12,7 +12,6 @@ from render.common import InputError
 from video_prior.components import (
     ModelInfo,
     build_components,
-    drop_camera_conditioning,
     load_components,
     model_info_from_config,
     save_components,
@@ -183,32 +182,3 @@ def test_encode_decode_chunking(conditioning):
         if conditioning == "sv3d_p":
             # an image decoder treats frames independently: chunking does not change the result
             torch.testing.assert_close(decode_latents(vae, lat, chunk_size=2), out, rtol=1e-5, atol=1e-5)
-
-
-def test_drop_camera_conditioning_keeps_the_network_at_its_mean_camera(tiny):
-    cfg, comps = tiny
-    info = model_info_from_config(cfg)
-    polar, azimuth = torch.tensor([1.3]), torch.tensor([2.0])
-    new, new_info = drop_camera_conditioning(comps, info, polar, azimuth)
-    assert new_info.conditioning == "sv3d_u" and info.conditioning == "sv3d_p"
-    assert new["unet"].config.per_frame_conditioning is False
-    assert list(new["unet"].config.addition_time_embed_dims) == [cfg["unet"]["addition_time_embed_dims"][0]]
-    assert new["vae"] is comps["vae"]
-    # Averaged over one camera the fold is exact: the SV3D_u network computes what the SV3D_p one computes
-    # with that camera on every frame.
-    torch.manual_seed(1)
-    unet = comps["unet"]
-    frames, c_in = unet.config.num_frames, unet.config.in_channels
-    sample = torch.randn(1, frames, c_in, 16, 16)
-    context = torch.randn(1, 1, unet.config.cross_attention_dim)
-    ids_p = torch.tensor([0.0, 1.3, 2.0]).expand(1, frames, 3)
-    with torch.no_grad():
-        ref = unet(sample, 1.0, context, ids_p).sample
-        out = new["unet"](sample, 1.0, context, torch.zeros(1, 1)).sample
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
-    # With several cameras the bias holds their mean contribution; the original weights are untouched.
-    assert unet.add_embedding.linear_1.weight.shape[1] == sum(cfg["unet"]["addition_time_embed_dims"])
-    with pytest.raises(InputError, match="sv3d_p"):
-        drop_camera_conditioning(new, new_info, polar, azimuth)
-    with pytest.raises(ValueError, match="same N"):
-        drop_camera_conditioning(comps, info, torch.tensor([1.0, 2.0]), azimuth)

@@ -3,7 +3,7 @@
 The key mapping is checked three ways: name pairs written out by hand from the reference module
 structure (sgm VideoUNet, LDM autoencoder, OpenCLIP ViT), exact round trips with full key coverage, and
 (for the image encoder) outputs against an independent OpenCLIP-style forward. The comparison of
-outputs with the reference implementation itself lives in ``bench/check_reference.py`` (it needs a
+outputs with the reference implementation itself lives in ``tools/check_reference.py`` (it needs a
 checkout of Stability-AI/generative-models).
 """
 
@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from model_helpers import reference_yaml, to_reference_checkpoint
 from safetensors.torch import save_file
 
 from render.common import InputError
@@ -29,8 +30,6 @@ from video_prior.convert import (
     convert_vae_state_dict,
     read_reference_yaml,
     reference_params_from_shapes,
-    reference_yaml,
-    to_reference_checkpoint,
     unet_config_from_reference_params,
     unet_state_dict_to_reference,
     vae_config_from_reference,

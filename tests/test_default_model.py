@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import tiny_patch_config
 
 from render.cameras import static_orbit
 from render.common import InputError
 from render.dataset import composite
 from video_prior import edm
-from video_prior.components import VAE_TYPES, ModelInfo, load_components, tiny_patch_config
+from video_prior.components import VAE_TYPES, ModelInfo, load_components
 from video_prior.denoiser import MultiViewDenoiser
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.pipeline import MultiViewPipeline
@@ -23,6 +24,7 @@ from video_prior.train import TrainConfig, build_model, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "default_model.yaml"
+RECIPE_CONFIGS = REPO / "recipes" / "default_model" / "configs"
 SHIPPED = REPO / "mv3d" / "default_model"
 
 
@@ -155,7 +157,7 @@ def test_last_stages_train_at_the_samplers_noise_level(stage):
     """The shipped model's last three stages draw their training noise where its one-step sampler evaluates it."""
     import json
 
-    late = TrainConfig.from_yaml(REPO / "configs" / stage)
+    late = TrainConfig.from_yaml(RECIPE_CONFIGS / stage)
     first = TrainConfig.from_yaml(CONFIG)
     info = first.model["info"]
     if (SHIPPED / "mv3d_model.json").exists():
@@ -185,11 +187,11 @@ def test_shipped_default_model_generates_21_views():
 
 
 def test_no_camera_ablation_differs_only_in_the_camera():
-    """configs/default_model_no_camera.yaml is the default model's config minus the camera conditioning."""
+    """The recipe's default_model_no_camera.yaml is the default model's config minus the camera conditioning."""
     import yaml
 
     ours = yaml.safe_load(CONFIG.read_text())
-    ablation = yaml.safe_load((REPO / "configs" / "default_model_no_camera.yaml").read_text())
+    ablation = yaml.safe_load((RECIPE_CONFIGS / "default_model_no_camera.yaml").read_text())
     for cfg in (ours, ablation):
         del cfg["model"]["info"]["notes"]
     camera = {
@@ -202,7 +204,7 @@ def test_no_camera_ablation_differs_only_in_the_camera():
         assert ablation["model"][part].pop(key) == want_ablation
     assert ours == ablation
     components, info = build_model(
-        TrainConfig.from_dict(yaml.safe_load((REPO / "configs" / "default_model_no_camera.yaml").read_text()))
+        TrainConfig.from_dict(yaml.safe_load((RECIPE_CONFIGS / "default_model_no_camera.yaml").read_text()))
     )
     assert info.conditioning == "sv3d_u"
 

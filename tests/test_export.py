@@ -18,13 +18,13 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 from mv3d.export import (  # noqa: E402
     export_blend,
     export_mesh,
-    load_mesh_file,
     render_turntable,
     side_by_side,
     turntable,
 )
 from render.cameras import static_orbit  # noqa: E402
 from render.common import InputError  # noqa: E402
+from render.meshes import read_trimesh  # noqa: E402
 
 HAS_BPY = importlib.util.find_spec("bpy") is not None
 
@@ -48,7 +48,7 @@ def textured_box() -> trimesh.Trimesh:
 def test_glb_round_trip_keeps_geometry_frame_and_texture(tmp_path):
     mesh = textured_box()
     path = export_mesh(mesh, tmp_path / "m.glb")
-    back = load_mesh_file(path)
+    back = read_trimesh(path)
     assert len(back.faces) == len(mesh.faces)
     # +Z up survives the trip through glTF's +Y up.
     np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
@@ -84,10 +84,10 @@ def test_export_errors(tmp_path):
         export_mesh(trimesh.Trimesh(), tmp_path / "m.glb")
     assert not (tmp_path / "m.glb").exists()
     with pytest.raises(InputError, match="does not exist"):
-        load_mesh_file(tmp_path / "missing.glb")
+        read_trimesh(tmp_path / "missing.glb")
     (tmp_path / "bad.glb").write_bytes(b"not a glb at all")
     with pytest.raises(InputError, match="bad.glb"):
-        load_mesh_file(tmp_path / "bad.glb")
+        read_trimesh(tmp_path / "bad.glb")
 
 
 def test_turntable_and_side_by_side(tmp_path):

@@ -189,7 +189,7 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
     code, err = _run_cli(["generate", str(img), "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert code == 2
     assert err.startswith("mv3d: error: --model default: no trained default model") and err.count("\n") == 1
-    assert "--model PATH" in err and not (tmp_path / "o").exists()
+    assert "model folder" in err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -364,13 +364,9 @@ def test_unmix_background_inverts_compositing():
 def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
     """A model that paints its own alpha (info.alpha): generate keeps that matte instead of matting the RGB."""
     import torch
+    from model_helpers import tiny_patch_config
 
-    from video_prior.components import (
-        build_components,
-        model_info_from_config,
-        save_components,
-        tiny_patch_config,
-    )
+    from video_prior.components import build_components, model_info_from_config, save_components
 
     cfg = tiny_patch_config(alpha=True)
     cfg["info"]["default_steps"] = 1

@@ -74,13 +74,9 @@ def test_up_axis_override_and_nothing_rescaled_silently(tmp_path):
 
 
 def test_upright_copy_of_a_y_up_obj_loads_as_the_original_read_y_up(tmp_path):
-    """bench/third_party.py turns +Y-up OBJ files upright by rewriting `v`/`vn` lines: the copy, read
+    """recipes/default_model/third_party.py turns +Y-up OBJ files upright by rewriting `v`/`vn` lines: the copy, read
     +Z up, must land in the world exactly where the original lands when read with `up_axis="y"`."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from third_party import y_up_obj_to_z_up
+    from recipes.default_model.third_party import y_up_obj_to_z_up
 
     box = _offset_box()
     box.apply_transform(trimesh.transformations.rotation_matrix(0.4, [1.0, 2.0, 3.0]))  # no symmetry left

@@ -24,10 +24,10 @@ from eval.mesh_metrics import chamfer_distance, volume_iou  # noqa: E402
 from mv3d.reconstruct import METHODS, reconstruct  # noqa: E402
 from mv3d.reconstruct.field import FieldConfig  # noqa: E402
 from mv3d.reconstruct.mesh_ops import Grid, clean_mesh, decimate, extract_isosurface  # noqa: E402
-from mv3d.reconstruct.raster import rasterize  # noqa: E402
 from render.cameras import static_orbit  # noqa: E402
 from render.common import InputError  # noqa: E402
 from render.dataset import read_orbit_dataset, write_orbit_dataset  # noqa: E402
+from render.raster import rasterize  # noqa: E402
 
 
 def render_gt(tmp_path, scene, num_views: int, resolution: int, name: str = "views"):

@@ -73,8 +73,9 @@ def test_config_validation(tmp_path):
         vtrain.TrainConfig.from_yaml(path)
     cfg = tiny_config(curriculum=[{"until_step": 3, "num_frames": 2, "resolution": 8}])
     assert cfg.stage_at(0) == (2, 8) and cfg.stage_at(3) == (4, 16)
-    # The shipped configs parse.
-    for shipped in sorted((REPO / "configs").glob("*.yaml")):
+    # The shipped configs and the default model recipe's stage configs parse.
+    recipe = REPO / "recipes" / "default_model" / "configs"
+    for shipped in sorted([*(REPO / "configs").glob("*.yaml"), *recipe.glob("*.yaml")]):
         vtrain.TrainConfig.from_yaml(shipped)
 
 
@@ -270,7 +271,7 @@ def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, c
     from mv3d.cli import main
 
     first = vtrain.train(tiny_config(max_steps=2), [data_root], tmp_path / "first", progress=False)
-    # a calibrated matte (bench/calibrate_matte.py) belongs to the first stage's weights, not the second's
+    # a calibrated matte (recipes/default_model/calibrate_matte.py) belongs to the first stage's weights, not the second's
     info_path = first.model_dir / "mv3d_model.json"
     info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "alpha_threshold": 0.4}))
     cfg = tmp_path / "stage2.yaml"

@@ -180,8 +180,7 @@ def test_depth_maps_agree_with_the_fast_renderer():
     pytest.importorskip("pyrender")
     import trimesh
 
-    from eval.runner import world_trimesh
-    from render.meshes import LoadedMesh, normalize_scene
+    from render.meshes import LoadedMesh, normalize_scene, world_trimesh
     from render.renderers import get_renderer
 
     scene, s2w = normalize_scene(trimesh.creation.box((0.6, 0.4, 0.8)).apply_translation([0.1, 0.0, 0.0]))

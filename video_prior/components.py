@@ -37,13 +37,11 @@ __all__ = [
     "PREDICTIONS",
     "VAE_TYPES",
     "build_components",
-    "drop_camera_conditioning",
     "load_components",
     "model_info_from_config",
     "save_components",
     "sv3d_config",
     "tiny_config",
-    "tiny_patch_config",
 ]
 
 #: name -> VAE class. "image": SV3D's first stage (image decoder, no post_quant_conv); "temporal": SVD's;
@@ -317,59 +315,6 @@ def tiny_config(num_frames: int = 4, sample_size: int = 16, conditioning: str = 
     return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
 
 
-def tiny_patch_config(num_frames: int | None = None, alpha: bool = False, mirror: bool = False) -> dict:
-    """A 16 px model of the embedded default model's design, for fast tests.
-
-    Patch first stage (2 x 2 patches -> 8 x 8 latents of 12 channels, 16 with alpha), x0 prediction on
-    residual latents, no unconditional branch, SV3D_p conditioning with narrow sinusoids.
-
-    Args:
-        num_frames: the UNet's default frame count (5) and the model's fixed count (None: any).
-        alpha: generate RGBA (4 image channels) instead of RGB.
-        mirror: condition on the input view and its mirror image (`ModelInfo.mirror_conditioning`).
-    """
-    channels = 4 if alpha else 3
-    latent = channels * 4
-    unet = {
-        "sample_size": 8,
-        "in_channels": (3 if mirror else 2) * latent,
-        "out_channels": latent,
-        "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
-        "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
-        "block_out_channels": [32, 64],
-        "layers_per_block": 1,
-        "cross_attention_dim": 16,
-        "num_attention_heads": [2, 4],
-        "num_frames": num_frames or 5,
-        "addition_time_embed_dims": [8, 16, 16],
-        "per_frame_conditioning": True,
-    }
-    image_encoder = {
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_attention_heads": 2,
-        "num_hidden_layers": 1,
-        "patch_size": 4,
-        "image_size": 16,
-        "projection_dim": 16,
-    }
-    info = {
-        "resolution": 16,
-        "num_frames": num_frames,
-        "vae_type": "patch",
-        "prediction": "x0",
-        "residual": True,
-        "cfg": False,
-        "default_steps": 3,
-        "default_cond_aug": 0.0,
-        "alpha": alpha,
-        "sigma_max": 20.0,
-        "mirror_conditioning": mirror,
-    }
-    vae = {"type": "patch", "in_channels": channels, "patch_size": 2, "sample_size": 16}
-    return {"unet": unet, "vae": vae, "image_encoder": image_encoder, "info": info}
-
-
 def _check_config(config: dict) -> None:
     if not isinstance(config, dict):
         raise InputError(
@@ -545,64 +490,3 @@ def load_components(
     for module in components.values():
         module.to(device).eval().requires_grad_(False)
     return components, info
-
-
-def drop_camera_conditioning(
-    components: dict[str, torch.nn.Module],
-    info: ModelInfo,
-    polar_rad: torch.Tensor,
-    azimuth_rad: torch.Tensor,
-) -> tuple[dict[str, torch.nn.Module], ModelInfo]:
-    """The same SV3D_p network with its camera inputs removed: an SV3D_u network to finetune without cameras.
-
-    An SV3D_p UNet embeds (cond_aug, polar, azimuth) per frame with sinusoids, concatenated, into the first
-    linear layer of ``add_embedding``. The returned UNet keeps only cond_aug: that layer keeps cond_aug's
-    columns, and the camera columns' contribution, averaged over the given cameras (the training
-    distribution's), is folded into its bias, so the network starts where the SV3D_p one is on average
-    rather than at an embedding it never saw. Every other weight is copied unchanged. The components passed
-    in are not modified (the VAE and image encoder are shared with the result).
-
-    This is how the no-camera ablation of a camera-conditioned model is continued when the ablation's own
-    weights are not at hand: it starts from everything the camera model learned. After 4000 finetuning
-    steps the default model's derived ablation was about as strong as the one trained from scratch
-    (MODEL_CARD.md, stage 6).
-
-    Args:
-        components: a loaded model (`load_components`) with ``info.conditioning == "sv3d_p"``.
-        info: its ModelInfo.
-        polar_rad, azimuth_rad: (N,) cameras (radians; azimuth relative to the input view) to average the
-            camera columns' contribution over.
-
-    Returns:
-        (components, info) of the SV3D_u model; ``info.alpha_threshold`` is reset to 0.5 (a calibrated
-        threshold belongs to the weights it was chosen on).
-    """
-    if info.conditioning != "sv3d_p":
-        raise InputError(f"drop_camera_conditioning: conditioning '{info.conditioning}', expected 'sv3d_p'")
-    polar = torch.as_tensor(polar_rad, dtype=torch.float32).reshape(-1)
-    azimuth = torch.as_tensor(azimuth_rad, dtype=torch.float32).reshape(-1)
-    if polar.numel() == 0 or polar.shape != azimuth.shape:
-        raise ValueError(
-            f"polar {tuple(polar.shape)} and azimuth {tuple(azimuth.shape)}: expected the same N > 0 cameras"
-        )
-    unet = components["unet"]
-    widths = list(unet.config.addition_time_embed_dims)
-    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-    config.update(
-        addition_time_embed_dims=widths[:1],
-        projection_class_embeddings_input_dim=widths[0],
-        per_frame_conditioning=False,
-    )
-    new_unet = MultiViewUNet.from_config(config)
-    state = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    weight = state["add_embedding.linear_1.weight"]  # (C, sum(widths))
-    ids = torch.stack([torch.zeros_like(polar), polar, azimuth], dim=-1)  # (N, 3) with cond_aug 0
-    with torch.no_grad():
-        sinusoids = unet.add_time_proj(ids.to(weight.device)).to(weight.dtype)  # (N, sum(widths))
-        camera_mean = (sinusoids[:, widths[0] :] @ weight[:, widths[0] :].T).mean(dim=0)  # (C,)
-    state["add_embedding.linear_1.weight"] = weight[:, : widths[0]].contiguous()
-    state["add_embedding.linear_1.bias"] = state["add_embedding.linear_1.bias"] + camera_mean
-    new_unet.load_state_dict(state)
-    new_unet.to(device=weight.device, dtype=weight.dtype).eval().requires_grad_(False)
-    new_info = replace(info, conditioning="sv3d_u").uncalibrated()
-    return {**components, "unet": new_unet}, new_info

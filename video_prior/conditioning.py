@@ -1,6 +1,6 @@
 """Conditioning of the multi-view UNet: CLIP image embedding, VAE image latent, camera/vector ids, VAE coding.
 
-SV3D conditions on the input view three ways (reference/SV3D.md):
+SV3D conditions on the input view three ways (SV3D, arXiv 2403.12008, and Stability's generative-models code):
 
 * cross-attention on a CLIP image embedding, (B, 1, D);
 * the VAE latent of the input view (posterior mode, NOT multiplied by the latent scale factor) concatenated
@@ -180,7 +180,7 @@ def condition_latent(
     """VAE latent of the noise-augmented conditioning image, concatenated to every frame by the caller.
 
     SV3D encodes ``image + cond_aug * noise`` and uses the posterior MODE, not scaled by the latent scale
-    factor (reference/SV3D.md).
+    factor (Stability's generative-models code for SV3D).
 
     Args:
         vae: ``AutoencoderKL`` or ``AutoencoderKLTemporalDecoder``.

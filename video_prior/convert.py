@@ -17,7 +17,7 @@ SV3D, ``VideoDecoder`` for SVD)
 
 Every mapping is a bijection between names built from a small *layout* (number of levels, res blocks per
 level, which levels have attention) so that it can be run in both directions: the reverse direction is
-what the tests (and ``bench/check_reference.py``) use to lay a random mv3d network out with the
+what the tests (and ``tools/check_reference.py``) use to lay a random mv3d network out with the
 reference key names. Nothing here unpickles: checkpoints are read with ``safetensors`` only.
 
 The mapping follows the module structure of Stability-AI/generative-models
@@ -46,7 +46,7 @@ _EMBEDDER_RE = re.compile(r"^conditioner\.embedders\.(\d+)\.")
 _CLIP_VISUAL = "open_clip.model.visual."
 _COND_VAE = "encoder."
 
-# Conditioning kind from the width of the vector conditioning (label_emb input); SV3D.md "Network".
+# Conditioning kind from the width of the vector conditioning (label_emb input) (Stability's SV3D inference configs).
 ADM_WIDTH_TO_KIND = {768: "svd", 256: "sv3d_u", 1280: "sv3d_p"}
 KIND_NUM_FRAMES = {"svd": 14, "sv3d_u": 21, "sv3d_p": 21}
 LATENT_SCALE = 0.18215
@@ -1123,81 +1123,3 @@ def convert_checkpoint(
     report = ConversionReport(str(source), str(out), kind, config_from, report_parts, ignored, notes)
     atomic_write_json(Path(out) / "conversion_report.json", report.to_dict())
     return report
-
-
-def to_reference_checkpoint(components: Mapping[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    """Lay mv3d networks out as a Stability single-file checkpoint (the inverse of `convert_checkpoint`).
-
-    UNet -> ``model.diffusion_model.*``; CLIP -> ``conditioner.embedders.0.open_clip.model.visual.*``;
-    VAE encoder + quant_conv -> ``conditioner.embedders.1.encoder.*`` (the conditioning VAE); decoder
-    (+ post_quant_conv) -> ``first_stage_model.*``. Used by the tests and ``bench/`` to check the mapping.
-    """
-    unet, vae, clip = components["unet"], components["vae"], components["image_encoder"]
-    vae_type = "temporal" if "decoder.time_conv_out.weight" in vae.state_dict() else "image"
-    out = {
-        UNET_PREFIX + k: v for k, v in unet_state_dict_to_reference(unet.state_dict(), unet.config).items()
-    }
-    clip_ref = clip_state_dict_to_reference(clip.state_dict(), clip.config.to_dict())
-    out.update({f"conditioner.embedders.0.{_CLIP_VISUAL}{k}": v for k, v in clip_ref.items()})
-    for key, value in vae_state_dict_to_reference(vae.state_dict(), vae_type, vae.config).items():
-        if key.startswith(("encoder.", "quant_conv.")):
-            out[f"conditioner.embedders.1.{_COND_VAE}{key}"] = value
-        else:
-            out[FIRST_STAGE_PREFIX + key] = value
-    return {k: v.detach().contiguous() for k, v in out.items()}
-
-
-_REFERENCE_SCALAR_KEYS = {"polar_rad": "polars_rad", "azimuth_rad": "azimuths_rad"}
-
-
-def reference_yaml(unet_config: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """An sgm inference-YAML document (as a dict) describing a MultiViewUNet config: the inverse of
-    `read_reference_yaml` + `unet_config_from_reference_params`, for tests and ``bench/``."""
-    channels = list(unet_config["block_out_channels"])
-    mc = channels[0]
-    heads = unet_config["num_attention_heads"]
-    heads = [heads] * len(channels) if isinstance(heads, int) else list(heads)
-    head_ch = {c // h for c, h in zip(channels, heads, strict=True)}
-    if len(head_ch) != 1:
-        raise ValueError(f"heads {heads} for channels {channels}: the reference needs one head width")
-    depth = unet_config.get("transformer_layers_per_block", 1)
-    network = {
-        "adm_in_channels": int(sum(unet_config["addition_time_embed_dims"])),
-        "num_classes": "sequential",
-        "in_channels": int(unet_config["in_channels"]),
-        "out_channels": int(unet_config["out_channels"]),
-        "model_channels": mc,
-        "attention_resolutions": [
-            2**i for i, t in enumerate(unet_config["down_block_types"]) if t.startswith("CrossAttn")
-        ],
-        "num_res_blocks": int(unet_config["layers_per_block"]),
-        "channel_mult": [c // mc for c in channels],
-        "num_head_channels": head_ch.pop(),
-        "use_linear_in_transformer": True,
-        "transformer_depth": depth if isinstance(depth, int) else list(depth),
-        "context_dim": int(unet_config["cross_attention_dim"]),
-        "extra_ff_mix_layer": True,
-        "use_spatial_context": True,
-        "merge_strategy": "learned_with_images",
-        "video_kernel_size": [3, 1, 1],
-    }
-    scalars = CONDITIONING_KINDS[kind].scalars
-    emb_models = [
-        {
-            "input_key": _REFERENCE_SCALAR_KEYS.get(name, name),
-            "target": "sgm.modules.encoders.modules.ConcatTimestepEmbedderND",
-            "params": {"outdim": int(width)},
-        }
-        for name, width in zip(scalars, unet_config["addition_time_embed_dims"], strict=True)
-    ]
-    return {
-        "model": {
-            "params": {
-                "network_config": {
-                    "target": "sgm.modules.diffusionmodules.video_model.VideoUNet",
-                    "params": network,
-                },
-                "conditioner_config": {"params": {"emb_models": emb_models}},
-            }
-        }
-    }

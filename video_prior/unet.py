@@ -1,6 +1,6 @@
 """The camera-conditioned spatio-temporal UNet: diffusers' SVD UNet with SV3D's per-frame vector conditioning.
 
-SVD, SV3D_u and SV3D_p share one network (reference/SV3D.md): the only difference is the "vector"
+SVD, SV3D_u and SV3D_p share one network (SV3D, arXiv 2403.12008; Stability's generative-models VideoUNet): the only difference is the "vector"
 conditioning that is embedded by sinusoids, projected by ``Linear -> SiLU -> Linear`` and added to the
 timestep embedding:
 

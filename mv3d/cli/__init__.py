@@ -4,7 +4,13 @@ Each subcommand module defines `register(app)`; the modules import their heavy d
 diffusers, renderers) inside the command functions so that `mv3d --help` stays fast.
 
 Bad input raises `render.common.InputError` anywhere below; `main` prints it as one line
-(`mv3d: error: ...`) and exits with code 2, never with a traceback.
+(`mv3d: error: ...`) and exits with code 2, never with a traceback. The library names settings by
+their field names (`views 0: expected at least 1`); `flag_message` turns that name into the flag the
+user typed (`--views 0: ...`).
+
+Conventions every subcommand follows (tested in tests/test_cli.py): the output is `-o/--out PATH`,
+placeholders are upper-case words (`PATH`, `N`, `SPEC`), defaults are shown by typer as
+`[default: ...]` and not repeated in the help text, and every help ends with an example.
 """
 
 from __future__ import annotations
@@ -37,13 +43,37 @@ _COMMAND_MODULES = (
 )
 
 for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:  # a subcommand module not written yet
-        if _exc.name != _name:
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(_name).register(app)
+
+#: Fields whose flag is not `--` + the field name with dashes.
+FIELD_FLAGS = {"orbit_kind": "--orbit", "ray": "--ray"}
+
+
+def flag_message(exc: InputError) -> str:
+    """The first line of `exc`, its leading field name (if it names one) replaced by the CLI flag."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    name = getattr(exc, "field", None)
+    if name and message.startswith(name):
+        flag = FIELD_FLAGS.get(name, "--" + name.replace("_", "-"))
+        message = flag + message[len(name) :]
+    return message
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mv3d import __version__
+
+        typer.echo(f"mv3d {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """One image in, a consistent 360-degree orbit of views out, then a textured mesh."""
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -59,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="mv3d", standalone_mode=True)
     except InputError as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(flag_message(exc))
     except KeyboardInterrupt:
         typer.echo("mv3d: interrupted", err=True)
         raise SystemExit(130) from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from render.common import InputError
+from render.common import InputError, resolve_device
 
 
 def _no_camera(gen):
@@ -34,10 +34,8 @@ def _no_camera(gen):
 
 
 def _load_generator(model: str, device: str):
-    try:
-        from mv3d.generate import ViewGenerator
-    except ImportError as exc:
-        raise InputError(f"cannot load the view generator (mv3d.generate: {exc})") from exc
+    from mv3d.generate import ViewGenerator
+
     return ViewGenerator.load(model, device)
 
 
@@ -61,7 +59,10 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
         sources: list[str] = typer.Argument(
-            None, help="More SOURCES (after --objects), space separated.", show_default=False
+            None,
+            metavar="SOURCES",
+            help="More objects (after --objects), space separated.",
+            show_default=False,
         ),
         objects: list[str] = typer.Option(
             None,
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         out: Path = typer.Option(
-            None, "--out", help="Report folder (metrics.json, report.md, figures/, objects/)."
+            None, "--out", "-o", help="Report folder (metrics.json, report.md, figures/, objects/)."
         ),
         model: str = typer.Option(
             "default", "--model", help="'default' (the embedded model) or a weights path."
@@ -81,7 +82,8 @@ def register(app: typer.Typer) -> None:
         up_axis: str | None = typer.Option(
             None,
             "--up-axis",
-            help="Up axis of every mesh file and folder among the objects: y or z (default: y for glTF, z otherwise).",
+            help="Up axis of every mesh file and folder among the objects: y or z.",
+            show_default="y for glTF, z otherwise",
         ),
         select: str | None = typer.Option(
             None,
@@ -92,7 +94,8 @@ def register(app: typer.Typer) -> None:
         resolution: int = typer.Option(
             None,
             "--resolution",
-            help="Ground-truth and scoring resolution in pixels (default: the model's view size).",
+            help="Ground-truth and scoring resolution in pixels.",
+            show_default="the model's view size",
         ),
         baselines: str = typer.Option(
             "copy", "--baselines", help="Comma-separated: copy, no-camera ('' for none)."
@@ -100,8 +103,8 @@ def register(app: typer.Typer) -> None:
         no_camera_model: str = typer.Option(
             None,
             "--no-camera-model",
-            help="For the no-camera baseline: a separately trained model without camera conditioning "
-            "(default: --model with every camera set to the input's).",
+            help="For the no-camera baseline: a separately trained model without camera conditioning.",
+            show_default="--model with every camera set to the input's",
         ),
         reconstruct: bool = typer.Option(
             False, "--reconstruct", help="Also mesh each method's views and score the meshes."
@@ -133,7 +136,10 @@ def register(app: typer.Typer) -> None:
         ),
         method: str = typer.Option("ours", "--method", help="With --compare: the method to compare."),
     ) -> None:
-        """Score generated orbits against ground-truth renders (PSNR, SSIM, LPIPS, CLIP-S, mask IoU, meshes)."""
+        """Score generated orbits against ground-truth renders (PSNR, SSIM, LPIPS, CLIP-S, mask IoU, meshes).
+
+        Example: mv3d eval --objects procedural:8:2 -o reports/heldout --model default --baselines copy
+        """
         if compare is not None and compare[0] is not None:
             from eval.compare import compare as run_compare
             from eval.compare import format_comparison
@@ -150,7 +156,7 @@ def register(app: typer.Typer) -> None:
                 "no objects: expected --objects SOURCES... (mesh files, folders, procedural:N:SEED, ...)"
             )
         if out is None:
-            raise InputError("no report folder: expected --out REPORT_DIR")
+            raise InputError("no report folder: expected --out PATH")
         from render.meshes import check_up_axis
 
         up_axis = check_up_axis(up_axis, "--up-axis")
@@ -163,9 +169,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(
                     f"--baselines: unknown baseline '{b}': expected names from {', '.join(BASELINES)}"
                 )
-        from mv3d.generate import resolve_device
-
-        device = resolve_device(device)
+        device = resolve_device(device, "--device")
         lpips_model = clip_scorer = None
         if lpips_weights is not None:
             from eval.lpips import LPIPS

@@ -37,17 +37,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command("reconstruct")
     def reconstruct_command(
-        views_dir: Path = typer.Argument(..., help="Orbit dataset folder (views/*.png + transforms.json)."),
+        views_dir: Path = typer.Argument(
+            ..., metavar="VIEWS", help="Orbit dataset folder (views/*.png + transforms.json)."
+        ),
         out: Path = typer.Option(
             ..., "--out", "-o", help="Mesh file to write: .glb, .obj (+.mtl, .png) or .ply."
         ),
         format: str | None = typer.Option(
-            None, "--format", help="glb, obj or ply (default: from --out's suffix)."
+            None, "--format", help="glb, obj or ply.", show_default="--out's suffix"
         ),
         method: str = typer.Option(
             "field",
             "--method",
-            help="field (voxel field, default), hull (space carving, fast) or nerfstudio.",
+            help="field (voxel field), hull (space carving, fast) or nerfstudio.",
         ),
         resolution: int | None = typer.Option(
             None,
@@ -82,12 +84,16 @@ def register(app: typer.Typer) -> None:
             256, "--view-resolution", help="Downsize larger views to this many pixels for fitting."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of ray sampling."),
-        device: str = typer.Option("cpu", "--device", help="torch device of the field fit (cpu, cuda)."),
+        device: str = typer.Option(
+            "cpu", "--device", help="Torch device of the field fit: auto, cpu or cuda."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Reconstruct a textured mesh from an orbit dataset (a render or a generation).
+        """Reconstruct a textured mesh from the orbit dataset VIEWS (a render or a generation).
 
         The mesh is in the dataset's world frame (unit cube, +Z up) unless --source-frame is given.
+
+        Example: mv3d reconstruct outputs/chair -o chair.glb --turntable chair.gif
         """
         from mv3d.reconstruct import reconstruct
 
@@ -133,12 +139,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_command(
-        mesh: Path = typer.Argument(..., help="Mesh file (.glb, .obj, .ply)."),
+        mesh: Path = typer.Argument(..., metavar="MESH", help="Mesh file (.glb, .obj, .ply, .stl, .off)."),
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Convert to this mesh file (.glb, .obj, .ply)."
         ),
         format: str | None = typer.Option(
-            None, "--format", help="glb, obj or ply for --out (default: its suffix)."
+            None, "--format", help="glb, obj or ply for --out.", show_default="--out's suffix"
         ),
         blend: Path | None = typer.Option(
             None, "--blend", help="Write a Blender scene (.blend): mesh, material, orbit camera, lights."
@@ -150,9 +156,13 @@ def register(app: typer.Typer) -> None:
         elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
         resolution: int = typer.Option(256, "--resolution", help="Turntable image size in pixels."),
     ) -> None:
-        """Convert a mesh, build a .blend around it, or render its turntable."""
-        from mv3d.export import export_blend, export_mesh, load_mesh_file, mesh_format
+        """Convert MESH, build a .blend around it, or render its turntable.
+
+        Example: mv3d export chair.glb -o chair.obj --blend chair.blend --turntable chair.mp4
+        """
+        from mv3d.export import export_blend, export_mesh, mesh_format
         from mv3d.export import turntable as write_turntable
+        from render.meshes import read_trimesh
 
         if out is None and blend is None and turntable is None:
             raise InputError("nothing to do: give --out, --blend and/or --turntable")
@@ -164,7 +174,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
         if out is not None:
             mesh_format(out, format)
-        loaded = load_mesh_file(mesh)
+        loaded = read_trimesh(mesh)
         if out is not None:
             typer.echo(f"wrote {export_mesh(loaded, out, format)}")
         if blend is not None:

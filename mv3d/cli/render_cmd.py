@@ -8,6 +8,15 @@ import typer
 
 from render.common import InputError
 
+# The Blender renderer's settings, the same for `render` and `render-dataset`.
+SAMPLES = typer.Option(16, "--samples", help="Cycles samples per pixel (blender renderer only).")
+WORLD = typer.Option(
+    "uniform",
+    "--world",
+    help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
+    "interior, night, studio, sunrise, sunset) or hdri:PATH.",
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add `render` and `render-dataset` to the `mv3d` app."""
@@ -15,7 +24,9 @@ def register(app: typer.Typer) -> None:
     @app.command("render")
     def render(
         mesh: Path = typer.Argument(
-            ..., help="Mesh file: .obj .ply .stl .off .glb .gltf (textures and vertex colours kept)."
+            ...,
+            metavar="MESH",
+            help="Mesh file: .obj .ply .stl .off .glb .gltf (textures and vertex colours kept).",
         ),
         out: Path = typer.Option(
             ..., "--out", "-o", help="Output orbit dataset folder (views/*.png + transforms.json)."
@@ -42,23 +53,19 @@ def register(app: typer.Typer) -> None:
             "(ignores --views, --elevation, --resolution, --orbit, --fov).",
         ),
         light_seed: int | None = typer.Option(
-            None, "--light-seed", help="Random light setup from this seed (default: fixed lights)."
+            None, "--light-seed", help="Random light setup from this seed.", show_default="fixed lights"
         ),
         depth: bool = typer.Option(False, "--depth", help="Also write depth.npy (N, H, W) float32."),
         normals: bool = typer.Option(
             False, "--normals", help="Also write normals.npy (N, H, W, 3) float32, world space."
         ),
-        samples: int = typer.Option(
-            16, "--samples", help="Cycles samples per pixel (blender renderer only)."
-        ),
-        world: str = typer.Option(
-            "uniform",
-            "--world",
-            help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
-            "interior, night, studio, sunrise, sunset) or hdri:PATH.",
-        ),
+        samples: int = SAMPLES,
+        world: str = WORLD,
         up_axis: str | None = typer.Option(
-            None, "--up-axis", help="Up axis of the mesh file: y or z (default: y for glTF, z otherwise)."
+            None,
+            "--up-axis",
+            help="Up axis of the mesh file: y or z.",
+            show_default="y for glTF, z otherwise",
         ),
     ) -> None:
         """Render MESH into an orbit dataset: RGBA views and their cameras (nerfstudio transforms.json).
@@ -66,6 +73,8 @@ def register(app: typer.Typer) -> None:
         The mesh is normalised to the unit cube (largest extent 1, centred); the transform is recorded
         as source_to_world. Cameras follow mv3d's convention: azimuth 0 looks at the front from -Y,
         azimuth 90 from +X, world +Z up.
+
+        Example: mv3d render examples/toy_house.glb -o out/house --views 21 --resolution 256
         """
         from render.cameras import dynamic_orbit, static_orbit
         from render.meshes import load_mesh
@@ -111,6 +120,7 @@ def register(app: typer.Typer) -> None:
     def render_dataset(
         sources: list[str] = typer.Argument(
             ...,
+            metavar="SOURCES",
             help="Mesh files, folders of meshes, procedural:N:SEED[:plain], or objaverse: selections "
             "(objaverse:uids=UID,.. | objaverse:lvis=CAT,..:limit=K | objaverse:all:limit=K).",
         ),
@@ -122,7 +132,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes."),
         renderer: str = typer.Option("fast", "--renderer", help="fast or blender."),
         ray: str | None = typer.Option(
-            None, "--ray", help="Run on a Ray cluster: ADDRESS (ray://host:10001) or auto."
+            None, "--ray", help="Run on a Ray cluster: its address (ray://host:10001) or auto."
         ),
         orbit: str = typer.Option(
             "static", "--orbit", help="static, dynamic (SV3D-style) or mixed (each object draws one)."
@@ -130,7 +140,7 @@ def register(app: typer.Typer) -> None:
         elevation_range: tuple[float, float] = typer.Option(
             (-5.0, 30.0),
             "--elevation-range",
-            help="Each object's input elevation is drawn uniformly in LO HI degrees.",
+            help="Each object's input elevation is drawn uniformly between these two degrees.",
         ),
         fov: float = typer.Option(33.8, "--fov", help="Field of view in degrees."),
         seed: int = typer.Option(
@@ -141,20 +151,14 @@ def register(app: typer.Typer) -> None:
         normals: bool = typer.Option(
             False, "--normals", help="Also write normals.npy (world space) per object."
         ),
-        samples: int = typer.Option(
-            16, "--samples", help="Cycles samples per pixel (blender renderer only)."
-        ),
-        world: str = typer.Option(
-            "uniform",
-            "--world",
-            help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
-            "interior, night, studio, sunrise, sunset) or hdri:PATH.",
-        ),
+        samples: int = SAMPLES,
+        world: str = WORLD,
         curation: list[str] = typer.Option(
             [],
             "--curation",
             help="Curation setting KEY=VALUE (repeatable), e.g. max_faces=200000, licences=cc0,by, "
-            "min_coverage=none; 'off' disables every filter. Default: render.curation.CurationConfig's defaults.",
+            "min_coverage=none; 'off' disables every filter.",
+            show_default="render.curation.CurationConfig's filters",
         ),
         objaverse_dir: Path | None = typer.Option(
             None, "--objaverse-dir", help="Local objaverse cache folder."
@@ -162,7 +166,8 @@ def register(app: typer.Typer) -> None:
         up_axis: str | None = typer.Option(
             None,
             "--up-axis",
-            help="Up axis of every mesh file and folder among SOURCES: y or z (default: y for glTF, z otherwise).",
+            help="Up axis of every mesh file and folder among SOURCES: y or z.",
+            show_default="y for glTF, z otherwise",
         ),
         select: str | None = typer.Option(
             None,
@@ -180,6 +185,8 @@ def register(app: typer.Typer) -> None:
         object); the rerun of the same command skips finished objects and ends with the same files as an
         uninterrupted run. Failed objects go to OUT/failures.jsonl and do not stop the job; rejected
         ones (curation) are listed with their reason in OUT/manifest.jsonl.
+
+        Example: mv3d render-dataset procedural:100:0 meshes/ -o data/train --views 21 --workers 2
         """
         import json
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from render.common import InputError
+from render.common import InputError, resolve_device
 
 
 def register(app: typer.Typer) -> None:
@@ -22,11 +22,10 @@ def register(app: typer.Typer) -> None:
         data: list[Path] = typer.Option(
             ...,
             "--data",
-            metavar="DIR",
             help="Orbit dataset folder, or a folder of them; several may follow one --data.",
         ),
         out: Path = typer.Option(
-            ..., "--out", help="Run folder: checkpoints, samples, logs, the final model."
+            ..., "--out", "-o", help="Run folder: checkpoints, samples, logs, the final model."
         ),
         resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
         max_steps: int | None = typer.Option(None, "--max-steps", help="Override the config's max_steps."),
@@ -40,17 +39,17 @@ def register(app: typer.Typer) -> None:
         init_from: Path | None = typer.Option(
             None,
             "--init-from",
-            metavar="MODEL",
             help="Start from this model folder (a trained or converted model) instead of the config's "
             "'model' or 'init_from': a second training stage on new data.",
         ),
         device: str = typer.Option("auto", "--device", help="For --precompute: cpu, cuda, or auto."),
     ) -> None:
-        """Train the video prior: `mv3d train CONFIG --data DIR... --out RUN [--resume] [--max-steps N]
-        [--init-from MODEL]`.
+        """Train the video prior described by CONFIG on orbit datasets; --resume continues a run.
 
         Multi-GPU / multi-node: `accelerate launch [--multi_gpu --num_processes N] -m mv3d train ...`;
         several CPU processes: `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m mv3d train ...`.
+
+        Example: mv3d train configs/tiny.yaml --data data/train -o runs/tiny --max-steps 20
         """
         # Extra positional words after `--data A` are more data folders (`--data A B C`).
         extra = [a for a in ctx.args]
@@ -81,13 +80,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _precompute(cfg, data_dirs: list[Path], device: str) -> None:
-    import torch
-
     from video_prior.data import precompute
     from video_prior.train import build_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, "--device")
     components, _ = build_model(cfg)
     for name in ("vae", "image_encoder"):
         components[name].to(device)

@@ -12,17 +12,18 @@ def register(app: typer.Typer) -> None:
     def convert_weights(
         ckpt: Path = typer.Argument(
             ...,
+            metavar="CKPT",
             help="Stability checkpoint (.safetensors): SVD, SVD-XT, SV3D_u or SV3D_p.",
             show_default=False,
         ),
         out: Path = typer.Option(
-            ..., "--out", help="Model folder to write (diffusers layout + mv3d_model.json)."
+            ..., "--out", "-o", help="Model folder to write (diffusers layout + mv3d_model.json)."
         ),
         config: Path | None = typer.Option(
             None,
             "--config",
-            help="Reference inference YAML (generative-models configs/inference/sv3d_p.yaml ...). "
-            "Without it the config is inferred from tensor shapes.",
+            help="Reference inference YAML (generative-models configs/inference/sv3d_p.yaml ...).",
+            show_default="inferred from the tensor shapes",
         ),
         vae_from: Path | None = typer.Option(
             None,
@@ -30,12 +31,18 @@ def register(app: typer.Typer) -> None:
             help="Take the VAE encoder from this SVD/SV3D .safetensors file or diffusers VAE folder.",
         ),
         num_frames: int | None = typer.Option(
-            None, "--num-frames", help="Default frame count (21 for SV3D, 14 for SVD, 25 for SVD-XT)."
+            None,
+            "--num-frames",
+            help="The model's default frame count.",
+            show_default="21 for SV3D, 14 for SVD, 25 for SVD-XT",
         ),
         resolution: int = typer.Option(576, "--resolution", help="Image side in pixels the model works at."),
         dtype: str = typer.Option("float32", "--dtype", help="Saved weights: float32, float16 or bfloat16."),
     ) -> None:
-        """Convert a Stability single-file checkpoint into a model folder (UNet, VAE, CLIP image encoder)."""
+        """Convert a Stability single-file checkpoint CKPT into a model folder (UNet, VAE, CLIP image encoder).
+
+        Example: mv3d convert-weights sv3d_p.safetensors -o models/sv3d_p --config sv3d_p.yaml
+        """
         from render.common import InputError
 
         if num_frames is not None and num_frames <= 0:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from render.common import InputError
+from render.common import InputError, resolve_device
 from render.dataset import OrbitDataset, read_orbit_dataset
 
 TEXTURE_MODES = ("uv", "vertex", "none")
@@ -216,7 +216,7 @@ def reconstruct(
         texture_size: texture atlas side in texels; None: from the views' size.
         source_frame: map the mesh back to the source mesh's units with inverse(source_to_world).
         seed: seeds ray sampling and initialisation.
-        device: torch device of the field fit ("cpu", "cuda").
+        device: torch device of the field fit ("cpu", "cuda", "cuda:N" or "auto").
         max_view_resolution: views larger than this are downsized for fitting (texturing too).
         field_config: a `mv3d.reconstruct.field.FieldConfig` (iterations, rays, loss weights); its
             resolution is replaced by `resolution`. None: the defaults.
@@ -226,9 +226,9 @@ def reconstruct(
     from mv3d.reconstruct.mesh_ops import clean_mesh, decimate
 
     if method not in METHODS:
-        raise InputError(f"reconstruction method '{method}': expected one of {', '.join(METHODS)}")
+        raise InputError(f"method '{method}': expected one of {', '.join(METHODS)}", field="method")
     if texture not in TEXTURE_MODES:
-        raise InputError(f"texture mode '{texture}': expected one of {', '.join(TEXTURE_MODES)}")
+        raise InputError(f"texture '{texture}': expected one of {', '.join(TEXTURE_MODES)}", field="texture")
     ds = views if isinstance(views, OrbitDataset) else read_orbit_dataset(views)
     view_px = min(int(max_view_resolution), int(ds.intrinsics.width), int(ds.intrinsics.height))
     auto_res, auto_faces, auto_texture = detail_for_views(view_px)
@@ -236,18 +236,15 @@ def reconstruct(
     target_faces = auto_faces if target_faces is None else target_faces
     texture_size = auto_texture if texture_size is None else texture_size
     if not 32 <= int(resolution) <= 512:
-        raise InputError(f"resolution {resolution}: expected a grid size between 32 and 512")
+        raise InputError(
+            f"resolution {resolution}: expected a grid size between 32 and 512", field="resolution"
+        )
     if int(target_faces) < 0 or 0 < int(target_faces) < 100:
-        raise InputError(f"target face count {target_faces}: expected 0 (no decimation) or at least 100")
+        raise InputError(
+            f"target_faces {target_faces}: expected 0 (no decimation) or at least 100", field="target_faces"
+        )
     if method == "field":
-        import torch
-
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise InputError(f"device '{device}': expected a torch device such as cpu or cuda") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device '{device}': CUDA is not available on this machine: use --device cpu")
+        device = resolve_device(device)
     if out is not None:
         from mv3d.export import mesh_format
 

@@ -1,4 +1,4 @@
-"""`--method nerfstudio`: hand the views to nerfstudio (an external tool) and read its mesh back.
+"""The reconstruction method "nerfstudio": hand the views to nerfstudio (an external tool) and read its mesh back.
 
 An orbit dataset already is a nerfstudio dataset (transforms.json with OpenGL camera-to-world
 matrices). The views are copied into a working folder with per-frame alpha masks (`mask_path`, which
@@ -19,12 +19,13 @@ import numpy as np
 import trimesh
 
 from render.common import InputError
-from render.dataset import OrbitDataset, load_rgba
+from render.dataset import OrbitDataset
+from render.images import load_rgba
 
 INSTALL_HINT = (
     "nerfstudio is not installed (no 'ns-train' on PATH): install it in its own environment on a CUDA "
     "machine (pip install nerfstudio, see docs.nerf.studio) and put its bin folder on PATH, "
-    "or use --method field"
+    "or use the method 'field'"
 )
 
 

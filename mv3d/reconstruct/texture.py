@@ -3,7 +3,7 @@
 Each surface point takes the weighted mean of its colour in the views that see it:
 
 * visibility: the point's depth in a view is not behind the mesh's own z-buffer of that view
-  (raster.py), with a tolerance of `depth_tolerance` world units;
+  (`render.raster`), with a tolerance of `depth_tolerance` world units;
 * weight: cos(angle between normal and view direction)^`power`, so views that see the surface face on
   dominate grazing ones, times the view's alpha there (pixels on the silhouette edge mix in background);
 * points no view sees (hidden cavities, the underside) take the colour of the nearest coloured texel
@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from mv3d.reconstruct.raster import rasterize, render_depth
 from mv3d.reconstruct.views import ViewSet
 from render.cameras import project
+from render.raster import rasterize, render_depth
 
 
 def _sample_bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:

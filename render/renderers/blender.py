@@ -108,7 +108,7 @@ class BlenderRenderer(Renderer):
         normals: bool = False,
         light_seed: int | None = None,
     ) -> RenderResult:
-        from render.dataset import load_rgba
+        from render.images import load_rgba
 
         c2w = np.asarray(camera_to_world, dtype=np.float64).reshape(-1, 4, 4)
         with tempfile.TemporaryDirectory(prefix="mv3d-blender-") as tmp:

@@ -13,11 +13,11 @@ positions and normals turned from +Y up to +Z up, materials and textures untouch
 exactly as `mv3d render MESH --up-axis y` renders the originals. Before 2026-11-27 the originals were
 printed as they are (the evaluation in MODEL_CARD.md says which numbers came from which).
 
-    python bench/third_party.py [--cache DIR]      # prints one mesh path per line
-    python bench/third_party.py --random-shapes    # prints the folder of the random shapes (below)
-    python bench/third_party.py --validation       # prints the 8 validation meshes (below)
-    python bench/third_party.py --second-test      # prints the 9 meshes of the second test set (below)
-    python bench/third_party.py --real-shapes      # prints the folder of the real training shapes (below)
+    python -m recipes.default_model.third_party [--cache DIR]      # prints one mesh path per line
+    python -m recipes.default_model.third_party --random-shapes    # prints the folder of the random shapes (below)
+    python -m recipes.default_model.third_party --validation       # prints the 8 validation meshes (below)
+    python -m recipes.default_model.third_party --second-test      # prints the 9 meshes of the second test set (below)
+    python -m recipes.default_model.third_party --real-shapes      # prints the folder of the real training shapes (below)
 
 The same wheel also ships `random_urdfs/`: 1000 random shapes (unions of convex pieces, each with one
 colour given in its URDF file). `--random-shapes` writes them as coloured PLY meshes into one folder, a

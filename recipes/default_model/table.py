@@ -1,7 +1,7 @@
 """The default model's acceptance table from `mv3d eval` runs: ours vs each baseline, with the margins of issue 7.
 
-    python bench/default_model_table.py docs/eval_default/heldout/metrics.json docs/eval_default/third_party/metrics.json
-    python bench/default_model_table.py A/metrics.json+B/metrics.json   # the objects of A and B as one set
+    python -m recipes.default_model.table docs/eval_default/heldout/metrics.json docs/eval_default/third_party/metrics.json
+    python -m recipes.default_model.table A/metrics.json+B/metrics.json   # the objects of A and B as one set
 
 Prints a markdown table (novel views, mean ± std over objects) and, per set and baseline, the difference
 of means, the issue's margin (PSNR +0.5 dB, mask IoU +0.03) met or not, and a paired Wilcoxon signed-rank

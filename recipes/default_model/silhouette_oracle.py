@@ -1,6 +1,6 @@
 """How much can cameras add on an evaluated set? The best single silhouette, chosen knowing the answer.
 
-    python bench/silhouette_oracle.py docs/eval_default/heldout docs/eval_default/third_party ...
+    python -m recipes.default_model.silhouette_oracle docs/eval_default/heldout docs/eval_default/third_party ...
 
 For each object of an `mv3d eval` run (its ground-truth views kept under objects/*/gt/views), the oracle
 predicts one silhouette for every novel view: the pixels covered by more than a fraction f of the true
@@ -19,12 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from eval import view_metrics as vm  # noqa: E402
-from render.common import InputError  # noqa: E402
-from render.dataset import read_orbit_dataset  # noqa: E402
+from eval import view_metrics as vm
+from render.common import InputError
+from render.dataset import read_orbit_dataset
 
 FRACTIONS = np.linspace(0.05, 0.95, 19)
 

@@ -9,7 +9,7 @@ absolute difference per network and exits non-zero if any exceeds ``--tol``.
 The reference code is imported from the checkout, never copied into mv3d. Only the modules the networks
 need are imported (``sgm/__init__.py`` pulls training dependencies), so einops and fsspec suffice.
 
-    python bench/check_reference.py --sgm-root /path/to/generative-models
+    python -m tools.check_reference --sgm-root /path/to/generative-models
 """
 
 from __future__ import annotations

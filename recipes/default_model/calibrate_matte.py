@@ -1,7 +1,7 @@
 """Choose an alpha model's matte threshold on validation evaluations, and optionally write it to the model.
 
-    python bench/calibrate_matte.py VAL_EVAL_DIR... --method ours [--write MODEL_DIR]
-    python bench/calibrate_matte.py VAL_EVAL_DIR... --method no-camera [--write NO_CAMERA_MODEL_DIR]
+    python -m recipes.default_model.calibrate_matte VAL_EVAL_DIR... --method ours [--write MODEL_DIR]
+    python -m recipes.default_model.calibrate_matte VAL_EVAL_DIR... --method no-camera [--write NO_CAMERA_MODEL_DIR]
 
 A model estimated as an average (one sampling step from noise, averaged over draws) paints a matte that
 is under-confident at its edges, while every consumer of its views cuts alpha at 0.5. The rule
@@ -23,12 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from eval import view_metrics as vm  # noqa: E402
-from render.common import InputError, atomic_write_json  # noqa: E402
-from render.dataset import read_orbit_dataset  # noqa: E402
+from eval import view_metrics as vm
+from render.common import InputError, atomic_write_json
+from render.dataset import read_orbit_dataset
 
 GRID = tuple(round(0.10 + 0.05 * i, 2) for i in range(9))
 TIE = 0.001

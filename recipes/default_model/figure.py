@@ -1,7 +1,7 @@
 """The README's picture of a model at work: the input, the generated orbit, and the mesh reconstructed
 from it rendered from the same cameras.
 
-    python bench/default_model_figure.py [--model default] [--image examples/example.png] [--out docs/images]
+    python -m recipes.default_model.figure [--model default] [--image examples/example.png] [--out docs/images]
 
 Writes OUT/generated_orbit_and_mesh.png (input, then every third view: generated on top, mesh below) and
 OUT/generated_orbit_and_mesh.gif (the whole orbit, generated view beside mesh render), and prints the
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 SCALE = 2  # 64 px views are shown at 128 px
@@ -48,10 +46,9 @@ def main() -> None:
 
     from PIL import Image
 
-    from mv3d.export import load_mesh_file
     from mv3d.generate import generate
     from render.dataset import load_rgba, read_orbit_dataset
-    from render.meshes import LoadedMesh
+    from render.meshes import LoadedMesh, read_trimesh
     from render.renderers.fast import FastRenderer
 
     out = Path(args.out)
@@ -64,7 +61,7 @@ def main() -> None:
         size = views.shape[1]
         import trimesh
 
-        mesh = load_mesh_file(result.out_dir / "mesh.glb")
+        mesh = read_trimesh(result.out_dir / "mesh.glb")
         loaded = LoadedMesh(trimesh.Scene(mesh), np.eye(4), "reconstructed mesh")
         renders = np.asarray(FastRenderer().render(loaded, ds.orbit, size).rgba)
         inp = load_rgba(result.out_dir / "input.png")

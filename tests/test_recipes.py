@@ -1,5 +1,5 @@
-"""bench/ helpers that results depend on: the second real-mesh set's preparation, the acceptance table and the
-matte calibration."""
+"""recipes/default_model/: the helpers the shipped model's results depend on: the real-mesh sets'
+preparation, the acceptance table, the matte calibration, the silhouette oracle and the camera surgery."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ import torch
 import trimesh
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from recipes.default_model import calibrate_matte, drop_camera, silhouette_oracle, third_party
+from recipes.default_model.table import table
+from recipes.default_model.third_party import stand_on_thinnest_extent, textures_beside_mesh
+from render.common import InputError
+from video_prior.components import build_components, model_info_from_config, tiny_config
 
-import calibrate_matte  # noqa: E402
-import drop_camera  # noqa: E402
-import silhouette_oracle  # noqa: E402
-import third_party  # noqa: E402
-from default_model_table import table  # noqa: E402
-from third_party import stand_on_thinnest_extent, textures_beside_mesh  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("extents", [(1.0, 3.0, 2.0), (3.0, 1.0, 2.0), (2.0, 3.0, 1.0)])
@@ -174,9 +173,10 @@ def test_drop_camera_writes_a_no_camera_model(tmp_path):
     info = model_info_from_config(cfg)
     info.alpha_threshold = 0.4
     save_components(build_components(cfg), info, tmp_path / "cam")
-    script = Path(__file__).resolve().parents[1] / "bench" / "drop_camera.py"
+    script = ["-m", "recipes.default_model.drop_camera"]
     run = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "cam"), str(tmp_path / "nocam")],
+        [sys.executable, *script, str(tmp_path / "cam"), str(tmp_path / "nocam")],
+        cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
@@ -193,7 +193,8 @@ def test_drop_camera_writes_a_no_camera_model(tmp_path):
         np.degrees(polar.max().item()), 95.0
     )
     again = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "nocam"), str(tmp_path / "x")],
+        [sys.executable, *script, str(tmp_path / "nocam"), str(tmp_path / "x")],
+        cwd=REPO,
         capture_output=True,
         text=True,
     )
@@ -245,3 +246,34 @@ def test_real_shapes_from_fake_archives(tmp_path, monkeypatch):
     assert len(colours) == 10  # one plain colour per object, drawn from its name
     assert (out / ".complete").read_text() == "58\n"
     assert third_party.real_shapes(tmp_path / "cache") == out  # written once
+
+
+def test_drop_camera_conditioning_keeps_the_network_at_its_mean_camera():
+    torch.manual_seed(0)
+    cfg = tiny_config(num_frames=4, sample_size=16, conditioning="sv3d_p")
+    comps = build_components(cfg)
+    info = model_info_from_config(cfg)
+    polar, azimuth = torch.tensor([1.3]), torch.tensor([2.0])
+    new, new_info = drop_camera.drop_camera_conditioning(comps, info, polar, azimuth)
+    assert new_info.conditioning == "sv3d_u" and info.conditioning == "sv3d_p"
+    assert new["unet"].config.per_frame_conditioning is False
+    assert list(new["unet"].config.addition_time_embed_dims) == [cfg["unet"]["addition_time_embed_dims"][0]]
+    assert new["vae"] is comps["vae"]
+    # Averaged over one camera the fold is exact: the SV3D_u network computes what the SV3D_p one computes
+    # with that camera on every frame.
+    torch.manual_seed(1)
+    unet = comps["unet"]
+    frames, c_in = unet.config.num_frames, unet.config.in_channels
+    sample = torch.randn(1, frames, c_in, 16, 16)
+    context = torch.randn(1, 1, unet.config.cross_attention_dim)
+    ids_p = torch.tensor([0.0, 1.3, 2.0]).expand(1, frames, 3)
+    with torch.no_grad():
+        ref = unet(sample, 1.0, context, ids_p).sample
+        out = new["unet"](sample, 1.0, context, torch.zeros(1, 1)).sample
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    # With several cameras the bias holds their mean contribution; the original weights are untouched.
+    assert unet.add_embedding.linear_1.weight.shape[1] == sum(cfg["unet"]["addition_time_embed_dims"])
+    with pytest.raises(InputError, match="sv3d_p"):
+        drop_camera.drop_camera_conditioning(new, new_info, polar, azimuth)
+    with pytest.raises(ValueError, match="same N"):
+        drop_camera.drop_camera_conditioning(comps, info, torch.tensor([1.0, 2.0]), azimuth)

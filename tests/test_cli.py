@@ -1,0 +1,57 @@
+"""The command line's conventions: `mv3d --version`, and for every subcommand but `generate` (its own
+tests cover it) `-o/--out`, an example in the help, upper-case argument names and defaults shown one way."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from mv3d import __version__
+from mv3d.cli import main
+
+COMMANDS = ("render", "render-dataset", "train", "convert-weights", "reconstruct", "export", "eval")
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code, capsys.readouterr().out
+
+
+def test_version(capsys):
+    code, out = _run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"mv3d {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example_and_one_style(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one option per line, so each line can be checked alone
+    code, out = _run([command, "--help"], capsys)
+    assert code == 0
+    examples = re.findall(r"Example: (mv3d [^\n]+)", out)
+    assert examples and examples[0].startswith(f"mv3d {command} "), out
+    assert re.search(r"^\s+-o, --out <path>", out, re.M), "every subcommand writes to -o/--out"
+    usage = out.splitlines()[0]
+    arguments = re.findall(r"[{\[]([A-Za-z_]+)[}\]]", usage.split("[OPTIONS]", 1)[1])
+    assert arguments and all(a.isupper() for a in arguments), usage
+    # Defaults are typer's "[default: ...]" only, never also written into the help text.
+    assert "(default:" not in out and "Default:" not in out
+    # Option values are shown by their type, never by a made-up word.
+    for line in out.split("\nOptions:\n", 1)[1].splitlines():
+        m = re.match(r"^\s+(?:-\w, )?--[\w-]+(?: / --[\w-]+)? (?![/ ])(\S+)", line)
+        if m:
+            assert m.group(1).startswith("<"), line
+
+
+def test_library_errors_name_fields_and_the_cli_names_flags(tmp_path, capsys):
+    from render.common import InputError
+    from render.jobs import render_dataset
+
+    with pytest.raises(InputError, match=r"^views 0: expected at least 1") as exc:
+        render_dataset(["procedural:1:0"], tmp_path / "d", views=0)
+    assert exc.value.field == "views"
+    with pytest.raises(SystemExit) as code:
+        main(["render-dataset", "procedural:1:0", "-o", str(tmp_path / "d"), "--views", "0"])
+    assert code.value.code == 2
+    assert capsys.readouterr().err.strip() == "mv3d: error: --views 0: expected at least 1"
