@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
         resolution: int | None = typer.Option(
             None,
             "--resolution",
-            help="Voxel grid resolution (32-512). Default: from the view size (64 for views of 64 px, else 128).",
+            help="Voxel grid resolution (32-512).",
+            show_default="from the view size: 64 for views of 64 px, else 128",
         ),
         texture: str = typer.Option(
             "uv", "--texture", help="uv (xatlas atlas + baked texture), vertex (vertex colours) or none."
@@ -62,8 +63,8 @@ def register(app: typer.Typer) -> None:
         faces: int | None = typer.Option(
             None,
             "--faces",
-            help="Decimate to at most this many faces (0: no decimation). Default: from the view size "
-            "(10000 for 64 px views, 40000 from 128 px).",
+            help="Decimate to at most this many faces (0: no decimation).",
+            show_default="from the view size: 10000 for 64 px views, 40000 from 128 px",
         ),
         source_frame: bool = typer.Option(
             False,
@@ -78,7 +79,8 @@ def register(app: typer.Typer) -> None:
         texture_size: int | None = typer.Option(
             None,
             "--texture-size",
-            help="Texture atlas size in pixels. Default: from the view size (512 for 64 px views, else 1024).",
+            help="Texture atlas size in pixels.",
+            show_default="from the view size: 512 for 64 px views, else 1024",
         ),
         view_resolution: int = typer.Option(
             256, "--view-resolution", help="Downsize larger views to this many pixels for fitting."

@@ -49,8 +49,8 @@ class SettingError(InputError):
     """
 
     def __init__(self, field: str, value: Any, expectation: str):
-        self.field, self.value, self.expectation = field, value, expectation
-        super().__init__(f"{field} {value}: {expectation}")
+        super().__init__(f"{field} {value}: {expectation}", field=field)
+        self.value, self.expectation = value, expectation
 
     def renamed(self, name: str) -> InputError:
         """The same error with the field called `name` (e.g. the CLI flag ``--views``)."""
