@@ -193,7 +193,9 @@ def test_non_square_intrinsics_and_projection():
         assert intr.fl_x == intr.fl_y == pytest.approx(0.5 * w / math.tan(math.radians(20.0)))
         assert intr.fov_x_deg == pytest.approx(40.0)
         # Square pixels: tan(fov_y / 2) = (h / w) tan(fov_x / 2).
-        assert math.tan(math.radians(intr.fov_y_deg / 2)) == pytest.approx(h / w * math.tan(math.radians(20.0)))
+        assert math.tan(math.radians(intr.fov_y_deg / 2)) == pytest.approx(
+            h / w * math.tan(math.radians(20.0))
+        )
         c2w = camera_to_world(0.0, 0.0, 3.0)
         uv, _ = project(np.array([[0.0, 0, 0], [0.3, 0, 0], [0, 0, 0.3]]), c2w, intr)
         np.testing.assert_allclose(uv[0], (w / 2, h / 2), atol=1e-9)
