@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         "# Mutation check",
         "",
         "Each row is a plausible bug in a number mv3d reports, applied alone to a copy of the tree; the listed",
-        "tests must fail. Made by `python tests/mutation_check.py` (see its docstring).",
+        "tests must fail. Made by `python tests/mutation_check.py` (see its docstring) on "
+        + time.strftime("%Y-%m-%d", time.gmtime())
+        + ".",
         "",
         f"{baseline}. **{killed} of {len(rows)} mutants killed.**",
         "",
