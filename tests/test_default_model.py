@@ -170,6 +170,7 @@ def test_last_stages_train_at_the_samplers_noise_level(stage):
 @pytest.mark.skipif(
     not any(SHIPPED.rglob("*.safetensors")), reason="no default model weights in this checkout"
 )
+@pytest.mark.slow
 def test_shipped_default_model_generates_21_views():
     components, info = load_components(SHIPPED)
     assert info.vae_type == "patch" and info.num_frames == 21

@@ -53,6 +53,7 @@ def procedural_views(tmp_path_factory):
     return render_gt(tmp, procedural_object(0, 1), num_views=16, resolution=128)
 
 
+@pytest.mark.slow
 def test_field_reconstruction_within_bounds(procedural_views, tmp_path):
     views, gt = procedural_views
     out = tmp_path / "mesh.glb"
@@ -259,6 +260,7 @@ def test_rasterizer_matches_area():
     np.testing.assert_allclose(frag.depth[frag.face >= 0], 1.0)
 
 
+@pytest.mark.slow
 def test_cli_reconstruct_and_errors(procedural_views, tmp_path):
     views, _ = procedural_views
     out = tmp_path / "m.ply"

@@ -121,6 +121,7 @@ def fixed_loss(model_dir_or_components, data_root, config) -> float:
     return total / 6
 
 
+@pytest.mark.slow
 def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path):
     cfg = tiny_config(max_steps=5, sample_every=5, sample_steps=2)
     before = fixed_loss(vtrain.build_model(cfg)[0], data_root, cfg)
@@ -141,6 +142,7 @@ def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path
         vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_weights(data_root, tmp_path):
     """A `mv3d train` subprocess killed with SIGKILL and resumed ends with the uninterrupted run's weights."""
     steps = 6
