@@ -183,3 +183,83 @@ def test_sv3d_adapter_order_and_units():
     np.testing.assert_array_equal(from_sv3d_order(frames, sv.order), np.arange(21))
     mirrored = to_sv3d(orbit, direction=-1)
     np.testing.assert_allclose(np.rad2deg(mirrored.azimuth_rad[0]), 360 - 360 / 21)
+
+
+def test_non_square_intrinsics_and_projection():
+    """Landscape and portrait images: principal point at the centre, square pixels, fov_x as asked."""
+    for w, h in ((160, 90), (90, 160)):
+        intr = Intrinsics.from_fov(40.0, w, h)
+        assert (intr.cx, intr.cy) == (w / 2, h / 2)
+        assert intr.fl_x == intr.fl_y == pytest.approx(0.5 * w / math.tan(math.radians(20.0)))
+        assert intr.fov_x_deg == pytest.approx(40.0)
+        # Square pixels: tan(fov_y / 2) = (h / w) tan(fov_x / 2).
+        assert math.tan(math.radians(intr.fov_y_deg / 2)) == pytest.approx(
+            h / w * math.tan(math.radians(20.0))
+        )
+        c2w = camera_to_world(0.0, 0.0, 3.0)
+        uv, _ = project(np.array([[0.0, 0, 0], [0.3, 0, 0], [0, 0, 0.3]]), c2w, intr)
+        np.testing.assert_allclose(uv[0], (w / 2, h / 2), atol=1e-9)
+        # The same world offset moves as many pixels right (+X) as up (+Z): square pixels.
+        assert uv[1, 0] - w / 2 == pytest.approx(h / 2 - uv[2, 1])
+        assert uv[1, 0] - w / 2 == pytest.approx(intr.fl_x * 0.3 / 3.0)
+    # Orbit.intrinsics passes the height through.
+    assert static_orbit(3).intrinsics(64, 48).cy == 24
+
+
+def test_intrinsics_scaled_with_different_x_and_y_scales():
+    intr = Intrinsics(fl_x=100.0, fl_y=120.0, cx=64.0, cy=40.0, width=128, height=96)
+    s = intr.scaled(64, 24)  # x halves, y quarters
+    assert (s.fl_x, s.cx, s.width) == (50.0, 32.0, 64)
+    assert (s.fl_y, s.cy, s.height) == (30.0, 10.0, 24)
+    # The same scene point lands at the scaled pixel position (pixel-corner convention, no half-pixel shift).
+    c2w = camera_to_world(30.0, 20.0, 3.0)
+    pts = np.array([[0.1, -0.2, 0.15], [0.3, 0.1, -0.1]])
+    uv, _ = project(pts, c2w, intr)
+    uv_s, _ = project(pts, c2w, s)
+    np.testing.assert_allclose(uv_s, uv * np.array([0.5, 0.25]), atol=1e-9)
+
+
+@pytest.mark.parametrize("elevation", [90.0, -90.0])
+def test_camera_at_the_poles(elevation):
+    """At the poles the image up falls back to world +Y (the way the azimuth-0 camera faces)."""
+    for az in (0.0, 45.0, 200.0):  # azimuth is meaningless at a pole: the same camera every time
+        c2w = camera_to_world(az, elevation, 2.0)
+        np.testing.assert_allclose(c2w[:3, 3], (0, 0, 2.0 * np.sign(elevation)), atol=1e-12)
+        np.testing.assert_allclose(c2w[:3, 1], (0, 1, 0), atol=1e-12)  # image up
+        np.testing.assert_allclose(c2w[:3, 2], (0, 0, np.sign(elevation)), atol=1e-12)  # looks at the origin
+        np.testing.assert_allclose(np.linalg.det(c2w[:3, :3]), 1.0, atol=1e-12)
+    # A point on world +Y appears above the image centre; one on +X to the right (north) or left (south).
+    intr = Intrinsics.from_fov(SV3D_FOV_DEG, 64, 48)
+    uv, z = project(np.array([[0, 0.2, 0], [0.2, 0, 0]]), camera_to_world(0.0, elevation, 2.0), intr)
+    assert np.all(z > 0) and uv[0, 1] < 24 and uv[0, 0] == pytest.approx(32)
+    assert (uv[1, 0] > 32) == (elevation > 0)
+
+
+def test_orbit_through_the_north_pole_is_continuous_from_azimuth_zero():
+    """A camera rising over the top at azimuth 0 reaches the pole's matrix without a jump."""
+    el = np.array([80.0, 89.0, 89.9, 89.999, 90.0])
+    c2w = camera_to_world(np.zeros_like(el), el, 2.5)
+    steps = np.linalg.norm(np.diff(c2w[:, :3, :3], axis=0), axis=(1, 2))
+    assert np.all(np.isfinite(c2w))
+    assert steps[-1] < 1e-3 and np.all(steps < 0.5)
+    # From the other side (azimuth 180) the south pole is reached smoothly likewise.
+    el_s = -el
+    c2w_s = camera_to_world(np.full_like(el_s, 180.0), el_s, 2.5)
+    assert np.linalg.norm(c2w_s[-1, :3, :3] - c2w_s[-2, :3, :3]) < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dynamic_orbit_is_anchored_and_smooth_across_frame_zero(seed):
+    """Frame 0 is the input view, and the elevation curve passes through it: no jump from frame 0 to 1.
+
+    The offset is a sum of K sinusoids in azimuth with amplitudes at most A / k, so its slope is at most
+    K * A degrees per radian of azimuth; each step's change is bounded by that times the step.
+    """
+    n, amp, k = 120, 10.0, 3
+    orbit = dynamic_orbit(n, 15.0, seed=seed, max_amplitude_deg=amp, num_sinusoids=k)
+    assert orbit.azimuth_deg[0] == 0.0 and orbit.elevation_deg[0] == 15.0
+    az = np.deg2rad(np.concatenate([orbit.azimuth_deg, [360.0]]))
+    el = np.concatenate([orbit.elevation_deg, orbit.elevation_deg[:1]])  # the turn closes on frame 0
+    bound = k * amp * np.diff(az) + 1e-9
+    assert np.all(np.abs(np.diff(el)) <= bound), (np.abs(np.diff(el)) / bound).max()
+    assert np.ptp(orbit.elevation_deg) > 1.0

@@ -172,6 +172,7 @@ def test_last_stages_train_at_the_samplers_noise_level(stage):
 @pytest.mark.skipif(
     not any(SHIPPED.rglob("*.safetensors")), reason="no default model weights in this checkout"
 )
+@pytest.mark.slow
 def test_shipped_default_model_generates_21_views():
     components, info = load_components(SHIPPED)
     assert info.vae_type == "patch" and info.num_frames == 21
@@ -184,6 +185,41 @@ def test_shipped_default_model_generates_21_views():
     # a trained model moves away from the input view on the far side of the orbit
     copy = composite(image, info.background)
     assert np.abs(out.frames[10, ..., :3] - copy).mean() > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(SHIPPED.rglob("*.safetensors")), reason="no default model weights in this checkout"
+)
+def test_shipped_default_model_beats_copying_the_input_on_held_out_objects():
+    """On three held-out procedural objects (seed 2, as docs/eval_default/heldout) the shipped weights must
+    beat the copy baseline on every object, by PSNR and silhouette IoU over the novel views. An untrained
+    network fails this: random weights give noise, the zero-initialised warm start gives the copy itself.
+    Measured (mv3d eval's settings: 21 views, elevation 10, 64 px, seed 0): PSNR 19.95 / 21.76 / 22.41 dB
+    against copying's 17.41 / 18.25 / 18.39; mask IoU 0.59 / 0.78 / 0.84 against 0.49 / 0.60 / 0.63.
+    """
+    pytest.importorskip("pyrender")
+    from eval.view_metrics import mask_iou, masks_from_alpha, psnr, to_tensor
+    from mv3d.generate import ViewGenerator
+    from render.renderers import get_renderer
+    from render.sources import resolve_sources
+
+    gen = ViewGenerator.load("default", "cpu")
+    orbit = static_orbit(21, 10.0)
+    with get_renderer("fast") as renderer:
+        truths = [renderer.render(s.load(), orbit, 64).rgba for s in resolve_sources(["procedural:3:2"])]
+    for truth in truths:
+        ours = gen(truth[0], orbit, seed=0)
+        copy = np.repeat(truth[:1], len(orbit), axis=0)
+
+        def scores(views, truth=truth):
+            p = psnr(to_tensor(views[1:]), to_tensor(truth[1:])).mean().item()
+            m = mask_iou(masks_from_alpha(views[1:]), masks_from_alpha(truth[1:])).mean().item()
+            return p, m
+
+        (p_ours, m_ours), (p_copy, m_copy) = scores(ours), scores(copy)
+        assert p_ours > p_copy + 1.5, (p_ours, p_copy)
+        assert m_ours > m_copy + 0.05, (m_ours, m_copy)
 
 
 def test_no_camera_ablation_differs_only_in_the_camera():

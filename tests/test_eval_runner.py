@@ -88,6 +88,7 @@ def run_a(tmp_path_factory):
     return out, gen, metrics
 
 
+@pytest.mark.slow
 def test_end_to_end_outputs(run_a):
     out, gen, metrics = run_a
     assert gen.calls == 2
@@ -269,6 +270,7 @@ def test_cli_help_lists_the_options():
     assert res.returncode == 0 and "--objects" in res.stdout and "--compare" in res.stdout
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_the_tiny_model(tmp_path, capsys):
     pipeline = pytest.importorskip("video_prior.pipeline")
     from video_prior.components import tiny_config

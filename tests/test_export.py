@@ -142,6 +142,7 @@ def _bpy_inspect(path) -> dict:
 
 @pytest.mark.blender
 @pytest.mark.skipif(not HAS_BPY, reason="bpy (the blender extra) is not installed")
+@pytest.mark.slow
 def test_blender_imports_glb_and_blend(tmp_path):
     mesh = textured_box()
     glb = export_mesh(mesh, tmp_path / "m.glb")
@@ -161,6 +162,7 @@ def test_blender_imports_glb_and_blend(tmp_path):
         export_blend(glb, tmp_path / "scene.txt")
 
 
+@pytest.mark.slow
 def test_cli_export(tmp_path):
     glb = export_mesh(textured_box(), tmp_path / "m.glb")
     env = dict(os.environ, PYOPENGL_PLATFORM="egl", HF_HUB_OFFLINE="1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +94,75 @@ def test_wrong_layout_is_a_clear_error(tmp_path, weights_dir):
     # vgg heads into the alex model: shapes differ.
     with pytest.raises(InputError, match="expected"):
         LPIPS.from_files("alex", weights_dir / BACKBONE_FILES["alex"], weights_dir / HEAD_FILES["vgg"])
+
+
+def _reference_lpips(state, heads, taps, x, y):
+    """LPIPS written out from the paper (eq. 1) with plain functional torch, independently of eval.lpips.
+
+    `state`: a torchvision `features.N.weight/bias` state dict; `taps`: the feature indices whose ReLU
+    outputs are compared, each given as the list of (kind, index) layers that lead to it from the previous
+    tap. Inputs in [0, 1] go to [-1, 1], then through lpips' ScalingLayer.
+    """
+    import torch.nn.functional as F
+
+    shift = torch.tensor([-0.030, -0.088, -0.188], dtype=torch.float64).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450], dtype=torch.float64).view(1, 3, 1, 1)
+
+    def features(img):
+        h = (img.double() * 2 - 1 - shift) / scale
+        out = []
+        for stage in taps:
+            for kind, arg in stage:
+                if kind == "conv":
+                    idx, stride, pad = arg
+                    w, b = state[f"features.{idx}.weight"].double(), state[f"features.{idx}.bias"].double()
+                    h = F.relu(F.conv2d(h, w, b, stride=stride, padding=pad))
+                else:
+                    h = F.max_pool2d(h, *arg)
+            out.append(h)
+        return out
+
+    total = torch.zeros(x.shape[0], dtype=torch.float64)
+    for k, (fa, fb) in enumerate(zip(features(x), features(y), strict=True)):
+        na = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        nb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        w = heads[f"lin{k}.model.1.weight"].double().view(1, -1, 1, 1)
+        total += (w * (na - nb) ** 2).sum(1).mean(dim=(1, 2))
+    return total
+
+
+_ALEX_STAGES = [
+    [("conv", (0, 4, 2))],
+    [("pool", (3, 2)), ("conv", (3, 1, 2))],
+    [("pool", (3, 2)), ("conv", (6, 1, 1))],
+    [("conv", (8, 1, 1))],
+    [("conv", (10, 1, 1))],
+]
+_VGG_STAGES = [
+    [("conv", (0, 1, 1)), ("conv", (2, 1, 1))],
+    [("pool", (2, 2)), ("conv", (5, 1, 1)), ("conv", (7, 1, 1))],
+    [("pool", (2, 2)), ("conv", (10, 1, 1)), ("conv", (12, 1, 1)), ("conv", (14, 1, 1))],
+    [("pool", (2, 2)), ("conv", (17, 1, 1)), ("conv", (19, 1, 1)), ("conv", (21, 1, 1))],
+    [("pool", (2, 2)), ("conv", (24, 1, 1)), ("conv", (26, 1, 1)), ("conv", (28, 1, 1))],
+]
+
+
+@pytest.mark.parametrize("net, stages", [("alex", _ALEX_STAGES), ("vgg", _VGG_STAGES)])
+def test_matches_an_independent_computation_on_photographs(weights_dir, net, stages):
+    """Fixed (seeded) weights in the published layouts; real photographs; the formula computed separately."""
+    data = pytest.importorskip("skimage.data")
+    imgs = np.stack(
+        [data.astronaut()[100:164, 150:214], data.chelsea()[40:104, 200:264], data.coffee()[100:164, 300:364]]
+    )
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
+    y = x[[1, 2, 0]]
+    state = torch.load(weights_dir / BACKBONE_FILES[net], weights_only=True)
+    heads = torch.load(weights_dir / HEAD_FILES[net], weights_only=True)
+    model = LPIPS.from_dir(net, weights_dir)
+    ref = _reference_lpips(state, heads, stages, x, y)
+    got = lpips(x, y, model)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-6)
+    # Pairs of a photo with itself slightly darkened score far lower than pairs of different photos.
+    near = _reference_lpips(state, heads, stages, x, x * 0.9)
+    torch.testing.assert_close(lpips(x, x * 0.9, model).double(), near, rtol=1e-4, atol=1e-6)
+    assert torch.all(near < ref)

@@ -89,3 +89,50 @@ def test_occupancy_is_oriented_and_robust_to_holes():
 def test_empty_mesh_is_an_input_error(spheres):
     with pytest.raises(InputError, match="no faces"):
         chamfer_distance(trimesh.Trimesh(), spheres[0])
+
+
+@pytest.fixture(scope="module")
+def sphere_and_hemisphere():
+    r = 0.4
+    sphere = trimesh.creation.icosphere(5, radius=r)
+    hemi = sphere.copy()
+    hemi.update_faces(sphere.triangles_center[:, 2] > 0)  # the upper half: a subset of the sphere
+    hemi.remove_unreferenced_vertices()
+    return r, sphere, hemi
+
+
+def test_hemisphere_against_sphere_exact_answers(sphere_and_hemisphere):
+    """An asymmetric case: the two directions differ, so one-sided or mis-combined metrics show.
+
+    Every hemisphere point lies on the sphere (distance 0, precision 1). A sphere point at angle a below
+    the equator is nearest to the rim, at chord 2 r sin(a/2); with area density cos(a) on the lower half,
+    its mean is 2 r * (2/3)(sqrt 2 - 1), and the upper half is at 0. So
+        Chamfer = 0.5 * (0 + 0.5 * 2 r (2/3)(sqrt 2 - 1)) = r (sqrt 2 - 1) / 3,
+        recall(t) = 0.5 + 0.5 sin(2 asin(t / 2r)),  F = 2 recall / (1 + recall),
+        normal consistency = 0.5 * (1 + 0.5 * (1 + E[cos a])) with E[cos a] = pi / 4 (rim normals are
+        horizontal).
+    Sampling adds the gap between two samplings of one surface, measured here on the sphere itself.
+    """
+    r, sphere, hemi = sphere_and_hemisphere
+    n = 50_000
+    t = 0.05
+    m = mesh_metrics(hemi, sphere, thresholds=(t,), num_points=n, resolution=16)
+    gap = chamfer_distance(sphere, sphere, num_points=n)
+    assert m["chamfer"] == pytest.approx(r * (np.sqrt(2) - 1) / 3, abs=gap + 1e-3)
+    recall = 0.5 + 0.5 * np.sin(2 * np.arcsin(t / (2 * r)))
+    assert m[f"f_score@{t:g}"] == pytest.approx(2 * recall / (1 + recall), abs=0.01)
+    assert m["normal_consistency"] == pytest.approx(0.5 * (1 + 0.5 * (1 + np.pi / 4)), abs=0.005)
+    # Symmetric by definition: swapping prediction and ground truth changes nothing but the sampling.
+    swapped = mesh_metrics(sphere, hemi, thresholds=(t,), num_points=n, resolution=16)
+    assert swapped["chamfer"] == pytest.approx(m["chamfer"], rel=0.03)
+    assert swapped[f"f_score@{t:g}"] == pytest.approx(m[f"f_score@{t:g}"], abs=0.01)
+
+
+def test_flipped_winding_keeps_normal_consistency(sphere_and_hemisphere):
+    """Inconsistent face winding is not penalised (absolute cosines): an inside-out sphere scores ~1."""
+    _, sphere, _ = sphere_and_hemisphere
+    inside_out = sphere.copy()
+    inside_out.invert()
+    assert np.allclose(inside_out.face_normals, -sphere.face_normals)
+    assert normal_consistency(inside_out, sphere, num_points=N) > 0.995
+    assert normal_consistency(sphere, inside_out, num_points=N) > 0.995

@@ -201,6 +201,7 @@ def test_very_large_jpeg_is_reduced_while_decoding(tmp_path: Path):
     _check_framed(res)
 
 
+@pytest.mark.slow
 def test_large_png_passes_pillow_bomb_guard(tmp_path: Path):
     # 10000^2 = 100 MP is above Pillow's 89 MP warning level but an honest file.
     im = Image.new("L", (10000, 10000), 230)

@@ -159,6 +159,7 @@ def test_silhouette_oracle_bounds_a_predictor_without_cameras():
     assert np.isclose(silhouette_oracle.oracle_iou(views), (1 + 32 / 96) / 2)
 
 
+@pytest.mark.slow
 def test_drop_camera_writes_a_no_camera_model(tmp_path):
     from video_prior.components import (
         build_components,

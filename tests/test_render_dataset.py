@@ -49,6 +49,7 @@ def test_object_orbits_depend_on_id_only():
     assert min(elevations) >= -5.0 and max(elevations) <= 30.0 and np.ptp(elevations) > 5.0
 
 
+@pytest.mark.slow
 def test_job_records_failures_rejections_and_resumes(tmp_path):
     from render.curation import CurationConfig
 
@@ -109,6 +110,7 @@ def _cli(out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigkill_midway_resumes_to_the_uninterrupted_dataset(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     # The reference run uses 2 worker processes: the files must not depend on scheduling either.
@@ -143,6 +145,7 @@ def test_sigkill_midway_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert _tree(killed) == _tree(ref)
 
 
+@pytest.mark.slow
 def test_third_party_assets_render_to_complete_datasets(tmp_path, third_party_meshes):
     """Blender-written GLB, OBJ+MTL, STL and PLY (mixed quads) become complete datasets; a broken file is skipped."""
     broken = tmp_path / "truncated.glb"
@@ -160,6 +163,7 @@ def test_third_party_assets_render_to_complete_datasets(tmp_path, third_party_me
         assert ds.meta["object"]["source"].startswith(str(next(iter(third_party_meshes.values())).parent))
 
 
+@pytest.mark.slow
 def test_worker_crash_fails_only_its_object(tmp_path, monkeypatch):
     """A worker killed by one object breaks the pool; the others in flight are rerun alone and succeed."""
     from conftest import CrashingSource
@@ -181,6 +185,7 @@ def test_worker_crash_fails_only_its_object(tmp_path, monkeypatch):
     assert [f["source"] for f in failures] == ["crash:0"] and "died" in failures[0]["error"]
 
 
+@pytest.mark.slow
 def test_ray_runs_the_same_task(tmp_path):
     ray = pytest.importorskip("ray")
     local = render_dataset(["procedural:2:21"], tmp_path / "local", **SMALL, progress=False)

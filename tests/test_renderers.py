@@ -125,6 +125,7 @@ def test_light_seed_changes_shading_not_silhouette(example_mesh):
 
 @pytest.mark.blender
 @pytest.mark.skipif(not has_bpy(), reason="bpy (the blender extra) is not installed")
+@pytest.mark.slow
 def test_blender_matches_fast_renderer(colour_cube, example_mesh):
     """Cycles in a worker process: same cube faces, and the same silhouette as the rasteriser (IoU > 0.98)."""
     blender = get_renderer("blender", samples=4)

@@ -12,7 +12,7 @@ import trimesh
 from PIL import Image
 
 from render.common import InputError
-from render.sources import MESH_EXTENSIONS, ObjectSource, file_source, resolve_source, resolve_sources
+from render.sources import ObjectSource, file_source, resolve_source, resolve_sources
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -170,10 +170,29 @@ def test_unknown_kind_is_an_input_error():
         ObjectSource("x", "x", {}, kind="ftp").load()
 
 
-def test_extensions_follow_the_loader():
+def test_folders_find_every_format_the_loader_reads_and_nothing_else(tmp_path):
+    """A real mesh in each extension `load_mesh` reads (any case) is found in a folder and loads; other
+    files are not picked up."""
+    from trimesh.exchange.gltf import export_gltf
+
     from render.meshes import SUPPORTED_FORMATS
 
-    assert set(MESH_EXTENSIONS) == set(SUPPORTED_FORMATS)
+    box = trimesh.creation.box((0.4, 0.2, 0.3))
+    for i, ext in enumerate(sorted(SUPPORTED_FORMATS)):
+        name = f"m{i}{ext.upper() if i % 2 else ext}"
+        if ext == ".gltf":
+            (tmp_path / name).write_bytes(export_gltf(trimesh.Scene(box), embed_buffers=True)["model.gltf"])
+        else:
+            box.export(tmp_path / name, file_type=ext[1:])
+    (tmp_path / "notes.txt").write_text("not a mesh")
+    (tmp_path / "render.png").write_bytes(b"\x89PNG")
+    sources = resolve_sources([str(tmp_path)])
+    found = sorted(Path(s.location).suffix.lower() for s in sources)
+    assert found == sorted(SUPPORTED_FORMATS) and len(found) >= 6
+    for s in sources:
+        assert s.load().num_faces == 12, s.location
+    with pytest.raises(InputError, match="not a mesh file"):
+        resolve_sources([str(tmp_path / "notes.txt")])
 
 
 def test_up_axis_applies_to_files_and_folders_and_changes_the_id_only_when_it_turns_the_mesh(tree):

@@ -122,6 +122,7 @@ def fixed_loss(model, data_root, config) -> float:
     return total / 6
 
 
+@pytest.mark.slow
 def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path):
     cfg = tiny_config(max_steps=5, sample_every=5, sample_steps=2)
     before = fixed_loss(vtrain.build_model(cfg), data_root, cfg)
@@ -163,6 +164,7 @@ def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path
         vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_weights(data_root, tmp_path):
     """A `mv3d train` subprocess killed with SIGKILL and resumed ends with the uninterrupted run's weights."""
     steps = 6
@@ -307,24 +309,140 @@ def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, c
     assert exc.value.code == 2 and str(data_root) in err and len(err.strip().splitlines()) == 1
 
 
+# Loaded into every launched process through PYTHONPATH (a sitecustomize module): after each checkpoint it
+# saves this rank's UNet weights, and it records the dataset indices of every batch the rank's loader yields.
+# It only observes: the processes run the unchanged `mv3d train`.
+_RANK_PROBE = """
+import json, os
+_out = os.environ.get("MV3D_TEST_RANK_PROBE")
+if _out:
+    import accelerate
+    import torch.utils.data.dataloader as _dl
+
+    _save_state = accelerate.Accelerator.save_state
+
+    def save_state(self, output_dir=None, **kwargs):
+        result = _save_state(self, output_dir, **kwargs)
+        from safetensors.torch import save_file
+
+        unet = self.unwrap_model(self._models[0])
+        state = {k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
+        name = "step-" + os.path.basename(os.path.normpath(str(output_dir))).rsplit("step-", 1)[-1]
+        save_file(state, os.path.join(_out, f"rank{self.process_index}-{name}.safetensors"))
+        return result
+
+    accelerate.Accelerator.save_state = save_state
+    _next = _dl._BaseDataLoaderIter.__next__
+
+    def __next__(self):
+        batch = _next(self)
+        if isinstance(batch, dict) and "index" in batch:
+            rank = os.environ.get("RANK", "0")
+            with open(os.path.join(_out, f"batches-rank{rank}.jsonl"), "a") as fh:
+                fh.write(json.dumps(batch["index"].tolist()) + "\\n")
+        return batch
+
+    _dl._BaseDataLoaderIter.__next__ = __next__
+"""
+
+
+def _single_process_reference(cfg: vtrain.TrainConfig, data_root: Path, world: int, steps: int) -> dict:
+    """The UNet after `steps` optimizer steps of ONE process on the global batch of `world` ranks.
+
+    Each rank r's share is the batch its loader yields at micro-step s, with the random draws of
+    (seed, s, r); data-parallel training averages the ranks' gradients, which is the gradient of the mean
+    of their losses. Then gradient clipping and AdamW as the trainer configures them (constant rate).
+    """
+    from accelerate.utils import set_seed
+
+    from video_prior.data import make_loader
+
+    set_seed(cfg.seed)
+    comps, info = vtrain.build_model(cfg)
+    unet = comps["unet"].train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    )
+    ds = OrbitVideoDataset([data_root], cfg.data, seed=cfg.seed)
+    for step in range(steps):
+        losses = []
+        for rank in range(world):
+            batch = next(iter(make_loader(ds, cfg.batch_size, cfg.seed, step, rank, world)))
+            batch = vtrain.to_model_order(batch, info)
+            gen = vtrain.step_generator(cfg.seed, step, rank)
+            losses.append(
+                vtrain.training_loss(
+                    unet, comps["vae"], comps["image_encoder"], unet.config, batch, cfg, gen,
+                    torch.device("cpu"), info=info,
+                )
+            )  # fmt: skip
+        torch.stack(losses).mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
 @pytest.mark.slow
 def test_two_processes_ddp_on_cpu(data_root, tmp_path):
-    """`torchrun --nproc_per_node 2` (what `accelerate launch --multi_gpu` runs) with gloo on CPU, 2 steps."""
+    """`accelerate launch` of `mv3d train` on 2 CPU processes (gloo), as the README documents, 2 steps.
+
+    The two ranks train on different objects, their weights are equal after each step (the gradients are
+    all-reduced), and equal to one process stepping on the same global batch.
+    """
+    steps, world = 2, 2
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY, "batch_size": 1}))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cfg.write_text(yaml.safe_dump({**TINY, "batch_size": 1, "checkpoint_every": 1}))
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_RANK_PROBE)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+        "MV3D_TEST_RANK_PROBE": str(probe),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     port = str(29500 + os.getpid() % 1000)
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m", "mv3d", "train",
-         str(cfg), "--data", str(data_root), "--out", str(tmp_path / "ddp"), "--max-steps", "2"],
-        capture_output=True, text=True, timeout=240, env=env,
+        [*accelerate, "--multi_gpu", "--num_processes", str(world), "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+         "-m", "mv3d", "train", str(cfg), "--data", str(data_root), "--out", str(tmp_path / "ddp"),
+         "--max-steps", str(steps)],
+        capture_output=True, text=True, timeout=400, env=env,
     )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-3000:]
     ckpt = vtrain.latest_checkpoint(tmp_path / "ddp")
     assert ckpt.name == "step-000002"
     assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
     # One process logs: one metrics line per step.
-    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == steps
+
+    # Different objects on each rank, at every step.
+    seen = [
+        [json.loads(line) for line in (probe / f"batches-rank{k}.jsonl").read_text().splitlines()]
+        for k in range(world)
+    ]
+    for step in range(steps):
+        assert set(seen[0][step]).isdisjoint(seen[1][step]), seen
+
+    # Equal weights on both ranks after each step, and equal to one process on the global batch.
+    reference = _single_process_reference(tiny_config(batch_size=1), data_root, world, steps)
+    init = vtrain.build_model(tiny_config(batch_size=1))[0]["unet"].state_dict()
+    for step in (1, 2):
+        a = load_file(str(probe / f"rank0-step-{step:06d}.safetensors"))
+        b = load_file(str(probe / f"rank1-step-{step:06d}.safetensors"))
+        assert a.keys() == b.keys() == init.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-7)
+    final = load_file(str(probe / f"rank0-step-{steps:06d}.safetensors"))
+    assert max(float((final[k] - init[k]).abs().max()) for k in final) > 1e-3  # the weights moved
+    for k in final:
+        torch.testing.assert_close(final[k], reference[k], rtol=1e-4, atol=2e-5, msg=k)
 
 
 def test_lr_schedule_warms_up_holds_and_cools_down(data_root, tmp_path):

@@ -193,3 +193,68 @@ def test_depth_maps_agree_with_the_fast_renderer():
     assert (hit_ref == hit_mine).mean() > 0.99  # silhouettes differ only in edge pixels
     both = hit_ref & hit_mine
     assert np.median(np.abs(ref[both] - mine[both])) < 0.01
+
+
+# ------------------------------------------------------------------------------------------------
+# Pinned to independent implementations on real photographs (scikit-image's bundled data)
+# ------------------------------------------------------------------------------------------------
+
+
+def _photos(size=(96, 128)):
+    """Three real photographs (uint8 on disk in scikit-image), cropped to one size: (3, H, W, 3) in [0, 1]."""
+    data = pytest.importorskip("skimage.data")
+    h, w = size
+    imgs = [
+        data.astronaut()[100 : 100 + h, 150 : 150 + w],
+        data.chelsea()[:h, 100 : 100 + w],
+        data.coffee()[:h, :w],
+    ]
+    return np.stack(imgs).astype(np.float32) / 255.0
+
+
+def _t(arr):
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
+
+
+def test_ssim_matches_scikit_image_on_photographs():
+    """The project's settings (11x11 Gaussian window, sigma 1.5, data range 1) against skimage's reference."""
+    from skimage.metrics import structural_similarity
+
+    a = _photos()
+    rng = np.random.default_rng(0)
+    noisy = np.clip(a + rng.normal(0, 0.03, a.shape), 0, 1).astype(np.float32)
+    others = a[[1, 2, 0]]  # each photo against a different one: low similarity
+    blurred = (a + np.roll(a, 1, 1) + np.roll(a, 1, 2) + np.roll(a, (1, 1), (1, 2))).astype(np.float32) / 4
+    for b in (noisy, others, blurred):
+        ref = [
+            structural_similarity(
+                x.astype(np.float64), y.astype(np.float64), win_size=11, gaussian_weights=True, sigma=1.5,
+                use_sample_covariance=False, data_range=1.0, channel_axis=-1,
+            )
+            for x, y in zip(a, b, strict=True)
+        ]  # fmt: skip
+        np.testing.assert_allclose(ssim(_t(a), _t(b)).numpy(), ref, atol=2e-6)
+    # The three cases are far apart, so the comparison above is not between near-equal numbers.
+    assert ssim(_t(a), _t(others)).max() < 0.3 < ssim(_t(a), _t(noisy)).min()
+    with pytest.raises(InputError, match="at least 11"):
+        ssim(torch.zeros(1, 3, 8, 40), torch.zeros(1, 3, 8, 40))
+
+
+def test_psnr_is_per_image_and_matches_scikit_image():
+    """Each image's PSNR from its own MSE (not the batch's mean MSE), pinned to skimage's."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    a = _photos()
+    rng = np.random.default_rng(1)
+    # Very different errors per image: a batch-mean MSE would give all three the same value.
+    b = np.stack(
+        [np.clip(x + rng.normal(0, s, x.shape), 0, 1) for x, s in zip(a, (0.01, 0.05, 0.2), strict=True)]
+    )
+    b = b.astype(np.float32)
+    ref = [
+        peak_signal_noise_ratio(x.astype(np.float64), y.astype(np.float64), data_range=1.0)
+        for x, y in zip(a, b, strict=True)
+    ]
+    got = psnr(_t(b), _t(a)).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+    assert got[0] - got[2] > 20  # the errors above differ by a factor of 20 in RMS

@@ -1,0 +1,261 @@
+"""Mutation check: plausible bugs in the numbers mv3d reports, each of which the suite must catch.
+
+    python tests/mutation_check.py [--out docs/mutation_check.md] [--only ID ...] [--keep]
+
+The working tree (tracked and untracked, not ignored files) is copied once to a temporary folder. There,
+first the selected tests run on the unchanged copy (they must pass, or nothing below means anything);
+then each mutant below is applied on its own (an exact text substitution, or a function that rewrites
+files), its tests run with `-x`, and the copy is restored. A mutant is KILLED when a test fails, SURVIVED
+when all pass; NOT APPLIED when its text is no longer in the file (the code moved: update the mutant).
+The script exits 1 unless every mutant is killed, and writes a Markdown report.
+
+Not collected by pytest (the file name does not start with test_). Needs what the tests need (the fast
+renderer for the reconstruction and shipped-model tests, `accelerate` for the two-process test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutant:
+    """One bug: `path`'s `old` text replaced by `new` (exactly one occurrence), or `apply(root)`."""
+
+    id: str
+    what: str
+    path: str
+    tests: list[str]
+    old: str = ""
+    new: str = ""
+    apply: Callable[[Path], None] | None = field(default=None, repr=False)
+
+
+def _untrained_unet(init: str) -> Callable[[Path], None]:
+    """Replace the shipped UNet's weights by a fresh network of the same config ("random" or "zero")."""
+
+    def apply(root: Path) -> None:
+        code = f"""
+import torch
+from video_prior.components import load_components
+from pathlib import Path
+comps, info = load_components(Path("mv3d/default_model"))
+unet = comps["unet"]
+torch.manual_seed(0)
+fresh = type(unet).from_config(unet.config)
+if {init!r} == "zero":  # the copy-baseline warm start: output convolution zeroed
+    torch.nn.init.zeros_(fresh.conv_out.weight)
+    torch.nn.init.zeros_(fresh.conv_out.bias)
+fresh.save_pretrained("mv3d/default_model/unet")
+"""
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env=_env(root), check=True, capture_output=True
+        )
+
+    return apply
+
+
+MESH = ["tests/test_mesh_metrics.py"]
+VIEW = ["tests/test_view_metrics.py"]
+CAMS = ["tests/test_cameras.py"]
+DDP = ["tests/test_train.py::test_two_processes_ddp_on_cpu"]
+SHIPPED = [
+    "tests/test_default_model.py::test_shipped_default_model_beats_copying_the_input_on_held_out_objects"
+]
+
+MUTANTS = [
+    Mutant("chamfer-one-sided", "Chamfer from the prediction's side only", "eval/mesh_metrics.py", MESH,
+           "return float(0.5 * (d_pg.mean() + d_gp.mean()))", "return float(d_pg.mean())"),
+    Mutant("fscore-arithmetic-mean", "F-score as the arithmetic mean of precision and recall",
+           "eval/mesh_metrics.py", MESH,
+           "2 * precision * recall / (precision + recall)", "(precision + recall) / 2"),
+    Mutant("normal-consistency-no-abs", "np.abs dropped in the normal consistency", "eval/mesh_metrics.py",
+           MESH,
+           "a = np.abs((pn * gn[i_pg]).sum(-1)).mean()\n    b = np.abs((gn * pn[i_gp]).sum(-1)).mean()",
+           "a = ((pn * gn[i_pg]).sum(-1)).mean()\n    b = ((gn * pn[i_gp]).sum(-1)).mean()"),
+    Mutant("ssim-window-7", "SSIM window 11 -> 7", "eval/view_metrics.py", VIEW,
+           "SSIM_WINDOW = 11", "SSIM_WINDOW = 7"),
+    Mutant("psnr-batch-mean-mse", "PSNR from the batch-mean MSE instead of per image", "eval/view_metrics.py",
+           VIEW,
+           "mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)",
+           "mse = ((pred.float() - target.float()) ** 2).mean().expand(pred.shape[0])"),
+    Mutant("lpips-no-rescale", "LPIPS input rescaling *2-1 dropped", "eval/lpips.py", ["tests/test_lpips.py"],
+           "x = (pred.float().to(dev) * 2 - 1 - self.shift) / self.scale\n"
+           "        y = (target.float().to(dev) * 2 - 1 - self.shift) / self.scale",
+           "x = (pred.float().to(dev) - self.shift) / self.scale\n"
+           "        y = (target.float().to(dev) - self.shift) / self.scale"),
+    Mutant("intrinsics-scaled-x-for-y", "Intrinsics.scaled uses the x scale for fl_y and cy",
+           "render/cameras.py", CAMS,
+           "self.fl_y * sy, self.cx * sx, self.cy * sy", "self.fl_y * sx, self.cx * sx, self.cy * sx"),
+    Mutant("from-fov-cy-width", "Intrinsics.from_fov sets cy = width / 2", "render/cameras.py", CAMS,
+           "cls(fl, fl, width / 2.0, height / 2.0,", "cls(fl, fl, width / 2.0, width / 2.0,"),
+    Mutant("pole-fallback-axis", "look_at's pole fallback axis +Y -> +X", "render/cameras.py", CAMS,
+           "np.cross(forward, np.array([0.0, 1.0, 0.0]))", "np.cross(forward, np.array([1.0, 0.0, 0.0]))"),
+    Mutant("dynamic-orbit-unanchored", "dynamic_orbit's elevation curve no longer passes through frame 0",
+           "render/cameras.py", CAMS,
+           "offset += amp * (np.sin(k * theta + phase) - np.sin(phase))",
+           "offset += amp * np.sin(k * theta + phase)"),
+    Mutant("quadric-sign-flipped", "quadric placement solves with +b instead of -b",
+           "mv3d/reconstruct/mesh_ops.py", ["tests/test_reconstruct.py::test_decimation_keeps_a_cubes_corners_and_faces", "tests/test_reconstruct.py::test_isosurface_and_decimation"],
+           "rhs = -b + reg[:, :, 0] * mean", "rhs = b + reg[:, :, 0] * mean"),
+    Mutant("decimate-cell-mean", "decimation places vertices at the cell mean", "mv3d/reconstruct/mesh_ops.py",
+           ["tests/test_reconstruct.py::test_decimation_keeps_a_cubes_corners_and_faces", "tests/test_reconstruct.py::test_isosurface_and_decimation"],
+           "pos = np.linalg.solve(lhs, rhs[..., None])[..., 0]", "pos = mean.copy()"),
+    Mutant("floater-filter-keeps-all", "clean_mesh keeps every component", "mv3d/reconstruct/mesh_ops.py",
+           ["tests/test_reconstruct.py::test_clean_mesh_drops_floaters_and_keeps_parts"],
+           "if c >= min_component_fraction * counts.sum()", "if c >= 0"),
+    Mutant("nerfstudio-inv-transpose", "nerfstudio's transform mapped back as inv(m).T",
+           "mv3d/reconstruct/nerfstudio.py",
+           ["tests/test_reconstruct.py::test_nerfstudio_mesh_undoes_a_rotated_shifted_scaled_dataparser_transform"],
+           "mesh.apply_transform(np.linalg.inv(m))", "mesh.apply_transform(np.linalg.inv(m).T)"),
+    Mutant("unet-not-prepared", "the UNet left out of accelerator.prepare (no gradient all-reduce)",
+           "video_prior/train.py", DDP,
+           "unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)",
+           "optimizer, scheduler = accelerator.prepare(optimizer, scheduler)"),
+    Mutant("same-batches-every-rank", "every rank given the same batches", "video_prior/train.py", DDP,
+           "make_loader(ds, config.batch_size, config.seed, state.micro_step, rank, world)",
+           "make_loader(ds, config.batch_size, config.seed, state.micro_step, 0, 1)"),
+    Mutant("shipped-model-random", "the shipped UNet replaced by a randomly initialised one",
+           "mv3d/default_model/unet", SHIPPED, apply=_untrained_unet("random")),
+    Mutant("shipped-model-warm-start", "the shipped UNet replaced by the untrained warm start (zeroed output)",
+           "mv3d/default_model/unet", SHIPPED, apply=_untrained_unet("zero")),
+]  # fmt: skip
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "HF_HUB_OFFLINE": "1",
+        "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "egl"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+
+
+def copy_tree(dst: Path) -> None:
+    """The working tree's tracked and untracked (not ignored) files, as the tests see them."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True,
+    ).stdout.split(b"\0")  # fmt: skip
+    for name in filter(None, files):
+        src = REPO / os.fsdecode(name)
+        if src.is_file():
+            (dst / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / os.fsdecode(name))
+
+
+def run_tests(root: Path, tests: list[str]) -> tuple[int, float, list[str], str]:
+    """pytest on `tests` in `root`: (exit code, seconds, failed test ids, output tail)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rf", *tests],
+        cwd=root, env=_env(root), capture_output=True, text=True,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
+    return proc.returncode, time.perf_counter() - t0, failed, out[-3000:]
+
+
+def snapshot(root: Path, rel: str) -> dict[Path, bytes]:
+    target = root / rel
+    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+    return {p: p.read_bytes() for p in files}
+
+
+def restore(root: Path, rel: str, saved: dict[Path, bytes]) -> None:
+    target = root / rel
+    if target.is_dir():
+        shutil.rmtree(target)
+    for p, data in saved.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "mutation_check.md")
+    ap.add_argument("--only", nargs="*", default=None, help="mutant ids to run (default: all)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = ap.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.only is None or m.id in args.only]
+    tmp = Path(tempfile.mkdtemp(prefix="mv3d-mutation-"))
+    root = tmp / "tree"
+    rows, ok = [], True
+    try:
+        copy_tree(root)
+        tests = sorted({t for m in mutants for t in m.tests})
+        print(f"baseline: {len(tests)} test selections on the unchanged copy ...", flush=True)
+        rc, secs, failed, tail = run_tests(root, tests)
+        if rc != 0:
+            print(tail)
+            print("the baseline fails: fix the tests before checking mutants", file=sys.stderr)
+            return 2
+        baseline = f"baseline (unchanged tree): passed in {secs:.0f} s"
+        print(baseline, flush=True)
+        for m in mutants:
+            saved = snapshot(root, m.path)
+            try:
+                if m.apply is not None:
+                    m.apply(root)
+                else:
+                    path = root / m.path
+                    text = path.read_text()
+                    if text.count(m.old) != 1:
+                        rows.append((m, "NOT APPLIED", 0.0, [f"text found {text.count(m.old)} times"]))
+                        ok = False
+                        print(f"{m.id}: NOT APPLIED", flush=True)
+                        continue
+                    path.write_text(text.replace(m.old, m.new))
+                rc, secs, failed, tail = run_tests(root, m.tests)
+            finally:
+                restore(root, m.path, saved)
+            status = "killed" if rc == 1 else ("SURVIVED" if rc == 0 else f"error (pytest exit {rc})")
+            ok &= status == "killed"
+            rows.append((m, status, secs, failed))
+            print(f"{m.id}: {status} in {secs:.0f} s {failed[:2]}", flush=True)
+            if status.startswith("error"):
+                print(tail)
+    finally:
+        if args.keep:
+            print(f"copy kept at {root}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    killed = sum(r[1] == "killed" for r in rows)
+    lines = [
+        "# Mutation check",
+        "",
+        "Each row is a plausible bug in a number mv3d reports, applied alone to a copy of the tree; the listed",
+        "tests must fail. Made by `python tests/mutation_check.py` (see its docstring) on "
+        + time.strftime("%Y-%m-%d", time.gmtime())
+        + ".",
+        "",
+        f"{baseline}. **{killed} of {len(rows)} mutants killed.**",
+        "",
+        "| mutant | change | file | tests run | result | s | first failing test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, status, secs, failed in rows:
+        tests = ", ".join(f"`{t.split('/')[-1]}`" for t in m.tests)
+        first = f"`{failed[0].split('/')[-1]}`" if failed else ""
+        lines.append(f"| {m.id} | {m.what} | `{m.path}` | {tests} | {status} | {secs:.0f} | {first} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"{killed}/{len(rows)} killed; report in {args.out}")
+    return 0 if ok and killed == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
