@@ -578,6 +578,7 @@ def generate(
     dtype: Any = None,
     speed: Any = None,
     ensemble: int | None = None,
+    matte: str = "auto",
 ) -> list[GenerateResult]:
     """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
 
@@ -586,7 +587,8 @@ def generate(
     ignored). `log` receives a one-line summary per image. `reconstruct_options` are passed to
     `mv3d.reconstruct.reconstruct` (method, resolution, texture, ...). `dtype`, `speed` and `ensemble` go
     to `ViewGenerator.load` (model dtype; `video_prior.speed.SpeedOptions` or a dict of its fields;
-    samples averaged per image, None for the model's default).
+    samples averaged per image, None for the model's default). `matte` is how opaque inputs are matted
+    (`mv3d.matting.matte`: auto, learned, color or none).
 
     Returns:
         one `GenerateResult` per image, in order.
@@ -609,7 +611,9 @@ def generate(
         res_for_pre = generator.resolution
     for p in paths:
         t = time.perf_counter()
-        pre = preprocess_image(p, res_for_pre or 576, margin=margin, background=TRAINING_BACKGROUND)
+        pre = preprocess_image(
+            p, res_for_pre or 576, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte
+        )
         prepped.append((pre, time.perf_counter() - t))
 
     t = time.perf_counter()
@@ -641,6 +645,7 @@ def generate(
             "seed": int(seed),
             "orbit": cams.to_dict(),
             "margin": margin,
+            "matte": matte,
             "mesh": bool(mesh),
             "reconstruct_options": reconstruct_options or {},
         }
@@ -692,6 +697,7 @@ def generate(
                 "views": len(cams),
                 "elevation_deg": float(cams.elevation_deg[0]),
                 "preprocess": {
+                    "matte": matte,
                     "matte_method": pre.matte_method,
                     "margin": margin,
                     "source_size": list(pre.source_size),

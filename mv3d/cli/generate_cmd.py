@@ -56,6 +56,12 @@ def register(app: typer.Typer) -> None:
         compile_unet: bool = typer.Option(
             False, "--compile", help="torch.compile the UNet (cached in ~/.cache/mv3d/inductor)."
         ),
+        matte: str = typer.Option(
+            "auto",
+            "--matte",
+            help="Matte of an opaque image: auto (color on a plain background, else learned), learned "
+            "(the shipped ISNet), color (distance from the border colour) or none. An RGBA file's alpha wins.",
+        ),
         no_mesh: bool = typer.Option(False, "--no-mesh", help="Skip the reconstruction (no mesh.glb)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
@@ -86,4 +92,5 @@ def register(app: typer.Typer) -> None:
             log=typer.echo,
             dtype=dtype,
             speed=speed,
+            matte=matte,
         )
