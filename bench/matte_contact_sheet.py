@@ -60,7 +60,9 @@ def sheet(rows: list[tuple[np.ndarray, np.ndarray, str]]) -> np.ndarray:
         a = rgba[..., 3:].astype(np.float32) / 255
         inp = np.asarray(
             Image.fromarray(
-                ((rgba[..., :3] / 255 * a + checkerboard(rgba.shape[0]) * (1 - a)) * 255 + 0.5).astype(np.uint8)
+                ((rgba[..., :3] / 255 * a + checkerboard(rgba.shape[0]) * (1 - a)) * 255 + 0.5).astype(
+                    np.uint8
+                )
             ).resize((CELL, CELL), Image.Resampling.LANCZOS)
         )
         strip = Image.new("RGB", (2 * CELL, 20), (255, 255, 255))

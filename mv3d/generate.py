@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mv3d.matting import check_method as check_matte_method
 from mv3d.models import model_hash, resolve_model
 from mv3d.preprocess import DEFAULT_MARGIN, PreprocessResult, preprocess_image, to_uint8
 from render.cameras import DEFAULT_ELEVATION_DEG, Orbit, dynamic_orbit, static_orbit
@@ -599,6 +600,7 @@ def generate(
     if not images:
         raise InputError("no input image given: expected one or more image files")
     paths = [Path(p) for p in images]
+    check_matte_method(matte)  # even when every input is RGBA (its alpha wins), a bad value is an error
     dirs = output_dirs(paths, out_dir)
     cams = build_orbit(orbit, views, elevation, seed)
     if generator is None:

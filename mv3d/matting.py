@@ -429,6 +429,14 @@ def matte_notes(alpha: np.ndarray) -> list[str]:
     return [f"the matte may be wrong: {'; '.join(why)}; {TRY_HINT}"]
 
 
+def check_method(method: str) -> str:
+    """The canonical name of a matte method ("colour" and "border-colour" mean "color"), or `InputError`."""
+    method = {"colour": "color", "border-colour": "color"}.get(method, method)
+    if method not in (*MATTE_CHOICES, "rembg", "transparent-background"):
+        raise InputError(f"--matte {method!r}: expected one of {', '.join(MATTE_CHOICES)}")
+    return method
+
+
 def matte(rgb: np.ndarray, method: str = "auto") -> Matte:
     """Alpha matte of an opaque picture.
 
@@ -440,11 +448,7 @@ def matte(rgb: np.ndarray, method: str = "auto") -> Matte:
     Returns:
         `Matte` with alpha (H, W) float32 and the method used.
     """
-    aliases = {"colour": "color", "border-colour": "color"}
-    method = aliases.get(method, method)
-    allowed = (*MATTE_CHOICES, "rembg", "transparent-background")
-    if method not in allowed:
-        raise InputError(f"--matte {method!r}: expected one of {', '.join(MATTE_CHOICES)}")
+    method = check_method(method)
     if method == "none":
         return Matte(np.ones(rgb.shape[:2], np.float32), "none")
     if method == "rembg":
