@@ -6,9 +6,11 @@ is brought to the same framing in four steps:
 
 1. **Decode** robustly (`load_image`): 16-bit, palette + tRNS, grayscale, CMYK, WebP, EXIF-rotated and
    very large files; bad files raise `InputError` with one line.
-2. **Matte** (`matte`): an RGBA file's own alpha; otherwise rembg or transparent-background when the
-   user has installed them *and* their weights are already on disk (never downloaded); otherwise an
-   offline segmentation of an object on a plain background (`segment_plain_background`).
+2. **Matte** (`mv3d.matting`): an RGBA file's own alpha (unless it is opaque almost everywhere: then
+   the file is treated as opaque, with a note); otherwise, by default, the colour-distance matte when
+   the border is plain and the learned matte (the shipped ISNet, or rembg / transparent-background
+   installed with their weights on disk; nothing is ever downloaded) when it is not. The finished
+   matte is checked (`matting.matte_notes`): thin, fragmented, tiny, touching the border.
 3. **Frame**: crop to the object's bounding box and centre it in a square so that its larger side
    fills `1 - 2 * margin` of the square, as a default `mv3d render` view does.
 4. **Resize** with Lanczos on premultiplied alpha (no dark or light fringes) and composite on the
@@ -17,7 +19,6 @@ is brought to the same framing in four steps:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mv3d.matting import matte, matte_notes, unmix
 from render.common import InputError
 
 #: Smallest accepted image side in pixels: below this there is no object to see.
@@ -45,8 +47,10 @@ WORK_SIDE = 1024
 DEFAULT_MARGIN = 0.225
 #: Alpha (of 1) above which a pixel counts as object for the bounding box used in framing.
 BBOX_ALPHA = 0.5
-#: Border colour spread (CIE76 delta E, 90th percentile) above which the background is called not plain.
-PLAIN_BORDER_DELTA_E = 12.0
+#: An alpha channel with fewer transparent (alpha < 0.5) pixels than this fraction of the image is not a
+#: cut-out: scikit-image's horse.png (a black horse on white) has 12 of 131k. The image is then matted
+#: as an opaque picture, with a note. A real cut-out leaves far more than 1% of its frame clear.
+MIN_TRANSPARENT_FRACTION = 0.01
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -59,7 +63,8 @@ class PreprocessResult:
         rgba: (R, R, 4) uint8, straight alpha: the object centred with the default render framing.
         composited: (R, R, 3) float32 in [0, 1]: `rgba` composited on `background`.
         warnings: human-readable notes (background not plain, object touching the border, ...).
-        matte_method: "alpha" (the file's own), "rembg", "transparent-background" or "border-colour".
+        matte_method: "alpha" (the file's own), "border-colour", "isnet", "rembg",
+            "transparent-background" or "none" (see `mv3d.matting`).
         source_size: (width, height) of the decoded image after EXIF rotation.
         bbox: (x0, y0, x1, y1) of the object in the working image (pixels, exclusive end).
     """
@@ -214,190 +219,6 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
 
 
 # ------------------------------------------------------------------------------------------------
-# 2. Matting
-# ------------------------------------------------------------------------------------------------
-
-
-def _rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    from skimage.color import rgb2lab
-
-    return rgb2lab(np.clip(rgb, 0.0, 1.0)).astype(np.float32)
-
-
-def _border(a: np.ndarray, width: int) -> np.ndarray:
-    """The pixels of a strip `width` wide around the image, (P, C)."""
-    return np.concatenate(
-        [
-            a[:width].reshape(-1, a.shape[-1]),
-            a[-width:].reshape(-1, a.shape[-1]),
-            a[width:-width, :width].reshape(-1, a.shape[-1]),
-            a[width:-width, -width:].reshape(-1, a.shape[-1]),
-        ]
-    )
-
-
-def _lab_distance(lab: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """Colour distance (..., 3) Lab -> (...) from the background colour, with darkening counting half.
-
-    A soft cast shadow (darker, same hue) should stay background, as the renders the model learnt
-    from have none; a pixel lighter than the background, or of another hue, counts in full (a dark
-    grey object on white still differs by more than 20).
-    """
-    d = lab - bg
-    d_light = np.where(d[..., 0] < 0, 0.5, 1.0) * d[..., 0]
-    return np.sqrt(d_light**2 + d[..., 1] ** 2 + d[..., 2] ** 2)
-
-
-def segment_plain_background(rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Offline matte of one object on a plain background, by colour distance from the border colour.
-
-    Steps: the background colour is the median of a border strip (robust to an object touching the
-    edge); every pixel's Lab distance to it (darkening counts half, so soft shadows stay background)
-    is compared with a threshold set from the border's own spread (noise, gradients, JPEG artefacts),
-    between 10 and 35 delta E; opening and closing
-    remove speckles and cracks; connected components at least a tenth the size of the largest are
-    kept (an object in a few pieces survives, dust does not); small enclosed holes are filled, large
-    holes of exactly the background colour are kept (a mug handle); edge pixels get the coverage
-    their colour implies between the background and the nearest interior object colour, and their
-    colours are un-mixed from the background.
-
-    Args:
-        rgb: (H, W, 3) float in [0, 1].
-
-    Returns:
-        alpha (H, W) float32 in [0, 1], and warnings.
-    """
-    from scipy import ndimage
-
-    h, w = rgb.shape[:2]
-    notes: list[str] = []
-    lab = _rgb_to_lab(rgb)
-    bw = max(2, round(0.01 * min(h, w)))
-    border = _border(lab, bw)
-    bg = np.median(border, axis=0)
-    d_border = _lab_distance(border, bg)
-    spread = float(np.percentile(d_border, 90))
-    if spread > PLAIN_BORDER_DELTA_E:
-        notes.append(
-            f"the background is not plain (border colours vary by delta E {spread:.0f}, expected under "
-            f"{PLAIN_BORDER_DELTA_E:.0f}): the automatic matte may be wrong; give an RGBA image with a "
-            "transparent background, or install rembg with its model for photos"
-        )
-    # The threshold follows the border's own noise, within [10, 35]: a busy background cannot push it
-    # so high that the object vanishes (the result is then a best effort, with the warning above).
-    thresh = min(35.0, max(10.0, 2.5 * float(np.percentile(d_border, 95))))
-    dist = _lab_distance(lab, bg)
-    mask = dist > thresh
-    r = max(1, round(0.004 * min(h, w)))
-    ball = ndimage.generate_binary_structure(2, 1)
-    mask = ndimage.binary_opening(mask, ball, iterations=r)
-    mask = ndimage.binary_closing(mask, ball, iterations=r, border_value=0)
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        raise InputError(
-            "no object found: the image is one plain colour (expected an object on a plain background)"
-        )
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
-    mask = np.isin(labels, keep)
-    if mask.sum() < max(16, 1e-4 * h * w):
-        busy = " (and the background is not plain)" if notes else ""
-        raise InputError(
-            f"no object found: nothing differs from the background colour enough to segment{busy}"
-        )
-    # Fill enclosed holes, except big holes that are exactly background: those are real see-through holes.
-    holes = ndimage.binary_fill_holes(mask) & ~mask
-    hl, hn = ndimage.label(holes)
-    if hn:
-        area = mask.sum()
-        hsizes = ndimage.sum_labels(holes, hl, index=np.arange(1, hn + 1))
-        hdist = ndimage.median(dist, hl, index=np.arange(1, hn + 1))
-        fill = np.flatnonzero((hsizes < 0.02 * area) | (np.asarray(hdist) > 0.5 * thresh)) + 1
-        mask |= np.isin(hl, fill)
-    if mask.mean() > 0.95:
-        notes.append("the object fills the whole image: no background was found to remove")
-    # Soft edge: inside the eroded mask alpha is 1, outside the dilated mask 0. In the band between, a
-    # pixel mixes the object colour next to it with the background: its coverage is its distance from
-    # the background over that of the nearest interior pixel (the colour line), not a fixed threshold,
-    # which would count every edge pixel more than t / (object contrast) covered and grow the matte.
-    inner = ndimage.binary_erosion(mask, ball, iterations=1, border_value=1)
-    outer = ndimage.binary_dilation(mask, ball, iterations=1)
-    ramp = np.clip((dist - 0.5 * thresh) / thresh, 0.0, 1.0)
-    if inner.any():
-        _, (iy, ix) = ndimage.distance_transform_edt(~inner, return_indices=True)
-        ref = dist[iy, ix]
-        ramp = np.where(ref > 2.0 * thresh, np.clip(dist / np.maximum(ref, 1e-6), 0.0, 1.0), ramp)
-    alpha = np.where(inner, 1.0, np.where(outer, ramp, 0.0)).astype(np.float32)
-    return alpha, notes
-
-
-def _unmix_background(rgb: np.ndarray, alpha: np.ndarray, bg_rgb: np.ndarray) -> np.ndarray:
-    """Foreground colour F from C = a F + (1 - a) B at soft edge pixels (keeps a grey halo off white)."""
-    a = alpha[..., None]
-    soft = (a > 0.05) & (a < 0.999)
-    fg = (rgb - (1.0 - a) * bg_rgb) / np.maximum(a, 1e-3)
-    return np.where(soft, np.clip(fg, 0.0, 1.0), rgb).astype(np.float32)
-
-
-def _rembg_model_available() -> str | None:
-    """Name of a rembg model already on disk (rembg would download it otherwise), or None."""
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("rembg") is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    home = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net"))
-    for name in ("isnet-general-use", "u2net", "birefnet-general", "u2netp"):
-        if (home / f"{name}.onnx").is_file():
-            return name
-    return None
-
-
-def _transparent_background_available() -> bool:
-    """Whether transparent-background is importable and its checkpoint is already on disk."""
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("transparent_background") is None:
-            return False
-    except (ImportError, ValueError):
-        return False
-    home = Path(os.environ.get("TRANSPARENT_BACKGROUND_FILE_PATH", Path.home() / ".transparent-background"))
-    return home.is_dir() and any(home.glob("ckpt_*.pth"))
-
-
-def matte(rgb: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str, list[str]]:
-    """Alpha matte of an opaque image (H, W, 3) float in [0, 1] -> (alpha (H, W), method used, warnings).
-
-    `method` is "auto" (a learned remover whose weights are on disk, else the border-colour fallback),
-    "rembg", "transparent-background" or "border-colour".
-    """
-    from PIL import Image
-
-    methods = ("auto", "rembg", "transparent-background", "border-colour")
-    if method not in methods:
-        raise InputError(f"matte method {method!r}: expected one of {', '.join(methods)}")
-    u8 = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
-    rembg_model = _rembg_model_available() if method in ("auto", "rembg") else None
-    if rembg_model is not None:
-        import rembg
-
-        out = rembg.remove(u8, session=rembg.new_session(rembg_model))
-        return np.asarray(out.convert("RGBA"), np.float32)[..., 3] / 255.0, "rembg", []
-    if method in ("auto", "transparent-background") and _transparent_background_available():
-        from transparent_background import Remover
-
-        out = Remover().process(u8, type="rgba")
-        return np.asarray(out.convert("RGBA"), np.float32)[..., 3] / 255.0, "transparent-background", []
-    if method in ("rembg", "transparent-background"):
-        raise InputError(f"matte method {method!r}: the package or its weights are not installed locally")
-    alpha, notes = segment_plain_background(rgb)
-    return alpha, "border-colour", notes
-
-
-# ------------------------------------------------------------------------------------------------
 # 3-4. Framing and resizing
 # ------------------------------------------------------------------------------------------------
 
@@ -490,7 +311,8 @@ def preprocess_image(
         margin: fraction of the side left free on each side of the object's larger bbox side;
             the default matches `mv3d render`'s default framing.
         background: RGB in [0, 1] to composite on (the training background, white).
-        matte_method: for opaque images: "auto", "rembg", "transparent-background", "border-colour".
+        matte_method: for opaque images (`mv3d.matting.matte`): "auto" (colour on a plain border,
+            learned otherwise), "learned", "color", "none"; the file's own alpha always wins.
 
     Returns:
         `PreprocessResult` with rgba (R, R, 4) uint8 and composited (R, R, 3) float32.
@@ -502,23 +324,37 @@ def preprocess_image(
     if has_alpha and alpha.min() < 254.5 / 255.0:
         if alpha.max() <= 0.5 / 255.0:
             raise InputError(f"{where}: no object found: the image is fully transparent")
+        clear = int((alpha < 0.5).sum())
+        if clear < MIN_TRANSPARENT_FRACTION * alpha.size:
+            # Not a cut-out (a stray transparent pixel or two): matte it like an opaque picture,
+            # composited on white so that the few clear pixels do not show as black.
+            notes.append(
+                f"the alpha channel is opaque almost everywhere ({clear} of {alpha.size} pixels transparent): "
+                "ignored, the picture is matted as an opaque image"
+            )
+            rgba = rgba.copy()
+            rgba[..., :3] = rgba[..., :3] * alpha[..., None] + (1.0 - alpha[..., None])
+            has_alpha = False
+    if has_alpha and alpha.min() < 254.5 / 255.0:
         method = "alpha"
     else:
         try:
-            alpha, method, notes = matte(rgba[..., :3], matte_method)
+            m = matte(rgba[..., :3], matte_method)
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from exc
-        if method == "border-colour":
-            bg_rgb = np.median(_border(rgba[..., :3], max(2, round(0.01 * min(alpha.shape)))), axis=0)
-            rgba = np.concatenate([_unmix_background(rgba[..., :3], alpha, bg_rgb), alpha[..., None]], -1)
-        else:
-            rgba = np.concatenate([rgba[..., :3], alpha[..., None]], -1)
+        method, alpha = m.method, m.alpha
+        notes += m.notes
+        rgb = rgba[..., :3] if m.background is None else unmix(rgba[..., :3], alpha, m.background)
+        rgba = np.concatenate([rgb, alpha[..., None]], -1)
+        if method != "none":
+            notes += [n for n in matte_notes(alpha) if n not in notes]
     bbox = object_bbox(rgba[..., 3])
     if bbox is None:
         raise InputError(f"{where}: no object found")
     h, w = alpha.shape
     x0, y0, x1, y1 = bbox
-    if x0 == 0 or y0 == 0 or x1 == w or y1 == h:
+    touching = x0 == 0 or y0 == 0 or x1 == w or y1 == h
+    if method == "alpha" and touching:
         notes.append("the object touches the image border: it may be cut off")
     framed = frame_object(rgba, int(resolution), margin, bbox)
     out = to_uint8(framed)

@@ -100,7 +100,7 @@ def test_generate_writes_a_complete_orbit_dataset(tmp_path: Path, gen: ViewGener
     for key in ("model_hash", "sampler", "steps", "seed", "guidance", "timings_s", "versions", "orbit"):
         assert key in run
     assert run["model_hash"] == gen.model_hash and run["seed"] == 3 and run["steps"] == 2
-    assert run["preprocess"]["matte_method"] == "border-colour"
+    assert run["preprocess"]["matte_method"] == "border-colour" and run["preprocess"]["matte"] == "auto"
     assert {"preprocess", "sample", "write", "reconstruct", "total"} <= set(run["timings_s"])
     assert run["reconstruction"]["faces"] == len(mesh.faces)
     assert all(".tmp" not in w for w in run["warnings"])
@@ -157,12 +157,16 @@ def test_cli_end_to_end_on_tiny_model(tmp_path: Path, tiny_model: Path, capsys):
             "1",
             "--device",
             "cpu",
+            "--matte",
+            "color",
         ],
         capsys,
     )
     assert code == 0
     run = json.loads((out / "run.json").read_text())
     assert run["sampler"] == "heun" and run["steps"] == 1 and run["seed"] == 5
+    # an RGBA file's own alpha wins over --matte
+    assert run["preprocess"]["matte"] == "color" and run["preprocess"]["matte_method"] == "alpha"
     assert run["model_hash"] == model_hash(tiny_model)
 
 
@@ -211,6 +215,7 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
         ("device", "--device"),
         ("resolution", "--resolution"),
         ("ensemble", "--ensemble"),
+        ("matte", "--matte"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, case: str, expect: str):
@@ -259,6 +264,8 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, cas
         args += ["--resolution", "18"]  # the tiny model's latent grid is 4 pixels
     elif case == "ensemble":
         args += ["--ensemble", "0"]
+    elif case == "matte":
+        args += ["--matte", "magic"]
     code, err = _run_cli(args, capsys)
     assert code == 2, err
     assert err.startswith("mv3d: error: ") and err.count("\n") == 1 and expect in err, err

@@ -112,12 +112,18 @@ def test_soft_shadow_stays_background(tmp_path: Path):
     assert _iou(res.rgba[..., 3], ref.rgba[..., 3]) > 0.9
 
 
-def test_busy_background_warns():
+def test_busy_background_goes_to_the_learned_matte():
     rng = np.random.default_rng(0)
     img = (rng.uniform(0, 255, (96, 96, 3))).astype(np.uint8)
     img[30:60, 30:60] = (250, 0, 0)
     res = preprocess_image(Image.fromarray(img), RES)
-    assert any("not plain" in w for w in res.warnings)
+    assert res.matte_method == "isnet"
+    x0, y0, x1, y1 = res.bbox
+    assert abs(x0 - 30) <= 3 and abs(y0 - 30) <= 3 and abs(x1 - 60) <= 3 and abs(y1 - 60) <= 3, res.bbox
+    # forced, the colour matte says the background is not plain and what to use instead
+    col = preprocess_image(Image.fromarray(img), RES, matte_method="color")
+    assert col.matte_method == "border-colour"
+    assert any("not plain" in w and "--matte learned" in w for w in col.warnings)
 
 
 def test_object_touching_border_warns():
@@ -306,7 +312,7 @@ def test_offline_matte_matches_true_alpha_of_renders():
     import os
 
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    from mv3d.preprocess import segment_plain_background
+    from mv3d.matting import segment_plain_background
     from render.cameras import static_orbit
     from render.meshes import LoadedMesh, normalize_scene
     from render.procedural import procedural_object

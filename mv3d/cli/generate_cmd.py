@@ -56,12 +56,18 @@ def register(app: typer.Typer) -> None:
         compile_unet: bool = typer.Option(
             False, "--compile", help="torch.compile the UNet (cached in ~/.cache/mv3d/inductor)."
         ),
+        matte: str = typer.Option(
+            "auto",
+            "--matte",
+            help="Matte of an opaque image: auto (color on a plain background, else learned), learned "
+            "(the shipped ISNet), color (distance from the border colour) or none. An RGBA file's alpha wins.",
+        ),
         no_mesh: bool = typer.Option(False, "--no-mesh", help="Skip the reconstruction (no mesh.glb)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Generate a 360-degree orbit of views (and a textured mesh) from one image of an object."""
         options = {"model": model, "device": device, "dtype": dtype, "offload": offload}
-        options.update(compile_unet=compile_unet, no_mesh=no_mesh, quiet=quiet)
+        options.update(compile_unet=compile_unet, no_mesh=no_mesh, quiet=quiet, matte=matte)
         sampling = {"steps": steps, "sampler": sampler, "guidance": guidance, "ensemble": ensemble}
         sampling.update(min_guidance=min_guidance, max_guidance=max_guidance)
         orbit_settings = {"views": views, "orbit": orbit, "elevation": elevation, "seed": seed}
@@ -78,6 +84,7 @@ def _generate(
     compile_unet: bool,
     no_mesh: bool,
     quiet: bool,
+    matte: str,
     **settings,
 ) -> None:
     """Build the `GenerateSettings` from the sampling options, run the job, name flags in errors."""
@@ -98,6 +105,7 @@ def _generate(
             log=typer.echo,
             dtype=dtype,
             speed=speed,
+            matte=matte,
         )
     except SettingError as exc:
         raise exc.renamed(flag(exc.field)) from exc

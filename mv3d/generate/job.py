@@ -26,6 +26,7 @@ from mv3d.generate.record import RUN_FILE, GenerateResult, file_sha256, finished
 from mv3d.generate.settings import GenerateSettings
 from mv3d.generate.views import ViewGenerator
 from mv3d.models import resolve_model
+from mv3d.matting import check_method as check_matte_method
 from mv3d.preprocess import DEFAULT_MARGIN, PreprocessResult, preprocess_image, to_uint8
 from render.cameras import Orbit
 from render.common import InputError, atomic_output
@@ -126,6 +127,7 @@ def _write_one(
             "views": len(cams),
             "elevation_deg": float(cams.elevation_deg[0]),
             "preprocess": {
+                "matte": job["matte"],
                 "matte_method": pre.matte_method,
                 "margin": job["margin"],
                 "source_size": list(pre.source_size),
@@ -155,6 +157,7 @@ def generate(
     reconstruct_options: dict[str, Any] | None = None,
     dtype: Any = None,
     speed: Any = None,
+    matte: str = "auto",
     **options: Any,
 ) -> list[GenerateResult]:
     """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
@@ -172,6 +175,7 @@ def generate(
         mesh: reconstruct a mesh; `reconstruct_options` go to `mv3d.reconstruct.reconstruct`.
         progress: progress bars; `log` receives a one-line summary per image.
         margin: framing margin (`mv3d.preprocess.preprocess_image`).
+        matte: how opaque inputs are matted (`mv3d.matting.matte`: auto, learned, color or none).
 
     Returns:
         one `GenerateResult` per image, in order.
@@ -182,6 +186,7 @@ def generate(
         raise InputError("no input image given: expected one or more image files")
     settings = (settings if settings is not None else GenerateSettings()).updated(**options)
     paths = [Path(p) for p in images]
+    check_matte_method(matte)  # even when every input is RGBA (its alpha wins), a bad value is an error
     dirs = output_dirs(paths, out_dir)
     cams = settings.build_orbit()
     if generator is None:
@@ -192,7 +197,7 @@ def generate(
     prepped: list[tuple[PreprocessResult, float]] = []
     for p in paths:
         t = time.perf_counter()
-        pre = preprocess_image(p, side, margin=margin, background=TRAINING_BACKGROUND)
+        pre = preprocess_image(p, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte)
         prepped.append((pre, time.perf_counter() - t))
 
     t = time.perf_counter()
@@ -211,6 +216,7 @@ def generate(
             "seed": int(settings.seed),
             "orbit": cams.to_dict(),
             "margin": margin,
+            "matte": matte,
             "mesh": bool(mesh),
             "reconstruct_options": reconstruct_options or {},
         }
