@@ -25,8 +25,8 @@ import numpy as np
 from mv3d.generate.record import RUN_FILE, GenerateResult, file_sha256, finished_run, output_dirs, versions
 from mv3d.generate.settings import GenerateSettings
 from mv3d.generate.views import ViewGenerator
-from mv3d.models import resolve_model
 from mv3d.matting import check_method as check_matte_method
+from mv3d.models import resolve_model
 from mv3d.preprocess import DEFAULT_MARGIN, PreprocessResult, preprocess_image, to_uint8
 from render.cameras import Orbit
 from render.common import InputError, atomic_output
