@@ -223,7 +223,11 @@ def evaluate_object(
         loaded = source.load()
     except InputError as exc:
         raise ObjectLoadError(str(exc)) from exc
-    res = renderer.render(loaded, orbit, settings.resolution, depth=True)
+    try:
+        res = renderer.render(loaded, orbit, settings.resolution, depth=True)
+    except Exception as exc:  # a file's materials can break the rasteriser (a shader that fails to build)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ObjectLoadError(f"{source.object_id}: cannot render the ground truth: {reason}") from exc
     gt = np.asarray(res.rgba)
     if res.depth is not None:
         gt_depth = np.where(np.asarray(res.depth) > 0, np.asarray(res.depth, np.float64), np.inf)

@@ -318,3 +318,27 @@ def test_unloadable_objects_are_listed_and_skipped(tmp_path):
         run_benchmark(
             [BrokenSource()], tmp_path / "none", TinyGenerator(), views=3, resolution=16, progress=False
         )
+
+
+def test_an_object_the_renderer_cannot_draw_is_listed_and_skipped(tmp_path, monkeypatch):
+    # A file's materials can make the rasteriser fail (pyrender's shader for a texture without UVs
+    # did): the run records that object and scores the others instead of stopping with a traceback.
+    from render.renderers import fast
+
+    real = fast.FastRenderer.render_cameras
+    calls = {"n": 0}
+
+    def first_fails(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("Shader compile failure (0): uv_0 undeclared\nmore lines")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast.FastRenderer, "render_cameras", first_fails)
+    sources = _sources()[:2]
+    metrics = run_benchmark(
+        sources, tmp_path, TinyGenerator(), views=3, resolution=16, baselines=(), progress=False
+    )
+    assert list(metrics["failed"]) == [sources[0].object_id]
+    assert "cannot render the ground truth: Shader compile failure" in metrics["failed"][sources[0].object_id]
+    assert len(metrics["objects"]) == 1
