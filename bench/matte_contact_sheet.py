@@ -1,6 +1,6 @@
 """Contact sheet of real photographs and the matted, centred input.png that `mv3d generate` makes of them.
 
-    python bench/matte_contact_sheet.py [--matte auto] [--work DIR] [--out docs/images/matte_photos.png]
+    python -m bench.matte_contact_sheet [--matte auto] [--work DIR] [--out docs/images/matte_photos.png]
 
 Runs `mv3d generate PHOTO... --no-mesh --matte M` on four sample photographs that ship with installed
 packages (scikit-image's chelsea.png, coffee.png, rocket.jpg; matplotlib's grace_hopper.jpg), then draws
@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench.matte_photos import photo_path
 
-from matte_photos import photo_path  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PHOTOS = (
     ("skimage", "chelsea.png"),

@@ -1,6 +1,6 @@
 """Matte accuracy on objects over real photographs, and over plain backdrops, against the true alpha.
 
-    python bench/matte_photos.py [--objects 6] [--size 384] [--out bench/results/matte_photos.json]
+    python -m bench.matte_photos [--objects 6] [--size 384] [--out bench/results/matte_photos.json]
 
 The test set is made here, from what is on disk in the environment: procedural objects (render/) are
 rendered with alpha by the fast renderer at the default framing, then composited over crops of real
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 #: Photographs used as backgrounds: (package, file). Textures and scenes first (brick .. rocket: no

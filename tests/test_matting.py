@@ -14,14 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench import matte_photos
 from mv3d import matting
 from mv3d.preprocess import preprocess_image
 from render.common import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-
-import matte_photos  # noqa: E402
 
 sys.path.insert(0, str(matting.MATTE_ASSETS))
 
