@@ -247,7 +247,11 @@ class _ArchiveFolder:
 
     def member(self, name: str) -> str:
         name = str(name).replace("\\", "/")
-        member = posixpath.normpath(posixpath.join(self.folder, name)) if not name.startswith("/") else ""
+        if name.startswith("/") or re.match(r"^[A-Za-z]:/", name):
+            # An absolute path from the author's machine (a slip some catalogue materials carry, e.g.
+            # /home/NAME/.../map.jpg): only its file name is looked up, inside the object's folder.
+            name = posixpath.basename(name)
+        member = posixpath.normpath(posixpath.join(self.folder, name))
         if (
             not member
             or member.startswith("..")

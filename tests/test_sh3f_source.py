@@ -208,3 +208,16 @@ def test_split_rule_groups_names_and_keeps_building_parts_in_training(tmp_path):
     assert again["sha256"] == split["sha256"]  # deterministic
     for o in split["objects"]:
         assert o["split"] in ("train", "validation", "test")
+
+
+def test_an_absolute_texture_path_is_looked_up_by_its_name_inside_the_folder(tmp_path):
+    # Some catalogue materials name a file on their author's machine; only its file name is used,
+    # inside the object's folder (a missing file leaves the material untextured).
+    cat = make_catalog(tmp_path / "Abs.sh3f", texture="/home/someone/models/red.png")
+    mesh = resolve_sources([str(cat)])[0].load()
+    images = [
+        getattr(getattr(g.visual, "material", None), "image", None) for g in mesh.scene.geometry.values()
+    ]
+    assert any(im is not None for im in images)
+    missing = make_catalog(tmp_path / "Missing.sh3f", texture="C:/Users/x/nothere.png")
+    assert len(resolve_sources([str(missing)])[0].load().scene.geometry) >= 1
