@@ -364,19 +364,17 @@ def _single_process_reference(cfg: vtrain.TrainConfig, data_root: Path, world: i
     opt = torch.optim.AdamW(
         params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
     )
+    from video_prior.denoiser import MultiViewDenoiser
+
+    denoiser = MultiViewDenoiser(unet, comps["vae"], comps["image_encoder"], info)
     ds = OrbitVideoDataset([data_root], cfg.data, seed=cfg.seed)
     for step in range(steps):
         losses = []
         for rank in range(world):
             batch = next(iter(make_loader(ds, cfg.batch_size, cfg.seed, step, rank, world)))
-            batch = vtrain.to_model_order(batch, info)
+            batch = denoiser.to_model_order(batch)
             gen = vtrain.step_generator(cfg.seed, step, rank)
-            losses.append(
-                vtrain.training_loss(
-                    unet, comps["vae"], comps["image_encoder"], unet.config, batch, cfg, gen,
-                    torch.device("cpu"), info=info,
-                )
-            )  # fmt: skip
+            losses.append(vtrain.training_loss(denoiser, batch, cfg, gen, torch.device("cpu")))
         torch.stack(losses).mean().backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
