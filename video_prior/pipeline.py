@@ -354,11 +354,18 @@ class MultiViewPipeline:
     # ----------------------------------------------------------------------------------------------
 
     def _sample_branch(
-        self, image_t: torch.Tensor, orbit: Orbit, members: int, plan: _SamplingPlan, on_step: Any
+        self,
+        image_t: torch.Tensor,
+        orbit: Orbit,
+        members: int,
+        plan: _SamplingPlan,
+        on_step: Any,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Steps 2-8 of `__call__` for one input view and orbit: the SUM over `members` draws of the decoded
         frames, (N, C, H, W) in [-1, 1] in the orbit's order. `on_step(j)` after the j-th sampling step of
-        this branch (from 1)."""
+        this branch (from 1). `latents`: (members, N, C, h, w) unit-variance initial noise in the orbit's
+        order (None: drawn from the plan's generator after the conditioning noise)."""
         steps, sample_fn, scales, do_cfg = plan.steps, plan.sample_fn, plan.scales, plan.do_cfg
         cond_aug, generator = plan.cond_aug, plan.generator
         info = self.info
@@ -393,7 +400,9 @@ class MultiViewPipeline:
         # 4. noise levels
         sigmas = karras_sigmas(steps, sigma_max=float(info.sigma_max), device=device)
 
-        # 5. initial noise x = sigma_max * n (the samplers' convention), drawn on the generator's device
+        # 5. initial noise x = sqrt(1 + sigma_max^2) * n, as the reference's sampler scales it (the
+        # marginal std at sigma_max of unit-variance data), drawn on the generator's device after the
+        # conditioning noise (diffusers' SVD pipeline's order), or given in the orbit's frame order.
         latent_shape = (
             1,
             n,
@@ -401,10 +410,14 @@ class MultiViewPipeline:
             size // self.vae_scale_factor,
             size // self.vae_scale_factor,
         )
-        noise_device = generator.device if generator is not None else device
-        noise = torch.randn(
-            (members, *latent_shape), generator=generator, device=noise_device, dtype=torch.float32
-        ).to(device)
+        if latents is None:
+            noise_device = generator.device if generator is not None else device
+            noise = torch.randn(
+                (members, *latent_shape), generator=generator, device=noise_device, dtype=torch.float32
+            ).to(device)
+        else:  # model frame j shows orbit frame order[j]
+            noise = latents[:, torch.as_tensor(order)].to(device=device, dtype=torch.float32)[:, None]
+        init_scale = (1.0 + sigmas[0].to(torch.float64) ** 2).sqrt().to(torch.float32)
 
         # 6. sample: one UNet call per denoiser evaluation, both CFG branches in one batch
         with self._on_device("unet") as unet:
@@ -423,7 +436,7 @@ class MultiViewPipeline:
 
             samples = []
             for k in range(members):
-                x = noise[k] * sigmas[0].to(torch.float32)
+                x = noise[k] * init_scale
 
                 def report(state: dict, base: int = k * steps) -> None:
                     on_step(base + int(state["i"]) + 1)
@@ -463,6 +476,7 @@ class MultiViewPipeline:
         height: int | None = None,
         width: int | None = None,
         progress: bool = False,
+        latents: torch.Tensor | None = None,
     ) -> MultiViewPipelineOutput:
         """Generate one view per camera of `orbit`, frame 0 being the input view.
 
@@ -495,6 +509,13 @@ class MultiViewPipeline:
             height, width: output size (None: the model's resolution; must be equal, multiples of the
                 latent grid).
             progress: show a tqdm bar over the sampling steps.
+            latents: the initial noise, (K, N, C, h, w) with K the ensemble size, N the orbit's views IN
+                THE ORBIT'S ORDER (frame 0 = the input view, whatever order the model samples in), C the
+                VAE's latent channels and h = w = size / `vae_scale_factor`; unit variance. The pipeline
+                multiplies it by sqrt(1 + sigma_max^2), as the reference's sampler does. With mirror
+                averaging the first K - K // 2 members go to the input, the rest to the mirrored input.
+                `generator` then draws only the conditioning image's noise (its first draw, as in
+                diffusers' SVD pipeline); None: drawn from `generator` after that.
 
         Returns:
             `MultiViewPipelineOutput`.
@@ -531,6 +552,14 @@ class MultiViewPipeline:
         # A model trained without conditioning dropout has no unconditional branch: guidance is off for it.
         do_cfg = bool(info.cfg) and bool(torch.any(scales != 1.0))
         image_t = self.preprocess_image(image, size)
+        if latents is not None:
+            f = self.vae_scale_factor
+            expected = (members, n, int(self.vae.config.latent_channels), size // f, size // f)
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise InputError(
+                    f"latents of shape {got}: expected {expected} (ensemble, views, channels, h, w)"
+                )
 
         # Mirror averaging: the task is symmetric under the reflection that flips the input view
         # left-right and takes the camera at azimuth +phi (relative to the input) to -phi, so part of the
@@ -541,16 +570,20 @@ class MultiViewPipeline:
         plan = _SamplingPlan(steps, sample_fn, scales, do_cfg, cond_aug, generator, decode_chunk_size)
         total = steps * members
         bar = tqdm(total=total, desc="sampling", unit="step", disable=not progress, leave=False)
-        frames, offset = None, 0
+        frames, offset, first = None, 0, 0
         try:
             for branch_image, branch_orbit, branch_members, flipped in branches:
+                branch_latents = None if latents is None else latents[first : first + branch_members]
+                first += branch_members
 
                 def on_step(j: int, offset: int = offset) -> None:
                     bar.update(1)
                     if callback is not None:
                         callback(offset + j, total)
 
-                decoded_sum = self._sample_branch(branch_image, branch_orbit, branch_members, plan, on_step)
+                decoded_sum = self._sample_branch(
+                    branch_image, branch_orbit, branch_members, plan, on_step, branch_latents
+                )
                 offset += branch_members * steps
                 # the mirrored branch's frames flipped back
                 decoded_sum = decoded_sum.flip(-1) if flipped else decoded_sum
