@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from render.cameras import Orbit, static_orbit
+from render.cameras import Orbit
 from render.common import InputError, atomic_write_json
 
 #: Version of the metrics.json layout.
@@ -137,9 +137,12 @@ class EvalSettings:
     model: str = "unknown"
     model_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "mv3d"  # a name in eval.protocols.PROTOCOLS
 
     def key(self) -> str:
         d = asdict(self)
+        if d["protocol"] == "mv3d":  # results cached before protocols existed stay valid
+            del d["protocol"]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -307,16 +310,21 @@ def evaluate_object(
 ) -> dict[str, Any]:
     """Render, generate, score and (optionally) reconstruct one object; returns its result dict."""
     from eval.mesh_metrics import mesh_metrics
+    from eval.protocols import get_protocol, syncdreamer_mesh_scores, syncdreamer_view_scores
     from render.dataset import write_orbit_dataset
 
-    orbit = static_orbit(settings.views, elevation_deg=settings.elevation)
+    protocol = get_protocol(settings.protocol)
+    syncdreamer = protocol.name == "syncdreamer"
+    orbit = protocol.orbit(settings.views, settings.elevation)
     try:
         loaded = source.load()
     except InputError as exc:
         raise ObjectLoadError(str(exc)) from exc
     res = renderer.render(loaded, orbit, settings.resolution, depth=True)
     gt = np.asarray(res.rgba)
-    if res.depth is not None:
+    if syncdreamer:
+        gt_depth = None  # the protocol has no reprojection error
+    elif res.depth is not None:
         gt_depth = np.where(np.asarray(res.depth) > 0, np.asarray(res.depth, np.float64), np.inf)
     else:
         from eval.view_metrics import depth_maps
@@ -334,12 +342,23 @@ def evaluate_object(
         "azimuth_deg": [float(a) for a in orbit.azimuth_deg],
         # Floor of the consistency measure: the ground truth's own reprojection error (lighting and
         # resampling only).
-        "gt_reproj_err": _nanmean(reprojection_error(gt, orbit, gt_depth)),
+        "gt_reproj_err": None if syncdreamer else _nanmean(reprojection_error(gt, orbit, gt_depth)),
         "methods": {},
     }
     gt_mesh = world_trimesh(loaded) if reconstruct_fn is not None else None
 
     def score_mesh(mesh) -> dict[str, float]:
+        if syncdreamer:
+            return syncdreamer_mesh_scores(
+                mesh,
+                gt_mesh,
+                orbit,
+                settings.resolution,
+                voxel_size=float(protocol.voxel_size),
+                thresholds=settings.f_thresholds,
+                iou_resolution=settings.iou_resolution,
+                iou_half_extent=protocol.iou_half_extent,
+            )
         return mesh_metrics(
             mesh,
             gt_mesh,
@@ -355,7 +374,10 @@ def evaluate_object(
             raise InputError(
                 f"method '{name}' returned {len(views)} views for an orbit of {len(orbit)}: expected as many"
             )
-        per_view = score_views(views, gt, orbit, gt_depth, scorers)
+        if syncdreamer:
+            per_view = syncdreamer_view_scores(views, gt, scorers.lpips)
+        else:
+            per_view = score_views(views, gt, orbit, gt_depth, scorers)
         write_orbit_dataset(obj_dir / name, views, orbit, object_info={**info, "method": name})
         m_all, m_novel = summarise(per_view)
         entry: dict[str, Any] = {"per_view": per_view, "all": m_all, "novel": m_novel}
@@ -363,11 +385,12 @@ def evaluate_object(
             pred_mesh = reconstruct_fn(obj_dir / name)
             pred_mesh.export(obj_dir / f"{name}_mesh.ply")
             mm = score_mesh(pred_mesh)
-            from eval.view_metrics import depth_maps
+            if not syncdreamer:
+                from eval.view_metrics import depth_maps
 
-            # Self-consistency: the views reprojected through the mesh made from them.
-            self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
-            mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
+                # Self-consistency: the views reprojected through the mesh made from them.
+                self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
+                mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
             entry["mesh"] = mm
         result["methods"][name] = entry
     if reconstruct_fn is not None:
@@ -423,6 +446,7 @@ def run_benchmark(
     progress: bool = True,
     extra_settings: Mapping[str, Any] | None = None,
     up_axis: str | None = None,
+    protocol: str = "mv3d",
 ) -> dict[str, Any]:
     """Evaluate `generator` (and baselines) on SOURCES; write OUT/metrics.json, report.md, figures.
 
@@ -444,14 +468,29 @@ def run_benchmark(
             reconstruction was made); recorded in metrics.json and part of the cache key.
         up_axis: "y" or "z", the up axis of the mesh files and folders among the specs (None: each
             format's own; `render.sources.file_source`: another axis gives another object id).
+        protocol: a name in `eval.protocols.PROTOCOLS`. "syncdreamer" fixes the orbit (16 views,
+            elevation 30, 256 px, its cameras; `views`, `elevation` and `resolution` are then not
+            used), the view metrics (PSNR, SSIM, LPIPS with the VGG backbone over all views) and the
+            mesh metrics (depth-map points, Chamfer, F-score at 0.1 / 0.2 / 0.5, volume IoU at 64^3).
 
     Returns:
         The metrics.json dictionary.
     """
     from tqdm.auto import tqdm
 
+    from eval.protocols import get_protocol
     from render.renderers import get_renderer
 
+    proto = get_protocol(protocol)
+    if proto.views is not None:
+        views, elevation, resolution = proto.views, float(proto.elevation), proto.resolution
+        iou_resolution = proto.iou_resolution
+    lpips_net = getattr(lpips_model, "net_name", None) if lpips_model is not None else None
+    if proto.lpips_net is not None and lpips_net not in (None, proto.lpips_net):
+        raise InputError(
+            f"LPIPS backbone '{lpips_net}' with protocol {proto.name}: expected '{proto.lpips_net}' "
+            f"(--lpips-net {proto.lpips_net})"
+        )
     if views < 2:
         raise InputError(f"--views {views}: expected at least 2 (view 0 is the input)")
     if resolution is None:
@@ -461,6 +500,10 @@ def run_benchmark(
     if "ours" in baselines or GT_VIEWS in baselines:
         raise InputError(f"baseline names 'ours' and '{GT_VIEWS}' are reserved")
     methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}
+    if proto.views is not None:  # a fixed-length model (SV3D's 21 frames) shows the protocol's views
+        from eval.protocols import fit_generator
+
+        methods = {name: fit_generator(gen) for name, gen in methods.items()}
     settings = EvalSettings(
         views=int(views),
         elevation=float(elevation),
@@ -469,13 +512,15 @@ def run_benchmark(
         renderer=renderer,
         baselines=tuple(baselines),
         reconstruct=reconstruct_fn is not None,
-        lpips=getattr(lpips_model, "net_name", None) if lpips_model is not None else None,
+        lpips=lpips_net,
         clip=clip_path if clip_scorer is not None else None,
         mesh_points=int(mesh_points),
         iou_resolution=int(iou_resolution),
+        f_thresholds=tuple(proto.f_thresholds),
         model=str(model_name),
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
+        protocol=proto.name,
     )
     objs = _resolve(sources, up_axis)
     out_dir = Path(out_dir)
@@ -518,6 +563,7 @@ def run_benchmark(
     metrics = {
         "mv3d_eval_format": METRICS_FORMAT,
         "settings": asdict(settings),
+        "protocol": {"name": proto.name, "headline": proto.headline, "sources": proto.sources},
         "model": {"name": settings.model, "hash": model_hash},
         "versions": versions(),
         "methods": list(methods),
