@@ -75,25 +75,29 @@ def _table(
     metrics: Mapping[str, Any], group: str, columns: list[str], published: list[dict] | None
 ) -> list[str]:
     agg = metrics["aggregate"]
-    head = "| method | " + " | ".join(f"{_label(c)} {_arrow(c)}" for c in columns) + " |"
-    lines = [head, "|" + "---|" * (len(columns) + 1)]
+    # every row says which protocol made it (eval.protocols): numbers of two protocols do not compare
+    protocol = (metrics.get("settings") or {}).get("protocol", "mv3d")
+    head = "| method | protocol | " + " | ".join(f"{_label(c)} {_arrow(c)}" for c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     for method in metrics["methods"]:
         stats = (agg.get(method) or {}).get(group) or {}
         digits = {
             c: 2 if c == "psnr" else 4 if c in ("chamfer", "reproj_err", "reproj_self") else 3
             for c in columns
         }
-        lines.append(f"| {method} | " + " | ".join(_fmt(stats.get(c), digits[c]) for c in columns) + " |")
+        lines.append(
+            f"| {method} | {protocol} | " + " | ".join(_fmt(stats.get(c), digits[c]) for c in columns) + " |"
+        )
     if group == "mesh" and (agg.get(GT_VIEWS) or {}).get("mesh"):
         stats = agg[GT_VIEWS]["mesh"]
         lines.append(
-            "| same reconstruction from the ground-truth views (ceiling) | "
+            f"| same reconstruction from the ground-truth views (ceiling) | {protocol} | "
             + " | ".join(_fmt(stats.get(c), 4 if c == "chamfer" else 3) for c in columns)
             + " |"
         )
     for row in published or []:
         cells = [f"{row[c]:g}" if c in row else "–" for c in columns]
-        lines.append(f"| *{row['name']}* † | " + " | ".join(cells) + " |")
+        lines.append(f"| *{row['name']}* † | the paper's | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -110,7 +114,13 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
         f"{s['resolution']} px, renderer `{s['renderer']}`, seed {s['seed']}. "
         f"View 0 (azimuth 0) is the input.",
         "",
-        "Values are mean ± std over objects of each object's mean over views. Images are compared in [0, 1] "
+        f"Protocol `{s.get('protocol', 'mv3d')}`"
+        + (
+            f" ({metrics['protocol']['sources']}; its papers report the all-views table)"
+            if s.get("protocol", "mv3d") != "mv3d"
+            else ""
+        )
+        + ". Values are mean ± std over objects of each object's mean over views. Images are compared in [0, 1] "
         "on a white background. LPIPS: "
         + (f"`{s['lpips']}` backbone" if s.get("lpips") else "not computed (no weights given)")
         + "; CLIP-S: "

@@ -32,7 +32,7 @@ import numpy as np
 
 from eval.layout import GT_VIEWS, METRICS_FORMAT, safe_id
 from eval.report import write_report
-from render.cameras import Orbit, static_orbit
+from render.cameras import Orbit
 from render.common import InputError, atomic_write_json, versions
 from render.meshes import world_trimesh
 
@@ -113,9 +113,12 @@ class EvalSettings:
     model: str = "unknown"
     model_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "mv3d"  # a name in eval.protocols.PROTOCOLS
 
     def key(self) -> str:
         d = asdict(self)
+        if d["protocol"] == "mv3d":  # results cached before protocols existed stay valid
+            del d["protocol"]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -216,9 +219,12 @@ def evaluate_object(
 ) -> dict[str, Any]:
     """Render, generate, score and (optionally) reconstruct one object; returns its result dict."""
     from eval.mesh_metrics import mesh_metrics
+    from eval.protocols import get_protocol, syncdreamer_mesh_scores, syncdreamer_view_scores
     from render.dataset import write_orbit_dataset
 
-    orbit = static_orbit(settings.views, elevation_deg=settings.elevation)
+    protocol = get_protocol(settings.protocol)
+    syncdreamer = protocol.name == "syncdreamer"
+    orbit = protocol.orbit(settings.views, settings.elevation)
     try:
         loaded = source.load()
     except InputError as exc:
@@ -229,7 +235,9 @@ def evaluate_object(
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ObjectLoadError(f"{source.object_id}: cannot render the ground truth: {reason}") from exc
     gt = np.asarray(res.rgba)
-    if res.depth is not None:
+    if syncdreamer:
+        gt_depth = None  # the protocol has no reprojection error
+    elif res.depth is not None:
         gt_depth = np.where(np.asarray(res.depth) > 0, np.asarray(res.depth, np.float64), np.inf)
     else:
         from eval.view_metrics import depth_maps
@@ -247,12 +255,23 @@ def evaluate_object(
         "azimuth_deg": [float(a) for a in orbit.azimuth_deg],
         # Floor of the consistency measure: the ground truth's own reprojection error (lighting and
         # resampling only).
-        "gt_reproj_err": _nanmean(reprojection_error(gt, orbit, gt_depth)),
+        "gt_reproj_err": None if syncdreamer else _nanmean(reprojection_error(gt, orbit, gt_depth)),
         "methods": {},
     }
     gt_mesh = world_trimesh(loaded) if reconstruct_fn is not None else None
 
     def score_mesh(mesh) -> dict[str, float]:
+        if syncdreamer:
+            return syncdreamer_mesh_scores(
+                mesh,
+                gt_mesh,
+                orbit,
+                settings.resolution,
+                voxel_size=float(protocol.voxel_size),
+                thresholds=settings.f_thresholds,
+                iou_resolution=settings.iou_resolution,
+                iou_half_extent=protocol.iou_half_extent,
+            )
         return mesh_metrics(
             mesh,
             gt_mesh,
@@ -268,7 +287,10 @@ def evaluate_object(
             raise InputError(
                 f"method '{name}' returned {len(views)} views for an orbit of {len(orbit)}: expected as many"
             )
-        per_view = score_views(views, gt, orbit, gt_depth, scorers)
+        if syncdreamer:
+            per_view = syncdreamer_view_scores(views, gt, scorers.lpips)
+        else:
+            per_view = score_views(views, gt, orbit, gt_depth, scorers)
         write_orbit_dataset(obj_dir / name, views, orbit, object_info={**info, "method": name})
         m_all, m_novel = summarise(per_view)
         entry: dict[str, Any] = {"per_view": per_view, "all": m_all, "novel": m_novel}
@@ -276,11 +298,12 @@ def evaluate_object(
             pred_mesh = reconstruct_fn(obj_dir / name)
             pred_mesh.export(obj_dir / f"{name}_mesh.ply")
             mm = score_mesh(pred_mesh)
-            from eval.view_metrics import depth_maps
+            if not syncdreamer:
+                from eval.view_metrics import depth_maps
 
-            # Self-consistency: the views reprojected through the mesh made from them.
-            self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
-            mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
+                # Self-consistency: the views reprojected through the mesh made from them.
+                self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
+                mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
             entry["mesh"] = mm
         result["methods"][name] = entry
     if reconstruct_fn is not None:
@@ -337,6 +360,7 @@ def run_benchmark(
     extra_settings: Mapping[str, Any] | None = None,
     up_axis: str | None = None,
     select: str | None = None,
+    protocol: str = "mv3d",
 ) -> dict[str, Any]:
     """Evaluate `generator` (and baselines) on SOURCES; write OUT/metrics.json, report.md, figures.
 
@@ -360,14 +384,29 @@ def run_benchmark(
             format's own; `render.sources.file_source`: another axis gives another object id).
         select: keep only the objects a selection lists (`render.sources.read_selection`), e.g. a
             committed split's test ids.
+        protocol: a name in `eval.protocols.PROTOCOLS`. "syncdreamer" fixes the orbit (16 views,
+            elevation 30, 256 px, its cameras; `views`, `elevation` and `resolution` are then not
+            used), the view metrics (PSNR, SSIM, LPIPS with the VGG backbone over all views) and the
+            mesh metrics (depth-map points, Chamfer, F-score at 0.1 / 0.2 / 0.5, volume IoU at 64^3).
 
     Returns:
         The metrics.json dictionary.
     """
     from tqdm.auto import tqdm
 
+    from eval.protocols import get_protocol
     from render.renderers import get_renderer
 
+    proto = get_protocol(protocol)
+    if proto.views is not None:
+        views, elevation, resolution = proto.views, float(proto.elevation), proto.resolution
+        iou_resolution = proto.iou_resolution
+    lpips_net = getattr(lpips_model, "net_name", None) if lpips_model is not None else None
+    if proto.lpips_net is not None and lpips_net not in (None, proto.lpips_net):
+        raise InputError(
+            f"LPIPS backbone '{lpips_net}' with protocol {proto.name}: expected '{proto.lpips_net}' "
+            f"(--lpips-net {proto.lpips_net})"
+        )
     if views < 2:
         raise InputError(f"views {views}: expected at least 2 (view 0 is the input)", field="views")
     if resolution is None:
@@ -377,6 +416,10 @@ def run_benchmark(
     if "ours" in baselines or GT_VIEWS in baselines:
         raise InputError(f"baseline names 'ours' and '{GT_VIEWS}' are reserved")
     methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}
+    if proto.views is not None:  # a fixed-length model (SV3D's 21 frames) shows the protocol's views
+        from eval.protocols import fit_generator
+
+        methods = {name: fit_generator(gen) for name, gen in methods.items()}
     settings = EvalSettings(
         views=int(views),
         elevation=float(elevation),
@@ -385,13 +428,15 @@ def run_benchmark(
         renderer=renderer,
         baselines=tuple(baselines),
         reconstruct=reconstruct_fn is not None,
-        lpips=getattr(lpips_model, "net_name", None) if lpips_model is not None else None,
+        lpips=lpips_net,
         clip=clip_path if clip_scorer is not None else None,
         mesh_points=int(mesh_points),
         iou_resolution=int(iou_resolution),
+        f_thresholds=tuple(proto.f_thresholds),
         model=str(model_name),
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
+        protocol=proto.name,
     )
     from render.sources import resolve_sources
 
@@ -436,6 +481,7 @@ def run_benchmark(
     metrics = {
         "mv3d_eval_format": METRICS_FORMAT,
         "settings": asdict(settings),
+        "protocol": {"name": proto.name, "headline": proto.headline, "sources": proto.sources},
         "model": {"name": settings.model, "hash": model_hash},
         "versions": versions(),
         "methods": list(methods),

@@ -25,6 +25,7 @@ from video_prior.conditioning import (
     conditioning_kind,
     decode_latents,
     encode_frames,
+    reference_resize,
 )
 
 
@@ -146,11 +147,44 @@ def test_clip_embed_resizes_and_normalises(tiny):
     emb = clip_embed(enc, img)
     assert emb.shape == (2, 1, 32)
     # the same image at the encoder's size gives the same embedding as its resized version
-    small = torch.nn.functional.interpolate(
-        img, size=(16, 16), mode="bicubic", align_corners=True, antialias=True
-    )
+    small = reference_resize(img, (16, 16))
     torch.testing.assert_close(clip_embed(enc, small), emb)
     assert not torch.allclose(clip_embed(enc, -img), emb)
+    # and not torch's antialiased bicubic, which the reference does not use
+    torch_aa = torch.nn.functional.interpolate(
+        img, size=(16, 16), mode="bicubic", align_corners=True, antialias=True
+    )
+    assert (clip_embed(enc, torch_aa) - emb).abs().max() > 1e-3
+
+
+def test_reference_resize_is_gaussian_then_bicubic_by_hand():
+    """Halving (factor 2): sigma = (2 - 1) / 2 = 0.5, kernel size max(int(4 * 0.5), 3) = 3, taps
+    (e^-2, 1, e^-2) / (1 + 2 e^-2), the border reflected; then plain bicubic with aligned corners."""
+    x = torch.rand(1, 2, 12, 10, generator=torch.Generator().manual_seed(1))
+    t = torch.exp(torch.tensor(-2.0))
+    taps = torch.stack([t, torch.tensor(1.0), t]) / (1 + 2 * t)
+    pad = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")  # reflect: row -1 is row 1
+    rows = taps[0] * pad[..., :-2, :] + taps[1] * pad[..., 1:-1, :] + taps[2] * pad[..., 2:, :]
+    blurred = taps[0] * rows[..., :-2] + taps[1] * rows[..., 1:-1] + taps[2] * rows[..., 2:]
+    expected = torch.nn.functional.interpolate(blurred, size=(6, 5), mode="bicubic", align_corners=True)
+    torch.testing.assert_close(reference_resize(x, (6, 5)), expected)
+    # enlarging never blurs: plain bicubic (whose kernel differs from torch's antialiased one)
+    up = torch.nn.functional.interpolate(x, size=(24, 20), mode="bicubic", align_corners=True)
+    torch.testing.assert_close(reference_resize(x, (24, 20)), up)
+    assert reference_resize(x, (12, 10)) is x
+
+
+@pytest.mark.parametrize(
+    "shape,size",
+    [((576, 576), (224, 224)), ((40, 40), (16, 16)), ((97, 131), (31, 40)), ((16, 24), (32, 12))],
+)
+def test_reference_resize_equals_kornia(shape, size):
+    """The reference calls kornia.geometry.resize(x, (224, 224), "bicubic", align_corners=True,
+    antialias=True); mv3d must give the same pixels without depending on kornia."""
+    kornia = pytest.importorskip("kornia")
+    x = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    expected = kornia.geometry.resize(x, size, interpolation="bicubic", align_corners=True, antialias=True)
+    torch.testing.assert_close(reference_resize(x, size), expected, atol=1e-6, rtol=0)
 
 
 def test_condition_latent_is_unscaled_posterior_mode(tiny):

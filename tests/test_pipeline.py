@@ -258,3 +258,45 @@ def test_calibrate_alpha_moves_the_threshold_to_one_half():
         # the silhouette cut at 0.5 after the map is the raw matte cut at t
         assert torch.equal(out > 0.5, alpha > t)
     torch.testing.assert_close(calibrate_alpha(alpha, 0.5), alpha)
+
+
+def test_given_latents_are_the_generators_draws_after_the_conditioning_noise(pipe, rgba, monkeypatch):
+    """`latents=` in the orbit's order, unit variance; the pipeline scales them by sqrt(1 + sigma_max^2)
+    (the reference's sampler) and reorders them to the model's frame order; the generator's first draw
+    is the conditioning image's noise (diffusers' SVD pipeline)."""
+    info = dataclasses.replace(pipe.info, frame_order="sv3d", default_cond_aug=0.05)
+    sv3d = MultiViewPipeline(pipe.unet, pipe.vae, pipe.image_encoder, info)
+    orbit = static_orbit(N, elevation_deg=10.0)
+    kw = {"num_inference_steps": 2, "output_type": "pt"}
+    drawn = sv3d(rgba, orbit, generator=_seed(4), **kw).frames
+    # the same draws by hand: conditioning noise (1, 3, 16, 16) first, then the initial noise in the
+    # model's order, where model frame j is orbit frame (j + 1) mod N
+    g = _seed(4)
+    torch.randn((1, 3, 16, 16), generator=g)
+    model_order = torch.randn((1, 1, N, 4, 8, 8), generator=g)[:, 0]
+    orbit_order = model_order[:, (np.arange(N) - 1) % N]
+    given = sv3d(rgba, orbit, generator=_seed(4), latents=orbit_order, **kw).frames
+    torch.testing.assert_close(given, drawn, rtol=0, atol=0)
+    # without the same conditioning noise it differs
+    other = sv3d(rgba, orbit, generator=_seed(5), latents=orbit_order, **kw).frames
+    assert not torch.equal(other, drawn)
+
+    # what the sampler starts from: the latents in the model's order times sqrt(1 + sigma_max^2)
+    seen = []
+
+    def spy_sampler(denoiser, x, sigmas, cond, callback=None):
+        seen.append((x.clone(), sigmas.clone()))
+        return x
+
+    monkeypatch.setattr(pipeline_module, "get_sampler", lambda name: spy_sampler)
+    sv3d(rgba, orbit, generator=_seed(4), latents=orbit_order, **kw)
+    x, sigmas = seen[0]
+    assert float(sigmas[0]) == pytest.approx(info.sigma_max)
+    scale = float(np.sqrt(1.0 + float(info.sigma_max) ** 2))
+    torch.testing.assert_close(x, model_order * scale)
+
+
+def test_latents_of_the_wrong_shape_are_one_clear_error(pipe, rgba):
+    orbit = static_orbit(N)
+    with pytest.raises(InputError, match=r"latents of shape \(1, 4, 4, 3, 3\): expected \(2, 4, 4, 8, 8\)"):
+        pipe(rgba, orbit, num_inference_steps=1, ensemble=2, latents=torch.zeros(1, N, 4, 3, 3))

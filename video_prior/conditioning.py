@@ -33,6 +33,7 @@ __all__ = [
     "conditioning_kind",
     "decode_latents",
     "encode_frames",
+    "reference_resize",
 ]
 
 #: Normalisation of (Open)CLIP image inputs in [0, 1]; OpenCLIP ViT-H/14 uses OpenAI's statistics.
@@ -136,6 +137,56 @@ def camera_time_ids(
     return torch.stack([ones * float(fps_id), ones * float(motion_bucket_id), cond_aug], dim=-1)
 
 
+def _gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """(size,) normalised Gaussian taps centred on the middle tap (size odd)."""
+    x = torch.arange(size, dtype=dtype, device=device) - size // 2
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def reference_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize as the reference's CLIP preprocessing does: ``kornia.geometry.resize(x, size, "bicubic",
+    align_corners=True, antialias=True)`` (Stability's generative-models, FrozenOpenCLIPImageEmbedder),
+    in plain torch.
+
+    Kornia's antialiasing is not torch's (``F.interpolate(..., antialias=True)`` widens the bicubic
+    kernel): it blurs with a Gaussian first, and only when the image shrinks, then resamples with plain
+    bicubic. Its rule, per axis with shrink factor ``s = in / out``: blur only if ``max(s) > 1``; then
+    ``sigma = max((s - 1) / 2, 0.001)``, kernel size ``max(int(4 sigma), 3)`` made odd, taps
+    ``exp(-x^2 / (2 sigma^2))`` normalised, the border reflected (without repeating the edge pixel).
+
+    Args:
+        images: (B, C, H, W) float.
+        size: (height, width) of the output.
+
+    Returns:
+        (B, C, height, width), same dtype.
+    """
+    h, w = images.shape[-2:]
+    out_h, out_w = int(size[0]), int(size[1])
+    if (h, w) == (out_h, out_w):
+        return images
+    factors = (h / out_h, w / out_w)
+    x = images
+    if max(factors) > 1.0:
+        for axis, factor, length in ((-2, factors[0], h), (-1, factors[1], w)):
+            sigma = max((factor - 1.0) / 2.0, 0.001)
+            ks = max(int(4.0 * sigma), 3)
+            ks = ks if ks % 2 else ks + 1
+            if length == 1:  # nothing to smooth along a singleton axis
+                continue
+            taps = _gaussian_kernel1d(ks, sigma, torch.float64, x.device).to(x.dtype)
+            pad = ks // 2
+            c = x.shape[1]
+            if axis == -2:
+                x = F.pad(x, (0, 0, pad, pad), mode="reflect")
+                x = F.conv2d(x, taps.view(1, 1, ks, 1).expand(c, 1, ks, 1), groups=c)
+            else:
+                x = F.pad(x, (pad, pad, 0, 0), mode="reflect")
+                x = F.conv2d(x, taps.view(1, 1, 1, ks).expand(c, 1, 1, ks), groups=c)
+    return F.interpolate(x, size=(out_h, out_w), mode="bicubic", align_corners=True)
+
+
 def _encoder_image_size(image_encoder) -> int:
     size = image_encoder.config.image_size
     return int(size if isinstance(size, int) else size[0])
@@ -144,9 +195,10 @@ def _encoder_image_size(image_encoder) -> int:
 def clip_embed(image_encoder, images: torch.Tensor) -> torch.Tensor:
     """CLIP image embedding for cross-attention.
 
-    Resizes to the encoder's input size (bicubic with antialiasing, as the reference's kornia resize),
-    maps [-1, 1] to [0, 1] and normalises with CLIP's mean and std, all in torch (no image processor, so
-    it runs on the model's device and dtype and is differentiable).
+    Resizes to the encoder's input size exactly as the reference does (`reference_resize`: kornia's
+    Gaussian-then-bicubic, not torch's antialiased bicubic, whose CLIP inputs differ by up to 1.1 in
+    [-1, 1] units from 576 px), maps [-1, 1] to [0, 1] and normalises with CLIP's mean and std, all in
+    torch (no image processor, so it runs on the model's device and dtype and is differentiable).
 
     Args:
         image_encoder: a transformers ``CLIPVisionModelWithProjection``.
@@ -162,7 +214,7 @@ def clip_embed(image_encoder, images: torch.Tensor) -> torch.Tensor:
     x = images.to(device=param.device, dtype=torch.float32)
     size = _encoder_image_size(image_encoder)
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True, antialias=True)
+        x = reference_resize(x, (size, size))
     x = (x + 1.0) / 2.0
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)

@@ -6,8 +6,9 @@ All share one signature (k-diffusion's):
 
 * `denoiser(x, sigma, cond)`: x (B, F, C, h, w), sigma (B,) -> the denoised estimate, like x. The caller
   wraps the network, the preconditioning (`video_prior.edm.denoise`) and classifier-free guidance in it.
-* `x`: the starting sample at noise level sigmas[0], i.e. `noise * sigmas[0]` with unit normal noise
-  (SV3D's reference scales by sqrt(1 + sigma_max^2), the same to 1e-6 relative at sigma_max 700).
+* `x`: the starting sample at noise level sigmas[0]: unit normal noise times sqrt(1 + sigmas[0]^2) in
+  the pipeline, as SV3D's reference scales it (the marginal std of unit-variance data at that level;
+  `noise * sigmas[0]` is the same to 1e-6 relative at sigma_max 700).
 * `sigmas`: (N + 1,) decreasing noise levels ending in 0 (`video_prior.edm.karras_sigmas`).
 * `callback(info)`: called after each step with {"i", "sigma", "sigma_next", "x", "denoised"}.
 

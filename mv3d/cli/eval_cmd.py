@@ -135,6 +135,13 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         method: str = typer.Option("ours", "--method", help="With --compare: the method to compare."),
+        protocol: str = typer.Option(
+            "mv3d",
+            "--protocol",
+            help="mv3d (its own benchmark) or syncdreamer: the GSO protocol papers report (16 views at 30° "
+            "elevation, 256 px, PSNR/SSIM/LPIPS-VGG over all views; meshes: Chamfer, F-score@0.1/0.2/0.5, "
+            "volume IoU at 64³); it fixes --views, --elevation, --resolution and the LPIPS backbone.",
+        ),
     ) -> None:
         """Score generated orbits against ground-truth renders (PSNR, SSIM, LPIPS, CLIP-S, mask IoU, meshes).
 
@@ -170,6 +177,9 @@ def register(app: typer.Typer) -> None:
                     f"--baselines: unknown baseline '{b}': expected names from {', '.join(BASELINES)}"
                 )
         device = resolve_device(device, "--device")
+        from eval.protocols import get_protocol
+
+        lpips_net = get_protocol(protocol).lpips_net or lpips_net
         lpips_model = clip_scorer = None
         if lpips_weights is not None:
             from eval.lpips import LPIPS
@@ -216,10 +226,12 @@ def register(app: typer.Typer) -> None:
             extra_settings=extra,
             up_axis=up_axis,
             select=select,
+            protocol=protocol,
         )
         agg = metrics["aggregate"]
+        group = metrics["protocol"]["headline"]  # the view group the protocol's papers report
         for name in metrics["methods"]:
-            novel = agg.get(name, {}).get("novel", {})
-            parts = [f"{k} {v['mean']:.4g}" for k, v in novel.items() if v.get("mean") is not None]
-            typer.echo(f"{name}: " + ", ".join(parts) + " (novel views, mean over objects)")
+            scores = agg.get(name, {}).get(group, {})
+            parts = [f"{k} {v['mean']:.4g}" for k, v in scores.items() if v.get("mean") is not None]
+            typer.echo(f"{name}: " + ", ".join(parts) + f" ({group} views, mean over objects)")
         typer.echo(f"report: {Path(out) / 'report.md'}")
