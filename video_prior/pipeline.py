@@ -613,9 +613,9 @@ class MultiViewPipeline:
                 noise = self.prepare_latents(branch_members, len(orbit), size, generator, given, order)
                 first += branch_members
                 # 6. sampling
-                latents = self.denoise(noise, cond, scales, steps, sampler, on_step)
+                sampled = self.denoise(noise, cond, scales, steps, sampler, on_step)
                 # 7. decoding, summed over the branch's members, back in the orbit's order
-                decoded = self.decode(latents, cond, order, decode_chunk_size)
+                decoded = self.decode(sampled, cond, order, decode_chunk_size)
                 offset += branch_members * steps
                 decoded = decoded.flip(-1) if flipped else decoded  # the mirrored branch flipped back
                 frames = decoded if frames is None else frames + decoded
