@@ -1347,7 +1347,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---|",
     ]
     for name, p in report["parts"].items():
-        errs = "; ".join(f"{k}: {v['error']}" for k, v in p.get("errors", {}).items()).replace("|", "/")
+        errs = "; ".join(f"{k}: {v['error']}" for k, v in p.get("errors", {}).items())
+        errs = " ".join(errs.replace("|", "/").split())  # one table row: no newlines
         lines.append(
             f"| {name} | {p['status']} | {_f(p.get('wall_s'), 1)} | {_f(p.get('budget_s'), 0)} | {errs[:300]} |"
         )
@@ -1359,7 +1360,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Floor: FLOPs / {_g(fl.get('peak_tflops'))} TFLOP/s ({fl.get('peak_source', 'no FLOP count')}); "
         f"measured matmul rate on the device: "
-        f"{_g(report['parts'].get('gen_eager', {}).get('results', {}).get('matmul_tflops'))} TFLOP/s.",
+        f"{_g(report['parts'].get('gen_eager', {}).get('results', {}).get('matmul_tflops'))} TFLOP/s. "
+        "Rows with conditioning svd run on the same random modules (diffusers' pipeline can drive them); "
+        "sv3d_p rows on SV3D_p modules (per-frame camera conditioning, image VAE). Each row is one call "
+        "after a warm-up call (warm-up s: for the compiled rows, the compile).",
         "",
         "| run | cond. | steps | CLIP s | VAE enc s | UNet s | VAE dec s | total s | floor s | time/floor | UNet/floor | vs diffusers | peak GiB | warm-up s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -1407,12 +1411,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_f(m[call]['wall_s'])} s ({_stage_line(m[call]['stages_s'])}), {m[call]['faces']} faces"
             )
     d = report["default_model"]
-    lines += ["", "## Default model (mv3d generate, its defaults, on the device)", ""]
+    lines += ["", "## Default model (mv3d generate on the device)", ""]
     if "load_s" in d:
+        ds = d.get("settings", {})
         lines.append(
-            f"load {_f(d['load_s'])} s; settings: dtype {d.get('settings', {}).get('dtype')}, "
-            f"{d.get('settings', {}).get('resolution')} px, {d.get('settings', {}).get('steps')} step(s) x "
-            f"{d.get('settings', {}).get('ensemble')} draws."
+            f"load {_f(d['load_s'])} s; dtype {ds.get('dtype')}, {ds.get('resolution')} px, {ds.get('steps')} "
+            f"step(s) x {ds.get('ensemble')} draws, reconstruction {ds.get('reconstruct_options')}."
         )
     for call in ("first", "second"):
         if call in d:

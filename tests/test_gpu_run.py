@@ -257,14 +257,16 @@ def test_report_floor_ratios_and_goals():
 
 
 def test_report_without_flops_or_parts_says_not_measured():
-    recs = _records(flops={"status": "failed", "results": {}, "errors": {"part": {"error": "boom"}}})
+    boom = {"part": {"error": "PackageNotFoundError: no 'requests'\nTry: pip install | x"}}
+    recs = _records(flops={"status": "failed", "results": {}, "errors": boom})
     del recs["mesh"]
     report = gpu_run.build_report(recs, gpu_run.Settings.full(), {"environment": {}})
     assert all("floor_s" not in r for r in report["generation"])
     assert report["goals"]["floor_50"]["met"] is None and report["goals"]["floor_50"]["value"] is None
     assert report["goals"]["mesh_stage"]["source"] == "not measured"
     assert report["goals"]["vs_diffusers_50"]["met"] is True  # needs no FLOP count
-    assert "| flops | failed |" in gpu_run.render_markdown(report)
+    md = gpu_run.render_markdown(report)
+    assert "| flops | failed | – | – | part: PackageNotFoundError: no 'requests' Try: pip install / x |" in md
 
 
 def _part_ok(settings, rec, work):
