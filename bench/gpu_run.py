@@ -24,10 +24,12 @@ budget, so a crash, an out-of-memory error or a hang in one part still leaves th
     autocast, fused AdamW, cached latents): median of 3 steps after a warm-up step, peak memory.
 ``mesh``
     The mesh stage on the GPU: ``mv3d.reconstruct.reconstruct(device="cuda")`` with its defaults on 21
-    views at 576 px of a synthetic object (rasterised here, no renderer needed), a first and a second call.
+    views at 576 px of a synthetic object (rasterised here, no renderer needed): a first and a second
+    call (its defaults fit views downsized to 256 px), then one fitting the views at 576 px.
 ``default_model``
-    The shipped default model's whole job on the GPU (``mv3d.generate.generate``, its defaults): model
-    load, a first and a second generation (preprocess, sample, write, reconstruct).
+    The shipped default model's whole job on the GPU (``mv3d.generate.generate``, its defaults: float16,
+    64 px, 1 step x 16 draws, the default reconstruction): model load, a first and a second generation
+    (preprocess, sample, write, reconstruct).
 ``gen_compile``
     As gen_eager for mv3d with ``torch.compile`` of the UNet (mode "default"); the warm-up holds the compile.
 ``lowmem``
@@ -41,8 +43,8 @@ own budget (whichever comes first). Inside a part, each measurement is guarded: 
 and the next measurement runs. ``--parts a,b`` runs a subset (a rerun of what failed).
 
 The dry run (``--dry-run``, on the CPU) runs every part the same way with toy sizes (tiny configs, 5
-frames at 16 px, 4 and 2 steps, 8 views at 64 px for the mesh): the test suite runs it, so the GPU run
-cannot fail on a typo. Its ``torch.compile`` traces with dynamo's "eager" backend (inductor's C++ compile
+frames at 16 px, 4 and 2 steps, 8 views at 64 px and a short field fit for the mesh, the default model
+with 2 draws and the hull reconstruction): the test suite runs it, so the GPU run cannot fail on a typo. Its ``torch.compile`` traces with dynamo's "eager" backend (inductor's C++ compile
 takes minutes on a CPU) and its "reduce-overhead" part compiles with mode "default" (CUDA graphs need
 CUDA); its memory figures are the process's peak RSS (a CPU has no separate device memory); its floor
 uses a measured float32 matmul rate of the CPU. Its figures test the plumbing, not mv3d's speed.
@@ -65,8 +67,12 @@ gpu_run.json (schema "mv3d.gpu_run/1"):
         row's, same steps and modules), peak_allocated_gib, peak_reserved_gib, memory_kind, warmup_s
     low_memory: one row per mode: label, offload, decode_chunk, steps, total_s, peak_allocated_gib,
         peak_reserved_gib, memory_kind, under_goal
-    training: the train part's figures with floor_s and time_over_floor
-    mesh, default_model: those parts' figures (seconds per stage of each call)
+    training: setting {unet_params, batch, frames, latent, ...}, warmup_s, step_s_all, step_s_median,
+        samples_per_s, losses, memory {peak_allocated_gib, ...}, floor_s, time_over_floor
+    mesh: views {count, size, make_s}, settings, and per call ("first", "second", "full_views"):
+        wall_s, settings, stages_s {load, hull, field, mesh, texture, export, total}, faces, warnings
+    default_model: load_s, settings, and per call ("first", "second"): stages_s {preprocess, sample,
+        write, reconstruct, total}, mesh (a mesh was made), views (shape), warnings
     goals: {name: {target, value, met (true/false/null when not measured), source}} for "floor_50"
         (best mv3d 50-step time / floor <= 1.3), "vs_diffusers_50" (>= 3x), "low_memory_peak"
         (< 12 GB) and "mesh_stage" (< 5 s)
