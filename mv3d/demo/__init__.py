@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from render.cameras import DEFAULT_ELEVATION_DEG
 from render.common import InputError, optional_import
 
@@ -73,7 +75,7 @@ _DATASET_ENTRIES = ("views", "transforms.json", "input.png", "orbit.gif", "run.j
 
 def example_images() -> list[Path]:
     """The bundled example inputs (the repository's `examples/` folder), those present."""
-    folder = Path(__file__).resolve().parents[1] / "examples"
+    folder = Path(__file__).resolve().parents[2] / "examples"
     return [p for p in (folder / "example.png",) if p.is_file()]
 
 
@@ -270,13 +272,14 @@ class DemoResult:
 
 
 def _generate(view_generator: Any, image: Path, out_dir: Path, settings: GenerationSettings) -> Any:
-    """The one call into `mv3d.generate`: image -> `out_dir` (views, transforms.json, mesh.glb, run.json).
+    """The one call into `mv3d.generate`: image -> `out_dir` (input.png, views, transforms.json, orbit.gif,
+    run.json), without the mesh (`reconstruct_mesh` makes it, so the page can show that stage apart).
 
     The loaded model is shared by every request; the per-request sampling settings go on a shallow copy
     of the `ViewGenerator` (the pipeline itself is not copied).
 
     Returns:
-        the `mv3d.generate.GenerateResult`.
+        the `mv3d.generate.GenerateResult` (`out_dir`, `views`, `timings`, `warnings`).
     """
     from mv3d.generate import generate
 
@@ -293,10 +296,51 @@ def _generate(view_generator: Any, image: Path, out_dir: Path, settings: Generat
         elevation=float(settings.elevation),
         orbit=settings.orbit,
         seed=int(settings.seed),
-        mesh=settings.mesh,
+        mesh=False,
         progress=True,  # tqdm bars: the page's progress follows them
-        reconstruct_options={"resolution": int(settings.mesh_grid), "target_faces": int(settings.mesh_faces)},
     )[0]
+
+
+def reconstruct_mesh(
+    folder: Path, settings: GenerationSettings, device: str
+) -> tuple[Path | None, int, list[str]]:
+    """`folder` (a generation) -> `folder/mesh.glb`, as `mv3d generate` would make it with these settings.
+
+    Returns:
+        (the GLB or None, its face count, notes). Views that admit no mesh keep the generation: the
+        mesh is skipped with a note, as `mv3d generate` does.
+    """
+    from mv3d.reconstruct import reconstruct
+
+    try:
+        result = reconstruct(
+            folder,
+            folder / GLB_NAME,
+            resolution=int(settings.mesh_grid),
+            target_faces=int(settings.mesh_faces),
+            seed=int(settings.seed),
+            device=device,
+            progress=True,
+        )
+    except InputError as exc:
+        return None, 0, [f"no mesh: the reconstruction failed ({str(exc).replace(str(folder), 'views')})"]
+    return Path(result.path), int(len(result.mesh.faces)), list(result.warnings)
+
+
+def turntable_gif(views: list[Path], side: int = PREVIEW_SIDE) -> bytes:
+    """The views as a looping GIF at least `side` px wide (the model's own views may be far smaller)."""
+    from PIL import Image
+
+    from mv3d.generate import turntable_gif as gif
+
+    frames = []
+    for p in views:
+        with Image.open(p) as im:
+            im = im.convert("RGBA")
+            if im.width < side:
+                im = im.resize((side, side * im.height // im.width), Image.Resampling.LANCZOS)
+            frames.append(np.asarray(im))
+    return gif(np.stack(frames))
 
 
 def _zip_tree(zip_path: Path, entries: list[tuple[Path, str]]) -> Path:
@@ -345,30 +389,29 @@ def run_generation(
     report = report or (lambda fraction, stage: None)
     check_upload(image, max_bytes, max_pixels)
     settings.check()
-    report(0.0, "matting and framing the input")
+    report(0.0, "matting the input, then sampling the views")
     result = _generate(view_generator, Path(image), run_dir / "generation", settings)
+    folder = Path(result.out_dir)
+    names = {"preprocess": "matting", "load_model": "model", "sample": "sampling", "write": "writing"}
+    timings = {names.get(k, k): float(v) for k, v in result.timings.items() if k != "total"}
+    timings.pop("model", None)  # loaded once at start-up: zero here
+    notes = list(result.warnings)
+    glb, faces = None, 0
+    if settings.mesh:
+        report(0.5, "mesh: carving the visual hull, then fitting the field")
+        t = time.perf_counter()
+        glb, faces, mesh_notes = reconstruct_mesh(folder, settings, str(view_generator.device))
+        timings["mesh"] = time.perf_counter() - t
+        notes += mesh_notes
     report(0.95, "packaging the downloads")
     t = time.perf_counter()
-    folder = Path(result.out_dir)
-    glb = Path(result.mesh_path) if result.mesh_path is not None else None
+    views = sorted((folder / "views").glob("*.png"))
+    turntable = run_dir / "turntable.gif"
+    turntable.write_bytes(turntable_gif(views))
     obj_zip, dataset_zip = package_downloads(folder, glb, run_dir)
-    names = {"preprocess": "matting", "load_model": "model", "sample": "sampling", "write": "writing",
-             "reconstruct": "mesh", "total": "total"}  # fmt: skip
-    timings = {names.get(k, k): float(v) for k, v in result.timings.items() if k != "load_model" or v > 0.05}
     timings["downloads"] = time.perf_counter() - t
-    timings["total"] = timings.get("total", 0.0) + timings["downloads"]
-    recon = (result.run or {}).get("reconstruction") or {}
-    return DemoResult(
-        folder=folder,
-        views=sorted((folder / "views").glob("*.png")),
-        turntable=folder / "orbit.gif",
-        glb=glb,
-        obj_zip=obj_zip,
-        dataset_zip=dataset_zip,
-        timings=timings,
-        warnings=list(result.warnings),
-        faces=int(recon.get("faces", 0)),
-    )
+    timings["total"] = sum(timings.values())
+    return DemoResult(folder, views, turntable, glb, obj_zip, dataset_zip, timings, notes, faces)
 
 
 def preview_input(image: str | Path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS):

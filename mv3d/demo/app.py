@@ -42,25 +42,24 @@ def _facts_markdown(facts: dict[str, Any]) -> str:
     )
 
 
-class UploadImage(gr.Image):
-    """A `gr.Image` that hands over the uploaded file's path without opening it.
+def upload_image(**kwargs: Any) -> gr.Image:
+    """A `gr.Image` input that hands its handler the uploaded file's path without opening it.
 
     Gradio's own `gr.Image` opens every upload with Pillow before the handler runs, so a broken file
-    would end in Gradio's generic error. This one leaves the file to `check_upload`, which reads the size
-    and the header first and explains what is wrong.
+    would end in Gradio's generic error; this one leaves the file to `check_upload`, which reads the
+    size and the header first and says what is wrong. (An instance attribute, not a subclass: Gradio
+    writes a .pyi stub next to the source of every component subclass.)
     """
+    image = gr.Image(type="filepath", image_mode=None, format="png", **kwargs)
+    keep = image.preprocess
 
-    is_template = True  # drawn by the frontend's Image component
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(type="filepath", image_mode=None, format="png", **kwargs)
-
-    def preprocess(self, payload: Any) -> str | None:
-        if payload is None:
-            return None
-        if getattr(payload, "path", None):
+    def preprocess(payload: Any) -> str | None:
+        if payload is not None and getattr(payload, "path", None):
             return str(payload.path)
-        return super().preprocess(payload)  # a data: URL from an API client
+        return keep(payload)  # None, or a data: URL from an API client
+
+    image.preprocess = preprocess
+    return image
 
 
 def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders | None = None) -> Any:
@@ -146,8 +145,11 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
         gr.Markdown(_facts_markdown(facts), elem_id="model-facts")
         with gr.Row():
             with gr.Column(scale=1):
-                image = UploadImage(
-                    label="Input image", sources=["upload", "clipboard"], height=300, elem_id="input-image"
+                image = upload_image(
+                    label="Input image",
+                    sources=["upload", "clipboard"],
+                    height=300,
+                    elem_id="input-image",
                 )
                 if example_images():
                     gr.Examples([[str(p)] for p in example_images()], inputs=[image], label="Example")
