@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -479,6 +480,10 @@ def _sweeper(folders: SessionFolders, stop: threading.Event) -> None:
         folders.sweep()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def launch(
     config: DemoConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
     log_fn: Callable[[str], None] = print,
@@ -498,8 +503,13 @@ def launch(
     app = build_app(config, view_generator, folders)
     stop = threading.Event()
     threading.Thread(target=_sweeper, args=(folders, stop), daemon=True).start()
+    log_fn(f"mv3d demo: session files in {folders.root} (each removed when its tab closes, or after "
+           f"{config.session_ttl_s / 60:.0f} min)")  # fmt: skip
     if share:
         log_fn("mv3d demo: --share: Gradio will open a PUBLIC link that anyone who has it can use")
+    if threading.current_thread() is threading.main_thread():
+        # `kill` / a service manager's stop ends the server like Ctrl-C, so the session files go too.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         app.launch(
             server_name=host,

@@ -115,11 +115,11 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
                 view_generator, image, run_dir, settings, lambda f, s: progress(f, desc=s), **limits
             )
         except InputError as exc:
-            raise gr.Error(str(exc), title="Cannot generate from this input") from None
+            raise gr.Error(str(exc), duration=None) from None  # stays until closed
         except Exception as exc:
             log.exception("generation failed")
             first = str(exc).splitlines()[0] if str(exc) else ""
-            raise gr.Error(f"The generation failed ({type(exc).__name__}: {first})", title="Error") from None
+            raise gr.Error(f"The generation failed ({type(exc).__name__}: {first})", duration=None) from None
         gallery = [(str(p), f"view {i}") for i, p in enumerate(res.views)]
         glb = str(res.glb) if res.glb else None
         return (
