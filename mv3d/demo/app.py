@@ -98,16 +98,20 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
     ) -> tuple[Any, ...]:
         if not image:
             raise gr.Error("No image: upload or paste an image of one object, or pick the example.")
-        settings = GenerationSettings(
-            seed=int(seed or 0),
-            elevation=float(elevation),
-            orbit=str(orbit),
-            steps=int(steps) if steps else None,
-            max_guidance=float(guidance) if facts["cfg"] else None,
-            mesh=bool(mesh),
-            mesh_faces=int(mesh_faces),
-            mesh_grid=int(mesh_grid),
-        )
+        try:  # API clients can send anything; the page's controls cannot
+            settings = GenerationSettings(
+                seed=int(seed or 0),
+                elevation=float(elevation),
+                orbit=str(orbit),
+                steps=int(steps) if steps else None,
+                max_guidance=float(guidance) if facts["cfg"] else None,
+                mesh=bool(mesh),
+                mesh_faces=int(mesh_faces),
+                mesh_grid=int(mesh_grid),
+            )
+            settings.check()
+        except (TypeError, ValueError) as exc:  # InputError is a ValueError
+            raise gr.Error(f"Settings: {exc}", duration=None) from None
         session = getattr(request, "session_hash", None)
         run_dir = folders.new_run(session)
         try:

@@ -201,6 +201,32 @@ def wait_for_result(page: Any, timeout_s: float = 240.0) -> None:
     page.wait_for_selector("#download-dataset a", timeout=timeout_s * 1000)
 
 
+def wait_for_viewer_drawn(page: Any, timeout_s: float = 120.0) -> float:
+    """Wait until the 3D viewer's canvas shows a mesh (not just its blank background).
+
+    Babylon.js draws a moment after the canvas appears, longer for a large GLB on a software renderer.
+
+    Returns:
+        the fraction of the canvas's pixels that differ from its corner (the background) colour.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    canvas = page.locator("#viewer canvas")
+    canvas.wait_for(timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+        covered = float((np.abs(shot - shot[2, 2]).max(axis=-1) > 24).mean())
+        if covered > 0.01:
+            return covered
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the 3D viewer drew nothing within {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
 def download(page: Any, elem_id: str, out: Path) -> Path:
     """Fetch the file a download box offers (within the page's own session) into `out`."""
     href = page.locator(f"#{elem_id} a").first.get_attribute("href")
