@@ -480,6 +480,25 @@ def _sweeper(folders: SessionFolders, stop: threading.Event) -> None:
         folders.sweep()
 
 
+def _check_port(host: str, port: int) -> None:
+    """`InputError` if nothing could listen on host:port right now (taken, or not this machine's address)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc})") from exc
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise InputError(
+                f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})"
+            ) from exc
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -495,6 +514,7 @@ def launch(
 
     if not 0 < int(port) < 65536:
         raise InputError(f"--port {port}: expected a TCP port from 1 to 65535")
+    _check_port(host, int(port))  # before the model load: a taken port fails in a second
     log_fn(f"mv3d demo: loading model {config.model} ...")
     view_generator = ViewGenerator.load(config.model, config.device)
     folders = SessionFolders(config.session_ttl_s)
