@@ -973,8 +973,8 @@ def synthetic_views(num_views: int, size: int):
     alpha, the `render.cameras.Orbit`).
     """
     import numpy as np
-
     from mv3d.reconstruct.raster import render_depth
+
     from render.cameras import static_orbit
 
     mesh, colours = synthetic_object()

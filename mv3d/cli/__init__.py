@@ -40,6 +40,7 @@ _COMMAND_MODULES = (
     "mv3d.cli.weights_cmd",
     "mv3d.cli.reconstruct_cmd",
     "mv3d.cli.eval_cmd",
+    "mv3d.cli.demo_cmd",
 )
 
 for _name in _COMMAND_MODULES:

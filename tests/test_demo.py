@@ -1,0 +1,253 @@
+"""`mv3d demo`: upload checks and session folders directly; the page itself in a real headless browser.
+
+The browser tests start `mv3d demo` (the embedded default model) as a subprocess on a free port and drive
+Debian's chromium through Playwright, as a user would: upload, set the settings, Generate, read the page,
+download. They skip where gradio, playwright or chromium are missing, except under
+MV3D_REQUIRE_BROWSER=1 (set by .ci/run), where a missing piece is a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mv3d.demo import GenerationSettings, SessionFolders, check_upload
+from render.common import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "example.png"
+
+
+# ------------------------------------------------------------------------------------------------
+# Without a browser
+# ------------------------------------------------------------------------------------------------
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature, an IHDR chunk (8-bit RGB) and IEND: a header with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_check_upload_refuses_before_decoding(tmp_path):
+    from PIL import Image
+
+    assert check_upload(EXAMPLE) == (256, 256)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image\n")
+    with pytest.raises(InputError, match="notes.png: not an image"):
+        check_upload(text)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        check_upload(empty)
+    with pytest.raises(InputError, match="MB: expected at most"):
+        check_upload(EXAMPLE, max_bytes=1000)
+    # A 57-byte file whose header claims 25000 x 25000 pixels: refused from the header alone (decoding
+    # it would fail, so reaching the refusal proves nothing was decoded).
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(25000, 25000))
+    with pytest.raises(InputError, match="625 megapixels"):
+        check_upload(bomb)
+    with pytest.raises(InputError, match="65 megapixels: expected at most 50"):
+        big = tmp_path / "big.png"
+        Image.new("1", (8060, 8060)).save(big)
+        check_upload(big, max_pixels=50_000_000)
+
+
+def test_session_folders_are_separate_and_removed(tmp_path):
+    folders = SessionFolders(ttl_s=100.0, root=tmp_path / "root")
+    a1 = folders.new_run("session-a")
+    (a1 / "mesh.glb").write_bytes(b"a")
+    b1 = folders.new_run("session-b")
+    assert a1.parent != b1.parent and "session-a" not in a1.parent.name
+    a2 = folders.new_run("session-a")  # a new generation replaces the session's previous one
+    assert not a1.exists() and a2.is_dir() and b1.is_dir()
+    folders.end("session-a")
+    assert not a2.parent.exists() and b1.is_dir()
+    stray = tmp_path / "root" / "not-ours"
+    stray.mkdir()
+    assert folders.sweep(now=time.time() + 50) == []
+    assert folders.sweep(now=time.time() + 1000) == [b1.parent]
+    assert stray.is_dir()  # only session folders are ever removed
+
+
+def test_generation_settings_checked():
+    GenerationSettings().check()
+    for bad in (dict(orbit="spiral"), dict(mesh_grid=100), dict(mesh_faces=10), dict(steps=0)):
+        with pytest.raises(InputError):
+            GenerationSettings(**bad).check()
+
+
+def test_demo_command_names_the_extra_when_gradio_is_missing(monkeypatch, capsys):
+    import sys
+
+    from mv3d.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # what an install without the extra sees
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--port", "7999"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "pip install 'mv3d[demo]'" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# In the browser
+# ------------------------------------------------------------------------------------------------
+
+
+def _browser_missing() -> str | None:
+    from mv3d.demo.browser import chromium_path
+
+    for module in ("gradio", "playwright"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install -e '.[dev]')"
+    if chromium_path() is None:
+        return "chromium is not installed (Debian: apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def server():
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("MV3D_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"MV3D_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    from mv3d.demo.browser import serve
+
+    with serve() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def playwright(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+def _page_text(page) -> str:
+    return page.inner_text("body")
+
+
+@pytest.mark.slow
+def test_generate_in_the_browser(server, playwright, tmp_path):
+    import trimesh
+
+    from mv3d.demo import browser as b
+
+    with b.browser(playwright=playwright) as ctx:
+        page = b.open_page(ctx, server.url)
+        b.upload(page, EXAMPLE)
+        # The matted, framed input is shown before anything is generated.
+        assert "matte" in page.inner_text("#status")
+        assert page.locator("#preview img").count() == 1
+        b.set_settings(page, mesh=True, grid=64, faces=5000)  # a coarse mesh: ~20 s instead of ~70-120 s
+        b.click_generate(page)
+        b.wait_for_result(page)
+        assert b.wait_for_viewer_drawn(page) > 0.01  # the viewer shows the mesh
+        summary = page.inner_text("#summary")
+        for stage in ("matting", "sampling", "mesh"):
+            assert stage in summary
+        assert page.locator("#views img").count() == 21
+        assert page.locator("#turntable img").count() == 1
+        for elem in ("download-glb", "download-obj", "download-dataset"):
+            assert page.locator(f"#{elem} a").count() == 1
+        glb = b.download(page, "download-glb", tmp_path / "mesh.glb")
+        mesh = trimesh.load(glb, force="mesh")
+        assert 100 < len(mesh.faces) <= 5000
+        assert f"{len(mesh.faces)} faces" in summary
+        with zipfile.ZipFile(b.download(page, "download-obj", tmp_path / "obj.zip")) as zf:
+            names = zf.namelist()
+        assert "mesh.obj" in names and "mesh.mtl" in names and any(n.endswith(".png") for n in names)
+        with zipfile.ZipFile(b.download(page, "download-dataset", tmp_path / "dataset.zip")) as zf:
+            names = zf.namelist()
+            transforms = json.loads(zf.read("orbit/transforms.json"))
+        assert len(transforms["frames"]) == 21
+        assert sum(n.startswith("orbit/views/") for n in names) == 21
+        assert "Traceback" not in _page_text(page)
+
+
+@pytest.mark.slow
+def test_bad_upload_is_a_message_in_the_page(server, playwright, tmp_path):
+    from mv3d.demo import browser as b
+
+    fake = tmp_path / "holiday.png"
+    fake.write_text("Dear diary, this is text and not a picture.\n")
+    with b.browser(playwright=playwright) as ctx:
+        page = b.open_page(ctx, server.url)
+        b.upload(page, fake)
+        status = page.inner_text("#status")
+        assert "Cannot use this image" in status and "holiday.png: not an image" in status
+        assert page.locator("#preview img").count() == 0
+        # Generate anyway: the same reason, in Gradio's message box.
+        b.click_generate(page)
+        page.wait_for_function(
+            "() => document.body.innerText.split('holiday.png: not an image').length > 2", timeout=60_000
+        )
+        text = _page_text(page)
+        assert "Traceback" not in text and "Error:" not in text
+
+
+def _coloured_box(path: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (200, 200), (255, 255, 255))
+    ImageDraw.Draw(im).rectangle((60, 40, 140, 160), fill=(30, 60, 220))
+    im.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_two_sessions_get_their_own_results(server, playwright, tmp_path):
+    from PIL import Image
+
+    from mv3d.demo import browser as b
+
+    inputs = [EXAMPLE, _coloured_box(tmp_path / "blue_box.png")]
+    with b.browser(playwright=playwright) as ctx_a, b.browser(playwright=playwright) as ctx_b:
+        pages = [b.open_page(ctx_a, server.url), b.open_page(ctx_b, server.url)]
+        for page, image in zip(pages, inputs, strict=True):
+            b.upload(page, image)
+            b.set_settings(page, mesh=False)
+        for page in pages:
+            b.click_generate(page)
+        # One generation at a time: the second session is told it waits in the queue.
+        pages[1].get_by_text(re.compile(r"queue: \d+/\d+")).first.wait_for(timeout=30_000)
+        for page in pages:
+            b.wait_for_result(page)
+        first_views = []
+        for i, (page, image) in enumerate(zip(pages, inputs, strict=True)):
+            assert page.locator("#download-glb a").count() == 0  # mesh off: no mesh offered
+            with zipfile.ZipFile(b.download(page, "download-dataset", tmp_path / f"d{i}.zip")) as zf:
+                run = json.loads(zf.read("orbit/run.json"))
+                first_views.append(np.asarray(Image.open(io.BytesIO(zf.read("orbit/views/000.png")))))
+            # Each session's dataset was made from its own upload.
+            assert run["image_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        assert np.abs(first_views[0].astype(int) - first_views[1].astype(int)).mean() > 10
+        assert server.session_root is not None
+        assert len([p for p in server.session_root.iterdir() if p.is_dir()]) == 2
+        pages[0].close(run_before_unload=True)  # closing the tab ends the session: its files go
+        deadline = time.monotonic() + 30
+        while len(list(server.session_root.iterdir())) != 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(list(server.session_root.iterdir())) == 1
