@@ -101,11 +101,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # also when run as a file (python bench/gpu_run.py)
-    sys.path.insert(0, str(ROOT))
+from render.common import InputError, atomic_write_json, atomic_write_text
 
-from render.common import InputError, atomic_write_json, atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMA = "mv3d.gpu_run/1"
 JSON_NAME = "gpu_run.json"

@@ -286,10 +286,10 @@ def _generate(view_generator: Any, image: Path, out_dir: Path, settings: Generat
     from mv3d.generate import generate
 
     gen = copy.copy(view_generator)
-    if settings.steps is not None:
-        gen.steps = int(settings.steps)
-    if settings.max_guidance is not None:
-        gen.max_guidance = float(settings.max_guidance)
+    gen.config = gen.config.updated(
+        steps=None if settings.steps is None else int(settings.steps),
+        max_guidance=None if settings.max_guidance is None else float(settings.max_guidance),
+    )
     return generate(
         [image],
         out_dir,
@@ -459,17 +459,17 @@ class DemoConfig:
 
 def model_facts(view_generator: Any) -> dict[str, Any]:
     """What the loaded model fixes (shown as facts, not as controls): views, size, ensemble, guidance."""
-    info = view_generator.pipeline.info
+    config = view_generator.config
     return {
         "views": view_generator.num_frames,
         "resolution": int(view_generator.resolution),
         "default_steps": int(view_generator.steps),
         "ensemble": int(view_generator.ensemble),
-        "sampler": view_generator.sampler,
-        "cfg": bool(info.cfg),
-        "guidance": view_generator.guidance,
-        "min_guidance": float(view_generator.min_guidance),
-        "max_guidance": float(view_generator.max_guidance),
+        "sampler": config.sampler,
+        "cfg": bool(view_generator.pipeline.denoiser.guided),
+        "guidance": config.guidance,
+        "min_guidance": float(config.min_guidance),
+        "max_guidance": float(config.max_guidance),
         "model": view_generator.model,
         "model_hash": view_generator.model_hash,
     }
