@@ -19,7 +19,6 @@ try. `unmix` removes the background colour from soft edge pixels (C = a F + (1 -
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from render.common import InputError, optional_import
+from render.common import InputError, file_sha256, optional_import
 
 #: `--matte` choices. "rembg" and "transparent-background" are accepted too (the Python API's older names).
 MATTE_CHOICES = ("auto", "learned", "color", "none")
@@ -265,14 +264,6 @@ def isnet_info() -> dict:
 _SESSIONS: dict[str, object] = {}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def isnet_session():
     """An onnxruntime session of the shipped ISNet (CPU), loaded once per process after its sha256 is
     checked against `isnet.json` (a truncated copy or a Git LFS pointer fails here with one line)."""
@@ -282,7 +273,7 @@ def isnet_session():
     if key in _SESSIONS:
         return _SESSIONS[key]
     ort = optional_import("onnxruntime", "matte", "the learned matte")
-    if not path.is_file() or _file_sha256(path) != info["sha256"]:
+    if not path.is_file() or file_sha256(path) != info["sha256"]:
         raise InputError(
             f"{path}: the learned matte's weights are missing or damaged (expected sha256 "
             f"{info['sha256'][:12]}...): reinstall mv3d, or rebuild the file with "

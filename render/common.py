@@ -133,6 +133,17 @@ VERSIONED_PACKAGES = (
 )
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks (weights, inputs, archives)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
     """{"python": ..., package: version} for the installed ones among `packages` (run records)."""
     from importlib import metadata
