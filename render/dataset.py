@@ -140,13 +140,17 @@ def write_orbit_dataset(
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
     frame_extra: Sequence[dict[str, Any]] | None = None,
+    command: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write N RGBA views (N, H, W, 4) uint8 and their cameras as an orbit dataset, atomically.
 
     The folder is assembled under a temporary name and renamed into place when whole, so a killed
     writer leaves either no folder or a complete one. `extra_files` maps relative paths to bytes
     written alongside (depth maps, masks, a manifest). `frame_extra[i]` updates frame i's entry
-    (e.g. an exact `transform_matrix` for cameras that do not look at the origin).
+    (e.g. an exact `transform_matrix` for cameras that do not look at the origin). With `command`
+    (a user's `--out`), the folder is marked as that command's output and an existing folder is
+    replaced only when `render.common.check_output` allows it (`overwrite`).
     """
     from PIL import Image
 
@@ -165,7 +169,7 @@ def write_orbit_dataset(
         orbit, w, h, source_to_world, background, renderer, object_info, extra, frame_extra
     )
     out_dir = Path(out_dir)
-    with atomic_output(out_dir) as tmp:
+    with atomic_output(out_dir, command, overwrite) as tmp:
         (tmp / VIEWS_DIR).mkdir(parents=True)
         for frame, im in zip(meta["frames"], images, strict=True):
             Image.fromarray(im, "RGBA").save(tmp / frame["file_path"])
@@ -185,6 +189,25 @@ def _as_matrix(value: Any, where: str) -> np.ndarray:
     if m.shape != (4, 4) or not np.all(np.isfinite(m)):
         raise InputError(f"{where}: expected a finite 4x4 matrix, got shape {m.shape}")
     return m
+
+
+def _frame_path(root: Path, file_path: Any, where: str) -> Path:
+    """A frame's image path, which must be relative and stay inside the dataset folder (a
+    transforms.json someone sends you must not make mv3d read `../../anything` or `/etc/...`)."""
+    if not isinstance(file_path, str) or not file_path or "\x00" in file_path:
+        raise InputError(
+            f"{where}: file_path {file_path!r}: expected a relative path inside the dataset folder"
+        )
+    rel = Path(file_path)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InputError(
+            f"{where}: file_path {file_path!r}: expected a relative path inside the dataset folder"
+        )
+    base = root.resolve()
+    p = (base / rel).resolve()
+    if not p.is_relative_to(base):  # a symbolic link inside the folder that points out of it
+        raise InputError(f"{where}: file_path {file_path!r} leads outside the dataset folder {root}")
+    return p
 
 
 def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitDataset:
@@ -225,7 +248,7 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
             raise InputError(f"{where}: expected 'file_path' and 'transform_matrix'")
         c2ws.append(_as_matrix(frame["transform_matrix"], f"{where} transform_matrix"))
-        p = (root / frame["file_path"]).resolve()
+        p = _frame_path(root, frame["file_path"], where)
         if check_images and not p.is_file():
             raise InputError(f"{where}: image {p} does not exist")
         paths.append(p)

@@ -46,7 +46,14 @@ import numpy as np
 
 from render import curation as filters
 from render.cameras import SV3D_FOV_DEG, Orbit, dynamic_orbit, static_orbit
-from render.common import InputError, atomic_write_json, atomic_write_text
+from render.common import (
+    InputError,
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    output_marker,
+    write_output_marker,
+)
 from render.dataset import TRANSFORMS
 
 OBJECTS_DIR = "objects"
@@ -464,6 +471,7 @@ def render_dataset(
     normals: bool = False,
     retry_failed: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Render every object of `sources` into `out_dir`; resumable; return the summary.
 
@@ -488,6 +496,8 @@ def render_dataset(
         depth, normals: also store depth and normal maps.
         retry_failed: on a rerun, try failed objects again.
         progress: show a tqdm progress bar.
+        overwrite: write into an existing `out_dir` that is not a render-dataset output (mv3d otherwise
+            refuses it: `render.common.check_output`).
 
     Returns:
         The summary (also written to OUT/summary.json): counts of done / rejected / failed objects,
@@ -495,7 +505,7 @@ def render_dataset(
     """
     from tqdm.auto import tqdm
 
-    from render.sources import resolve_sources
+    from render.sources import check_object_id, resolve_sources
 
     if isinstance(elevation, (int, float)):
         elevation = (float(elevation), float(elevation))
@@ -522,10 +532,12 @@ def render_dataset(
         filters.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis, select=select)
-    ids = {s.object_id for s in resolved}
+    ids = {check_object_id(s.object_id) for s in resolved}  # each becomes a folder under objects/
 
-    out = Path(out_dir)
+    out = check_output(out_dir, "render-dataset", overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    if output_marker(out) is None:
+        write_output_marker(out, "render-dataset")
     (out / OBJECTS_DIR).mkdir(exist_ok=True)
     (out / RECORDS_DIR).mkdir(exist_ok=True)
     _check_job_file(out, cfg)

@@ -415,15 +415,25 @@ def model_info_from_config(config: dict) -> ModelInfo:
     return ModelInfo.from_dict(info, "model config 'info'")
 
 
-def save_components(components: dict[str, torch.nn.Module], info: ModelInfo, path) -> Path:
-    """Write a model folder (diffusers layout + mv3d_model.json) atomically; returns its path."""
+def save_components(
+    components: dict[str, torch.nn.Module],
+    info: ModelInfo,
+    path,
+    command: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model folder (diffusers layout + mv3d_model.json) atomically; returns its path.
+
+    With `command` (a user's `--out`), the folder is marked as that command's output and an existing
+    one is replaced only when `render.common.check_output` allows it (`overwrite`).
+    """
     path = Path(path)
     missing = [p for p in _PARTS if p not in components]
     if missing:
         raise ValueError(f"save_components: missing components {missing}")
     info = copy.deepcopy(info)
     info.latent_scale = float(components["vae"].config.scaling_factor)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, command, overwrite) as tmp:
         tmp.mkdir(parents=True)
         for part in _PARTS:
             components[part].save_pretrained(tmp / part)

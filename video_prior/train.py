@@ -43,7 +43,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from render.common import InputError, atomic_output, atomic_write_text
+from render.common import (
+    InputError,
+    atomic_output,
+    atomic_write_text,
+    check_output,
+    output_marker,
+    write_output_marker,
+)
 from video_prior import edm
 from video_prior.data import DataConfig, OrbitVideoDataset, make_loader
 from video_prior.denoiser import MultiViewDenoiser
@@ -792,6 +799,8 @@ def train(
         raise InputError(
             f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
         )
+    if not (resume and latest_checkpoint(out_dir) is not None):
+        check_output(out_dir, "train")  # a new run writes only into a new, empty or earlier run folder
     accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)
     device = accelerator.device
@@ -821,6 +830,8 @@ def train(
             print(f"resuming from {resumed_from} (step {state.step})")
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if output_marker(out_dir) is None:
+            write_output_marker(out_dir, "train")
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
         accelerator.init_trackers("mv3d_train")

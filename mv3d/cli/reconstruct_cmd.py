@@ -101,6 +101,11 @@ def register(app: typer.Typer) -> None:
 
         if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
             raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
+        from render.common import check_output
+
+        check_output(out, "reconstruct", field="out", kind="file")
+        if turntable is not None:
+            check_output(turntable, "reconstruct", field="turntable", kind="file")
         if texture_size is not None and not 64 <= texture_size <= 8192:
             raise InputError(f"--texture-size {texture_size}: expected 64 to 8192 pixels")
         if view_resolution < 16:
@@ -168,6 +173,11 @@ def register(app: typer.Typer) -> None:
 
         if out is None and blend is None and turntable is None:
             raise InputError("nothing to do: give --out, --blend and/or --turntable")
+        from render.common import check_output
+
+        for name, path in (("out", out), ("blend", blend), ("turntable", turntable)):
+            if path is not None:
+                check_output(path, "export", field=name, kind="file")
         if not -90.0 <= elevation <= 90.0:
             raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
         if frames < 1:

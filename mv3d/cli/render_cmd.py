@@ -16,6 +16,9 @@ WORLD = typer.Option(
     help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
     "interior, night, studio, sunrise, sunset) or hdri:PATH.",
 )
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="Replace an existing --out folder that is not this command's own output."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -67,6 +70,7 @@ def register(app: typer.Typer) -> None:
             help="Up axis of the mesh file: y or z.",
             show_default="y for glTF, z otherwise",
         ),
+        overwrite: bool = OVERWRITE,
     ) -> None:
         """Render MESH into an orbit dataset: RGBA views and their cameras (nerfstudio transforms.json).
 
@@ -84,8 +88,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--renderer {renderer!r}: expected fast or blender")
         if orbit not in ("static", "dynamic"):
             raise InputError(f"--orbit {orbit!r}: expected static or dynamic")
+        from render.common import check_output
         from render.meshes import check_up_axis
 
+        check_output(out, "render", overwrite)
         up_axis = check_up_axis(up_axis, "--up-axis")
         if cameras is None:
             if views < 1:
@@ -113,6 +119,8 @@ def register(app: typer.Typer) -> None:
             light_seed=light_seed,
             depth=depth,
             normals=normals,
+            command="render",
+            overwrite=overwrite,
         )
         typer.echo(f"wrote {path} ({loaded.num_faces} faces, renderer {renderer})")
 
@@ -178,6 +186,11 @@ def register(app: typer.Typer) -> None:
         retry_failed: bool = typer.Option(
             True, "--retry-failed/--no-retry-failed", help="On a rerun, try failed objects again."
         ),
+        overwrite: bool = typer.Option(
+            False,
+            "--overwrite",
+            help="Write into an existing --out folder that is not a render-dataset output.",
+        ),
     ) -> None:
         """Render many objects into orbit datasets, one folder each; a rerun resumes.
 
@@ -216,6 +229,7 @@ def register(app: typer.Typer) -> None:
             depth=depth,
             normals=normals,
             retry_failed=retry_failed,
+            overwrite=overwrite,
         )
         typer.echo(
             f"{summary['done']} done, {summary['rejected']} rejected, {summary['failed']} failed of "

@@ -38,12 +38,17 @@ def register(app: typer.Typer) -> None:
         ),
         resolution: int = typer.Option(576, "--resolution", help="Image side in pixels the model works at."),
         dtype: str = typer.Option("float32", "--dtype", help="Saved weights: float32, float16 or bfloat16."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder that is not a converted model."
+        ),
     ) -> None:
         """Convert a Stability single-file checkpoint CKPT into a model folder (UNet, VAE, CLIP image encoder).
 
         Example: mv3d convert-weights sv3d_p.safetensors -o models/sv3d_p --config sv3d_p.yaml
         """
-        from render.common import InputError
+        from render.common import InputError, check_output
+
+        check_output(out, "convert-weights", overwrite)
 
         if num_frames is not None and num_frames <= 0:
             raise InputError(f"--num-frames {num_frames}: expected a positive count")
@@ -60,5 +65,6 @@ def register(app: typer.Typer) -> None:
             resolution=resolution,
             dtype=dtype,
             progress=True,
+            overwrite=overwrite,
         )
         typer.echo(report.summary())
