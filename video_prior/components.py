@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -488,6 +489,13 @@ def load_components(
             encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
         else:
             encoder = EfficientNetLite0Encoder.from_pretrained(path / "image_encoder", torch_dtype=dtype)
+    except pickle.UnpicklingError:
+        # A .bin weight file is a pickle; transformers and diffusers read it with weights_only=True,
+        # whose refusal suggests weights_only=False: mv3d never runs code from a model file.
+        raise InputError(
+            f"model folder {path}: a .bin weight file holds objects other than tensors: refused (mv3d never "
+            "unpickles code; expected model.safetensors / diffusion_pytorch_model.safetensors)"
+        ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"model folder {path}: cannot load weights ({str(exc).splitlines()[0]})") from exc
     if abs(float(vae.config.scaling_factor) - info.latent_scale) > 1e-9:
