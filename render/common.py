@@ -41,6 +41,31 @@ class InputError(ValueError):
         self.field = field
 
 
+#: Documented upper bounds of numeric options and config values (README "Limits"). Beyond them a run
+#: would only end in MemoryError or an allocation of hundreds of gigabytes, so they are refused first.
+#: Image side in pixels (renders, views, a model's or training's resolution): 4096 (SV3D works at 576).
+MAX_IMAGE_SIDE = 4096
+#: Views in one orbit.
+MAX_VIEWS = 1024
+#: Samples averaged into one generation (each costs a full sampling run and its latents).
+MAX_ENSEMBLE = 64
+
+
+def check_range(name: str, value: Any, lo: float, hi: float, what: str) -> Any:
+    """`value` if lo <= value <= hi, else `InputError` "name value: expected what from lo to hi".
+
+    `name` is a setting's field (the CLI shows its flag) or, with a space, a config value's
+    description ("data resolution")."""
+    try:
+        ok = lo <= value <= hi
+    except TypeError:
+        ok = False
+    if isinstance(value, bool) or not ok:
+        field = name if name.isidentifier() else None
+        raise InputError(f"{name} {value}: expected {what} from {lo} to {hi}", field=field)
+    return value
+
+
 def optional_import(module: str, extra: str, purpose: str = "") -> Any:
     """Import an optional dependency, or raise `InputError` naming the extra that installs it.
 

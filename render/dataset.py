@@ -38,7 +38,7 @@ import numpy as np
 
 from render.cameras import Intrinsics, Orbit, angles_from_camera_to_world
 from render.common import InputError, atomic_output
-from render.images import WHITE, composite, load_rgba
+from render.images import MAX_VIEW_PIXELS, WHITE, composite, load_rgba
 
 FORMAT_VERSION = 1
 TRANSFORMS = "transforms.json"
@@ -74,7 +74,8 @@ class OrbitDataset:
 
     def load_images(self) -> np.ndarray:
         """(N, H, W, 4) uint8 RGBA, straight alpha."""
-        return np.stack([load_rgba(p) for p in self.image_paths])
+        size = (self.intrinsics.width, self.intrinsics.height)
+        return np.stack([load_rgba(p, size) for p in self.image_paths])
 
     def load_composited(self, background: Sequence[float] | None = None) -> np.ndarray:
         """(N, H, W, 3) float32 in [0, 1], alpha-composited on `background` (default: the dataset's)."""
@@ -237,6 +238,8 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
         cx, cy = float(meta.get("cx", w / 2)), float(meta.get("cy", h / 2))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{tf}: expected numeric 'w', 'h', 'fl_x', 'fl_y' at the top level ({exc})") from exc
+    if w * h > MAX_VIEW_PIXELS:
+        raise InputError(f"{tf}: image size {w}x{h}: expected at most {MAX_VIEW_PIXELS:,} pixels a view")
     if w <= 0 or h <= 0 or not (fl_x > 0 and fl_y > 0):
         raise InputError(
             f"{tf}: image size {w}x{h} and focal lengths {fl_x}, {fl_y}: expected positive values"

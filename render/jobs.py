@@ -47,10 +47,13 @@ import numpy as np
 from render import curation as filters
 from render.cameras import SV3D_FOV_DEG, Orbit, dynamic_orbit, static_orbit
 from render.common import (
+    MAX_IMAGE_SIDE,
+    MAX_VIEWS,
     InputError,
     atomic_write_json,
     atomic_write_text,
     check_output,
+    check_range,
     output_marker,
     write_output_marker,
 )
@@ -95,10 +98,8 @@ class RenderJobConfig:
     curation: dict[str, Any] | None = None
 
     def validate(self) -> None:
-        if self.views < 1:
-            raise InputError(f"views {self.views}: expected at least 1", field="views")
-        if self.resolution < 8:
-            raise InputError(f"resolution {self.resolution}: expected at least 8 pixels", field="resolution")
+        check_range("views", self.views, 1, MAX_VIEWS, "a number of views")
+        check_range("resolution", self.resolution, 8, MAX_IMAGE_SIDE, "pixels")
         if self.orbit_kind not in ORBIT_KINDS:
             raise InputError(
                 f"orbit_kind {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}",

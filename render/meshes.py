@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from render.common import InputError
+from render.images import image_budget
 
 #: Extensions `load_mesh` reads, mapped to the trimesh file type.
 SUPPORTED_FORMATS: dict[str, str] = {
@@ -385,6 +386,16 @@ def default_up_axis(path: str | Path) -> str:
     return "y" if SUPPORTED_FORMATS.get(Path(path).suffix.lower()) in ("glb", "gltf") else "z"
 
 
+def _decode_textures(scene) -> None:
+    """Decode the textures trimesh left lazy, inside the pixel budget (`render.images.image_budget`)."""
+    for geom in scene.geometry.values():
+        material = getattr(getattr(geom, "visual", None), "material", None)
+        for name in ("image", "baseColorTexture"):
+            image = getattr(material, name, None)
+            if image is not None and hasattr(image, "load"):
+                image.load()
+
+
 def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
     """Check and read a mesh file as a `trimesh.Scene` in its own coordinates; return (scene, up axis).
 
@@ -418,7 +429,9 @@ def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
         # process=False keeps vertices exactly as stored (no merging), so the recorded transform
         # maps the file's own coordinates.
         try:
-            scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+            with image_budget(str(path)):  # textures: checked from their headers before decoding
+                scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+                _decode_textures(scene)
         except ValueError:
             # trimesh's binary PLY reader assumes every face has as many corners as the first one;
             # Blender (and many scanners) write mixed triangles and quads. Read those ourselves.

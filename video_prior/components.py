@@ -25,7 +25,15 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from render.common import InputError, atomic_output, atomic_write_json
+from render.common import (
+    MAX_ENSEMBLE,
+    MAX_IMAGE_SIDE,
+    MAX_VIEWS,
+    InputError,
+    atomic_output,
+    atomic_write_json,
+    check_range,
+)
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.image_encoders import EfficientNetLite0Encoder
@@ -147,14 +155,12 @@ class ModelInfo:
             raise InputError(f"model prediction '{self.prediction}': expected one of {list(PREDICTIONS)}")
         if self.sv3d_azimuth_direction not in (1, -1):
             raise InputError(f"sv3d_azimuth_direction {self.sv3d_azimuth_direction}: expected 1 or -1")
-        if int(self.resolution) <= 0:
-            raise InputError(f"model resolution {self.resolution}: expected a positive number of pixels")
-        if self.num_frames is not None and int(self.num_frames) <= 0:
-            raise InputError(f"model num_frames {self.num_frames}: expected a positive count or null")
+        check_range("model resolution", self.resolution, 1, MAX_IMAGE_SIDE, "pixels")
+        if self.num_frames is not None:
+            check_range("model num_frames", self.num_frames, 1, MAX_VIEWS, "a count (or null)")
+        check_range("model default_ensemble", self.default_ensemble, 1, MAX_ENSEMBLE, "a number of samples")
         if not self.default_cond_aug >= 0:
             raise InputError(f"model default_cond_aug {self.default_cond_aug}: expected a noise level >= 0")
-        if int(self.default_ensemble) < 1:
-            raise InputError(f"model default_ensemble {self.default_ensemble}: expected at least 1 sample")
         if not float(self.sigma_max) > 0:
             raise InputError(f"model sigma_max {self.sigma_max}: expected a positive noise level")
         if not 0.0 < float(self.alpha_threshold) < 1.0:

@@ -88,16 +88,14 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--renderer {renderer!r}: expected fast or blender")
         if orbit not in ("static", "dynamic"):
             raise InputError(f"--orbit {orbit!r}: expected static or dynamic")
-        from render.common import check_output
+        from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, check_output, check_range
         from render.meshes import check_up_axis
 
         check_output(out, "render", overwrite)
         up_axis = check_up_axis(up_axis, "--up-axis")
         if cameras is None:
-            if views < 1:
-                raise InputError(f"--views {views}: expected at least 1")
-            if resolution < 8:
-                raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
+            check_range("views", views, 1, MAX_VIEWS, "a number of views")
+            check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
             if not -90.0 <= elevation <= 90.0:
                 raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
         loaded = load_mesh(mesh, up_axis=up_axis)

@@ -46,12 +46,13 @@ def register(app: typer.Typer) -> None:
 
         Example: mv3d convert-weights sv3d_p.safetensors -o models/sv3d_p --config sv3d_p.yaml
         """
-        from render.common import InputError, check_output
+        from render.common import MAX_IMAGE_SIDE, InputError, check_output, check_range
 
         check_output(out, "convert-weights", overwrite)
 
         if num_frames is not None and num_frames <= 0:
             raise InputError(f"--num-frames {num_frames}: expected a positive count")
+        check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
         if resolution <= 0 or resolution % 8:
             raise InputError(f"--resolution {resolution}: expected a positive multiple of 8")
         from video_prior.convert import convert_checkpoint

@@ -1,0 +1,194 @@
+"""Hostile and careless inputs: generated malformed meshes, images, model folders, safetensors headers,
+configs and transforms.json files fed to the commands (in-process through `mv3d.cli.main`). Each must
+end with exit code 2 and one `mv3d: error:` line, no traceback; memory stays bounded where checked."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mv3d.cli import main
+
+
+def run_cli(args: list, capsys) -> tuple[int, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    _, err = capsys.readouterr()
+    return code, err
+
+
+def assert_one_line(code: int, err: str) -> str:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mv3d: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def lying_png(w: int, h: int) -> bytes:
+    """A tiny PNG whose header claims w x h RGB pixels."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Numeric options and config values with documented upper bounds
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["render", "{mesh}", "-o", "{out}", "--resolution", 100000], "--resolution"),
+        (["render", "{mesh}", "-o", "{out}", "--views", 100000], "--views"),
+        (["render-dataset", "procedural:1:0", "-o", "{out}", "--resolution", 100000], "--resolution"),
+        (["export", "{mesh}", "--turntable", "{out}.gif", "--resolution", 100000], "--resolution"),
+        (["export", "{mesh}", "--turntable", "{out}.gif", "--frames", 10**9], "--frames"),
+        (["convert-weights", "{mesh}", "-o", "{out}", "--resolution", 100000], "--resolution"),
+    ],
+)
+def test_numeric_options_have_upper_bounds(args, flag, tmp_path, example_mesh, capsys):
+    args = [str(a).format(mesh=example_mesh, out=tmp_path / "o") for a in args]
+    line = assert_one_line(*run_cli(args, capsys))
+    assert line.startswith(f"mv3d: error: {flag} ") and "to " in line, line
+
+
+def test_config_values_have_upper_bounds(tmp_path):
+    from render.common import InputError
+    from video_prior.components import ModelInfo
+    from video_prior.train import TrainConfig
+
+    with pytest.raises(InputError, match="data resolution 100000: expected pixels from 8 to 4096"):
+        TrainConfig.from_dict(
+            {"model": {"preset": "tiny"}, "data": {"resolution": 100000, "num_frames": 4}, "max_steps": 1}
+        )
+    for key, value in (("resolution", 100000), ("num_frames", 10**7), ("default_ensemble", 10**6)):
+        with pytest.raises(InputError, match=f"model {key} {value}: expected"):
+            ModelInfo.from_dict({"conditioning": "sv3d_p", key: value}, "mv3d_model.json")
+
+
+def test_ensemble_and_output_size_are_bounded_in_the_pipeline():
+    import torch
+
+    from render.cameras import static_orbit
+    from render.common import InputError
+    from video_prior.components import tiny_config
+    from video_prior.pipeline import MultiViewPipeline
+
+    torch.manual_seed(0)
+    pipe = MultiViewPipeline.from_config(tiny_config(num_frames=4, sample_size=16), seed=0)
+    image = np.zeros((16, 16, 4), np.uint8)
+    with pytest.raises(InputError, match=r"^ensemble 1000000: expected") as info:
+        pipe(image, static_orbit(4), ensemble=1000000)
+    assert info.value.field == "ensemble"
+    with pytest.raises(InputError, match=r"^resolution 100000: expected"):
+        pipe(image, static_orbit(4), height=100000, width=100000)
+
+
+# ------------------------------------------------------------------------------------------------
+# Images checked against a pixel budget before decoding
+# ------------------------------------------------------------------------------------------------
+
+
+def _dataset(root: Path, frames: list[str], w: int = 16, h: int = 16) -> Path:
+    from render.cameras import static_orbit
+
+    root.mkdir(parents=True, exist_ok=True)
+    c2w = static_orbit(len(frames)).camera_to_world()
+    meta = {
+        "w": w,
+        "h": h,
+        "fl_x": float(w),
+        "fl_y": float(w),
+        "frames": [
+            {"file_path": f, "transform_matrix": m.tolist()} for f, m in zip(frames, c2w, strict=True)
+        ],
+    }
+    (root / "transforms.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_view_bombs_and_views_of_other_sizes_are_refused_in_reconstruct(tmp_path, capsys):
+    from PIL import Image
+
+    root = _dataset(tmp_path / "bomb", ["v.png"] * 21)
+    (root / "v.png").write_bytes(lying_png(13000, 13000))  # 169 MP named by 21 frames (issue: 7.4 GB)
+    line = assert_one_line(*run_cli(["reconstruct", root, "-o", tmp_path / "m.glb"], capsys))
+    assert "13000x13000" in line
+    root = _dataset(tmp_path / "sizes", ["a.png", "b.png", "c.png"])
+    for name, size in (("a.png", 16), ("b.png", 16), ("c.png", 24)):
+        Image.new("RGBA", (size, size), (200, 0, 0, 255)).save(root / name)
+    line = assert_one_line(*run_cli(["reconstruct", root, "-o", tmp_path / "m.glb"], capsys))
+    assert "24x24" in line and "expected 16x16" in line
+
+
+def test_input_png_bomb_under_the_old_limit_is_refused(tmp_path):
+    from mv3d.preprocess import preprocess_image
+    from render.common import InputError
+
+    p = tmp_path / "big.png"
+    p.write_bytes(lying_png(19000, 19000))  # 361 MP: under the 400 MP header bound, decoded whole
+    with pytest.raises(InputError, match="megapixels for formats decoded whole"):
+        preprocess_image(p, 64)
+
+
+def test_a_glb_with_a_texture_bomb_stays_small_in_memory(tmp_path):
+    """The issue's case (a small GLB, huge textures) in a subprocess: one line, exit 2, and the process's
+    peak memory stays far below what decoding one texture would take (169 MP x 4 bytes = 676 MB)."""
+    import trimesh
+    from PIL import Image
+
+    box = trimesh.creation.box()
+    box.visual = trimesh.visual.TextureVisuals(
+        uv=np.random.default_rng(0).random((len(box.vertices), 2)), image=Image.new("RGB", (8, 8))
+    )
+    glb = bytearray(trimesh.Scene(box).export(file_type="glb"))
+    start = glb.find(b"\x89PNG")  # the embedded PNG: give it a header claiming 13000^2 pixels
+    assert start > 0
+    ihdr = glb.find(b"IHDR", start)
+    body = struct.pack(">IIBBBBB", 13000, 13000, 8, 2, 0, 0, 0)
+    glb[ihdr + 4 : ihdr + 17] = body
+    glb[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
+    path = tmp_path / "bomb.glb"
+    path.write_bytes(bytes(glb))
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        from mv3d.cli import main
+        try:
+            main(["render", {str(path)!r}, "-o", {str(tmp_path / "out")!r}, "--views", "2", "--resolution", "16"])
+        except SystemExit as exc:
+            code = exc.code
+        print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "CODE", code)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    out = proc.stdout.split()
+    assert "PEAK_KB" in out, proc.stderr
+    peak_mb = int(out[out.index("PEAK_KB") + 1]) / 1024
+    assert out[out.index("CODE") + 1] == "2", proc.stderr
+    err = [line for line in proc.stderr.splitlines() if line.startswith("mv3d: error:")]
+    assert len(err) == 1 and "13000x13000" in err[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert peak_mb < 600, peak_mb  # measured: 116 MB (imports included)
