@@ -192,3 +192,118 @@ def test_a_glb_with_a_texture_bomb_stays_small_in_memory(tmp_path):
     err = [line for line in proc.stderr.splitlines() if line.startswith("mv3d: error:")]
     assert len(err) == 1 and "13000x13000" in err[0] and "Traceback" not in proc.stderr, proc.stderr
     assert peak_mb < 600, peak_mb  # measured: 116 MB (imports included)
+
+
+# ------------------------------------------------------------------------------------------------
+# Malformed meshes: generated variations of a valid glTF, and OBJ coordinates
+# ------------------------------------------------------------------------------------------------
+
+
+def _gltf() -> dict:
+    import base64
+
+    data = (
+        np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32).tobytes()
+        + np.array([0, 1, 2, 0], np.uint16).tobytes()
+    )
+    return {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+        "buffers": [
+            {
+                "byteLength": len(data),
+                "uri": "data:application/octet-stream;base64," + base64.b64encode(data).decode(),
+            }
+        ],
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": 36},
+            {"buffer": 0, "byteOffset": 36, "byteLength": 6},
+        ],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 3,
+                "type": "VEC3",
+                "min": [0, 0, 0],
+                "max": [1, 1, 0],
+            },
+            {"bufferView": 1, "componentType": 5123, "count": 3, "type": "SCALAR"},
+        ],
+    }
+
+
+def _mutations() -> dict[str, callable]:
+    """Each edits a valid glTF into a malformed one (the issue's and their neighbours)."""
+
+    def setter(*path, value):
+        def edit(doc):
+            target = doc
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+
+        return edit
+
+    return {
+        "cyclic_nodes": setter("nodes", value=[{"mesh": 0, "children": [1]}, {"children": [0]}]),
+        "own_child": setter("nodes", value=[{"mesh": 0, "children": [0]}]),
+        "child_out_of_range": setter("nodes", value=[{"mesh": 0, "children": [7]}]),
+        "scene_node_out_of_range": setter("scenes", value=[{"nodes": [5]}]),
+        "byteLength_string": setter("buffers", 0, "byteLength", value="abc"),
+        "byteLength_negative": setter("buffers", 0, "byteLength", value=-5),
+        "buffers_as_strings": setter("buffers", value=["abc"]),
+        "buffer_uri_number": setter("buffers", 0, "uri", value=7),
+        "buffer_uri_outside": setter("buffers", 0, "uri", value="../../etc/passwd"),
+        "views_as_strings": setter("bufferViews", value=["x", 3]),
+        "view_offset_float": setter("bufferViews", 0, "byteOffset", value=1.5),
+        "count_string": setter("accessors", 0, "count", value="many"),
+        "count_huge": setter("accessors", 0, "count", value=10**12),
+        "accessors_dict": setter("accessors", value={"a": 1}),
+        "meshes_string": setter("meshes", value="abc"),
+        "view_beyond_buffer": setter("bufferViews", 0, "byteLength", value=10**6),
+        "version_1": setter("asset", value={"version": "1.0"}),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_mutations()))
+def test_malformed_gltf_is_one_line_in_render(name, tmp_path, capsys):
+    doc = _gltf()
+    _mutations()[name](doc)
+    path = tmp_path / f"{name}.gltf"
+    path.write_text(json.dumps(doc))
+    line = assert_one_line(
+        *run_cli(["render", path, "-o", tmp_path / "out", "--views", 2, "--resolution", 16], capsys)
+    )
+    assert str(path) in line
+
+
+def test_the_valid_gltf_the_mutations_start_from_renders(tmp_path, capsys):
+    path = tmp_path / "ok.gltf"
+    path.write_text(json.dumps(_gltf()))
+    code, err = run_cli(["render", path, "-o", tmp_path / "out", "--views", 2, "--resolution", 16], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "v 1e308 1e308 1e308\nv -1e308 -1e308 -1e308\nv 1e308 -1e308 0\nf 1 2 3\n",
+        "v inf 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\n",
+        "v 0 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 9\n",
+        "v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n",
+        "v 0 0 0\nv 1 0 0\n",
+        "\x00\xff garbage \x00",
+    ],
+    ids=["pm1e308", "inf", "index_out_of_range", "zero_extent", "no_faces", "binary_garbage"],
+)
+def test_malformed_obj_is_one_line_in_render_and_export(text, tmp_path, capsys):
+    path = tmp_path / "bad.obj"
+    path.write_text(text)
+    assert_one_line(
+        *run_cli(["render", path, "-o", tmp_path / "out", "--views", 2, "--resolution", 16], capsys)
+    )
+    assert_one_line(*run_cli(["export", path, "-o", tmp_path / "x.glb"], capsys))
