@@ -258,14 +258,24 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
     c2w = np.stack(c2ws)
     az, el, r = angles_from_camera_to_world(c2w)
     frames = meta["frames"]
-    if all(k in f for f in frames for k in ("azimuth_deg", "elevation_deg", "radius")):
-        az = np.array([f["azimuth_deg"] for f in frames], float)
-        el = np.array([f["elevation_deg"] for f in frames], float)
-        r = np.array([f["radius"] for f in frames], float)
-    fov = float(meta.get("fov_deg", math.degrees(2 * math.atan(0.5 * w / fl_x))))
-    orbit = Orbit(az, el, r, fov, meta.get("orbit_kind", "custom"))
+    try:
+        if all(k in f for f in frames for k in ("azimuth_deg", "elevation_deg", "radius")):
+            az = np.array([f["azimuth_deg"] for f in frames], float)
+            el = np.array([f["elevation_deg"] for f in frames], float)
+            r = np.array([f["radius"] for f in frames], float)
+        fov = float(meta.get("fov_deg", math.degrees(2 * math.atan(0.5 * w / fl_x))))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{tf}: frame angles and fov_deg: expected numbers ({exc})") from None
+    if not (np.all(np.isfinite(az)) and np.all(np.isfinite(el)) and np.all(np.isfinite(r)) and 0 < fov < 180):
+        raise InputError(
+            f"{tf}: frame angles, radii and fov_deg {fov}: expected finite numbers, fov in (0, 180)"
+        )
+    orbit = Orbit(az, el, r, fov, str(meta.get("orbit_kind", "custom")))
     s2w = _as_matrix(meta.get("source_to_world", np.eye(4).tolist()), f"{tf}: source_to_world")
-    bg = np.asarray(meta.get("background", WHITE), dtype=np.float64)
+    try:
+        bg = np.asarray(meta.get("background", WHITE), dtype=np.float64)
+    except (TypeError, ValueError):
+        bg = np.zeros(0)
     if bg.shape != (3,) or not np.all((bg >= 0) & (bg <= 1)):
         raise InputError(f"{tf}: background {meta.get('background')}: expected three numbers in [0, 1]")
     return OrbitDataset(root, orbit, intr, c2w, paths, s2w, bg, meta)
