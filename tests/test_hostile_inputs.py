@@ -307,3 +307,211 @@ def test_malformed_obj_is_one_line_in_render_and_export(text, tmp_path, capsys):
         *run_cli(["render", path, "-o", tmp_path / "out", "--views", 2, "--resolution", 16], capsys)
     )
     assert_one_line(*run_cli(["export", path, "-o", tmp_path / "x.glb"], capsys))
+
+
+# ------------------------------------------------------------------------------------------------
+# transforms.json, safetensors headers, training configs, model folders, output paths
+# ------------------------------------------------------------------------------------------------
+
+_EYE = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2], [0, 0, 0, 1]]
+
+
+def _frames(n: int = 3, **extra) -> list:
+    return [{"file_path": "v.png", "transform_matrix": _EYE, **extra}] * n
+
+
+TRANSFORMS = {
+    "not_json": "{not json",
+    "a_list": [1, 2],
+    "no_frames": {"frames": []},
+    "frames_as_strings": {"frames": ["a", "b"]},
+    "w_string": {"w": "abc"},
+    "w_negative": {"w": -16},
+    "huge_views": {"w": 100000, "h": 100000},
+    "matrix_2x2": {"frames": [{"file_path": "v.png", "transform_matrix": [[1, 2], [3, 4]]}] * 3},
+    "matrix_nan": {"frames": [{"file_path": "v.png", "transform_matrix": [[float("nan")] * 4] * 4}] * 3},
+    "matrix_string": {"frames": [{"file_path": "v.png", "transform_matrix": "abc"}] * 3},
+    "absolute_path": {"frames": [{"file_path": "/etc/hostname", "transform_matrix": _EYE}] * 3},
+    "parent_path": {"frames": [{"file_path": "../../v.png", "transform_matrix": _EYE}] * 3},
+    "fl_nan": {"fl_x": "nan"},
+    "background_out_of_range": {"background": [2, 2, 2]},
+    "background_string": {"background": "white"},
+    "angles_string": {"frames": _frames(azimuth_deg="x", elevation_deg=0, radius=1)},
+    "fov_string": {"fov_deg": "abc"},
+    "source_to_world_string": {"source_to_world": "abc"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_malformed_transforms_json_is_one_line_in_reconstruct(name, tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    Image.new("RGBA", (16, 16), (200, 0, 0, 255)).save(root / "v.png")
+    edit = TRANSFORMS[name]
+    if isinstance(edit, dict):
+        meta = {"w": 16, "h": 16, "fl_x": 16, "fl_y": 16, "frames": _frames(), **edit}
+        text = json.dumps(meta)
+    else:
+        text = edit if isinstance(edit, str) else json.dumps(edit)
+    (root / "transforms.json").write_text(text)
+    assert_one_line(
+        *run_cli(["reconstruct", root, "-o", tmp_path / "m.glb", "--view-resolution", 32], capsys)
+    )
+
+
+def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) -> bytes:
+    return struct.pack("<Q", len(header) if length is None else length) + header + body
+
+
+SAFETENSORS = {
+    "huge_header_length": _safetensors(b"{}", length=2**62),
+    "header_not_json": _safetensors(b"not json at all"),
+    "header_a_list": _safetensors(b"[1, 2]"),
+    "offsets_beyond_file": _safetensors(
+        json.dumps(
+            {"model.diffusion_model.x": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 4000000]}}
+        ).encode()
+    ),
+    "unknown_dtype": _safetensors(
+        json.dumps({"a": {"dtype": "Q99", "shape": [1], "data_offsets": [0, 4]}}).encode(), b"\0" * 4
+    ),
+    "negative_shape": _safetensors(
+        json.dumps({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}).encode(), b"\0" * 4
+    ),
+    "two_bytes": b"\x01\x02",
+    "no_tensors": _safetensors(b"{}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAFETENSORS))
+def test_malformed_safetensors_is_one_line_in_convert_weights(name, tmp_path, capsys):
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(SAFETENSORS[name])
+    assert str(path) in assert_one_line(*run_cli(["convert-weights", path, "-o", tmp_path / "model"], capsys))
+
+
+CONFIGS = {
+    "a_list": "[1, 2]",
+    "bad_yaml": "a: [",
+    "binary": "\x00\x01",
+    "unknown_key": "model: {preset: tiny}\nfoo: 1\n",
+    "lr_string": "model: {preset: tiny}\nlr: abc\n",
+    "batch_size_string": "model: {preset: tiny}\nbatch_size: x\n",
+    "data_string": "model: {preset: tiny}\ndata: abc\n",
+    "data_resolution_huge": "model: {preset: tiny}\ndata: {resolution: 100000}\n",
+    "max_steps_negative": "model: {preset: tiny}\nmax_steps: -5\n",
+    "model_a_list": "model: [1]\n",
+    "unknown_preset": "model: {preset: huge}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_malformed_training_config_is_one_line(name, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIGS[name])
+    (tmp_path / "data").mkdir()
+    args = ["train", config, "--data", tmp_path / "data", "-o", tmp_path / "run", "--max-steps", 1]
+    assert_one_line(*run_cli(args, capsys))
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory) -> Path:
+    import torch
+
+    from video_prior.components import build_components, model_info_from_config, save_components, tiny_config
+
+    cfg = tiny_config(num_frames=4, sample_size=16)
+    torch.manual_seed(0)
+    return save_components(
+        build_components(cfg), model_info_from_config(cfg), tmp_path_factory.mktemp("m") / "tiny"
+    )
+
+
+def _edit_info(**values):
+    def edit(folder: Path) -> None:
+        info = json.loads((folder / "mv3d_model.json").read_text())
+        (folder / "mv3d_model.json").write_text(json.dumps({**info, **values}))
+
+    return edit
+
+
+def _truncate(part: str):
+    def edit(folder: Path) -> None:
+        for f in (folder / part).glob("*.safetensors"):
+            f.write_bytes(f.read_bytes()[:100])
+
+    return edit
+
+
+MODEL_EDITS = {
+    "no_info": lambda d: (d / "mv3d_model.json").unlink(),
+    "info_not_json": lambda d: (d / "mv3d_model.json").write_text("{"),
+    "info_a_list": lambda d: (d / "mv3d_model.json").write_text("[]"),
+    "info_resolution_huge": _edit_info(resolution=100000),
+    "info_resolution_string": _edit_info(resolution="abc"),
+    "info_num_frames_huge": _edit_info(num_frames=10**7),
+    "info_unknown_key": _edit_info(evil=1),
+    "unet_config_not_json": lambda d: (d / "unet" / "config.json").write_text("{"),
+    "unet_weights_truncated": _truncate("unet"),
+    "vae_header_length": lambda d: [
+        f.write_bytes(struct.pack("<Q", 2**62) + b"{}") for f in (d / "vae").glob("*.safetensors")
+    ],
+    "no_vae": lambda d: __import__("shutil").rmtree(d / "vae"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_EDITS))
+def test_malformed_model_folder_is_one_line_in_generate(name, good_model, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    model = tmp_path / "model"
+    shutil.copytree(good_model, model)
+    MODEL_EDITS[name](model)
+    image = np.zeros((64, 64, 4), np.uint8)
+    image[16:48, 16:48] = 200
+    Image.fromarray(image).save(tmp_path / "in.png")
+    args = ["generate", tmp_path / "in.png", "--model", model, "-o", tmp_path / "gen", "--no-mesh"]
+    assert_one_line(*run_cli(args, capsys))
+    assert not (tmp_path / "gen").exists()
+
+
+@pytest.mark.parametrize("image", ["garbage", "truncated", "bomb_header", "empty"])
+def test_malformed_input_image_is_one_line_in_generate(image, good_model, tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "in.png"
+    if image == "garbage":
+        path.write_bytes(b"\x00garbage\xff" * 10)
+    elif image == "truncated":
+        Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:60])
+    elif image == "bomb_header":
+        path.write_bytes(lying_png(19000, 19000))
+    else:
+        path.write_bytes(b"")
+    args = ["generate", path, "--model", good_model, "-o", tmp_path / "gen", "--no-mesh"]
+    assert_one_line(*run_cli(args, capsys))
+
+
+def test_generate_out_below_a_file_fails_before_sampling(good_model, tmp_path, capsys, monkeypatch):
+    """`--out FILE/sub` used to fail only after sampling had finished."""
+    from PIL import Image
+
+    from video_prior import pipeline
+
+    image = np.zeros((64, 64, 4), np.uint8)
+    image[16:48, 16:48] = 200
+    Image.fromarray(image).save(tmp_path / "in.png")
+    (tmp_path / "notes.txt").write_text("x")
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(pipeline.MultiViewPipeline, "__call__", never)
+    for out in (tmp_path / "notes.txt" / "sub", "."):
+        args = ["generate", tmp_path / "in.png", "--model", good_model, "-o", out, "--no-mesh"]
+        assert "--out" in assert_one_line(*run_cli(args, capsys))

@@ -196,7 +196,15 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
         if not isinstance(data, dict):
             raise InputError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-        data = dict(data)
+        try:
+            return cls._from_checked_dict(dict(data), source)
+        except InputError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type deeper down
+            raise InputError(f"{source}: a setting has the wrong type ({exc})") from None
+
+    @classmethod
+    def _from_checked_dict(cls, data: dict[str, Any], source: str) -> TrainConfig:
         _reject_unknown(cls, data, source)
         if "data" in data:
             _reject_unknown(DataConfig, data["data"], f"{source} 'data'")
@@ -263,6 +271,10 @@ def _presets() -> dict[str, Any]:
 
 def resolve_model_config(model: dict[str, Any]) -> dict[str, Any]:
     """A components config from the `model` section: a preset name with its arguments, or the config itself."""
+    if not isinstance(model, dict):
+        raise InputError(
+            f"train config model: expected a mapping (a preset or a config), got {type(model).__name__}"
+        )
     model = dict(model)
     preset = model.pop("preset", None)
     if preset is None:
