@@ -193,9 +193,10 @@ def register(app: typer.Typer) -> None:
         """Render many objects into orbit datasets, one folder each; a rerun resumes.
 
         Every object is written under a temporary name and renamed when whole (SIGKILL leaves no half
-        object); the rerun of the same command skips finished objects and ends with the same files as an
-        uninterrupted run. Failed objects go to OUT/failures.jsonl and do not stop the job; rejected
-        ones (curation) are listed with their reason in OUT/manifest.jsonl.
+        object); the rerun of the same command skips finished objects and ends with the objects, cameras
+        and manifest of an uninterrupted run (views equal up to the GL driver's rounding). Failed objects
+        go to OUT/failures.jsonl and do not stop the job; rejected ones (curation) are listed with their
+        reason in OUT/manifest.jsonl; records of earlier runs are kept. One job at a time per OUT.
 
         Example: mv3d render-dataset procedural:100:0 meshes/ -o data/train --views 21 --workers 2
         """
