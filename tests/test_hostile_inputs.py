@@ -154,6 +154,7 @@ def test_input_png_bomb_under_the_old_limit_is_refused(tmp_path):
         preprocess_image(p, 64)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_glb_with_a_texture_bomb_stays_small_in_memory(tmp_path):
     """The issue's case (a small GLB, huge textures) in a subprocess: one line, exit 2, and the process's
     peak memory stays far below what decoding one texture would take (169 MP x 4 bytes = 676 MB)."""
@@ -173,15 +174,19 @@ def test_a_glb_with_a_texture_bomb_stays_small_in_memory(tmp_path):
     glb[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
     path = tmp_path / "bomb.glb"
     path.write_bytes(bytes(glb))
+    # VmHWM is the peak of this process's own memory since its exec (ru_maxrss would also carry the
+    # high-water mark of the forking pytest process across exec).
     script = textwrap.dedent(
         f"""
-        import resource, sys
+        import re
+        from pathlib import Path
         from mv3d.cli import main
         try:
             main(["render", {str(path)!r}, "-o", {str(tmp_path / "out")!r}, "--views", "2", "--resolution", "16"])
         except SystemExit as exc:
             code = exc.code
-        print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "CODE", code)
+        peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+        print("PEAK_KB", peak, "CODE", code)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -191,7 +196,7 @@ def test_a_glb_with_a_texture_bomb_stays_small_in_memory(tmp_path):
     assert out[out.index("CODE") + 1] == "2", proc.stderr
     err = [line for line in proc.stderr.splitlines() if line.startswith("mv3d: error:")]
     assert len(err) == 1 and "13000x13000" in err[0] and "Traceback" not in proc.stderr, proc.stderr
-    assert peak_mb < 600, peak_mb  # measured: 116 MB (imports included)
+    assert peak_mb < 600, peak_mb  # measured: 112 MB (imports included)
 
 
 # ------------------------------------------------------------------------------------------------
