@@ -229,6 +229,9 @@ def evaluate_object(
         loaded = source.load()
     except InputError as exc:
         raise ObjectLoadError(str(exc)) from exc
+    except Exception as exc:  # a reader's own failure on a malformed file: this object only
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ObjectLoadError(f"{source.object_id}: cannot load the mesh: {reason}") from exc
     try:
         res = renderer.render(loaded, orbit, settings.resolution, depth=True)
     except Exception as exc:  # a file's materials can break the rasteriser (a shader that fails to build)

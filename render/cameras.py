@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from render.common import InputError
+from render.common import MAX_VIEWS, InputError, check_range
 
 #: SV3D renders its training orbits with a 33.8 degree field of view.
 SV3D_FOV_DEG = 33.8
@@ -291,8 +291,7 @@ def static_orbit(
     margin: float = DEFAULT_MARGIN,
 ) -> Orbit:
     """N views evenly spaced over a full turn at one elevation; frame 0 at `start_azimuth_deg`."""
-    if num_views < 1:
-        raise InputError(f"number of views {num_views}: expected at least 1")
+    check_range("views", num_views, 1, MAX_VIEWS, "a number of views")
     radius = camera_distance_for_fov(fov_deg, margin) if radius is None else radius
     az = (start_azimuth_deg + 360.0 * np.arange(num_views) / num_views) % 360.0
     el = np.full(num_views, float(elevation_deg))

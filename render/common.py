@@ -41,6 +41,31 @@ class InputError(ValueError):
         self.field = field
 
 
+#: Documented upper bounds of numeric options and config values (README "Limits"). Beyond them a run
+#: would only end in MemoryError or an allocation of hundreds of gigabytes, so they are refused first.
+#: Image side in pixels (renders, views, a model's or training's resolution): 4096 (SV3D works at 576).
+MAX_IMAGE_SIDE = 4096
+#: Views in one orbit.
+MAX_VIEWS = 1024
+#: Samples averaged into one generation (each costs a full sampling run and its latents).
+MAX_ENSEMBLE = 64
+
+
+def check_range(name: str, value: Any, lo: float, hi: float, what: str) -> Any:
+    """`value` if lo <= value <= hi, else `InputError` "name value: expected what from lo to hi".
+
+    `name` is a setting's field (the CLI shows its flag) or, with a space, a config value's
+    description ("data resolution")."""
+    try:
+        ok = lo <= value <= hi
+    except TypeError:
+        ok = False
+    if isinstance(value, bool) or not ok:
+        field = name if name.isidentifier() else None
+        raise InputError(f"{name} {value}: expected {what} from {lo} to {hi}", field=field)
+    return value
+
+
 def optional_import(module: str, extra: str, purpose: str = "") -> Any:
     """Import an optional dependency, or raise `InputError` naming the extra that installs it.
 
@@ -66,6 +91,12 @@ def _tmp_sibling(path: Path) -> Path:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"{path}: is a folder: expected a file path (mv3d never replaces a folder by a file)"
+        )
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{path}: {path.parent} is a file: expected a path in a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
     try:
@@ -87,19 +118,138 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+#: The file that marks a folder as mv3d's own output: {"command": ..., "mv3d": version}. Only a folder
+#: carrying it (written by the same command) is ever replaced without `--overwrite`.
+OUTPUT_MARKER = ".mv3d-output.json"
+
+
+def _mv3d_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("mv3d")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def output_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of an mv3d output folder ({"command", "mv3d"}), or None when it carries none."""
+    try:
+        marker = json.loads((Path(folder) / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("command"), str) else None
+
+
+def write_output_marker(folder: str | os.PathLike, command: str) -> None:
+    """Mark `folder` as the output of `mv3d <command>` (deterministic content: no time stamps)."""
+    atomic_write_json(Path(folder) / OUTPUT_MARKER, {"command": command, "mv3d": _mv3d_version()})
+
+
+def _protected(resolved: Path) -> str | None:
+    """Why a folder may never be an output that mv3d replaces, or None."""
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        return "is the working folder or one above it"
+    home = Path.home().resolve()
+    if resolved == home or resolved in home.parents:
+        return "is the home folder or one above it"
+    return None
+
+
+def check_output(
+    path: str | os.PathLike,
+    command: str,
+    overwrite: bool = False,
+    field: str = "out",
+    kind: str = "folder",
+) -> Path:
+    """Refuse, before any work, an output path that mv3d must not replace; return it as a Path.
+
+    mv3d deletes only what it wrote. A folder output (`kind="folder"`) may be new, empty, or an
+    earlier output of the same command (its `OUTPUT_MARKER` says so); any other existing folder or
+    file is refused unless `overwrite`. A file output (`kind="file"`, e.g. a GIF or a mesh) may replace
+    a file (the user named it) but never a folder. Whatever `overwrite` says, the working folder, the
+    home folder and the folders above them are refused, and so is a path below a file.
+
+    Args:
+        path: the output path.
+        command: the subcommand that writes it ("render", "generate", ...), recorded in the marker.
+        overwrite: replace an existing folder that is not this command's output.
+        field: the setting's name for the message (the CLI turns it into the flag).
+        kind: "folder" or "file".
+
+    Raises:
+        InputError: one line naming the path and what was expected.
+    """
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    why = _protected(resolved)
+    if why is not None:
+        raise InputError(f"{field} {path}: {why}: expected a new folder for the output", field=field)
+    for parent in resolved.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(
+                    f"{field} {path}: {parent} is a file: expected a path in a folder", field=field
+                )
+            break
+    if not path.exists() and not path.is_symlink():
+        return path
+    if kind == "file":
+        if path.is_dir():
+            raise InputError(
+                f"{field} {path}: is a folder: expected a file path (mv3d never replaces a folder by a file)",
+                field=field,
+            )
+        return path
+    if path.is_dir() and not path.is_symlink():
+        if not any(path.iterdir()):
+            return path
+        marker = output_marker(path)
+        if marker is not None and marker["command"] == command:
+            return path
+        if overwrite:
+            return path
+        what = (
+            f"an 'mv3d {marker['command']}' output" if marker else f"not an mv3d output (no {OUTPUT_MARKER})"
+        )
+        raise InputError(
+            f"{field} {path}: exists and is {what}: expected a new or empty folder or an earlier "
+            f"'mv3d {command}' output (pass --overwrite to replace it)",
+            field=field,
+        )
+    if overwrite:
+        return path
+    raise InputError(f"{field} {path}: exists and is not a folder: expected a folder path", field=field)
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, command: str | None = None, overwrite: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
     Works for files and folders alike (the caller decides what to create at the yielded path). A
-    folder that already exists at `path` is replaced whole. Used for anything a job writes, so a run
-    killed at any moment leaves either nothing or a complete result, never a half one.
+    folder that already exists at `path` is replaced whole; with `command` it must pass
+    `check_output` (checked before the block and again before the rename) and the new folder gets
+    the `OUTPUT_MARKER` of that command. A folder is never replaced by a file. Used for anything a job
+    writes, so a run killed at any moment leaves either nothing or a complete result, never a half one.
     """
     path = Path(path)
+    if command is not None:
+        check_output(path, command, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
     try:
         yield tmp
+        if command is not None and tmp.is_dir():
+            write_output_marker(tmp, command)
+            check_output(path, command, overwrite)
+        if path.is_dir() and tmp.exists() and not tmp.is_dir():
+            raise InputError(
+                f"{path}: is a folder: expected a file path (mv3d never replaces a folder by a file)"
+            )
         if path.is_dir() and tmp.exists():
             old = _tmp_sibling(path)
             os.replace(path, old)

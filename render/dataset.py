@@ -38,7 +38,7 @@ import numpy as np
 
 from render.cameras import Intrinsics, Orbit, angles_from_camera_to_world
 from render.common import InputError, atomic_output
-from render.images import WHITE, composite, load_rgba
+from render.images import MAX_VIEW_PIXELS, WHITE, composite, load_rgba
 
 FORMAT_VERSION = 1
 TRANSFORMS = "transforms.json"
@@ -74,7 +74,8 @@ class OrbitDataset:
 
     def load_images(self) -> np.ndarray:
         """(N, H, W, 4) uint8 RGBA, straight alpha."""
-        return np.stack([load_rgba(p) for p in self.image_paths])
+        size = (self.intrinsics.width, self.intrinsics.height)
+        return np.stack([load_rgba(p, size) for p in self.image_paths])
 
     def load_composited(self, background: Sequence[float] | None = None) -> np.ndarray:
         """(N, H, W, 3) float32 in [0, 1], alpha-composited on `background` (default: the dataset's)."""
@@ -140,13 +141,17 @@ def write_orbit_dataset(
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
     frame_extra: Sequence[dict[str, Any]] | None = None,
+    command: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write N RGBA views (N, H, W, 4) uint8 and their cameras as an orbit dataset, atomically.
 
     The folder is assembled under a temporary name and renamed into place when whole, so a killed
     writer leaves either no folder or a complete one. `extra_files` maps relative paths to bytes
     written alongside (depth maps, masks, a manifest). `frame_extra[i]` updates frame i's entry
-    (e.g. an exact `transform_matrix` for cameras that do not look at the origin).
+    (e.g. an exact `transform_matrix` for cameras that do not look at the origin). With `command`
+    (a user's `--out`), the folder is marked as that command's output and an existing folder is
+    replaced only when `render.common.check_output` allows it (`overwrite`).
     """
     from PIL import Image
 
@@ -165,7 +170,7 @@ def write_orbit_dataset(
         orbit, w, h, source_to_world, background, renderer, object_info, extra, frame_extra
     )
     out_dir = Path(out_dir)
-    with atomic_output(out_dir) as tmp:
+    with atomic_output(out_dir, command, overwrite) as tmp:
         (tmp / VIEWS_DIR).mkdir(parents=True)
         for frame, im in zip(meta["frames"], images, strict=True):
             Image.fromarray(im, "RGBA").save(tmp / frame["file_path"])
@@ -185,6 +190,25 @@ def _as_matrix(value: Any, where: str) -> np.ndarray:
     if m.shape != (4, 4) or not np.all(np.isfinite(m)):
         raise InputError(f"{where}: expected a finite 4x4 matrix, got shape {m.shape}")
     return m
+
+
+def _frame_path(root: Path, file_path: Any, where: str) -> Path:
+    """A frame's image path, which must be relative and stay inside the dataset folder (a
+    transforms.json someone sends you must not make mv3d read `../../anything` or `/etc/...`)."""
+    if not isinstance(file_path, str) or not file_path or "\x00" in file_path:
+        raise InputError(
+            f"{where}: file_path {file_path!r}: expected a relative path inside the dataset folder"
+        )
+    rel = Path(file_path)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InputError(
+            f"{where}: file_path {file_path!r}: expected a relative path inside the dataset folder"
+        )
+    base = root.resolve()
+    p = (base / rel).resolve()
+    if not p.is_relative_to(base):  # a symbolic link inside the folder that points out of it
+        raise InputError(f"{where}: file_path {file_path!r} leads outside the dataset folder {root}")
+    return p
 
 
 def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitDataset:
@@ -214,6 +238,8 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
         cx, cy = float(meta.get("cx", w / 2)), float(meta.get("cy", h / 2))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{tf}: expected numeric 'w', 'h', 'fl_x', 'fl_y' at the top level ({exc})") from exc
+    if w * h > MAX_VIEW_PIXELS:
+        raise InputError(f"{tf}: image size {w}x{h}: expected at most {MAX_VIEW_PIXELS:,} pixels a view")
     if w <= 0 or h <= 0 or not (fl_x > 0 and fl_y > 0):
         raise InputError(
             f"{tf}: image size {w}x{h} and focal lengths {fl_x}, {fl_y}: expected positive values"
@@ -225,21 +251,31 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
             raise InputError(f"{where}: expected 'file_path' and 'transform_matrix'")
         c2ws.append(_as_matrix(frame["transform_matrix"], f"{where} transform_matrix"))
-        p = (root / frame["file_path"]).resolve()
+        p = _frame_path(root, frame["file_path"], where)
         if check_images and not p.is_file():
             raise InputError(f"{where}: image {p} does not exist")
         paths.append(p)
     c2w = np.stack(c2ws)
     az, el, r = angles_from_camera_to_world(c2w)
     frames = meta["frames"]
-    if all(k in f for f in frames for k in ("azimuth_deg", "elevation_deg", "radius")):
-        az = np.array([f["azimuth_deg"] for f in frames], float)
-        el = np.array([f["elevation_deg"] for f in frames], float)
-        r = np.array([f["radius"] for f in frames], float)
-    fov = float(meta.get("fov_deg", math.degrees(2 * math.atan(0.5 * w / fl_x))))
-    orbit = Orbit(az, el, r, fov, meta.get("orbit_kind", "custom"))
+    try:
+        if all(k in f for f in frames for k in ("azimuth_deg", "elevation_deg", "radius")):
+            az = np.array([f["azimuth_deg"] for f in frames], float)
+            el = np.array([f["elevation_deg"] for f in frames], float)
+            r = np.array([f["radius"] for f in frames], float)
+        fov = float(meta.get("fov_deg", math.degrees(2 * math.atan(0.5 * w / fl_x))))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{tf}: frame angles and fov_deg: expected numbers ({exc})") from None
+    if not (np.all(np.isfinite(az)) and np.all(np.isfinite(el)) and np.all(np.isfinite(r)) and 0 < fov < 180):
+        raise InputError(
+            f"{tf}: frame angles, radii and fov_deg {fov}: expected finite numbers, fov in (0, 180)"
+        )
+    orbit = Orbit(az, el, r, fov, str(meta.get("orbit_kind", "custom")))
     s2w = _as_matrix(meta.get("source_to_world", np.eye(4).tolist()), f"{tf}: source_to_world")
-    bg = np.asarray(meta.get("background", WHITE), dtype=np.float64)
+    try:
+        bg = np.asarray(meta.get("background", WHITE), dtype=np.float64)
+    except (TypeError, ValueError):
+        bg = np.zeros(0)
     if bg.shape != (3,) or not np.all((bg >= 0) & (bg <= 1)):
         raise InputError(f"{tf}: background {meta.get('background')}: expected three numbers in [0, 1]")
     return OrbitDataset(root, orbit, intr, c2w, paths, s2w, bg, meta)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import time
 import traceback
 from collections import Counter
@@ -46,10 +47,21 @@ import numpy as np
 
 from render import curation as filters
 from render.cameras import SV3D_FOV_DEG, Orbit, dynamic_orbit, static_orbit
-from render.common import InputError, atomic_write_json, atomic_write_text
+from render.common import (
+    MAX_IMAGE_SIDE,
+    MAX_VIEWS,
+    InputError,
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    check_range,
+    output_marker,
+    write_output_marker,
+)
 from render.dataset import TRANSFORMS
 
 OBJECTS_DIR = "objects"
+LOCK_FILE = ".mv3d-lock"
 RECORDS_DIR = "records"
 ORBIT_KINDS = ("static", "dynamic", "mixed")
 #: How often (seconds) the manifest is rewritten while a job runs.
@@ -88,10 +100,8 @@ class RenderJobConfig:
     curation: dict[str, Any] | None = None
 
     def validate(self) -> None:
-        if self.views < 1:
-            raise InputError(f"views {self.views}: expected at least 1", field="views")
-        if self.resolution < 8:
-            raise InputError(f"resolution {self.resolution}: expected at least 8 pixels", field="resolution")
+        check_range("views", self.views, 1, MAX_VIEWS, "a number of views")
+        check_range("resolution", self.resolution, 8, MAX_IMAGE_SIDE, "pixels")
         if self.orbit_kind not in ORBIT_KINDS:
             raise InputError(
                 f"orbit_kind {self.orbit_kind!r}: expected one of {', '.join(ORBIT_KINDS)}",
@@ -282,7 +292,54 @@ def _done_record(out: Path, src) -> dict[str, Any] | None:
     }
 
 
+def _read_jsonl(path: Path) -> dict[str, str]:
+    """object_id -> line of an earlier manifest.jsonl / failures.jsonl (unreadable lines dropped)."""
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            oid = json.loads(line).get("object_id")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(oid, str):
+            out[oid] = line
+    return out
+
+
+def _lock_job(out: Path):
+    """An exclusive lock on OUT/.mv3d-lock (flock: released by the kernel when the process dies), or
+    `InputError` naming the job that holds it. Two jobs on one --out would delete each other's
+    temporaries and rewrite each other's reports."""
+    fh = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the whole job
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        return fh
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise InputError(
+            f"out {out}: another render-dataset job (pid {holder}) is writing there: wait for it to "
+            "finish or choose another folder",
+            field="out",
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """manifest.jsonl and failures.jsonl: this run's objects (in source order), then the entries of
+    earlier runs for other objects, kept as they were (a 3-object rerun does not cut a 20-line
+    manifest to 3). The summary counts this run's objects."""
     lines, failures = [], []
     for src in sources:
         rec = records.get(src.object_id)
@@ -302,8 +359,10 @@ def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, An
             failures.append(
                 json.dumps({"source": src.spec, "error": rec.get("error", ""), "object_id": src.object_id})
             )
-    atomic_write_text(out / "manifest.jsonl", "".join(line + "\n" for line in lines))
-    atomic_write_text(out / "failures.jsonl", "".join(line + "\n" for line in failures))
+    current = {src.object_id for src in sources}
+    for name, new in (("manifest.jsonl", lines), ("failures.jsonl", failures)):
+        kept = [line for oid, line in _read_jsonl(out / name).items() if oid not in current]
+        atomic_write_text(out / name, "".join(line + "\n" for line in new + kept))
     status = Counter(r["status"] for r in records.values())
     rejected_at = Counter(r["stage"] for r in records.values() if r["status"] == "rejected")
     reasons = Counter(r.get("reason", "") for r in records.values() if r["status"] == "rejected")
@@ -330,6 +389,34 @@ def _failed(src, stage: str, error: str) -> dict[str, Any]:
         "error": error,
         "curation": {},
     }
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the job's process dies (a SIGKILLed job must not leave
+    workers rendering into its folder for good). Linux: the kernel sends SIGKILL on the parent's death
+    (prctl PR_SET_PDEATHSIG); elsewhere, and for a parent that died before the call, a watchdog thread
+    polls the parent pid."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="mv3d-parent-watchdog", daemon=True).start()
 
 
 def _run_local(tasks: list, out: str, cfg_json: dict, workers: int) -> Iterator[dict[str, Any]]:
@@ -362,7 +449,9 @@ def _run_local(tasks: list, out: str, cfg_json: dict, workers: int) -> Iterator[
         return nxt
 
     while True:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+        )
         in_flight: dict[Any, Any] = {}
         broken = False
         try:
@@ -464,6 +553,7 @@ def render_dataset(
     normals: bool = False,
     retry_failed: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Render every object of `sources` into `out_dir`; resumable; return the summary.
 
@@ -488,6 +578,8 @@ def render_dataset(
         depth, normals: also store depth and normal maps.
         retry_failed: on a rerun, try failed objects again.
         progress: show a tqdm progress bar.
+        overwrite: write into an existing `out_dir` that is not a render-dataset output (mv3d otherwise
+            refuses it: `render.common.check_output`).
 
     Returns:
         The summary (also written to OUT/summary.json): counts of done / rejected / failed objects,
@@ -495,7 +587,7 @@ def render_dataset(
     """
     from tqdm.auto import tqdm
 
-    from render.sources import resolve_sources
+    from render.sources import check_object_id, resolve_sources
 
     if isinstance(elevation, (int, float)):
         elevation = (float(elevation), float(elevation))
@@ -522,10 +614,32 @@ def render_dataset(
         filters.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis, select=select)
-    ids = {s.object_id for s in resolved}
+    for src in resolved:
+        check_object_id(src.object_id)  # each becomes a folder under objects/
 
-    out = Path(out_dir)
+    out = check_output(out_dir, "render-dataset", overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock_job(out)  # a second job on the same --out stops here, before touching anything
+    try:
+        return _render_locked(out, resolved, cfg, workers, ray_address, retry_failed, progress, tqdm)
+    finally:
+        lock.close()
+
+
+def _render_locked(
+    out: Path,
+    resolved: list,
+    cfg: RenderJobConfig,
+    workers: int,
+    ray_address,
+    retry_failed: bool,
+    progress: bool,
+    tqdm,
+) -> dict[str, Any]:
+    """`render_dataset`'s work once it holds the job lock on `out`."""
+    ids = {s.object_id for s in resolved}
+    if output_marker(out) is None:
+        write_output_marker(out, "render-dataset")
     (out / OBJECTS_DIR).mkdir(exist_ok=True)
     (out / RECORDS_DIR).mkdir(exist_ok=True)
     _check_job_file(out, cfg)

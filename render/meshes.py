@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from render.common import InputError
+from render.images import image_budget
 
 #: Extensions `load_mesh` reads, mapped to the trimesh file type.
 SUPPORTED_FORMATS: dict[str, str] = {
@@ -199,6 +200,55 @@ _COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 
 _COMPONENT_BYTES = {5120: 1, 5121: 1, 5122: 2, 5123: 2, 5125: 4, 5126: 4}
 
 
+def _gltf_list(path: Path, doc: dict, key: str) -> list[dict]:
+    """doc[key] as a list of objects (glTF's arrays of buffers, nodes, ...), or `InputError`."""
+    items = doc.get(key, []) or []
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise InputError(f"{path}: glTF '{key}' must be a list of objects")
+    return items
+
+
+def _gltf_int(path: Path, value: object, what: str) -> int:
+    """A non-negative integer field of a glTF file (byteLength, count, an index), or `InputError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{path}: glTF {what} is {value!r}: expected a non-negative integer")
+    return value
+
+
+def _check_gltf_nodes(path: Path, doc: dict) -> None:
+    """Nodes form a forest: child indices in range, no node with two parents, no cycle (trimesh follows
+    children without a guard: a cycle ended in a KeyError)."""
+    nodes = _gltf_list(path, doc, "nodes")
+    parent: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        children = node.get("children", []) or []
+        if not isinstance(children, list):
+            raise InputError(f"{path}: glTF node {i} children must be a list of node indices")
+        for c in children:
+            c = _gltf_int(path, c, f"node {i} child")
+            if c >= len(nodes):
+                raise InputError(f"{path}: glTF node {i} has child {c}, beyond the {len(nodes)} nodes")
+            if c == i or c in parent:
+                raise InputError(
+                    f"{path}: glTF node {c} has two parents or is its own child: expected a tree of nodes"
+                )
+            parent[c] = i
+    for start in parent:  # with one parent each, a cycle is a walk up that comes back
+        seen, n = {start}, start
+        while n in parent:
+            n = parent[n]
+            if n in seen:
+                raise InputError(f"{path}: glTF nodes {sorted(seen)} form a cycle: expected a tree of nodes")
+            seen.add(n)
+    for s, scene in enumerate(_gltf_list(path, doc, "scenes")):
+        roots = scene.get("nodes", []) or []
+        if not isinstance(roots, list):
+            raise InputError(f"{path}: glTF scene {s} nodes must be a list of node indices")
+        for r in roots:
+            if _gltf_int(path, r, f"scene {s} node") >= len(nodes):
+                raise InputError(f"{path}: glTF scene {s} names node {r}, beyond the {len(nodes)} nodes")
+
+
 def _check_gltf_json(path: Path, doc: object, bin_size: int | None) -> None:
     if not isinstance(doc, dict):
         raise InputError(f"{path}: glTF JSON is not an object")
@@ -207,11 +257,16 @@ def _check_gltf_json(path: Path, doc: object, bin_size: int | None) -> None:
     if not version.startswith("2"):
         found = f"version '{version}'" if version else "no asset.version (glTF 1.0 layout)"
         raise InputError(f"{path}: glTF {found}: only glTF 2.0 is supported (convert it, e.g. with Blender)")
-    buffers = doc.get("buffers", []) or []
+    for key in ("meshes", "materials", "textures", "images", "samplers", "scenes", "nodes"):
+        _gltf_list(path, doc, key)
+    _check_gltf_nodes(path, doc)
+    buffers = _gltf_list(path, doc, "buffers")
     buffer_sizes: list[int] = []
     for i, buf in enumerate(buffers):
-        length = int(buf.get("byteLength", 0))
+        length = _gltf_int(path, buf.get("byteLength", 0), f"buffer {i} byteLength")
         uri = buf.get("uri")
+        if uri is not None and not isinstance(uri, str):
+            raise InputError(f"{path}: glTF buffer {i} uri is {uri!r}: expected a string")
         if uri is None:
             available = bin_size if bin_size is not None else 0
             if length > available:
@@ -220,6 +275,9 @@ def _check_gltf_json(path: Path, doc: object, bin_size: int | None) -> None:
                 )
         elif not uri.startswith("data:"):
             ext = path.parent / uri
+            rel = Path(uri)
+            if rel.is_absolute() or ".." in rel.parts:
+                raise InputError(f"{path}: glTF buffer {i} refers to '{uri}': expected a file next to it")
             if not ext.is_file():
                 raise InputError(
                     f"{path}: glTF buffer {i} refers to '{uri}', which does not exist next to it"
@@ -229,18 +287,23 @@ def _check_gltf_json(path: Path, doc: object, bin_size: int | None) -> None:
                     f"{path}: glTF buffer file '{uri}' is shorter than its declared {length:,} bytes"
                 )
         buffer_sizes.append(length)
-    views = doc.get("bufferViews", []) or []
+    views = _gltf_list(path, doc, "bufferViews")
     for i, view in enumerate(views):
-        b = int(view.get("buffer", 0))
-        end = int(view.get("byteOffset", 0)) + int(view.get("byteLength", 0))
+        b = _gltf_int(path, view.get("buffer", 0), f"bufferView {i} buffer")
+        end = _gltf_int(path, view.get("byteOffset", 0), f"bufferView {i} byteOffset") + _gltf_int(
+            path, view.get("byteLength", 0), f"bufferView {i} byteLength"
+        )
+        if "byteStride" in view:
+            _gltf_int(path, view["byteStride"], f"bufferView {i} byteStride")
         if b >= len(buffer_sizes) or end > buffer_sizes[b]:
             raise InputError(f"{path}: glTF bufferView {i} reaches byte {end:,}, beyond its buffer")
-    for i, acc in enumerate(doc.get("accessors", []) or []):
-        count = int(acc.get("count", 0))
+    for i, acc in enumerate(_gltf_list(path, doc, "accessors")):
+        count = _gltf_int(path, acc.get("count", 0), f"accessor {i} count")
         _check_count(path, f"elements in glTF accessor {i}", count)
+        _gltf_int(path, acc.get("byteOffset", 0), f"accessor {i} byteOffset")
         if "bufferView" not in acc:
             continue
-        v = int(acc["bufferView"])
+        v = _gltf_int(path, acc["bufferView"], f"accessor {i} bufferView")
         if v >= len(views):
             raise InputError(f"{path}: glTF accessor {i} refers to missing bufferView {v}")
         elem = _COMPONENTS.get(acc.get("type"), 1) * _COMPONENT_BYTES.get(acc.get("componentType"), 1)
@@ -307,6 +370,11 @@ _HEADER_CHECKS = {
 # ------------------------------------------------------------------------------------------------
 
 
+#: Largest vertex coordinate accepted (absolute value): far beyond any real model, and small enough
+#: that extents, centres and transforms stay finite (an OBJ at +-1e308 overflowed them).
+MAX_COORDINATE = 1e18
+
+
 def _validate_scene(scene, source: str) -> None:
     import trimesh
 
@@ -333,6 +401,12 @@ def _validate_scene(scene, source: str) -> None:
     bounds = scene.bounds
     if bounds is None or not np.all(np.isfinite(bounds)):
         raise InputError(f"{source}: the scene has no finite bounding box")
+    bounds = np.asarray(bounds, dtype=np.float64)
+    if not np.all(np.isfinite(bounds[1] - bounds[0])) or float(np.max(np.abs(bounds))) > MAX_COORDINATE:
+        raise InputError(
+            f"{source}: coordinates reach {float(np.max(np.abs(bounds))):.3g}: expected at most "
+            f"{MAX_COORDINATE:.0e} in absolute value"
+        )
     if float(np.max(bounds[1] - bounds[0])) <= 0.0:
         raise InputError(f"{source}: the mesh has zero extent (all vertices coincide)")
 
@@ -385,6 +459,16 @@ def default_up_axis(path: str | Path) -> str:
     return "y" if SUPPORTED_FORMATS.get(Path(path).suffix.lower()) in ("glb", "gltf") else "z"
 
 
+def _decode_textures(scene) -> None:
+    """Decode the textures trimesh left lazy, inside the pixel budget (`render.images.image_budget`)."""
+    for geom in scene.geometry.values():
+        material = getattr(getattr(geom, "visual", None), "material", None)
+        for name in ("image", "baseColorTexture"):
+            image = getattr(material, name, None)
+            if image is not None and hasattr(image, "load"):
+                image.load()
+
+
 def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
     """Check and read a mesh file as a `trimesh.Scene` in its own coordinates; return (scene, up axis).
 
@@ -418,7 +502,9 @@ def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
         # process=False keeps vertices exactly as stored (no merging), so the recorded transform
         # maps the file's own coordinates.
         try:
-            scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+            with image_budget(str(path)):  # textures: checked from their headers before decoding
+                scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+                _decode_textures(scene)
         except ValueError:
             # trimesh's binary PLY reader assumes every face has as many corners as the first one;
             # Blender (and many scanners) write mixed triangles and quads. Read those ourselves.
@@ -465,6 +551,7 @@ def read_trimesh(path: str | Path, up_axis: str | None = None):
     import trimesh
 
     scene, up_axis = _read_scene(path, up_axis)
+    _validate_scene(scene, str(path))  # the checks load_mesh makes: finite, bounded, with faces
     mesh = scene.to_mesh()
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise InputError(f"{path}: the file holds no triangles")

@@ -238,6 +238,11 @@ class ObjaverseCache:
                 )
             object_path = paths[uid]
         local = self.root / object_path
+        rel = Path(str(object_path))
+        if rel.is_absolute() or ".." in rel.parts or not local.resolve().is_relative_to(self.root.resolve()):
+            raise InputError(
+                f"objaverse: uid {uid!r} has the object path {object_path!r}: expected a path inside {str(self.root)!r}"
+            )
         if local.exists():
             return local
         with self._pointed_at([object_path], f"object {uid}") as objaverse:

@@ -51,6 +51,8 @@ def write_render(
     light_seed: int | None = None,
     cameras: OrbitDataset | None = None,
     extra: dict[str, Any] | None = None,
+    command: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a `RenderResult` of `mesh` as an orbit dataset at `out_dir` (atomically).
 
@@ -87,6 +89,8 @@ def write_render(
         extra=meta_extra,
         extra_files=files,
         frame_extra=frame_extra,
+        command=command,
+        overwrite=overwrite,
     )
 
 
@@ -103,6 +107,8 @@ def render_object(
     light_seed: int | None = None,
     depth: bool = False,
     normals: bool = False,
+    command: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Render a mesh (file or `LoadedMesh`) into an orbit dataset folder; return the folder.
 
@@ -118,6 +124,7 @@ def render_object(
             its cameras, intrinsics and image size.
         light_seed: None for the default lights, an integer for a random light setup.
         depth, normals: also store depth.npy / normals.npy.
+        command, overwrite: for a user's output folder: see `render.dataset.write_orbit_dataset`.
     """
     mesh = as_mesh(mesh_or_path)
     rend = as_renderer(renderer, renderer_settings)
@@ -131,7 +138,18 @@ def render_object(
             result = rend.render_cameras(
                 mesh, ds.camera_to_world, ds.intrinsics, depth=depth, normals=normals, light_seed=light_seed
             )
-            return write_render(out_dir, mesh, result, ds.orbit, rend, object_info, light_seed, cameras=ds)
+            return write_render(
+                out_dir,
+                mesh,
+                result,
+                ds.orbit,
+                rend,
+                object_info,
+                light_seed,
+                cameras=ds,
+                command=command,
+                overwrite=overwrite,
+            )
         if orbit is None or resolution is None:
             raise InputError(
                 "render_object needs an orbit and a resolution, or cameras from an orbit dataset"
@@ -139,7 +157,9 @@ def render_object(
         result = rend.render(
             mesh, orbit, int(resolution), depth=depth, normals=normals, light_seed=light_seed
         )
-        return write_render(out_dir, mesh, result, orbit, rend, object_info, light_seed)
+        return write_render(
+            out_dir, mesh, result, orbit, rend, object_info, light_seed, command=command, overwrite=overwrite
+        )
     finally:
         if rend is not renderer:  # built here: release its GL context / worker
             rend.close()

@@ -145,6 +145,29 @@ def _safe_name(name: str) -> str:
     return name[:64] or "object"
 
 
+#: What an object id (a folder name under a dataset's objects/) may look like.
+_OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def safe_object_id(prefix: str, name: str) -> str:
+    """`prefix-name` as a single safe folder name: a name with other characters (an Objaverse uid with
+    `../`, spaces, slashes) is sanitised and gets a digest of the original, so distinct names stay
+    distinct and none leaves its folder."""
+    clean = _safe_name(str(name))
+    if clean != str(name):
+        clean += "-" + hashlib.sha256(str(name).encode()).hexdigest()[:10]
+    return f"{prefix}-{clean}"
+
+
+def check_object_id(object_id: Any) -> str:
+    """`object_id` if it is one safe folder name (letters, digits, `._-`, not `.`/`..`); else `InputError`."""
+    if not isinstance(object_id, str) or not _OBJECT_ID.fullmatch(object_id) or set(object_id) <= {"."}:
+        raise InputError(
+            f"object id {object_id!r}: expected one folder name of letters, digits, '.', '_' and '-'"
+        )
+    return object_id
+
+
 def _readable_name(path: Path) -> str:
     """The file's stem, or for generic stems (model.obj) the nearest non-generic folder name."""
     if path.stem.lower() not in _GENERIC_NAMES:
@@ -252,7 +275,13 @@ def resolve_source(
 
         root, objects = objaverse_objects(spec, objaverse_dir)
         return [
-            ObjectSource(f"objaverse-{uid}", f"objaverse:{uid}", meta, kind="objaverse", location=str(root))
+            ObjectSource(
+                safe_object_id("objaverse", uid),
+                f"objaverse:{uid}",
+                meta,
+                kind="objaverse",
+                location=str(root),
+            )
             for uid, meta in objects
         ]
     path = Path(spec).expanduser()

@@ -48,10 +48,12 @@ def test_library_errors_name_fields_and_the_cli_names_flags(tmp_path, capsys):
     from render.common import InputError
     from render.jobs import render_dataset
 
-    with pytest.raises(InputError, match=r"^views 0: expected at least 1") as exc:
+    with pytest.raises(InputError, match=r"^views 0: expected a number of views from 1 to 1024") as exc:
         render_dataset(["procedural:1:0"], tmp_path / "d", views=0)
     assert exc.value.field == "views"
     with pytest.raises(SystemExit) as code:
         main(["render-dataset", "procedural:1:0", "-o", str(tmp_path / "d"), "--views", "0"])
     assert code.value.code == 2
-    assert capsys.readouterr().err.strip() == "mv3d: error: --views 0: expected at least 1"
+    assert (
+        capsys.readouterr().err.strip() == "mv3d: error: --views 0: expected a number of views from 1 to 1024"
+    )

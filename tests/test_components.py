@@ -216,3 +216,50 @@ def test_encode_decode_chunking(conditioning):
         if conditioning == "sv3d_p":
             # an image decoder treats frames independently: chunking does not change the result
             torch.testing.assert_close(decode_latents(vae, lat, chunk_size=2), out, rtol=1e-5, atol=1e-5)
+
+
+class _Opens:
+    def __reduce__(self):
+        return (open, (str(_Opens.target), "w"))
+
+
+def test_a_pickle_as_a_weight_file_is_refused_in_one_line(tmp_path, tiny):
+    """image_encoder/pytorch_model.bin holding a pickle with code: one mv3d line, nothing run, and not
+    torch's suggestion to retry with weights_only=False."""
+    import pickle
+
+    cfg, comps = tiny
+    save_components(comps, model_info_from_config(cfg), tmp_path / "m")
+    folder = tmp_path / "m" / "image_encoder"
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    _Opens.target = tmp_path / "pwned"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Opens()}))
+    with pytest.raises(InputError) as info:
+        load_components(tmp_path / "m")
+    message = str(info.value)
+    assert "refused" in message and "weights_only" not in message and "\n" not in message
+    assert not _Opens.target.exists()
+
+
+def test_every_torch_load_in_mv3d_is_weights_only():
+    """No code from data: each torch.load call in the packages passes weights_only=True."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    calls = []
+    for folder in ("mv3d", "render", "video_prior", "eval", "recipes", "bench", "tools"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text()
+            for m in re.finditer(r"torch\.load\(", text):
+                depth, end = 0, m.end() - 1
+                for end in range(m.end() - 1, len(text)):
+                    depth += {"(": 1, ")": -1}.get(text[end], 0)
+                    if depth == 0:
+                        break
+                calls.append((path.name, text[m.start() : end + 1]))
+    assert calls, "expected torch.load calls to check"
+    assert all("weights_only=True" in call for _, call in calls), [
+        c for c in calls if "weights_only=True" not in c[1]
+    ]

@@ -140,3 +140,44 @@ def test_composite_on_white():
     np.testing.assert_allclose(out[0, 0], [1, 0, 0])
     np.testing.assert_allclose(out[0, 1], [1, 1, 1])
     np.testing.assert_allclose(out[0, 2], [1 - 128 / 255, 1 - 128 / 255, 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("file_path", ["../outside.png", "/etc/hostname", "views/../../outside.png", 7, ""])
+def test_frames_are_read_only_from_inside_the_dataset(tmp_path, file_path):
+    """A transforms.json someone sends must not make mv3d read files outside its folder."""
+    import json
+
+    from PIL import Image
+
+    from render.common import InputError
+    from render.dataset import read_orbit_dataset
+
+    Image.new("RGBA", (8, 8)).save(tmp_path / "outside.png")
+    root = tmp_path / "ds"
+    root.mkdir()
+    frame = {"file_path": file_path, "transform_matrix": np.eye(4).tolist()}
+    (root / "transforms.json").write_text(
+        json.dumps({"w": 8, "h": 8, "fl_x": 8, "fl_y": 8, "frames": [frame]})
+    )
+    with pytest.raises(InputError, match="inside the dataset folder"):
+        read_orbit_dataset(root)
+
+
+def test_a_symlink_out_of_the_dataset_is_refused(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from render.common import InputError
+    from render.dataset import read_orbit_dataset
+
+    Image.new("RGBA", (8, 8)).save(tmp_path / "outside.png")
+    root = tmp_path / "ds"
+    (root / "views").mkdir(parents=True)
+    (root / "views" / "000.png").symlink_to(tmp_path / "outside.png")
+    frame = {"file_path": "views/000.png", "transform_matrix": np.eye(4).tolist()}
+    (root / "transforms.json").write_text(
+        json.dumps({"w": 8, "h": 8, "fl_x": 8, "fl_y": 8, "frames": [frame]})
+    )
+    with pytest.raises(InputError, match="outside the dataset folder"):
+        read_orbit_dataset(root)

@@ -359,7 +359,7 @@ def test_ensemble_averages_independent_draws():
     a = warm(image, orbit, ensemble=1, generator=torch.Generator().manual_seed(0)).frames
     b = warm(image, orbit, ensemble=3, generator=torch.Generator().manual_seed(0)).frames
     np.testing.assert_allclose(a, b, atol=1e-6)
-    with pytest.raises(InputError, match="ensemble size 0"):
+    with pytest.raises(InputError, match="ensemble 0"):
         pipe(image, orbit, ensemble=0)
     with pytest.raises(InputError, match="default_ensemble"):
         ModelInfo(default_ensemble=0)

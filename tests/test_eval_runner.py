@@ -342,3 +342,35 @@ def test_an_object_the_renderer_cannot_draw_is_listed_and_skipped(tmp_path, monk
     assert list(metrics["failed"]) == [sources[0].object_id]
     assert "cannot render the ground truth: Shader compile failure" in metrics["failed"][sources[0].object_id]
     assert len(metrics["objects"]) == 1
+
+
+def test_a_cyclic_gltf_and_a_reader_crash_are_listed_and_the_run_goes_on(tmp_path):
+    """A glTF whose nodes form a cycle stopped a whole eval run with KeyError: 'world'."""
+    from render.sources import file_source
+
+    doc = {
+        "asset": {"version": "2.0"},
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"children": [1]}, {"children": [0]}],
+    }
+    cyclic = tmp_path / "cyclic.gltf"
+    cyclic.write_text(json.dumps(doc))
+
+    class Crashes:
+        object_id, spec, meta = "crashes", "crashes.glb", {}
+
+        def load(self):
+            raise KeyError("world")
+
+    metrics = run_benchmark(
+        [file_source(cyclic), Crashes(), *_sources()[:1]],
+        tmp_path / "run",
+        TinyGenerator(),
+        views=3,
+        resolution=16,
+        baselines=(),
+        progress=False,
+    )
+    assert len(metrics["objects"]) == 1 and len(metrics["failed"]) == 2
+    assert any("form a cycle" in why for why in metrics["failed"].values())
+    assert "cannot load the mesh" in metrics["failed"]["crashes"]

@@ -81,7 +81,15 @@ def test_generate_writes_a_complete_orbit_dataset(tmp_path: Path, gen: ViewGener
     )
     assert res.out_dir == out and res.mesh_path == out / "mesh.glb"
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["input.png", "mesh.glb", "orbit.gif", "run.json", "transforms.json", "views"]
+    assert names == [
+        ".mv3d-output.json",
+        "input.png",
+        "mesh.glb",
+        "orbit.gif",
+        "run.json",
+        "transforms.json",
+        "views",
+    ]
     mesh = trimesh.load(out / "mesh.glb", force="mesh")
     assert len(mesh.faces) > 0 and np.all(np.abs(mesh.bounds) < 0.7)  # in the unit-cube world frame
     assert sorted(p.name for p in (out / "views").iterdir()) == [f"{i:03d}.png" for i in range(VIEWS)]
@@ -347,7 +355,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_generation(tmp_path: Path, ti
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")
     code, err = _run_cli(["generate", str(img), "--out", str(precious), "--model", str(tiny_model)], capsys)
-    assert code == 2 and "not an mv3d generate output" in err
+    assert code == 2 and "not an mv3d output" in err
     assert (precious / "thesis.txt").read_text() == "do not delete"
 
 

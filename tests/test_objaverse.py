@@ -207,3 +207,51 @@ def test_licence_and_annotations_feed_curation(cache):
     assert reasons == {UA: None, UB: "licence: by-nc", UC: "animated: 2 animation(s)", UD: None}
     loose = CurationConfig.from_cli(["licences=any", "reject_animated=false"])
     assert all(check_source(s, loose) is None for s in sources)
+
+
+def test_hostile_uids_and_object_paths_stay_inside_their_folders(tmp_path, monkeypatch):
+    """A uid with `../` (from the cache's own path list) becomes one safe folder name; an object path
+    that leaves the cache is refused; render-dataset writes nothing outside --out."""
+    from render.jobs import render_dataset
+    from render.sources import safe_object_id
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = tmp_path / "objaverse" / "hf-objaverse-v1"
+    evil, escape = "../../../escaped", "ok" * 16
+    paths = {evil: "glbs/000-000/evil.glb", escape: "glbs/000-000/../../../../outside.glb"}
+    glb = root / paths[evil]
+    glb.parent.mkdir(parents=True)
+    trimesh.Scene(trimesh.creation.box()).export(glb)
+    trimesh.Scene(trimesh.creation.box()).export(tmp_path / "outside.glb")
+    _gz(root / "object-paths.json.gz", paths)
+    _gz(root / "lvis-annotations.json.gz", {})
+    _gz(root / "metadata" / "000-000.json.gz", {})
+    sources = resolve_sources(["objaverse:all"], objaverse_dir=str(tmp_path / "objaverse"))
+    ids = sorted(s.object_id for s in sources)
+    assert all("/" not in i and ".." not in i for i in ids), ids
+    assert safe_object_id("objaverse", evil) != safe_object_id("objaverse", "___escaped")
+    with pytest.raises(InputError, match="expected a path inside"):
+        ObjaverseCache(root).object_file(escape)
+    out = tmp_path / "work" / "deep" / "data"
+    summary = render_dataset(
+        ["objaverse:all"],
+        out,
+        views=2,
+        resolution=16,
+        objaverse_dir=str(tmp_path / "objaverse"),
+        progress=False,
+    )
+    assert summary["done"] == 1 and summary["failed"] == 1
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "work" / "escaped").exists()
+    assert sorted(p.name for p in (out / "objects").iterdir()) == [safe_object_id("objaverse", evil)]
+
+
+def test_object_ids_that_are_not_one_folder_name_are_refused(tmp_path):
+    from render.jobs import render_dataset
+    from render.sources import ObjectSource
+
+    for bad in ("../x", "a/b", "..", "", "/abs"):
+        with pytest.raises(InputError, match="expected one folder name"):
+            render_dataset(
+                [ObjectSource(bad, "x", {})], tmp_path / "d", views=2, resolution=16, progress=False
+            )

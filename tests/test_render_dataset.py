@@ -204,3 +204,105 @@ def test_ray_runs_the_same_task(tmp_path):
         ray.shutdown()
     assert summary["done"] == 2
     assert _tree(tmp_path / "ray") == _tree(tmp_path / "local")
+
+
+def test_a_second_job_on_the_same_out_is_refused(tmp_path, capsys):
+    """Two jobs on one --out deleted each other's temporaries: the second now stops with one line."""
+    from mv3d.cli import main
+    from render.jobs import _lock_job
+
+    out = tmp_path / "d"
+    render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
+    held = _lock_job(out)  # as a running job holds it
+    try:
+        with pytest.raises(InputError, match="another render-dataset job"):
+            render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
+        with pytest.raises(SystemExit) as code:
+            main(["render-dataset", "procedural:1:0", "-o", str(out), "--views", "2", "--resolution", "16"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code.value.code == 2 and len(err) == 1 and err[0].startswith("mv3d: error: --out ")
+    finally:
+        held.close()
+    render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)  # free again
+
+
+def test_reruns_merge_their_records_into_the_reports(tmp_path):
+    """A 2-object rerun on a 3-object dataset keeps the 3 earlier manifest lines (it used to cut them)."""
+    out = tmp_path / "d"
+    render_dataset(["procedural:3:0"], out, views=2, resolution=16, progress=False)
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 0\nf 1 2 3\n")
+    render_dataset(["procedural:2:1", str(bad)], out, views=2, resolution=16, progress=False)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    ids = [m["object_id"] for m in manifest]
+    assert len(ids) == len(set(ids)) == 6, ids
+    assert sum(m["status"] == "done" for m in manifest) == 5
+    failures = (out / "failures.jsonl").read_text().splitlines()
+    assert len(failures) == 1
+    render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 6
+    assert (out / "failures.jsonl").read_text().splitlines() == failures
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_job_is_killed(tmp_path):
+    """After a SIGKILL of the main process, --workers 2 used to leave both workers alive for good."""
+    env = {**os.environ, "PYOPENGL_PLATFORM": "egl"}
+    args = [
+        "procedural:400:0",
+        "-o",
+        str(tmp_path / "d"),
+        "--views",
+        "2",
+        "--resolution",
+        "16",
+        "--workers",
+        "2",
+    ]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mv3d", "render-dataset", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            # the pool's workers: grandchildren through multiprocessing's resource tracker are not ours
+            workers = {
+                p for p in _children(run.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
+            }
+            if (
+                len(workers) == 2
+                and (tmp_path / "d" / "objects").is_dir()
+                and any((tmp_path / "d" / "objects").iterdir())
+            ):
+                break
+            time.sleep(0.05)
+        assert len(workers) == 2, "the job did not start its workers"
+        os.kill(run.pid, signal.SIGKILL)
+    finally:
+        run.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "workers outlived the job"

@@ -454,3 +454,37 @@ def test_lr_schedule_warms_up_holds_and_cools_down(data_root, tmp_path):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     lrs = [json.loads(line)["lr"] for line in lines]
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+
+
+class _Opens:
+    """Unpickling this creates a file: what a crafted custom_checkpoint_*.pkl could do instead."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_never_unpickles_code(data_root, tmp_path):
+    """`--resume` on a run folder someone sent: crafted custom_checkpoint_*.pkl files run nothing; the EMA
+    and counters come from ema.safetensors / trainer_state.json; a legacy pickle with code is refused."""
+    import pickle
+
+    cfg = tiny_config(max_steps=2, ema_decay=0.9)
+    run = tmp_path / "run"
+    vtrain.train(cfg, [data_root], run, progress=False)
+    ckpt = vtrain.latest_checkpoint(run)
+    assert (ckpt / vtrain.EMA_FILE).is_file() and not list(ckpt.glob("custom_checkpoint_*.pkl"))
+    pwned = tmp_path / "pwned"
+    for i in (0, 1):
+        (ckpt / f"custom_checkpoint_{i}.pkl").write_bytes(pickle.dumps(_Opens(pwned)))
+    result = vtrain.train(cfg, [data_root], run, resume=True, max_steps=3, progress=False)
+    assert result.steps == 3 and not pwned.exists()
+    # A checkpoint of an older mv3d (EMA only in the pickle): loaded with weights_only, code refused.
+    ckpt = vtrain.latest_checkpoint(run)
+    (ckpt / vtrain.EMA_FILE).unlink()
+    (ckpt / "custom_checkpoint_1.pkl").write_bytes(pickle.dumps(_Opens(pwned)))
+    with pytest.raises(InputError, match="refused"):
+        vtrain.train(cfg, [data_root], run, resume=True, max_steps=4, progress=False)
+    assert not pwned.exists()

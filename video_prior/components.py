@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -24,7 +25,15 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from render.common import InputError, atomic_output, atomic_write_json
+from render.common import (
+    MAX_ENSEMBLE,
+    MAX_IMAGE_SIDE,
+    MAX_VIEWS,
+    InputError,
+    atomic_output,
+    atomic_write_json,
+    check_range,
+)
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.image_encoders import EfficientNetLite0Encoder
@@ -146,14 +155,12 @@ class ModelInfo:
             raise InputError(f"model prediction '{self.prediction}': expected one of {list(PREDICTIONS)}")
         if self.sv3d_azimuth_direction not in (1, -1):
             raise InputError(f"sv3d_azimuth_direction {self.sv3d_azimuth_direction}: expected 1 or -1")
-        if int(self.resolution) <= 0:
-            raise InputError(f"model resolution {self.resolution}: expected a positive number of pixels")
-        if self.num_frames is not None and int(self.num_frames) <= 0:
-            raise InputError(f"model num_frames {self.num_frames}: expected a positive count or null")
+        check_range("model resolution", self.resolution, 1, MAX_IMAGE_SIDE, "pixels")
+        if self.num_frames is not None:
+            check_range("model num_frames", self.num_frames, 1, MAX_VIEWS, "a count (or null)")
+        check_range("model default_ensemble", self.default_ensemble, 1, MAX_ENSEMBLE, "a number of samples")
         if not self.default_cond_aug >= 0:
             raise InputError(f"model default_cond_aug {self.default_cond_aug}: expected a noise level >= 0")
-        if int(self.default_ensemble) < 1:
-            raise InputError(f"model default_ensemble {self.default_ensemble}: expected at least 1 sample")
         if not float(self.sigma_max) > 0:
             raise InputError(f"model sigma_max {self.sigma_max}: expected a positive noise level")
         if not 0.0 < float(self.alpha_threshold) < 1.0:
@@ -415,15 +422,25 @@ def model_info_from_config(config: dict) -> ModelInfo:
     return ModelInfo.from_dict(info, "model config 'info'")
 
 
-def save_components(components: dict[str, torch.nn.Module], info: ModelInfo, path) -> Path:
-    """Write a model folder (diffusers layout + mv3d_model.json) atomically; returns its path."""
+def save_components(
+    components: dict[str, torch.nn.Module],
+    info: ModelInfo,
+    path,
+    command: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model folder (diffusers layout + mv3d_model.json) atomically; returns its path.
+
+    With `command` (a user's `--out`), the folder is marked as that command's output and an existing
+    one is replaced only when `render.common.check_output` allows it (`overwrite`).
+    """
     path = Path(path)
     missing = [p for p in _PARTS if p not in components]
     if missing:
         raise ValueError(f"save_components: missing components {missing}")
     info = copy.deepcopy(info)
     info.latent_scale = float(components["vae"].config.scaling_factor)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, command, overwrite) as tmp:
         tmp.mkdir(parents=True)
         for part in _PARTS:
             components[part].save_pretrained(tmp / part)
@@ -478,6 +495,13 @@ def load_components(
             encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
         else:
             encoder = EfficientNetLite0Encoder.from_pretrained(path / "image_encoder", torch_dtype=dtype)
+    except pickle.UnpicklingError:
+        # A .bin weight file is a pickle; transformers and diffusers read it with weights_only=True,
+        # whose refusal suggests weights_only=False: mv3d never runs code from a model file.
+        raise InputError(
+            f"model folder {path}: a .bin weight file holds objects other than tensors: refused (mv3d never "
+            "unpickles code; expected model.safetensors / diffusion_pytorch_model.safetensors)"
+        ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"model folder {path}: cannot load weights ({str(exc).splitlines()[0]})") from exc
     if abs(float(vae.config.scaling_factor) - info.latent_scale) > 1e-9:

@@ -939,6 +939,7 @@ def convert_checkpoint(
     dtype: str = "float32",
     clip_num_heads: int | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> ConversionReport:
     """Convert a Stability single-file checkpoint into a model folder `video_prior.components` loads.
 
@@ -956,12 +957,16 @@ def convert_checkpoint(
         dtype: "float32" (lossless for the fp16 releases), "float16" or "bfloat16" for the saved weights.
         clip_num_heads: attention heads of the image encoder (None: 16 for ViT-H/14, else width / 64).
         progress: show progress bars while tensors are read (a full file holds about 2300).
+        overwrite: replace an existing `out_dir` that is not a converted model (mv3d otherwise replaces
+            only its own output: `render.common.check_output`).
 
     Returns:
         a `ConversionReport` (also written to ``out_dir/conversion_report.json``).
     """
-    from render.common import atomic_write_json
+    from render.common import atomic_write_json, check_output
     from video_prior.components import VAE_TYPES, ModelInfo, save_components, sv3d_config
+
+    check_output(out_dir, "convert-weights", overwrite)
 
     if dtype not in _DTYPES:
         raise InputError(f"dtype '{dtype}': expected one of {sorted(_DTYPES)}")
@@ -1119,7 +1124,7 @@ def convert_checkpoint(
         module.eval()
         if _DTYPES[dtype] != torch.float32:
             module.to(_DTYPES[dtype])
-    out = save_components(components, info, out_dir)
+    out = save_components(components, info, out_dir, command="convert-weights", overwrite=overwrite)
     report = ConversionReport(str(source), str(out), kind, config_from, report_parts, ignored, notes)
     atomic_write_json(Path(out) / "conversion_report.json", report.to_dict())
     return report

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from render.common import InputError
+from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, InputError, check_range
 from render.dataset import TRANSFORMS, OrbitDataset, composite, load_rgba, read_orbit_dataset
 
 CACHE_DIR = "mv3d_cache"
@@ -133,6 +133,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.background not in BACKGROUNDS:
             raise InputError(f"data background '{self.background}': expected one of {', '.join(BACKGROUNDS)}")
+        check_range("data resolution", self.resolution, 8, MAX_IMAGE_SIDE, "pixels")
+        check_range("data num_frames", self.num_frames, 1, MAX_VIEWS, "a number of frames")
         if self.num_frames < 1 or self.resolution < 8:
             raise InputError(
                 f"data num_frames {self.num_frames}, resolution {self.resolution}: expected >= 1 frame and >= 8 px"
@@ -216,7 +218,8 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
         white = cfg.background == "white" or (cfg.background == "mixed" and rng.random() < cfg.white_prob)
         background = (1.0, 1.0, 1.0) if white else tuple(rng.random(3).tolist())
         unique, inverse = np.unique(views, return_inverse=True)
-        rgba = np.stack([load_rgba(ds.image_paths[i]) for i in unique])
+        size = (ds.intrinsics.width, ds.intrinsics.height)
+        rgba = np.stack([load_rgba(ds.image_paths[i], size) for i in unique])
         rgb = torch.from_numpy(composite(rgba, background)).permute(0, 3, 1, 2)
         if cfg.alpha:
             alpha = torch.from_numpy(rgba[..., 3:4].astype(np.float32) / 255.0).permute(0, 3, 1, 2)

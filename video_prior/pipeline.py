@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from render.cameras import Orbit
-from render.common import InputError
+from render.common import MAX_ENSEMBLE, MAX_IMAGE_SIDE, InputError, check_range
 from render.dataset import composite
 from video_prior.components import (
     ModelInfo,
@@ -350,14 +350,15 @@ class MultiViewPipeline:
         if steps < 1:
             raise InputError(f"number of sampling steps {steps}: expected at least 1")
         members = defaults["ensemble"] if ensemble is None else int(ensemble)
-        if members < 1:
-            raise InputError(f"ensemble size {members}: expected at least 1 sample")
+        check_range("ensemble", members, 1, MAX_ENSEMBLE, "a number of samples")
         mirror = bool(defaults["mirror_average"] if mirror_average is None else mirror_average)
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
         if height is not None and width is not None and height != width:
             raise InputError(f"output size {width}x{height}: expected a square size")
-        size = int(height or width or self.resolution)
+        size = check_range(
+            "resolution", int(height or width or self.resolution), 16, MAX_IMAGE_SIDE, "pixels"
+        )
         grid = self.vae_scale_factor * 2 ** int(self.unet.num_upsamplers)
         if size % grid:
             raise InputError(

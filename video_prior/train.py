@@ -34,6 +34,7 @@ import fnmatch
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -43,7 +44,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from render.common import InputError, atomic_output, atomic_write_text
+from render.common import (
+    InputError,
+    atomic_output,
+    atomic_write_text,
+    check_output,
+    output_marker,
+    write_output_marker,
+)
 from video_prior import edm
 from video_prior.data import DataConfig, OrbitVideoDataset, make_loader
 from video_prior.denoiser import MultiViewDenoiser
@@ -188,7 +196,15 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
         if not isinstance(data, dict):
             raise InputError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-        data = dict(data)
+        try:
+            return cls._from_checked_dict(dict(data), source)
+        except InputError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type deeper down
+            raise InputError(f"{source}: a setting has the wrong type ({exc})") from None
+
+    @classmethod
+    def _from_checked_dict(cls, data: dict[str, Any], source: str) -> TrainConfig:
         _reject_unknown(cls, data, source)
         if "data" in data:
             _reject_unknown(DataConfig, data["data"], f"{source} 'data'")
@@ -255,6 +271,10 @@ def _presets() -> dict[str, Any]:
 
 def resolve_model_config(model: dict[str, Any]) -> dict[str, Any]:
     """A components config from the `model` section: a preset name with its arguments, or the config itself."""
+    if not isinstance(model, dict):
+        raise InputError(
+            f"train config model: expected a mapping (a preset or a config), got {type(model).__name__}"
+        )
     model = dict(model)
     preset = model.pop("preset", None)
     if preset is None:
@@ -386,7 +406,7 @@ class EMA:
 
 
 class TrainerState:
-    """Step counters, checkpointed with accelerate's custom objects (and mirrored in trainer_state.json)."""
+    """Step counters, checkpointed in trainer_state.json (`_save_custom_state`)."""
 
     def __init__(self) -> None:
         self.step = 0  # optimizer steps done
@@ -580,8 +600,89 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+EMA_FILE = "ema.safetensors"
+
+
+def _save_custom_state(folder: Path, state: TrainerState, ema: EMA | None, extra: dict[str, Any]) -> None:
+    """The trainer's own state without pickle: counters in trainer_state.json, the EMA weights in
+    ema.safetensors (decay and update count in its metadata). accelerate's `register_for_checkpointing`
+    would pickle them (custom_checkpoint_N.pkl) and unpickle them on resume with `weights_only=False`:
+    a run folder someone sends could then run code."""
+    from safetensors.torch import save_file
+
+    (folder / TRAINER_STATE).write_text(json.dumps({**state.state_dict(), **extra}, indent=2) + "\n")
+    if ema is not None:
+        meta = {"decay": repr(ema.decay), "num_updates": str(ema.num_updates)}
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in ema.shadow.items()},
+            str(folder / EMA_FILE),
+            metadata=meta,
+        )
+
+
+def _load_custom_state(folder: Path, state: TrainerState, ema: EMA | None) -> None:
+    """Counterpart of `_save_custom_state`; checkpoints of older mv3d versions keep the EMA in
+    accelerate's custom_checkpoint_1.pkl, read here with `weights_only=True` (tensors and plain values
+    only: a pickle that names code is refused with one line)."""
+    try:
+        saved = json.loads((folder / TRAINER_STATE).read_text())
+        state.load_state_dict(saved)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{folder / TRAINER_STATE}: not a trainer state ({exc}): expected step and micro_step"
+        ) from None
+    if ema is None:
+        return
+    if (folder / EMA_FILE).is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(folder / EMA_FILE), "pt") as fh:
+                meta = fh.metadata() or {}
+                shadow = {k: fh.get_tensor(k) for k in fh.keys()}
+            ema.load_state_dict(
+                {"decay": float(meta["decay"]), "num_updates": int(meta["num_updates"]), "shadow": shadow}
+            )
+        except Exception as exc:  # safetensors raises its own errors for malformed headers
+            raise InputError(f"{folder / EMA_FILE}: cannot read the EMA weights ({exc})") from None
+        return
+    legacy = folder / "custom_checkpoint_1.pkl"
+    if not legacy.is_file():
+        raise InputError(f"{folder}: no {EMA_FILE}: expected the EMA weights of a run with ema_decay > 0")
+    try:
+        ema.load_state_dict(torch.load(str(legacy), map_location="cpu", weights_only=True))
+    except Exception as exc:  # torch's UnpicklingError and friends
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{legacy}: refused: holds more than tensors and plain values ({reason[:120]})"
+        ) from None
+
+
+def _load_accelerate_state(accelerator, folder: Path) -> None:
+    """accelerate's `load_state` (models from safetensors, optimizer, scheduler and RNG states with
+    `torch.load(weights_only=True)`), never shown a custom_checkpoint_N.pkl: accelerate unpickles those
+    with `weights_only=False`. A folder holding such files (an older mv3d's checkpoint, or a crafted
+    one) is loaded through a temporary folder of links to its other files."""
+    import tempfile
+
+    pickles = {p.name for p in folder.iterdir() if re.fullmatch(r"custom_checkpoint_\d+\.pkl", p.name)}
+    if not pickles:
+        accelerator.load_state(str(folder))
+        return
+    with tempfile.TemporaryDirectory(prefix="mv3d-resume-") as tmp:
+        for p in folder.iterdir():
+            if p.name not in pickles:
+                (Path(tmp) / p.name).symlink_to(p.resolve())
+        accelerator.load_state(tmp)
+
+
 def _save_checkpoint(
-    accelerator, out_dir: Path, state: TrainerState, keep: int, extra: dict[str, Any]
+    accelerator,
+    out_dir: Path,
+    state: TrainerState,
+    keep: int,
+    extra: dict[str, Any],
+    ema: EMA | None = None,
 ) -> Path:
     """accelerate state into a temporary folder, renamed to checkpoints/step-N when whole."""
     ckpt_root = out_dir / CHECKPOINTS
@@ -594,7 +695,7 @@ def _save_checkpoint(
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps({**state.state_dict(), **extra}, indent=2) + "\n")
+        _save_custom_state(tmp, state, ema, extra)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -792,6 +893,8 @@ def train(
         raise InputError(
             f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
         )
+    if not (resume and latest_checkpoint(out_dir) is not None):
+        check_output(out_dir, "train")  # a new run writes only into a new, empty or earlier run folder
     accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)
     device = accelerator.device
@@ -808,19 +911,19 @@ def train(
     unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)
     denoiser = MultiViewDenoiser(unet, vae, encoder, info)  # the (wrapped) UNet that trains
     ema = EMA({n: named[n] for n in train_names}, config.ema_decay) if config.ema_decay > 0 else None
-    state = TrainerState()
-    accelerator.register_for_checkpointing(state)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+    state = TrainerState()  # checkpointed without pickle: _save_custom_state / _load_custom_state
 
     # 3. resume
     resumed_from = latest_checkpoint(out_dir) if resume else None
     if resumed_from is not None:
-        accelerator.load_state(str(resumed_from))
+        _load_accelerate_state(accelerator, resumed_from)
+        _load_custom_state(resumed_from, state, ema)
         if main and progress:
             print(f"resuming from {resumed_from} (step {state.step})")
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if output_marker(out_dir) is None:
+            write_output_marker(out_dir, "train")
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
         accelerator.init_trackers("mv3d_train")
@@ -869,7 +972,7 @@ def train(
         if log_with is not None and state.step % config.log_every == 0:
             accelerator.log({"loss": loss_value, "lr": lr}, step=state.step)
         if state.step % config.checkpoint_every == 0 or state.step == max_steps:
-            _save_checkpoint(accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value})
+            _save_checkpoint(accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value}, ema)
         if config.sample_every and state.step % config.sample_every == 0 and main and preview:
             unwrapped = accelerator.unwrap_model(unet)
             _write_preview(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from render.common import InputError
+from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, InputError, check_range
 
 
 def comparison_frames(views_dir: Path, mesh, renderer=None):
@@ -101,10 +101,14 @@ def register(app: typer.Typer) -> None:
 
         if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
             raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
+        from render.common import check_output
+
+        check_output(out, "reconstruct", field="out", kind="file")
+        if turntable is not None:
+            check_output(turntable, "reconstruct", field="turntable", kind="file")
         if texture_size is not None and not 64 <= texture_size <= 8192:
             raise InputError(f"--texture-size {texture_size}: expected 64 to 8192 pixels")
-        if view_resolution < 16:
-            raise InputError(f"--view-resolution {view_resolution}: expected at least 16 pixels")
+        check_range("view_resolution", view_resolution, 16, MAX_IMAGE_SIDE, "pixels")
         result = reconstruct(
             views_dir,
             out=out,
@@ -168,12 +172,17 @@ def register(app: typer.Typer) -> None:
 
         if out is None and blend is None and turntable is None:
             raise InputError("nothing to do: give --out, --blend and/or --turntable")
+        from render.common import check_output
+
+        for name, path in (("out", out), ("blend", blend), ("turntable", turntable)):
+            if path is not None:
+                check_output(path, "export", field=name, kind="file")
         if not -90.0 <= elevation <= 90.0:
             raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
         if frames < 1:
             raise InputError(f"--frames {frames}: expected at least 1")
-        if resolution < 8:
-            raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
+        check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
+        check_range("frames", frames, 1, MAX_VIEWS, "a number of frames")
         if out is not None:
             mesh_format(out, format)
         loaded = read_trimesh(mesh)

@@ -16,6 +16,9 @@ WORLD = typer.Option(
     help="Blender environment light: uniform, sky, hdri:NAME (bpy's bundled city, courtyard, forest, "
     "interior, night, studio, sunrise, sunset) or hdri:PATH.",
 )
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="Replace an existing --out folder that is not this command's own output."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -67,6 +70,7 @@ def register(app: typer.Typer) -> None:
             help="Up axis of the mesh file: y or z.",
             show_default="y for glTF, z otherwise",
         ),
+        overwrite: bool = OVERWRITE,
     ) -> None:
         """Render MESH into an orbit dataset: RGBA views and their cameras (nerfstudio transforms.json).
 
@@ -84,14 +88,14 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--renderer {renderer!r}: expected fast or blender")
         if orbit not in ("static", "dynamic"):
             raise InputError(f"--orbit {orbit!r}: expected static or dynamic")
+        from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, check_output, check_range
         from render.meshes import check_up_axis
 
+        check_output(out, "render", overwrite)
         up_axis = check_up_axis(up_axis, "--up-axis")
         if cameras is None:
-            if views < 1:
-                raise InputError(f"--views {views}: expected at least 1")
-            if resolution < 8:
-                raise InputError(f"--resolution {resolution}: expected at least 8 pixels")
+            check_range("views", views, 1, MAX_VIEWS, "a number of views")
+            check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
             if not -90.0 <= elevation <= 90.0:
                 raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
         loaded = load_mesh(mesh, up_axis=up_axis)
@@ -113,6 +117,8 @@ def register(app: typer.Typer) -> None:
             light_seed=light_seed,
             depth=depth,
             normals=normals,
+            command="render",
+            overwrite=overwrite,
         )
         typer.echo(f"wrote {path} ({loaded.num_faces} faces, renderer {renderer})")
 
@@ -178,13 +184,19 @@ def register(app: typer.Typer) -> None:
         retry_failed: bool = typer.Option(
             True, "--retry-failed/--no-retry-failed", help="On a rerun, try failed objects again."
         ),
+        overwrite: bool = typer.Option(
+            False,
+            "--overwrite",
+            help="Write into an existing --out folder that is not a render-dataset output.",
+        ),
     ) -> None:
         """Render many objects into orbit datasets, one folder each; a rerun resumes.
 
         Every object is written under a temporary name and renamed when whole (SIGKILL leaves no half
-        object); the rerun of the same command skips finished objects and ends with the same files as an
-        uninterrupted run. Failed objects go to OUT/failures.jsonl and do not stop the job; rejected
-        ones (curation) are listed with their reason in OUT/manifest.jsonl.
+        object); the rerun of the same command skips finished objects and ends with the objects, cameras
+        and manifest of an uninterrupted run (views equal up to the GL driver's rounding). Failed objects
+        go to OUT/failures.jsonl and do not stop the job; rejected ones (curation) are listed with their
+        reason in OUT/manifest.jsonl; records of earlier runs are kept. One job at a time per OUT.
 
         Example: mv3d render-dataset procedural:100:0 meshes/ -o data/train --views 21 --workers 2
         """
@@ -216,6 +228,7 @@ def register(app: typer.Typer) -> None:
             depth=depth,
             normals=normals,
             retry_failed=retry_failed,
+            overwrite=overwrite,
         )
         typer.echo(
             f"{summary['done']} done, {summary['rejected']} rejected, {summary['failed']} failed of "

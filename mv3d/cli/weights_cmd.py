@@ -38,15 +38,21 @@ def register(app: typer.Typer) -> None:
         ),
         resolution: int = typer.Option(576, "--resolution", help="Image side in pixels the model works at."),
         dtype: str = typer.Option("float32", "--dtype", help="Saved weights: float32, float16 or bfloat16."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder that is not a converted model."
+        ),
     ) -> None:
         """Convert a Stability single-file checkpoint CKPT into a model folder (UNet, VAE, CLIP image encoder).
 
         Example: mv3d convert-weights sv3d_p.safetensors -o models/sv3d_p --config sv3d_p.yaml
         """
-        from render.common import InputError
+        from render.common import MAX_IMAGE_SIDE, InputError, check_output, check_range
+
+        check_output(out, "convert-weights", overwrite)
 
         if num_frames is not None and num_frames <= 0:
             raise InputError(f"--num-frames {num_frames}: expected a positive count")
+        check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
         if resolution <= 0 or resolution % 8:
             raise InputError(f"--resolution {resolution}: expected a positive multiple of 8")
         from video_prior.convert import convert_checkpoint
@@ -60,5 +66,6 @@ def register(app: typer.Typer) -> None:
             resolution=resolution,
             dtype=dtype,
             progress=True,
+            overwrite=overwrite,
         )
         typer.echo(report.summary())

@@ -96,7 +96,7 @@ def _write_one(
 
     notes = list(pre.warnings)
     background, seed = generator.background, job["seed"]
-    with atomic_output(final) as tmp:
+    with atomic_output(final, command="generate") as tmp:
         t = time.perf_counter()
         buf = io.BytesIO()
         Image.fromarray(pre.rgba, "RGBA").save(buf, "PNG")

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mv3d.generate.settings import SettingError
-from render.common import InputError
+from render.common import InputError, check_output
 from render.dataset import read_orbit_dataset
 
 __all__ = ["GenerateResult", "RUN_FILE", "file_sha256", "finished_run", "output_dirs", "versions"]
@@ -79,14 +78,9 @@ def output_dirs(images: Sequence[Path], out_dir: str | Path | None) -> list[Path
             )
         dirs = [base / s for s in stems]
     for d in dirs:
-        # A finished folder is replaced whole: never do that to a folder that is not a generation.
-        if d.exists() and (not d.is_dir() or (any(d.iterdir()) and not (d / RUN_FILE).is_file())):
-            raise SettingError(
-                "out",
-                d,
-                "exists and is not an mv3d generate output: expected a new or empty folder "
-                "(or a previous generation to replace)",
-            )
+        # A finished folder is replaced whole: only a folder marked as a generation's output (not any
+        # folder holding a run.json) may be; see render.common.check_output.
+        check_output(d, "generate")
     return dirs
 
 

@@ -42,7 +42,7 @@ def write_nerfstudio_dataset(ds: OrbitDataset, out_dir: Path) -> Path:
     (out_dir / "masks").mkdir(exist_ok=True)
     meta = json.loads(json.dumps(ds.meta))
     for i, (frame, path) in enumerate(zip(meta["frames"], ds.image_paths, strict=True)):
-        rgba = load_rgba(path)
+        rgba = load_rgba(path, (ds.intrinsics.width, ds.intrinsics.height))
         name = f"{i:03d}.png"
         Image.fromarray(rgba, "RGBA").save(out_dir / "images" / name)
         Image.fromarray(((rgba[..., 3] > 127) * 255).astype(np.uint8), "L").save(out_dir / "masks" / name)

@@ -54,6 +54,25 @@ def _is_smooth(geom, max_angle_deg: float = 60.0) -> bool:
     return bool(angles.size == 0 or float(angles.max()) < np.radians(max_angle_deg))
 
 
+def _ordered_scene(**kwargs):
+    """A pyrender scene whose meshes are drawn in the order they were added.
+
+    pyrender keeps mesh nodes in a set and sorts them by their pose's distance to the camera; nodes
+    at equal distance (every part of an object at the identity pose) are drawn in set order, which
+    follows memory addresses. Where two parts' faces coincide, the depth test keeps the first drawn,
+    so the same object rendered twice differed in a few pixels (64 of 240 views of 20 procedural
+    objects, 1-2 pixels each, up to 21/255). Drawing in insertion order makes renders repeatable.
+    """
+    pyrender = _pyrender()
+
+    class OrderedScene(pyrender.Scene):
+        @property
+        def mesh_nodes(self):
+            return sorted(self._mesh_nodes, key=lambda node: node.name or "")
+
+    return OrderedScene(**kwargs)
+
+
 class FastRenderer(Renderer):
     """pyrender/EGL renderer.
 
@@ -109,7 +128,7 @@ class FastRenderer(Renderer):
         pyrender = _pyrender()
         import trimesh
 
-        scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[self.ambient] * 3)
+        scene = _ordered_scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[self.ambient] * 3)
         grey = pyrender.MetallicRoughnessMaterial(
             baseColorFactor=[*DEFAULT_GREY, 1.0], metallicFactor=0.0, roughnessFactor=0.8, doubleSided=True
         )
@@ -132,7 +151,7 @@ class FastRenderer(Renderer):
             else:
                 pmesh = pyrender.Mesh.from_trimesh(geom, smooth=_is_smooth(geom))
             self._material_fixes(pmesh)
-            scene.add(pmesh, pose=transform)
+            scene.add(pmesh, pose=transform, name=f"mv3d-mesh-{len(scene.mesh_nodes):06d}")
         for light in light_setup(light_seed):
             d = -np.asarray(light["direction"])  # pyrender lights shine down their -Z
             pose = _frame_with_z(d)
@@ -149,7 +168,7 @@ class FastRenderer(Renderer):
         pyrender = _pyrender()
         import trimesh
 
-        scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[1.0, 1.0, 1.0])
+        scene = _ordered_scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[1.0, 1.0, 1.0])
         for _, geom, transform in world_geometry(mesh):
             if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
                 continue
@@ -159,7 +178,8 @@ class FastRenderer(Renderer):
             flat.visual = trimesh.visual.ColorVisuals(
                 flat, face_colors=np.round((normals + 1.0) * 127.5).astype(np.uint8)
             )
-            scene.add(pyrender.Mesh.from_trimesh(flat, smooth=False), pose=transform)
+            name = f"mv3d-mesh-{len(scene.mesh_nodes):06d}"
+            scene.add(pyrender.Mesh.from_trimesh(flat, smooth=False), pose=transform, name=name)
         return scene
 
     def _renderer(self, width: int, height: int):

@@ -1,0 +1,153 @@
+"""mv3d deletes only what it wrote: `--out` folders that are not the same command's output are refused
+(one line, exit 2, nothing touched); mv3d's own outputs carry `.mv3d-output.json`; `--overwrite` replaces."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mv3d.cli import main
+from render.common import OUTPUT_MARKER, InputError, atomic_output, check_output, output_marker
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(code: int, err: str) -> str:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mv3d: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def users_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("keep me")
+    return folder
+
+
+def render_args(mesh: Path, out: Path, *extra) -> list:
+    return ["render", mesh, "--views", 2, "--resolution", 16, "--out", out, *extra]
+
+
+def test_render_refuses_a_users_folder_and_keeps_its_files(users_folder, example_mesh, capsys):
+    code, _, err = run_cli(render_args(example_mesh, users_folder), capsys)
+    line = one_error_line(code, err)
+    assert "--out" in line and "not an mv3d output" in line and "--overwrite" in line
+    assert (users_folder / "thesis.txt").read_text() == "keep me"
+
+
+def test_render_replaces_its_own_output_and_overwrite_replaces_a_users_folder(
+    tmp_path, users_folder, example_mesh, capsys
+):
+    out = tmp_path / "orbit"
+    for _ in range(2):  # the second run replaces the first's marked folder
+        code, _, err = run_cli(render_args(example_mesh, out), capsys)
+        assert code == 0, err
+    assert output_marker(out)["command"] == "render"
+    code, _, err = run_cli(render_args(example_mesh, users_folder, "--overwrite"), capsys)
+    assert code == 0, err
+    assert not (users_folder / "thesis.txt").exists() and (users_folder / "transforms.json").is_file()
+
+
+def test_output_of_another_command_is_refused(tmp_path, example_mesh, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / OUTPUT_MARKER).write_text(json.dumps({"command": "convert-weights", "mv3d": "0"}))
+    (out / "unet").mkdir()
+    code, _, err = run_cli(render_args(example_mesh, out), capsys)
+    assert "an 'mv3d convert-weights' output" in one_error_line(code, err)
+    assert (out / "unet").is_dir()
+
+
+def test_out_dot_home_and_below_a_file_are_refused_before_any_work(
+    tmp_path, example_mesh, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    missing_mesh = tmp_path / "absent.obj"  # refused on --out before the mesh is even looked at
+    for out in [".", tmp_path, tmp_path.parent, tmp_path / "notes.txt" / "sub"]:
+        code, _, err = run_cli(render_args(missing_mesh, out, "--overwrite"), capsys)
+        line = one_error_line(code, err)
+        assert "--out" in line and "absent.obj" not in line, line
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with pytest.raises(InputError, match="home folder"):
+        check_output(tmp_path / "home", "render", overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "x"
+
+
+def test_convert_weights_refuses_a_users_folder(users_folder, tmp_path, capsys):
+    code, _, err = run_cli(
+        ["convert-weights", tmp_path / "absent.safetensors", "--out", users_folder], capsys
+    )
+    assert "not an mv3d output" in one_error_line(code, err)
+    assert (users_folder / "thesis.txt").exists()
+
+
+def test_export_never_replaces_a_folder_by_a_file(tmp_path, example_mesh, capsys):
+    for flag in ("--turntable", "--blend", "--out"):
+        target = tmp_path / {"--turntable": "D.gif", "--blend": "D.blend", "--out": "D.obj"}[flag]
+        target.mkdir()
+        (target / "keep.txt").write_text("keep")
+        code, _, err = run_cli(["export", example_mesh, flag, target], capsys)
+        assert flag in one_error_line(code, err)
+        assert (target / "keep.txt").read_text() == "keep"
+
+
+def test_atomic_output_refuses_a_folder_for_a_file_at_rename(tmp_path):
+    target = tmp_path / "x.gif"
+    with pytest.raises(InputError, match="never replaces a folder"):
+        with atomic_output(target) as tmp:
+            target.mkdir()
+            (target / "keep.txt").write_text("keep")
+            tmp.write_bytes(b"gif")
+    assert (target / "keep.txt").exists()
+
+
+def test_generate_takes_only_its_marked_folders_as_its_own(tmp_path):
+    from mv3d.generate.record import output_dirs
+
+    image = tmp_path / "cat.png"
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "run.json").write_text("{}")  # a bare file name is not a marker
+    (folder / "photos.txt").write_text("keep")
+    with pytest.raises(InputError, match="not an mv3d output"):
+        output_dirs([image], folder)
+    (folder / OUTPUT_MARKER).write_text(json.dumps({"command": "generate", "mv3d": "0"}))
+    assert output_dirs([image], folder) == [folder]
+    with pytest.raises(InputError, match="working folder"):
+        output_dirs([image], Path(os.curdir))
+
+
+def test_render_dataset_refuses_a_users_folder_and_marks_its_own(users_folder, tmp_path):
+    from render.jobs import render_dataset
+
+    with pytest.raises(InputError, match="not an mv3d output"):
+        render_dataset(["procedural:1:0"], users_folder, views=2, resolution=16, progress=False)
+    out = tmp_path / "data"
+    render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
+    assert output_marker(out)["command"] == "render-dataset"
+    render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)  # its own: resumes
+
+
+def test_train_refuses_a_users_folder(users_folder):
+    from video_prior.train import TrainConfig, train
+
+    with pytest.raises(InputError, match="not an mv3d output"):
+        train(TrainConfig.from_yaml("configs/tiny.yaml"), [users_folder], users_folder, progress=False)
+    assert (users_folder / "thesis.txt").exists()
