@@ -362,13 +362,14 @@ def _zip_tree(zip_path: Path, entries: list[tuple[Path, str]]) -> Path:
 
 def package_downloads(folder: Path, glb: Path | None, run_dir: Path) -> tuple[Path | None, Path]:
     """The zips the page offers: (OBJ+MTL+PNG zip or None, orbit-dataset zip), written into `run_dir`."""
-    from mv3d.export import export_mesh, load_mesh_file
+    from mv3d.export import export_mesh
+    from render.meshes import read_trimesh
 
     obj_zip = None
     if glb is not None:
         obj_dir = run_dir / "obj"
         obj_dir.mkdir(exist_ok=True)
-        export_mesh(load_mesh_file(glb), obj_dir / "mesh.obj")  # +Z up, as `mv3d reconstruct` writes OBJ
+        export_mesh(read_trimesh(glb), obj_dir / "mesh.obj")  # +Z up, as `mv3d reconstruct` writes OBJ
         obj_zip = _zip_tree(run_dir / OBJ_ZIP_NAME, [(p, p.name) for p in sorted(obj_dir.iterdir())])
     entries = [(folder / name, f"orbit/{name}") for name in _DATASET_ENTRIES if (folder / name).exists()]
     return obj_zip, _zip_tree(run_dir / DATASET_ZIP_NAME, entries)
