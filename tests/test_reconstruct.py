@@ -350,6 +350,9 @@ def test_sparse_field_reads_and_packed_compositing_equal_the_dense_computation()
     grid = dense.t().reshape(1, 4, res, res, res)
     # points inside and slightly beyond the grid (the border reads as grid_sample's zero padding)
     pts = (torch.rand(500, 3) * 2 - 1) * bound * 1.05
+    pts[:6] = (
+        torch.tensor([[1, 1, 1], [-1, -1, -1], [1, -1, 1], [0.99, 0, 0], [0, 0, -0.99], [2, 0, 0]]) * bound
+    )
     want = F.grid_sample(grid, (pts[:, [2, 1, 0]] / bound).view(1, 1, 1, -1, 3), align_corners=False)
     got = _SparseGrid(active, res, bound, "cpu").sample(feat, pts)
     torch.testing.assert_close(got, want.view(4, -1).t(), rtol=1e-5, atol=1e-5)

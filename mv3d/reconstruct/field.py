@@ -116,7 +116,8 @@ class _SparseGrid:
     The same values as `grid_sample(dense, mode="bilinear", align_corners=False)` of the dense grid in
     which inactive cells hold (EMPTY_LOGIT, 0, 0, 0) and cells beyond the border read as zero (its
     padding), without assembling that grid: each sample gathers its 8 corner cells through a lookup
-    table (cell -> row of the active features, or the empty or zero row).
+    table (cell -> row of the active features, or the empty or zero row). The table has a border
+    of zero rows (one cell below the grid, two above), so a corner beyond the grid needs no test.
     """
 
     def __init__(self, active, res: int, bound: float, device) -> None:
@@ -125,25 +126,30 @@ class _SparseGrid:
         self.res, self.bound, self.voxel = res, bound, 2.0 * bound / res
         count = len(active)
         self.empty_row, self.zero_row = count, count + 1
-        self.lookup = torch.full((res**3,), self.empty_row, dtype=torch.long, device=device)
-        self.lookup[active] = torch.arange(count, device=device)
+        p = res + 3  # padded side: grid index i is i + 1 here; one zero cell below, two above
+        lookup = torch.full((p, p, p), self.zero_row, dtype=torch.long, device=device)
+        inner = torch.full((res**3,), self.empty_row, dtype=torch.long, device=device)
+        inner[active] = torch.arange(count, device=device)
+        lookup[1 : res + 1, 1 : res + 1, 1 : res + 1] = inner.view(res, res, res)
+        self.lookup = lookup.view(-1)
+        self.stride = torch.tensor([p * p, p, 1], device=device)
+        corners = torch.tensor([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)], device=device)
+        self.corner_offset = (corners * self.stride).sum(-1)  # (8,) flat offsets of the 8 corners
+        self.corner_bits = corners.bool()  # (8, 3)
         self.pad = torch.tensor([[EMPTY_LOGIT, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], device=device)
-        corners = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-        self.corners = torch.tensor(corners, dtype=torch.long, device=device)  # (8, 3)
 
     def sample(self, feat, points):
         """feat (A, 4) active-cell features, points (P, 3) world -> (P, 4) interpolated features."""
         import torch
 
-        u = (points + self.bound) / self.voxel - 0.5  # continuous cell index, [x, y, z]
+        # continuous cell index [x, y, z], clamped into the padded border: beyond the grid every corner
+        # read is a zero row, as grid_sample's zero padding (the samples themselves lie well inside)
+        u = ((points + self.bound) / self.voxel - 0.5).clamp(-1.0, float(self.res))
         base = torch.floor(u)
         frac = u - base  # (P, 3)
-        idx = base.long()[:, None, :] + self.corners[None]  # (P, 8, 3)
-        inb = ((idx >= 0) & (idx < self.res)).all(-1)  # (P, 8)
-        idx = idx.clamp(0, self.res - 1)
-        rows = self.lookup[(idx[..., 0] * self.res + idx[..., 1]) * self.res + idx[..., 2]]
-        rows = torch.where(inb, rows, torch.full_like(rows, self.zero_row))
-        weights = torch.where(self.corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
+        flat = ((base.long() + 1) * self.stride).sum(-1)  # (P,) the padded table's index of corner 0
+        rows = self.lookup[flat[:, None] + self.corner_offset]  # (P, 8)
+        weights = torch.where(self.corner_bits, frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
         table = torch.cat([feat, self.pad], 0)
         return (table[rows] * weights[..., None]).sum(1)
 
