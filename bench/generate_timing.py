@@ -8,7 +8,8 @@ a new folder, so nothing is resumed; its run.json gives the stages (preprocess, 
 mesh, their sum) and the process's wall time adds what a user also waits for (Python and torch imports).
 The table shows the median over the runs and the machine with its load average before and after
 (`bench.harness.environment`): on a shared machine the mesh stage, which is most of the job, is what
-other work slows first.
+other work slows first. The runs inherit this process's environment: leave OMP_NUM_THREADS unset to
+time the command as a user runs it (torch then uses every core).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def table(rows: list[dict[str, float]], env_before: dict[str, Any], load_after: 
     load = env_before.get("load_average")
     fmt = lambda la: "/".join(f"{x:.1f}" for x in la) if la else "unknown"  # noqa: E731
     machine = (
-        f"{env_before['cpu']}, {env_before['usable_cpus']} usable cores, {env_before['threads']} torch "
-        f"threads; load average (1/5/15 min) {fmt(load)} before, {fmt(load_after)} after; "
+        f"{env_before['cpu']}, {env_before['usable_cpus']} usable cores, OMP_NUM_THREADS "
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average (1/5/15 min) {fmt(load)} before, {fmt(load_after)} after; "
         f"{len(rows)} runs, {time.strftime('%Y-%m-%d', time.gmtime())}, torch "
         f"{env_before['versions'].get('torch', '?')}"
     )
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": rows,
         "environment": env,
         "load_average_after": load_after,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     atomic_write_json(RESULTS / "generate_timing.json", record)
     atomic_write_text(RESULTS / "generate_timing.md", text + "\n")

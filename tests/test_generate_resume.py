@@ -30,15 +30,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Runs one generation in a fresh process. argv: model, image, out, mode ("api": the Python API with the
 # fast mesh; "cli": the command line), block ("block": the mesh stage never ends, so the test can kill
-# the process once the views are written; "run": it runs).
+# the process once the views are written; "block-sampling": sampling never ends; "run": it runs).
 SCRIPT = f"""
 import sys, time
 import mv3d.generate.job as job
 model, image, out, mode, block = sys.argv[1:6]
+def _stuck(*args, **kwargs):
+    time.sleep(600)
 if block == "block":
-    def _stuck(*args, **kwargs):
-        time.sleep(600)
     job._reconstruct = _stuck
+elif block == "block-sampling":
+    job.ViewGenerator.__call__ = _stuck
 if mode == "api":
     job.generate([image], out, model=model, device="cpu", views={VIEWS}, progress=False,
                  reconstruct_options={FAST_MESH!r})
@@ -167,7 +169,9 @@ def test_kill_after_views_then_rerun_computes_only_the_mesh(tmp_path: Path, tiny
     assert run["reconstruction"]["faces"] == json.loads(want["run.json"])["reconstruction"]["faces"]
 
 
-def test_ctrl_c_prints_one_line_exits_130_and_keeps_the_views(tmp_path: Path, tiny_model: Path, capsys):
+def test_ctrl_c_prints_one_line_exits_130_and_keeps_the_views(
+    tmp_path: Path, tiny_model: Path, capsys, no_model_load
+):
     img = _image(tmp_path / "obj.png")
     out = tmp_path / "out"
     proc = _spawn(tiny_model, img, out, "cli", "block")
@@ -184,6 +188,24 @@ def test_ctrl_c_prints_one_line_exits_130_and_keeps_the_views(tmp_path: Path, ti
     code, err = _cli([*args, "--device", "cpu", "--quiet", "--no-mesh"], capsys)
     assert code == 0, err
     assert (out / "views").is_dir() and not (out / "mesh.glb").exists() and _work_folders(out) == []
+    stamp = (out / "run.json").stat().st_mtime_ns
+    code, err = _cli([*args, "--device", "cpu", "--quiet", "--no-mesh"], capsys)  # identical: no load
+    assert code == 0 and (out / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_ctrl_c_while_sampling_keeps_nothing(tmp_path: Path, tiny_model: Path):
+    img = _image(tmp_path / "obj.png")
+    out = tmp_path / "out"
+    proc = _spawn(tiny_model, img, out, "cli", "block-sampling")
+    start = time.monotonic()
+    while not _work_folders(out) and proc.poll() is None and time.monotonic() - start < 240:
+        time.sleep(0.2)
+    assert _work_folders(out), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr.count("\n") == 1, stderr
+    assert "before its views were written: nothing of it kept" in stderr
+    assert not out.exists() and _work_folders(out) == []
 
 
 # ------------------------------------------------------------------------------------------------
