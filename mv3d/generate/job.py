@@ -151,7 +151,7 @@ def _run_record(
     }
 
 
-def _refuse_or_note(final: Path, job: dict[str, Any], overwrite: bool) -> bool:
+def _finished_or_refuse(final: Path, job: dict[str, Any], overwrite: bool) -> bool:
     """Whether `final` holds a finished generation of this job. `SettingError` (nothing is changed) if
     it holds one made with other settings and `overwrite` is False."""
     run = read_run(final)
@@ -253,7 +253,7 @@ def generate(
             "mesh": bool(mesh),
             "reconstruct_options": reconstruct_options or {},
         }
-        jobs.append((job, _refuse_or_note(final, job, overwrite)))  # refusals before any change
+        jobs.append((job, _finished_or_refuse(final, job, overwrite)))  # refusals before any change
 
     # Stage 1 for every image not finished yet: bad input fails before the (slow) model load.
     prepped: list[tuple[PreprocessResult | None, float]] = []
