@@ -1,6 +1,7 @@
 """The README's timing table: `mv3d generate examples/example.png` per stage, as a user runs it.
 
-    python -m bench.generate_timing                 # 3 runs, writes bench/results/generate_timing.{json,md}
+    python -m bench.generate_timing                 # 3 runs per thread setting, writes
+                                                    # bench/results/generate_timing.{json,md}
     python -m bench.generate_timing --readme        # and replaces the table in README.md
 
 Each run is the command itself in a fresh process (`python -m mv3d generate IMAGE -o TMP --quiet`) into
@@ -8,8 +9,9 @@ a new folder, so nothing is resumed; its run.json gives the stages (preprocess, 
 mesh, their sum) and the process's wall time adds what a user also waits for (Python and torch imports).
 The table shows the median over the runs and the machine with its load average before and after
 (`bench.harness.environment`): on a shared machine the mesh stage, which is most of the job, is what
-other work slows first. The runs inherit this process's environment: leave OMP_NUM_THREADS unset to
-time the command as a user runs it (torch then uses every core).
+other work slows first. Each thread setting (`--threads`, default: OMP_NUM_THREADS unset, as a user
+runs the command, torch then using every core; and 1) is one row: on a busy machine torch's threads
+compete with other processes and one thread is faster.
 """
 
 from __future__ import annotations
@@ -42,12 +44,16 @@ STAGES = {
 BEGIN, END = "<!-- generate-timing:begin -->", "<!-- generate-timing:end -->"
 
 
-def one_run(image: Path, extra: list[str]) -> dict[str, float]:
-    """One fresh `mv3d generate` process; seconds per stage (run.json) and the process's wall time."""
+def one_run(image: Path, extra: list[str], threads: str = "unset") -> dict[str, float]:
+    """One fresh `mv3d generate` process (OMP_NUM_THREADS `threads`, or unset); seconds per stage
+    (run.json) and the process's wall time."""
     with tempfile.TemporaryDirectory(prefix="mv3d-timing-") as tmp:
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "mv3d", "generate", str(image), "-o", str(out), "--quiet", *extra]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env.pop("OMP_NUM_THREADS", None)
+        if threads != "unset":
+            env["OMP_NUM_THREADS"] = threads
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
@@ -59,33 +65,33 @@ def one_run(image: Path, extra: list[str]) -> dict[str, float]:
     return row
 
 
-def table(rows: list[dict[str, float]], env_before: dict[str, Any], load_after: list[float] | None) -> str:
-    """The Markdown table (median of `rows`) with the machine and its load."""
+def table(
+    rows: dict[str, list[dict[str, float]]], env_before: dict[str, Any], load_after: list[float] | None
+) -> str:
+    """The Markdown table (per thread setting: the median of its runs, and their range) with the machine
+    and its load."""
     cols = [*STAGES.values(), "process"]
-    med = {c: statistics.median(r[c] for r in rows) for c in cols}
-    spread = {c: (min(r[c] for r in rows), max(r[c] for r in rows)) for c in cols}
-    head = "| stage | " + " | ".join(cols) + " |"
-    rule = "|---|" + "---:|" * len(cols)
-    line = "| seconds (median) | " + " | ".join(f"{med[c]:.1f}" for c in cols) + " |"
-    rng = "| min - max | " + " | ".join(f"{spread[c][0]:.1f} - {spread[c][1]:.1f}" for c in cols) + " |"
-    load = env_before.get("load_average")
+    lines = ["| OMP_NUM_THREADS | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for threads, runs in rows.items():
+        med = [statistics.median(r[c] for r in runs) for c in cols]
+        lines.append(f"| {threads}: median | " + " | ".join(f"{m:.1f}" for m in med) + " |")
+        spread = [f"{min(r[c] for r in runs):.1f} - {max(r[c] for r in runs):.1f}" for c in cols]
+        lines.append(f"| {threads}: min - max | " + " | ".join(spread) + " |")
     fmt = lambda la: "/".join(f"{x:.1f}" for x in la) if la else "unknown"  # noqa: E731
+    n = {len(r) for r in rows.values()}
     machine = (
-        f"{env_before['cpu']}, {env_before['usable_cpus']} usable cores, OMP_NUM_THREADS "
-        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average (1/5/15 min) {fmt(load)} before, {fmt(load_after)} after; "
-        f"{len(rows)} runs, {time.strftime('%Y-%m-%d', time.gmtime())}, torch "
+        f"{env_before['cpu']}, {env_before['usable_cpus']} usable cores; load average (1/5/15 min) "
+        f"{fmt(env_before.get('load_average'))} before, {fmt(load_after)} after; {'/'.join(map(str, n))} "
+        f"fresh runs per row, {time.strftime('%Y-%m-%d', time.gmtime())}, torch "
         f"{env_before['versions'].get('torch', '?')}"
     )
     return "\n".join(
         [
-            head,
-            rule,
-            line,
-            rng,
+            *lines,
             "",
-            f"Machine: {machine}. `total` is the sum of the stages in run.json; `process` is the command's wall "
-            "time, Python and torch imports included. Regenerate with `python -m bench.generate_timing "
-            "--readme`.",
+            f"Seconds. Machine: {machine}. `total` is the sum of the stages in run.json; `process` is the "
+            "command's wall time, Python and torch imports included. Regenerate with "
+            "`python -m bench.generate_timing --readme`.",
         ]
     )
 
@@ -103,17 +109,24 @@ def replace_in_readme(readme: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=ROOT / "examples" / "example.png")
-    parser.add_argument("--runs", type=int, default=3, help="fresh runs; the table shows their median")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="fresh runs per row; the table shows their median"
+    )
+    parser.add_argument(
+        "--threads", nargs="+", default=["unset", "1"], help="OMP_NUM_THREADS values, one row each"
+    )
     parser.add_argument("--readme", action="store_true", help="replace the table in README.md")
     parser.add_argument("extra", nargs="*", help="more `mv3d generate` options (after --)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         raise SystemExit("--runs: expected at least 1")
     env = environment()
-    rows = []
-    for i in range(args.runs):
-        rows.append(one_run(args.image, args.extra))
-        print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{k} {v:.1f}s" for k, v in rows[-1].items()))
+    rows: dict[str, list[dict[str, float]]] = {t: [] for t in args.threads}
+    for i in range(args.runs):  # interleaved, so that a change of load hits every row alike
+        for threads in args.threads:
+            rows[threads].append(one_run(args.image, args.extra, threads))
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in rows[threads][-1].items())
+            print(f"run {i + 1}/{args.runs}, OMP_NUM_THREADS {threads}: {stages}", flush=True)
     load_after = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     text = table(rows, env, load_after)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -123,7 +136,6 @@ def main(argv: list[str] | None = None) -> None:
         "runs": rows,
         "environment": env,
         "load_average_after": load_after,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     atomic_write_json(RESULTS / "generate_timing.json", record)
     atomic_write_text(RESULTS / "generate_timing.md", text + "\n")
