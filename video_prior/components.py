@@ -481,7 +481,7 @@ def read_model_info(path) -> ModelInfo:
         info = ModelInfo.from_dict(json.loads(info_file.read_text()), str(info_file))
     except json.JSONDecodeError as exc:
         raise InputError(f"{info_file}: not valid JSON ({exc})") from exc
-    except TypeError as exc:  # a value of the wrong type (a list where a number belongs, ...)
+    except (TypeError, ValueError) as exc:  # not an object, or a value of the wrong type ("abc" pixels)
         raise InputError(f"{info_file}: {exc}") from exc
     for part in _PARTS:
         if not (path / part / "config.json").is_file():

@@ -1,8 +1,7 @@
 """`ModelLimits`: what a model supports and was trained on, read from its folder without its weights.
 
 A command checks its settings against these before the slow load (`mv3d generate`: an impossible
-setting fails in a second, one outside the training range warns). This module imports neither torch
-nor diffusers, so that check costs milliseconds.
+setting fails in a second, one outside the training range warns). No weights are read.
 """
 
 from __future__ import annotations
@@ -10,25 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from render.common import InputError
 
-__all__ = ["INFO_DEFAULTS", "INFO_FILE", "ModelLimits", "latent_grid"]
+__all__ = ["INFO_FILE", "ModelLimits", "latent_grid"]
 
 #: The model info file of a model folder (`video_prior.components.INFO_FILE`).
 INFO_FILE = "mv3d_model.json"
-#: `video_prior.components.ModelInfo`'s defaults of the fields limits read (tests keep them equal).
-INFO_DEFAULTS: dict[str, Any] = {
-    "resolution": 576,
-    "fixed_resolution": False,
-    "num_frames": 21,
-    "default_steps": 50,
-    "default_ensemble": 1,
-    "trained_steps": None,
-    "trained_elevation_deg": None,
-}
 
 
 def latent_grid(path: str | Path) -> int:
@@ -87,21 +75,9 @@ class ModelLimits:
     def from_folder(cls, path: str | Path) -> ModelLimits:
         """The limits of a model folder, from its mv3d_model.json and configs (no weights are read).
 
-        Reads the JSON itself, with `ModelInfo`'s defaults for absent keys (`INFO_DEFAULTS`, tested
-        equal), so that checking a command's settings costs milliseconds and no diffusers import; the
-        load validates the whole info.
+        The info is validated whole (`video_prior.components.read_model_info`), so a malformed or
+        oversized info file is one line here, before anything uses its numbers.
         """
-        path = Path(path)
-        info_file = path / INFO_FILE
-        try:
-            data = json.loads(info_file.read_text())
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            info = SimpleNamespace(**{**INFO_DEFAULTS, **{k: data[k] for k in INFO_DEFAULTS if k in data}})
-            return cls.of(info, latent_grid(path))
-        except FileNotFoundError:
-            raise InputError(
-                f"model folder {path}: no {INFO_FILE}; expected a folder written by mv3d (or convert-weights)"
-            ) from None
-        except (OSError, ValueError, TypeError, IndexError) as exc:
-            raise InputError(f"{info_file}: unreadable model info ({exc})") from exc
+        from video_prior.components import read_model_info
+
+        return cls.of(read_model_info(path), latent_grid(path))
