@@ -322,6 +322,8 @@ def resolve_device(device: str = "auto", field: str = "device") -> str:
         return device
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise InputError(f"{field} {device}: no CUDA GPU is visible to torch on this machine: use cpu")
+            raise InputError(
+                f"{field} {device}: no CUDA GPU is visible to torch on this machine: use cpu", field=field
+            )
         return device
-    raise InputError(f"{field} {device}: expected auto, cpu, cuda or cuda:N")
+    raise InputError(f"{field} {device}: expected auto, cpu, cuda or cuda:N", field=field)

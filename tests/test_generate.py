@@ -345,7 +345,10 @@ def test_rerun_keeps_finished_results_and_replaces_changed_ones(tmp_path: Path, 
     lines: list[str] = []
     generate([img], out, seed=0, log=lines.append, **kw)  # same settings: resumed, nothing redone
     assert "already generated" in lines[0] and (out / "run.json").stat().st_mtime_ns == stamp
-    generate([img], out, seed=1, **kw)  # other settings: the folder is replaced whole
+    with pytest.raises(InputError, match="seed 0 there, 1 now"):  # other settings: refused by default
+        generate([img], out, seed=1, **kw)
+    assert (out / "run.json").stat().st_mtime_ns == stamp
+    generate([img], out, seed=1, overwrite=True, **kw)  # asked for: the folder is replaced whole
     assert json.loads((out / "run.json").read_text())["seed"] == 1
 
 

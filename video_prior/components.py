@@ -37,6 +37,7 @@ from render.common import (
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.image_encoders import EfficientNetLite0Encoder
+from video_prior.limits import INFO_FILE
 from video_prior.unet import MultiViewUNet
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "build_components",
     "load_components",
     "model_info_from_config",
+    "read_model_info",
     "save_components",
     "sv3d_config",
     "tiny_config",
@@ -65,7 +67,6 @@ VAE_TYPES: dict[str, type] = {
 PREDICTIONS = ("v", "x0")
 #: "mv3d": frame 0 is the input view; "sv3d": the reference order (input view last), see render.cameras.
 FRAME_ORDERS = ("mv3d", "sv3d")
-INFO_FILE = "mv3d_model.json"
 _PARTS = ("unet", "vae", "image_encoder")
 
 
@@ -115,6 +116,15 @@ class ModelInfo:
             0.5, and a matte estimated as an average is under-confident at its edges, so the pipeline maps
             alpha piecewise-linearly to put this level on 0.5 (`calibrate_alpha`); 0.5 leaves it as it is.
             Chosen on validation objects (MODEL_CARD.md).
+        trained_elevation_deg: [low, high], the input-view elevations (degrees) the model was trained on,
+            or None (unknown). `mv3d generate` warns outside this range: an elevation the model never saw
+            is generated as one it did.
+        fixed_resolution: the model works at `resolution` only (trained at one size with a receptive field
+            sized for it: the default model's views at twice its size are smeared); `mv3d generate` refuses
+            another size. False: another multiple of the latent grid is sampled, with a warning.
+        trained_steps: the number of sampling steps the model was trained for when it was trained at the
+            sampler's noise levels only (the default model: one step from `sigma_max`), or None (trained
+            over the whole noise range: any step count works). `mv3d generate` warns for another count.
         notes: free text (where the weights came from).
     """
 
@@ -140,6 +150,9 @@ class ModelInfo:
     mirror_conditioning: bool = False
     default_mirror_average: bool = False
     alpha_threshold: float = 0.5
+    trained_elevation_deg: list[float] | None = None
+    fixed_resolution: bool = False
+    trained_steps: int | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -170,6 +183,16 @@ class ModelInfo:
         if len(self.background) != 3:
             raise InputError(f"model background {self.background}: expected 3 values (RGB in [0, 1])")
         self.background = [float(c) for c in self.background]
+        if self.trained_elevation_deg is not None:
+            low_high = [float(e) for e in self.trained_elevation_deg]
+            if len(low_high) != 2 or not -90.0 <= low_high[0] <= low_high[1] <= 90.0:
+                raise InputError(
+                    f"model trained_elevation_deg {self.trained_elevation_deg}: expected [low, high] degrees "
+                    "in [-90, 90] or null"
+                )
+            self.trained_elevation_deg = low_high
+        if self.trained_steps is not None and int(self.trained_steps) < 1:
+            raise InputError(f"model trained_steps {self.trained_steps}: expected a positive count or null")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -460,14 +483,9 @@ def _vae_type_of_folder(folder: Path) -> str | None:
     return None
 
 
-def load_components(
-    path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> tuple[dict[str, torch.nn.Module], ModelInfo]:
-    """Load a model folder written by `save_components` (or by the weight converter).
-
-    Returns:
-        (components, info): networks on `device` in `dtype`, eval mode, no gradients.
-    """
+def read_model_info(path) -> ModelInfo:
+    """The `ModelInfo` of a model folder, read without its weights (milliseconds: callers check settings
+    against it before the slow load); `InputError` if the folder is not a complete mv3d model folder."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"model folder {path}: does not exist or is not a folder")
@@ -480,9 +498,25 @@ def load_components(
         info = ModelInfo.from_dict(json.loads(info_file.read_text()), str(info_file))
     except json.JSONDecodeError as exc:
         raise InputError(f"{info_file}: not valid JSON ({exc})") from exc
+    except (TypeError, ValueError) as exc:  # not an object, or a value of the wrong type ("abc" pixels)
+        raise InputError(f"{info_file}: {exc}") from exc
     for part in _PARTS:
         if not (path / part / "config.json").is_file():
             raise InputError(f"model folder {path}: missing {part}/config.json")
+    return info
+
+
+def load_components(
+    path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, torch.nn.Module], ModelInfo]:
+    """Load a model folder written by `save_components` (or by the weight converter).
+
+    Returns:
+        (components, info): networks on `device` in `dtype`, eval mode, no gradients.
+    """
+    path = Path(path)
+    info = read_model_info(path)
+    info_file = path / INFO_FILE
     recorded = _vae_type_of_folder(path / "vae")
     if recorded is not None and recorded != info.vae_type:
         raise InputError(

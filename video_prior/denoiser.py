@@ -38,6 +38,7 @@ from video_prior.components import ModelInfo
 from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, residual_offset
 from video_prior.guidance import apply_cfg
 from video_prior.guidance import guidance_scales as schedule
+from video_prior.limits import ModelLimits
 
 __all__ = ["Conditioning", "MultiViewDenoiser", "calibrate_alpha"]
 
@@ -146,6 +147,10 @@ class MultiViewDenoiser:
     def num_frames(self) -> int | None:
         """The fixed number of frames the model generates, or None if any count works."""
         return self.info.num_frames
+
+    def limits(self, grid: int) -> ModelLimits:
+        """What this model supports (`ModelLimits`), given the pipeline's latent grid."""
+        return ModelLimits.of(self.info, grid)
 
     @property
     def guided(self) -> bool:

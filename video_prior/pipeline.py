@@ -594,7 +594,13 @@ class MultiViewPipeline:
         if opts["mirror"] and members // 2:
             branches.append((image_t.flip(-1), mirror_orbit(orbit), members // 2, True))
         total = steps * members
-        bar = tqdm(total=total, desc="sampling", unit="step", disable=not progress, leave=False)
+        # The bar counts what it names: draws (averaged into the views) when each is one step, else
+        # steps over all draws.
+        if steps == 1:
+            desc, unit = f"sampling {members} draw{'s' if members > 1 else ''} of 1 step", "draw"
+        else:
+            desc, unit = f"sampling {members} draw{'s' if members > 1 else ''} x {steps} steps", "step"
+        bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
         frames, offset, first = None, 0, 0
         try:
             for branch_image, branch_orbit, branch_members, flipped in branches:

@@ -2,20 +2,58 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 
+def _default_model_facts() -> str:
+    """What the default model fixes and was trained on, for the help (read from its mv3d_model.json;
+    no torch import, so `mv3d --help` stays fast)."""
+    try:
+        info = json.loads(
+            (Path(__file__).resolve().parents[1] / "default_model" / "mv3d_model.json").read_text()
+        )
+    except (OSError, ValueError):
+        return "none: no default model in this installation"
+    facts = [f"{info.get('num_frames')} views (fixed)", f"{info.get('resolution')} px"]
+    facts[-1] += " (fixed)" if info.get("fixed_resolution") else ""
+    steps = f"{info.get('default_steps')} step"
+    if info.get("trained_steps"):
+        steps += " (trained for it)"
+    facts += [steps, f"{info.get('default_ensemble')} averaged draws"]
+    if info.get("trained_elevation_deg"):
+        low, high = info["trained_elevation_deg"]
+        facts.append(f"trained at elevations {low:g} to {high:g} deg")
+    return ", ".join(facts)
+
+
+HELP = """Generate a 360-degree orbit of views (and a textured mesh) from one image of an object.
+
+Options left out take the model's values; every option is checked against the model before it loads.
+The default model: {facts}.
+
+Rerunning the same command resumes: finished images are kept, the views of a killed or interrupted run
+are reused (only the mesh is computed), and a finished folder made with other settings is refused
+unless --overwrite.
+
+Example: mv3d generate examples/example.png -o outputs/example
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("generate")
+    @app.command("generate", help=HELP.format(facts=_default_model_facts()))
     def generate_cmd(
         images: list[Path] = typer.Argument(
             ...,
             help="Input image(s): RGBA with a transparent background, or an object on a plain background.",
         ),
         views: int = typer.Option(
-            21, "--views", "-n", help="Number of views in the orbit (frame 0 = input)."
+            21,
+            "--views",
+            "-n",
+            help="Number of views in the orbit (frame 0 = input); a model with a fixed count takes only that.",
         ),
         out: Path | None = typer.Option(
             None,
@@ -26,11 +64,19 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(
             "default", "--model", help="'default' (the embedded model) or a model folder."
         ),
-        elevation: float = typer.Option(10.0, "--elevation", help="Elevation of the input view, degrees."),
+        elevation: float = typer.Option(
+            10.0,
+            "--elevation",
+            help="Elevation of the input view, degrees (a warning outside the model's trained range).",
+        ),
         orbit: str = typer.Option("static", "--orbit", help="static, dynamic, or an orbit .json file."),
-        steps: int | None = typer.Option(None, "--steps", help="Sampling steps (default: the model's)."),
+        steps: int | None = typer.Option(
+            None,
+            "--steps",
+            help="Sampling steps (default: the model's; a warning if the model was trained for another count).",
+        ),
         ensemble: int | None = typer.Option(
-            None, "--ensemble", help="Samples averaged into the views (default: the model's)."
+            None, "--ensemble", help="Draws averaged into the views (default: the model's)."
         ),
         sampler: str | None = typer.Option(None, "--sampler", help="euler (default), heun or dpmpp2m."),
         guidance: str | None = typer.Option(
@@ -44,7 +90,10 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same views on the same device."),
         resolution: int | None = typer.Option(
-            None, "--resolution", help="View size in pixels (default: the model's)."
+            None,
+            "--resolution",
+            help="View size in pixels (default: the model's; refused for a model that works at one size; "
+            "never upsampled).",
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         dtype: str | None = typer.Option(
@@ -63,11 +112,18 @@ def register(app: typer.Typer) -> None:
             "(the shipped ISNet), color (distance from the border colour) or none. An RGBA file's alpha wins.",
         ),
         no_mesh: bool = typer.Option(False, "--no-mesh", help="Skip the reconstruction (no mesh.glb)."),
+        overwrite: bool = typer.Option(
+            False,
+            "--overwrite",
+            help="Replace a finished output folder made with other settings (otherwise refused).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
-        """Generate a 360-degree orbit of views (and a textured mesh) from one image of an object."""
+        """Generate a 360-degree orbit of views (and a textured mesh) from one image (help: HELP)."""
         options = {"model": model, "device": device, "dtype": dtype, "offload": offload}
-        options.update(compile_unet=compile_unet, no_mesh=no_mesh, quiet=quiet, matte=matte)
+        options.update(
+            compile_unet=compile_unet, no_mesh=no_mesh, quiet=quiet, matte=matte, overwrite=overwrite
+        )
         sampling = {"steps": steps, "sampler": sampler, "guidance": guidance, "ensemble": ensemble}
         sampling.update(min_guidance=min_guidance, max_guidance=max_guidance)
         orbit_settings = {"views": views, "orbit": orbit, "elevation": elevation, "seed": seed}
@@ -85,6 +141,7 @@ def _generate(
     no_mesh: bool,
     quiet: bool,
     matte: str,
+    overwrite: bool,
     **settings,
 ) -> None:
     """Build the `GenerateSettings` from the sampling options, run the job, name flags in errors."""
@@ -103,12 +160,27 @@ def _generate(
             mesh=not no_mesh,
             progress=not quiet,
             log=typer.echo,
+            warn=lambda line: typer.echo(_flag_warning(line), err=True),
             dtype=dtype,
             speed=speed,
             matte=matte,
+            overwrite=overwrite,
         )
     except SettingError as exc:
         raise exc.renamed(flag(exc.field)) from exc
+    except KeyboardInterrupt as exc:  # one line, what was kept (`GenerateInterrupted`), exit 130
+        kept = str(exc) or "nothing was written"
+        typer.echo(f"mv3d: interrupted: {kept}", err=True)
+        raise SystemExit(130) from None
+
+
+def _flag_warning(line: str) -> str:
+    """``warning: steps 10: ...`` -> ``mv3d: warning: --steps 10: ...``."""
+    body = line.removeprefix("warning: ")
+    field = body.split(" ", 1)[0]
+    if field.isidentifier():
+        body = flag(field) + body[len(field) :]
+    return f"mv3d: warning: {body}"
 
 
 def flag(field: str) -> str:

@@ -1,20 +1,27 @@
 """The image -> views -> mesh job behind `mv3d generate`.
 
-For each image, in a temporary folder renamed into place at the end (a failed run leaves no folder
+For each image, in a hidden work folder renamed into place at the end (a failed run leaves no folder
 that looks complete):
 
 1. preprocess: matte, frame like a default render (`mv3d.preprocess`) -> `input.png`;
 2. sample: the camera-conditioned video prior turns it into N views (`ViewGenerator`) -> `views/*.png`
    and `transforms.json` (an orbit dataset, so the folder can be reconstructed, evaluated or handed to
-   nerfstudio), and `orbit.gif`, a turntable of the views;
+   nerfstudio), and `orbit.gif`, a turntable of the views; then `run.json` with the mesh pending;
 3. reconstruct: the views and their cameras -> `mesh.glb` (`mv3d.reconstruct`), unless `mesh=False`;
 4. `run.json`: the model and its hash, the settings, per-stage timings, versions (`mv3d.generate.record`).
+
+Before anything slow, every setting is checked against the model's facts (`check_settings`, from its
+mv3d_model.json: no weights are read) and every output folder against its run.json: an identical rerun
+answers without loading the model, a rerun with other settings into a finished folder is refused unless
+`overwrite`, and the views of a killed or interrupted run with the same settings are reused, so only
+the mesh is computed (`mv3d.generate.record`). Ctrl-C raises `GenerateInterrupted`, which says what was
+kept.
 """
 
 from __future__ import annotations
 
 import io
-import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,23 +29,38 @@ from typing import Any
 
 import numpy as np
 
-from mv3d.generate.record import RUN_FILE, GenerateResult, file_sha256, finished_run, output_dirs, versions
-from mv3d.generate.settings import GenerateSettings
-from mv3d.generate.views import ViewGenerator
+from mv3d.generate.record import (
+    RUN_FILE,
+    GenerateResult,
+    file_sha256,
+    find_work_folder,
+    finished_run,
+    new_work_folder,
+    output_dirs,
+    publish,
+    read_run,
+    settings_difference,
+    versions,
+)
+from mv3d.generate.settings import GenerateSettings, SettingError
+from mv3d.generate.views import ViewGenerator, check_settings, model_limits
 from mv3d.matting import check_method as check_matte_method
-from mv3d.models import resolve_model
 from mv3d.preprocess import DEFAULT_MARGIN, PreprocessResult, preprocess_image, to_uint8
 from render.cameras import Orbit
-from render.common import InputError, atomic_output
-from render.dataset import WHITE, composite, write_orbit_dataset
+from render.common import InputError, atomic_write_json, check_output, write_output_marker
+from render.dataset import WHITE, composite, read_orbit_dataset, write_orbit_dataset
 
-__all__ = ["INPUT_SIDE", "TRAINING_BACKGROUND", "generate", "turntable_gif"]
+__all__ = ["GenerateInterrupted", "INPUT_SIDE", "TRAINING_BACKGROUND", "generate", "turntable_gif"]
 
 #: Background the video prior was trained on (the input is framed and composited on it).
 TRAINING_BACKGROUND = WHITE
 #: Side in pixels of the framed input (`input.png`) when neither the settings nor a loaded generator
 #: give the view size (the model is loaded after every input is checked).
 INPUT_SIDE = 576
+
+
+class GenerateInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `generate`; its message says what was kept (one line, for the command line)."""
 
 
 def turntable_gif(
@@ -78,68 +100,74 @@ def _reconstruct(
     return out_path, list(result.warnings), info
 
 
-def _write_one(
+def _write_views(
+    work: Path,
     path: Path,
-    final: Path,
     pre: PreprocessResult,
     views: np.ndarray,
     cams: Orbit,
     generator: ViewGenerator,
-    job: dict[str, Any],
-    timings: dict[str, float],
-    mesh: bool,
-    progress: bool,
-    reconstruct_options: dict[str, Any] | None,
-) -> GenerateResult:
-    """Stages 1-4's files of one image (input, views, GIF, mesh, run.json) into `final`, atomically."""
+    seed: int,
+) -> None:
+    """Stage 2's files of one image into `work`: input.png, views/, transforms.json, orbit.gif."""
     from PIL import Image
 
-    notes = list(pre.warnings)
-    background, seed = generator.background, job["seed"]
-    with atomic_output(final, command="generate") as tmp:
-        t = time.perf_counter()
-        buf = io.BytesIO()
-        Image.fromarray(pre.rgba, "RGBA").save(buf, "PNG")
-        write_orbit_dataset(
-            tmp,
-            views,
-            cams,
-            background=background,
-            renderer={"name": "mv3d generate", "settings": {**generator.settings(), "seed": seed}},
-            object_info={"id": path.stem, "source": str(path)},
-            extra_files={"input.png": buf.getvalue(), "orbit.gif": turntable_gif(views, background)},
-        )
-        timings["write"] = time.perf_counter() - t
+    background = generator.background
+    buf = io.BytesIO()
+    Image.fromarray(pre.rgba, "RGBA").save(buf, "PNG")
+    write_orbit_dataset(
+        work,
+        views,
+        cams,
+        background=background,
+        renderer={"name": "mv3d generate", "settings": {**generator.settings(), "seed": seed}},
+        object_info={"id": path.stem, "source": str(path)},
+        extra_files={"input.png": buf.getvalue(), "orbit.gif": turntable_gif(views, background)},
+    )
 
-        mesh_path, recon_info = None, None
-        if mesh:
-            t = time.perf_counter()
-            written, recon_notes, recon_info = _reconstruct(
-                tmp, tmp / "mesh.glb", seed, generator.device, progress, reconstruct_options
-            )
-            notes += [n.replace(str(tmp), str(final)).replace(tmp.name, final.name) for n in recon_notes]
-            mesh_path = final / "mesh.glb" if written is not None else None
-            timings["reconstruct"] = time.perf_counter() - t
-        timings["total"] = sum(timings.values())
-        run = {
-            "image": str(path),
-            **job,
-            "views": len(cams),
-            "elevation_deg": float(cams.elevation_deg[0]),
-            "preprocess": {
-                "matte": job["matte"],
-                "matte_method": pre.matte_method,
-                "margin": job["margin"],
-                "source_size": list(pre.source_size),
-                "warnings": pre.warnings,
-            },
-            "reconstruction": recon_info,
-            "warnings": notes,
-            "timings_s": {k: round(v, 4) for k, v in timings.items()},
-            "versions": versions(),
-        }
-        (tmp / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    return GenerateResult(path, final, views, mesh_path, timings, notes, run)
+
+def _run_record(
+    path: Path,
+    job: dict[str, Any],
+    cams: Orbit,
+    pre: dict[str, Any],
+    recon_info: dict[str, Any] | None,
+    notes: list[str],
+    timings: dict[str, float],
+    pending: list[str],
+) -> dict[str, Any]:
+    """The run.json of one image (`pending`: stages still to do, empty once the folder is finished)."""
+    return {
+        "image": str(path),
+        **job,
+        "views": len(cams),
+        "elevation_deg": float(cams.elevation_deg[0]),
+        "preprocess": pre,
+        "reconstruction": recon_info,
+        "warnings": notes,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "pending": pending,
+        "versions": versions(),
+    }
+
+
+def _finished_or_refuse(final: Path, job: dict[str, Any], overwrite: bool) -> bool:
+    """Whether `final` holds a finished generation of this job. `SettingError` (nothing is changed) if
+    it holds one made with other settings and `overwrite` is False."""
+    run = read_run(final)
+    if run is None or run.get("pending"):
+        return False
+    diff = settings_difference(run, job)
+    if not diff:
+        return True
+    if not overwrite:
+        raise SettingError(
+            "out",
+            final,
+            f"holds a finished generation made with other settings ({diff}); nothing was changed: "
+            "pass --overwrite to replace it, or choose another output folder",
+        )
+    return False
 
 
 def generate(
@@ -154,16 +182,19 @@ def generate(
     generator: ViewGenerator | None = None,
     margin: float = DEFAULT_MARGIN,
     log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
     reconstruct_options: dict[str, Any] | None = None,
     dtype: Any = None,
     speed: Any = None,
     matte: str = "auto",
+    overwrite: bool = False,
     **options: Any,
 ) -> list[GenerateResult]:
     """Generate views (and a mesh) for each image; see the module docstring for the folder layout.
 
-    Every input is checked and preprocessed before the model loads, so bad input fails in a second
-    with one line.
+    Every input and setting is checked, every input preprocessed and every output folder looked at
+    before the model loads, so bad input fails in a second with one line, and a rerun with nothing to
+    do never loads the model.
 
     Args:
         images: input image files.
@@ -173,12 +204,18 @@ def generate(
         model, device, dtype, speed: the model to load (`ViewGenerator.load`); ignored, with the
             sampling settings, when `generator` (an already loaded `ViewGenerator`) is given.
         mesh: reconstruct a mesh; `reconstruct_options` go to `mv3d.reconstruct.reconstruct`.
-        progress: progress bars; `log` receives a one-line summary per image.
+        progress: progress bars; `log` receives a one-line summary per image, `warn` (default `log`)
+            one line per setting outside what the model was trained on (``field value: ...``).
         margin: framing margin (`mv3d.preprocess.preprocess_image`).
         matte: how opaque inputs are matted (`mv3d.matting.matte`: auto, learned, color or none).
+        overwrite: replace a finished folder made with other settings (otherwise `SettingError` on
+            "out", before anything is changed).
 
     Returns:
         one `GenerateResult` per image, in order.
+
+    Raises:
+        GenerateInterrupted: on Ctrl-C; finished images and finished views are kept (a rerun resumes).
     """
     from tqdm.auto import tqdm
 
@@ -187,29 +224,25 @@ def generate(
     settings = (settings if settings is not None else GenerateSettings()).updated(**options)
     paths = [Path(p) for p in images]
     check_matte_method(matte)  # even when every input is RGBA (its alpha wins), a bad value is an error
-    dirs = output_dirs(paths, out_dir)
+    dirs = output_dirs(paths, out_dir, overwrite)
     cams = settings.build_orbit()
+    warn = warn if warn is not None else log
     if generator is None:
-        resolve_model(model)  # a missing model fails before any work
+        # The model's facts (mv3d_model.json, no weights): impossible settings fail here, in a second.
+        _, limits = model_limits(model)
+        for w in check_settings(limits, settings, cams, str(model)):
+            if warn is not None:
+                warn(f"warning: {w}")
+        record = ViewGenerator.planned_settings(model, device, settings, dtype)
+    else:
+        generator.check_orbit(cams)
+        record = generator.settings()
 
-    # Stage 1 for every image first: bad input fails before the (slow) model load.
-    side = generator.resolution if generator is not None else settings.resolution or INPUT_SIDE
-    prepped: list[tuple[PreprocessResult, float]] = []
-    for p in paths:
-        t = time.perf_counter()
-        pre = preprocess_image(p, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte)
-        prepped.append((pre, time.perf_counter() - t))
-
-    t = time.perf_counter()
-    if generator is None:
-        generator = ViewGenerator.load(model, device, settings, dtype=dtype, speed=speed)
-    load_s = time.perf_counter() - t
-    generator.check_orbit(cams)
-    record = generator.settings()
-
-    results: list[GenerateResult] = []
-    bar = tqdm(total=len(paths), desc="images", unit="image", disable=not progress or len(paths) == 1)
-    for path, final, (pre, pre_s) in zip(paths, dirs, prepped, strict=True):
+    jobs = []
+    side = generator.resolution if generator is not None else int(record["resolution"])
+    for path, final in zip(paths, dirs, strict=True):
+        if not path.is_file():  # preprocessing says what is wrong with it, in one line
+            preprocess_image(path, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte)
         job = {
             "image_sha256": file_sha256(path),
             **record,
@@ -220,22 +253,82 @@ def generate(
             "mesh": bool(mesh),
             "reconstruct_options": reconstruct_options or {},
         }
-        done = finished_run(final, job)
-        if done is not None:  # resume: a batch killed half way does not redo finished images
-            results.append(done)
+        jobs.append((job, _finished_or_refuse(final, job, overwrite)))  # refusals before any change
+
+    # Stage 1 for every image not finished yet: bad input fails before the (slow) model load.
+    prepped: list[tuple[PreprocessResult | None, float]] = []
+    for p, (_, done) in zip(paths, jobs, strict=True):
+        t = time.perf_counter()
+        pre = None
+        if not done:
+            pre = preprocess_image(p, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte)
+        prepped.append((pre, time.perf_counter() - t))
+
+    results: list[GenerateResult] = []
+    load_s: float | None = None
+    bar = tqdm(total=len(paths), desc="images", unit="image", disable=not progress or len(paths) == 1)
+    for path, final, (pre, pre_s), (job, done) in zip(paths, dirs, prepped, jobs, strict=True):
+        finished = finished_run(final, job) if done else None
+        if finished is None and pre is None:  # a finished folder that no longer reads: made anew
+            t = time.perf_counter()
+            pre = preprocess_image(
+                path, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte
+            )
+            pre_s = time.perf_counter() - t
+        if finished is not None:  # resume: an identical rerun, or a batch killed half way
+            results.append(finished)
             if log is not None:
                 log(f"{path} -> {final} (already generated with the same settings: kept)")
             bar.update(1)
             continue
-        timings: dict[str, float] = {"preprocess": pre_s}
-        if len(results) == 0:
-            timings["load_model"] = load_s
-        t = time.perf_counter()
-        views = generator(pre.rgba, cams, seed=settings.seed, progress=progress)
-        timings["sample"] = time.perf_counter() - t
-        result = _write_one(
-            path, final, pre, views, cams, generator, job, timings, mesh, progress, reconstruct_options
-        )
+        work, notes = find_work_folder(final, job)
+        kept = read_run(work) if work is not None else None
+        if work is None:
+            if generator is None:
+                t = time.perf_counter()
+                generator = ViewGenerator.load(model, device, settings, dtype=dtype, speed=speed)
+                load_s = time.perf_counter() - t
+                if generator.settings() != record:  # the plan decided what to resume: it must be exact
+                    raise RuntimeError(
+                        f"planned settings {record} differ from the loaded {generator.settings()}"
+                    )
+            work = new_work_folder(final)
+        try:
+            result = _generate_one(
+                path,
+                final,
+                work,
+                kept,
+                pre,
+                pre_s,
+                cams,
+                generator,
+                job,
+                settings.seed,
+                mesh,
+                progress,
+                reconstruct_options,
+                record["device"] if generator is None else generator.device,
+                load_s,
+                notes,
+                overwrite,
+            )
+        except KeyboardInterrupt:
+            views_kept = read_run(work) is not None if work.exists() else False
+            if not views_kept:
+                shutil.rmtree(work, ignore_errors=True)
+            bar.close()
+            done_here = f"{len(results)} finished image(s) kept; " if len(paths) > 1 else ""
+            if views_kept:
+                what = f"the views of {path} kept in {work}: rerun the same command to compute only the mesh"
+            else:
+                what = f"{path} was stopped before its views were written: nothing of it kept"
+            raise GenerateInterrupted(f"{done_here}{what}") from None
+        except BaseException:
+            if work.exists() and read_run(work) is None:  # nothing finished: a failed run leaves nothing
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        load_s = None  # the load is counted in the first image that needed it
         results.append(result)
         if log is not None:
             log(result.summary())
@@ -244,3 +337,76 @@ def generate(
         bar.update(1)
     bar.close()
     return results
+
+
+def _generate_one(
+    path: Path,
+    final: Path,
+    work: Path,
+    kept: dict[str, Any] | None,
+    pre: PreprocessResult,
+    pre_s: float,
+    cams: Orbit,
+    generator: ViewGenerator | None,
+    job: dict[str, Any],
+    seed: int,
+    mesh: bool,
+    progress: bool,
+    reconstruct_options: dict[str, Any] | None,
+    device: str,
+    load_s: float | None,
+    resume_notes: list[str],
+    overwrite: bool = False,
+) -> GenerateResult:
+    """Stages 2-4 of one image in `work` (whose run.json `kept`, if any, says its views are written),
+    then `work` renamed onto `final`."""
+    preprocess = {
+        "matte": job["matte"],
+        "matte_method": pre.matte_method,
+        "margin": job["margin"],
+        "source_size": list(pre.source_size),
+        "warnings": pre.warnings,
+    }
+    notes = list(pre.warnings)
+    if kept is None:  # stages 2 and 3 (sample, write)
+        assert generator is not None
+        timings: dict[str, float] = {"preprocess": pre_s}
+        if load_s is not None:
+            timings["load_model"] = load_s
+        t = time.perf_counter()
+        views = generator(pre.rgba, cams, seed=seed, progress=progress)
+        timings["sample"] = time.perf_counter() - t
+        t = time.perf_counter()
+        _write_views(work, path, pre, views, cams, generator, seed)
+        timings["write"] = time.perf_counter() - t
+        pending = ["mesh"] if mesh else []
+        # The views are finished: from here on, a kill or Ctrl-C keeps them for the next run.
+        atomic_write_json(
+            work / RUN_FILE, _run_record(path, job, cams, preprocess, None, notes, timings, pending)
+        )
+    else:  # the views of an interrupted run with the same settings
+        (work / "mesh.glb").unlink(missing_ok=True)  # a mesh stage that was cut short
+        views = read_orbit_dataset(work).load_images()
+        timings = {
+            k: float(v) for k, v in kept.get("timings_s", {}).items() if k not in ("reconstruct", "total")
+        }
+        notes = list(kept.get("warnings", notes))
+
+    mesh_path, recon_info = None, None
+    if mesh:
+        t = time.perf_counter()
+        written, recon_notes, recon_info = _reconstruct(
+            work, work / "mesh.glb", seed, device, progress, reconstruct_options
+        )
+        notes += [n.replace(str(work), str(final)).replace(work.name, final.name) for n in recon_notes]
+        mesh_path = final / "mesh.glb" if written is not None else None
+        timings["reconstruct"] = time.perf_counter() - t
+    timings["total"] = sum(timings.values())
+    run = _run_record(path, job, cams, preprocess, recon_info, notes, timings, [])
+    if resume_notes:
+        run["resumed"] = resume_notes
+    atomic_write_json(work / RUN_FILE, run)
+    write_output_marker(work, "generate")
+    check_output(final, "generate", overwrite)  # again just before the rename, as atomic_output does
+    publish(work, final)
+    return GenerateResult(path, final, views, mesh_path, timings, notes, run)

@@ -16,27 +16,12 @@ from mv3d.generate.settings import GenerateSettings, SettingError
 from mv3d.models import model_hash, resolve_model
 from mv3d.preprocess import frame_object, to_uint8
 from render.cameras import Orbit
-from render.common import InputError
+from render.common import InputError, resolve_device
 
-__all__ = ["DTYPES", "ViewGenerator", "resize_rgba", "resolve_device"]
+__all__ = ["DTYPES", "ViewGenerator", "check_settings", "model_limits", "resize_rgba", "resolve_device"]
 
 #: dtype names (torch dtypes)
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def resolve_device(device: str = "auto") -> str:
-    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; "cpu"/"cuda"/"cuda:N" are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SettingError("device", device, "no CUDA GPU is visible to torch on this machine: use cpu")
-        return device
-    raise SettingError("device", device, "expected auto, cpu or cuda")
 
 
 def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
@@ -95,6 +80,66 @@ def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
             transformers_logging.enable_progress_bar()
         if was[1]:
             diffusers_logging.enable_progress_bar()
+
+
+def model_limits(model: str | Path = "default") -> tuple[Path, Any]:
+    """(folder, `video_prior.denoiser.ModelLimits`) of the model `model` names, without loading weights."""
+    from video_prior.limits import ModelLimits
+
+    path = resolve_model(model)
+    try:
+        return path, ModelLimits.from_folder(path)
+    except InputError as exc:
+        raise SettingError("model", model, str(exc)) from exc
+
+
+def check_settings(
+    limits: Any, settings: GenerateSettings, orbit: Orbit, model: str = "default"
+) -> list[str]:
+    """Check `settings` and `orbit` against what the model supports (`ModelLimits`), before it loads.
+
+    Raises `SettingError` for what the model cannot do: another view count than its fixed one, a view
+    size off its latent grid, or another size for a model that works at one size only. Returns one
+    warning (``field value: ...``, a field name first) per value outside what it was trained on: another
+    step count than the one it was trained for, an input elevation outside its training range, another
+    view size than its training size.
+    """
+    warnings: list[str] = []
+    name = "the default model" if str(model) == "default" else f"model {model}"
+    if limits.num_frames is not None and len(orbit) != limits.num_frames:
+        raise SettingError(
+            "views",
+            len(orbit),
+            f"{name} generates exactly {limits.num_frames} views (its view count is fixed)",
+        )
+    size = settings.resolution
+    if size is not None and size != limits.resolution:
+        if limits.fixed_resolution:
+            raise SettingError(
+                "resolution",
+                size,
+                f"{name} works at {limits.resolution} px only (no upsampling is done): omit the option",
+            )
+        if size % limits.grid:
+            raise SettingError("resolution", size, f"expected a multiple of {limits.grid} for {name}")
+        warnings.append(
+            f"resolution {size}: {name} was trained at {limits.resolution} px; views at another size are "
+            "sampled outside its training (no upsampling is done)"
+        )
+    steps = settings.steps
+    if steps is not None and limits.trained_steps is not None and steps != limits.trained_steps:
+        warnings.append(
+            f"steps {steps}: {name} was trained for {limits.trained_steps}-step sampling (at that step's "
+            "noise level only); other step counts give broken views"
+        )
+    low_high = limits.trained_elevation_deg
+    elevation = float(orbit.elevation_deg[0])
+    if low_high is not None and not low_high[0] <= elevation <= low_high[1]:
+        warnings.append(
+            f"elevation {elevation:g}: {name} was trained on input views at elevations {low_high[0]:g} to "
+            f"{low_high[1]:g} degrees; it generates views from outside that range as from inside it"
+        )
+    return warnings
 
 
 class ViewGenerator:
@@ -164,6 +209,36 @@ class ViewGenerator:
                     "resolution", config.resolution, f"expected a multiple of {grid} for this model"
                 )
         return cls(pipeline, config, str(model), path, model_hash(path), dev, keep_input_view)
+
+    @staticmethod
+    def planned_settings(
+        model: str | Path = "default",
+        device: str = "auto",
+        config: GenerateSettings | None = None,
+        dtype: Any = None,
+        keep_input_view: bool = True,
+    ) -> dict[str, Any]:
+        """What `settings()` of the generator `load` with these arguments returns, without loading it
+        (the model's defaults come from its `ModelLimits`): a rerun decides from it whether there is
+        anything to do before the slow load."""
+        config = config if config is not None else GenerateSettings()
+        path, limits = model_limits(model)
+        dev = resolve_device(device)
+        return {
+            "model": str(model),
+            "model_path": str(path),
+            "model_hash": model_hash(path),
+            "resolution": int(config.resolution or limits.resolution),
+            "device": dev,
+            "dtype": str(_torch_dtype(dtype, dev)).replace("torch.", ""),
+            "steps": int(config.steps or limits.default_steps),
+            "ensemble": int(config.ensemble or limits.default_ensemble),
+            "sampler": config.sampler,
+            "guidance": config.guidance,
+            "min_guidance": config.min_guidance,
+            "max_guidance": config.max_guidance,
+            "keep_input_view": keep_input_view,
+        }
 
     @property
     def resolution(self) -> int:
