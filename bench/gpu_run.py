@@ -864,6 +864,9 @@ def part_train(settings: Settings, rec: PartRecord, work: Path) -> None:
     """One training step of the SV3D_p UNet: gradient checkpointing, bf16 autocast, fused AdamW."""
     import torch
 
+    from video_prior.components import ModelInfo
+    from video_prior.conditioning import conditioning_kind
+    from video_prior.denoiser import MultiViewDenoiser
     from video_prior.train import TrainConfig, training_loss
     from video_prior.unet import MultiViewUNet
 
@@ -887,13 +890,16 @@ def part_train(settings: Settings, rec: PartRecord, work: Path) -> None:
         "azimuth_rad": torch.linspace(0, 6.0, f).expand(b, f).contiguous(),
     }
     tcfg = TrainConfig.from_dict({"model": {"preset": "tiny"}, "cond_drop_prob": 0.1})
+    # v prediction on plain latents with this UNet's conditioning, from the cached latents and CLIP
+    # embeddings (no VAE or image encoder in the step)
+    denoiser = MultiViewDenoiser(unet, None, None, ModelInfo(conditioning=conditioning_kind(unet.config)))
 
     def step(i: int) -> tuple[float, float]:
         _sync(dev)
         t = time.perf_counter()
         gen = torch.Generator().manual_seed(i)
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss = training_loss(unet, None, None, unet.config, batch, tcfg, gen, dev)
+            loss = training_loss(denoiser, batch, tcfg, gen, dev)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -971,7 +977,7 @@ def synthetic_views(num_views: int, size: int):
     alpha, the `render.cameras.Orbit`).
     """
     import numpy as np
-    from mv3d.reconstruct.raster import render_depth
+    from render.raster import render_depth
 
     from render.cameras import static_orbit
 
