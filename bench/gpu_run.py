@@ -101,6 +101,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.generate_fullsize import CLIP_PROCESSOR, SVD_SCHEDULER
+from bench.harness import StageTimer
 from render.common import InputError, atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,35 +122,6 @@ REPORT_RESERVE_S = 5.0
 #: Extra seconds a part's process gets past its own deadline before it is killed.
 KILL_GRACE_S = 3.0
 DIFFUSERS_LABEL = "diffusers"
-
-#: diffusers' EulerDiscreteScheduler config of SVD (stabilityai/stable-video-diffusion-img2vid, scheduler/).
-SVD_SCHEDULER = {
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "interpolation_type": "linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "sigma_max": 700.0,
-    "sigma_min": 0.002,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-    "timestep_type": "continuous",
-    "use_karras_sigmas": True,
-}
-#: CLIPImageProcessor settings of SVD's feature_extractor/ (OpenAI CLIP statistics, 224 px).
-CLIP_PROCESSOR = {
-    "crop_size": {"height": 224, "width": 224},
-    "do_center_crop": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "resample": 3,
-    "rescale_factor": 1 / 255,
-    "size": {"shortest_edge": 224},
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -481,68 +454,11 @@ def _use_eager_compile_backend() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-class StageTimer:
-    """Wall time of CLIP, VAE encode, UNet steps and VAE decode inside one pipeline call.
-
-    CLIP and the VAE are timed by wrapping the image encoder's forward and the VAE's encode/decode
-    (instance attributes, removed on exit); the UNet stage is the time between the end of the last VAE
-    encode and the start of the first decode (the sampling loop, sampler arithmetic included), which
-    also works for a compiled UNet.
-    """
-
-    STAGES = ("clip", "vae_encode", "unet", "vae_decode")
-
-    def __init__(self, comps: dict[str, Any], device):
-        self.comps, self.device = comps, device
-        self.events: list[tuple[str, float, float]] = []
-        self._saved: list[tuple[object, str]] = []
-
-    def _wrap(self, obj: object, attr: str, name: str) -> None:
-        fn = getattr(obj, attr)
-
-        def timed(*a, **kw):
-            _sync(self.device)
-            t0 = time.perf_counter()
-            out = fn(*a, **kw)
-            _sync(self.device)
-            self.events.append((name, t0, time.perf_counter()))
-            return out
-
-        self._saved.append((obj, attr))
-        setattr(obj, attr, timed)
-
-    def __enter__(self) -> StageTimer:
-        self.events = []
-        self._wrap(self.comps["image_encoder"], "forward", "clip")
-        self._wrap(self.comps["vae"], "encode", "vae_encode")
-        self._wrap(self.comps["vae"], "decode", "vae_decode")
-        _sync(self.device)
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        _sync(self.device)
-        self.t1 = time.perf_counter()
-        for obj, attr in self._saved:
-            delattr(obj, attr)  # back to the class's method
-        self._saved = []
-
-    def stages(self) -> dict[str, float]:
-        s = dict.fromkeys(self.STAGES, 0.0)
-        for name, a, b in self.events:
-            s[name] += b - a
-        enc_end = max(b for n, _, b in self.events if n == "vae_encode")
-        dec_start = min(a for n, a, _ in self.events if n == "vae_decode")
-        s["unet"] = dec_start - enc_end
-        s["total"] = self.t1 - self.t0
-        return s
-
-
 def timed_generation(call: Callable[[int], Any], comps: dict[str, Any], device, steps: int) -> dict[str, Any]:
     """One timed call of `call(steps)`: seconds per stage and peak memory."""
     _free_memory()
     _reset_peak(device)
-    with StageTimer(comps, device) as timer:
+    with StageTimer(comps, cuda=str(device).startswith("cuda")) as timer:
         call(steps)
     return {"steps": steps, "stages_s": timer.stages(), **_peak_memory(device)}
 
@@ -977,9 +893,9 @@ def synthetic_views(num_views: int, size: int):
     alpha, the `render.cameras.Orbit`).
     """
     import numpy as np
-    from render.raster import render_depth
 
     from render.cameras import static_orbit
+    from render.raster import render_depth
 
     mesh, colours = synthetic_object()
     orbit = static_orbit(num_views, elevation_deg=10.0)
