@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import uuid
@@ -281,6 +282,13 @@ VERSIONED_PACKAGES = (
     "scipy",
     "pyrender",
 )
+
+
+def safe_name(name: str, limit: int = 64) -> str:
+    """`name` as one safe file name: runs of characters other than letters, digits and `._-` become `_`,
+    leading and trailing `._-` go, at most `limit` characters, "object" when nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return name[:limit] or "object"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

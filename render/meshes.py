@@ -459,7 +459,7 @@ def default_up_axis(path: str | Path) -> str:
     return "y" if SUPPORTED_FORMATS.get(Path(path).suffix.lower()) in ("glb", "gltf") else "z"
 
 
-def _decode_textures(scene) -> None:
+def decode_textures(scene) -> None:
     """Decode the textures trimesh left lazy, inside the pixel budget (`render.images.image_budget`)."""
     for geom in scene.geometry.values():
         material = getattr(getattr(geom, "visual", None), "material", None)
@@ -504,7 +504,7 @@ def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
         try:
             with image_budget(str(path)):  # textures: checked from their headers before decoding
                 scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
-                _decode_textures(scene)
+                decode_textures(scene)
         except ValueError:
             # trimesh's binary PLY reader assumes every face has as many corners as the first one;
             # Blender (and many scanners) write mixed triangles and quads. Read those ourselves.

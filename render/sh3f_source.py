@@ -30,16 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from render.common import InputError
+from render.common import InputError, safe_name
 
 SH3F_SUFFIX = ".sh3f"
 CATALOG_MEMBER = "PluginFurnitureCatalog.properties"
-# Bounds for hostile archives: the catalogue text, one member, one object's members together, and the
-# pixels of one texture (checked from the image header before it is decoded).
+# Bounds for hostile archives: the catalogue text, one member and one object's members together
+# (textures are held to `render.images.image_budget`, from their headers, before they are decoded).
 MAX_CATALOG_BYTES = 16 * 1024 * 1024
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 MAX_OBJECT_BYTES = 512 * 1024 * 1024
-MAX_TEXTURE_PIXELS = 64 * 1024 * 1024
 MAX_OBJECTS = 100_000
 
 # The catalogue's free-text licence -> the curation's licence codes (render.curation). Anything not
@@ -170,11 +169,6 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
     return entries
 
 
-def _safe_name(name: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
-    return name[:48] or "object"
-
-
 @dataclass(frozen=True)
 class CatalogObject:
     """What a render source needs of one catalogue object (`render.sources` makes it an `ObjectSource`).
@@ -222,7 +216,8 @@ def catalog_objects(path: str | Path) -> list[CatalogObject]:
         }
         out.append(
             CatalogObject(
-                object_id=f"sh3d-{_safe_name(path.stem)}-{_safe_name(stem)}-{digest}",
+                # 48 characters a part: the committed split lists these ids
+                object_id=f"sh3d-{safe_name(path.stem, 48)}-{safe_name(stem, 48)}-{digest}",
                 spec=f"{path}#{e.model}",
                 meta=meta,
                 location=f"{path}#{e.index}",
@@ -235,7 +230,7 @@ class _ArchiveFolder:
     """Serves the members of one folder inside an open zip archive to trimesh's OBJ loader.
 
     Names are resolved relative to the folder; a name that leaves it (`../x`, an absolute path) or is
-    too large is refused. Textures are checked against a pixel budget from their header.
+    too large is refused.
     """
 
     def __init__(self, zf: zipfile.ZipFile, folder: str, where: str):
@@ -280,24 +275,7 @@ class _ArchiveFolder:
         self.read_bytes += info.file_size
         if info.file_size > MAX_MEMBER_BYTES or self.read_bytes > MAX_OBJECT_BYTES:
             raise InputError(f"{self.where}: {member} makes the object larger than {MAX_OBJECT_BYTES} bytes")
-        data = self.zf.read(info)
-        if posixpath.splitext(member)[1].lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga"):
-            _check_texture(data, f"{self.where}: {member}")
-        return data
-
-
-def _check_texture(data: bytes, where: str) -> None:
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            w, h = im.size
-    except Exception:
-        return  # not an image PIL can read: trimesh leaves the material untextured
-    if w * h > MAX_TEXTURE_PIXELS:
-        raise InputError(f"{where}: texture of {w}x{h} pixels: expected at most {MAX_TEXTURE_PIXELS} pixels")
+        return self.zf.read(info)
 
 
 def _resolver(folder: _ArchiveFolder):
@@ -329,7 +307,8 @@ def load_sh3f_object(location: str, spec: str):
 
     import trimesh
 
-    from render.meshes import Y_UP_TO_Z_UP, LoadedMesh, normalize_scene
+    from render.images import image_budget
+    from render.meshes import Y_UP_TO_Z_UP, LoadedMesh, decode_textures, normalize_scene
 
     path_str, _, index_str = location.rpartition("#")
     path = Path(path_str)
@@ -340,7 +319,7 @@ def load_sh3f_object(location: str, spec: str):
         raise InputError(f"{spec}: the catalogue {path} has no object #{index_str}") from None
     where = f"{path}#{entry.model}"
     rotation = entry.rotation(str(path))
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(path) as zf, image_budget(where):  # textures: checked before decoding
         folder = _ArchiveFolder(zf, posixpath.dirname(entry.model), where)
         try:
             obj = folder.get(posixpath.basename(entry.model))
@@ -357,12 +336,7 @@ def load_sh3f_object(location: str, spec: str):
             raise InputError(f"{where}: cannot read the OBJ model: {reason}") from exc
         if folder.refused:
             raise InputError(folder.refused[0])
-        # trimesh decodes textures lazily; decode them now, while the archive is open.
-        for geom in scene.geometry.values():
-            material = getattr(getattr(geom, "visual", None), "material", None)
-            image = getattr(material, "image", None)
-            if image is not None and hasattr(image, "load"):
-                image.load()
+        decode_textures(scene)
     pre = Y_UP_TO_Z_UP.copy()
     if rotation is not None:
         rot4 = np.eye(4)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from render.common import InputError
+from render.common import InputError, safe_name
 from render.meshes import SUPPORTED_FORMATS, check_up_axis, default_up_axis
 from render.sh3f_source import SH3F_SUFFIX, catalog_objects
 
@@ -140,11 +140,6 @@ _LOADERS = {
 }
 
 
-def _safe_name(name: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
-    return name[:64] or "object"
-
-
 #: What an object id (a folder name under a dataset's objects/) may look like.
 _OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
@@ -153,7 +148,7 @@ def safe_object_id(prefix: str, name: str) -> str:
     """`prefix-name` as a single safe folder name: a name with other characters (an Objaverse uid with
     `../`, spaces, slashes) is sanitised and gets a digest of the original, so distinct names stay
     distinct and none leaves its folder."""
-    clean = _safe_name(str(name))
+    clean = safe_name(str(name))
     if clean != str(name):
         clean += "-" + hashlib.sha256(str(name).encode()).hexdigest()[:10]
     return f"{prefix}-{clean}"
@@ -193,7 +188,7 @@ def file_source(path: str | os.PathLike, up_axis: str | None = None) -> ObjectSo
         key += f"|up={up_axis}"
     digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
     return ObjectSource(
-        object_id=f"{_safe_name(_readable_name(resolved))}-{digest}",
+        object_id=f"{safe_name(_readable_name(resolved))}-{digest}",
         spec=str(path),
         meta=meta,
         kind="file",

@@ -51,7 +51,13 @@ def _png(size=(4, 4), colour=(255, 0, 0)) -> bytes:
     return buf.getvalue()
 
 
-def make_catalog(path, texture="red.png", licence="Creative Commons Attribution 3.0 license", extra=None):
+def make_catalog(
+    path,
+    texture="red.png",
+    licence="Creative Commons Attribution 3.0 license",
+    extra=None,
+    texture_bytes=None,
+):
     """A two-object catalogue: a textured box (category Kitchen) and a rotated copy (category Office)."""
     props = [
         "# PluginFurnitureCatalog.properties",
@@ -79,7 +85,7 @@ def make_catalog(path, texture="red.png", licence="Creative Commons Attribution 
         for folder in ("test/box", "test/box2"):
             zf.writestr(f"{folder}/box.obj", _OBJ)
             zf.writestr(f"{folder}/box.mtl", _MTL.format(texture=texture))
-            zf.writestr(f"{folder}/red.png", _png())
+            zf.writestr(f"{folder}/red.png", texture_bytes if texture_bytes is not None else _png())
         zf.writestr("secret.png", _png(colour=(0, 255, 0)))
     return path
 
@@ -146,11 +152,11 @@ def test_a_model_naming_files_outside_its_folder_is_refused(tmp_path):
         resolve_sources([str(cat)])[0].load()
 
 
-def test_huge_texture_is_refused_before_decoding(tmp_path, monkeypatch):
-    import render.sh3f_source as sh3f
+def test_huge_texture_is_refused_before_decoding(tmp_path):
+    from conftest import png_claiming
 
-    monkeypatch.setattr(sh3f, "MAX_TEXTURE_PIXELS", 10)
-    cat = make_catalog(tmp_path / "Big.sh3f")
+    # a 100-byte PNG whose header claims 9000 x 9000 pixels: decoding it would allocate 243 MB
+    cat = make_catalog(tmp_path / "Big.sh3f", texture_bytes=png_claiming(9000, 9000))
     with pytest.raises(InputError, match="pixels"):
         resolve_sources([str(cat)])[0].load()
 
