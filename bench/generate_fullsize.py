@@ -183,12 +183,10 @@ def _timed(
     return best, mem
 
 
-def run_baseline(
-    comps, cfg, image, frames, size, steps, chunk, cuda, seed, repeats=1
-) -> tuple[dict, float | None]:
-    """diffusers' StableVideoDiffusionPipeline on the same modules: per-stage seconds and peak GiB."""
+def svd_pipeline(comps: dict):
+    """diffusers' `StableVideoDiffusionPipeline` on mv3d's modules, with SVD's scheduler and CLIP
+    preprocessing (`SVD_SCHEDULER`, `CLIP_PROCESSOR`), progress bar off."""
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
-    from PIL import Image
     from transformers import CLIPImageProcessor
 
     pipe = StableVideoDiffusionPipeline(
@@ -199,6 +197,16 @@ def run_baseline(
         feature_extractor=CLIPImageProcessor(**CLIP_PROCESSOR),
     )
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_baseline(
+    comps, cfg, image, frames, size, steps, chunk, cuda, seed, repeats=1
+) -> tuple[dict, float | None]:
+    """diffusers' StableVideoDiffusionPipeline on the same modules: per-stage seconds and peak GiB."""
+    from PIL import Image
+
+    pipe = svd_pipeline(comps)
     pil = Image.fromarray(image[..., :3])
 
     def call(n_steps: int):

@@ -101,7 +101,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.generate_fullsize import CLIP_PROCESSOR, SVD_SCHEDULER
+from bench.generate_fullsize import svd_pipeline
 from bench.harness import StageTimer
 from render.common import InputError, atomic_write_json, atomic_write_text
 
@@ -466,18 +466,9 @@ def timed_generation(call: Callable[[int], Any], comps: dict[str, Any], device, 
 def diffusers_call(comps: dict[str, Any], settings: Settings) -> Callable[[int], Any]:
     """`call(steps)` of diffusers' StableVideoDiffusionPipeline on `comps` (Euler, linear CFG 1 -> 2.5)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
     from PIL import Image
-    from transformers import CLIPImageProcessor
 
-    pipe = StableVideoDiffusionPipeline(
-        vae=comps["vae"],
-        image_encoder=comps["image_encoder"],
-        unet=comps["unet"],
-        scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER),
-        feature_extractor=CLIPImageProcessor(**CLIP_PROCESSOR),
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = svd_pipeline(comps)
     image = Image.fromarray(block_image(settings.resolution)[..., :3])
 
     def call(steps: int):

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from mv3d.reconstruct import detail_for_views
 from render.cameras import DEFAULT_ELEVATION_DEG
 from render.common import InputError, optional_import
 
@@ -62,11 +63,11 @@ QUEUE_SIZE = 8
 SESSION_TTL_S = 3600.0
 #: Side of the preprocessed-input preview in pixels (the model itself may work at a smaller size).
 PREVIEW_SIDE = 256
-#: Voxel grid sizes offered for the mesh: 128 is `mv3d generate`'s default, 64 a quick draft.
+#: Voxel grid sizes offered for the mesh: 64 is what `mv3d generate` uses for 64 px views, 128 for
+#: views of 128 px and more (`mv3d.reconstruct.detail_for_views`).
 MESH_GRIDS = (64, 96, 128)
-# What `mv3d generate` uses for the default model's 64 px views (mv3d.reconstruct.detail_for_views).
-DEFAULT_MESH_GRID = 64
-DEFAULT_MESH_FACES = 10000
+#: The mesh `mv3d generate` makes from the default model's 64 px views.
+DEFAULT_MESH_GRID, DEFAULT_MESH_FACES, _ = detail_for_views(64)
 ORBITS = ("static", "dynamic")
 GLB_NAME = "mesh.glb"
 OBJ_ZIP_NAME = "mesh_obj.zip"
