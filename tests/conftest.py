@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,3 +115,48 @@ class CrashingSource:
 
     def load(self):
         os._exit(13)
+
+
+def png_claiming(width: int, height: int, pixel_data: bool = True) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` 8-bit RGB pixels (an image bomb: decoding it
+    would allocate 3 x width x height bytes). `pixel_data`: a short IDAT chunk after the header; without
+    it the file is the signature, IHDR and IEND alone (57 bytes)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 64)) if pixel_data else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """`mv3d ARGS` in this process: (exit code, stdout, stderr)."""
+    from mv3d.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random 3-view model folder (2 sampling steps by default) for generate's tests."""
+    import torch
+
+    from video_prior.components import build_components, model_info_from_config, save_components, tiny_config
+
+    cfg = tiny_config(num_frames=3, sample_size=16)
+    cfg["info"]["default_steps"] = 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        comps = build_components(cfg)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_components(comps, model_info_from_config(cfg), path)
+    return path

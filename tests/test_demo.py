@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import png_claiming
 
 from mv3d.demo import GenerationSettings, SessionFolders, check_upload
 from render.common import InputError
@@ -31,18 +32,6 @@ EXAMPLE = REPO / "examples" / "example.png"
 # ------------------------------------------------------------------------------------------------
 # Without a browser
 # ------------------------------------------------------------------------------------------------
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG signature, an IHDR chunk (8-bit RGB) and IEND: a header with no pixel data."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def test_check_upload_refuses_before_decoding(tmp_path):
@@ -62,7 +51,7 @@ def test_check_upload_refuses_before_decoding(tmp_path):
     # A 57-byte file whose header claims 25000 x 25000 pixels: refused from the header alone (decoding
     # it would fail, so reaching the refusal proves nothing was decoded).
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header_only(25000, 25000))
+    bomb.write_bytes(png_claiming(25000, 25000, pixel_data=False))
     with pytest.raises(InputError, match="625 megapixels"):
         check_upload(bomb)
     with pytest.raises(InputError, match="65 megapixels: expected at most 50"):

@@ -27,22 +27,6 @@ VIEWS = 3
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from video_prior.components import build_components, model_info_from_config, save_components, tiny_config
-
-    cfg = tiny_config(num_frames=VIEWS, sample_size=16)
-    cfg["info"]["default_steps"] = 2
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        comps = build_components(cfg)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    save_components(comps, model_info_from_config(cfg), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def gen(tiny_model: Path) -> ViewGenerator:
     return ViewGenerator.load(tiny_model, device="cpu")
 

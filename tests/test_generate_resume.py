@@ -49,22 +49,6 @@ else:
 """
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from video_prior.components import build_components, model_info_from_config, save_components, tiny_config
-
-    cfg = tiny_config(num_frames=VIEWS, sample_size=16)
-    cfg["info"]["default_steps"] = 2
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        comps = build_components(cfg)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    save_components(comps, model_info_from_config(cfg), path)
-    return path
-
-
 def _image(path: Path) -> Path:
     img = np.zeros((40, 48, 4), np.uint8)
     img[10:32, 12:30] = (200, 60, 30, 255)

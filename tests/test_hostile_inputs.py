@@ -14,43 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mv3d.cli import main
-
-
-def run_cli(args: list, capsys) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    _, err = capsys.readouterr()
-    return code, err
+from conftest import png_claiming, run_cli
 
 
-def assert_one_line(code: int, err: str) -> str:
+def assert_one_line(code: int, out: str, err: str) -> str:
+    """The one error line of a refused command (`run_cli`'s code, stdout, stderr)."""
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mv3d: error: "), err
     assert "Traceback" not in err
     return lines[0]
-
-
-def lying_png(w: int, h: int) -> bytes:
-    """A tiny PNG whose header claims w x h RGB pixels."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,7 +107,7 @@ def test_view_bombs_and_views_of_other_sizes_are_refused_in_reconstruct(tmp_path
     from PIL import Image
 
     root = _dataset(tmp_path / "bomb", ["v.png"] * 21)
-    (root / "v.png").write_bytes(lying_png(13000, 13000))  # 169 MP named by 21 frames (issue: 7.4 GB)
+    (root / "v.png").write_bytes(png_claiming(13000, 13000))  # 169 MP named by 21 frames (issue: 7.4 GB)
     line = assert_one_line(*run_cli(["reconstruct", root, "-o", tmp_path / "m.glb"], capsys))
     assert "13000x13000" in line
     root = _dataset(tmp_path / "sizes", ["a.png", "b.png", "c.png"])
@@ -149,7 +122,7 @@ def test_input_png_bomb_under_the_old_limit_is_refused(tmp_path):
     from render.common import InputError
 
     p = tmp_path / "big.png"
-    p.write_bytes(lying_png(19000, 19000))  # 361 MP: under the 400 MP header bound, decoded whole
+    p.write_bytes(png_claiming(19000, 19000))  # 361 MP: under the 400 MP header bound, decoded whole
     with pytest.raises(InputError, match="megapixels for formats decoded whole"):
         preprocess_image(p, 64)
 
@@ -289,7 +262,7 @@ def test_malformed_gltf_is_one_line_in_render(name, tmp_path, capsys):
 def test_the_valid_gltf_the_mutations_start_from_renders(tmp_path, capsys):
     path = tmp_path / "ok.gltf"
     path.write_text(json.dumps(_gltf()))
-    code, err = run_cli(["render", path, "-o", tmp_path / "out", "--views", 2, "--resolution", 16], capsys)
+    code, _, err = run_cli(["render", path, "-o", tmp_path / "out", "--views", 2, "--resolution", 16], capsys)
     assert code == 0, err
 
 
@@ -495,7 +468,7 @@ def test_malformed_input_image_is_one_line_in_generate(image, good_model, tmp_pa
         Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(path)
         path.write_bytes(path.read_bytes()[:60])
     elif image == "bomb_header":
-        path.write_bytes(lying_png(19000, 19000))
+        path.write_bytes(png_claiming(19000, 19000))
     else:
         path.write_bytes(b"")
     args = ["generate", path, "--model", good_model, "-o", tmp_path / "gen", "--no-mesh"]

@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import trimesh
+from conftest import png_claiming
 
 from render.common import InputError
 from render.meshes import Y_UP_TO_Z_UP, load_mesh, normalize_scene, world_geometry
@@ -212,25 +213,6 @@ def test_missing_file_and_folder(tmp_path):
         load_mesh(tmp_path / "dir.obj")
 
 
-def _lying_png(w: int, h: int) -> bytes:
-    """A tiny PNG whose header claims w x h RGB pixels (a texture bomb: decoding would allocate 3wh bytes)."""
-    import struct
-    import zlib
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_texture_bombs_are_refused_from_their_headers(tmp_path):
     """An OBJ whose texture claims 13000^2 pixels (169 MP; the issue's GLB with six such reached
     8.8 GB): one line before anything is decoded; a textured box within the budget still loads."""
@@ -248,6 +230,6 @@ def test_texture_bombs_are_refused_from_their_headers(tmp_path):
     textures = [p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg")]
     assert textures, list(folder.iterdir())
     assert load_mesh(folder / "box.obj").has_color
-    textures[0].write_bytes(_lying_png(13000, 13000))
+    textures[0].write_bytes(png_claiming(13000, 13000))
     with pytest.raises(InputError, match="13000x13000 pixels"):
         load_mesh(folder / "box.obj")

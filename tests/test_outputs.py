@@ -8,19 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from mv3d.cli import main
 from render.common import OUTPUT_MARKER, InputError, atomic_output, check_output, output_marker
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(code: int, err: str) -> str:

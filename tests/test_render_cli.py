@@ -8,20 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from mv3d.cli import main
 from render.cameras import camera_distance_for_fov
 from render.dataset import read_orbit_dataset
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_render_writes_orbit_dataset(tmp_path, example_mesh, capsys):
