@@ -1,11 +1,20 @@
-"""The README's picture of a model at work: the input, the generated orbit, and the mesh reconstructed
-from it rendered from the same cameras.
+"""The README's picture of a model at work: a test-split object and a real photograph, each with its
+input, the generated orbit and the mesh reconstructed from it, rendered from the same cameras.
 
-    python -m recipes.default_model.figure [--model default] [--image examples/example.png] [--out docs/images]
+    python -m recipes.default_model.figure --eval TEST_EVAL_DIR [--object ID] [--photo PATH]
+        [--model default] [--out docs/images]
 
-Writes OUT/generated_orbit_and_mesh.png (input, then every third view: generated on top, mesh below) and
-OUT/generated_orbit_and_mesh.gif (the whole orbit, generated view beside mesh render), and prints the
-per-stage timings of the `mv3d generate` run it made.
+TEST_EVAL_DIR is an `mv3d eval` output folder of the held-out test split (its objects/ID/gt holds the
+ground-truth orbit, whose view 0 is the input). The object shown is --object, or by default the one whose
+novel-view PSNR for "ours" is the median of the run (a typical object, not a chosen one). The photograph
+is --photo, by default scikit-image's `coffee.png` (a real photo of a cup on a saucer; the sample data
+of scikit-image, a dependency of mv3d; CC0, Rachel Michetti), matted by `mv3d generate` as a user's photo
+is. Both are generated with `mv3d generate` (21 views, seed 0, a mesh).
+
+Writes OUT/generated_orbit_and_mesh.png (per input: generated views on top, mesh renders below, every
+third view; for the test object a third row with the ground truth) and OUT/generated_orbit_and_mesh.gif
+(the test object's whole orbit: generated view, mesh render, ground truth), and prints the per-stage
+timings of each `mv3d generate` run.
 """
 
 from __future__ import annotations
@@ -36,52 +45,102 @@ def _big(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--image", default="examples/example.png")
-    parser.add_argument("--out", default="docs/images")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def median_object(metrics: dict, method: str = "ours") -> str:
+    """The object id whose novel-view PSNR of `method` is the run's median (the lower middle one if even)."""
+    scores = sorted((o["methods"][method]["novel"]["psnr"], oid) for oid, o in metrics["objects"].items())
+    if not scores:
+        raise SystemExit("the eval run holds no objects")
+    return scores[(len(scores) - 1) // 2][1]
 
-    from PIL import Image
+
+def _generated(
+    image: Path, tmp: Path, model: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(input (S, S, 4), views (N, S, S, 4), mesh renders (N, S, S, 4), timings) of one `generate` run."""
+    import trimesh
 
     from mv3d.generate import generate
     from render.dataset import load_rgba, read_orbit_dataset
     from render.meshes import LoadedMesh, read_trimesh
     from render.renderers.fast import FastRenderer
 
+    result = generate([image], tmp, model=model, views=21, seed=seed)[0]
+    ds = read_orbit_dataset(result.out_dir)
+    views = np.stack([load_rgba(p) for p in ds.image_paths])
+    mesh = read_trimesh(result.out_dir / "mesh.glb")
+    loaded = LoadedMesh(trimesh.Scene(mesh), np.eye(4), "reconstructed mesh")
+    renders = np.asarray(FastRenderer().render(loaded, ds.orbit, views.shape[1]).rgba)
+    return load_rgba(result.out_dir / "input.png"), views, renders, result.timings
+
+
+def _rows(first: np.ndarray | None, orbit_rows: list[np.ndarray], cols: list[int], show: int) -> np.ndarray:
+    """One block of the sheet: the input (or a blank) left of the first row, blanks left of the others."""
+    blank = np.full((show, show, 3), 255, np.uint8)
+    lines = []
+    for k, row in enumerate(orbit_rows):
+        head = _big(_on_white(first), show) if (k == 0 and first is not None) else blank
+        lines.append(np.concatenate([head] + [_big(_on_white(row[i]), show) for i in cols], axis=1))
+    return np.concatenate(lines, axis=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval", required=True, type=Path, help="`mv3d eval` folder of the test split")
+    parser.add_argument("--object", default=None, help="object id (default: the median-PSNR object)")
+    parser.add_argument("--photo", default=None, help="a photograph (default: scikit-image's coffee.png)")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--out", default="docs/images")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    from render.dataset import load_rgba, read_orbit_dataset
+
+    metrics = json.loads((args.eval / "metrics.json").read_text())
+    object_id = args.object or median_object(metrics)
+    obj_dir = next(
+        p
+        for p in (args.eval / "objects").iterdir()
+        if p.is_dir()
+        and (p / "gt").is_dir()
+        and json.loads((p / "gt" / "transforms.json").read_text()).get("object", {}).get("id") == object_id
+    )
+    truth = read_orbit_dataset(obj_dir / "gt")
+    gt = np.stack([load_rgba(p) for p in truth.image_paths])
+    if args.photo is None:
+        import skimage
+
+        args.photo = str(Path(skimage.data.__file__).parent / "coffee.png")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = generate([args.image], Path(tmp) / "run", model=args.model, views=21, seed=args.seed)[0]
-        run, timings = result.run, result.timings
-        ds = read_orbit_dataset(result.out_dir)
-        views = np.stack([load_rgba(p) for p in ds.image_paths])
-        size = views.shape[1]
-        import trimesh
+        inp_o, views_o, mesh_o, t_o = _generated(
+            truth.image_paths[0], Path(tmp) / "object", args.model, args.seed
+        )
+        inp_p, views_p, mesh_p, t_p = _generated(Path(args.photo), Path(tmp) / "photo", args.model, args.seed)
 
-        mesh = read_trimesh(result.out_dir / "mesh.glb")
-        loaded = LoadedMesh(trimesh.Scene(mesh), np.eye(4), "reconstructed mesh")
-        renders = np.asarray(FastRenderer().render(loaded, ds.orbit, size).rgba)
-        inp = load_rgba(result.out_dir / "input.png")
-
-    show = size * SCALE
-    blank = np.full((show, show, 3), 255, np.uint8)
-    cols = list(range(0, len(views), 3))
-    top = [_big(_on_white(inp), show)] + [_big(_on_white(views[i]), show) for i in cols]
-    bottom = [blank] + [_big(_on_white(renders[i]), show) for i in cols]
-    sheet = np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)
+    show = views_o.shape[1] * SCALE
+    cols = list(range(0, len(views_o), 3))
+    gap = np.full((show // 4, show * (len(cols) + 1), 3), 255, np.uint8)
+    sheet = np.concatenate(
+        [_rows(inp_o, [views_o, mesh_o, gt], cols, show), gap, _rows(inp_p, [views_p, mesh_p], cols, show)],
+        axis=0,
+    )
     Image.fromarray(sheet).save(out / "generated_orbit_and_mesh.png", optimize=True)
     frames = [
-        Image.fromarray(np.concatenate([_big(_on_white(v), show), _big(_on_white(r), show)], axis=1))
-        for v, r in zip(views, renders, strict=True)
+        Image.fromarray(np.concatenate([_big(_on_white(x), show) for x in (v, r, g)], axis=1))
+        for v, r, g in zip(views_o, mesh_o, gt, strict=True)
     ]
     frames[0].save(
         out / "generated_orbit_and_mesh.gif", save_all=True, append_images=frames[1:], duration=120, loop=0
     )
-    summary = {"model": run.get("model"), "model_hash": run.get("model_hash"), "timings_s": timings}
-    print(json.dumps(summary, default=float))
+    print(
+        json.dumps(
+            {"object": object_id, "photo": args.photo, "timings_s": {"object": t_o, "photo": t_p}},
+            default=float,
+        )
+    )
     print(f"wrote {out / 'generated_orbit_and_mesh.png'} and .gif")
 
 
