@@ -15,7 +15,7 @@ import trimesh
 from PIL import Image
 
 from recipes.default_model import calibrate_matte, drop_camera, silhouette_oracle, third_party
-from recipes.default_model.table import table
+from recipes.default_model.table import mesh_table, table
 from recipes.default_model.third_party import stand_on_thinnest_extent, textures_beside_mesh
 from render.common import InputError
 from video_prior.components import build_components, model_info_from_config, tiny_config
@@ -99,6 +99,35 @@ def test_table_pools_runs_joined_by_plus(tmp_path):
     )
     with pytest.raises(SystemExit, match="different methods"):
         table([f"{a}+{c}"])
+
+
+def test_mesh_table_margins_against_copies(tmp_path):
+    def run(name, rows):  # rows: {object: {method: (chamfer, volume_iou)}}
+        path = _metrics(
+            tmp_path / name / "metrics.json", {o: {m: (20.0, 0.8, 0.5) for m in v} for o, v in rows.items()}
+        )
+        data = json.loads(path.read_text())
+        for o, methods in rows.items():
+            for m, (ch, iou) in methods.items():
+                data["objects"][o]["methods"][m]["mesh"] = {"chamfer": ch, "volume_iou": iou}
+        path.write_text(json.dumps(data))
+        return path
+
+    # ours: mean Chamfer 0.03 vs 0.05 (40% lower), IoU +0.10 -> both margins met
+    a = run(
+        "a",
+        {"x": {"ours": (0.02, 0.6), "copy": (0.04, 0.5)}, "y": {"ours": (0.04, 0.5), "copy": (0.06, 0.4)}},
+    )
+    out = mesh_table([str(a)])
+    assert "| a (2) | ours | 0.0300 ± 0.0100 | 0.5500 ± 0.0500 |" in out
+    assert "| a | ours vs copy | +40.0% lower ✓ | +0.100 ✓ |" in out
+    # 10% lower and +0.02: neither margin
+    b = run("b", {"x": {"ours": (0.045, 0.52), "copy": (0.05, 0.5)}})
+    assert "| b | ours vs copy | +10.0% lower ✗ | +0.020 ✗ |" in mesh_table([str(b)])
+    # runs without meshes give no mesh table
+    assert (
+        mesh_table([str(_metrics(tmp_path / "c" / "metrics.json", {"x": {"ours": (1.0, 1.0, 1.0)}}))]) == ""
+    )
 
 
 def _fake_eval(run: Path, model_hash: str, soft_alpha: float) -> None:
@@ -278,3 +307,15 @@ def test_drop_camera_conditioning_keeps_the_network_at_its_mean_camera():
         drop_camera.drop_camera_conditioning(new, new_info, polar, azimuth)
     with pytest.raises(ValueError, match="same N"):
         drop_camera.drop_camera_conditioning(comps, info, torch.tensor([1.0, 2.0]), azimuth)
+
+
+def test_figure_shows_the_median_psnr_object():
+    from recipes.default_model.figure import median_object
+
+    objects = {
+        k: {"methods": {"ours": {"novel": {"psnr": v}}}}
+        for k, v in {"a": 30.0, "b": 10.0, "c": 20.0, "d": 25.0}.items()
+    }
+    assert median_object({"objects": objects}) == "c"  # 10, 20, 25, 30: the lower middle
+    del objects["d"]
+    assert median_object({"objects": objects}) == "c"
