@@ -211,13 +211,14 @@ def clip_embed(image_encoder, images: torch.Tensor) -> torch.Tensor:
     if isinstance(image_encoder, EfficientNetLite0Encoder):
         return image_encoder.embed(images)
     param = next(image_encoder.parameters())
-    x = images.to(device=param.device, dtype=torch.float32)
+    # at least float32: a half-precision encoder still gets a float32 resize and normalisation
+    x = images.to(device=param.device, dtype=torch.promote_types(param.dtype, torch.float32))
     size = _encoder_image_size(image_encoder)
     if x.shape[-2:] != (size, size):
         x = reference_resize(x, (size, size))
     x = (x + 1.0) / 2.0
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     x = ((x - mean) / std).to(param.dtype)
     return image_encoder(pixel_values=x).image_embeds[:, None, :]
 
@@ -247,11 +248,12 @@ def condition_latent(
         with `mirror`, the input view's latent first.
     """
     param = next(vae.parameters())
-    x = images.to(device=param.device, dtype=torch.float32)
-    cond_aug = torch.as_tensor(cond_aug, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
+    x = images.to(device=param.device, dtype=torch.promote_types(param.dtype, torch.float32))
+    cond_aug = torch.as_tensor(cond_aug, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
     if torch.any(cond_aug != 0):
         gen_device = generator.device if generator is not None else x.device
-        noise = torch.randn(x.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x.device)
+        # drawn in float32 whatever the VAE's dtype, so that a seed gives the same noise in every dtype
+        noise = torch.randn(x.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x)
         x = x + cond_aug * noise
     if mirror:
         both = vae.encode(torch.cat([x, x.flip(-1)]).to(param.dtype)).latent_dist.mode()
@@ -319,10 +321,11 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> torch.Ten
         chunk_size: frames per decoder call; bounds memory.
 
     Returns:
-        (B, F, 3, H, W) float32 images clamped to [-1, 1].
+        (B, F, 3, H, W) images clamped to [-1, 1], float32 (float64 for a float64 VAE).
     """
     b, f = latents.shape[:2]
     param = next(vae.parameters())
+    out_dtype = torch.promote_types(param.dtype, torch.float32)
     chunk_size = max(1, int(chunk_size))
     temporal = isinstance(vae, AutoencoderKLTemporalDecoder)
     videos = []
@@ -332,6 +335,6 @@ def decode_latents(vae, latents: torch.Tensor, chunk_size: int = 8) -> torch.Ten
         for start in range(0, f, chunk_size):
             part = z[start : start + chunk_size]
             kwargs = {"num_frames": part.shape[0]} if temporal else {}
-            chunks.append(vae.decode(part, **kwargs).sample.float())
+            chunks.append(vae.decode(part, **kwargs).sample.to(out_dtype))
         videos.append(torch.cat(chunks))
     return torch.stack(videos).clamp(-1.0, 1.0)

@@ -317,11 +317,16 @@ class MultiViewDenoiser:
         return network_fn
 
     def guidance_scales(
-        self, kind: str, num_frames: int, min_scale: float, max_scale: float
+        self,
+        kind: str,
+        num_frames: int,
+        min_scale: float,
+        max_scale: float,
+        dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor | None:
-        """(F,) per-frame CFG scales over the model's frame order, or None when guidance is off (every
-        scale 1, or a model without an unconditional branch: then one branch runs)."""
-        scales = schedule(kind, num_frames, min_scale, max_scale)
+        """(F,) per-frame CFG scales in `dtype` over the model's frame order, or None when guidance is off
+        (every scale 1, or a model without an unconditional branch: then one branch runs)."""
+        scales = schedule(kind, num_frames, min_scale, max_scale, dtype=dtype)
         return scales if self.guided and bool(torch.any(scales != 1.0)) else None
 
     def denoise(

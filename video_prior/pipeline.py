@@ -65,9 +65,10 @@ class MultiViewPipelineOutput:
     """Output of `MultiViewPipeline`.
 
     Attributes:
-        frames: (N, H, W, C) float32 in [0, 1] ("np"), uint8 ("uint8"), or a (N, C, H, W) float tensor in
-            [0, 1] ("pt"); in the orbit's order (frame 0 = the input view). C = 3 (RGB on the model's
-            background), or 4 for an alpha model (that RGB, then its alpha).
+        frames: (N, H, W, C) float32 in [0, 1] ("np"), uint8 ("uint8"), or a (N, C, H, W) tensor in
+            [0, 1] ("pt"; float32, float64 for a float64 model); in the orbit's order (frame 0 = the
+            input view). C = 3 (RGB on the model's background), or 4 for an alpha model (that RGB, then
+            its alpha).
         orbit: the orbit the frames were generated for.
         camera_to_world: (N, 4, 4) OpenGL camera-to-world matrices of the frames.
         rgba: (N, H, W, 4) uint8 straight-alpha views: the alpha model's own matte, else one cut from the
@@ -168,6 +169,13 @@ class MultiViewPipeline:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of everything around the networks (noise, sigmas, sampler steps, guidance, decoded
+        frames): the model's dtype, but at least float32 (a float16 or bfloat16 model samples in float32;
+        a float64 one in float64, which `tools.check_reference --end-to-end --float64` relies on)."""
+        return torch.promote_types(self.dtype, torch.float32)
 
     @property
     def resolution(self) -> int:
@@ -384,7 +392,7 @@ class MultiViewPipeline:
         self, image_t: torch.Tensor, cond_aug: float, generator: torch.Generator | None
     ) -> torch.Tensor:
         """Step 3: the VAE latent of the input view noised by `cond_aug` (drawn from `generator`)."""
-        aug = torch.full((1,), float(cond_aug))
+        aug = torch.full((1,), float(cond_aug), dtype=self.compute_dtype)
         with self._on_device("vae"):
             latent = self.denoiser.encode_vae_image(image_t.to(self.device), aug.to(self.device), generator)
         return latent.to(self.dtype)
@@ -409,14 +417,16 @@ class MultiViewPipeline:
         latents: torch.Tensor | None = None,
         order: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """Step 5: unit-variance initial noise (members, 1, F, C, h, w) in the model's frame order, float32.
+        """Step 5: unit-variance initial noise (members, 1, F, C, h, w) in the model's frame order, in
+        `compute_dtype`.
 
-        Drawn on the generator's device, or the caller's `latents` ((members, F, C, h, w), unit variance,
-        in the orbit's order) reordered to the model's frame order with `order` (`get_time_ids`). The
-        sampler starts from it times sqrt(1 + sigma_max^2) (`denoise`)."""
+        Drawn in float32 on the generator's device (the same draws whatever the model's dtype), or the
+        caller's `latents` ((members, F, C, h, w), unit variance, in the orbit's order) reordered to the
+        model's frame order with `order` (`get_time_ids`). The sampler starts from it times
+        sqrt(1 + sigma_max^2) (`denoise`)."""
         if latents is not None:
             index = torch.as_tensor(np.asarray(order), device=latents.device)
-            return latents.index_select(1, index).to(device=self.device, dtype=torch.float32)[:, None]
+            return latents.index_select(1, index).to(device=self.device, dtype=self.compute_dtype)[:, None]
         shape = (
             1,
             num_frames,
@@ -426,7 +436,7 @@ class MultiViewPipeline:
         )
         noise_device = generator.device if generator is not None else self.device
         noise = torch.randn((members, *shape), generator=generator, device=noise_device, dtype=torch.float32)
-        return noise.to(self.device)
+        return noise.to(device=self.device, dtype=self.compute_dtype)
 
     def denoise(
         self,
@@ -444,11 +454,11 @@ class MultiViewPipeline:
         1e-6 at 700).
 
         One network call per denoiser evaluation, both CFG branches in one batch when `scales` is given.
-        `on_step(j)` after the j-th step of this call (from 1). Returns one (1, F, C, h, w) float32
-        latent per member (residual ones for a residual model)."""
+        `on_step(j)` after the j-th step of this call (from 1). Returns one (1, F, C, h, w)
+        latent per member (residual ones for a residual model), in `compute_dtype`."""
         denoiser, dtype = self.denoiser, self.dtype
         sample_fn = get_sampler(sampler)
-        sigmas = karras_sigmas(steps, sigma_max=denoiser.sigma_max, device=self.device).to(torch.float32)
+        sigmas = karras_sigmas(steps, sigma_max=denoiser.sigma_max, device=self.device).to(self.compute_dtype)
         init_scale = float(np.sqrt(1.0 + float(sigmas[0].double()) ** 2))
         both = cond.unconditional().cat(cond) if scales is not None else cond
         samples = []
@@ -469,12 +479,12 @@ class MultiViewPipeline:
         self, latents: list[torch.Tensor], cond: Conditioning, order: np.ndarray, chunk_size: int
     ) -> torch.Tensor:
         """Step 7: decode each member's latents, a chunk of frames at a time, and SUM them (an ensemble is
-        averaged in image space); (F, C, H, W) float32 in [-1, 1] scale, in the orbit's order."""
+        averaged in image space); (F, C, H, W) in [-1, 1] scale, in the orbit's order, in `compute_dtype`."""
         frames = None
         for sample in latents:
             sample = self.denoiser.from_residual(sample, cond.image_latent)
             with self._on_device("vae") as vae:
-                decoded = decode_latents(vae, sample.to(self.dtype), chunk_size=chunk_size)[0].float()
+                decoded = decode_latents(vae, sample.to(self.dtype), chunk_size=chunk_size)[0]
             frames = decoded if frames is None else frames + decoded  # (F, C, H, W)
         return self.denoiser.from_model_order(frames, order)
 
@@ -491,11 +501,11 @@ class MultiViewPipeline:
         The matte is calibrated (`MultiViewDenoiser.calibrate_matte`); with `keep_input_view` frame 0 is
         the input itself; RGBA views are (N, H, W, 4) uint8 straight alpha (`video_prior.matte.matte_views`).
         """
-        frames = ((frames.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+        frames = ((frames.to(self.compute_dtype) + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
         frames = self.denoiser.calibrate_matte(frames)
         if keep_input_view:
-            frames[0] = ((image_t[0].float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
-        array = frames.permute(0, 2, 3, 1).numpy()
+            frames[0] = ((image_t[0].to(frames.dtype).cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+        array = frames.float().permute(0, 2, 3, 1).numpy()
         rgba = matte_views(array, self.denoiser.background)
         given = self._input_rgba(image) if keep_input_view else None
         if given is not None and given.shape == rgba.shape[1:]:
@@ -579,7 +589,9 @@ class MultiViewPipeline:
         )
         steps, members, size = opts["steps"], opts["members"], opts["size"]
         get_sampler(sampler)
-        scales = self.denoiser.guidance_scales(guidance, len(orbit), min_guidance, max_guidance)
+        scales = self.denoiser.guidance_scales(
+            guidance, len(orbit), min_guidance, max_guidance, dtype=self.compute_dtype
+        )
         image_t = self.preprocess_image(image, size)
         if latents is not None:
             h = size // self.vae_scale_factor
