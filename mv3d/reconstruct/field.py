@@ -14,8 +14,9 @@ stops half the light). Only the cells near the visual hull are parameters.
    Loss: photometric MSE + mask MSE on the accumulated opacity + total variation of the density + a
    small term pushing each cell's opacity to 0 or 1 (sharp surfaces).
    Photometric consistency carves the concavities the hull cannot see (the hull fills them).
-   Rays are packed (only samples near the hull) and end once their transmittance falls below
-   `FieldConfig.min_transmittance` (early ray termination: the inside of a solid object is not rendered).
+   Rays are packed (only samples near the hull), and samples behind the point where a ray's
+   transmittance falls below `FieldConfig.min_transmittance` contribute their opacity but no colour
+   (the inside of a solid object is not coloured).
 3. Coarse to fine: the grid is fitted at half resolution, upsampled (trilinear), fitted again.
 4. Extraction: marching cubes of min(d, hull field) at `SURFACE_LEVEL` (carving only), in world
    coordinates, with enclosed voids filled.
@@ -55,7 +56,7 @@ class FieldConfig:
     tv_weight: float = 1e-3
     binary_weight: float = 0.05
     mask_fraction: float = 0.8  # share of rays drawn from (dilated) mask pixels; the rest anywhere
-    min_transmittance: float = 1e-3  # samples behind this transmittance are not rendered (0: all are)
+    min_transmittance: float = 1e-3  # samples behind this transmittance get no colour (0: all do)
 
 
 @dataclass
@@ -196,26 +197,16 @@ def _depth_before(sigma_delta, ray, num_rays: int):
     return (running - sigma_delta.double() - start[ray]).float()
 
 
-def _seen_samples(sigma_delta, ray, num_rays: int, min_transmittance: float):
-    """Indices of the packed samples with at least `min_transmittance` of their ray's light left: (P',).
-
-    The samples behind them add less than `min_transmittance` to their ray's colour and opacity and get
-    gradients as small, yet on a solid object they are most of a ray's samples (its inside). The kept
-    ones stay grouped by ray, near to far.
-    """
-    import torch
-
-    before = _depth_before(sigma_delta, ray, num_rays)
-    return torch.nonzero(before < -float(np.log(min_transmittance))).view(-1)
-
-
-def _composite(sigma_delta, colour, ray, num_rays: int, background):
+def _composite(sigma_delta, colour, ray, num_rays: int, background, coloured=None):
     """Volume rendering of packed samples (NeRF's quadrature, Mildenhall et al. 2020, eq. 3).
 
     Args:
         sigma_delta: (P,) optical depth of each sample (density x spacing), samples grouped by ray and
             ordered near to far within a ray.
-        colour: (P, 3) sample colours; ray: (P,) the ray of each sample; background: (3,).
+        colour: (P, 3) sample colours, or (P', 3) those of the samples `coloured` (P',) indexes;
+        ray: (P,) the ray of each sample; background: (3,).
+        coloured: None (every sample has a colour) or the samples that do: the others still absorb
+            light (opacity) but add no colour, which changes a ray's colour by at most their weight.
     Returns:
         rgb (num_rays, 3) and accumulated opacity (num_rays,).
     """
@@ -223,8 +214,23 @@ def _composite(sigma_delta, colour, ray, num_rays: int, background):
 
     weight = (1.0 - torch.exp(-sigma_delta)) * torch.exp(-_depth_before(sigma_delta, ray, num_rays))
     acc = torch.zeros(num_rays, device=sigma_delta.device).index_add(0, ray, weight)
+    if coloured is not None:
+        ray, weight = ray.index_select(0, coloured), weight.index_select(0, coloured)
     rgb = torch.zeros(num_rays, 3, device=sigma_delta.device).index_add(0, ray, weight[:, None] * colour)
     return rgb + (1.0 - acc[:, None]) * background, acc
+
+
+def _lit_samples(sigma_delta, ray, num_rays: int, min_transmittance: float):
+    """Indices of the packed samples with at least `min_transmittance` of their ray's light left: (P',).
+
+    The samples behind them (the inside of a solid object: about half of all) add less than
+    `min_transmittance` to their ray's colour. Grouped by ray, near to far, as the samples.
+    """
+    import torch
+
+    with torch.no_grad():
+        before = _depth_before(sigma_delta, ray, num_rays)
+        return torch.nonzero(before < -float(np.log(min_transmittance))).view(-1)
 
 
 def fit_field(
@@ -329,21 +335,21 @@ def fit_field(
                 kept = inside.nonzero().view(-1)  # grouped by ray, near to far
                 ray = kept // n_samples
                 rows, weights = sparse.corners(pts_all.index_select(0, kept))  # P samples
-                candidates = len(kept)
-                if cfg.min_transmittance > 0:
-                    # Early ray termination: a density-only read finds the samples behind an opaque
-                    # surface (the object's inside, about half of them) before the rendering.
-                    dens = sparse.read(feat[:, :1], rows, weights)[:, 0]
-                    seen = _seen_samples(
-                        F.softplus(dens) * (step / grid.voxel), ray, len(o), cfg.min_transmittance
-                    )
-                    ray = ray.index_select(0, seen)
-                    rows = rows.view(-1, 8).index_select(0, seen).view(-1)
-                    weights = weights.index_select(0, seen)
-            val = sparse.read(feat, rows, weights)  # (P', 4)
-            rgb, acc = _composite(
-                F.softplus(val[:, 0]) * (step / grid.voxel), torch.sigmoid(val[:, 1:]), ray, len(o), bg
-            )
+            # Density at every sample, colour only where the ray still has light: behind an opaque
+            # surface (the object's inside, about half the samples) a sample's colour adds less than
+            # min_transmittance to its ray's, so it is neither read nor rendered. Its density still is:
+            # the mask loss's push on those samples is tiny, but Adam turns it into full steps that keep
+            # the inside solid. Dropping those samples altogether (classic early ray termination) left
+            # the hidden cells to the total variation alone: grid-64 meshes came out thinner (the duck
+            # at 64 px: Chamfer 0.0078 -> 0.0114).
+            dens = sparse.read(feat[:, :1], rows, weights)[:, 0]  # (P,)
+            sigma_delta = F.softplus(dens) * (step / grid.voxel)
+            lit = None
+            if cfg.min_transmittance > 0:
+                lit = _lit_samples(sigma_delta, ray, len(o), cfg.min_transmittance)
+                rows, weights = rows.view(-1, 8).index_select(0, lit).view(-1), weights.index_select(0, lit)
+            colour = torch.sigmoid(sparse.read(feat[:, 1:], rows, weights))  # (P', 3)
+            rgb, acc = _composite(sigma_delta, colour, ray, len(o), bg, coloured=lit)
             photo = F.mse_loss(rgb, target_rgb)
             mask_loss = F.mse_loss(acc, target_a)
             density = feat[:, 0]
@@ -351,10 +357,8 @@ def fit_field(
             # Per-cell opacity pushed towards 0 or 1: a sharp surface sits where the renderer put it,
             # so the extraction level does not bias the mesh inwards (a soft shell outside the 0 level
             # would otherwise carry part of the silhouette's opacity).
-            cell_opacity = 1.0 - torch.exp(-F.softplus(val[:, 0]))
-            # over all candidate samples, terminated ones counting as 0 (they are opaque): the same
-            # weight as without early termination
-            binary = (cell_opacity * (1.0 - cell_opacity)).sum() / max(candidates, 1)
+            cell_opacity = 1.0 - torch.exp(-F.softplus(dens))
+            binary = (cell_opacity * (1.0 - cell_opacity)).mean()
             loss = photo + cfg.mask_weight * mask_loss + cfg.tv_weight * tv + cfg.binary_weight * binary
             opt.zero_grad(set_to_none=True)
             loss.backward()
