@@ -374,6 +374,70 @@ def test_sparse_field_reads_and_packed_compositing_equal_the_dense_computation()
     torch.testing.assert_close(acc, w.sum(1))
     assert acc[1] == 0 and torch.equal(rgb[1], bg)
 
+    # the density-only read of the early ray termination: one corner lookup, read at 1 and 4 channels
+    rows, weights = _SparseGrid(active, res, bound, "cpu").corners(pts)
+    torch.testing.assert_close(
+        _SparseGrid(active, res, bound, "cpu").read(feat[:, :1], rows, weights), got[:, :1]
+    )
+
+
+def test_colour_stops_where_the_light_does():
+    import torch
+
+    from mv3d.reconstruct.field import _composite, _lit_samples
+
+    torch.manual_seed(1)
+    rays, per_ray = 64, 40
+    # dense media: most rays turn opaque a few samples in; the samples behind get no colour
+    sd = (torch.rand(rays, per_ray) * torch.rand(rays, 1) * 3).view(-1)
+    col = torch.rand(rays * per_ray, 3)
+    ray = torch.arange(rays).repeat_interleave(per_ray)
+    bg = torch.tensor([1.0, 1.0, 1.0])
+    full_rgb, full_acc = _composite(sd, col, ray, rays, bg)
+    lit = _lit_samples(sd, ray, rays, 1e-3)
+    assert len(lit) < 0.5 * rays * per_ray
+    # lit samples: a prefix of every ray, grouped by ray, near to far
+    counts = torch.bincount(ray[lit], minlength=rays)
+    first = torch.arange(rays) * per_ray
+    assert torch.equal(lit, torch.cat([first[r] + torch.arange(counts[r]) for r in range(rays)]))
+    rgb, acc = _composite(sd, col[lit], ray, rays, bg, coloured=lit)
+    # every sample still absorbs (the opacity is exact); the colour left out is under the threshold
+    torch.testing.assert_close(acc, full_acc)
+    assert (rgb - full_rgb).abs().max() <= 1e-3 + 1e-6
+
+
+def test_hull_projection_matches_the_float64_cameras():
+    import torch
+    import torch.nn.functional as F
+
+    from mv3d.reconstruct.hull import sample_alpha
+    from mv3d.reconstruct.views import ViewSet
+
+    orbit = static_orbit(6, elevation_deg=20.0)
+    rng = np.random.default_rng(0)
+    alpha = rng.random((6, 40, 40)).astype(np.float32)
+    vs = ViewSet(
+        np.zeros((6, 40, 40, 3), np.float32), alpha, orbit.camera_to_world(), orbit.intrinsics(40), np.ones(3)
+    )
+    # points in the unit cube, beyond the frame of some views, and behind every camera
+    pts = np.concatenate([rng.uniform(-0.6, 0.6, (2000, 3)), rng.uniform(-6, 6, (200, 3))])
+    uv, z = vs.project(pts)  # float64 reference
+    g = np.stack([uv[..., 0] / 40 * 2 - 1, uv[..., 1] / 40 * 2 - 1], -1)
+    want = F.grid_sample(
+        torch.from_numpy(alpha.astype(np.float64))[:, None],
+        torch.from_numpy(g)[:, None],
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )[:, 0, 0].numpy()
+    seen = (z > 1e-6) & (np.abs(g) <= 1).all(-1)
+    want = np.where(seen, want, 7.0)
+    got = sample_alpha(vs, pts, outside=7.0).numpy()
+    assert seen.mean() > 0.5 and (~seen).sum() > 100
+    # a point exactly on a frame edge may fall either side in float32: allow a few of 13200
+    close = np.abs(got - want) < 1e-4
+    assert close.mean() > 0.999, np.abs(got - want).max()
+
 
 # nerfstudio's dataparser maps a world point p to scale * (R p + t); these fake tools use a rotated,
 # shifted and scaled transform, and export a known asymmetric mesh in nerfstudio's frame.
@@ -427,3 +491,13 @@ def test_nerfstudio_mesh_undoes_a_rotated_shifted_scaled_dataparser_transform(tm
     world = trimesh.creation.box((0.5, 0.3, 0.2)).apply_translation([0.1, -0.05, 0.02])
     assert cKDTree(world.vertices).query(mesh.vertices)[0].max() < 1e-6
     assert cKDTree(mesh.vertices).query(world.vertices)[0].max() < 1e-6
+
+
+def test_detail_follows_the_view_size():
+    from mv3d.reconstruct import detail_for_views
+
+    assert detail_for_views(64) == (64, 10000, 512)
+    # 128 px and up: grid 128 and 1024 texels, and at most 20000 faces (xatlas's time grows faster
+    # than the face count, the geometry measured the same at 10000 to 40000 faces)
+    assert detail_for_views(128) == detail_for_views(256) == (128, 20000, 1024)
+    assert detail_for_views(16)[1] == 5000

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--faces",
             help="Decimate to at most this many faces (0: no decimation).",
-            show_default="from the view size: 10000 for 64 px views, 40000 from 128 px",
+            show_default="from the view size: 10000 for 64 px views, 20000 from 128 px",
         ),
         source_frame: bool = typer.Option(
             False,

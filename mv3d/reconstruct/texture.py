@@ -59,21 +59,25 @@ def project_colours(
     rgba = np.concatenate([vs.rgb, vs.alpha[..., None]], axis=-1)
     for i in range(len(vs)):
         c2w = vs.camera_to_world[i]
+        to_cam = c2w[:3, 3][None] - points
+        cos = np.einsum("ij,ij->i", normals, to_cam) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-12)
+        # Only points facing the camera can take its colour: about half of them, so the projection and
+        # the depth test run on those alone.
+        ok = np.flatnonzero(cos > 0.05)
+        if len(ok) == 0:
+            continue
         frag = render_depth(verts, faces, c2w, k)
-        uv, z = project(points, c2w, k)
+        uv, z = project(points[ok], c2w, k)
         inframe = (
             (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < k.width) & (uv[:, 1] >= 0) & (uv[:, 1] < k.height)
         )
         px = np.clip(uv[:, 0].astype(np.int64), 0, k.width - 1)
         py = np.clip(uv[:, 1].astype(np.int64), 0, k.height - 1)
         visible = inframe & (z <= frag.depth[py, px] + depth_tolerance)
-        to_cam = c2w[:3, 3][None] - points
-        to_cam /= np.maximum(np.linalg.norm(to_cam, axis=1, keepdims=True), 1e-12)
-        cos = np.einsum("ij,ij->i", normals, to_cam)
-        ok = visible & (cos > 0.05)
-        if not ok.any():
+        ok, uv = ok[visible], uv[visible]
+        if len(ok) == 0:
             continue
-        sample = _sample_bilinear(rgba[i], uv[ok])
+        sample = _sample_bilinear(rgba[i], uv)
         w = cos[ok] ** power * np.clip(sample[:, 3], 0, 1) ** 4
         acc[ok] += w[:, None] * sample[:, :3]
         wsum[ok] += w
@@ -87,7 +91,11 @@ def _fill_from_nearest(values: np.ndarray, known: np.ndarray, positions: np.ndar
 
     if known.all() or not known.any():
         return values
-    _, idx = cKDTree(positions[known]).query(positions[~known])
+    # Not scipy's default tree (median splits, compact nodes): on the texels of a surface, queried from
+    # unseen texels far from any seen one (a mug's inside, 100k texels), it took 2.4 s; sliding-midpoint
+    # splits without compaction build and answer the same exact nearest neighbours in 0.1 s.
+    tree = cKDTree(positions[known], balanced_tree=False, compact_nodes=False)
+    _, idx = tree.query(positions[~known])
     out = values.copy()
     out[~known] = values[known][idx]
     return out

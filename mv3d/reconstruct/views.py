@@ -59,11 +59,14 @@ class ViewSet:
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project world points (P, 3) into every view: pixels (N, P, 2) and depths (N, P)."""
         w2c = self.world_to_camera_cv
-        cam = np.einsum("nij,pj->npi", w2c[:, :3, :3], np.asarray(points, np.float64)) + w2c[:, None, :3, 3]
+        # a batched matrix product (BLAS), not an einsum: the same sums, several times faster
+        cam = (
+            np.matmul(np.asarray(points, np.float64), w2c[:, :3, :3].transpose(0, 2, 1)) + w2c[:, None, :3, 3]
+        )
         z = cam[..., 2]
         safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
         k = self.intrinsics
-        uv = np.stack([k.fl_x * cam[..., 0] / safe + k.cx, k.fl_y * cam[..., 1] / safe + k.cy], axis=-1)
+        uv = cam[..., :2] / safe[..., None] * np.array([k.fl_x, k.fl_y]) + np.array([k.cx, k.cy])
         return uv, z
 
     def subset(self, keep: np.ndarray) -> ViewSet:
