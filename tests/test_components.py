@@ -102,6 +102,11 @@ def test_save_load_round_trip(tiny, tmp_path):
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert not any(p.requires_grad for p in loaded["unet"].parameters())
+    # a loaded model saved again does not record the folder it was loaded from (diffusers' _name_or_path)
+    save_components(loaded, info2, tmp_path / "again")
+    for part in comps:
+        config = json.loads((tmp_path / "again" / part / "config.json").read_text())
+        assert "_name_or_path" not in config, part
 
 
 def test_load_errors_are_one_line(tmp_path, tiny):

@@ -467,8 +467,17 @@ def save_components(
         tmp.mkdir(parents=True)
         for part in _PARTS:
             components[part].save_pretrained(tmp / part)
+            _drop_source_path(tmp / part / "config.json")
         atomic_write_json(tmp / INFO_FILE, info.to_dict())
     return path
+
+
+def _drop_source_path(config_file: Path) -> None:
+    """Remove diffusers' `_name_or_path` (the folder a part was loaded from) from a saved config: a model
+    folder that is shared or shipped should not carry the path of the machine that wrote it."""
+    config = json.loads(config_file.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        atomic_write_json(config_file, config)
 
 
 def _vae_type_of_folder(folder: Path) -> str | None:
