@@ -1,12 +1,15 @@
 """The README's picture of a model at work: a test-split object and a real photograph, each with its
 input, the generated orbit and the mesh reconstructed from it, rendered from the same cameras.
 
-    python -m recipes.default_model.figure --eval TEST_EVAL_DIR [--object ID] [--photo PATH]
-        [--model default] [--out docs/images]
+    python -m recipes.default_model.figure --eval TEST_EVAL_DIR... [--object ID] [--photo PATH]
+        [--model default] [--out docs/images] [--example examples/example.png]
 
-TEST_EVAL_DIR is an `mv3d eval` output folder of the held-out test split (its objects/ID/gt holds the
-ground-truth orbit, whose view 0 is the input). The object shown is --object, or by default the one whose
-novel-view PSNR for "ours" is the median of the run (a typical object, not a chosen one). The photograph
+TEST_EVAL_DIR are `mv3d eval` output folders of the held-out test split (the split may be evaluated in
+parts; each objects/ID/gt holds the ground-truth orbit, whose view 0 is the input). The object shown is
+--object, or by default the one whose novel-view PSNR for "ours" is the median over all the folders (a
+typical object, not a chosen one). With --example, that object's input view (azimuth 0, elevation 10,
+the eval's framing) is also rendered at 256 px from its source mesh and written there: the README's
+Quick start image. The photograph
 is --photo, by default scikit-image's `coffee.png` (a real photo of a cup on a saucer; the sample data
 of scikit-image, a dependency of mv3d; CC0, Rachel Michetti), matted by `mv3d generate` as a user's photo
 is. Both are generated with `mv3d generate` (21 views, seed 0, a mesh).
@@ -73,6 +76,32 @@ def _generated(
     return load_rgba(result.out_dir / "input.png"), views, renders, result.timings
 
 
+def _write_example(spec: str, object_id: str, path: Path, size: int = 256) -> None:
+    """Render object `object_id` of the source `spec` (a mesh file, or `CATALOGUE.sh3f#MEMBER` as an eval
+    records it) from azimuth 0 at elevation 10, `size` px RGBA, to `path`."""
+    from PIL import Image
+
+    from render.cameras import static_orbit
+    from render.renderers.fast import FastRenderer
+    from render.sources import resolve_sources
+
+    source = next(s for s in resolve_sources([spec.split("#")[0]]) if s.object_id == object_id)
+    rgba = np.asarray(FastRenderer().render(source.load(), static_orbit(1, 10.0), size).rgba)
+    _save_atomic(Image.fromarray(rgba[0]), path, optimize=True)
+    print(f"wrote {path} ({spec})")
+
+
+def _save_atomic(image, path: Path, **kwargs) -> None:
+    """PIL `image.save(path, **kwargs)` through a temporary file, so a kill never leaves half a picture."""
+    import io
+
+    from render.common import atomic_write_bytes
+
+    buf = io.BytesIO()
+    image.save(buf, format=path.suffix.lstrip(".").upper(), **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _rows(first: np.ndarray | None, orbit_rows: list[np.ndarray], cols: list[int], show: int) -> np.ndarray:
     """One block of the sheet: the input (or a blank) left of the first row, blanks left of the others."""
     blank = np.full((show, show, 3), 255, np.uint8)
@@ -85,28 +114,37 @@ def _rows(first: np.ndarray | None, orbit_rows: list[np.ndarray], cols: list[int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eval", required=True, type=Path, help="`mv3d eval` folder of the test split")
+    parser.add_argument(
+        "--eval", required=True, type=Path, nargs="+", help="`mv3d eval` folders of the test split"
+    )
     parser.add_argument("--object", default=None, help="object id (default: the median-PSNR object)")
     parser.add_argument("--photo", default=None, help="a photograph (default: scikit-image's coffee.png)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--example", type=Path, default=None, help="also write the object's input at 256 px")
     args = parser.parse_args()
 
     from PIL import Image
 
     from render.dataset import load_rgba, read_orbit_dataset
 
-    metrics = json.loads((args.eval / "metrics.json").read_text())
-    object_id = args.object or median_object(metrics)
+    objects: dict = {}
+    for run in args.eval:
+        objects.update(json.loads((run / "metrics.json").read_text())["objects"])
+    object_id = args.object or median_object({"objects": objects})
     obj_dir = next(
         p
-        for p in (args.eval / "objects").iterdir()
+        for run in args.eval
+        for p in (run / "objects").iterdir()
         if p.is_dir()
         and (p / "gt").is_dir()
         and json.loads((p / "gt" / "transforms.json").read_text()).get("object", {}).get("id") == object_id
     )
     truth = read_orbit_dataset(obj_dir / "gt")
+    if args.example is not None:
+        spec = json.loads((obj_dir / "gt" / "transforms.json").read_text())["object"]["spec"]
+        _write_example(spec, object_id, args.example)
     gt = np.stack([load_rgba(p) for p in truth.image_paths])
     if args.photo is None:
         import skimage
@@ -127,13 +165,18 @@ def main() -> None:
         [_rows(inp_o, [views_o, mesh_o, gt], cols, show), gap, _rows(inp_p, [views_p, mesh_p], cols, show)],
         axis=0,
     )
-    Image.fromarray(sheet).save(out / "generated_orbit_and_mesh.png", optimize=True)
+    _save_atomic(Image.fromarray(sheet), out / "generated_orbit_and_mesh.png", optimize=True)
     frames = [
         Image.fromarray(np.concatenate([_big(_on_white(x), show) for x in (v, r, g)], axis=1))
         for v, r, g in zip(views_o, mesh_o, gt, strict=True)
     ]
-    frames[0].save(
-        out / "generated_orbit_and_mesh.gif", save_all=True, append_images=frames[1:], duration=120, loop=0
+    _save_atomic(
+        frames[0],
+        out / "generated_orbit_and_mesh.gif",
+        save_all=True,
+        append_images=frames[1:],
+        duration=120,
+        loop=0,
     )
     print(
         json.dumps(
