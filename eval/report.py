@@ -174,6 +174,15 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
         ]
         lines += _table(metrics, "mesh", mesh_cols, PUBLISHED_MESHES)
         lines += ["", "† Published numbers, **measured on different data** (GSO); for scale only."]
+        no_mesh = [
+            (oid, method, entry["mesh"]["failed"])
+            for oid, obj in metrics["objects"].items()
+            for method, entry in obj["methods"].items()
+            if "failed" in (entry.get("mesh") or {})
+        ]
+        if no_mesh:
+            lines += ["", f"Views that gave no mesh ({len(no_mesh)}; not in the means above):", ""]
+            lines += [f"- `{oid}`, {method}: {msg}" for oid, method, msg in no_mesh]
     lines += ["", "## Per object (novel views)", ""]
     pcols = _present(agg, "novel", ["psnr", "ssim", "lpips", "mask_iou"])
     lines.append("| object | method | " + " | ".join(_label(c) for c in pcols) + " |")

@@ -298,22 +298,45 @@ def evaluate_object(
         m_all, m_novel = summarise(per_view)
         entry: dict[str, Any] = {"per_view": per_view, "all": m_all, "novel": m_novel}
         if reconstruct_fn is not None:
-            pred_mesh = reconstruct_fn(obj_dir / name)
-            pred_mesh.export(obj_dir / f"{name}_mesh.ply")
-            mm = score_mesh(pred_mesh)
-            if not syncdreamer:
-                from eval.view_metrics import depth_maps
+            pred_mesh = _try_reconstruct(reconstruct_fn, obj_dir / name)
+            if isinstance(pred_mesh, str):
+                entry["mesh"] = {"failed": pred_mesh}
+            else:
+                pred_mesh.export(obj_dir / f"{name}_mesh.ply")
+                mm = score_mesh(pred_mesh)
+                if not syncdreamer:
+                    from eval.view_metrics import depth_maps
 
-                # Self-consistency: the views reprojected through the mesh made from them.
-                self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
-                mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
-            entry["mesh"] = mm
+                    # Self-consistency: the views reprojected through the mesh made from them.
+                    self_depth = depth_maps(pred_mesh, orbit, settings.resolution)
+                    mm["reproj_self"] = _nanmean(reprojection_error(views, orbit, self_depth))
+                entry["mesh"] = mm
         result["methods"][name] = entry
     if reconstruct_fn is not None:
         # The reconstruction's own ceiling: the same method run on the ground-truth views (SV3D reports
         # this as "meshes fitted to ground-truth renders").
-        result["gt_views_mesh"] = score_mesh(reconstruct_fn(obj_dir / "gt"))
+        gt_mesh_views = _try_reconstruct(reconstruct_fn, obj_dir / "gt")
+        result["gt_views_mesh"] = (
+            {"failed": gt_mesh_views} if isinstance(gt_mesh_views, str) else score_mesh(gt_mesh_views)
+        )
     return result
+
+
+def _try_reconstruct(reconstruct_fn: Callable[[Path], Any], views_dir: Path) -> Any:
+    """The mesh of one method's views, or the one-line reason it could not be made (a str).
+
+    Views can admit no mesh at all: 21 copies of an input whose silhouette misses the image centre carve
+    nothing, since no point is inside every silhouette. That is a result of the method, not a broken run:
+    it is recorded as `{"failed": reason}` (listed in the report, left out of the means: the aggregate's
+    `n` counts the meshes scored), and the other methods and objects go on.
+    """
+    from tqdm.auto import tqdm
+
+    try:
+        return reconstruct_fn(views_dir)
+    except InputError as exc:
+        tqdm.write(f"mv3d eval: no mesh from {views_dir}: {exc}")
+        return str(exc)
 
 
 def aggregate(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -321,11 +344,13 @@ def aggregate(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     agg: dict[str, Any] = {}
     for obj in objects.values():
         for metric, value in (obj.get("gt_views_mesh") or {}).items():
-            agg.setdefault(GT_VIEWS, {}).setdefault("mesh", {}).setdefault(metric, []).append(value)
+            if metric != "failed":
+                agg.setdefault(GT_VIEWS, {}).setdefault("mesh", {}).setdefault(metric, []).append(value)
         for method, entry in obj["methods"].items():
             for group in ("all", "novel", "mesh"):
                 for metric, value in (entry.get(group) or {}).items():
-                    agg.setdefault(method, {}).setdefault(group, {}).setdefault(metric, []).append(value)
+                    if metric != "failed":  # a method whose views gave no mesh (`_try_reconstruct`)
+                        agg.setdefault(method, {}).setdefault(group, {}).setdefault(metric, []).append(value)
     out: dict[str, Any] = {}
     for method, groups in agg.items():
         for group, metrics in groups.items():

@@ -374,3 +374,36 @@ def test_a_cyclic_gltf_and_a_reader_crash_are_listed_and_the_run_goes_on(tmp_pat
     assert len(metrics["objects"]) == 1 and len(metrics["failed"]) == 2
     assert any("form a cycle" in why for why in metrics["failed"].values())
     assert "cannot load the mesh" in metrics["failed"]["crashes"]
+
+
+def test_views_that_give_no_mesh_are_recorded_not_fatal(tmp_path):
+    """One method's views admitting no mesh (21 copies of an off-centre silhouette carve nothing) is a
+    result: that method's mesh is `{"failed": reason}`, left out of the means, listed in the report, and
+    every other method and object is still scored."""
+
+    def copy_has_no_mesh(dataset_dir):
+        if Path(dataset_dir).name == "copy":
+            raise InputError("the silhouettes have no common volume inside the unit cube")
+        return _sphere_reconstruct(dataset_dir)
+
+    out = tmp_path / "run"
+    metrics = run_benchmark(
+        _sources(), out, TinyGenerator(), views=4, resolution=32, baselines=("copy",),
+        reconstruct_fn=copy_has_no_mesh, seed=0, mesh_points=500, iou_resolution=16, model_name="tiny",
+        model_hash="abc123", figures=False, progress=False,
+    )  # fmt: skip
+    for obj in metrics["objects"].values():
+        assert obj["methods"]["copy"]["mesh"] == {
+            "failed": "the silhouettes have no common volume inside the unit cube"
+        }
+        assert "chamfer" in obj["methods"]["ours"]["mesh"] and "chamfer" in obj["gt_views_mesh"]
+    agg = metrics["aggregate"]
+    assert agg["ours"]["mesh"]["chamfer"]["n"] == 2 and "mesh" not in agg["copy"]
+    assert agg["copy"]["novel"]["psnr"]["n"] == 2  # its views are scored as usual
+    report = (out / "report.md").read_text()
+    assert "Views that gave no mesh (2" in report and "copy: the silhouettes have no common volume" in report
+    # the recipe's mesh table compares only objects where both made a mesh, and says how many were left out
+    from recipes.default_model.table import mesh_table
+
+    text = mesh_table([str(out / "metrics.json")])
+    assert "2 of 2 objects gave no mesh from copy" in text and "no object with a mesh from each" in text
