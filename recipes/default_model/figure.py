@@ -9,10 +9,9 @@ parts; each objects/ID/gt holds the ground-truth orbit, whose view 0 is the inpu
 --object, or by default the one whose novel-view PSNR for "ours" is the median over all the folders (a
 typical object, not a chosen one). With --example, that object's input view (azimuth 0, elevation 10,
 the eval's framing) is also rendered at 256 px from its source mesh and written there: the README's
-Quick start image. The photograph
-is --photo, by default scikit-image's `coffee.png` (a real photo of a cup on a saucer; the sample data
-of scikit-image, a dependency of mv3d; CC0, Rachel Michetti), matted by `mv3d generate` as a user's photo
-is. Both are generated with `mv3d generate` (21 views, seed 0, a mesh).
+Quick start image. The photograph is --photo, by default `examples/coffee.jpg` (scikit-image's
+`coffee.png`, a real photo of a cup on a saucer; CC0, Rachel Michetti), matted by `mv3d generate` as a
+user's photo is. Both are generated with `mv3d generate` (21 views, seed 0, a mesh).
 
 Writes OUT/generated_orbit_and_mesh.png (per input: generated views on top, mesh renders below, every
 third view; for the test object a third row with the ground truth) and OUT/generated_orbit_and_mesh.gif
@@ -33,6 +32,7 @@ import numpy as np
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 SCALE = 2  # 64 px views are shown at 128 px
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:
@@ -118,7 +118,7 @@ def main() -> None:
         "--eval", required=True, type=Path, nargs="+", help="`mv3d eval` folders of the test split"
     )
     parser.add_argument("--object", default=None, help="object id (default: the median-PSNR object)")
-    parser.add_argument("--photo", default=None, help="a photograph (default: scikit-image's coffee.png)")
+    parser.add_argument("--photo", default=str(EXAMPLES / "coffee.jpg"), help="a photograph")
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--seed", type=int, default=0)
@@ -146,10 +146,6 @@ def main() -> None:
         spec = json.loads((obj_dir / "gt" / "transforms.json").read_text())["object"]["spec"]
         _write_example(spec, object_id, args.example)
     gt = np.stack([load_rgba(p) for p in truth.image_paths])
-    if args.photo is None:
-        import skimage
-
-        args.photo = str(Path(skimage.data.__file__).parent / "coffee.png")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
