@@ -133,18 +133,18 @@ def main() -> None:
     for run in args.eval:
         objects.update(json.loads((run / "metrics.json").read_text())["objects"])
     object_id = args.object or median_object({"objects": objects})
-    obj_dir = next(
-        p
+    # the eval's folder of that object and what its ground truth records of it (id, source spec)
+    obj_dir, gt_object = next(
+        (p, info)
         for run in args.eval
         for p in (run / "objects").iterdir()
-        if p.is_dir()
-        and (p / "gt").is_dir()
-        and json.loads((p / "gt" / "transforms.json").read_text()).get("object", {}).get("id") == object_id
+        if p.is_dir() and (p / "gt").is_dir()
+        for info in [json.loads((p / "gt" / "transforms.json").read_text()).get("object", {})]
+        if info.get("id") == object_id
     )
     truth = read_orbit_dataset(obj_dir / "gt")
     if args.example is not None:
-        spec = json.loads((obj_dir / "gt" / "transforms.json").read_text())["object"]["spec"]
-        _write_example(spec, object_id, args.example)
+        _write_example(gt_object["spec"], object_id, args.example)
     gt = np.stack([load_rgba(p) for p in truth.image_paths])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

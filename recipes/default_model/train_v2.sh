@@ -102,4 +102,5 @@ python -m recipes.default_model.table "$WORK/eval/test/0/metrics.json+$WORK/eval
 
 # The shipped folder is the stage-1 model without its raw (non-EMA) UNet copy:
 #   rm -r mv3d/default_model && cp -r "$OURS" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
-# and the README's figure: python -m recipes.default_model.figure --eval "$WORK/eval/test/0"
+# and the README's figure and Quick start image:
+#   python -m recipes.default_model.figure --eval "$WORK"/eval/test/{0,1} --example examples/example.png
