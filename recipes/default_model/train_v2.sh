@@ -14,14 +14,17 @@
 # 2. the starting points: v1 (this repository's default model at revision V1_REV, read from git) with the
 #    frozen EfficientNet-Lite0 encoder and a zero projection (make_v2_init), and its no-camera twin
 #    (drop_camera);
-# 3. train both with recipes/default_model/configs/v2_stage1.yaml (seed 0, 8000 steps; resumable: rerun
-#    this script after a kill and each run continues from its last checkpoint; on two cores run them side
-#    by side, one torch thread each);
+# 3. stage 1: train both with recipes/default_model/configs/v2_stage1.yaml (seed 0, 8000 steps;
+#    resumable: rerun this script after a kill and each run continues from its last checkpoint; on two
+#    cores run them side by side, one torch thread each);
 # 4. calibrate each network's matte on the validation split (calibrate_matte.py; the no-camera network
-#    only when ours is calibrated), evaluated in two halves in parallel;
-# 5. evaluate once on the test split: views against copying the input and the no-camera network, meshes
-#    (generate, then reconstruct) against the mesh from 21 copies of the input; the table with issue 20's
-#    margins (recipes/default_model/table.py).
+#    only when ours is calibrated), evaluated in two halves in parallel, and apply the shipping rule
+#    (validation PSNR and mask IoU above v1's);
+# 5. stage 2: both networks continue from their stage-1 models with configs/v2_stage2.yaml (12000 steps),
+#    are calibrated again, and the model ships if it beats stage 1 on validation in both;
+# 6. evaluate the shipped model once on the test split: views against copying the input and the
+#    no-camera network, meshes (generate, then reconstruct) against the mesh from 21 copies of the input;
+#    the table with issue 20's margins (recipes/default_model/table.py).
 #
 # Same data, config and seed: the same model up to the floating-point nondeterminism of the hardware.
 # Compute used for the shipped model: MODEL_CARD.md. Set MAX_STEPS to override the config's step count.
@@ -55,29 +58,16 @@ fi
   --from "$WORK/v1/mv3d/default_model"
 [[ -d "$WORK/init_no_camera" ]] || python -m recipes.default_model.drop_camera "$WORK/init" "$WORK/init_no_camera"
 
-# 3. training (resumable)
-train_run() {  # INIT RUN_DIR
-  local resume=()
-  if [[ -d "$2/checkpoints" ]]; then resume=(--resume); fi
-  mv3d train recipes/default_model/configs/v2_stage1.yaml --init-from "$1" --data "${DATA[@]}" \
-    --out "$2" "${resume[@]}" "${STEPS_ARG[@]}"
-}
-train_run "$WORK/init" "$WORK/stage1" &
-train_run "$WORK/init_no_camera" "$WORK/stage1_no_camera" &
-wait
-
-# 4. matte calibration on the validation split (once: a calibrated model keeps its threshold on a rerun)
-OURS=$WORK/stage1/model NOCAM=$WORK/stage1_no_camera/model
-eval_halves() {  # SPLIT OUT [more mv3d eval arguments]: the split's objects in two halves, in parallel
-  local split=$1 out=$2 half
-  shift 2
+eval_halves() {  # SPLIT OUT OURS NOCAM [more mv3d eval arguments]: the split in two halves, in parallel
+  local split=$1 out=$2 ours=$3 nocam=$4 half
+  shift 4
   # the halves interleave the split's list (objects 0, 2, 4, ... and 1, 3, 5, ...)
   mkdir -p "$out"
   for half in 0 1; do
     python -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1]))[sys.argv[2]][int(sys.argv[3])::2]))' \
       "$SPLIT" "$split" "$half" > "$out/objects_$half.txt"
-    mv3d eval --objects "$SH3D" --select "$out/objects_$half.txt" --model "$OURS" --seed 0 \
-      --baselines copy,no-camera --no-camera-model "$NOCAM" --out "$out/$half" "$@" &
+    mv3d eval --objects "$SH3D" --select "$out/objects_$half.txt" --model "$ours" --seed 0 \
+      --baselines copy,no-camera --no-camera-model "$nocam" --out "$out/$half" "$@" &
   done
   wait
 }
@@ -85,22 +75,39 @@ calibrated() {  # MODEL_DIR: its info carries a matte threshold other than 0.5
   python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("alpha_threshold", 0.5) == 0.5)' \
     "$1/mv3d_model.json"
 }
-if ! calibrated "$OURS"; then
-  eval_halves validation "$WORK/eval/validation_raw"
-  python -m recipes.default_model.calibrate_matte "$WORK"/eval/validation_raw/{0,1} --method ours --write "$OURS"
-  if calibrated "$OURS"; then
-    python -m recipes.default_model.calibrate_matte "$WORK"/eval/validation_raw/{0,1} --method no-camera --write "$NOCAM"
+stage() {  # NAME INIT INIT_NO_CAMERA: train the model and its no-camera twin, calibrate, validate
+  local name=$1 ours=$WORK/$1/model nocam=$WORK/$1_no_camera/model
+  train_run() {  # INIT RUN_DIR (resumable)
+    local resume=()
+    if [[ -d "$2/checkpoints" ]]; then resume=(--resume); fi
+    mv3d train "recipes/default_model/configs/v2_$name.yaml" --init-from "$1" --data "${DATA[@]}" \
+      --out "$2" "${resume[@]}" "${STEPS_ARG[@]}"
+  }
+  train_run "$2" "$WORK/$name" &
+  train_run "$3" "$WORK/${name}_no_camera" &
+  wait
+  # matte calibration on the validation split (once: a calibrated model keeps its threshold on a rerun)
+  if ! calibrated "$ours"; then
+    eval_halves validation "$WORK/eval/${name}_validation_raw" "$ours" "$nocam"
+    python -m recipes.default_model.calibrate_matte "$WORK/eval/${name}_validation_raw"/{0,1} --method ours --write "$ours"
+    if calibrated "$ours"; then
+      python -m recipes.default_model.calibrate_matte "$WORK/eval/${name}_validation_raw"/{0,1} --method no-camera --write "$nocam"
+    fi
   fi
-fi
-# the shipping rule (MODEL_CARD.md): the calibrated model on the validation split against v1's numbers
-eval_halves validation "$WORK/eval/validation"
-python -m recipes.default_model.table "$WORK/eval/validation/0/metrics.json+$WORK/eval/validation/1/metrics.json"
+  eval_halves validation "$WORK/eval/${name}_validation" "$ours" "$nocam"
+  python -m recipes.default_model.table "$WORK/eval/${name}_validation/0/metrics.json+$WORK/eval/${name}_validation/1/metrics.json"
+}
 
-# 5. the test split, once per shipped model: views and meshes
-eval_halves test "$WORK/eval/test" --reconstruct
+# 3-4. stage 1 from the starting points; the shipping rule (MODEL_CARD.md): validation above v1's numbers
+stage stage1 "$WORK/init" "$WORK/init_no_camera"
+# 5. stage 2 from stage 1 (each run drops its init's matte calibration); ships if above stage 1 on validation
+stage stage2 "$WORK/stage1/model" "$WORK/stage1_no_camera/model"
+
+# 6. the test split, once per shipped model: views and meshes
+eval_halves test "$WORK/eval/test" "$WORK/stage2/model" "$WORK/stage2_no_camera/model" --reconstruct
 python -m recipes.default_model.table "$WORK/eval/test/0/metrics.json+$WORK/eval/test/1/metrics.json"
 
-# The shipped folder is the stage-1 model without its raw (non-EMA) UNet copy:
-#   rm -r mv3d/default_model && cp -r "$OURS" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
+# The shipped folder is the stage-2 model without its raw (non-EMA) UNet copy:
+#   rm -r mv3d/default_model && cp -r "$WORK/stage2/model" mv3d/default_model && rm -r mv3d/default_model/unet_no_ema
 # and the README's figure and Quick start image:
 #   python -m recipes.default_model.figure --eval "$WORK"/eval/test/{0,1} --example examples/example.png
