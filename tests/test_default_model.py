@@ -377,6 +377,10 @@ def test_ensemble_averages_independent_draws():
         ModelInfo(default_ensemble=0)
     with pytest.raises(InputError, match="alpha_threshold 1.0"):
         ModelInfo(alpha_threshold=1.0)
+    with pytest.raises(InputError, match="alpha_floor 0.5"):
+        ModelInfo(alpha_floor=0.5)
+    calibrated = ModelInfo(alpha_threshold=0.35, alpha_floor=0.3)
+    assert (calibrated.uncalibrated().alpha_threshold, calibrated.uncalibrated().alpha_floor) == (0.5, 0.0)
 
 
 def test_mirror_conditioning_appends_the_mirrored_view_and_still_warm_starts_at_copy():

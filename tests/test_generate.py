@@ -404,6 +404,27 @@ def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
 
     np.testing.assert_allclose(on_white(calibrated), on_white(views), atol=2 / 255)
 
+    # A floor (0.45) keeps the strip where its mapped level is above it (threshold 0.3: 0.643) and cuts it
+    # to 0 where it is below (threshold 0.6: 0.418); cut, the view on white is the background there, and
+    # the object's opaque core and the empty background do not move.
+    cfg["info"]["alpha_floor"] = 0.45
+    cfg["info"]["alpha_threshold"] = 0.3
+    save_components(comps, model_info_from_config(cfg), tmp_path / "floored")
+    floored = ViewGenerator.load(tmp_path / "floored", device="cpu")(
+        image, build_orbit("static", VIEWS), seed=0
+    )
+    assert floored[2, 4, 4, 3] == round(255 * (0.5 + (128 / 255 - 0.3) * 0.5 / 0.7))  # 0.643: kept
+    cfg["info"]["alpha_floor"] = 0.45
+    cfg["info"]["alpha_threshold"] = 0.6
+    save_components(comps, model_info_from_config(cfg), tmp_path / "floored_cut")
+    cut = ViewGenerator.load(tmp_path / "floored_cut", device="cpu")(
+        image, build_orbit("static", VIEWS), seed=0
+    )
+    # the strip maps to 0.502 * 0.5 / 0.6 = 0.418 < 0.45: cut, white on white
+    assert cut[2, 4, 4, 3] == 0 and cut[2, 8, 8, 3] == 255 and cut[2, 0, 0, 3] == 0
+    np.testing.assert_allclose(on_white(cut)[2, 4:12, 4:6], 1.0)
+    np.testing.assert_allclose(on_white(cut)[2, 6:10, 6:10], on_white(views)[2, 6:10, 6:10], atol=2 / 255)
+
 
 def test_settings_errors_name_the_field_and_the_cli_names_the_flag():
     from mv3d.cli.generate_cmd import flag

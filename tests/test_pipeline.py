@@ -260,6 +260,16 @@ def test_calibrate_alpha_moves_the_threshold_to_one_half():
     torch.testing.assert_close(calibrate_alpha(alpha, 0.5), alpha)
 
 
+def test_calibrate_alpha_floor_cuts_only_the_faint_matte():
+    alpha = torch.linspace(0.0, 1.0, 1001)
+    for t, floor in ((0.35, 0.3), (0.5, 0.1), (0.2, 0.45)):
+        mapped, cut = calibrate_alpha(alpha, t), calibrate_alpha(alpha, t, floor)
+        assert torch.equal(cut[mapped < floor], torch.zeros_like(cut[mapped < floor]))
+        assert torch.equal(cut[mapped >= floor], mapped[mapped >= floor])
+        assert torch.equal(cut > 0.5, mapped > 0.5)  # silhouettes never move
+    torch.testing.assert_close(calibrate_alpha(alpha, 0.35, 0.0), calibrate_alpha(alpha, 0.35))
+
+
 def test_given_latents_are_the_generators_draws_after_the_conditioning_noise(pipe, rgba, monkeypatch):
     """`latents=` in the orbit's order, unit variance; the pipeline scales them by sqrt(1 + sigma_max^2)
     (the reference's sampler) and reorders them to the model's frame order; the generator's first draw

@@ -130,15 +130,20 @@ def test_mesh_table_margins_against_copies(tmp_path):
     )
 
 
-def _fake_eval(run: Path, model_hash: str, soft_alpha: float) -> None:
-    """An `mv3d eval` folder of 2 objects x 3 views: the ground truth is a 10x10 square; the method paints
-    it with alpha 1 inside an 8x8 core and `soft_alpha` on the ring around it (an under-confident edge)."""
+def _fake_eval(run: Path, model_hash: str, soft_alpha: float, haze: float = 0.0) -> None:
+    """An `mv3d eval` folder of 2 objects x 3 views: the ground truth is a black 10x10 square; the method
+    paints it with alpha 1 inside an 8x8 core and `soft_alpha` on the ring around it (an under-confident
+    edge), and a grey veil of alpha `haze` everywhere else (an average's matte that is never 0)."""
     from render.cameras import static_orbit
     from render.dataset import write_orbit_dataset
 
     for k in range(2):
         for method in ("gt", "ours"):
             rgba = np.zeros((3, 16, 16, 4), np.uint8)
+            if method == "ours" and haze > 0:
+                rgba[..., :3] = 128
+                rgba[..., 3] = round(255 * haze)
+            rgba[:, 3:13, 3:13] = 0
             rgba[:, 3:13, 3:13, 3] = 255 if method == "gt" else round(255 * soft_alpha)
             if method == "ours":
                 rgba[:, 4:12, 4:12, 3] = 255
@@ -165,6 +170,8 @@ def test_calibrate_matte_rule_and_write(tmp_path):
     np.testing.assert_allclose(table[0], [1.0 if t < 0.3 else 0.64 for t in calibrate_matte.GRID], atol=1e-6)
     assert calibrate_matte.main([str(run), "--write", str(model)]) == 0
     assert json.loads((model / "mv3d_model.json").read_text())["alpha_threshold"] == 0.25
+    # no haze, so every floor gives the same views and none is written
+    assert "alpha_floor" not in json.loads((model / "mv3d_model.json").read_text())
     # calibrated once, the model refuses a second calibration from runs of its raw matte
     assert calibrate_matte.main([str(run), "--write", str(model)]) == 2
     # runs of another model are refused
@@ -173,6 +180,31 @@ def test_calibrate_matte_rule_and_write(tmp_path):
     (other / "mv3d_model.json").write_text(json.dumps({"alpha": True, "notes": "other"}))
     assert calibrate_matte.main([str(run), "--write", str(other)]) == 2
     assert "alpha_threshold" not in json.loads((other / "mv3d_model.json").read_text())
+
+
+def test_calibrate_matte_floor_cuts_the_haze(tmp_path):
+    """A grey veil of alpha 0.12 around an exact square: floors up to 0.10 keep it (a grey cast on the
+    white background), every floor from 0.15 on removes it and leaves the exact views; the rule takes the
+    smallest of those, and the threshold stays 0.5 (the silhouettes are exact already)."""
+    from eval.view_metrics import PSNR_MAX_DB
+    from mv3d.models import model_hash
+
+    assert calibrate_matte.FLOOR_GRID[0] == 0.0 and calibrate_matte.FLOOR_GRID[-1] == 0.45
+    assert calibrate_matte.choose_floor(np.array([20.0, 20.5, 20.995, 21.0, 20.9] + [20.0] * 5)) == 0.1
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "mv3d_model.json").write_text(json.dumps({"alpha": True}))
+    run = tmp_path / "val"
+    _fake_eval(run, model_hash(model), soft_alpha=1.0, haze=0.12)
+    table = calibrate_matte.psnr_by_floor(run, "ours", 0.5)
+    assert table.shape == (2, len(calibrate_matte.FLOOR_GRID))
+    assert np.all(table[:, :3] < 40.0)
+    np.testing.assert_allclose(table[:, 3:], PSNR_MAX_DB)
+    assert calibrate_matte.main([str(run), "--write", str(model)]) == 0
+    info = json.loads((model / "mv3d_model.json").read_text())
+    assert info["alpha_floor"] == 0.15 and info["alpha_threshold"] == 0.5
+    # a model with a floor counts as calibrated: a second calibration is refused
+    assert calibrate_matte.main([str(run), "--write", str(model)]) == 2
 
 
 def test_silhouette_oracle_bounds_a_predictor_without_cameras():

@@ -116,6 +116,10 @@ class ModelInfo:
             0.5, and a matte estimated as an average is under-confident at its edges, so the pipeline maps
             alpha piecewise-linearly to put this level on 0.5 (`calibrate_alpha`); 0.5 leaves it as it is.
             Chosen on validation objects (MODEL_CARD.md).
+        alpha_floor: for an alpha model, the level (after the threshold's map) under which the matte is
+            cut to 0, in [0, 0.5): an average over draws leaves a faint matte everywhere, which
+            composites as a grey haze around the object; 0 cuts nothing. Silhouettes (alpha > 0.5) are
+            never changed. Chosen on validation objects with the threshold (MODEL_CARD.md).
         trained_elevation_deg: [low, high], the input-view elevations (degrees) the model was trained on,
             or None (unknown). `mv3d generate` warns outside this range: an elevation the model never saw
             is generated as one it did.
@@ -150,6 +154,7 @@ class ModelInfo:
     mirror_conditioning: bool = False
     default_mirror_average: bool = False
     alpha_threshold: float = 0.5
+    alpha_floor: float = 0.0
     trained_elevation_deg: list[float] | None = None
     fixed_resolution: bool = False
     trained_steps: int | None = None
@@ -180,6 +185,10 @@ class ModelInfo:
             raise InputError(
                 f"model alpha_threshold {self.alpha_threshold}: expected a matte level in (0, 1)"
             )
+        if not 0.0 <= float(self.alpha_floor) < 0.5:
+            raise InputError(
+                f"model alpha_floor {self.alpha_floor}: expected a matte level in [0, 0.5) (0: no cut)"
+            )
         if len(self.background) != 3:
             raise InputError(f"model background {self.background}: expected 3 values (RGB in [0, 1])")
         self.background = [float(c) for c in self.background]
@@ -198,9 +207,9 @@ class ModelInfo:
         return asdict(self)
 
     def uncalibrated(self) -> ModelInfo:
-        """A copy without matte calibration (alpha_threshold 0.5): a calibration belongs to the weights it
-        was chosen on, and training or surgery changes them."""
-        return replace(self, alpha_threshold=0.5)
+        """A copy without matte calibration (alpha_threshold 0.5, alpha_floor 0): a calibration belongs to
+        the weights it was chosen on, and training or surgery changes them."""
+        return replace(self, alpha_threshold=0.5, alpha_floor=0.0)
 
     def trained_at(self, resolution: int, num_frames: int, notes: str | None = None) -> ModelInfo:
         """The info of a model whose training ended at `resolution` pixels and `num_frames` frames (a model

@@ -43,20 +43,28 @@ from video_prior.limits import ModelLimits
 __all__ = ["Conditioning", "MultiViewDenoiser", "calibrate_alpha"]
 
 
-def calibrate_alpha(alpha: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Map a matte piecewise-linearly so that `threshold` lands on 0.5; 0 and 1 stay where they are.
+def calibrate_alpha(alpha: torch.Tensor, threshold: float, floor: float = 0.0) -> torch.Tensor:
+    """Map a matte piecewise-linearly so that `threshold` lands on 0.5, then cut what stays under `floor`.
 
     Args:
         alpha: (...) matte in [0, 1].
         threshold: the raw level that separates object from background, in (0, 1).
+        floor: mapped levels under it become 0, in [0, 0.5) (0: nothing cut).
     Returns:
         (...) matte in [0, 1], monotone in `alpha`: ``out > 0.5`` exactly where ``alpha > threshold``.
 
-    Only the matte moves: a view composited on the background is the same before and after, as
-    ``video_prior.matte.unmix_background`` recovers straight colours for whichever alpha it is given.
+    The threshold moves only the matte: a view composited on the background is the same before and
+    after, as ``video_prior.matte.unmix_background`` recovers straight colours for whichever alpha it
+    is given. The floor changes the composite where it cuts: an average over draws is rarely exactly 0
+    away from the object, and the faint matte left there composites as a grey haze around it, where a
+    pixel cut to 0 is the background. Levels at or above the floor, and so every silhouette cut at 0.5,
+    are untouched.
     """
     t = float(threshold)
-    return torch.where(alpha <= t, alpha * (0.5 / t), 0.5 + (alpha - t) * (0.5 / (1.0 - t)))
+    out = torch.where(alpha <= t, alpha * (0.5 / t), 0.5 + (alpha - t) * (0.5 / (1.0 - t)))
+    if floor > 0:
+        out = torch.where(out < float(floor), torch.zeros_like(out), out)
+    return out
 
 
 @dataclass
@@ -378,9 +386,11 @@ class MultiViewDenoiser:
 
     def calibrate_matte(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) frames in [0, 1]: an alpha model's matte (channel 3) mapped so that its
-        calibrated threshold lands on 0.5 (`calibrate_alpha`), in place; others unchanged."""
-        if self.alpha and float(self.info.alpha_threshold) != 0.5:
-            frames[:, 3] = calibrate_alpha(frames[:, 3], float(self.info.alpha_threshold))
+        calibrated threshold lands on 0.5 and cut under its floor (`calibrate_alpha`), in place; others
+        unchanged."""
+        t, floor = float(self.info.alpha_threshold), float(self.info.alpha_floor)
+        if self.alpha and (t != 0.5 or floor > 0):
+            frames[:, 3] = calibrate_alpha(frames[:, 3], t, floor)
         return frames
 
     def alpha_channels(self) -> list[int] | None:

@@ -64,8 +64,8 @@ def drop_camera_conditioning(
             camera columns' contribution over.
 
     Returns:
-        (components, info) of the SV3D_u model; ``info.alpha_threshold`` is reset to 0.5 (a calibrated
-        threshold belongs to the weights it was chosen on).
+        (components, info) of the SV3D_u model; its matte calibration is dropped (`ModelInfo.uncalibrated`:
+        a calibration belongs to the weights it was chosen on).
     """
     if info.conditioning != "sv3d_p":
         raise InputError(f"drop_camera_conditioning: conditioning '{info.conditioning}', expected 'sv3d_p'")
@@ -94,9 +94,8 @@ def drop_camera_conditioning(
     state["add_embedding.linear_1.bias"] = state["add_embedding.linear_1.bias"] + camera_mean
     new_unet.load_state_dict(state)
     new_unet.to(device=weight.device, dtype=weight.dtype).eval().requires_grad_(False)
-    new_info = copy.deepcopy(info)
+    new_info = copy.deepcopy(info).uncalibrated()
     new_info.conditioning = "sv3d_u"
-    new_info.alpha_threshold = 0.5
     return {**components, "unet": new_unet}, new_info
 
 

@@ -64,7 +64,7 @@ def make_init(efficientnet: Path, source: Path, out: Path) -> Path:
     with torch.no_grad():
         unet.encoder_hid_proj.weight.zero_()
         unet.encoder_hid_proj.bias.zero_()
-    info.alpha_threshold = 0.5
+    info = info.uncalibrated()
     info.notes = (
         "default model v2 starting point: the v1 default model with a frozen ImageNet EfficientNet-Lite0 "
         "image encoder (recipes/default_model/make_v2_init.py)"
