@@ -17,9 +17,9 @@
 # 3. stage 1: train both with recipes/default_model/configs/v2_stage1.yaml (seed 0, 8000 steps;
 #    resumable: rerun this script after a kill and each run continues from its last checkpoint; on two
 #    cores run them side by side, one torch thread each);
-# 4. calibrate each network's matte on the validation split (calibrate_matte.py; the no-camera network
-#    only when ours is calibrated), evaluated in two halves in parallel, and apply the shipping rule
-#    (validation PSNR and mask IoU above v1's);
+# 4. calibrate each network's matte (threshold and floor) on the validation split (calibrate_matte.py;
+#    the no-camera network only when ours is calibrated), evaluated in two halves in parallel, and apply
+#    the shipping rule (validation PSNR and mask IoU above v1's);
 # 5. stage 2: both networks continue from their stage-1 models with configs/v2_stage2.yaml (12000 steps),
 #    are calibrated again, and the model ships if it beats stage 1 on validation in both;
 # 6. evaluate the shipped model once on the test split: views against copying the input and the
@@ -71,8 +71,8 @@ eval_halves() {  # SPLIT OUT OURS NOCAM [more mv3d eval arguments]: the split in
   done
   wait
 }
-calibrated() {  # MODEL_DIR: its info carries a matte threshold other than 0.5
-  python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("alpha_threshold", 0.5) == 0.5)' \
+calibrated() {  # MODEL_DIR: its info carries a matte calibration (a threshold other than 0.5 or a floor)
+  python -c 'import json, sys; i = json.load(open(sys.argv[1])); sys.exit(i.get("alpha_threshold", 0.5) == 0.5 and not i.get("alpha_floor"))' \
     "$1/mv3d_model.json"
 }
 stage() {  # NAME INIT INIT_NO_CAMERA: train the model and its no-camera twin, calibrate, validate
