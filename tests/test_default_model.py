@@ -207,8 +207,9 @@ def test_shipped_default_model_beats_copying_the_input_on_held_out_objects():
     Measured with the shipped v2 (stage 2, matte floor 0.35; mv3d eval's settings: 21 views, elevation 10,
     64 px, seed 0): PSNR 19.36 / 21.12 / 21.86 dB against copying's 17.41 / 18.25 / 18.39; mask IoU
     0.56 / 0.74 / 0.80 against 0.49 / 0.60 / 0.63 (without the floor: 19.52 / 21.27 / 21.80 dB; v2 stage
-    1: 19.73 / 21.37 / 21.92 dB, 0.58 / 0.75 / 0.80; v1: 19.95 / 21.76 / 22.41 dB, 0.59 / 0.78 / 0.84). The real-object test split is scored by
-    `mv3d eval` (MODEL_CARD.md); its data is not part of the repository.
+    1: 19.73 / 21.37 / 21.92 dB, 0.58 / 0.75 / 0.80; v1: 19.95 / 21.76 / 22.41 dB, 0.59 / 0.78 / 0.84).
+    The real-object test split is scored by `mv3d eval` (MODEL_CARD.md); its data is not part of the
+    repository.
     """
     pytest.importorskip("pyrender")
     from eval.view_metrics import mask_iou, masks_from_alpha, psnr, to_tensor

@@ -414,7 +414,6 @@ def test_alpha_model_views_carry_the_model_matte(tmp_path: Path):
         image, build_orbit("static", VIEWS), seed=0
     )
     assert floored[2, 4, 4, 3] == round(255 * (0.5 + (128 / 255 - 0.3) * 0.5 / 0.7))  # 0.643: kept
-    cfg["info"]["alpha_floor"] = 0.45
     cfg["info"]["alpha_threshold"] = 0.6
     save_components(comps, model_info_from_config(cfg), tmp_path / "floored_cut")
     cut = ViewGenerator.load(tmp_path / "floored_cut", device="cpu")(

@@ -73,10 +73,11 @@ def psnr_by_floor(
         gt = vm.to_tensor(gt_ds.load_images()[1:], gt_ds.background)
         pred = read_orbit_dataset(obj / method).load_images()[1:]
         composite = vm.to_tensor(pred, gt_ds.background)  # (N, 3, H, W)
-        mapped = calibrate_alpha(torch.from_numpy(pred[..., 3].astype(np.float32) / 255.0), threshold)
+        alpha = torch.from_numpy(pred[..., 3].astype(np.float32) / 255.0)
         row = []
         for f in grid:
-            cut = (mapped < f)[:, None]  # (N, 1, H, W)
+            # the pipeline's own map and cut; where alpha is 0 already, the composite is the background
+            cut = (calibrate_alpha(alpha, threshold, f) == 0)[:, None]  # (N, 1, H, W)
             row.append(float(vm.psnr(torch.where(cut, background, composite), gt).mean()))
         rows.append(row)
     return np.asarray(rows)
