@@ -158,6 +158,8 @@ def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path
     assert not np.array_equal(np.asarray(sheet), old)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 5
+    elapsed = [json.loads(line)["elapsed_s"] for line in lines]  # the call's wall time, for step-time probes
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
     assert vtrain.latest_checkpoint(tmp_path / "run").name == "step-000005"
     # A second run into the same folder without --resume is refused.
     with pytest.raises(InputError, match="--resume"):

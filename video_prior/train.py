@@ -936,6 +936,7 @@ def train(
     # 5. the loop
     losses: list[float] = []
     steps_this_call = 0
+    call_start = time.perf_counter()  # "elapsed_s" in metrics.jsonl: this call's wall time, for step-time probes
     bar = tqdm(
         total=max_steps, initial=state.step, desc="train", unit="step", disable=not (progress and main)
     )
@@ -966,6 +967,7 @@ def train(
                     "loss": loss_value,
                     "lr": lr,
                     "step_s": time.perf_counter() - t0,
+                    "elapsed_s": time.perf_counter() - call_start,
                 }
                 with open(out_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
