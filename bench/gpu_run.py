@@ -4,7 +4,7 @@
     python -m bench.gpu_run OUT_DIR --dry-run    # on a CPU: the same parts at toy size, about a minute
     bash bench/gpu_run.sh OUT_DIR                # the same, after installing wheels carried in .whl/
 
-Parts, in the order they run (the most valuable first; each in its own forked process with its own time
+Parts, in the order they run (the most valuable first; each in its own process (spawned on CUDA, forked on a CPU) with its own time
 budget, so a crash, an out-of-memory error or a hang in one part still leaves the others' figures):
 
 ``flops``
@@ -1033,8 +1033,19 @@ def _child(name: str, settings: Settings, work: Path, deadline: float, path: Pat
     os._exit(code)  # no atexit handlers of the parent in the child
 
 
+def _start_method(settings: Settings) -> str:
+    """How a part's process starts: "spawn" (a fresh interpreter) on CUDA, "fork" on a CPU.
+
+    On the lent H200 (2026-12-04) every forked part failed with "Cannot re-initialize CUDA in forked
+    subprocess": the parent's imports had touched the driver (torch's device count does, where NVML is
+    not reachable). A spawned part imports its modules itself, a few seconds each; the CPU dry run keeps
+    fork, which is faster and safe there.
+    """
+    return "spawn" if settings.device == "cuda" else "fork"
+
+
 def run_part(name: str, settings: Settings, work: Path, deadline: float) -> dict[str, Any]:
-    """Run one part in a forked process until it ends or `deadline` (time.monotonic) passes.
+    """Run one part in its own process until it ends or `deadline` (time.monotonic) passes.
 
     Returns the part's record with its status set: the child's own ("ok", "partial", "failed"), or
     "timeout" (killed; what it had saved is kept) or "crashed" (died without finishing its record).
@@ -1043,7 +1054,7 @@ def run_part(name: str, settings: Settings, work: Path, deadline: float) -> dict
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(_start_method(settings))
     proc = ctx.Process(target=_child, args=(name, settings, work, deadline, path), name=f"gpu_run-{name}")
     proc.start()
     proc.join(max(0.0, deadline - time.monotonic()) + KILL_GRACE_S)

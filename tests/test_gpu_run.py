@@ -326,3 +326,15 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path, capsys):
     assert gpu_run.main([str(tmp_path / "file"), "--dry-run"]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_part_runs_in_a_spawned_process_as_on_cuda(tmp_path, monkeypatch):
+    """On CUDA each part is spawned (a forked one cannot use a driver its parent touched: seen on an H200);
+    a spawned part imports everything itself, so the part must work from a fresh interpreter."""
+    cuda = gpu_run.dataclasses.replace(gpu_run.Settings.dry(), device="cuda")
+    assert gpu_run._start_method(cuda) == "spawn" and gpu_run._start_method(gpu_run.Settings.dry()) == "fork"
+    monkeypatch.setattr(gpu_run, "_start_method", lambda settings: "spawn")
+    settings = gpu_run.Settings.dry()
+    rec = gpu_run.run_part("flops", settings, tmp_path, gpu_run.time.monotonic() + 120)
+    assert rec["status"] == "ok", rec["errors"]
+    assert rec["results"]
