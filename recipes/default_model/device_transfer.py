@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             join(args.out_dir, args.name, args.base, args.out)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"device_transfer: error: {e}", file=sys.stderr)
         return 2
     return 0
 

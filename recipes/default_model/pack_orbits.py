@@ -103,10 +103,11 @@ def unpack(archive: Path, out_dir: Path) -> list[Path]:
         if any(Path(n).name != n or not n.endswith(".png") for n in names):
             raise InputError(f"{header_path}: view names {names[:3]}...; expected plain .png file names")
         raw_path = header_path.with_name("views.rgba")
-        raw = np.frombuffer(raw_path.read_bytes(), np.uint8)
         shape = (len(names), h, w, MODES[mode]) if MODES[mode] > 1 else (len(names), h, w)
-        if raw.size != int(np.prod(shape)):
-            raise InputError(f"{raw_path}: {raw.size} bytes; expected {int(np.prod(shape))} for {shape}")
+        size = raw_path.stat().st_size if raw_path.is_file() else 0
+        if size != int(np.prod(shape)):  # checked before a byte is read
+            raise InputError(f"{raw_path}: {size} bytes; expected {int(np.prod(shape))} for {shape}")
+        raw = np.frombuffer(raw_path.read_bytes(), np.uint8)
         views = header_path.with_name("views")
         views.mkdir(exist_ok=True)
         for name, pixels in zip(names, raw.reshape(shape), strict=True):
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for d in unpack(args.archive, args.out_dir):
                 print(d)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"pack_orbits: error: {e}", file=sys.stderr)
         return 2
     return 0
 
