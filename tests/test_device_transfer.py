@@ -145,3 +145,75 @@ def test_split_and_join_give_back_the_unet_exactly(model_dir, tmp_path):
         device_transfer.join(tmp_path / "back", "twin", base=model_dir, new_model=tmp_path / "j2")
     with pytest.raises(InputError, match="max-mb"):
         device_transfer.split(model_dir, tmp_path / "back2", "ours", max_mb=0.001)
+
+
+@pytest.mark.slow
+def test_gpu_stage_runs_end_to_end_here(tmp_path):
+    """gpu_stage.sh as run on the lent GPU (unpack, float16 starting points, step-time probe, both networks
+    side by side, shards and meta back), here on the CPU with a tiny model and two tiny renders; what
+    comes back joins into a model folder that loads."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data import make_objects
+
+    repo = Path(__file__).resolve().parents[1]
+    for seed in ("s11", "s12"):
+        make_objects(tmp_path / seed / "objects", 2, views=4)
+    carry = tmp_path / "carry"
+    carry.mkdir()
+    pack_orbits.pack(carry / "orbits.tar.xz", [tmp_path / "s11", tmp_path / "s12"])
+    torch.manual_seed(0)
+    cfg = tiny_config(num_frames=4, sample_size=16)
+    save_components(build_components(cfg), model_info_from_config(cfg), tmp_path / "init")
+    device_transfer.shrink(tmp_path / "init", carry / "init")
+    device_transfer.shrink(tmp_path / "init", carry / "init_no_camera", only=["unet"])
+    config = {
+        "init_from": "unused",  # gpu_stage.sh passes --init-from
+        "data": {"num_frames": 4, "resolution": 16, "background": "white"},
+        "max_steps": 10,
+        "lr_cooldown_steps": 10,
+        "batch_size": 1,
+        "lr": 1e-3,
+        "checkpoint_every": 10,
+        "log_every": 10,
+    }
+    (tmp_path / "stage.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **__import__("os").environ,
+        "STEPS": "auto",
+        "PROBE_STEPS": "20",
+        "CONFIG": str(tmp_path / "stage.yaml"),
+        "WORK": str(tmp_path / "work"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(repo),
+    }
+    run = subprocess.run(
+        ["bash", str(repo / "recipes/default_model/gpu_stage.sh"), str(carry), str(tmp_path / "out"), "3"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    assert "meta.tar.gz" in names and len(names) <= 8  # the lent machine returns at most 8 files
+    assert any(n.startswith("ours_") for n in names) and any(n.startswith("no_camera_") for n in names)
+    with tarfile.open(out / "meta.tar.gz") as tar:
+        tar.extractall(out, filter="data")
+    probe = json.loads((out / "probe.json").read_text())
+    stage = yaml.safe_load((out / "stage4.yaml").read_text())
+    assert probe["steps"] >= 10 and stage["max_steps"] == stage["lr_cooldown_steps"] == probe["steps"]
+    device_transfer.join(out, "ours", base=tmp_path / "init", new_model=tmp_path / "ours")
+    comps, _ = load_components(tmp_path / "ours")
+    init, _ = load_components(tmp_path / "init")
+    changed = [
+        not torch.allclose(p, q, rtol=2**-10, atol=1e-6)
+        for p, q in zip(comps["unet"].state_dict().values(), init["unet"].state_dict().values(), strict=True)
+    ]
+    assert any(changed)  # trained, not the float16 starting point sent back

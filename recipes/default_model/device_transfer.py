@@ -37,10 +37,12 @@ INFO = "mv3d_model.json"
 def _components(model: Path) -> list[str]:
     if not (model / INFO).is_file():
         raise InputError(f"{model}: no {INFO}; expected an mv3d model folder")
-    return [c for c in COMPONENTS if (model / c / WEIGHTS).is_file()]
+    return [c for c in COMPONENTS if (model / c).is_dir()]
 
 
 def _cast_folder(src: Path, dst: Path, dtype: torch.dtype, only: list[str] | None) -> None:
+    """Copy `src`'s info and components (all or `only`) to `dst`, every safetensors file's floats in `dtype`
+    (diffusers' and transformers' weight files alike; configs copied as they are)."""
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -49,11 +51,12 @@ def _cast_folder(src: Path, dst: Path, dtype: torch.dtype, only: list[str] | Non
         if only and c not in only:
             continue
         (tmp / c).mkdir()
-        shutil.copy2(src / c / "config.json", tmp / c / "config.json")
-        state = {
-            k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(src / c / WEIGHTS).items()
-        }
-        save_file(state, tmp / c / WEIGHTS)
+        for f in sorted((src / c).iterdir()):
+            if f.suffix == ".safetensors":
+                state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(f).items()}
+                save_file(state, tmp / c / f.name)
+            elif f.is_file():
+                shutil.copy2(f, tmp / c / f.name)
     tmp.rename(dst)
 
 

@@ -69,7 +69,7 @@ per_step = []
 for run in ("probe_ours", "probe_no_camera"):
     rec = {r["step"]: r for r in map(json.loads, open(f"{work}/{run}/metrics.jsonl"))}
     per_step.append((rec[p]["elapsed_s"] - rec[p // 2]["elapsed_s"]) / (p - p // 2))
-steps = int(0.85 * budget / max(per_step)) // 10 * 10
+steps = max(10, int(0.85 * budget / max(per_step)) // 10 * 10)  # at least one logged step
 print(json.dumps({"step_s": per_step, "budget_s": budget, "steps": steps}), file=open(f"{work}/probe.json", "w"))
 print(steps)
 EOF
