@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -152,11 +156,6 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
     """gpu_stage.sh as run on the lent GPU (unpack, float16 starting points, step-time probe, both networks
     side by side, shards and meta back), here on the CPU with a tiny model and two tiny renders; what
     comes back joins into a model folder that loads."""
-    import subprocess
-    import sys
-
-    import yaml
-
     sys.path.insert(0, str(Path(__file__).parent))
     from test_data import make_objects
 
@@ -183,7 +182,7 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
     }
     (tmp_path / "stage.yaml").write_text(yaml.safe_dump(config))
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "STEPS": "auto",
         "PROBE_STEPS": "20",
         "CONFIG": str(tmp_path / "stage.yaml"),
