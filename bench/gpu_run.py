@@ -4,8 +4,9 @@
     python -m bench.gpu_run OUT_DIR --dry-run    # on a CPU: the same parts at toy size, about a minute
     bash bench/gpu_run.sh OUT_DIR                # the same, after installing wheels carried in .whl/
 
-Parts, in the order they run (the most valuable first; each in its own process (spawned on CUDA, forked on a CPU) with its own time
-budget, so a crash, an out-of-memory error or a hang in one part still leaves the others' figures):
+Parts, in the order they run (the most valuable first; each in its own process, spawned on CUDA and
+forked on a CPU, with its own time budget, so a crash, an out-of-memory error or a hang in one part still
+leaves the others' figures):
 
 ``flops``
     FLOPs of every stage counted with ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors (no

@@ -5,7 +5,7 @@
 #
 # CARRY, prepared on the CPU machine (the lent machine reaches no registry and receives at most 64 MiB):
 #   whl/        diffusers 0.42.1, importlib_metadata 10.2.0, lazy-importer 0.1.0 (the rest is in its image)
-#   orbits.tar.xz   the three train-split renders (pack_orbits.py pack)
+#   orbits.tar.xz   two of the three train-split renders, seeds 11 and 12 (pack_orbits.py pack)
 #   init/           runs/v2/stage3/model with float16 weights (device_transfer.py shrink)
 #   init_no_camera/ runs/v2/stage3_no_camera/model's UNet, float16 (shrink --only unet)
 # OUT receives ours_<i>.safetensors and no_camera_<i>.safetensors (each network's EMA UNet, float32, in

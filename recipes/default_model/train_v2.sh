@@ -112,7 +112,7 @@ stage stage3 "$WORK/stage2/model" "$WORK/stage2_no_camera/model"
 # command of at most 10 minutes, on what a lent machine receives (64 MiB: two of the three renders packed,
 # the stage-3 weights rounded to float16). Where this machine has a CUDA GPU (GPU_STAGE=local) it runs
 # here; otherwise the folder to carry is made and the recipe stops with the command to run there.
-name=stage4 ours=$WORK/stage4/model nocam=$WORK/stage4_no_camera/model
+ours=$WORK/stage4/model nocam=$WORK/stage4_no_camera/model
 if [[ ! -f $ours/mv3d_model.json ]]; then
   CARRY=$WORK/stage4_carry
   if [[ ! -f $CARRY/orbits.tar.xz ]]; then
