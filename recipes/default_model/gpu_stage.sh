@@ -60,7 +60,14 @@ if [[ ${STEPS:-} == auto ]]; then
     rm -rf "$W/probe_ours" "$W/probe_no_camera"
     train "$CONFIG" "$W/init" "$W/probe_ours" --max-steps "$P" &
     train "$CONFIG" "$W/init_no_camera" "$W/probe_no_camera" --max-steps "$P" &
-    wait
+    wait || true
+    if [[ ! -f $W/probe_ours/metrics.jsonl || ! -f $W/probe_no_camera/metrics.jsonl ]]; then
+      # nothing to train with: bring the logs back, so the next try knows why
+      tar czf "$OUT/meta.tar.gz" -C "$W" --ignore-failed-read nvidia-smi.txt versions.txt probe_ours.log \
+        probe_no_camera.log 2> /dev/null || true
+      log "probe failed in float32 too: logs in $OUT/meta.tar.gz"
+      exit 1
+    fi
   fi
   steps=$(python3 - "$W" "$BUDGET" "$P" <<'EOF'
 import json, sys
