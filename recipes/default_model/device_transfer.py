@@ -13,15 +13,19 @@ back unrounded: `split` writes its float32 weights as ``NAME_<i>.safetensors`` s
 `--max-mb` MB and ``NAME_unet_config.json``; `join` reads them and writes a complete model folder whose
 other components (VAE, image encoder) are copied from `--base`, the shipped float32 ones, and whose info
 is `--base`'s own uncalibrated (the matte calibration is chosen again on validation).
-Only tensors are read (safetensors), never pickles; every write goes through a temporary folder.
+Only tensors are read (safetensors), never pickles; each model folder is written in a temporary folder
+of its own beside it and renamed into place when complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -34,6 +38,20 @@ COMPONENTS = ("unet", "vae", "image_encoder")
 INFO = "mv3d_model.json"
 
 
+@contextlib.contextmanager
+def _new_folder(dst: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `dst` (a name of its own, never a user's), renamed to `dst` when
+    the block succeeds and removed when it fails: no half-written model folder is left under `dst`."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.rename(dst)
+
+
 def _components(model: Path) -> list[str]:
     if not (model / INFO).is_file():
         raise InputError(f"{model}: no {INFO}; expected an mv3d model folder")
@@ -43,21 +61,21 @@ def _components(model: Path) -> list[str]:
 def _cast_folder(src: Path, dst: Path, dtype: torch.dtype, only: list[str] | None) -> None:
     """Copy `src`'s info and components (all or `only`) to `dst`, every safetensors file's floats in `dtype`
     (diffusers' and transformers' weight files alike; configs copied as they are)."""
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy2(src / INFO, tmp / INFO)
-    for c in _components(src):
-        if only and c not in only:
-            continue
-        (tmp / c).mkdir()
-        for f in sorted((src / c).iterdir()):
-            if f.suffix == ".safetensors":
-                state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(f).items()}
-                save_file(state, tmp / c / f.name)
-            elif f.is_file():
-                shutil.copy2(f, tmp / c / f.name)
-    tmp.rename(dst)
+    components = _components(src)
+    with _new_folder(dst) as tmp:
+        shutil.copy2(src / INFO, tmp / INFO)
+        for c in components:
+            if only and c not in only:
+                continue
+            (tmp / c).mkdir()
+            for f in sorted((src / c).iterdir()):
+                if f.suffix == ".safetensors":
+                    state = {
+                        k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(f).items()
+                    }
+                    save_file(state, tmp / c / f.name)
+                elif f.is_file():
+                    shutil.copy2(f, tmp / c / f.name)
 
 
 def shrink(model: Path, out: Path, only: list[str] | None = None) -> None:
@@ -116,18 +134,15 @@ def join(out_dir: Path, name: str, base: Path, new_model: Path) -> None:
     for p in shard_paths:
         state.update(load_file(p))
     config = json.loads((out_dir / f"{name}_unet_config.json").read_text())
-    tmp = new_model.with_name(new_model.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for c in COMPONENTS[1:]:
-        if (base / c).is_dir():
-            shutil.copytree(base / c, tmp / c)
-    (tmp / "unet").mkdir()
-    atomic_write_text(tmp / "unet" / "config.json", json.dumps(config, indent=2) + "\n")
-    save_file(state, tmp / "unet" / WEIGHTS)
     info = ModelInfo.from_dict(json.loads((base / INFO).read_text())).uncalibrated()
-    atomic_write_text(tmp / INFO, json.dumps(info.to_dict(), indent=2) + "\n")
-    tmp.rename(new_model)
+    with _new_folder(new_model) as tmp:
+        for c in COMPONENTS[1:]:
+            if (base / c).is_dir():
+                shutil.copytree(base / c, tmp / c)
+        (tmp / "unet").mkdir()
+        atomic_write_text(tmp / "unet" / "config.json", json.dumps(config, indent=2) + "\n")
+        save_file(state, tmp / "unet" / WEIGHTS)
+        atomic_write_text(tmp / INFO, json.dumps(info.to_dict(), indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
