@@ -144,7 +144,7 @@ def test_split_and_join_give_back_the_unet_exactly(model_dir, tmp_path):
         == (0.5, 0.0)
         != (orig_info.alpha_threshold, orig_info.alpha_floor)
     )
-    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.partial"))
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.tmp-*"))
     with pytest.raises(InputError, match="shards"):
         device_transfer.join(tmp_path / "back", "twin", base=model_dir, new_model=tmp_path / "j2")
     with pytest.raises(InputError, match="max-mb"):
@@ -219,12 +219,12 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
 
 
 def test_a_failed_write_leaves_no_folder(model_dir, tmp_path):
-    """A model folder is written beside its destination under a name of its own and renamed when complete:
+    """A model folder is written through atomic_output (a hidden sibling renamed when complete):
     a corrupt weight file stops `shrink` with nothing left behind, and a user's `X.partial` is untouched."""
     (model_dir / "vae" / device_transfer.WEIGHTS).write_bytes(b"not safetensors")
     (tmp_path / "half.partial").mkdir()
     (tmp_path / "half.partial" / "mine.txt").write_text("the user's")
     with pytest.raises(Exception):  # noqa: B017 - safetensors' own error type for a corrupt header
         device_transfer.shrink(model_dir, tmp_path / "half")
-    assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))
+    assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half*"))
     assert (tmp_path / "half.partial" / "mine.txt").read_text() == "the user's"

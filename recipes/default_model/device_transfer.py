@@ -13,43 +13,26 @@ back unrounded: `split` writes its float32 weights as ``NAME_<i>.safetensors`` s
 `--max-mb` MB and ``NAME_unet_config.json``; `join` reads them and writes a complete model folder whose
 other components (VAE, image encoder) are copied from `--base`, the shipped float32 ones, and whose info
 is `--base`'s own uncalibrated (the matte calibration is chosen again on validation).
-Only tensors are read (safetensors), never pickles; each model folder is written in a temporary folder
-of its own beside it and renamed into place when complete.
+Only tensors are read (safetensors), never pickles; each model folder is written through
+`render.common.atomic_output` (complete, or not there).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from render.common import InputError, atomic_write_text
+from render.common import InputError, atomic_output, atomic_write_text
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 COMPONENTS = ("unet", "vae", "image_encoder")
 INFO = "mv3d_model.json"
-
-
-@contextlib.contextmanager
-def _new_folder(dst: Path) -> Iterator[Path]:
-    """A fresh temporary folder beside `dst` (a name of its own, never a user's), renamed to `dst` when
-    the block succeeds and removed when it fails: no half-written model folder is left under `dst`."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    tmp.rename(dst)
 
 
 def _components(model: Path) -> list[str]:
@@ -62,7 +45,8 @@ def _cast_folder(src: Path, dst: Path, dtype: torch.dtype, only: list[str] | Non
     """Copy `src`'s info and components (all or `only`) to `dst`, every safetensors file's floats in `dtype`
     (diffusers' and transformers' weight files alike; configs copied as they are)."""
     components = _components(src)
-    with _new_folder(dst) as tmp:
+    with atomic_output(dst) as tmp:  # a complete folder at dst, or none
+        tmp.mkdir()
         shutil.copy2(src / INFO, tmp / INFO)
         for c in components:
             if only and c not in only:
@@ -135,7 +119,8 @@ def join(out_dir: Path, name: str, base: Path, new_model: Path) -> None:
         state.update(load_file(p))
     config = json.loads((out_dir / f"{name}_unet_config.json").read_text())
     info = ModelInfo.from_dict(json.loads((base / INFO).read_text())).uncalibrated()
-    with _new_folder(new_model) as tmp:
+    with atomic_output(new_model) as tmp:
+        tmp.mkdir()
         for c in COMPONENTS[1:]:
             if (base / c).is_dir():
                 shutil.copytree(base / c, tmp / c)
