@@ -20,7 +20,6 @@ Only tensors are read (safetensors), never pickles; each model folder is written
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -28,11 +27,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from render.common import InputError, atomic_output, atomic_write_text
+from render.common import InputError, atomic_output, atomic_write_json
+from video_prior.limits import INFO_FILE as INFO
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 COMPONENTS = ("unet", "vae", "image_encoder")
-INFO = "mv3d_model.json"
 
 
 def _components(model: Path) -> list[str]:
@@ -105,7 +104,7 @@ def split(model: Path, out_dir: Path, name: str, max_mb: float = 15.0) -> list[P
 
 def join(out_dir: Path, name: str, base: Path, new_model: Path) -> None:
     """A complete model folder at `new_model` (new): the UNet from `split`'s shards, the rest from `base`."""
-    from video_prior.components import ModelInfo
+    from video_prior.components import read_model_info
 
     if new_model.exists():
         raise InputError(f"{new_model}: exists; expected a new folder")
@@ -117,17 +116,16 @@ def join(out_dir: Path, name: str, base: Path, new_model: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for p in shard_paths:
         state.update(load_file(p))
-    config = json.loads((out_dir / f"{name}_unet_config.json").read_text())
-    info = ModelInfo.from_dict(json.loads((base / INFO).read_text())).uncalibrated()
+    info = read_model_info(base).uncalibrated()
     with atomic_output(new_model) as tmp:
         tmp.mkdir()
         for c in COMPONENTS[1:]:
             if (base / c).is_dir():
                 shutil.copytree(base / c, tmp / c)
         (tmp / "unet").mkdir()
-        atomic_write_text(tmp / "unet" / "config.json", json.dumps(config, indent=2) + "\n")
+        shutil.copy2(out_dir / f"{name}_unet_config.json", tmp / "unet" / "config.json")
         save_file(state, tmp / "unet" / WEIGHTS)
-        atomic_write_text(tmp / INFO, json.dumps(info.to_dict(), indent=2) + "\n")
+        atomic_write_json(tmp / INFO, info.to_dict())
 
 
 def main(argv: list[str] | None = None) -> int:

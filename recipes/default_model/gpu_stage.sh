@@ -40,28 +40,30 @@ log unpack
   "$W/init_no_camera" --fill-from "$W/init"
 DATA=("$W"/data/*)
 
+LIMIT=()  # a command prefix for the main runs (a hard stop), empty for the probe
 train() {  # CONFIG INIT RUN_DIR [more mv3d train arguments]: resumable, logs to RUN_DIR.log
   local resume=(); [[ -d $3/checkpoints ]] && resume=(--resume)
-  python3 -m mv3d train "$1" --init-from "$2" --data "${DATA[@]}" --out "$3" "${resume[@]}" "${@:4}" > "$3.log" 2>&1
+  "${LIMIT[@]}" python3 -m mv3d train "$1" --init-from "$2" --data "${DATA[@]}" --out "$3" "${resume[@]}" "${@:4}" \
+    > "$3.log" 2>&1
+}
+probe() {  # CONFIG: both networks for $P steps side by side, afresh; true when both logged their steps
+  rm -rf "$W/probe_ours" "$W/probe_no_camera"
+  train "$1" "$W/init" "$W/probe_ours" --max-steps "$P" &
+  train "$1" "$W/init_no_camera" "$W/probe_no_camera" --max-steps "$P" &
+  wait
+  [[ -f $W/probe_ours/metrics.jsonl && -f $W/probe_no_camera/metrics.jsonl ]]
 }
 steps=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["max_steps"])' "$CONFIG")
 if [[ ${STEPS:-} == auto ]]; then
   P=${PROBE_STEPS:-40}
   log "probe: $P steps of both networks side by side"
-  train "$CONFIG" "$W/init" "$W/probe_ours" --max-steps "$P" &
-  train "$CONFIG" "$W/init_no_camera" "$W/probe_no_camera" --max-steps "$P" &
-  wait || true
-  if [[ ! -f $W/probe_ours/metrics.jsonl || ! -f $W/probe_no_camera/metrics.jsonl ]]; then
+  if ! probe "$CONFIG"; then
     # a failure of the mixed-precision path on this machine's stack: show it, then train in float32
     tail -n 5 "$W/probe_ours.log" "$W/probe_no_camera.log" || true
     log "probe failed: retrying in float32"
     python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); c["mixed_precision"] = "no"; yaml.safe_dump(c, open(sys.argv[2], "w"), sort_keys=False)' "$CONFIG" "$W/fp32.yaml"
     CONFIG=$W/fp32.yaml
-    rm -rf "$W/probe_ours" "$W/probe_no_camera"
-    train "$CONFIG" "$W/init" "$W/probe_ours" --max-steps "$P" &
-    train "$CONFIG" "$W/init_no_camera" "$W/probe_no_camera" --max-steps "$P" &
-    wait || true
-    if [[ ! -f $W/probe_ours/metrics.jsonl || ! -f $W/probe_no_camera/metrics.jsonl ]]; then
+    if ! probe "$CONFIG"; then
       # nothing to train with: bring the logs back, so the next try knows why
       tar czf "$OUT/meta.tar.gz" -C "$W" --ignore-failed-read nvidia-smi.txt versions.txt probe_ours.log \
         probe_no_camera.log 2> /dev/null || true
@@ -90,9 +92,10 @@ yaml.safe_dump(cfg, open(sys.argv[3], "w"), sort_keys=False)
 EOF
 log "train: $steps steps, both networks side by side"
 # a hard stop 60 s past the budget leaves the logs and probe to come back even if a run is slower
-timeout $((BUDGET + 60)) bash -c "$(declare -f train); DATA=(${DATA[*]}); train $W/stage4.yaml $W/init $W/ours" &
-timeout $((BUDGET + 60)) bash -c "$(declare -f train); DATA=(${DATA[*]}); train $W/stage4.yaml $W/init_no_camera $W/no_camera" &
-wait || true
+LIMIT=(timeout $((BUDGET + 60)))
+train "$W/stage4.yaml" "$W/init" "$W/ours" &
+train "$W/stage4.yaml" "$W/init_no_camera" "$W/no_camera" &
+wait
 log "collect"
 for run in ours no_camera; do
   if [[ -f $W/$run/model/mv3d_model.json ]]; then

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from render.common import InputError, atomic_write_bytes
+from render.common import MAX_VIEWS, InputError, atomic_write_bytes
 
-#: Bounds on what a header may ask `unpack` to allocate (the archive may come from anywhere).
-MAX_VIEWS = 1024
+#: Bounds on what a header may ask `unpack` to allocate (the archive may come from anywhere): the
+#: project's MAX_VIEWS views of at most MAX_SIDE pixels a side (64 px in the default model's renders).
 MAX_SIDE = 1024
 MODES = {"RGBA": 4, "RGB": 3, "L": 1}
 
@@ -51,16 +51,20 @@ def _pack_object(tar: tarfile.TarFile, prefix: str, obj: Path) -> None:
     views = sorted((obj / "views").glob("*.png"))
     if not views:
         return
-    images = [Image.open(v) for v in views]
-    mode, size = images[0].mode, images[0].size
-    if mode not in MODES or any(im.mode != mode or im.size != size for im in images):
+    pixels, kinds = [], set()
+    for v in views:
+        with Image.open(v) as im:  # closed here: an object has tens of views, a dataset thousands
+            kinds.add((im.mode, im.size))
+            pixels.append(np.asarray(im))
+    (mode, size), *others = kinds
+    if others or mode not in MODES:
         raise InputError(
             f"{obj / 'views'}: views of mixed or unknown modes/sizes; expected one of {list(MODES)}"
         )
     header = {"names": [v.name for v in views], "width": size[0], "height": size[1], "mode": mode}
     rel = obj.relative_to(obj.parent.parent).as_posix()
     _add_bytes(tar, f"{prefix}/{rel}/views.json", json.dumps(header).encode())
-    _add_bytes(tar, f"{prefix}/{rel}/views.rgba", b"".join(np.asarray(im).tobytes() for im in images))
+    _add_bytes(tar, f"{prefix}/{rel}/views.rgba", b"".join(p.tobytes() for p in pixels))
 
 
 def pack(out: Path, datasets: list[Path], preset: int = 9) -> None:
