@@ -351,3 +351,77 @@ def test_figure_shows_the_median_psnr_object():
     assert median_object({"objects": objects}) == "c"  # 10, 20, 25, 30: the lower middle
     del objects["d"]
     assert median_object({"objects": objects}) == "c"
+
+
+def _log(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_reproduction_compares_every_common_step_to_the_bit(tmp_path, capsys):
+    from recipes.default_model import reproduction
+
+    ref = [{"step": s, "loss": 0.1 / s, "lr": 1e-4} for s in range(10, 60, 10)]
+    a = _log(tmp_path / "ref.jsonl", ref + [{"step": 50, "sample": "x.png"}])
+    # a rerun stopped early, resumed once (steps 20-30 logged again: the later values count)
+    b = _log(tmp_path / "run.jsonl", ref[:3] + [{"step": 20, "loss": 0.005}] + ref[1:3])
+    assert reproduction.main([str(a), str(b), "--min-steps", "3"]) == 0
+    assert "3 logged steps (up to step 30)" in capsys.readouterr().out
+    assert reproduction.main([str(a), str(b), "--min-steps", "4"]) == 1  # too few steps compared
+    # one loss off by one unit in the last place is not reproduced, and the step is named
+    off = [dict(r) for r in ref]
+    off[2]["loss"] = float(np.nextafter(off[2]["loss"], 1.0))
+    assert reproduction.main([str(a), str(_log(tmp_path / "off.jsonl", off)), "--min-steps", "1"]) == 1
+    assert "first difference at step 30" in capsys.readouterr().out
+    assert reproduction.compare(reproduction.read_losses(a), {10: float("nan")})[2] == 10
+    assert reproduction.compare({10: float("nan")}, {10: float("nan")})[2] is None
+    # bad input: one line, exit 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"step": 10, "loss": 0.1}\nnot json\n')
+    assert reproduction.main([str(a), str(bad)]) == 2
+    assert "bad.jsonl:2: not JSON" in capsys.readouterr().err
+    assert reproduction.main([str(a), str(tmp_path / "missing.jsonl")]) == 2
+    _log(bad, [{"step": "10", "loss": 0.1}])
+    with pytest.raises(InputError, match="integer step"):
+        reproduction.read_losses(bad)
+
+
+def test_committed_stage1_references_are_whole_logs():
+    """The check's references: the committed stage-1 run of both networks, every logged step of 8000."""
+    from recipes.default_model import reproduction
+
+    ref = REPO / "recipes" / "default_model" / "reference"
+    for name in ("stage1_metrics.jsonl", "stage1_no_camera_metrics.jsonl"):
+        losses = reproduction.read_losses(ref / name)
+        assert sorted(losses) == list(range(10, 8001, 10))
+    weights = (ref / "weights.sha256").read_text().split("\n")
+    assert sum(line.endswith(".safetensors") for line in weights) == 6
+    renders = (ref / "renders_s11.sha256").read_text().splitlines()
+    assert len(renders) == 3 * 21 and all(len(line.split()[0]) == 64 for line in renders)
+
+
+def test_same_seed_training_runs_log_the_same_losses(tmp_path):
+    """What check_reproduction.sh relies on, at tiny size: two runs of one config and seed log identical
+    losses (the comparison passes), and a different seed does not."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_data import make_objects
+
+    from recipes.default_model import reproduction
+    from video_prior import train as vtrain
+
+    data = make_objects(tmp_path / "orbits", 2, views=8)
+    tiny = {
+        "model": {"preset": "tiny", "num_frames": 4, "sample_size": 16},
+        "data": {"num_frames": 4, "resolution": 16, "background": "mixed"},
+        "batch_size": 2,
+        "max_steps": 4,
+        "log_every": 1,
+        "checkpoint_every": 4,
+    }
+    logs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = vtrain.TrainConfig.from_dict({**tiny, "seed": seed})
+        vtrain.train(cfg, [data], tmp_path / name, progress=False)
+        logs.append(str(tmp_path / name / "metrics.jsonl"))
+    assert reproduction.main([logs[0], logs[1], "--min-steps", "4"]) == 0
+    assert reproduction.main([logs[0], logs[2], "--min-steps", "4"]) == 1
