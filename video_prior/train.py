@@ -936,7 +936,8 @@ def train(
     # 5. the loop
     losses: list[float] = []
     steps_this_call = 0
-    call_start = time.perf_counter()  # "elapsed_s" in metrics.jsonl: this call's wall time, for step-time probes
+    # "elapsed_s" in metrics.jsonl: this call's wall time, for step-time probes
+    call_start = time.perf_counter()
     bar = tqdm(
         total=max_steps, initial=state.step, desc="train", unit="step", disable=not (progress and main)
     )
