@@ -407,3 +407,33 @@ def test_views_that_give_no_mesh_are_recorded_not_fatal(tmp_path):
 
     text = mesh_table([str(out / "metrics.json")])
     assert "2 of 2 objects gave no mesh from copy" in text and "no object with a mesh from each" in text
+
+
+def test_eval_meshes_with_the_models_mesh_method_unless_named(tmp_path, tiny_model, capsys):
+    """`mv3d eval --reconstruct` meshes every method's views as `mv3d generate` would for the evaluated
+    model (its default_mesh_method), unless --reconstruct-method names one."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    info = json.loads((model / "mv3d_model.json").read_text())
+    (model / "mv3d_model.json").write_text(json.dumps({**info, "default_mesh_method": "hull"}))
+    base = [
+        "eval",
+        "--objects",
+        "procedural:1:0",
+        "--model",
+        str(model),
+        "--views",
+        "3",
+        "--resolution",
+        "32",
+    ]
+    base += ["--baselines", "copy", "--reconstruct", "--renderer", "fast"]
+    code, _, err = _cli([*base, "--out", str(tmp_path / "model_method")], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "model_method" / "metrics.json").read_text())
+    assert metrics["settings"]["extra"]["reconstruct_method"] == "hull"
+    assert "volume_iou" in metrics["aggregate"]["copy"]["mesh"]
+    code, _, err = _cli([*base, "--out", str(tmp_path / "bad"), "--reconstruct-method", "marching"], capsys)
+    assert code == 2 and "--reconstruct-method marching: expected one of field, hull" in err

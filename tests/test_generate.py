@@ -19,6 +19,8 @@ from mv3d.generate import (
     generate,
     output_dirs,
 )
+from mv3d.generate import job as generate_job
+from mv3d.generate.settings import SettingError
 from mv3d.models import model_hash, resolve_model
 from render.common import InputError
 from render.dataset import read_orbit_dataset
@@ -439,3 +441,36 @@ def test_settings_errors_name_the_field_and_the_cli_names_the_flag():
     assert GenerateSettings(steps=3).sampling()["num_inference_steps"] == 3
     with pytest.raises(InputError, match="unknown generate settings"):
         GenerateSettings.from_options(step=3)
+
+
+def _with_mesh_method(tiny_model: Path, dest: Path, method) -> Path:
+    """A copy of the tiny model whose info names `method` as its default_mesh_method."""
+    shutil.copytree(tiny_model, dest)
+    info = json.loads((dest / "mv3d_model.json").read_text())
+    (dest / "mv3d_model.json").write_text(json.dumps({**info, "default_mesh_method": method}))
+    return dest
+
+
+def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Path, tiny_model: Path):
+    """A model whose info names a mesh method (the default model: hull) gets it in `generate`; a caller's
+    method wins; a name mv3d.reconstruct lacks is one line before the model loads."""
+    model = _with_mesh_method(tiny_model, tmp_path / "hull_model", "hull")
+    img = _object_png(tmp_path / "cup.png")
+    small = {"texture": "vertex", "resolution": 32}
+    (res,) = generate(
+        [img], tmp_path / "out", model=model, views=VIEWS, progress=False, reconstruct_options=small
+    )
+    run = json.loads((res.out_dir / "run.json").read_text())
+    assert run["reconstruction"]["settings"]["method"] == "hull"
+    assert res.mesh_path is not None and res.mesh_path.is_file()
+    # the caller's method wins; a model naming none leaves the library's default (no method passed on)
+    assert generate_job.mesh_options({**small, "method": "field"}, "hull")["method"] == "field"
+    assert generate_job.mesh_options(small, None) == small
+    bad = _with_mesh_method(tiny_model, tmp_path / "bad_model", "marching")
+    with pytest.raises(SettingError, match="names the mesh method 'marching': expected one of field, hull"):
+        generate([img], tmp_path / "bad", model=bad, views=VIEWS, progress=False)
+    assert not (tmp_path / "bad").exists()
+    # without a mesh the method is never looked at
+    generate([img], tmp_path / "no_mesh", model=bad, views=VIEWS, progress=False, mesh=False)
+    with pytest.raises(InputError, match="default_mesh_method '../x'"):
+        ViewGenerator.load(_with_mesh_method(tiny_model, tmp_path / "path_model", "../x"))

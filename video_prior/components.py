@@ -129,6 +129,11 @@ class ModelInfo:
         trained_steps: the number of sampling steps the model was trained for when it was trained at the
             sampler's noise levels only (the default model: one step from `sigma_max`), or None (trained
             over the whole noise range: any step count works). `mv3d generate` warns for another count.
+        default_mesh_method: the reconstruction method (a `mv3d.reconstruct` method name) that `mv3d
+            generate` and `mv3d eval --reconstruct` use for this model's views when the user names none,
+            or None (the library's default, the fitted field). A model whose views are blurred estimates
+            (the default model) meshes better by space carving alone: chosen on validation objects
+            (MODEL_CARD.md).
         notes: free text (where the weights came from).
     """
 
@@ -158,6 +163,7 @@ class ModelInfo:
     trained_elevation_deg: list[float] | None = None
     fixed_resolution: bool = False
     trained_steps: int | None = None
+    default_mesh_method: str | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -202,6 +208,15 @@ class ModelInfo:
             self.trained_elevation_deg = low_high
         if self.trained_steps is not None and int(self.trained_steps) < 1:
             raise InputError(f"model trained_steps {self.trained_steps}: expected a positive count or null")
+        if self.default_mesh_method is not None and not (
+            isinstance(self.default_mesh_method, str) and self.default_mesh_method.isidentifier()
+        ):
+            # The name itself is checked against mv3d.reconstruct's methods where it is used (video_prior
+            # does not depend on mv3d).
+            raise InputError(
+                f"model default_mesh_method {self.default_mesh_method!r}: expected a reconstruction method's "
+                "name or null"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

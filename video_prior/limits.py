@@ -45,6 +45,8 @@ class ModelLimits:
         default_steps, default_ensemble: what sampling uses when the caller gives none.
         trained_steps: the step count the model was trained for, or None (any works).
         trained_elevation_deg: (low, high) input-view elevations seen in training, or None (unknown).
+        default_mesh_method: the reconstruction its views mesh with when the caller names none, or None
+            (the library's default).
     """
 
     resolution: int
@@ -55,6 +57,7 @@ class ModelLimits:
     default_ensemble: int
     trained_steps: int | None
     trained_elevation_deg: tuple[float, float] | None
+    default_mesh_method: str | None = None
 
     @classmethod
     def of(cls, info: Any, grid: int) -> ModelLimits:
@@ -69,6 +72,7 @@ class ModelLimits:
             default_ensemble=int(info.default_ensemble),
             trained_steps=None if info.trained_steps is None else int(info.trained_steps),
             trained_elevation_deg=None if elev is None else (float(elev[0]), float(elev[1])),
+            default_mesh_method=info.default_mesh_method,
         )
 
     @classmethod

@@ -109,10 +109,12 @@ def register(app: typer.Typer) -> None:
         reconstruct: bool = typer.Option(
             False, "--reconstruct", help="Also mesh each method's views and score the meshes."
         ),
-        reconstruct_method: str = typer.Option(
-            "field",
+        reconstruct_method: str | None = typer.Option(
+            None,
             "--reconstruct-method",
-            help="With --reconstruct: a mv3d reconstruct method (field, hull).",
+            help="With --reconstruct: a mv3d reconstruct method (field, hull), the same for every method "
+            "scored.",
+            show_default="the model's default_mesh_method, else field",
         ),
         seed: int = typer.Option(0, "--seed", help="Seed passed to every generation."),
         lpips_weights: Path = typer.Option(
@@ -205,6 +207,8 @@ def register(app: typer.Typer) -> None:
                 else "--model with every camera at the input's"
             )
         if reconstruct:
+            # What `mv3d generate` would mesh this model's views with: the model's choice unless named.
+            reconstruct_method = reconstruct_method or gen.pipeline.info.default_mesh_method or "field"
             extra["reconstruct_method"] = reconstruct_method
         metrics = run_benchmark(
             all_sources,

@@ -75,6 +75,26 @@ def turntable_gif(
     return buf.getvalue()
 
 
+def mesh_options(
+    options: dict[str, Any] | None, model_method: str | None, model: str = "default"
+) -> dict[str, Any]:
+    """The reconstruction options of a generation: the caller's, with the model's `default_mesh_method`
+    as the method when the caller names none (`SettingError` for a name mv3d.reconstruct lacks)."""
+    from mv3d.reconstruct import METHODS
+
+    options = dict(options or {})
+    if model_method is not None and "method" not in options:
+        if model_method not in METHODS:
+            name = "the default model" if model == "default" else f"model {model}"
+            raise SettingError(
+                "model",
+                model,
+                f"{name} names the mesh method '{model_method}': expected one of {', '.join(METHODS)}",
+            )
+        options["method"] = model_method
+    return options
+
+
 def _reconstruct(
     views_dir: Path, out_path: Path, seed: int, device: str, progress: bool, options: dict[str, Any] | None
 ) -> tuple[Path | None, list[str], dict[str, Any]]:
@@ -234,9 +254,13 @@ def generate(
             if warn is not None:
                 warn(f"warning: {w}")
         record = ViewGenerator.planned_settings(model, device, settings, dtype)
+        model_mesh_method = limits.default_mesh_method
     else:
         generator.check_orbit(cams)
         record = generator.settings()
+        model_mesh_method = generator.pipeline.info.default_mesh_method
+    if mesh:
+        reconstruct_options = mesh_options(reconstruct_options, model_mesh_method, str(model))
 
     jobs = []
     side = generator.resolution if generator is not None else int(record["resolution"])
