@@ -425,3 +425,60 @@ def test_same_seed_training_runs_log_the_same_losses(tmp_path):
         logs.append(str(tmp_path / name / "metrics.jsonl"))
     assert reproduction.main([logs[0], logs[1], "--min-steps", "4"]) == 0
     assert reproduction.main([logs[0], logs[2], "--min-steps", "4"]) == 1
+
+
+def _mesh_run(
+    path: Path, method: str, ours: list[tuple[float, float] | None], model_hash: str = "abc"
+) -> Path:
+    """A minimal `mv3d eval --reconstruct` metrics.json: ours' (Chamfer, volume IoU) per object (None: no mesh)."""
+    objects = {
+        f"o{i}": {
+            "object_id": f"o{i}",
+            "methods": {
+                "ours": {
+                    "mesh": {"failed": "no mesh"} if v is None else {"chamfer": v[0], "volume_iou": v[1]}
+                }
+            },
+        }
+        for i, v in enumerate(ours)
+    }
+    settings = {"model_hash": model_hash, "extra": {"reconstruct_method": method}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": settings, "methods": ["ours"], "objects": objects}))
+    return path
+
+
+def test_choose_mesh_method_takes_volume_unless_chamfer_pays_for_it(tmp_path, capsys):
+    from recipes.default_model import choose_mesh_method as cmm
+
+    field = _mesh_run(tmp_path / "f.json", "field", [(0.05, 0.2), (0.07, 0.1), None])
+    hull = _mesh_run(tmp_path / "h.json", "hull", [(0.05, 0.3), (0.07, 0.2), (0.01, 0.0)])
+    assert cmm.main([f"field={field}", f"hull={hull}"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen: hull" in out and "(2 objects)" in out  # the object without a field mesh is left out
+    # 3% more Chamfer is too much for any volume gain: the default stays
+    worse = _mesh_run(tmp_path / "w.json", "hull", [(0.0515, 0.9), (0.0721, 0.9), (0.01, 0.0)])
+    assert cmm.main([f"field={field}", f"hull={worse}"]) == 0
+    assert "chosen: field" in capsys.readouterr().out
+    # a run of another method than its label, and a write to a model the runs did not evaluate: one line
+    assert cmm.main([f"field={hull}", f"hull={hull}"]) == 2
+    assert "meshes made with 'hull'; expected a run of 'field'" in capsys.readouterr().err
+    model = tmp_path / "model"
+    components = build_components(tiny_config(num_frames=3, sample_size=16))
+    from video_prior.components import save_components
+
+    save_components(components, model_info_from_config(tiny_config(num_frames=3, sample_size=16)), model)
+    assert cmm.main([f"field={field}", f"hull={hull}", "--write", str(model)]) == 2
+    assert "runs evaluated model hashes ['abc']" in capsys.readouterr().err
+    assert json.loads((model / "mv3d_model.json").read_text())["default_mesh_method"] is None
+    from mv3d.models import model_hash
+
+    h = model_hash(model)
+    field, hull = (
+        _mesh_run(tmp_path / f"{m}2.json", m, [(0.05, 0.2), (0.07, 0.2 if m == "field" else 0.3)], h)
+        for m in ("field", "hull")
+    )
+    assert cmm.main([f"field={field}", f"hull={hull}", "--write", str(model)]) == 0
+    info = json.loads((model / "mv3d_model.json").read_text())
+    assert info["default_mesh_method"] == "hull" and list(info)[-1] == "notes"
+    assert cmm.main([f"field={field}", f"hull={hull}", "--write", str(model)]) == 2  # already chosen
