@@ -240,3 +240,35 @@ def test_two_sessions_get_their_own_results(server, playwright, tmp_path):
         while len(list(server.session_root.iterdir())) != 1 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(list(server.session_root.iterdir())) == 1
+
+
+def test_demo_mesh_follows_the_models_mesh_method(tmp_path, tiny_model, monkeypatch):
+    """The page meshes a generation as `mv3d generate` would: with the model's default_mesh_method."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    import mv3d.reconstruct
+    from mv3d.demo import GenerationSettings, reconstruct_mesh
+    from mv3d.generate import generate
+
+    methods = []
+    real = mv3d.reconstruct.reconstruct
+
+    def spy(*args, **kwargs):
+        methods.append(kwargs.get("method", "field"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mv3d.reconstruct, "reconstruct", spy)
+
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 10:22] = (200, 60, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cup.png")
+    (res,) = generate(
+        [tmp_path / "cup.png"], tmp_path / "gen", model=tiny_model, views=3, mesh=False, progress=False
+    )
+    glb, faces, notes = reconstruct_mesh(res.out_dir, GenerationSettings(), "cpu", "hull")
+    assert glb is not None and glb.is_file() and faces > 0 and methods == ["hull"]
+    run = json.loads((res.out_dir / "run.json").read_text())  # the generation itself is untouched
+    assert run.get("reconstruction") is None

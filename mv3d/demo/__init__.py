@@ -305,14 +305,16 @@ def _generate(view_generator: Any, image: Path, out_dir: Path, settings: Generat
 
 
 def reconstruct_mesh(
-    folder: Path, settings: GenerationSettings, device: str
+    folder: Path, settings: GenerationSettings, device: str, model_method: str | None = None
 ) -> tuple[Path | None, int, list[str]]:
-    """`folder` (a generation) -> `folder/mesh.glb`, as `mv3d generate` would make it with these settings.
+    """`folder` (a generation) -> `folder/mesh.glb`, as `mv3d generate` would make it with these settings
+    (with the model's `default_mesh_method`, `model_method`, when it names one).
 
     Returns:
         (the GLB or None, its face count, notes). Views that admit no mesh keep the generation: the
         mesh is skipped with a note, as `mv3d generate` does.
     """
+    from mv3d.generate.job import mesh_options
     from mv3d.reconstruct import reconstruct
 
     try:
@@ -324,6 +326,7 @@ def reconstruct_mesh(
             seed=int(settings.seed),
             device=device,
             progress=True,
+            **mesh_options(None, model_method),
         )
     except InputError as exc:
         return None, 0, [f"no mesh: the reconstruction failed ({str(exc).replace(str(folder), 'views')})"]
@@ -402,9 +405,11 @@ def run_generation(
     notes = list(result.warnings)
     glb, faces = None, 0
     if settings.mesh:
-        report(0.5, "mesh: carving the visual hull, then fitting the field")
+        model_method = view_generator.pipeline.info.default_mesh_method
+        stage = {None: "carving the visual hull, then fitting the field", "hull": "carving the visual hull"}
+        report(0.5, f"mesh: {stage.get(model_method, f'{model_method} reconstruction')}")
         t = time.perf_counter()
-        glb, faces, mesh_notes = reconstruct_mesh(folder, settings, str(view_generator.device))
+        glb, faces, mesh_notes = reconstruct_mesh(folder, settings, str(view_generator.device), model_method)
         timings["mesh"] = time.perf_counter() - t
         notes += mesh_notes
     report(0.95, "packaging the downloads")
