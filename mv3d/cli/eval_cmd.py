@@ -208,7 +208,10 @@ def register(app: typer.Typer) -> None:
             )
         if reconstruct:
             # What `mv3d generate` would mesh this model's views with: the model's choice unless named.
-            reconstruct_method = reconstruct_method or gen.pipeline.info.default_mesh_method or "field"
+            from mv3d.generate.job import mesh_options
+
+            model_choice = mesh_options(None, gen.pipeline.info.default_mesh_method, model).get("method")
+            reconstruct_method = reconstruct_method or model_choice or "field"
             extra["reconstruct_method"] = reconstruct_method
         metrics = run_benchmark(
             all_sources,
