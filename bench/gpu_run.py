@@ -1435,6 +1435,13 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", type=Path, default=None, help="scratch folder to keep (default: a temporary one)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--part-budget",
+        action="append",
+        default=[],
+        metavar="PART=S",
+        help="a part's own time limit in seconds instead of its default (repeatable; the global one still holds)",
+    )
     args = p.parse_args(argv)
     try:
         names = [n.strip() for n in args.parts.split(",") if n.strip()]
@@ -1447,6 +1454,18 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--budget-s {args.budget_s}: expected a positive number of seconds")
         if args.peak_tflops <= 0:
             raise InputError(f"--peak-tflops {args.peak_tflops}: expected a positive rate")
+        part_budgets = {}
+        for spec in args.part_budget:
+            name, _, seconds = spec.partition("=")
+            try:
+                value = float(seconds)
+            except ValueError:
+                value = -1.0
+            if name not in PARTS or not 0 < value <= 3600:
+                raise InputError(
+                    f"--part-budget {spec}: expected PART=SECONDS, a part of {', '.join(PART_ORDER)} and 0 < S <= 3600"
+                )
+            part_budgets[name] = value
         if args.out_dir.exists() and not args.out_dir.is_dir():
             raise InputError(f"{args.out_dir}: exists and is not a folder; expected an output folder")
     except InputError as exc:
@@ -1458,6 +1477,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.full(
             args.peak_tflops, **({"budget_s": args.budget_s} if args.budget_s else {}), seed=args.seed
         )
+    settings = dataclasses.replace(settings, budgets={**settings.budgets, **part_budgets})
     clock = time.monotonic()
     started = datetime.now(timezone.utc)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -325,7 +325,19 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert gpu_run.main([str(tmp_path / "file"), "--dry-run"]) == 2
     assert "not a folder" in capsys.readouterr().err
+    for bad in ("nope=10", "gen_cudagraphs=0", "gen_cudagraphs=ten", "gen_cudagraphs"):
+        assert gpu_run.main([str(tmp_path / "o"), "--dry-run", "--part-budget", bad]) == 2
+        assert capsys.readouterr().err.startswith(f"error: --part-budget {bad}:")
     assert not (tmp_path / "o").exists()
+
+
+def test_part_budget_replaces_a_parts_own_limit(tmp_path):
+    out = tmp_path / "o"
+    args = [str(out), "--dry-run", "--parts", "default_model", "--part-budget", "default_model=123"]
+    assert gpu_run.main(args) == 0
+    report = json.loads((out / "gpu_run.json").read_text())
+    assert report["parts"]["default_model"]["budget_s"] == 123.0
+    assert report["parts"]["default_model"]["status"] == "ok"
 
 
 def test_a_part_runs_in_a_spawned_process_as_on_cuda(tmp_path, monkeypatch):
