@@ -470,7 +470,34 @@ def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Pa
     with pytest.raises(SettingError, match="names the mesh method 'marching': expected one of field, hull"):
         generate([img], tmp_path / "bad", model=bad, views=VIEWS, progress=False)
     assert not (tmp_path / "bad").exists()
+    # `mv3d reconstruct` on the generation remakes the same kind of mesh by default
+    from mv3d.cli.reconstruct_cmd import generation_mesh_method
+
+    method, note = generation_mesh_method(res.out_dir)
+    assert method == "hull" and "as the generation's own mesh" in note
     # without a mesh the method is never looked at
     generate([img], tmp_path / "no_mesh", model=bad, views=VIEWS, progress=False, mesh=False)
+    assert generation_mesh_method(tmp_path / "no_mesh") == ("field", None)  # no mesh recorded
     with pytest.raises(InputError, match="default_mesh_method '../x'"):
         ViewGenerator.load(_with_mesh_method(tiny_model, tmp_path / "path_model", "../x"))
+
+
+def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
+    """run.json is a file like any other: too large, not JSON, or naming no known method, it is ignored with
+    one note and the field is used; a folder without one (a render) gets the field silently."""
+    from mv3d.cli.reconstruct_cmd import MAX_RUN_JSON_BYTES, generation_mesh_method
+
+    folder = tmp_path / "views"
+    folder.mkdir()
+    assert generation_mesh_method(folder) == ("field", None)
+    run = folder / "run.json"
+    for content, expected in (
+        ("{not json", "not readable JSON"),
+        (json.dumps({"reconstruction": {"settings": {"method": "../../evil"}}}), "unknown mesh method"),
+        (" " * (MAX_RUN_JSON_BYTES + 1), "not read"),
+    ):
+        run.write_text(content)
+        method, note = generation_mesh_method(folder)
+        assert method == "field" and expected in note
+    run.write_text(json.dumps(["a list"]))
+    assert generation_mesh_method(folder) == ("field", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -32,6 +33,38 @@ def comparison_frames(views_dir: Path, mesh, renderer=None):
     return ds.load_images(), frames
 
 
+#: A run.json larger than this is not one `mv3d generate` wrote (they are a few kB): it is not read.
+MAX_RUN_JSON_BYTES = 1 << 20
+
+
+def generation_mesh_method(views_dir: Path) -> tuple[str, str | None]:
+    """(method, note) for `mv3d reconstruct` without --method: the method a generation's own mesh was made
+    with (its run.json records it; the default model's is hull), so that remaking it gives the same kind of
+    mesh; "field" for any other orbit dataset. `note` says which was taken, or why run.json was ignored."""
+    from mv3d.generate.record import RUN_FILE
+    from mv3d.reconstruct import METHODS
+
+    path = Path(views_dir) / RUN_FILE
+    try:
+        if not path.is_file():
+            return "field", None
+        if path.stat().st_size > MAX_RUN_JSON_BYTES:
+            return "field", f"{path}: larger than {MAX_RUN_JSON_BYTES} bytes, not read; method field"
+        run = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "field", f"{path}: not readable JSON, ignored; method field"
+    recorded = (
+        ((run.get("reconstruction") or {}).get("settings") or {}).get("method")
+        if isinstance(run, dict)
+        else None
+    )
+    if recorded is None:
+        return "field", None
+    if recorded not in METHODS:
+        return "field", f"{path}: unknown mesh method {str(recorded)[:40]!r}, ignored; method field"
+    return recorded, f"method {recorded}, as the generation's own mesh (--method to choose another)"
+
+
 def register(app: typer.Typer) -> None:
     """Add `reconstruct` and `export` to the `mv3d` app."""
 
@@ -46,10 +79,11 @@ def register(app: typer.Typer) -> None:
         format: str | None = typer.Option(
             None, "--format", help="glb, obj or ply.", show_default="--out's suffix"
         ),
-        method: str = typer.Option(
-            "field",
+        method: str | None = typer.Option(
+            None,
             "--method",
             help="field (voxel field), hull (space carving, fast) or nerfstudio.",
+            show_default="for a generation, the method its mesh was made with (its run.json); else field",
         ),
         resolution: int | None = typer.Option(
             None,
@@ -109,6 +143,10 @@ def register(app: typer.Typer) -> None:
         if texture_size is not None and not 64 <= texture_size <= 8192:
             raise InputError(f"--texture-size {texture_size}: expected 64 to 8192 pixels")
         check_range("view_resolution", view_resolution, 16, MAX_IMAGE_SIDE, "pixels")
+        if method is None:
+            method, note = generation_mesh_method(views_dir)
+            if note:
+                typer.echo(f"mv3d: {note}", err=True)
         result = reconstruct(
             views_dir,
             out=out,
