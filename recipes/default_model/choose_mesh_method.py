@@ -14,6 +14,7 @@ model whose info already names one is refused: a choice belongs to the runs it w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -81,23 +82,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method}: ours' Chamfer {chamfer:.4f}, volume IoU {iou:.4f} ({n} objects)")
         print(f"chosen: {best}")
         if args.write is not None:
-            path = args.write / INFO_FILE
-            if not path.is_file():
-                raise InputError(f"{args.write}: no {INFO_FILE}; expected a model folder")
             from mv3d.models import model_hash
+            from video_prior.components import read_model_info
 
+            info = read_model_info(args.write)  # the whole info, validated (InputError if not a model)
             if hashes != {model_hash(args.write)}:
                 raise InputError(
                     f"the runs evaluated model hashes {sorted(map(str, hashes))}; expected {args.write}'s"
                 )
-            info = json.loads(path.read_text())
-            if info.get("default_mesh_method") is not None:
+            path = args.write / INFO_FILE
+            if info.default_mesh_method is not None:
                 raise InputError(
-                    f"{path}: default_mesh_method is {info['default_mesh_method']!r}; expected a model without one"
+                    f"{path}: default_mesh_method is {info.default_mesh_method!r}; expected a model without one"
                 )
-            # In ModelInfo's field order (notes last), as the info files mv3d writes.
-            notes = {"notes": info.pop("notes")} if "notes" in info else {}
-            atomic_write_json(path, {**info, "default_mesh_method": best, **notes})
+            # written as mv3d writes every info file (ModelInfo's fields, in their order)
+            atomic_write_json(path, dataclasses.replace(info, default_mesh_method=best).to_dict())
             print(f"wrote default_mesh_method {best} to {path}")
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
