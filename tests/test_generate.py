@@ -483,9 +483,11 @@ def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Pa
 
 
 def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
-    """run.json is a file like any other: too large, not JSON, or naming no known method, it is ignored with
-    one note and the field is used; a folder without one (a render) gets the field silently."""
-    from mv3d.cli.reconstruct_cmd import MAX_RUN_JSON_BYTES, generation_mesh_method
+    """run.json is a file like any other: too large, not JSON, not an object, or naming no known method at
+    any level, it is ignored with one note and the field is used; a folder without one (a render) gets the
+    field silently."""
+    from mv3d.cli.reconstruct_cmd import generation_mesh_method
+    from mv3d.generate.record import MAX_RUN_BYTES, read_run
 
     folder = tmp_path / "views"
     folder.mkdir()
@@ -493,11 +495,18 @@ def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
     run = folder / "run.json"
     for content, expected in (
         ("{not json", "not readable JSON"),
+        (json.dumps(["a list"]), "not a JSON object"),
         (json.dumps({"reconstruction": {"settings": {"method": "../../evil"}}}), "unknown mesh method"),
-        (" " * (MAX_RUN_JSON_BYTES + 1), "not read"),
+        (json.dumps({"reconstruction": {"settings": {"method": ["hull"]}}}), "unknown mesh method"),
+        (" " * (MAX_RUN_BYTES + 1), "not read"),
     ):
         run.write_text(content)
         method, note = generation_mesh_method(folder)
-        assert method == "field" and expected in note
-    run.write_text(json.dumps(["a list"]))
-    assert generation_mesh_method(folder) == ("field", None)
+        assert method == "field" and expected in note and str(run) in note
+    for content in ({"reconstruction": ["hull"]}, {"reconstruction": {"settings": "hull"}}, {}):
+        run.write_text(json.dumps(content))
+        assert generation_mesh_method(folder) == ("field", None)
+    # generate's own resume reads through the same bound: an oversized run.json is no record at all
+    run.write_text(" " * (MAX_RUN_BYTES + 1))
+    problems: list[str] = []
+    assert read_run(folder, problems) is None and len(problems) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -33,35 +32,28 @@ def comparison_frames(views_dir: Path, mesh, renderer=None):
     return ds.load_images(), frames
 
 
-#: A run.json larger than this is not one `mv3d generate` wrote (they are a few kB): it is not read.
-MAX_RUN_JSON_BYTES = 1 << 20
-
-
 def generation_mesh_method(views_dir: Path) -> tuple[str, str | None]:
     """(method, note) for `mv3d reconstruct` without --method: the method a generation's own mesh was made
     with (its run.json records it; the default model's is hull), so that remaking it gives the same kind of
     mesh; "field" for any other orbit dataset. `note` says which was taken, or why run.json was ignored."""
-    from mv3d.generate.record import RUN_FILE
+    from mv3d.generate.record import RUN_FILE, read_run
     from mv3d.reconstruct import METHODS
 
-    path = Path(views_dir) / RUN_FILE
-    try:
-        if not path.is_file():
-            return "field", None
-        if path.stat().st_size > MAX_RUN_JSON_BYTES:
-            return "field", f"{path}: larger than {MAX_RUN_JSON_BYTES} bytes, not read; method field"
-        run = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "field", f"{path}: not readable JSON, ignored; method field"
-    recorded = (
-        ((run.get("reconstruction") or {}).get("settings") or {}).get("method")
-        if isinstance(run, dict)
-        else None
-    )
+    problems: list[str] = []
+    run = read_run(Path(views_dir), problems)
+    if run is None:
+        return "field", (f"{problems[0]}; ignored, method field" if problems else None)
+    # Every level checked: run.json is a file in the user's folder, not necessarily ours.
+    rec = run.get("reconstruction")
+    settings = rec.get("settings") if isinstance(rec, dict) else None
+    recorded = settings.get("method") if isinstance(settings, dict) else None
     if recorded is None:
         return "field", None
-    if recorded not in METHODS:
-        return "field", f"{path}: unknown mesh method {str(recorded)[:40]!r}, ignored; method field"
+    if not isinstance(recorded, str) or recorded not in METHODS:
+        return (
+            "field",
+            f"{Path(views_dir) / RUN_FILE}: unknown mesh method {str(recorded)[:40]!r}; ignored, method field",
+        )
     return recorded, f"method {recorded}, as the generation's own mesh (--method to choose another)"
 
 

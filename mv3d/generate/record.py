@@ -27,6 +27,7 @@ from render.common import InputError, check_output, file_sha256, versions
 from render.dataset import read_orbit_dataset
 
 __all__ = [
+    "MAX_RUN_BYTES",
     "GenerateResult",
     "RUN_FILE",
     "VIEW_KEYS_EXCLUDED",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 RUN_FILE = "run.json"
+#: A run.json larger than this is not one `mv3d generate` wrote (they are a few kB): it is not read.
+MAX_RUN_BYTES = 1 << 20
 #: Job keys that shape only the mesh: views made under other values of these are reused.
 VIEW_KEYS_EXCLUDED = ("mesh", "reconstruct_options")
 
@@ -120,13 +123,27 @@ def finished_run(folder: Path, job: dict[str, Any]) -> GenerateResult | None:
     )
 
 
-def read_run(folder: Path) -> dict[str, Any] | None:
-    """The run.json of `folder` as a dict, or None if it has none (or an unreadable one)."""
+def read_run(folder: Path, problems: list[str] | None = None) -> dict[str, Any] | None:
+    """The run.json of `folder` as a dict, or None if it has none or one that `mv3d generate` cannot
+    have written (larger than `MAX_RUN_BYTES`, not JSON, not a JSON object). For such a file, one line
+    saying which (file, what is wrong) is appended to `problems` when given; a missing file adds none."""
+    path = folder / RUN_FILE
     try:
-        run = json.loads((folder / RUN_FILE).read_text())
+        if not path.is_file():
+            return None
+        # Bounded before reading: a folder may hold anything, and run.json is read on every resume.
+        if path.stat().st_size > MAX_RUN_BYTES:
+            why = f"larger than {MAX_RUN_BYTES} bytes (generate writes a few kB), not read"
+        else:
+            run = json.loads(path.read_text())
+            if isinstance(run, dict):
+                return run
+            why = "not a JSON object"
     except (OSError, ValueError):
-        return None
-    return run if isinstance(run, dict) else None
+        why = "not readable JSON"
+    if problems is not None:
+        problems.append(f"{path}: {why}")
+    return None
 
 
 def _plain(value: Any) -> Any:
