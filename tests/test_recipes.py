@@ -482,3 +482,46 @@ def test_choose_mesh_method_takes_volume_unless_chamfer_pays_for_it(tmp_path, ca
     info = json.loads((model / "mv3d_model.json").read_text())
     assert info["default_mesh_method"] == "hull" and list(info)[-1] == "notes"
     assert cmm.main([f"field={field}", f"hull={hull}", "--write", str(model)]) == 2  # already chosen
+
+
+def test_compare_eval_checks_every_object_and_metric(tmp_path, capsys):
+    """A rerun of mv3d eval reproduces a run when every shared method's per-object values agree within the
+    tolerance; a method only one run scored is skipped and named, a moved value or a lost mesh is not."""
+    from recipes.default_model import compare_eval
+
+    def run(path, objects, methods=("ours", "copy")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"methods": list(methods), "objects": objects}))
+        return str(path)
+
+    def obj(psnr, iou, mesh=True):
+        scores = {
+            "novel": {"psnr": psnr, "mask_iou": 0.5},
+            "mesh": {"chamfer": 0.05, "volume_iou": iou} if mesh else {"failed": "no surface"},
+        }
+        return {"methods": {"ours": scores, "copy": scores, "no-camera": scores}}
+
+    ref = run(tmp_path / "ref/0/metrics.json", {"a": obj(25.0, 0.3), "b": obj(24.0, 0.2, mesh=False)})
+    ref1 = run(tmp_path / "ref/1/metrics.json", {"c": obj(23.0, 0.1)})
+    same = run(tmp_path / "new/0/metrics.json", {"a": obj(25.0 + 1e-6, 0.3), "b": obj(24.0, 0.2, mesh=False)})
+    same1 = run(tmp_path / "new/1/metrics.json", {"c": obj(23.0, 0.1)})
+    assert compare_eval.main([f"{ref}+{ref1}", f"{same}+{same1}"]) == 0
+    out = capsys.readouterr().out
+    assert "reproduced: 3 objects" in out and "novel.psnr: largest difference 1e-06 (ours, a)" in out
+    # the reference scored a baseline the rerun left out: skipped, named
+    with_nocam = run(tmp_path / "ref3.json", {"c": obj(23.0, 0.1)}, ("ours", "copy", "no-camera"))
+    assert compare_eval.main([with_nocam, same1]) == 0
+    assert "not compared: no-camera" in capsys.readouterr().out
+    # a value moved past the tolerance, a mesh lost, an object missing: not reproduced
+    moved = run(tmp_path / "moved.json", {"c": obj(23.0, 0.11)})
+    assert compare_eval.main([ref1, moved]) == 1
+    assert "mesh.volume_iou: largest difference 0.01" in capsys.readouterr().out
+    lost = run(tmp_path / "lost.json", {"c": obj(23.0, 0.1, mesh=False)})
+    assert compare_eval.main([ref1, lost]) == 1
+    assert compare_eval.main([ref, same1]) == 1
+    assert "objects differ" in capsys.readouterr().out
+    # bad input: one line, exit 2
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert compare_eval.main([ref, str(tmp_path / "bad.json")]) == 2
+    assert "not an mv3d eval metrics.json" in capsys.readouterr().err
+    assert compare_eval.main([ref, str(tmp_path / "missing.json")]) == 2

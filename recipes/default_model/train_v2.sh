@@ -162,5 +162,8 @@ python -m recipes.default_model.table "$WORK/eval/test/0/metrics.json+$WORK/eval
 
 # The shipped folder is the stage-4 model (join writes no raw, non-EMA UNet copy):
 #   rm -r mv3d/default_model && cp -r "$WORK/stage4/model" mv3d/default_model
+# and the no-camera network beside the recipe, committed with it: the test table's third column needs
+# it, and a run's folder does not outlive its machine (stage 4's was lost that way: MODEL_CARD.md):
+#   cp -r "$nocam" recipes/default_model/no_camera_model
 # and the README's figure and Quick start image:
 #   python -m recipes.default_model.figure --eval "$WORK"/eval/test/{0,1} --example examples/example.png
