@@ -463,6 +463,8 @@ def test_choose_mesh_method_takes_volume_unless_chamfer_pays_for_it(tmp_path, ca
     # a run of another method than its label, and a write to a model the runs did not evaluate: one line
     assert cmm.main([f"field={hull}", f"hull={hull}"]) == 2
     assert "meshes made with 'hull'; expected a run of 'field'" in capsys.readouterr().err
+    assert cmm.main([f"field={field}", f"hull={tmp_path / 'missing.json'}"]) == 2
+    assert "missing.json: not readable as mv3d eval metrics" in capsys.readouterr().err
     model = tmp_path / "model"
     components = build_components(tiny_config(num_frames=3, sample_size=16))
     from video_prior.components import save_components

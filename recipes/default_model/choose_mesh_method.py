@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -68,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             method, sep, paths = spec.partition("=")
             if not sep or not method or not paths:
                 raise InputError(f"{spec}: expected METHOD=metrics.json[+metrics.json...]")
-            for p in paths.split("+"):
-                settings = json.loads(Path(p).read_text()).get("settings", {})
+            try:
+                runs[method] = load_set(paths)[1]
+            except (OSError, ValueError, KeyError) as exc:
+                raise InputError(f"{paths}: not readable as mv3d eval metrics ({exc})") from None
+            for p, settings in zip(paths.split("+"), runs[method]["settings"], strict=True):
                 recorded = (settings.get("extra") or {}).get("reconstruct_method")
                 if recorded != method:
                     raise InputError(f"{p}: meshes made with {recorded!r}; expected a run of {method!r}")
                 hashes.add(settings.get("model_hash"))
-            runs[method] = load_set(paths)[1]
         if len(runs) < 2:
             raise InputError(f"{len(runs)} method given: expected the default and at least one other")
         best, means, n = choose(runs)

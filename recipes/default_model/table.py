@@ -45,7 +45,8 @@ def load_set(spec: str) -> tuple[str, dict]:
         )
     # keys carry their run's position: the same object in two runs stays two rows
     objects = {f"{i}:{key}": o for i, r in enumerate(runs) for key, o in r["objects"].items()}
-    return label, {"objects": objects}
+    # each run's settings (model hash, eval options), in the order of the paths
+    return label, {"objects": objects, "settings": [r.get("settings") or {} for r in runs]}
 
 
 #: The mesh metrics of the table; issue 20's margins on them (ours against the mesh made from 21 copies of
