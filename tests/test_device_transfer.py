@@ -208,6 +208,7 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
     probe = json.loads((out / "probe.json").read_text())
     stage = yaml.safe_load((out / "stage4.yaml").read_text())
     assert probe["steps"] >= 10 and stage["max_steps"] == stage["lr_cooldown_steps"] == probe["steps"]
+    assert all(0 < share < 1 for share in probe["data_share"])  # the loader's share of a step, per network
     device_transfer.join(out, "ours", base=tmp_path / "init", new_model=tmp_path / "ours")
     comps, _ = load_components(tmp_path / "ours")
     init, _ = load_components(tmp_path / "init")

@@ -158,8 +158,11 @@ def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path
     assert not np.array_equal(np.asarray(sheet), old)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 5
-    elapsed = [json.loads(line)["elapsed_s"] for line in lines]  # the call's wall time, for step-time probes
+    records = [json.loads(line) for line in lines]
+    elapsed = [r["elapsed_s"] for r in records]  # the call's wall time, for step-time probes
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    # the loader's share of each step, to tell a data-bound run from a compute-bound one
+    assert all(0 < r["data_s"] < r["step_s"] for r in records)
     assert vtrain.latest_checkpoint(tmp_path / "run").name == "step-000005"
     # A second run into the same folder without --resume is refused.
     with pytest.raises(InputError, match="--resume"):

@@ -22,7 +22,9 @@ Run folder layout::
     RUN/checkpoints/latest          name of the newest complete checkpoint
     RUN/samples/step-000100.png     contact sheet: per validation object, a ground-truth row, a sample row
     RUN/logs/                       tensorboard
-    RUN/metrics.jsonl               one line per optimizer step: step, loss, lr
+    RUN/metrics.jsonl               one line per logged optimizer step: step, loss, lr, step_s (that
+                                    step's seconds), data_s (of which waiting for the loader),
+                                    elapsed_s (this call's seconds so far)
     RUN/model/                      the final model (EMA weights when EMA is on), diffusers layout;
                                     RUN/model/unet_no_ema/ holds the raw weights
 """
@@ -835,11 +837,17 @@ def _check_cache(dataset: OrbitVideoDataset, components: dict[str, torch.nn.Modu
         )
 
 
-def _accumulate(accelerator, denoiser, batches, params, optimizer, config, state, rank, device) -> float:
-    """One optimizer step's `grad_accum` micro-steps (backward, clipping, the step); the mean loss."""
-    accum_loss = 0.0
+def _accumulate(
+    accelerator, denoiser, batches, params, optimizer, config, state, rank, device
+) -> tuple[float, float]:
+    """One optimizer step's `grad_accum` micro-steps (backward, clipping, the step): (the mean loss, the
+    seconds spent waiting for the data loader)."""
+    accum_loss = data_s = 0.0
     for _ in range(config.grad_accum):
-        batch = denoiser.to_model_order(next(batches))
+        t = time.perf_counter()
+        raw = next(batches)
+        data_s += time.perf_counter() - t
+        batch = denoiser.to_model_order(raw)
         gen = step_generator(config.seed, state.micro_step, rank)
         with accelerator.accumulate(denoiser.unet), accelerator.autocast():
             loss = training_loss(denoiser, batch, config, gen, device)
@@ -852,7 +860,7 @@ def _accumulate(accelerator, denoiser, batches, params, optimizer, config, state
         accum_loss += float(loss.detach()) / config.grad_accum
     if not accelerator.sync_gradients:  # pragma: no cover - accumulate() syncs on the last micro-step
         raise RuntimeError("gradient accumulation out of step")
-    return accum_loss
+    return accum_loss, data_s
 
 
 def train(
@@ -948,7 +956,7 @@ def train(
             )
             preview = _validation_batch(dataset, config.num_sample_objects) if main else None
         t0 = time.perf_counter()
-        accum_loss = _accumulate(
+        accum_loss, data_s = _accumulate(
             accelerator, denoiser, batches, params, optimizer, config, state, rank, device
         )
         lr = scheduler.get_last_lr()[0]  # the rate this step used (logged below)
@@ -968,6 +976,8 @@ def train(
                     "loss": loss_value,
                     "lr": lr,
                     "step_s": time.perf_counter() - t0,
+                    # of which waiting for the loader: a step-time probe tells data-bound from compute-bound
+                    "data_s": data_s,
                     "elapsed_s": time.perf_counter() - call_start,
                 }
                 with open(out_dir / "metrics.jsonl", "a") as fh:

@@ -74,12 +74,15 @@ if [[ ${STEPS:-} == auto ]]; then
   steps=$(python3 - "$W" "$BUDGET" "$P" <<'EOF'
 import json, sys
 work, budget, p = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-per_step = []
+per_step, data = [], []
 for run in ("probe_ours", "probe_no_camera"):
     rec = {r["step"]: r for r in map(json.loads, open(f"{work}/{run}/metrics.jsonl"))}
     per_step.append((rec[p]["elapsed_s"] - rec[p // 2]["elapsed_s"]) / (p - p // 2))
+    # the loader's share of the logged steps: near 1, more loader workers (not a faster GPU) would help
+    logged = [r for s, r in rec.items() if s > p // 2 and "data_s" in r]
+    data.append(sum(r["data_s"] for r in logged) / max(sum(r["step_s"] for r in logged), 1e-9))
 steps = max(10, int(0.85 * budget / max(per_step)) // 10 * 10)  # at least one logged step
-print(json.dumps({"step_s": per_step, "budget_s": budget, "steps": steps}), file=open(f"{work}/probe.json", "w"))
+print(json.dumps({"step_s": per_step, "data_share": data, "budget_s": budget, "steps": steps}), file=open(f"{work}/probe.json", "w"))
 print(steps)
 EOF
 )
