@@ -64,6 +64,10 @@ OBJECTS_DIR = "objects"
 LOCK_FILE = ".mv3d-lock"
 RECORDS_DIR = "records"
 ORBIT_KINDS = ("static", "dynamic", "mixed")
+#: the largest shape_augment: |ln stretch| up to 0.7 is a factor of 2 either way along an axis
+MAX_SHAPE_AUGMENT = 0.7
+#: the random stream of the shape stretch, apart from each object's orbit and light draws
+SHAPE_STREAM = 1
 #: How often (seconds) the manifest is rewritten while a job runs.
 MANIFEST_EVERY_S = 30.0
 
@@ -82,6 +86,10 @@ class RenderJobConfig:
         fov_deg: field of view.
         seed: job seed; each object's seed is derived from it and the object id.
         light_augment: random light setup per object (else the default lights).
+        shape_augment: stretch each object along the world axes by its own random factors
+            exp(U(-a, a)), a = shape_augment, then normalise it to the unit cube again (0: no stretch;
+            `object_shape_scales`). New proportions of the same objects: training data with more
+            shapes than the source has.
         depth, normals: also store depth.npy / normals.npy per object.
         curation: the curation settings (a `render.curation.CurationConfig` as a dict), or None.
     """
@@ -98,9 +106,13 @@ class RenderJobConfig:
     depth: bool = False
     normals: bool = False
     curation: dict[str, Any] | None = None
+    shape_augment: float = 0.0
 
     def validate(self) -> None:
         check_range("views", self.views, 1, MAX_VIEWS, "a number of views")
+        check_range(
+            "shape_augment", self.shape_augment, 0.0, MAX_SHAPE_AUGMENT, "the largest |ln stretch| per axis"
+        )
         check_range("resolution", self.resolution, 8, MAX_IMAGE_SIDE, "pixels")
         if self.orbit_kind not in ORBIT_KINDS:
             raise InputError(
@@ -122,6 +134,12 @@ class RenderJobConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["elevation_range"] = [float(v) for v in self.elevation_range]
+        if not d["shape_augment"]:
+            # left out when off, so that the job.json of a dataset rendered before the option existed
+            # still matches a rerun with the same settings
+            del d["shape_augment"]
+        else:
+            d["shape_augment"] = float(d["shape_augment"])
         return d
 
 
@@ -145,6 +163,18 @@ def object_orbit(cfg: RenderJobConfig, object_id: str) -> tuple[Orbit, int | Non
         orbit = static_orbit(cfg.views, elevation, fov_deg=cfg.fov_deg)
     light_seed = int(rng.integers(0, 2**31 - 1)) if cfg.light_augment else None
     return orbit, light_seed
+
+
+def object_shape_scales(cfg: RenderJobConfig, object_id: str) -> np.ndarray | None:
+    """(3,) stretch factors of one object along the world x, y, z axes, or None without shape_augment.
+
+    A pure function of the job seed and the object id, drawn from a stream of its own, so that turning
+    the option on leaves every object's orbit and lights as they were."""
+    a = float(cfg.shape_augment)
+    if a <= 0:
+        return None
+    rng = np.random.default_rng([object_seed(cfg.seed, object_id), SHAPE_STREAM])
+    return np.exp(rng.uniform(-a, a, size=3))
 
 
 def _error_line(exc: BaseException) -> str:
@@ -194,6 +224,11 @@ def render_one(source, out_dir: str, cfg_json: dict[str, Any]) -> dict[str, Any]
             return {**record, "status": "rejected", "stage": "mesh", "reason": reason}
         stage = "render"
         orbit, light_seed = object_orbit(cfg, source.object_id)
+        scales = object_shape_scales(cfg, source.object_id)
+        if scales is not None:
+            from render.meshes import stretched
+
+            mesh = stretched(mesh, scales)
         with get_renderer(cfg.renderer, **cfg.renderer_settings) as renderer:
             result = renderer.render(
                 mesh, orbit, cfg.resolution, depth=cfg.depth, normals=cfg.normals, light_seed=light_seed
@@ -208,6 +243,8 @@ def render_one(source, out_dir: str, cfg_json: dict[str, Any]) -> dict[str, Any]
             "meta": _jsonable(source.meta),
             "curation": record["curation"],
         }
+        if scales is not None:
+            info["shape_scales"] = [float(v) for v in scales]  # before the renormalisation
         write_render(
             Path(out_dir) / OBJECTS_DIR / source.object_id, mesh, result, orbit, renderer, info, light_seed
         )
@@ -549,6 +586,7 @@ def render_dataset(
     renderer_settings: dict[str, Any] | None = None,
     fov_deg: float = SV3D_FOV_DEG,
     light_augment: bool = False,
+    shape_augment: float = 0.0,
     depth: bool = False,
     normals: bool = False,
     retry_failed: bool = True,
@@ -575,6 +613,7 @@ def render_dataset(
             format's own; `render.sources.file_source`).
         select: keep only the objects a selection lists (`render.sources.read_selection`).
         light_augment: draw a random light setup per object.
+        shape_augment: stretch each object by random factors exp(U(-a, a)) per axis (`RenderJobConfig`).
         depth, normals: also store depth and normal maps.
         retry_failed: on a rerun, try failed objects again.
         progress: show a tqdm progress bar.
@@ -603,6 +642,7 @@ def render_dataset(
         fov_deg=float(fov_deg),
         seed=int(seed),
         light_augment=bool(light_augment),
+        shape_augment=float(shape_augment),
         depth=bool(depth),
         normals=bool(normals),
         curation=_jsonable(curation) if curation is not None else None,

@@ -443,6 +443,17 @@ def normalize_scene(scene, pre_transform: np.ndarray | None = None, source: str 
     return scene, norm @ pre
 
 
+def stretched(mesh: LoadedMesh, scales) -> LoadedMesh:
+    """`mesh` stretched by `scales` (3,) along the world x, y, z axes, then normalised to the unit cube
+    again (largest extent 1, centred); `source_to_world` records both, so its geometry stays in source
+    coordinates. For shape augmentation (`render.jobs.RenderJobConfig.shape_augment`)."""
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.shape != (3,) or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise InputError(f"{mesh.source}: stretch {scales.tolist()}: expected three positive factors")
+    scene, to_world = normalize_scene(mesh.scene, pre_transform=np.diag([*scales, 1.0]), source=mesh.source)
+    return LoadedMesh(scene=scene, source_to_world=to_world @ mesh.source_to_world, source=mesh.source)
+
+
 def check_up_axis(up_axis: str | None, what: str = "up axis") -> str | None:
     """`up_axis` lower-cased when it is y or z (either case), None for None; else one `InputError` line
     naming `what` (the CLIs pass their option, "--up-axis")."""

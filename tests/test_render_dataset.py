@@ -49,6 +49,49 @@ def test_object_orbits_depend_on_id_only():
     assert min(elevations) >= -5.0 and max(elevations) <= 30.0 and np.ptp(elevations) > 5.0
 
 
+def test_shape_augment_stretches_each_object_its_own_way(tmp_path):
+    """Per-object stretch factors are a pure function of seed and id, within exp(+-a), drawn apart from
+    the orbits; the stretched mesh is fitted to the unit cube again with its transform recorded; the
+    option off leaves job.json as it was before the option existed; a bad value is one line."""
+    from render.jobs import object_shape_scales
+    from render.meshes import LoadedMesh, normalize_scene, stretched
+
+    off = RenderJobConfig(views=6, orbit_kind="mixed", seed=3)
+    on = RenderJobConfig(views=6, orbit_kind="mixed", seed=3, shape_augment=0.3)
+    assert object_shape_scales(off, "chair-1") is None and "shape_augment" not in off.to_json()
+    assert on.to_json()["shape_augment"] == 0.3
+    scales = np.array([object_shape_scales(on, f"obj{i}") for i in range(50)])
+    assert np.array_equal(scales[7], object_shape_scales(on, "obj7"))
+    assert np.all(np.abs(np.log(scales)) <= 0.3) and np.ptp(np.log(scales)) > 0.4
+    assert object_orbit(on, "obj7") == object_orbit(off, "obj7")  # the orbits and lights do not move
+    with pytest.raises(InputError, match="shape_augment 0.9"):
+        RenderJobConfig(shape_augment=0.9).validate()
+
+    box = trimesh.creation.box(extents=[4.0, 2.0, 1.0])
+    scene, to_world = normalize_scene(box)
+    mesh = stretched(LoadedMesh(scene, to_world, "box"), [0.5, 2.0, 1.0])
+    assert np.allclose(
+        mesh.world_bounds(), [[-0.25, -0.5, -0.125], [0.25, 0.5, 0.125]]
+    )  # (1, .5, .25) * (.5, 2, 1)
+    # the recorded transform takes the source file's vertices to the stretched world
+    world = trimesh.transform_points(box.vertices, mesh.source_to_world)
+    assert np.allclose(world.min(0), [-0.25, -0.5, -0.125]) and np.allclose(world.max(0), [0.25, 0.5, 0.125])
+    with pytest.raises(InputError, match="three positive factors"):
+        stretched(mesh, [1.0, 0.0, 1.0])
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    box.export(meshes / "box.ply")
+    plain = render_dataset([str(meshes)], tmp_path / "plain", **SMALL, progress=False)
+    aug = render_dataset([str(meshes)], tmp_path / "aug", **SMALL, shape_augment=0.5, progress=False)
+    assert plain["done"] == aug["done"] == 1
+    a = read_orbit_dataset(tmp_path / "plain" / "objects" / _complete_objects(tmp_path / "plain")[0])
+    b = read_orbit_dataset(tmp_path / "aug" / "objects" / _complete_objects(tmp_path / "aug")[0])
+    assert "shape_scales" not in a.meta["object"] and len(b.meta["object"]["shape_scales"]) == 3
+    assert not np.array_equal(a.load_images()[..., 3], b.load_images()[..., 3])  # other silhouettes
+    assert json.loads((tmp_path / "aug" / "job.json").read_text())["shape_augment"] == 0.5
+
+
 @pytest.mark.slow
 def test_job_records_failures_rejections_and_resumes(tmp_path):
     from render.curation import CurationConfig

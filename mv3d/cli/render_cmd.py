@@ -153,6 +153,12 @@ def register(app: typer.Typer) -> None:
             0, "--seed", help="Job seed (per-object orbits and lights derive from it and the object id)."
         ),
         light_augment: bool = typer.Option(False, "--light-augment", help="A random light setup per object."),
+        shape_augment: float = typer.Option(
+            0.0,
+            "--shape-augment",
+            help="Stretch each object along x, y and z by its own random factors exp(U(-A, A)), then "
+            "fit it to the unit cube again: new proportions for training data (0: off; at most 0.7).",
+        ),
         depth: bool = typer.Option(False, "--depth", help="Also write depth.npy per object."),
         normals: bool = typer.Option(
             False, "--normals", help="Also write normals.npy (world space) per object."
@@ -225,6 +231,7 @@ def register(app: typer.Typer) -> None:
             renderer_settings={"samples": samples, "world": world} if renderer == "blender" else {},
             fov_deg=fov,
             light_augment=light_augment,
+            shape_augment=shape_augment,
             depth=depth,
             normals=normals,
             retry_failed=retry_failed,
