@@ -527,3 +527,31 @@ def test_compare_eval_checks_every_object_and_metric(tmp_path, capsys):
     assert compare_eval.main([ref, str(tmp_path / "bad.json")]) == 2
     assert "not an mv3d eval metrics.json" in capsys.readouterr().err
     assert compare_eval.main([ref, str(tmp_path / "missing.json")]) == 2
+
+
+def test_paired_compares_two_models_object_by_object(tmp_path, capsys):
+    """B − A per object for one method, with how many objects each is ahead on; runs of other objects or
+    an unreadable file are one line and exit 2."""
+    from recipes.default_model import paired
+
+    def run(path, values):
+        objects = {
+            f"o{i}": {
+                "object_id": f"o{i}",
+                "methods": {"ours": {"novel": {"psnr": v, "ssim": 0.8, "mask_iou": v / 100}}},
+            }
+            for i, v in enumerate(values)
+        }
+        path.write_text(json.dumps({"methods": ["ours"], "objects": objects}))
+        return str(path)
+
+    a = run(tmp_path / "a.json", [20.0, 21.0, 22.0, 23.0])
+    b = run(tmp_path / "b.json", [20.5, 21.5, 21.5, 23.5])
+    assert paired.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "psnr: B 21.7500, A 21.5000, B − A +0.2500 (B ahead on 3, behind on 1" in out
+    assert "ssim: B 0.8000, A 0.8000, B − A +0.0000 (B ahead on 0, behind on 0; p = 1)" in out
+    other = run(tmp_path / "c.json", [20.0, 21.0, 22.0])
+    assert paired.main([a, other]) == 2
+    assert "different objects" in capsys.readouterr().err
+    assert paired.main([a, str(tmp_path / "missing.json")]) == 2

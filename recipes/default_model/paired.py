@@ -1,0 +1,66 @@
+"""Two models on the same objects: the per-object difference of one method's novel views, paired.
+
+    python -m recipes.default_model.paired A/0/metrics.json+A/1/metrics.json B/0/metrics.json+B/1/metrics.json \
+        [--method ours]
+
+A and B are `mv3d eval` runs of two models (each pooled from its halves with "+", in the same order) on
+the same objects with the same seed. Prints, for novel-view PSNR, SSIM and mask IoU, the mean of B and of
+A, the mean of B − A over the objects, how many objects B is ahead on, and a paired two-sided Wilcoxon
+signed-rank p-value. Used for experiments that compare two trainings (MODEL_CARD.md); the acceptance
+table against the baselines is `table.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from recipes.default_model.table import METRICS, load_set, per_object
+from render.common import InputError
+
+
+def paired(a_spec: str, b_spec: str, method: str = "ours") -> list[str]:
+    """The report's lines; `InputError` when the runs do not score the same objects."""
+    from scipy.stats import wilcoxon
+
+    try:
+        (_, a), (_, b) = load_set(a_spec), load_set(b_spec)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"not readable as mv3d eval metrics ({exc})") from None
+    ids_a = [o.get("object_id") for o in a["objects"].values()]
+    ids_b = [o.get("object_id") for o in b["objects"].values()]
+    if ids_a != ids_b:
+        raise InputError(f"{a_spec} and {b_spec} score different objects or orders; expected the same split")
+    lines = [f"{len(ids_a)} objects, method {method}: B = {b_spec}, A = {a_spec}"]
+    for metric in METRICS:
+        try:
+            x, y = per_object(a, method, metric), per_object(b, method, metric)
+        except KeyError as exc:
+            raise InputError(f"a run does not score {method}'s {metric} ({exc})") from None
+        d = y - x
+        p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+        lines.append(
+            f"{metric}: B {y.mean():.4f}, A {x.mean():.4f}, B − A {d.mean():+.4f} "
+            f"(B ahead on {int((d > 0).sum())}, behind on {int((d < 0).sum())}; p = {p:.2g})"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a", help="model A's metrics.json (halves joined by '+')")
+    ap.add_argument("b", help="model B's metrics.json (halves joined by '+', in A's order)")
+    ap.add_argument("--method", default="ours", help="the method compared (ours, copy, no-camera)")
+    args = ap.parse_args(argv)
+    try:
+        print("\n".join(paired(args.a, args.b, args.method)))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
