@@ -67,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             method, sep, paths = spec.partition("=")
             if not sep or not method or not paths:
                 raise InputError(f"{spec}: expected METHOD=metrics.json[+metrics.json...]")
-            try:
-                runs[method] = load_set(paths)[1]
-            except (OSError, ValueError, KeyError) as exc:
-                raise InputError(f"{paths}: not readable as mv3d eval metrics ({exc})") from None
+            runs[method] = load_set(paths)[1]
             for p, settings in zip(paths.split("+"), runs[method]["settings"], strict=True):
                 recorded = (settings.get("extra") or {}).get("reconstruct_method")
                 if recorded != method:

@@ -15,15 +15,12 @@ by "+" to compare split halves together.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
+from recipes.default_model.table import read_metrics
 from render.common import InputError
 
-#: a metrics.json larger than this is not one of this recipe's (a test half is about 1 MB)
-MAX_METRICS_BYTES = 64 << 20
 #: the per-object summaries compared for each method (`novel`: means over views 1 to N-1)
 PARTS = ("novel", "mesh")
 
@@ -33,20 +30,10 @@ def read_objects(spec: str) -> tuple[dict[str, dict], list[str]]:
     objects: dict[str, dict] = {}
     methods: list[str] | None = None
     for name in spec.split("+"):
-        path = Path(name)
-        if not path.is_file():
-            raise InputError(f"{path}: no such file; expected an mv3d eval metrics.json")
-        if path.stat().st_size > MAX_METRICS_BYTES:
-            raise InputError(f"{path}: {path.stat().st_size} bytes; expected under {MAX_METRICS_BYTES}")
-        try:
-            run = json.loads(path.read_text())
-            found, these = run["objects"], list(run["methods"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{path}: not an mv3d eval metrics.json ({exc})") from None
-        if not isinstance(found, dict):
-            raise InputError(f"{path}: 'objects' is not a mapping; expected an mv3d eval metrics.json")
+        run = read_metrics(name)
+        found, these = run["objects"], run["methods"]
         if methods is not None and these != methods:
-            raise InputError(f"{path}: scores {these}, the other files {methods}; join runs of one kind")
+            raise InputError(f"{name}: scores {these}, the other files {methods}; join runs of one kind")
         methods = these
         objects.update(found)
     return objects, methods or []

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from render.common import InputError
+
 METRICS = ("psnr", "ssim", "mask_iou")
 #: the view margins of issue 7, asked again by issue 20 (None: reported, no margin asked)
 MARGINS = {"psnr": 0.5, "ssim": None, "mask_iou": 0.03}
@@ -33,10 +35,38 @@ def per_object(metrics: dict, method: str, metric: str) -> np.ndarray:
     return np.array([o["methods"][method]["novel"][metric] for o in metrics["objects"].values()], float)
 
 
+#: a metrics.json larger than this is not one of this recipe's (a test half is about 1 MB)
+MAX_METRICS_BYTES = 64 << 20
+
+
+def read_metrics(path: str | Path) -> dict:
+    """One `mv3d eval` metrics.json, its size checked before it is read; `InputError` (the file, what is
+    wrong) for a missing, oversized or malformed one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not readable as mv3d eval metrics (no such file)")
+    size = path.stat().st_size
+    if size > MAX_METRICS_BYTES:
+        raise InputError(
+            f"{path}: {size} bytes; expected an mv3d eval metrics.json under {MAX_METRICS_BYTES}"
+        )
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not an mv3d eval metrics.json ({exc})") from None
+    if not (
+        isinstance(run, dict)
+        and isinstance(run.get("objects"), dict)
+        and isinstance(run.get("methods"), list)
+    ):
+        raise InputError(f"{path}: not an mv3d eval metrics.json (expected its 'objects' and 'methods')")
+    return run
+
+
 def load_set(spec: str) -> tuple[str, dict]:
     """(label, metrics) of one argument: a metrics.json path, or several joined by "+" (objects pooled)."""
     paths = [Path(p) for p in spec.split("+")]
-    runs = [json.loads(p.read_text()) for p in paths]
+    runs = [read_metrics(p) for p in paths]
     label = " + ".join(LABELS.get(p.parent.name, p.parent.name) for p in paths)
     methods = [r["methods"] for r in runs]
     if any(m != methods[0] for m in methods):
@@ -170,7 +200,10 @@ def main() -> None:
         "metrics", nargs="+", help='metrics.json files written by mv3d eval ("A+B": their objects as one set)'
     )
     args = parser.parse_args()
-    print(table(args.metrics))
+    try:
+        print(table(args.metrics))
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     meshes = mesh_table(args.metrics)
     if meshes:
         print()
