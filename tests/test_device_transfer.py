@@ -152,10 +152,12 @@ def test_split_and_join_give_back_the_unet_exactly(model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_stage_runs_end_to_end_here(tmp_path):
-    """gpu_stage.sh as run on the lent GPU (unpack, float16 starting points, step-time probe, both networks
-    side by side, shards and meta back), here on the CPU with a tiny model and two tiny renders; what
-    comes back joins into a model folder that loads."""
+@pytest.mark.parametrize("fresh", [False, True], ids=["continuation", "fresh-start"])
+def test_gpu_stage_runs_end_to_end_here(tmp_path, fresh):
+    """gpu_stage.sh as run on the lent GPU (unpack, the starting points: carried in float16, or built
+    there by fresh_init.py and drop_camera.py; step-time probe, both networks side by side, shards and
+    meta back), here on the CPU with a tiny model and two tiny renders; what comes back joins into a
+    model folder that loads."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_data import make_objects
 
@@ -168,8 +170,9 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(num_frames=4, sample_size=16)
     save_components(build_components(cfg), model_info_from_config(cfg), tmp_path / "init")
-    device_transfer.shrink(tmp_path / "init", carry / "init")
-    device_transfer.shrink(tmp_path / "init", carry / "init_no_camera", only=["unet"])
+    if not fresh:
+        device_transfer.shrink(tmp_path / "init", carry / "init")
+        device_transfer.shrink(tmp_path / "init", carry / "init_no_camera", only=["unet"])
     config = {
         "init_from": "unused",  # gpu_stage.sh passes --init-from
         "data": {"num_frames": 4, "resolution": 16, "background": "white"},
@@ -190,6 +193,8 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(repo),
     }
+    if fresh:
+        env.update(FRESH_CHANNELS="64,64", FRESH_SEED="1", FRESH_FROM=str(tmp_path / "init"))
     run = subprocess.run(
         ["bash", str(repo / "recipes/default_model/gpu_stage.sh"), str(carry), str(tmp_path / "out"), "3"],
         cwd=repo,
@@ -206,12 +211,18 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path):
     with tarfile.open(out / "meta.tar.gz") as tar:
         tar.extractall(out, filter="data")
     probe = json.loads((out / "probe.json").read_text())
-    stage = yaml.safe_load((out / "stage4.yaml").read_text())
+    stage = yaml.safe_load((out / "run.yaml").read_text())
     assert probe["steps"] >= 10 and stage["max_steps"] == stage["lr_cooldown_steps"] == probe["steps"]
     assert all(0 < share < 1 for share in probe["data_share"])  # the loader's share of a step, per network
-    device_transfer.join(out, "ours", base=tmp_path / "init", new_model=tmp_path / "ours")
+    base = tmp_path / "work" / "init" if fresh else tmp_path / "init"
+    device_transfer.join(out, "ours", base=base, new_model=tmp_path / "ours")
     comps, _ = load_components(tmp_path / "ours")
-    init, _ = load_components(tmp_path / "init")
+    init, _ = load_components(base)
+    if fresh:  # the wider UNet built there, its digest in init.txt
+        assert list(comps["unet"].config.block_out_channels) == [64, 64]
+        assert "sha256" in (out / "init.txt").read_text()
+        device_transfer.join(out, "no_camera", base=tmp_path / "work" / "init_no_camera", new_model=tmp_path / "nc")
+        assert load_components(tmp_path / "nc")[1].conditioning == "sv3d_u"
     changed = [
         not torch.allclose(p, q, rtol=2**-10, atol=1e-6)
         for p, q in zip(comps["unet"].state_dict().values(), init["unet"].state_dict().values(), strict=True)

@@ -555,3 +555,37 @@ def test_paired_compares_two_models_object_by_object(tmp_path, capsys):
     assert paired.main([a, other]) == 2
     assert "different objects" in capsys.readouterr().err
     assert paired.main([a, str(tmp_path / "missing.json")]) == 2
+
+
+def test_fresh_init_is_a_seeded_wider_unet_at_the_copy_baseline(tmp_path):
+    from recipes.default_model import fresh_init
+    from video_prior.components import (
+        build_components,
+        load_components,
+        model_info_from_config,
+        save_components,
+        tiny_config,
+    )
+
+    torch.manual_seed(0)
+    cfg = tiny_config(num_frames=4, sample_size=16, conditioning="sv3d_p")
+    info = model_info_from_config(cfg)
+    info.alpha_threshold, info.default_mesh_method = 0.4, "hull"
+    save_components(build_components(cfg), info, tmp_path / "src")
+    _, digest = fresh_init.make_fresh_init(tmp_path / "src", tmp_path / "a", "64,64", seed=3)
+    torch.manual_seed(123)  # the global generator's state must not matter
+    _, again = fresh_init.make_fresh_init(tmp_path / "src", tmp_path / "b", "64,64", seed=3)
+    _, other = fresh_init.make_fresh_init(tmp_path / "src", tmp_path / "c", "64,64", seed=4)
+    assert digest == again != other
+    comps, new_info = load_components(tmp_path / "a")
+    src, _ = load_components(tmp_path / "src")
+    unet = comps["unet"]
+    assert list(unet.config.block_out_channels) == [64, 64] != list(src["unet"].config.block_out_channels)
+    assert not unet.conv_out.weight.any() and not unet.conv_out.bias.any()
+    assert (new_info.alpha_threshold, new_info.default_mesh_method) == (0.5, None)
+    for part in ("vae", "image_encoder"):  # the frozen parts are the source's
+        for p, q in zip(comps[part].state_dict().values(), src[part].state_dict().values(), strict=True):
+            assert torch.equal(p, q)
+    for bad in ("64", "64,48", "64,x", "64,1024"):
+        with pytest.raises(InputError, match="--channels"):
+            fresh_init.parse_channels(bad, 2)

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Stage 4 of the default model v2 on a lent GPU, as one command (MODEL_CARD.md, "Compute"):
+# A GPU stage of the default model, as one command on a lent GPU (MODEL_CARD.md, "Compute"):
 #
 #   bash recipes/default_model/gpu_stage.sh CARRY OUT [TRAIN_SECONDS]      # in the repository root
 #
+# Two modes, by what the starting points are:
+# - continuation (v2's stage 4; CONFIG defaults to configs/v2_stage4_gpu.yaml): both networks continue from
+#   models carried in CARRY/init and CARRY/init_no_camera.
+# - fresh start (FRESH_CHANNELS=64,128,128 [FRESH_SEED=0], CONFIG=recipes/default_model/configs/v3_gpu.yaml):
+#   the starting point is built here by fresh_init.py (a UNet of those widths beside the frozen parts of
+#   FRESH_FROM, by default the repository's mv3d/default_model) and its no-camera twin by drop_camera.py;
+#   nothing but data and wheels is carried, and init.txt records the fresh UNet's digest (equal to the
+#   CPU's for the same seed).
+#
 # CARRY, prepared on the CPU machine (the lent machine reaches no registry and receives at most 64 MiB):
 #   whl/        diffusers 0.42.1, importlib_metadata 10.2.0, lazy-importer 0.1.0 (the rest is in its image)
-#   orbits.tar.xz   two of the three train-split renders, seeds 11 and 12 (pack_orbits.py pack)
-#   init/           runs/v2/stage3/model with float16 weights (device_transfer.py shrink)
-#   init_no_camera/ runs/v2/stage3_no_camera/model's UNet, float16 (shrink --only unet)
+#   orbits.tar.xz   renders of the train split (pack_orbits.py pack): v2's stage 4 took seeds 11 and 12
+#   init/           continuation only: e.g. runs/v2/stage3/model with float16 weights (device_transfer.py shrink)
+#   init_no_camera/ continuation only: the no-camera model's UNet, float16 (shrink --only unet)
 # OUT receives ours_<i>.safetensors and no_camera_<i>.safetensors (each network's EMA UNet, float32, in
 # shards of at most 15 MB: the machine returns at most 8 files of at most 16 MiB) and meta.tar.gz (their
 # UNet configs, the configs and metrics of the runs, the logs, the step-time probe, nvidia-smi). Back on
 # the CPU machine: untar meta.tar.gz into OUT, then device_transfer.py join OUT ours --base
-# runs/v2/stage3/model --out MODEL (and no_camera with --base runs/v2/stage3_no_camera/model).
+# runs/v2/stage3/model --out MODEL (and no_camera with --base runs/v2/stage3_no_camera/model; for a fresh
+# start, --base the starting points fresh_init.py and drop_camera.py make there from the same seed).
 #
 # STEPS (environment): the config's max_steps by default (a rerun of the recorded stage); "auto" first
 # runs both networks side by side for 40 steps, takes the step time of steps 20 to 40, and sets max_steps
@@ -20,7 +30,7 @@
 set -euo pipefail
 CARRY=$(realpath "$1") OUT=$(realpath -m "$2") BUDGET=${3:-400}
 CONFIG=${CONFIG:-recipes/default_model/configs/v2_stage4_gpu.yaml}
-W=${WORK:-/tmp/mv3d_stage4}
+W=${WORK:-/tmp/mv3d_gpu_stage}
 cd "$(dirname "$0")/../.."
 mkdir -p "$W" "$OUT"
 log() { echo "[$(date +%T)] $*"; }
@@ -35,9 +45,15 @@ nvidia-smi > "$W/nvidia-smi.txt" 2>&1 || true
 python3 -c 'import torch, diffusers, numpy; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "diffusers", diffusers.__version__, "numpy", numpy.__version__)' | tee "$W/versions.txt"
 log unpack
 [[ -d $W/data ]] || python3 -m recipes.default_model.pack_orbits unpack "$CARRY/orbits.tar.xz" "$W/data" > /dev/null
-[[ -d $W/init ]] || python3 -m recipes.default_model.device_transfer expand "$CARRY/init" "$W/init"
-[[ -d $W/init_no_camera ]] || python3 -m recipes.default_model.device_transfer expand "$CARRY/init_no_camera" \
-  "$W/init_no_camera" --fill-from "$W/init"
+if [[ -n ${FRESH_CHANNELS:-} ]]; then
+  [[ -d $W/init ]] || python3 -m recipes.default_model.fresh_init --channels "$FRESH_CHANNELS" \
+    --seed "${FRESH_SEED:-0}" --from "${FRESH_FROM:-mv3d/default_model}" --out "$W/init" | tee "$W/init.txt"
+  [[ -d $W/init_no_camera ]] || python3 -m recipes.default_model.drop_camera "$W/init" "$W/init_no_camera"
+else
+  [[ -d $W/init ]] || python3 -m recipes.default_model.device_transfer expand "$CARRY/init" "$W/init"
+  [[ -d $W/init_no_camera ]] || python3 -m recipes.default_model.device_transfer expand "$CARRY/init_no_camera" \
+    "$W/init_no_camera" --fill-from "$W/init"
+fi
 DATA=("$W"/data/*)
 
 LIMIT=()  # a command prefix for the main runs (a hard stop), empty for the probe
@@ -87,7 +103,7 @@ print(steps)
 EOF
 )
 fi
-python3 - "$CONFIG" "$steps" "$W/stage4.yaml" <<'EOF'
+python3 - "$CONFIG" "$steps" "$W/run.yaml" <<'EOF'
 import sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 cfg["max_steps"] = cfg["lr_cooldown_steps"] = int(sys.argv[2])
@@ -96,8 +112,8 @@ EOF
 log "train: $steps steps, both networks side by side"
 # a hard stop 60 s past the budget leaves the logs and probe to come back even if a run is slower
 LIMIT=(timeout $((BUDGET + 60)))
-train "$W/stage4.yaml" "$W/init" "$W/ours" &
-train "$W/stage4.yaml" "$W/init_no_camera" "$W/no_camera" &
+train "$W/run.yaml" "$W/init" "$W/ours" &
+train "$W/run.yaml" "$W/init_no_camera" "$W/no_camera" &
 wait
 log "collect"
 for run in ours no_camera; do
@@ -106,7 +122,7 @@ for run in ours no_camera; do
     mv "$OUT/${run}_unet_config.json" "$W/"  # into meta.tar.gz: the machine returns at most 8 files
   fi
 done
-tar czf "$OUT/meta.tar.gz" -C "$W" --ignore-failed-read nvidia-smi.txt versions.txt stage4.yaml probe.json \
+tar czf "$OUT/meta.tar.gz" -C "$W" --ignore-failed-read nvidia-smi.txt versions.txt init.txt run.yaml probe.json \
   ours_unet_config.json no_camera_unet_config.json ours.log no_camera.log probe_ours.log probe_no_camera.log \
   ours/metrics.jsonl no_camera/metrics.jsonl ours/model/mv3d_model.json no_camera/model/mv3d_model.json \
   2> /dev/null || true

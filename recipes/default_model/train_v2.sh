@@ -43,6 +43,8 @@ V1_REV=${V1_REV:-af742d9}  # the last revision whose mv3d/default_model is v1
 SPLIT=recipes/default_model/sweethome3d_split.json
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+# shellcheck source=recipes/default_model/recipe_lib.sh
+source recipes/default_model/recipe_lib.sh
 STEPS_ARG=()
 if [[ -n "${MAX_STEPS:-}" ]]; then STEPS_ARG=(--max-steps "$MAX_STEPS"); fi
 
@@ -50,8 +52,7 @@ if [[ -n "${MAX_STEPS:-}" ]]; then STEPS_ARG=(--max-steps "$MAX_STEPS"); fi
 DATA=()
 for seed in 11 12 13; do
   light=(); if [[ $seed == 12 ]]; then light=(--light-augment); fi
-  mv3d render-dataset "$SH3D" --select "$SPLIT:train" --out "$WORK/data/train_s$seed" --views 21 \
-    --resolution 64 --orbit mixed --elevation-range -5 30 --workers 2 --seed "$seed" "${light[@]}"
+  render_train "$seed" "$WORK/data/train_s$seed" "${light[@]}"
   DATA+=("$WORK/data/train_s$seed")
 done
 
@@ -64,23 +65,6 @@ fi
   --from "$WORK/v1/mv3d/default_model"
 [[ -d "$WORK/init_no_camera" ]] || python -m recipes.default_model.drop_camera "$WORK/init" "$WORK/init_no_camera"
 
-eval_halves() {  # SPLIT OUT OURS NOCAM [more mv3d eval arguments]: the split in two halves, in parallel
-  local split=$1 out=$2 ours=$3 nocam=$4 half
-  shift 4
-  # the halves interleave the split's list (objects 0, 2, 4, ... and 1, 3, 5, ...)
-  mkdir -p "$out"
-  for half in 0 1; do
-    python -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1]))[sys.argv[2]][int(sys.argv[3])::2]))' \
-      "$SPLIT" "$split" "$half" > "$out/objects_$half.txt"
-    mv3d eval --objects "$SH3D" --select "$out/objects_$half.txt" --model "$ours" --seed 0 \
-      --baselines copy,no-camera --no-camera-model "$nocam" --out "$out/$half" "$@" &
-  done
-  wait
-}
-calibrated() {  # MODEL_DIR: its info carries a matte calibration (a threshold other than 0.5 or a floor)
-  python -c 'import json, sys; i = json.load(open(sys.argv[1])); sys.exit(i.get("alpha_threshold", 0.5) == 0.5 and not i.get("alpha_floor"))' \
-    "$1/mv3d_model.json"
-}
 stage() {  # NAME INIT INIT_NO_CAMERA: train the model and its no-camera twin, calibrate, validate
   local name=$1 ours=$WORK/$1/model nocam=$WORK/$1_no_camera/model
   train_run() {  # INIT RUN_DIR (resumable)
@@ -92,16 +76,7 @@ stage() {  # NAME INIT INIT_NO_CAMERA: train the model and its no-camera twin, c
   train_run "$2" "$WORK/$name" &
   train_run "$3" "$WORK/${name}_no_camera" &
   wait
-  # matte calibration on the validation split (once: a calibrated model keeps its threshold on a rerun)
-  if ! calibrated "$ours"; then
-    eval_halves validation "$WORK/eval/${name}_validation_raw" "$ours" "$nocam"
-    python -m recipes.default_model.calibrate_matte "$WORK/eval/${name}_validation_raw"/{0,1} --method ours --write "$ours"
-    if calibrated "$ours"; then
-      python -m recipes.default_model.calibrate_matte "$WORK/eval/${name}_validation_raw"/{0,1} --method no-camera --write "$nocam"
-    fi
-  fi
-  eval_halves validation "$WORK/eval/${name}_validation" "$ours" "$nocam"
-  python -m recipes.default_model.table "$WORK/eval/${name}_validation/0/metrics.json+$WORK/eval/${name}_validation/1/metrics.json"
+  calibrate_and_validate "$name" "$ours" "$nocam"
 }
 
 # 3-4. stage 1 from the starting points; the shipping rule (MODEL_CARD.md): validation above v1's numbers
@@ -124,41 +99,18 @@ if [[ ! -f $ours/mv3d_model.json ]]; then
     python -m recipes.default_model.device_transfer shrink "$WORK/stage3/model" "$CARRY/init"
     python -m recipes.default_model.device_transfer shrink "$WORK/stage3_no_camera/model" "$CARRY/init_no_camera" --only unet
   fi
-  if [[ ${GPU_STAGE:-} != local ]]; then
-    echo "stage 4 needs a GPU: run 'bash recipes/default_model/gpu_stage.sh CARRY OUT' there with $CARRY as"
-    echo "CARRY (add diffusers' wheels as CARRY/whl if it lacks them), bring OUT back as $WORK/stage4_back,"
-    echo "and rerun this script (or set GPU_STAGE=local on a machine with a CUDA GPU)"
-    [[ -d $WORK/stage4_back ]] || exit 0
-  else
-    bash recipes/default_model/gpu_stage.sh "$CARRY" "$WORK/stage4_back"
-  fi
-  (cd "$WORK/stage4_back" && { [[ -f ours_unet_config.json ]] || tar xzf meta.tar.gz ours_unet_config.json no_camera_unet_config.json; })
-  python -m recipes.default_model.device_transfer join "$WORK/stage4_back" ours --base "$WORK/stage3/model" --out "$ours"
-  python -m recipes.default_model.device_transfer join "$WORK/stage4_back" no_camera --base "$WORK/stage3_no_camera/model" --out "$nocam"
+  gpu_stage_back "$CARRY" "$WORK/stage4_back" || exit 0
+  join_back "$WORK/stage4_back" "$WORK/stage3/model" "$WORK/stage3_no_camera/model" "$ours" "$nocam"
 fi
-if ! calibrated "$ours"; then
-  eval_halves validation "$WORK/eval/stage4_validation_raw" "$ours" "$nocam"
-  python -m recipes.default_model.calibrate_matte "$WORK/eval/stage4_validation_raw"/{0,1} --method ours --write "$ours"
-  python -m recipes.default_model.calibrate_matte "$WORK/eval/stage4_validation_raw"/{0,1} --method no-camera --write "$nocam"
-fi
-eval_halves validation "$WORK/eval/stage4_validation" "$ours" "$nocam"
-python -m recipes.default_model.table "$WORK/eval/stage4_validation/0/metrics.json+$WORK/eval/stage4_validation/1/metrics.json"
+calibrate_and_validate stage4 "$ours" "$nocam"
 
 # 8. the mesh method (MODEL_CARD.md): validation meshes by the fitted field and by space carving; the rule
 # (higher volume IoU of ours, Chamfer at most 2% worse) writes its choice into the model's info
-if ! python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("default_mesh_method") is None)' "$ours/mv3d_model.json"; then
-  for method in field hull; do
-    eval_halves validation "$WORK/eval/stage4_validation_$method" "$ours" "$nocam" --reconstruct --reconstruct-method "$method"
-  done
-  python -m recipes.default_model.choose_mesh_method \
-    field="$WORK/eval/stage4_validation_field/0/metrics.json+$WORK/eval/stage4_validation_field/1/metrics.json" \
-    hull="$WORK/eval/stage4_validation_hull/0/metrics.json+$WORK/eval/stage4_validation_hull/1/metrics.json" --write "$ours"
-fi
+choose_mesh stage4 "$ours" "$nocam"
 
 # 9. the test split, once per shipped model (stage 4 with its mesh method): views and meshes (the model's
 # mesh method for every scored method)
-eval_halves test "$WORK/eval/test" "$ours" "$nocam" --reconstruct
-python -m recipes.default_model.table "$WORK/eval/test/0/metrics.json+$WORK/eval/test/1/metrics.json"
+test_once "$ours" "$nocam"
 
 # The shipped folder is the stage-4 model (join writes no raw, non-EMA UNet copy):
 #   rm -r mv3d/default_model && cp -r "$WORK/stage4/model" mv3d/default_model
