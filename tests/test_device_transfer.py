@@ -221,7 +221,9 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path, fresh):
     if fresh:  # the wider UNet built there, its digest in init.txt
         assert list(comps["unet"].config.block_out_channels) == [64, 64]
         assert "sha256" in (out / "init.txt").read_text()
-        device_transfer.join(out, "no_camera", base=tmp_path / "work" / "init_no_camera", new_model=tmp_path / "nc")
+        device_transfer.join(
+            out, "no_camera", base=tmp_path / "work" / "init_no_camera", new_model=tmp_path / "nc"
+        )
         assert load_components(tmp_path / "nc")[1].conditioning == "sv3d_u"
     changed = [
         not torch.allclose(p, q, rtol=2**-10, atol=1e-6)
