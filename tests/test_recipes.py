@@ -149,7 +149,8 @@ def _fake_eval(run: Path, model_hash: str, soft_alpha: float, haze: float = 0.0)
                 rgba[:, 4:12, 4:12, 3] = 255
             write_orbit_dataset(run / "objects" / f"obj{k}" / method, rgba, static_orbit(3))
     settings = {"model_hash": model_hash, "extra": {"no_camera": {"hash": "other"}}}
-    (run / "metrics.json").write_text(json.dumps({"settings": settings}))
+    metrics = {"settings": settings, "methods": ["ours"], "objects": {}}  # what the calibration reads
+    (run / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_calibrate_matte_rule_and_write(tmp_path):

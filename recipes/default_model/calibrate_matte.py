@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from eval import view_metrics as vm
+from recipes.default_model.table import read_metrics
 from render.common import InputError, atomic_write_json
 from render.dataset import read_orbit_dataset
 
@@ -96,7 +97,9 @@ def choose(mean_iou: np.ndarray, grid: tuple[float, ...] = GRID) -> float:
 
 
 def recorded_hash(run: Path, method: str) -> str | None:
-    settings = json.loads((run / "metrics.json").read_text())["settings"]
+    settings = read_metrics(run / "metrics.json").get("settings")
+    if not isinstance(settings, dict):
+        raise InputError(f"{run / 'metrics.json'}: no 'settings'; expected an mv3d eval run's metrics")
     if method == "ours":
         return settings.get("model_hash")
     return settings.get("extra", {}).get("no_camera", {}).get("hash") if method == "no-camera" else None

@@ -127,11 +127,12 @@ def main() -> None:
 
     from PIL import Image
 
+    from recipes.default_model.table import read_metrics
     from render.dataset import load_rgba, read_orbit_dataset
 
     objects: dict = {}
     for run in args.eval:
-        objects.update(json.loads((run / "metrics.json").read_text())["objects"])
+        objects.update(read_metrics(run / "metrics.json")["objects"])
     object_id = args.object or median_object({"objects": objects})
     # the eval's folder of that object and what its ground truth records of it (id, source spec)
     obj_dir, gt_object = next(

@@ -13,13 +13,13 @@ the input view and the evaluated methods, all as novel-view mask IoU.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from eval import view_metrics as vm
+from recipes.default_model.table import read_metrics
 from render.common import InputError
 from render.dataset import read_orbit_dataset
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         for run in args.runs:
-            metrics = json.loads((run / "metrics.json").read_text())
+            metrics = read_metrics(run / "metrics.json")
             rows = []
             for oid, rec in metrics["objects"].items():
                 oracle = oracle_iou(gt_silhouettes(run / "objects" / oid))
