@@ -221,21 +221,24 @@ def test_silhouette_oracle_bounds_a_predictor_without_cameras():
     assert np.isclose(silhouette_oracle.oracle_iou(views), (1 + 32 / 96) / 2)
 
 
-@pytest.mark.slow
-def test_drop_camera_writes_a_no_camera_model(tmp_path):
-    from video_prior.components import (
-        build_components,
-        load_components,
-        model_info_from_config,
-        save_components,
-        tiny_config,
-    )
+def _tiny_camera_model(path: Path, **info_fields) -> dict:
+    """A tiny SV3D_p model folder at `path` (seed 0), its info's `info_fields` set; returns its config."""
+    from video_prior.components import save_components
 
     torch.manual_seed(0)
     cfg = tiny_config(num_frames=4, sample_size=16, conditioning="sv3d_p")
     info = model_info_from_config(cfg)
-    info.alpha_threshold = 0.4
-    save_components(build_components(cfg), info, tmp_path / "cam")
+    for name, value in info_fields.items():
+        setattr(info, name, value)
+    save_components(build_components(cfg), info, path)
+    return cfg
+
+
+@pytest.mark.slow
+def test_drop_camera_writes_a_no_camera_model(tmp_path):
+    from video_prior.components import load_components
+
+    cfg = _tiny_camera_model(tmp_path / "cam", alpha_threshold=0.4)
     script = ["-m", "recipes.default_model.drop_camera"]
     run = subprocess.run(
         [sys.executable, *script, str(tmp_path / "cam"), str(tmp_path / "nocam")],
@@ -560,19 +563,9 @@ def test_paired_compares_two_models_object_by_object(tmp_path, capsys):
 
 def test_fresh_init_is_a_seeded_wider_unet_at_the_copy_baseline(tmp_path):
     from recipes.default_model import fresh_init
-    from video_prior.components import (
-        build_components,
-        load_components,
-        model_info_from_config,
-        save_components,
-        tiny_config,
-    )
+    from video_prior.components import load_components
 
-    torch.manual_seed(0)
-    cfg = tiny_config(num_frames=4, sample_size=16, conditioning="sv3d_p")
-    info = model_info_from_config(cfg)
-    info.alpha_threshold, info.default_mesh_method = 0.4, "hull"
-    save_components(build_components(cfg), info, tmp_path / "src")
+    _tiny_camera_model(tmp_path / "src", alpha_threshold=0.4, default_mesh_method="hull")
     _, digest = fresh_init.make_fresh_init(tmp_path / "src", tmp_path / "a", "64,64", seed=3)
     torch.manual_seed(123)  # the global generator's state must not matter
     _, again = fresh_init.make_fresh_init(tmp_path / "src", tmp_path / "b", "64,64", seed=3)
