@@ -147,6 +147,27 @@ def test_split_and_join_give_back_the_unet_exactly(model_dir, tmp_path):
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.tmp-*"))
     with pytest.raises(InputError, match="shards"):
         device_transfer.join(tmp_path / "back", "twin", base=model_dir, new_model=tmp_path / "j2")
+    # the trained run's own info (its notes), as meta.tar.gz brings it back, uncalibrated
+    run_info = json.loads((model_dir / "mv3d_model.json").read_text())
+    (tmp_path / "run_info.json").write_text(json.dumps({**run_info, "notes": "trained there"}))
+    device_transfer.join(
+        tmp_path / "back",
+        "ours",
+        base=model_dir,
+        new_model=tmp_path / "j3",
+        info_file=tmp_path / "run_info.json",
+    )
+    info3 = load_components(tmp_path / "j3")[1]
+    assert info3.notes == "trained there" and info3.alpha_threshold == 0.5
+    (tmp_path / "big.json").write_text(" " * (2 << 20))
+    with pytest.raises(InputError, match="bytes"):
+        device_transfer.join(
+            tmp_path / "back",
+            "ours",
+            base=model_dir,
+            new_model=tmp_path / "j4",
+            info_file=tmp_path / "big.json",
+        )
     with pytest.raises(InputError, match="max-mb"):
         device_transfer.split(model_dir, tmp_path / "back2", "ours", max_mb=0.001)
 

@@ -516,6 +516,25 @@ def _vae_type_of_folder(folder: Path) -> str | None:
     return None
 
 
+#: Bound on a model info file's size (a real one is about 1 kB).
+MAX_INFO_BYTES = 1 << 20
+
+
+def read_info_file(info_file) -> ModelInfo:
+    """A `ModelInfo` from one mv3d_model.json, its size checked before it is read; `InputError` (the file,
+    what is wrong) for an oversized, malformed or invalid one."""
+    info_file = Path(info_file)
+    size = info_file.stat().st_size
+    if size > MAX_INFO_BYTES:
+        raise InputError(f"{info_file}: {size} bytes; expected a model info file under {MAX_INFO_BYTES}")
+    try:
+        return ModelInfo.from_dict(json.loads(info_file.read_text()), str(info_file))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{info_file}: not valid JSON ({exc})") from exc
+    except (TypeError, ValueError) as exc:  # not an object, or a value of the wrong type ("abc" pixels)
+        raise InputError(f"{info_file}: {exc}") from exc
+
+
 def read_model_info(path) -> ModelInfo:
     """The `ModelInfo` of a model folder, read without its weights (milliseconds: callers check settings
     against it before the slow load); `InputError` if the folder is not a complete mv3d model folder."""
@@ -527,12 +546,7 @@ def read_model_info(path) -> ModelInfo:
         raise InputError(
             f"model folder {path}: no {INFO_FILE}; expected a folder written by mv3d (or convert-weights)"
         )
-    try:
-        info = ModelInfo.from_dict(json.loads(info_file.read_text()), str(info_file))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{info_file}: not valid JSON ({exc})") from exc
-    except (TypeError, ValueError) as exc:  # not an object, or a value of the wrong type ("abc" pixels)
-        raise InputError(f"{info_file}: {exc}") from exc
+    info = read_info_file(info_file)
     for part in _PARTS:
         if not (path / part / "config.json").is_file():
             raise InputError(f"model folder {path}: missing {part}/config.json")

@@ -102,9 +102,11 @@ def split(model: Path, out_dir: Path, name: str, max_mb: float = 15.0) -> list[P
     return paths
 
 
-def join(out_dir: Path, name: str, base: Path, new_model: Path) -> None:
-    """A complete model folder at `new_model` (new): the UNet from `split`'s shards, the rest from `base`."""
-    from video_prior.components import read_model_info
+def join(out_dir: Path, name: str, base: Path, new_model: Path, info_file: Path | None = None) -> None:
+    """A complete model folder at `new_model` (new): the UNet from `split`'s shards, the rest from `base`,
+    the info (uncalibrated) from `info_file` when given (the trained run's own mv3d_model.json, which
+    meta.tar.gz brings back: its notes and training resolution), else from `base`."""
+    from video_prior.components import read_info_file, read_model_info
 
     if new_model.exists():
         raise InputError(f"{new_model}: exists; expected a new folder")
@@ -116,7 +118,7 @@ def join(out_dir: Path, name: str, base: Path, new_model: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for p in shard_paths:
         state.update(load_file(p))
-    info = read_model_info(base).uncalibrated()
+    info = (read_info_file(info_file) if info_file else read_model_info(base)).uncalibrated()
     with atomic_output(new_model) as tmp:
         tmp.mkdir()
         for c in COMPONENTS[1:]:
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--base", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--info", type=Path, help="the mv3d_model.json the new model takes (default: --base's)")
     args = parser.parse_args(argv)
     try:
         if args.command == "shrink":
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in split(args.model, args.out_dir, args.name, args.max_mb):
                 print(path)
         else:
-            join(args.out_dir, args.name, args.base, args.out)
+            join(args.out_dir, args.name, args.base, args.out, args.info)
     except InputError as e:
         print(f"device_transfer: error: {e}", file=sys.stderr)
         return 2

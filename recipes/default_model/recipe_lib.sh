@@ -73,7 +73,13 @@ gpu_stage_back() {  # CARRY BACK [VAR=VALUE ...]: gpu_stage.sh's results in BACK
 }
 
 join_back() {  # BACK BASE BASE_NO_CAMERA OURS NOCAM: model folders from gpu_stage.sh's results
-  (cd "$1" && { [[ -f ours_unet_config.json ]] || tar xzf meta.tar.gz ours_unet_config.json no_camera_unet_config.json; })
-  python -m recipes.default_model.device_transfer join "$1" ours --base "$2" --out "$4"
-  python -m recipes.default_model.device_transfer join "$1" no_camera --base "$3" --out "$5"
+  # the UNets' configs, and the runs' own model info (notes, training resolution) where it came back
+  (cd "$1" && { [[ -f ours_unet_config.json ]] || tar xzf meta.tar.gz; })
+  local run base out info
+  for run in ours no_camera; do
+    if [[ $run == ours ]]; then base=$2 out=$4; else base=$3 out=$5; fi
+    info=()
+    if [[ -f $1/$run/model/mv3d_model.json ]]; then info=(--info "$1/$run/model/mv3d_model.json"); fi
+    python -m recipes.default_model.device_transfer join "$1" "$run" --base "$base" --out "$out" "${info[@]}"
+  done
 }
