@@ -26,9 +26,10 @@
 #
 # STEPS (environment): the config's max_steps by default (a rerun of the recorded stage); "auto" first
 # runs both networks side by side for 40 steps, takes the step time of steps 20 to 40, and sets max_steps
-# (and the linear decay over all of them) to 85% of what fits in TRAIN_SECONDS (default 400).
+# (and the linear decay over all of them) to 85% of what fits in TRAIN_SECONDS (the third argument, or
+# the variable of that name; default 400).
 set -euo pipefail
-CARRY=$(realpath "$1") OUT=$(realpath -m "$2") BUDGET=${3:-400}
+CARRY=$(realpath "$1") OUT=$(realpath -m "$2") BUDGET=${3:-${TRAIN_SECONDS:-400}}
 CONFIG=${CONFIG:-recipes/default_model/configs/v2_stage4_gpu.yaml}
 W=${WORK:-/tmp/mv3d_gpu_stage}
 cd "$(dirname "$0")/../.."

@@ -20,9 +20,9 @@
 # 5. the mesh method on validation (choose_mesh_method.py);
 # 6. the test split, once, for a candidate that ships (TEST=1; not before the rule in step 4 is met).
 #
-# The first GPU run fits its step count to its time budget (STEPS=auto) and brings back run.yaml, the
-# config it trained with: copy its max_steps into configs/v3_gpu.yaml (max_steps and lr_cooldown_steps),
-# and a rerun (STEPS unset) takes the same steps.
+# The GPU run fits its step count to its time budget (STEPS=auto, the default here) and brings back
+# run.yaml, the config it trained with: copy its max_steps into configs/v3_gpu.yaml (max_steps and
+# lr_cooldown_steps), and a rerun with STEPS=config takes the same steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-runs/v3}
@@ -58,7 +58,7 @@ if [[ ! -f $ours/mv3d_model.json ]]; then
     python -m recipes.default_model.pack_orbits pack "$CARRY/orbits.tar.xz" "${DATA[@]}"
   fi
   gpu_stage_back "$CARRY" "$WORK/back" FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0 \
-    CONFIG=recipes/default_model/configs/v3_gpu.yaml ${STEPS:+STEPS=$STEPS} || exit 0
+    CONFIG=recipes/default_model/configs/v3_gpu.yaml TRAIN_SECONDS=360 STEPS="${STEPS:-auto}" || exit 0
   join_back "$WORK/back" "$WORK/init" "$WORK/init_no_camera" "$ours" "$nocam"
 fi
 
