@@ -150,24 +150,17 @@ def test_split_and_join_give_back_the_unet_exactly(model_dir, tmp_path):
     # the trained run's own info (its notes), as meta.tar.gz brings it back, uncalibrated
     run_info = json.loads((model_dir / "mv3d_model.json").read_text())
     (tmp_path / "run_info.json").write_text(json.dumps({**run_info, "notes": "trained there"}))
-    device_transfer.join(
-        tmp_path / "back",
-        "ours",
-        base=model_dir,
-        new_model=tmp_path / "j3",
-        info_file=tmp_path / "run_info.json",
-    )
+    (tmp_path / "big.json").write_text(" " * (2 << 20))
+    for info_file, new_model in (("run_info.json", "j3"), ("big.json", "j4")):
+        try:
+            device_transfer.join(
+                tmp_path / "back", "ours", model_dir, tmp_path / new_model, info_file=tmp_path / info_file
+            )
+        except InputError as exc:
+            assert info_file == "big.json" and "bytes" in str(exc)
     info3 = load_components(tmp_path / "j3")[1]
     assert info3.notes == "trained there" and info3.alpha_threshold == 0.5
-    (tmp_path / "big.json").write_text(" " * (2 << 20))
-    with pytest.raises(InputError, match="bytes"):
-        device_transfer.join(
-            tmp_path / "back",
-            "ours",
-            base=model_dir,
-            new_model=tmp_path / "j4",
-            info_file=tmp_path / "big.json",
-        )
+    assert not (tmp_path / "j4").exists()
     with pytest.raises(InputError, match="max-mb"):
         device_transfer.split(model_dir, tmp_path / "back2", "ours", max_mb=0.001)
 
