@@ -524,6 +524,8 @@ def read_info_file(info_file) -> ModelInfo:
     """A `ModelInfo` from one mv3d_model.json, its size checked before it is read; `InputError` (the file,
     what is wrong) for an oversized, malformed or invalid one."""
     info_file = Path(info_file)
+    if not info_file.is_file():
+        raise InputError(f"{info_file}: no such file; expected a model's {INFO_FILE}")
     size = info_file.stat().st_size
     if size > MAX_INFO_BYTES:
         raise InputError(f"{info_file}: {size} bytes; expected a model info file under {MAX_INFO_BYTES}")
