@@ -11,8 +11,8 @@ baseline.
 
 The result is `--from`'s model folder (its frozen image encoder, its first stage and its info) with a new
 `MultiViewUNet`: `--from`'s UNet config with `block_out_channels` replaced, its parameters drawn by
-diffusers' default initialisation from `torch.manual_seed(--seed)` on the CPU (so the same seed gives
-the same weights on any machine), and its output convolution zeroed: with the info's residual x0
+diffusers' default initialisation from `torch.manual_seed(--seed)` on the CPU (the same seed gives the
+same weights whatever the global random state; another machine's torch is checked by the printed digest), and its output convolution zeroed: with the info's residual x0
 prediction the untrained model returns the input view in every frame. The matte calibration and the mesh
 method are reset (both belong to the weights they were chosen on). `recipes/default_model/drop_camera.py`
 derives the no-camera twin from the result, as from v2's starting point.
@@ -89,8 +89,7 @@ def make_fresh_init(source: Path, out: Path, channels: str, seed: int) -> tuple[
             f"{source.name} (recipes/default_model/fresh_init.py)"
         ),
     )
-    components = {name: module for name, module in components.items() if name != "unet"}
-    return save_components({"unet": unet, **components}, info, out), state_digest(unet)
+    return save_components({**components, "unet": unet}, info, out), state_digest(unet)
 
 
 def main(argv: list[str] | None = None) -> None:

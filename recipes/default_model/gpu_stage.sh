@@ -9,8 +9,8 @@
 # - fresh start (FRESH_CHANNELS=64,128,128 [FRESH_SEED=0], CONFIG=recipes/default_model/configs/v3_gpu.yaml):
 #   the starting point is built here by fresh_init.py (a UNet of those widths beside the frozen parts of
 #   FRESH_FROM, by default the repository's mv3d/default_model) and its no-camera twin by drop_camera.py;
-#   nothing but data and wheels is carried, and init.txt records the fresh UNet's digest (equal to the
-#   CPU's for the same seed).
+#   nothing but data and wheels is carried, and init.txt records the fresh UNet's digest (to compare
+#   with the one fresh_init.py prints on the CPU for the same seed).
 #
 # CARRY, prepared on the CPU machine (the lent machine reaches no registry and receives at most 64 MiB):
 #   whl/        diffusers 0.42.1, importlib_metadata 10.2.0, lazy-importer 0.1.0 (the rest is in its image)
