@@ -13,9 +13,18 @@ Definitions (stated once, used everywhere):
 * F-score at threshold t: harmonic mean of precision (fraction of predicted points within t of the
   ground truth) and recall (fraction of ground-truth points within t of the prediction).
 * Volume IoU: occupancy of `resolution`^3 voxel centres in the cube [-0.55, 0.55]^3 (the unit cube
-  plus 10% so that slightly oversized predictions are still seen). Inside-ness is decided by ray
-  parity along the x, y and z axes and a majority vote of the three, which tolerates small holes
-  and non-watertight meshes (a hole flips only the columns that pass through it, on one axis).
+  plus 10% so that slightly oversized predictions are still seen). A centre is inside when either
+  test says so:
+  - ray parity along the x, y and z axes, by a majority vote of the three, which tolerates small
+    holes in a one-sided surface (a hole flips only the columns that pass through it, on one axis);
+  - enclosure: no path from outside the cube reaches the centre without crossing the surface, the
+    surface voxelised at twice the resolution and sealed against cracks of one fine voxel. This is
+    what parity cannot see: a closed surface drawn double-sided (every face twice, so every ray
+    crosses it an even number of times), or a closed box built of separate panels, is solid, as the
+    watertight meshes made by depth fusion for Occupancy Networks' evaluation make it (Mescheder et
+    al. 2019, after Stutz and Geiger 2018). An open surface (a cup's inside) stays open.
+  For a watertight one-sided mesh both tests agree but within half a fine voxel of the surface
+  (`_enclosed`).
 * Normal consistency: mean over both directions of |n_p . n_nn(p)|, the absolute cosine between a
   sampled point's face normal and the normal at its nearest neighbour on the other surface; in
   [0, 1], 1 for identical surfaces. Absolute, so inconsistent face winding is not penalised.
@@ -31,6 +40,8 @@ from render.common import InputError
 
 #: Half-extent of the cube that volume IoU voxelises.
 IOU_HALF_EXTENT = 0.55
+#: Largest volume IoU grid: the enclosure test works on a grid of twice this (8 times the voxels).
+MAX_IOU_RESOLUTION = 256
 
 
 def _check(mesh, name: str) -> None:
@@ -99,36 +110,89 @@ def normal_consistency(pred, gt, num_points: int = 100_000, seed: int = 0) -> fl
     return _normal_consistency(pn, gn, i_pg, i_gp)
 
 
-def occupancy(mesh, resolution: int = 64, half_extent: float = IOU_HALF_EXTENT) -> np.ndarray:
-    """(R, R, R) bool occupancy of voxel centres in [-h, h]^3, indexed [x, y, z]; see module doc."""
+def _axis_crossings(grid: np.ndarray, faces: np.ndarray, r: int):
+    """Per axis, where the surface crosses the columns of voxel centres along it.
+
+    Args:
+        grid: (V, 3) vertices in grid units (voxel k's centre at k + 0.5).
+        faces: (F, 3) vertex indices.
+        r: voxels per axis.
+    Yields:
+        (axis, u_ax, v_ax, idx, depth): the column's flat index v * r + u (K,) int64 and the crossing's
+        coordinate along `axis` in grid units (K,) float64, one per (triangle, column) pair.
+    """
     from render.raster import cover
 
+    for axis in range(3):
+        u_ax, v_ax = [a for a in range(3) if a != axis]
+        face, idx, bary = cover(grid[faces][:, :, [u_ax, v_ax]], r, r)
+        depth = (bary * grid[faces[face]][:, :, axis]).sum(-1)
+        yield axis, u_ax, v_ax, idx, depth
+
+
+def _to_xyz(columns: np.ndarray, axis: int, u_ax: int, v_ax: int) -> np.ndarray:
+    """(v, u, along-axis) indexed array -> [x, y, z] indexed."""
+    order = {v_ax: 0, u_ax: 1, axis: 2}
+    return np.transpose(columns, [order[0], order[1], order[2]])
+
+
+def _enclosed(grid_fine: np.ndarray, faces: np.ndarray, r: int) -> np.ndarray:
+    """(r, r, r) bool: voxel centres that no path from outside reaches without crossing the surface.
+
+    The surface is voxelised on a grid of 2r: every fine voxel a column crossing falls in, on all three
+    axes. Each piece of surface is met by the columns of the axis nearest its normal once per column,
+    with neighbouring crossings at most one voxel apart, so the voxels form a wall that no path through
+    face-adjacent voxels crosses. The wall is thickened by one voxel to close cracks between a mesh's parts, the outside
+    flood-filled from the border, and the outside grown back by that voxel, so that the seal does not
+    make the solid larger. A coarse centre is the shared corner of 8 fine voxels: it is enclosed when
+    none of them is outside. Near a flat surface that is exact (the 4 fine voxels on the centre's side
+    of the surface are outside when it is); between surfaces closer than a fine voxel (a thin part, a
+    tight crease) a centre within half a fine voxel of the surface can count as inside: on the
+    validation meshes, 0 to 3% more voxels than parity on watertight ones.
+    """
+    from scipy import ndimage
+
+    rf = 2 * r
+    wall = np.zeros((rf, rf, rf), bool)
+    for axis, u_ax, v_ax, idx, depth in _axis_crossings(grid_fine, faces, rf):
+        k = np.floor(depth).astype(np.int64)
+        ok = (k >= 0) & (k < rf)
+        cols = np.zeros((rf * rf, rf), bool)
+        cols[idx[ok], k[ok]] = True
+        wall |= _to_xyz(cols.reshape(rf, rf, rf), axis, u_ax, v_ax)
+    if not wall.any():
+        return np.zeros((r, r, r), bool)
+    cube = np.ones((3, 3, 3), bool)
+    sealed = ndimage.binary_dilation(wall, cube)
+    # binary_fill_holes connects the background by faces (6-connectivity), as a path of air must
+    outside = ~ndimage.binary_fill_holes(sealed)
+    outside = ndimage.binary_dilation(outside, cube) & ~wall
+    return ~outside.reshape(r, 2, r, 2, r, 2).any(axis=(1, 3, 5))
+
+
+def occupancy(mesh, resolution: int = 64, half_extent: float = IOU_HALF_EXTENT) -> np.ndarray:
+    """(R, R, R) bool occupancy of voxel centres in [-h, h]^3, indexed [x, y, z]; see module doc."""
     _check(mesh, "voxelised")
     r = int(resolution)
-    if r < 2:
-        raise InputError(f"voxel resolution {resolution}: expected at least 2")
+    if not 2 <= r <= MAX_IOU_RESOLUTION:
+        raise InputError(f"voxel resolution {resolution}: expected 2 to {MAX_IOU_RESOLUTION}")
     v = np.asarray(mesh.vertices, np.float64)
     f = np.asarray(mesh.faces)
     cell = 2 * half_extent / r
     # Grid units: voxel centre k sits at k + 0.5. A tiny irrational offset keeps axis-aligned edges
     # and vertices of simple shapes from landing exactly on a column, where parity would double count.
-    grid = (v + half_extent) / cell + np.array([1e-4 * np.sqrt(2), 1e-4 * np.sqrt(3), 1e-4 * np.sqrt(5)])
+    jitter = np.array([1e-4 * np.sqrt(2), 1e-4 * np.sqrt(3), 1e-4 * np.sqrt(5)])
+    grid = (v + half_extent) / cell + jitter
     votes = np.zeros((r, r, r), np.int8)
-    for axis in range(3):
-        u_ax, v_ax = [a for a in range(3) if a != axis]
-        face, idx, bary = cover(grid[f][:, :, [u_ax, v_ax]], r, r)
-        depth = (bary * grid[f[face]][:, :, axis]).sum(-1)
+    for axis, u_ax, v_ax, idx, depth in _axis_crossings(grid, f, r):
         # Number of voxel centres below each crossing along the column: crossings are counted for
         # every centre above them, so a cumulative sum gives the crossings below each centre.
         k0 = np.clip(np.ceil(depth - 0.5).astype(np.int64), 0, r)
         diff = np.zeros((r * r, r + 1), np.int32)
         np.add.at(diff, (idx, k0), 1)
         inside = (np.cumsum(diff, axis=1)[:, :r] % 2).astype(bool)  # [v, u, axis] via idx = v * r + u
-        inside = inside.reshape(r, r, r)  # (v_idx, u_idx, axis_idx)
-        # Put back in [x, y, z] order.
-        order = {v_ax: 0, u_ax: 1, axis: 2}
-        votes += np.transpose(inside, [order[0], order[1], order[2]]).astype(np.int8)
-    return votes >= 2
+        votes += _to_xyz(inside.reshape(r, r, r), axis, u_ax, v_ax).astype(np.int8)
+    return (votes >= 2) | _enclosed(2 * grid, f, r)
 
 
 def volume_iou(pred, gt, resolution: int = 64) -> float:

@@ -86,6 +86,45 @@ def test_occupancy_is_oriented_and_robust_to_holes():
     assert volume_iou(holed, sphere, resolution=48) > 0.99
 
 
+def _double_sided(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Every face twice, once each way round, as many furniture models are drawn."""
+    n = len(mesh.vertices)
+    return trimesh.Trimesh(
+        np.vstack([mesh.vertices, mesh.vertices]),
+        np.vstack([mesh.faces, mesh.faces[:, ::-1] + n]),
+        process=False,
+    )
+
+
+def test_occupancy_of_closed_surfaces_parity_cannot_see():
+    """A double-sided box (every ray crosses it an even number of times) and a box of six separate
+    panels are as solid as the box itself; a lone sheet stays without volume."""
+    box = trimesh.creation.box((0.5, 0.3, 0.2)).apply_translation([0.1, 0, 0])
+    assert occupancy(_double_sided(box), resolution=44).sum() == 20 * 12 * 8
+    cube = trimesh.creation.box((0.6, 0.6, 0.6))
+    panels = []
+    for axis in range(3):
+        for side in (-1, 1):
+            extents, offset = [0.6, 0.6, 0.6], [0.0, 0.0, 0.0]
+            extents[axis], offset[axis] = 0.02, side * 0.29
+            panels.append(trimesh.creation.box(extents).apply_translation(offset))
+    panelled = trimesh.util.concatenate(panels)
+    assert volume_iou(panelled, cube, resolution=44) == 1.0
+    # Take one panel away: the box is open, and only its walls are left.
+    open_box = trimesh.util.concatenate(panels[:-1])
+    assert volume_iou(open_box, cube, resolution=44) < 0.2
+    sheet = trimesh.Trimesh(
+        [[-0.3, -0.3, 0.01], [0.3, -0.3, 0.01], [0.3, 0.3, 0.01], [-0.3, 0.3, 0.01]], [[0, 1, 2], [0, 2, 3]]
+    )
+    assert occupancy(_double_sided(sheet), resolution=44).sum() == 0
+    assert occupancy(sheet, resolution=44).sum() == 0
+
+
+def test_occupancy_resolution_is_bounded(spheres):
+    with pytest.raises(InputError, match="voxel resolution 1000"):
+        occupancy(spheres[0], resolution=1000)
+
+
 def test_empty_mesh_is_an_input_error(spheres):
     with pytest.raises(InputError, match="no faces"):
         chamfer_distance(trimesh.Trimesh(), spheres[0])
