@@ -40,6 +40,9 @@ from render.common import InputError
 
 #: Half-extent of the cube that volume IoU voxelises.
 IOU_HALF_EXTENT = 0.55
+#: Definition of the mesh metrics, part of the benchmark's cache key when meshes are scored: 2 since
+#: volume IoU counts enclosed voxels (1: ray parity alone), so that results cached under 1 are scored again.
+MESH_METRICS_VERSION = 2
 #: Largest volume IoU grid: the enclosure test works on a grid of twice this (8 times the voxels).
 MAX_IOU_RESOLUTION = 256
 

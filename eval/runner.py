@@ -114,11 +114,14 @@ class EvalSettings:
     model_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     protocol: str = "mv3d"  # a name in eval.protocols.PROTOCOLS
+    mesh_metrics: int | None = None  # eval.mesh_metrics.MESH_METRICS_VERSION when meshes are scored
 
     def key(self) -> str:
         d = asdict(self)
         if d["protocol"] == "mv3d":  # results cached before protocols existed stay valid
             del d["protocol"]
+        if d["mesh_metrics"] is None:  # view-only results do not depend on the mesh metrics
+            del d["mesh_metrics"]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -422,6 +425,7 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
+    from eval.mesh_metrics import MESH_METRICS_VERSION
     from eval.protocols import get_protocol
     from render.renderers import get_renderer
 
@@ -465,6 +469,7 @@ def run_benchmark(
         model_hash=model_hash,
         extra=dict(extra_settings or {}),
         protocol=proto.name,
+        mesh_metrics=MESH_METRICS_VERSION if reconstruct_fn is not None else None,
     )
     from render.sources import resolve_sources
 

@@ -157,6 +157,33 @@ def test_resume_and_determinism(run_a, tmp_path):
     assert gen2.calls == 1
 
 
+def test_mesh_results_cached_under_another_metric_definition_are_scored_again(run_a, monkeypatch, tmp_path):
+    """A cached object whose meshes were scored by an older definition of the mesh metrics is recomputed;
+    view-only results do not depend on it (their cache key has no mesh metrics version)."""
+    import eval.mesh_metrics
+    from eval.runner import EvalSettings
+
+    assert EvalSettings().key() == EvalSettings(mesh_metrics=None).key()
+    assert (
+        EvalSettings(reconstruct=True, mesh_metrics=1).key()
+        != EvalSettings(reconstruct=True, mesh_metrics=2).key()
+    )
+    import shutil
+
+    out = tmp_path / "a"
+    shutil.copytree(run_a[0], out)  # the module's run stays as it is for the other tests
+    metrics = run_a[2]
+    assert metrics["settings"]["mesh_metrics"] == eval.mesh_metrics.MESH_METRICS_VERSION
+    monkeypatch.setattr(eval.mesh_metrics, "MESH_METRICS_VERSION", eval.mesh_metrics.MESH_METRICS_VERSION + 1)
+    gen = TinyGenerator()
+    run_benchmark(
+        _sources(), out, gen, views=4, resolution=32, reconstruct_fn=_sphere_reconstruct, seed=0,
+        lpips_model=_tiny_lpips(), mesh_points=2000, iou_resolution=24, model_name="tiny", model_hash="abc123",
+        figures=False, progress=False,
+    )  # fmt: skip
+    assert gen.calls == len(metrics["objects"])
+
+
 def test_compare_paired(tmp_path, run_a):
     out_a = run_a[0]
     worse = run_benchmark(
