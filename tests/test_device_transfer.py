@@ -166,12 +166,13 @@ def test_split_and_join_give_back_the_unet_exactly(model_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fresh", [False, True], ids=["continuation", "fresh-start"])
-def test_gpu_stage_runs_end_to_end_here(tmp_path, fresh):
+@pytest.mark.parametrize("mode", ["continuation", "fresh-start", "deepen"])
+def test_gpu_stage_runs_end_to_end_here(tmp_path, mode):
     """gpu_stage.sh as run on the lent GPU (unpack, the starting points: carried in float16, or built
-    there by fresh_init.py and drop_camera.py; step-time probe, both networks side by side, shards and
-    meta back), here on the CPU with a tiny model and two tiny renders; what comes back joins into a
-    model folder that loads."""
+    there by fresh_init.py or deepen.py and drop_camera.py; step-time probe, both networks side by side,
+    shards and meta back), here on the CPU with a tiny model and two tiny renders; what comes back joins
+    into a model folder that loads."""
+    fresh = mode != "continuation"
     sys.path.insert(0, str(Path(__file__).parent))
     from test_data import make_objects
 
@@ -207,8 +208,10 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path, fresh):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(repo),
     }
-    if fresh:
+    if mode == "fresh-start":
         env.update(FRESH_CHANNELS="64,64", FRESH_SEED="1", FRESH_FROM=str(tmp_path / "init"))
+    elif mode == "deepen":
+        env.update(DEEPEN="2", DEEPEN_FROM=str(tmp_path / "init"))
     run = subprocess.run(
         ["bash", str(repo / "recipes/default_model/gpu_stage.sh"), str(carry), str(tmp_path / "out"), "3"],
         cwd=repo,
@@ -232,8 +235,11 @@ def test_gpu_stage_runs_end_to_end_here(tmp_path, fresh):
     device_transfer.join(out, "ours", base=base, new_model=tmp_path / "ours")
     comps, _ = load_components(tmp_path / "ours")
     init, _ = load_components(base)
-    if fresh:  # the wider UNet built there, its digest in init.txt
-        assert list(comps["unet"].config.block_out_channels) == [64, 64]
+    if fresh:  # the wider or deeper UNet built there, its digest in init.txt
+        if mode == "fresh-start":
+            assert list(comps["unet"].config.block_out_channels) == [64, 64]
+        else:
+            assert comps["unet"].config.layers_per_block == 2
         assert "sha256" in (out / "init.txt").read_text()
         device_transfer.join(
             out, "no_camera", base=tmp_path / "work" / "init_no_camera", new_model=tmp_path / "nc"

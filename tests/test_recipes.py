@@ -583,3 +583,72 @@ def test_fresh_init_is_a_seeded_wider_unet_at_the_copy_baseline(tmp_path):
     for bad in ("64", "64,48", "64,x", "64,1024"):
         with pytest.raises(InputError, match="--channels"):
             fresh_init.parse_channels(bad, 2)
+
+
+def _unet_inputs(unet, seed: int = 1) -> tuple:
+    """Random (sample, timestep, encoder_hidden_states, added_time_ids) for `unet`'s config."""
+    c = unet.config
+    g = torch.Generator().manual_seed(seed)
+    frames = int(c.num_frames)
+    sample = torch.randn(1, frames, int(c.in_channels), int(c.sample_size), int(c.sample_size), generator=g)
+    tokens = torch.randn(1, 2, int(c.encoder_hid_dim or c.cross_attention_dim), generator=g)
+    k = len(c.addition_time_embed_dims)
+    ids = torch.randn((1, frames, k) if c.per_frame_conditioning else (1, k), generator=g)
+    return sample, torch.tensor([2.0]), tokens, ids
+
+
+def test_deepen_keeps_the_function_and_adds_trainable_blocks(tmp_path, monkeypatch):
+    from recipes.default_model import deepen
+    from video_prior.components import load_components
+
+    _tiny_camera_model(tmp_path / "src", alpha_threshold=0.4)
+    comps, _ = load_components(tmp_path / "src")
+    old = comps["unet"].eval()
+    with torch.no_grad():  # every parameter non-zero (the output convolution too): a function to keep
+        g = torch.Generator().manual_seed(5)
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    inputs = _unet_inputs(old)
+    with torch.no_grad():
+        want = old(*inputs).sample
+        for depth in (2, 3):
+            new = deepen.deepen_unet(old, depth, seed=0)
+            assert new.config.layers_per_block == depth
+            assert len(new.up_blocks[0].resnets) == depth + 1
+            torch.testing.assert_close(new(*inputs).sample, want, atol=1e-5, rtol=1e-5)
+        assert want.abs().max() > 0.1
+        # The new blocks are wired in: changing one changes the output.
+        new.up_blocks[0].resnets[1].spatial_res_block.conv2.weight.add_(0.1)
+        assert not torch.allclose(new(*inputs).sample, want, atol=1e-3)
+
+        # A new up-path block must keep the hidden state, not the skip connection beside it.
+        def keep_the_skip(resnet, channels):
+            conv = resnet.spatial_res_block.conv_shortcut
+            conv.weight.zero_()
+            conv.weight[:channels, channels : 2 * channels, 0, 0] = torch.eye(channels)
+            conv.bias.zero_()
+
+        monkeypatch.setattr(deepen, "_identity_up_shortcut", keep_the_skip)
+        wrong = deepen.deepen_unet(old, 2, seed=0)
+        assert not torch.allclose(wrong(*inputs).sample, want, atol=1e-3)
+    # The up path's old blocks must move behind the new ones: at their old indices they do not fit.
+    monkeypatch.setattr(deepen, "_new_index", lambda kind, index, old_layers, new_layers: index)
+    with pytest.raises(InputError, match="no place for the source's parameter up_blocks"):
+        deepen.deepen_unet(old, 2, seed=0)
+    monkeypatch.undo()
+    for bad in (0, deepen.MAX_LAYERS_PER_BLOCK + 1):
+        with pytest.raises(InputError, match="--layers-per-block"):
+            deepen.deepen_unet(old, bad)
+    # The model folder: the source's info (same function, same calibration), a deeper UNet, same digest
+    # for the same seed.
+    _, digest = deepen.make_deep_init(tmp_path / "src", tmp_path / "deep", 2, seed=0)
+    _, again = deepen.make_deep_init(tmp_path / "src", tmp_path / "deep2", 2, seed=0)
+    assert digest == again
+    comps, info = load_components(tmp_path / "deep")
+    assert comps["unet"].config.layers_per_block == 2 and info.alpha_threshold == 0.4
+    assert "deepened to 2 blocks per level" in info.notes
+    with pytest.raises(SystemExit) as exc:
+        deepen.main(
+            ["--layers-per-block", "9", "--from", str(tmp_path / "src"), "--out", str(tmp_path / "bad")]
+        )
+    assert exc.value.code == 2

@@ -11,6 +11,9 @@
 #   FRESH_FROM, by default the repository's mv3d/default_model) and its no-camera twin by drop_camera.py;
 #   nothing but data and wheels is carried, and init.txt records the fresh UNet's digest (to compare
 #   with the one fresh_init.py prints on the CPU for the same seed).
+# - deeper warm start (DEEPEN=2 [DEEPEN_SEED=0], CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml): as
+#   the fresh start, but the starting point is deepen.py's copy of DEEPEN_FROM (default
+#   mv3d/default_model) with that many blocks per level, computing what the shipped model computes.
 #
 # CARRY, prepared on the CPU machine (the lent machine reaches no registry and receives at most 64 MiB):
 #   whl/        diffusers 0.42.1, importlib_metadata 10.2.0, lazy-importer 0.1.0 (the rest is in its image)
@@ -46,9 +49,14 @@ nvidia-smi > "$W/nvidia-smi.txt" 2>&1 || true
 python3 -c 'import torch, diffusers, numpy; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "diffusers", diffusers.__version__, "numpy", numpy.__version__)' | tee "$W/versions.txt"
 log unpack
 [[ -d $W/data ]] || python3 -m recipes.default_model.pack_orbits unpack "$CARRY/orbits.tar.xz" "$W/data" > /dev/null
-if [[ -n ${FRESH_CHANNELS:-} ]]; then
-  [[ -d $W/init ]] || python3 -m recipes.default_model.fresh_init --channels "$FRESH_CHANNELS" \
-    --seed "${FRESH_SEED:-0}" --from "${FRESH_FROM:-mv3d/default_model}" --out "$W/init" | tee "$W/init.txt"
+if [[ -n ${FRESH_CHANNELS:-} || -n ${DEEPEN:-} ]]; then
+  if [[ ! -d $W/init && -n ${DEEPEN:-} ]]; then
+    python3 -m recipes.default_model.deepen --layers-per-block "$DEEPEN" --seed "${DEEPEN_SEED:-0}" \
+      --from "${DEEPEN_FROM:-mv3d/default_model}" --out "$W/init" | tee "$W/init.txt"
+  elif [[ ! -d $W/init ]]; then
+    python3 -m recipes.default_model.fresh_init --channels "$FRESH_CHANNELS" --seed "${FRESH_SEED:-0}" \
+      --from "${FRESH_FROM:-mv3d/default_model}" --out "$W/init" | tee "$W/init.txt"
+  fi
   [[ -d $W/init_no_camera ]] || python3 -m recipes.default_model.drop_camera "$W/init" "$W/init_no_camera"
 else
   [[ -d $W/init ]] || python3 -m recipes.default_model.device_transfer expand "$CARRY/init" "$W/init"

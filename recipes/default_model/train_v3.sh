@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# The default model v3 candidate: a wider UNet trained from a fresh start on one lent GPU, and its test
-# table (MODEL_CARD.md, "Next model"):
+# The default model v3 candidate: a larger UNet trained on one lent GPU, and its test table (MODEL_CARD.md,
+# "Next model"):
 #
-#   SH3D=DIR bash recipes/default_model/train_v3.sh [WORK_DIR]     # WORK_DIR default: runs/v3
+#   SH3D=DIR [START=deep|fresh] bash recipes/default_model/train_v3.sh [WORK_DIR]     # WORK_DIR: runs/v3
 #
 # SH3D: the .sh3f catalogues of Debian's sweethome3d-furniture 1.8-1 (as train_v2.sh).
 #
 # 1. render the train split five times: train_v2.sh's three (seeds 11, 12 with light augmentation, 13)
 #    and two with stretched shapes (--shape-augment 0.3: seed 14 with light augmentation, seed 15);
-# 2. the starting points: a UNet of widths 64/128/128 (9.9 M parameters; v2: 32/64/128, 7.6 M), seed 0,
-#    at the copy baseline, beside the shipped model's frozen EfficientNet-Lite0 and patch first stage
-#    (fresh_init.py), and its no-camera twin (drop_camera.py); gpu_stage.sh builds the same two on the GPU
-#    machine from the same seed (its init.txt prints the digest that step 2 prints here);
-# 3. both networks on one GPU (configs/v3_gpu.yaml: 32 orbits a step, bf16; gpu_stage.sh, one command of
+# 2. the starting points: START=deep (the default): the shipped model with two blocks per level (11.0 M
+#    parameters; v2: one, 7.6 M), every new block the identity, so it starts at v2 (deepen.py); or
+#    START=fresh: a UNet of widths 64/128/128 (9.9 M parameters), seed 0, at the copy baseline
+#    (fresh_init.py); both beside the shipped model's frozen EfficientNet-Lite0 and patch first stage, and
+#    each with its no-camera twin (drop_camera.py); gpu_stage.sh builds the same two on the GPU machine
+#    from the same seed (its init.txt prints the digest that step 2 prints here);
+# 3. both networks on one GPU (configs/v3_deep_gpu.yaml or v3_gpu.yaml: 32 orbits a step, bf16; gpu_stage.sh, one command of
 #    at most 10 minutes on one H200, carrying the five renders packed and diffusers' wheels); where this
 #    machine has no CUDA GPU the folder to carry is made and the recipe stops with the command to run;
 # 4. calibrate each matte on validation and validate (calibrate_matte.py, as v2): the candidate replaces
@@ -28,7 +30,13 @@ cd "$(dirname "$0")/../.."
 WORK=${1:-runs/v3}
 : "${SH3D:?set SH3D to the folder of the sweethome3d-furniture .sh3f catalogues}"
 SPLIT=recipes/default_model/sweethome3d_split.json
-CHANNELS=64,128,128
+START=${START:-deep}
+CHANNELS=64,128,128 DEPTH=2
+case $START in
+  deep) INIT=$WORK/deep_init CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml GPU_START=(DEEPEN="$DEPTH") ;;
+  fresh) INIT=$WORK/init CONFIG=recipes/default_model/configs/v3_gpu.yaml GPU_START=(FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0) ;;
+  *) echo "START=$START: expected deep or fresh" >&2; exit 2 ;;
+esac
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 # shellcheck source=recipes/default_model/recipe_lib.sh
@@ -45,32 +53,37 @@ for seed in 11 12 13 14 15; do
 done
 
 # 2. starting points
-[[ -d "$WORK/init" ]] || python -m recipes.default_model.fresh_init --channels "$CHANNELS" --seed 0 \
-  --out "$WORK/init" --from mv3d/default_model
-[[ -d "$WORK/init_no_camera" ]] || python -m recipes.default_model.drop_camera "$WORK/init" "$WORK/init_no_camera"
+if [[ ! -d $INIT ]]; then
+  if [[ $START == deep ]]; then
+    python -m recipes.default_model.deepen --layers-per-block "$DEPTH" --seed 0 --out "$INIT" --from mv3d/default_model
+  else
+    python -m recipes.default_model.fresh_init --channels "$CHANNELS" --seed 0 --out "$INIT" --from mv3d/default_model
+  fi
+fi
+[[ -d "${INIT}_no_camera" ]] || python -m recipes.default_model.drop_camera "$INIT" "${INIT}_no_camera"
 
 # 3. both networks on a GPU
-ours=$WORK/model nocam=$WORK/no_camera_model
+ours=$WORK/model_$START nocam=$WORK/no_camera_model_$START
 if [[ ! -f $ours/mv3d_model.json ]]; then
   CARRY=$WORK/carry
   if [[ ! -f $CARRY/orbits.tar.xz ]]; then
     mkdir -p "$CARRY"
     python -m recipes.default_model.pack_orbits pack "$CARRY/orbits.tar.xz" "${DATA[@]}"
   fi
-  gpu_stage_back "$CARRY" "$WORK/back" FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0 \
-    CONFIG=recipes/default_model/configs/v3_gpu.yaml TRAIN_SECONDS=360 STEPS="${STEPS:-auto}" || exit 0
-  join_back "$WORK/back" "$WORK/init" "$WORK/init_no_camera" "$ours" "$nocam"
+  gpu_stage_back "$CARRY" "$WORK/back_$START" "${GPU_START[@]}" \
+    CONFIG="$CONFIG" TRAIN_SECONDS=360 STEPS="${STEPS:-auto}" || exit 0
+  join_back "$WORK/back_$START" "$INIT" "${INIT}_no_camera" "$ours" "$nocam"
 fi
 
 # 4. calibration and the shipping rule's validation numbers
-calibrate_and_validate v3 "$ours" "$nocam"
+calibrate_and_validate "v3_$START" "$ours" "$nocam"
 # against the shipped model's committed validation run (the same command and halves), object by object
 python -m recipes.default_model.paired \
   docs/eval_default_v2/validation/0/metrics.json+docs/eval_default_v2/validation/1/metrics.json \
-  "$WORK/eval/v3_validation/0/metrics.json+$WORK/eval/v3_validation/1/metrics.json"
+  "$WORK/eval/v3_${START}_validation/0/metrics.json+$WORK/eval/v3_${START}_validation/1/metrics.json"
 
 # 5. the mesh method
-choose_mesh v3 "$ours" "$nocam"
+choose_mesh "v3_$START" "$ours" "$nocam"
 
 # 6. the test split, once, only for a candidate that met the rule in step 4
 if [[ ${TEST:-} == 1 ]]; then
