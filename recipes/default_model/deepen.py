@@ -30,15 +30,13 @@ mesh method; `recipes/default_model/drop_camera.py` derives the no-camera twin f
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from recipes.default_model.fresh_init import state_digest
+from recipes.default_model.fresh_init import starting_point_main, state_digest
 from render.common import InputError
 from video_prior.components import load_components, save_components
 from video_prior.unet import MultiViewUNet
@@ -142,21 +140,12 @@ def make_deep_init(source: Path, out: Path, layers_per_block: int, seed: int) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers-per-block", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--from", dest="source", type=Path, default=Path("mv3d/default_model"))
-    args = parser.parse_args(argv)
-    if args.out.exists():
-        print(f"{args.out}: exists, kept")
-        return
-    try:
-        path, digest = make_deep_init(args.source, args.out, args.layers_per_block, args.seed)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"{path} (UNet parameters sha256 {digest})")
+    starting_point_main(
+        __doc__.splitlines()[0],
+        lambda parser: parser.add_argument("--layers-per-block", type=int, default=2),
+        lambda args: make_deep_init(args.source, args.out, args.layers_per_block, args.seed),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,9 +93,16 @@ def make_fresh_init(source: Path, out: Path, channels: str, seed: int) -> tuple[
     return save_components({**components, "unet": unet}, info, out), state_digest(unet)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--channels", required=True, help="the UNet's widths per level, e.g. 64,128,128")
+def starting_point_main(
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    make: Callable[[argparse.Namespace], tuple[Path, str]],
+    argv: list[str] | None = None,
+) -> None:
+    """The command line of a seeded starting point: `add_arguments`' options and --seed, --out, --from;
+    an existing --out is kept; `make(args)` returns (the folder, the UNet's digest); bad input exits 2."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--from", dest="source", type=Path, default=Path("mv3d/default_model"))
@@ -103,11 +111,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.out}: exists, kept")
         return
     try:
-        path, digest = make_fresh_init(args.source, args.out, args.channels, args.seed)
+        path, digest = make(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"{path} (UNet parameters sha256 {digest})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    starting_point_main(
+        __doc__.splitlines()[0],
+        lambda parser: parser.add_argument(
+            "--channels", required=True, help="the UNet's widths per level, e.g. 64,128,128"
+        ),
+        lambda args: make_fresh_init(args.source, args.out, args.channels, args.seed),
+        argv,
+    )
 
 
 if __name__ == "__main__":
