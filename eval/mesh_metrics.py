@@ -145,9 +145,9 @@ def _enclosed(grid_fine: np.ndarray, faces: np.ndarray, r: int) -> np.ndarray:
     The surface is voxelised on a grid of 2r: every fine voxel a column crossing falls in, on all three
     axes. Each piece of surface is met by the columns of the axis nearest its normal once per column,
     with neighbouring crossings at most one voxel apart, so the voxels form a wall that no path through
-    face-adjacent voxels crosses. The wall is thickened by one voxel to close cracks between a mesh's parts, the outside
-    flood-filled from the border, and the outside grown back by that voxel, so that the seal does not
-    make the solid larger. A coarse centre is the shared corner of 8 fine voxels: it is enclosed when
+    face-adjacent voxels crosses. The wall is thickened by one voxel to close cracks between a mesh's
+    parts, the outside flood-filled from the border, and the outside grown back by that voxel, so that
+    the seal does not make the solid larger. A coarse centre is the shared corner of 8 fine voxels: it is enclosed when
     none of them is outside. Near a flat surface that is exact (the 4 fine voxels on the centre's side
     of the surface are outside when it is); between surfaces closer than a fine voxel (a thin part, a
     tight crease) a centre within half a fine voxel of the surface can count as inside: on the
