@@ -25,7 +25,8 @@
 # UNet configs, the configs and metrics of the runs, the logs, the step-time probe, nvidia-smi). Back on
 # the CPU machine: untar meta.tar.gz into OUT, then device_transfer.py join OUT ours --base
 # runs/v2/stage3/model --out MODEL (and no_camera with --base runs/v2/stage3_no_camera/model; for a fresh
-# start, --base the starting points fresh_init.py and drop_camera.py make there from the same seed).
+# or deeper start, --base the starting points fresh_init.py or deepen.py, and drop_camera.py, make there
+# from the same seed).
 #
 # STEPS (environment): the config's max_steps by default (a rerun of the recorded stage); "auto" first
 # runs both networks side by side for 40 steps, takes the step time of steps 20 to 40, and sets max_steps
