@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from recipes.default_model.fresh_init import starting_point_main, state_digest
+from recipes.default_model.fresh_init import seeded_unet, starting_point_main, state_digest
 from render.common import InputError
 from video_prior.components import load_components, save_components
 from video_prior.unet import MultiViewUNet
@@ -55,6 +55,13 @@ def _new_index(kind: str, index: int, old_layers: int, new_layers: int) -> int:
     return index + new_layers - old_layers
 
 
+def _zero(*modules) -> None:
+    """Zero the weight and bias of each module."""
+    for module in modules:
+        module.weight.zero_()
+        module.bias.zero_()
+
+
 def _identity_up_shortcut(resnet, channels: int) -> None:
     """The 1x1 shortcut of a new up-path res block keeps the hidden state's channels, drops the skip's."""
     conv = resnet.spatial_res_block.conv_shortcut
@@ -64,10 +71,13 @@ def _identity_up_shortcut(resnet, channels: int) -> None:
     conv.bias.zero_()
 
 
-def _zero_residuals(resnet) -> None:
-    for block in (resnet.spatial_res_block, resnet.temporal_res_block):
-        block.conv2.weight.zero_()
-        block.conv2.bias.zero_()
+def _identity_block(block, i: int) -> None:
+    """Make block i of an up or down block the identity on its hidden state: the last convolution of
+    its spatial and temporal res blocks zero, and its attention's output projection where it has one."""
+    resnet = block.resnets[i]
+    _zero(resnet.spatial_res_block.conv2, resnet.temporal_res_block.conv2)
+    if hasattr(block, "attentions"):
+        _zero(block.attentions[i].proj_out)
 
 
 def deepen_unet(old: MultiViewUNet, layers_per_block: int, seed: int = 0) -> MultiViewUNet:
@@ -87,11 +97,7 @@ def deepen_unet(old: MultiViewUNet, layers_per_block: int, seed: int = 0) -> Mul
         )
     config = {k: v for k, v in dict(old.config).items() if not k.startswith("_")}
     config["layers_per_block"] = int(layers_per_block)
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # the CPU generator: the same seed gives the same weights anywhere
-        torch.manual_seed(seed)
-        new = MultiViewUNet(**config)
+    new = seeded_unet(config, seed)
     dtype = next(old.parameters()).dtype
     if dtype != torch.float32:
         new = new.to(dtype)
@@ -106,22 +112,16 @@ def deepen_unet(old: MultiViewUNet, layers_per_block: int, seed: int = 0) -> Mul
             raise InputError(f"deepen: no place for the source's parameter {name} {tuple(tensor.shape)}")
         state[name] = tensor
     new.load_state_dict(state)
-    added = range(old_layers, int(layers_per_block))
+    added = int(layers_per_block) - old_layers
     with torch.no_grad():
-        for block in new.down_blocks:
-            for i in added:
-                _zero_residuals(block.resnets[i])
-                if hasattr(block, "attentions"):
-                    block.attentions[i].proj_out.weight.zero_()
-                    block.attentions[i].proj_out.bias.zero_()
-        for block in new.up_blocks:
-            for i in range(1, 1 + int(layers_per_block) - old_layers):
+        for block in new.down_blocks:  # the new blocks follow the old ones
+            for i in range(old_layers, old_layers + added):
+                _identity_block(block, i)
+        for block in new.up_blocks:  # the new blocks follow the first (module docstring)
+            for i in range(1, 1 + added):
+                _identity_block(block, i)
                 resnet = block.resnets[i]
-                _zero_residuals(resnet)
                 _identity_up_shortcut(resnet, resnet.spatial_res_block.out_channels)
-                if hasattr(block, "attentions"):
-                    block.attentions[i].proj_out.weight.zero_()
-                    block.attentions[i].proj_out.bias.zero_()
     return new.eval()
 
 

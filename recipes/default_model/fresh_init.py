@@ -54,13 +54,18 @@ def parse_channels(text: str, levels: int) -> list[int]:
     return widths
 
 
-def fresh_unet(config: dict, channels: list[int], seed: int) -> MultiViewUNet:
-    """A MultiViewUNet of `config` with `channels` per level, seeded, its output convolution zeroed."""
-    config = dict(config, block_out_channels=list(channels))
-    # Draw on the CPU generator: CUDA's would give other numbers, and the recipe builds this on either.
+def seeded_unet(config: dict, seed: int) -> MultiViewUNet:
+    """A MultiViewUNet of `config` with diffusers' default initialisation drawn from `seed`."""
+    # Draw on the CPU generator: CUDA's would give other numbers, and the recipe builds this on either;
+    # forked, so the global random state neither changes the weights nor is changed by them.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = MultiViewUNet(**config)
+        return MultiViewUNet(**config)
+
+
+def fresh_unet(config: dict, channels: list[int], seed: int) -> MultiViewUNet:
+    """A MultiViewUNet of `config` with `channels` per level, seeded, its output convolution zeroed."""
+    unet = seeded_unet(dict(config, block_out_channels=list(channels)), seed)
     with torch.no_grad():
         unet.conv_out.weight.zero_()
         unet.conv_out.bias.zero_()

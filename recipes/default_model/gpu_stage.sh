@@ -50,14 +50,14 @@ nvidia-smi > "$W/nvidia-smi.txt" 2>&1 || true
 python3 -c 'import torch, diffusers, numpy; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "diffusers", diffusers.__version__, "numpy", numpy.__version__)' | tee "$W/versions.txt"
 log unpack
 [[ -d $W/data ]] || python3 -m recipes.default_model.pack_orbits unpack "$CARRY/orbits.tar.xz" "$W/data" > /dev/null
-if [[ -n ${FRESH_CHANNELS:-} || -n ${DEEPEN:-} ]]; then
-  if [[ ! -d $W/init && -n ${DEEPEN:-} ]]; then
-    python3 -m recipes.default_model.deepen --layers-per-block "$DEEPEN" --seed "${DEEPEN_SEED:-0}" \
-      --from "${DEEPEN_FROM:-mv3d/default_model}" --out "$W/init" | tee "$W/init.txt"
-  elif [[ ! -d $W/init ]]; then
-    python3 -m recipes.default_model.fresh_init --channels "$FRESH_CHANNELS" --seed "${FRESH_SEED:-0}" \
-      --from "${FRESH_FROM:-mv3d/default_model}" --out "$W/init" | tee "$W/init.txt"
-  fi
+BUILD=()  # a starting point built here: the module and its arguments
+if [[ -n ${DEEPEN:-} ]]; then
+  BUILD=(deepen --layers-per-block "$DEEPEN" --seed "${DEEPEN_SEED:-0}" --from "${DEEPEN_FROM:-mv3d/default_model}")
+elif [[ -n ${FRESH_CHANNELS:-} ]]; then
+  BUILD=(fresh_init --channels "$FRESH_CHANNELS" --seed "${FRESH_SEED:-0}" --from "${FRESH_FROM:-mv3d/default_model}")
+fi
+if (( ${#BUILD[@]} )); then
+  [[ -d $W/init ]] || python3 -m "recipes.default_model.${BUILD[0]}" "${BUILD[@]:1}" --out "$W/init" | tee "$W/init.txt"
   [[ -d $W/init_no_camera ]] || python3 -m recipes.default_model.drop_camera "$W/init" "$W/init_no_camera"
 else
   [[ -d $W/init ]] || python3 -m recipes.default_model.device_transfer expand "$CARRY/init" "$W/init"

@@ -23,8 +23,8 @@
 # 6. the test split, once, for a candidate that ships (TEST=1; not before the rule in step 4 is met).
 #
 # The GPU run fits its step count to its time budget (STEPS=auto, the default here) and brings back
-# run.yaml, the config it trained with: copy its max_steps into configs/v3_gpu.yaml (max_steps and
-# lr_cooldown_steps), and a rerun with STEPS=config takes the same steps.
+# run.yaml, the config it trained with: copy its max_steps into the start's config (configs/v3_deep_gpu.yaml
+# or v3_gpu.yaml: max_steps and lr_cooldown_steps), and a rerun with STEPS=config takes the same steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-runs/v3}
@@ -32,9 +32,13 @@ WORK=${1:-runs/v3}
 SPLIT=recipes/default_model/sweethome3d_split.json
 START=${START:-deep}
 CHANNELS=64,128,128 DEPTH=2
-case $START in
-  deep) INIT=$WORK/deep_init CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml GPU_START=(DEEPEN="$DEPTH") ;;
-  fresh) INIT=$WORK/init CONFIG=recipes/default_model/configs/v3_gpu.yaml GPU_START=(FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0) ;;
+case $START in  # the starting point, how it is built (here, and on the GPU machine), and its config
+  deep)
+    INIT=$WORK/deep_init CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml
+    BUILD=(deepen --layers-per-block "$DEPTH") GPU_START=(DEEPEN="$DEPTH") ;;
+  fresh)
+    INIT=$WORK/init CONFIG=recipes/default_model/configs/v3_gpu.yaml
+    BUILD=(fresh_init --channels "$CHANNELS") GPU_START=(FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0) ;;
   *) echo "START=$START: expected deep or fresh" >&2; exit 2 ;;
 esac
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
@@ -53,13 +57,7 @@ for seed in 11 12 13 14 15; do
 done
 
 # 2. starting points
-if [[ ! -d $INIT ]]; then
-  if [[ $START == deep ]]; then
-    python -m recipes.default_model.deepen --layers-per-block "$DEPTH" --seed 0 --out "$INIT" --from mv3d/default_model
-  else
-    python -m recipes.default_model.fresh_init --channels "$CHANNELS" --seed 0 --out "$INIT" --from mv3d/default_model
-  fi
-fi
+[[ -d $INIT ]] || python -m "recipes.default_model.${BUILD[0]}" "${BUILD[@]:1}" --seed 0 --out "$INIT" --from mv3d/default_model
 [[ -d "${INIT}_no_camera" ]] || python -m recipes.default_model.drop_camera "$INIT" "${INIT}_no_camera"
 
 # 3. both networks on a GPU
