@@ -20,6 +20,7 @@ versions, model hash and settings), `report.md` and the figures are written at t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -221,7 +222,7 @@ def evaluate_object(
     reconstruct_fn: Callable[[Path], Any] | None = None,
 ) -> dict[str, Any]:
     """Render, generate, score and (optionally) reconstruct one object; returns its result dict."""
-    from eval.mesh_metrics import mesh_metrics
+    from eval.mesh_metrics import mesh_metrics, occupancy
     from eval.protocols import get_protocol, syncdreamer_mesh_scores, syncdreamer_view_scores
     from render.dataset import write_orbit_dataset
 
@@ -266,6 +267,10 @@ def evaluate_object(
     }
     gt_mesh = world_trimesh(loaded) if reconstruct_fn is not None else None
 
+    @functools.cache
+    def gt_occupancy() -> np.ndarray:  # voxelised once for every method's mesh, when one is scored
+        return occupancy(gt_mesh, settings.iou_resolution)
+
     def score_mesh(mesh) -> dict[str, float]:
         if syncdreamer:
             return syncdreamer_mesh_scores(
@@ -285,6 +290,7 @@ def evaluate_object(
             num_points=settings.mesh_points,
             resolution=settings.iou_resolution,
             seed=settings.seed,
+            gt_occupancy=gt_occupancy(),
         )
 
     for name, gen in methods.items():
