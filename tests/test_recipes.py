@@ -652,3 +652,14 @@ def test_deepen_keeps_the_function_and_adds_trainable_blocks(tmp_path, monkeypat
             ["--layers-per-block", "9", "--from", str(tmp_path / "src"), "--out", str(tmp_path / "bad")]
         )
     assert exc.value.code == 2
+
+
+def test_every_committed_training_config_loads():
+    """A recipe names its configs by path and runs them for hours: a typo or an unknown key must fail here,
+    not when a lent GPU's ten minutes have started (TrainConfig rejects unknown keys and bad values)."""
+    from video_prior.train import TrainConfig
+
+    paths = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "recipes").rglob("configs/*.yaml"))
+    assert len(paths) > 10
+    for path in paths:
+        TrainConfig.from_yaml(path)

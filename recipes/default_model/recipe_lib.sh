@@ -27,6 +27,13 @@ render_train() {  # SEED OUT [more mv3d render-dataset arguments]: one render of
     --elevation-range -5 30 --workers 2 --seed "$seed" "$@"
 }
 
+train_resumable() {  # CONFIG INIT RUN_DIR [more mv3d train arguments]: one run on DATA; a rerun resumes it
+  local config=$1 init=$2 run=$3 resume=()
+  shift 3
+  if [[ -d $run/checkpoints ]]; then resume=(--resume); fi
+  mv3d train "$config" --init-from "$init" --data "${DATA[@]}" --out "$run" "${resume[@]}" "$@"
+}
+
 calibrate_and_validate() {  # NAME OURS NOCAM: calibrate both mattes on validation (once), then validate
   local name=$1 ours=$2 nocam=$3
   # once: a calibrated model keeps its threshold on a rerun; the no-camera network only after ours

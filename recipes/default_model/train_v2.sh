@@ -67,14 +67,9 @@ fi
 
 stage() {  # NAME INIT INIT_NO_CAMERA: train the model and its no-camera twin, calibrate, validate
   local name=$1 ours=$WORK/$1/model nocam=$WORK/$1_no_camera/model
-  train_run() {  # INIT RUN_DIR (resumable)
-    local resume=()
-    if [[ -d "$2/checkpoints" ]]; then resume=(--resume); fi
-    mv3d train "recipes/default_model/configs/v2_$name.yaml" --init-from "$1" --data "${DATA[@]}" \
-      --out "$2" "${resume[@]}" "${STEPS_ARG[@]}"
-  }
-  train_run "$2" "$WORK/$name" &
-  train_run "$3" "$WORK/${name}_no_camera" &
+  local config=recipes/default_model/configs/v2_$name.yaml
+  train_resumable "$config" "$2" "$WORK/$name" "${STEPS_ARG[@]}" &
+  train_resumable "$config" "$3" "$WORK/${name}_no_camera" "${STEPS_ARG[@]}" &
   wait
   calibrate_and_validate "$name" "$ours" "$nocam"
 }

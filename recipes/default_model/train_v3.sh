@@ -2,7 +2,7 @@
 # The default model v3 candidate: a larger UNet trained on one lent GPU, and its test table (MODEL_CARD.md,
 # "Next model"):
 #
-#   SH3D=DIR [START=deep|fresh] bash recipes/default_model/train_v3.sh [WORK_DIR]     # WORK_DIR: runs/v3
+#   SH3D=DIR [START=deep|fresh|cpu] bash recipes/default_model/train_v3.sh [WORK_DIR]     # WORK_DIR: runs/v3
 #
 # SH3D: the .sh3f catalogues of Debian's sweethome3d-furniture 1.8-1 (as train_v2.sh).
 #
@@ -13,10 +13,13 @@
 #    START=fresh: a UNet of widths 64/128/128 (9.9 M parameters), seed 0, at the copy baseline
 #    (fresh_init.py); both beside the shipped model's frozen EfficientNet-Lite0 and patch first stage, and
 #    each with its no-camera twin (drop_camera.py); gpu_stage.sh builds the same two on the GPU machine
-#    from the same seed (its init.txt prints the digest that step 2 prints here);
+#    from the same seed (its init.txt prints the digest that step 2 prints here); or START=cpu: the
+#    shipped model itself, for the CPU continuation of step 3;
 # 3. both networks on one GPU (configs/v3_deep_gpu.yaml or v3_gpu.yaml: 32 orbits a step, bf16; gpu_stage.sh, one command of
 #    at most 10 minutes on one H200, carrying the five renders packed and diffusers' wheels); where this
 #    machine has no CUDA GPU the folder to carry is made and the recipe stops with the command to run;
+#    START=cpu trains both here instead, side by side, one torch thread each (configs/v3_cpu.yaml: 4
+#    orbits a step, about 75 minutes on a 2-core CPU; a rerun resumes an interrupted run);
 # 4. calibrate each matte on validation and validate (calibrate_matte.py, as v2): the candidate replaces
 #    the shipped model only if its validation PSNR and mask IoU are both higher (MODEL_CARD.md's rule);
 # 5. the mesh method on validation (choose_mesh_method.py);
@@ -32,6 +35,11 @@ WORK=${1:-runs/v3}
 SPLIT=recipes/default_model/sweethome3d_split.json
 START=${START:-deep}
 CHANNELS=64,128,128 DEPTH=2
+# every start is built from v2 as shipped (hash 80ed6aa2681b), read from git, so that the recipe still
+# builds the same starting points after a later model replaces mv3d/default_model
+V2_REV=${V2_REV:-14af398}  # the last revision that changed mv3d/default_model before v3
+V2=$WORK/v2/mv3d/default_model
+INIT_NO_CAMERA=
 case $START in  # the starting point, how it is built (here, and on the GPU machine), and its config
   deep)
     INIT=$WORK/deep_init CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml
@@ -39,8 +47,12 @@ case $START in  # the starting point, how it is built (here, and on the GPU mach
   fresh)
     INIT=$WORK/init CONFIG=recipes/default_model/configs/v3_gpu.yaml
     BUILD=(fresh_init --channels "$CHANNELS") GPU_START=(FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0) ;;
-  *) echo "START=$START: expected deep or fresh" >&2; exit 2 ;;
+  cpu)  # v2 itself; its twin is made in step 2 beside it
+    INIT=$V2 INIT_NO_CAMERA=$WORK/v2_no_camera CONFIG=recipes/default_model/configs/v3_cpu.yaml
+    BUILD=() ;;
+  *) echo "START=$START: expected deep, fresh or cpu" >&2; exit 2 ;;
 esac
+INIT_NO_CAMERA=${INIT_NO_CAMERA:-${INIT}_no_camera}
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 # shellcheck source=recipes/default_model/recipe_lib.sh
@@ -57,11 +69,24 @@ for seed in 11 12 13 14 15; do
 done
 
 # 2. starting points
-[[ -d $INIT ]] || python -m "recipes.default_model.${BUILD[0]}" "${BUILD[@]:1}" --seed 0 --out "$INIT" --from mv3d/default_model
-[[ -d "${INIT}_no_camera" ]] || python -m recipes.default_model.drop_camera "$INIT" "${INIT}_no_camera"
+if [[ ! -f $V2/mv3d_model.json ]]; then
+  mkdir -p "$WORK/v2"
+  git archive "$V2_REV" mv3d/default_model | tar -x -C "$WORK/v2"
+fi
+if [[ ! -d $INIT ]]; then
+  python -m "recipes.default_model.${BUILD[0]}" "${BUILD[@]:1}" --seed 0 --out "$INIT" --from "$V2"
+fi
+[[ -d $INIT_NO_CAMERA ]] || python -m recipes.default_model.drop_camera "$INIT" "$INIT_NO_CAMERA"
 
-# 3. both networks on a GPU
-ours=$WORK/model_$START nocam=$WORK/no_camera_model_$START
+# 3. both networks on a GPU, or (START=cpu) here
+if [[ $START == cpu ]]; then
+  ours=$WORK/model_cpu_run/model nocam=$WORK/no_camera_cpu_run/model
+  [[ -f $ours/mv3d_model.json ]] || train_resumable "$CONFIG" "$INIT" "$WORK/model_cpu_run" &
+  [[ -f $nocam/mv3d_model.json ]] || train_resumable "$CONFIG" "$INIT_NO_CAMERA" "$WORK/no_camera_cpu_run" &
+  wait
+else
+  ours=$WORK/model_$START nocam=$WORK/no_camera_model_$START
+fi
 if [[ ! -f $ours/mv3d_model.json ]]; then
   CARRY=$WORK/carry
   if [[ ! -f $CARRY/orbits.tar.xz ]]; then
@@ -70,7 +95,7 @@ if [[ ! -f $ours/mv3d_model.json ]]; then
   fi
   gpu_stage_back "$CARRY" "$WORK/back_$START" "${GPU_START[@]}" \
     CONFIG="$CONFIG" TRAIN_SECONDS=360 STEPS="${STEPS:-auto}" || exit 0
-  join_back "$WORK/back_$START" "$INIT" "${INIT}_no_camera" "$ours" "$nocam"
+  join_back "$WORK/back_$START" "$INIT" "$INIT_NO_CAMERA" "$ours" "$nocam"
 fi
 
 # 4. calibration and the shipping rule's validation numbers
