@@ -13,13 +13,13 @@
 #    START=fresh: a UNet of widths 64/128/128 (9.9 M parameters), seed 0, at the copy baseline
 #    (fresh_init.py); both beside the shipped model's frozen EfficientNet-Lite0 and patch first stage, and
 #    each with its no-camera twin (drop_camera.py); gpu_stage.sh builds the same two on the GPU machine
-#    from the same seed (its init.txt prints the digest that step 2 prints here); or START=cpu: the
-#    shipped model itself, for the CPU continuation of step 3;
+#    from the same seed (its init.txt prints the digest that step 2 prints here); or START=cpu: v2
+#    itself (read from git, as every start is) and its no-camera twin, for the CPU path of step 3;
 # 3. both networks on one GPU (configs/v3_deep_gpu.yaml or v3_gpu.yaml: 32 orbits a step, bf16; gpu_stage.sh, one command of
 #    at most 10 minutes on one H200, carrying the five renders packed and diffusers' wheels); where this
 #    machine has no CUDA GPU the folder to carry is made and the recipe stops with the command to run;
 #    START=cpu trains both here instead, side by side, one torch thread each (configs/v3_cpu.yaml: 4
-#    orbits a step, about 75 minutes on a 2-core CPU; a rerun resumes an interrupted run);
+#    orbits a step, 1 h 17 min on a 2-core CPU; a rerun resumes an interrupted run);
 # 4. calibrate each matte on validation and validate (calibrate_matte.py, as v2): the candidate replaces
 #    the shipped model only if its validation PSNR and mask IoU are both higher (MODEL_CARD.md's rule);
 # 5. the mesh method on validation (choose_mesh_method.py);
@@ -84,6 +84,9 @@ if [[ $START == cpu ]]; then
   [[ -f $ours/mv3d_model.json ]] || train_resumable "$CONFIG" "$INIT" "$WORK/model_cpu_run" &
   [[ -f $nocam/mv3d_model.json ]] || train_resumable "$CONFIG" "$INIT_NO_CAMERA" "$WORK/no_camera_cpu_run" &
   wait
+  for model in "$ours" "$nocam"; do  # wait does not report a failed run: its model folder does
+    [[ -f $model/mv3d_model.json ]] || { echo "$model: training did not finish; rerun to resume it" >&2; exit 1; }
+  done
 else
   ours=$WORK/model_$START nocam=$WORK/no_camera_model_$START
 fi
