@@ -35,24 +35,23 @@ WORK=${1:-runs/v3}
 SPLIT=recipes/default_model/sweethome3d_split.json
 START=${START:-deep}
 CHANNELS=64,128,128 DEPTH=2
-# every start is built from v2 as shipped (hash 80ed6aa2681b), read from git, so that the recipe still
-# builds the same starting points after a later model replaces mv3d/default_model
+# every start here is built from v2 as shipped (hash 80ed6aa2681b), read from git, so that the recipe
+# still builds the same starting points after a later model replaces mv3d/default_model. The GPU machine
+# gets no git history and builds its start from its copy's mv3d/default_model: the same while v2 ships;
+# its init.txt prints the digest to compare with the one step 2 prints here.
 V2_REV=${V2_REV:-14af398}  # the last revision that changed mv3d/default_model before v3
 V2=$WORK/v2/mv3d/default_model
-INIT_NO_CAMERA=
-case $START in  # the starting point, how it is built (here, and on the GPU machine), and its config
+case $START in  # the starting point and its twin, how it is built (here, and on the GPU machine), its config
   deep)
-    INIT=$WORK/deep_init CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml
+    INIT=$WORK/deep_init INIT_NO_CAMERA=$WORK/deep_init_no_camera CONFIG=recipes/default_model/configs/v3_deep_gpu.yaml
     BUILD=(deepen --layers-per-block "$DEPTH") GPU_START=(DEEPEN="$DEPTH") ;;
   fresh)
-    INIT=$WORK/init CONFIG=recipes/default_model/configs/v3_gpu.yaml
+    INIT=$WORK/init INIT_NO_CAMERA=$WORK/init_no_camera CONFIG=recipes/default_model/configs/v3_gpu.yaml
     BUILD=(fresh_init --channels "$CHANNELS") GPU_START=(FRESH_CHANNELS="$CHANNELS" FRESH_SEED=0) ;;
-  cpu)  # v2 itself; its twin is made in step 2 beside it
-    INIT=$V2 INIT_NO_CAMERA=$WORK/v2_no_camera CONFIG=recipes/default_model/configs/v3_cpu.yaml
-    BUILD=() ;;
+  cpu)  # v2 itself (nothing to build); its twin is made in step 2
+    INIT=$V2 INIT_NO_CAMERA=$WORK/v2_no_camera CONFIG=recipes/default_model/configs/v3_cpu.yaml ;;
   *) echo "START=$START: expected deep, fresh or cpu" >&2; exit 2 ;;
 esac
-INIT_NO_CAMERA=${INIT_NO_CAMERA:-${INIT}_no_camera}
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 # shellcheck source=recipes/default_model/recipe_lib.sh
@@ -89,16 +88,16 @@ if [[ $START == cpu ]]; then
   done
 else
   ours=$WORK/model_$START nocam=$WORK/no_camera_model_$START
-fi
-if [[ ! -f $ours/mv3d_model.json ]]; then
-  CARRY=$WORK/carry
-  if [[ ! -f $CARRY/orbits.tar.xz ]]; then
-    mkdir -p "$CARRY"
-    python -m recipes.default_model.pack_orbits pack "$CARRY/orbits.tar.xz" "${DATA[@]}"
+  if [[ ! -f $ours/mv3d_model.json ]]; then
+    CARRY=$WORK/carry
+    if [[ ! -f $CARRY/orbits.tar.xz ]]; then
+      mkdir -p "$CARRY"
+      python -m recipes.default_model.pack_orbits pack "$CARRY/orbits.tar.xz" "${DATA[@]}"
+    fi
+    gpu_stage_back "$CARRY" "$WORK/back_$START" "${GPU_START[@]}" \
+      CONFIG="$CONFIG" TRAIN_SECONDS=360 STEPS="${STEPS:-auto}" || exit 0
+    join_back "$WORK/back_$START" "$INIT" "$INIT_NO_CAMERA" "$ours" "$nocam"
   fi
-  gpu_stage_back "$CARRY" "$WORK/back_$START" "${GPU_START[@]}" \
-    CONFIG="$CONFIG" TRAIN_SECONDS=360 STEPS="${STEPS:-auto}" || exit 0
-  join_back "$WORK/back_$START" "$INIT" "$INIT_NO_CAMERA" "$ours" "$nocam"
 fi
 
 # 4. calibration and the shipping rule's validation numbers
