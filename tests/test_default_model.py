@@ -199,6 +199,48 @@ def test_shipped_default_model_generates_21_views():
     assert np.abs(out.frames[10, ..., :3] - copy).mean() > 1e-3
 
 
+TWIN = REPO / "recipes" / "default_model" / "no_camera_model"
+#: the UNet config keys that carry the camera: SV3D_p embeds (cond_aug, polar, azimuth), SV3D_u cond_aug only
+CAMERA_KEYS = {"addition_time_embed_dims", "per_frame_conditioning", "projection_class_embeddings_input_dim"}
+
+
+@pytest.mark.skipif(
+    not any(TWIN.rglob("*.safetensors")) or not any(SHIPPED.rglob("*.safetensors")),
+    reason="no committed no-camera twin or default model weights in this checkout",
+)
+@pytest.mark.slow
+def test_committed_no_camera_twin_is_the_shipped_network_without_cameras():
+    """The test table's no-camera column (MODEL_CARD.md) is the shipped network with its camera inputs
+    removed: the same UNet but for the camera embedding, the same frozen image encoder and first stage,
+    its own calibrated matte, and views that do not depend on the camera."""
+    components, info = load_components(TWIN)
+    _, shipped_info = load_components(SHIPPED)
+    assert info.conditioning == "sv3d_u" and shipped_info.conditioning == "sv3d_p"
+    assert info.alpha_threshold != 0.5 or info.alpha_floor  # calibrated, as the shipped model's
+    different = {f for f in vars(info) if getattr(info, f) != getattr(shipped_info, f)}
+    assert different <= {"conditioning", "alpha_threshold", "alpha_floor", "notes"}, different
+    twin_unet = json.loads((TWIN / "unet" / "config.json").read_text())
+    shipped_unet = json.loads((SHIPPED / "unet" / "config.json").read_text())
+    assert {k for k in shipped_unet if twin_unet.get(k) != shipped_unet[k]} == CAMERA_KEYS
+    for part in ("image_encoder", "vae"):  # byte for byte: frozen, never trained
+        name = "diffusion_pytorch_model.safetensors"
+        assert (TWIN / part / name).read_bytes() == (SHIPPED / part / name).read_bytes(), part
+    assert not (TWIN / "unet_no_ema").exists()
+    pipe = MultiViewPipeline(**components, info=info)
+    image = _rgba(64, seed=1)
+    views = [
+        pipe(
+            image,
+            static_orbit(21, e),
+            num_inference_steps=1,
+            ensemble=1,
+            generator=torch.Generator().manual_seed(0),
+        ).frames
+        for e in (0.0, 30.0)
+    ]
+    assert views[0].shape == (21, 64, 64, 4) and np.array_equal(views[0], views[1])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not any(SHIPPED.rglob("*.safetensors")), reason="no default model weights in this checkout"

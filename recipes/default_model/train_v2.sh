@@ -112,5 +112,7 @@ test_once "$ours" "$nocam"
 # and the no-camera network beside the recipe, committed with it: the test table's third column needs
 # it, and a run's folder does not outlive its machine (stage 4's was lost that way: MODEL_CARD.md):
 #   cp -r "$nocam" recipes/default_model/no_camera_model
+# (the folder committed there is v2's twin made by train_v3.sh START=cpu instead, stage 4's being lost:
+# MODEL_CARD.md, "The no-camera column, reproducible")
 # and the README's figure and Quick start image:
 #   python -m recipes.default_model.figure --eval "$WORK"/eval/test/{0,1} --example examples/example.png

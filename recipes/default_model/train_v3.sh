@@ -115,5 +115,9 @@ if [[ ${TEST:-} == 1 ]]; then
   test_once "$ours" "$nocam"
 fi
 
-# Shipping: rm -r mv3d/default_model && cp -r "$ours" mv3d/default_model, and the no-camera network
-# beside the recipe (the test table's third column needs it): cp -r "$nocam" recipes/default_model/no_camera_model
+# Shipping: the model, and the no-camera network beside the recipe (the test table's third column needs
+# it), each without unet_no_ema/ (the raw training copy a CPU run also writes; the shipped folder stays
+# under 60 MB):
+#   rm -r mv3d/default_model && cp -r "$ours" mv3d/default_model && rm -rf mv3d/default_model/unet_no_ema
+#   rm -r recipes/default_model/no_camera_model && cp -r "$nocam" recipes/default_model/no_camera_model
+#   rm -rf recipes/default_model/no_camera_model/unet_no_ema
