@@ -362,7 +362,7 @@ def _log(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_reproduction_compares_every_common_step_to_the_bit(tmp_path, capsys):
+def test_reproduction_compares_every_common_step_to_the_bit_or_a_rounding_tolerance(tmp_path, capsys):
     from recipes.default_model import reproduction
 
     ref = [{"step": s, "loss": 0.1 / s, "lr": 1e-4} for s in range(10, 60, 10)]
@@ -377,6 +377,18 @@ def test_reproduction_compares_every_common_step_to_the_bit(tmp_path, capsys):
     off[2]["loss"] = float(np.nextafter(off[2]["loss"], 1.0))
     assert reproduction.main([str(a), str(_log(tmp_path / "off.jsonl", off)), "--min-steps", "1"]) == 1
     assert "first difference at step 30" in capsys.readouterr().out
+    # ... unless within --rtol (float32 rounding of other CPU kernels); the verdict says which
+    off_log = str(_log(tmp_path / "off.jsonl", off))
+    assert reproduction.main([str(a), off_log, "--min-steps", "1", "--rtol", "1e-5"]) == 0
+    assert "to float32 rounding" in capsys.readouterr().out
+    far = [dict(r, loss=r["loss"] * 1.001) for r in ref]  # another config: far beyond rounding
+    assert (
+        reproduction.main(
+            [str(a), str(_log(tmp_path / "far.jsonl", far)), "--rtol", "1e-5", "--min-steps", "1"]
+        )
+        == 1
+    )
+    assert reproduction.main([str(a), off_log, "--rtol", "0.5"]) == 2  # not a rounding tolerance
     assert reproduction.compare(reproduction.read_losses(a), {10: float("nan")})[2] == 10
     assert reproduction.compare({10: float("nan")}, {10: float("nan")})[2] is None
     # bad input: one line, exit 2
