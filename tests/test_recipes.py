@@ -389,6 +389,10 @@ def test_reproduction_compares_every_common_step_to_the_bit_or_a_rounding_tolera
         == 1
     )
     assert reproduction.main([str(a), off_log, "--rtol", "0.5"]) == 2  # not a rounding tolerance
+    nan = [dict(r) for r in ref]
+    nan[1]["loss"] = float("nan")  # a NaN against a number is never rounding
+    assert reproduction.main([str(a), str(_log(tmp_path / "nan.jsonl", nan)), "--rtol", "1e-5"]) == 1
+    assert reproduction.largest_relative({10: 0.0}, {10: 0.0}, [10]) == 0.0
     assert reproduction.compare(reproduction.read_losses(a), {10: float("nan")})[2] == 10
     assert reproduction.compare({10: float("nan")}, {10: float("nan")})[2] is None
     # bad input: one line, exit 2

@@ -9,8 +9,9 @@ at least `--min-steps` steps were compared. With `--rtol R` a run whose every lo
 reference's (relative) also counts, as reproduced to float32 rounding: another CPU's kernels may sum in
 another order, and such one-ulp differences grow slowly (about 1e-6 relative after 450 steps of stage 1,
 measured), where another config, seed or data differs by orders of magnitude more from the first logged
-step. Prints one line; exit 0 when reproduced, 1 when not, 2 for bad input. `check_reproduction.sh` runs the recipe's first steps in a fresh clone and calls this on
-`reference/stage1_metrics.jsonl` (the committed stage 1 run of v2).
+step. Prints one line; exit 0 when reproduced, 1 when not, 2 for bad input. `check_reproduction.sh`
+runs the recipe's first steps in a fresh clone and calls this on `reference/stage1_metrics.jsonl` (the
+committed stage 1 run of v2).
 """
 
 from __future__ import annotations
@@ -73,11 +74,13 @@ def largest_relative(reference: dict[int, float], run: dict[int, float], steps: 
     worst = 0.0
     for s in steps:
         a, b = reference[s], run[s]
-        if math.isnan(a) and math.isnan(b):
+        if math.isnan(a) or math.isnan(b):
+            if math.isnan(a) != math.isnan(b):  # max() would skip a NaN: say it outright
+                return math.inf
             continue
         d = abs(a - b)
         worst = max(worst, d / abs(a) if a != 0 else (math.inf if d else 0.0))
-    return worst if not math.isnan(worst) else math.inf
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:
