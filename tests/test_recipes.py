@@ -375,10 +375,10 @@ def test_reproduction_compares_every_common_step_to_the_bit_or_a_rounding_tolera
     # one loss off by one unit in the last place is not reproduced, and the step is named
     off = [dict(r) for r in ref]
     off[2]["loss"] = float(np.nextafter(off[2]["loss"], 1.0))
-    assert reproduction.main([str(a), str(_log(tmp_path / "off.jsonl", off)), "--min-steps", "1"]) == 1
+    off_log = str(_log(tmp_path / "off.jsonl", off))
+    assert reproduction.main([str(a), off_log, "--min-steps", "1"]) == 1
     assert "first difference at step 30" in capsys.readouterr().out
     # ... unless within --rtol (float32 rounding of other CPU kernels); the verdict says which
-    off_log = str(_log(tmp_path / "off.jsonl", off))
     assert reproduction.main([str(a), off_log, "--min-steps", "1", "--rtol", "1e-5"]) == 0
     assert "to float32 rounding" in capsys.readouterr().out
     far = [dict(r, loss=r["loss"] * 1.001) for r in ref]  # another config: far beyond rounding

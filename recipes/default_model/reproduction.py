@@ -57,29 +57,28 @@ def read_losses(path: Path) -> dict[int, float]:
     return losses
 
 
+def difference(a: float, b: float) -> float:
+    """|a - b|, where a NaN in both is the same arithmetic (0) and a NaN against a number is inf (so that
+    max() over steps cannot skip it, as it skips a NaN)."""
+    if math.isnan(a) or math.isnan(b):
+        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+    return abs(a - b)
+
+
 def compare(reference: dict[int, float], run: dict[int, float]) -> tuple[list[int], float, int | None]:
     """(steps in common, largest absolute loss difference, first step that differs or None)."""
     common = sorted(set(reference) & set(run))
-    # A NaN in both logs at the same step is the same arithmetic; NaN against a number differs.
-    diffs = [
-        0.0 if math.isnan(reference[s]) and math.isnan(run[s]) else abs(reference[s] - run[s]) for s in common
-    ]
-    first = next((s for s, d in zip(common, diffs, strict=True) if not d == 0.0), None)
+    diffs = [difference(reference[s], run[s]) for s in common]
+    first = next((s for s, d in zip(common, diffs, strict=True) if d != 0.0), None)
     return common, max(diffs, default=0.0), first
 
 
 def largest_relative(reference: dict[int, float], run: dict[int, float], steps: list[int]) -> float:
-    """The largest |run - reference| / |reference| over `steps` (inf where they differ and the reference is
-    0, or where one of them is NaN and the other is not)."""
+    """The largest `difference` / |reference| over `steps` (inf where they differ and the reference is 0)."""
     worst = 0.0
     for s in steps:
-        a, b = reference[s], run[s]
-        if math.isnan(a) or math.isnan(b):
-            if math.isnan(a) != math.isnan(b):  # max() would skip a NaN: say it outright
-                return math.inf
-            continue
-        d = abs(a - b)
-        worst = max(worst, d / abs(a) if a != 0 else (math.inf if d else 0.0))
+        d = difference(reference[s], run[s])
+        worst = max(worst, d / abs(reference[s]) if reference[s] != 0 else (math.inf if d else 0.0))
     return worst
 
 
