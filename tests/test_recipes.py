@@ -679,3 +679,60 @@ def test_every_committed_training_config_loads():
     assert len(paths) > 10
     for path in paths:
         TrainConfig.from_yaml(path)
+
+
+def test_mirror_average_keeps_an_orbit_that_its_mirror_agrees_with():
+    """A perfect model's orbit of the mirrored input is the orbit mirrored and read backwards: averaging
+    the two gives the orbit back. Reading it forwards (a wrong index map) would not."""
+    from recipes.default_model.exp_silhouette_levers import mirror_average
+
+    rng = np.random.default_rng(0)
+    n = 21
+    orbit = rng.integers(0, 256, (n, 8, 8, 4), dtype=np.uint8)
+    orbit[..., 3] = 255  # opaque: the colours average exactly
+    mirrored = orbit[[(n - i) % n for i in range(n)]][:, :, ::-1]
+    np.testing.assert_array_equal(mirror_average(orbit, mirrored), orbit)
+    assert not np.array_equal(mirror_average(orbit, orbit[:, :, ::-1]), orbit)
+    # frame 0 is the input itself, whatever the mirrored orbit says
+    np.testing.assert_array_equal(mirror_average(orbit, np.zeros_like(orbit))[0], orbit[0])
+
+
+def test_matte_refiner_starts_as_the_generated_matte_cut_at_half():
+    from recipes.default_model.exp_silhouette_levers import make_refiner, refiner_features
+
+    rng = np.random.default_rng(1)
+    gen = rng.integers(0, 256, (3, 16, 16, 4), dtype=np.uint8)
+    inp = rng.integers(0, 256, (3, 16, 16, 4), dtype=np.uint8)
+    f = refiner_features(gen, inp, np.array([0.0, 90.0, 200.0]), np.array([10.0, -5.0, 30.0]))
+    assert f.shape == (3, 12, 16, 16)
+    torch.testing.assert_close(f[:, 8], f[:, 7].flip(-1))  # the input's alpha, mirrored
+    logits = make_refiner()(f)
+    assert logits.shape == (3, 1, 16, 16)
+    np.testing.assert_array_equal((logits[:, 0] > 0).numpy(), gen[..., 3] / 255 > 0.5)
+
+
+def test_lever_summary_scores_volume_only_where_every_method_made_a_mesh(tmp_path):
+    from recipes.default_model.exp_silhouette_levers import summary
+
+    rows = {
+        "a": {
+            "ours_mask_iou": 0.5,
+            "mirror_mask_iou": 0.6,
+            "ours_volume_iou": 0.2,
+            "mirror_volume_iou": 0.4,
+            "copy_volume_iou": 0.1,
+        },
+        "b": {
+            "ours_mask_iou": 0.7,
+            "mirror_mask_iou": 0.6,
+            "ours_volume_iou": None,
+            "mirror_volume_iou": 0.9,
+            "copy_volume_iou": 0.3,
+        },
+    }
+    (tmp_path / "0.json").write_text(json.dumps({"a": rows["a"]}))
+    (tmp_path / "1.json").write_text(json.dumps({"b": rows["b"]}))
+    text = summary([str(tmp_path / "0.json"), str(tmp_path / "1.json")])
+    assert "2 objects; volume IoU over the 1 with every mesh" in text
+    assert "ours_mask_iou: 0.6000" in text and "mirror_volume_iou: 0.4000" in text
+    assert "mirror_volume_iou - ours_volume_iou: +0.2000 (ahead on 1 of 1" in text

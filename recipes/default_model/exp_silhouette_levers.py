@@ -1,0 +1,379 @@
+"""Two silhouette levers that need no new diffusion training, measured on the validation split.
+
+Issue 20's last margin (mesh volume IoU over copying the input) follows the novel views' silhouettes
+(MODEL_CARD.md, "Where the volume is won and lost"). This experiment asks whether either of two cheap
+levers moves them, with the shipped weights unchanged:
+
+- ``mirror``: test-time mirror averaging. Mirroring the input mirrors the world through the plane of
+  the input camera's axis and the up axis, so view ``i`` of the mirrored input's orbit, mirrored back,
+  is an estimate of view ``(N - i) mod N`` of the input's orbit (exact for silhouettes; lighting is not
+  mirror-symmetric). The two orbits are averaged (alpha averaged, colour alpha-weighted).
+- ``refiner-data`` / ``refiner-train`` / ``refiner-score``: a learned matte refiner. A small dilated
+  CNN (about 54 k parameters) reads a generated view's RGBA, the input view's RGBA, the input's alpha
+  mirrored, and the view's camera relative to the input, and predicts the true silhouette. It is trained
+  on the shipped model's orbits of one training render (``train_v3.sh``'s seed-11 render: the training
+  split only) against their true views, 10% of the objects held out, then scored on validation.
+
+Both score an `mv3d eval --reconstruct` folder of the validation split (its per-object ``gt/``,
+``ours/`` and ``copy/`` views): novel-view mask IoU (alpha > 0.5, as `eval.view_metrics`) and the
+volume IoU of the model's hull mesh against the true mesh (`eval.mesh_metrics`), with ours and copying
+as they are for reference. Work is split in ``--parts`` interleaved parts so that two run side by side;
+``summary`` pools their JSON files. Commands: MODEL_CARD.md, "Two silhouette levers without training".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+VIEWS = 21  # the validation orbit: 21 views at elevation 10, frame 0 the input
+
+
+def _objects(eval_dirs: list[str], part: int, parts: int) -> list[Path]:
+    """Per-object folders of `mv3d eval` runs (``<run>/objects/<id>``), sorted, this part's share."""
+    found = sorted(p for d in eval_dirs for p in (Path(d) / "objects").iterdir() if (p / "gt").is_dir())
+    return found[part::parts]
+
+
+def _views(folder: Path) -> np.ndarray:
+    """(N, H, W, 4) uint8 RGBA of an orbit dataset folder."""
+    from render.dataset import read_orbit_dataset
+
+    return read_orbit_dataset(folder).load_images()
+
+
+def _novel_mask_iou(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean mask IoU over the novel views (1 to N-1) of two (N, H, W, 4) uint8 orbits."""
+    import torch
+
+    from eval.view_metrics import mask_iou
+
+    p = torch.from_numpy(pred[1:, ..., 3] > 127)
+    t = torch.from_numpy(true[1:, ..., 3] > 127)
+    return float(mask_iou(p, t).mean())
+
+
+class _MeshScorer:
+    """Volume IoU of the hull mesh of an orbit folder against an object's true mesh."""
+
+    def __init__(self, sh3d: str) -> None:
+        from render.sources import resolve_source
+
+        self.sources = {s.object_id: s for s in resolve_source(sh3d)}
+
+    def for_object(self, object_id: str):
+        from eval.mesh_metrics import occupancy, volume_iou
+        from mv3d.reconstruct import reconstruct
+        from render.common import InputError
+        from render.meshes import world_trimesh
+
+        gt = world_trimesh(self.sources[object_id].load())
+        gt_occ = occupancy(gt, 64)
+
+        def score(views_dir: Path) -> float | None:
+            try:
+                mesh = reconstruct(views_dir, method="hull", texture="none", seed=0, progress=False).mesh
+            except InputError:  # no common volume: recorded as no mesh, as mv3d eval does
+                return None
+            return volume_iou(mesh, gt, 64, gt_occupancy=gt_occ)
+
+        return score
+
+
+def mirror_average(orbit_rgba: np.ndarray, mirrored_rgba: np.ndarray) -> np.ndarray:
+    """Average an orbit with the mirrored input's orbit mirrored back: (N, H, W, 4) uint8 each.
+
+    View i of the mirrored orbit, flipped left-right, estimates view (N - i) mod N of the orbit, for an
+    orbit of N views evenly spaced in azimuth from the input's. Frame 0 keeps the orbit's own (the input).
+    """
+    n = len(orbit_rgba)
+    back = mirrored_rgba[[(n - i) % n for i in range(n)]][:, :, ::-1].astype(np.float64) / 255
+    ours = orbit_rgba.astype(np.float64) / 255
+    alpha_sum = ours[..., 3:] + back[..., 3:]
+    rgb = (ours[..., :3] * ours[..., 3:] + back[..., :3] * back[..., 3:]) / np.maximum(alpha_sum, 1e-6)
+    out = np.clip(np.round(np.concatenate([rgb, alpha_sum / 2], -1) * 255), 0, 255).astype(np.uint8)
+    out[0] = orbit_rgba[0]
+    return out
+
+
+def cmd_mirror(args: argparse.Namespace) -> dict:
+    from eval.protocols import get_protocol
+    from mv3d.generate.views import ViewGenerator
+    from render.dataset import write_orbit_dataset
+
+    gen = ViewGenerator.load("default", "cpu")
+    orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
+    meshes = _MeshScorer(args.sh3d)
+    results = {}
+    for obj in _objects(args.eval, args.part, args.parts):
+        true, saved = _views(obj / "gt"), _views(obj / "ours")
+        ours = gen(true[0].copy(), orbit, 0)
+        if not np.array_equal(ours, saved):  # the eval's views must be these, or nothing compares
+            raise SystemExit(
+                f"{obj}: regenerated views differ from the eval's: another model or seed, or another "
+                "OMP_NUM_THREADS than the eval's (torch's CPU sums depend on the thread count)"
+            )
+        avg = mirror_average(ours, gen(true[0][:, ::-1].copy(), orbit, 0))
+        write_orbit_dataset(Path(args.work) / obj.name, avg, orbit)
+        score = meshes.for_object(obj.name)
+        results[obj.name] = {
+            "ours_mask_iou": _novel_mask_iou(ours, true),
+            "mirror_mask_iou": _novel_mask_iou(avg, true),
+            "ours_volume_iou": score(obj / "ours"),
+            "mirror_volume_iou": score(Path(args.work) / obj.name),
+            "copy_volume_iou": score(obj / "copy"),
+        }
+        print(obj.name, results[obj.name], flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# The learned matte refiner
+# --------------------------------------------------------------------------------------------------
+
+
+def refiner_features(gen, inp, azimuth_deg, elevation_deg):
+    """Refiner input (B, 12, H, W) float32 from generated views (B, H, W, 4) uint8, the input view
+    repeated (B, H, W, 4) uint8, and each view's azimuth relative to the input and elevation (B,) degrees:
+    generated RGBA, input RGBA, the input's alpha mirrored, cos and sin of the azimuth, elevation / 90."""
+    import torch
+
+    g = torch.from_numpy(np.ascontiguousarray(gen)).float().permute(0, 3, 1, 2) / 255
+    x = torch.from_numpy(np.ascontiguousarray(inp)).float().permute(0, 3, 1, 2) / 255
+    b, _, h, w = g.shape
+    az = torch.from_numpy(np.deg2rad(np.asarray(azimuth_deg, np.float64))).float().view(b, 1, 1, 1)
+    el = torch.from_numpy(np.asarray(elevation_deg, np.float64) / 90).float().view(b, 1, 1, 1)
+    cams = torch.cat([torch.cos(az), torch.sin(az), el], 1).expand(b, 3, h, w)
+    return torch.cat([g, x, x[:, 3:4].flip(-1), cams], 1)
+
+
+def make_refiner(width: int = 24, dilations: tuple[int, ...] = (1, 2, 4, 8, 1)):
+    """The refiner: (B, 12, H, W) features -> (B, 1, H, W) silhouette logits.
+
+    Residual over the generated alpha (logit = gain * (alpha - 0.5) + correction, the correction's last
+    layer zero), so it starts as the generated matte thresholded at 0.5. Receptive field 37 px.
+    """
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, dilation: int) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation)
+            self.b = nn.Conv2d(width, width, 3, padding=1)
+
+        def forward(self, h):
+            return h + self.b(torch.relu(self.a(torch.relu(h))))
+
+    class Refiner(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Conv2d(12, width, 3, padding=1)
+            self.blocks = nn.Sequential(*[Block(d) for d in dilations])
+            self.out = nn.Conv2d(width, 1, 3, padding=1)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+            self.gain = nn.Parameter(torch.tensor(8.0))
+
+        def forward(self, f):
+            return self.gain * (f[:, 3:4] - 0.5) + self.out(torch.relu(self.blocks(self.inp(f))))
+
+    return Refiner()
+
+
+def cmd_refiner_data(args: argparse.Namespace) -> None:
+    """The shipped model's orbit of every training object of one render, beside the true views (npz)."""
+    from mv3d.generate.views import ViewGenerator
+    from render.dataset import read_orbit_dataset
+
+    gen = ViewGenerator.load("default", "cpu")
+    folders = sorted((Path(args.renders) / "objects").iterdir())[args.part :: args.parts]
+    generated, true, cams = [], [], []
+    for i, folder in enumerate(folders):
+        ds = read_orbit_dataset(folder)
+        views = ds.load_images()
+        generated.append(gen(views[0].copy(), ds.orbit, 0))
+        true.append(views)
+        cams.append(np.stack([ds.orbit.azimuth_deg, ds.orbit.elevation_deg], 1))
+        if i % 50 == 0:
+            print(f"{i}/{len(folders)}", flush=True)
+    np.savez(args.out, generated=np.stack(generated), true=np.stack(true), cams=np.stack(cams))
+
+
+def _flatten_views(generated, true, cams, objects):
+    """Novel views of the chosen objects as refiner training rows: features' inputs and the true alpha."""
+    n = generated.shape[1] - 1
+    gen = generated[objects][:, 1:].reshape(-1, *generated.shape[2:])
+    tgt = true[objects][:, 1:, ..., 3].reshape(-1, *true.shape[2:4])
+    inp = np.repeat(true[objects][:, 0], n, axis=0)
+    az = (cams[objects][:, 1:, 0] - cams[objects][:, :1, 0]).reshape(-1)
+    el = cams[objects][:, 1:, 1].reshape(-1)
+    return gen, inp, az, el, tgt
+
+
+def cmd_refiner_train(args: argparse.Namespace) -> None:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    parts = [np.load(f, allow_pickle=False) for f in args.data]
+    generated = np.concatenate([p["generated"] for p in parts])
+    true = np.concatenate([p["true"] for p in parts])
+    cams = np.concatenate([p["cams"] for p in parts])
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(generated))
+    held, train = order[: len(order) // 10], order[len(order) // 10 :]
+    tr, ho = _flatten_views(generated, true, cams, train), _flatten_views(generated, true, cams, held)
+    net = make_refiner()
+    opt = torch.optim.Adam(net.parameters(), args.lr)
+    batch = 64
+    total = args.epochs * (len(tr[0]) // batch)
+
+    def held_out_iou() -> tuple[float, float]:
+        from eval.view_metrics import mask_iou
+
+        refined, plain = [], []
+        with torch.no_grad():
+            for s in range(0, len(ho[0]), 512):
+                f = refiner_features(*(a[s : s + 512] for a in ho[:4]))
+                t = torch.from_numpy(ho[4][s : s + 512] > 127)
+                refined.append(mask_iou(net(f)[:, 0] > 0, t))
+                plain.append(mask_iou(f[:, 3] > 0.5, t))
+        return float(torch.cat(refined).mean()), float(torch.cat(plain).mean())
+
+    print("held-out objects' mask IoU (refined, generated):", held_out_iou(), flush=True)
+    step = 0
+    for epoch in range(args.epochs):
+        perm = rng.permutation(len(tr[0]))
+        for s in range(len(tr[0]) // batch):
+            b = perm[s * batch : (s + 1) * batch]
+            f = refiner_features(*(a[b] for a in tr[:4]))
+            t = torch.from_numpy(tr[4][b]).float()[:, None] / 255
+            logit = net(f)
+            p = torch.sigmoid(logit)
+            inter, union = (p * t).flatten(1).sum(1), (p + t - p * t).flatten(1).sum(1)
+            # Cross-entropy for every pixel, a soft IoU for the silhouette as a whole (what carving uses)
+            loss = F.binary_cross_entropy_with_logits(logit, t) + (1 - (inter + 1) / (union + 1)).mean()
+            for group in opt.param_groups:  # cosine decay to zero
+                group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * step / total))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+        print(f"epoch {epoch}: held-out mask IoU (refined, generated):", held_out_iou(), flush=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.out)
+
+
+def cmd_refiner_score(args: argparse.Namespace) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    from eval.protocols import get_protocol
+    from render.dataset import write_orbit_dataset
+
+    net = make_refiner()
+    net.load_state_dict(load_file(args.weights))
+    net.eval()
+    orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
+    meshes = _MeshScorer(args.sh3d)
+    results = {}
+    for obj in _objects(args.eval, args.part, args.parts):
+        true, ours = _views(obj / "gt"), _views(obj / "ours")
+        n = len(ours) - 1
+        f = refiner_features(
+            ours[1:], np.repeat(true[:1], n, 0), orbit.azimuth_deg[1:], orbit.elevation_deg[1:]
+        )
+        with torch.no_grad():
+            alpha = torch.sigmoid(net(f))[:, 0].numpy()
+        refined = ours.copy()
+        refined[1:, ..., 3] = np.clip(np.round(alpha * 255), 0, 255).astype(np.uint8)
+        write_orbit_dataset(Path(args.work) / obj.name, refined, orbit)
+        score = meshes.for_object(obj.name)
+        results[obj.name] = {
+            "ours_mask_iou": _novel_mask_iou(ours, true),
+            "refined_mask_iou": _novel_mask_iou(refined, true),
+            "ours_volume_iou": score(obj / "ours"),
+            "refined_volume_iou": score(Path(args.work) / obj.name),
+            "copy_volume_iou": score(obj / "copy"),
+        }
+        print(obj.name, results[obj.name], flush=True)
+    return results
+
+
+def summary(files: list[str]) -> str:
+    """Means over the pooled objects; volume IoU over the objects where every method made a mesh."""
+    from scipy.stats import wilcoxon
+
+    results: dict = {}
+    for f in files:
+        results.update(json.loads(Path(f).read_text()))
+    keys = sorted(next(iter(results.values())))
+    meshed = [o for o in results if all(results[o][k] is not None for k in keys if k.endswith("volume_iou"))]
+    lines = [f"{len(results)} objects; volume IoU over the {len(meshed)} with every mesh"]
+    for k in keys:
+        objs = meshed if k.endswith("volume_iou") else list(results)
+        lines.append(f"{k}: {np.mean([results[o][k] for o in objs]):.4f}")
+    for metric in ("mask_iou", "volume_iou"):
+        new = next(k for k in keys if k.endswith(metric) and not k.startswith(("ours", "copy")))
+        objs = meshed if metric == "volume_iou" else list(results)
+        d = np.array([results[o][new] - results[o][f"ours_{metric}"] for o in objs])
+        p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+        lines.append(
+            f"{new} - ours_{metric}: {d.mean():+.4f} (ahead on {(d > 0).sum()} of {len(d)}; p = {p:.2g})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def split(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--part", type=int, default=0)
+        p.add_argument("--parts", type=int, default=1)
+
+    def scored(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--eval", nargs="+", required=True, help="mv3d eval --reconstruct folders (validation)"
+        )
+        p.add_argument("--sh3d", required=True, help="the Sweet Home 3D furniture folder")
+        p.add_argument("--work", required=True, help="folder for the new views")
+        p.add_argument("--out", required=True, help="per-object results (JSON)")
+        split(p)
+
+    scored(sub.add_parser("mirror", help="test-time mirror averaging"))
+    p = sub.add_parser("refiner-data", help="the shipped model's orbits of one training render")
+    p.add_argument("--renders", required=True)
+    p.add_argument("--out", required=True)
+    split(p)
+    p = sub.add_parser("refiner-train", help="train the refiner on refiner-data's files")
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="weights (safetensors)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p = sub.add_parser("refiner-score", help="score a trained refiner on validation")
+    p.add_argument("--weights", required=True)
+    scored(p)
+    p = sub.add_parser("summary", help="pool the per-object results of the parts")
+    p.add_argument("files", nargs="+")
+    args = ap.parse_args(argv)
+
+    if args.cmd in ("mirror", "refiner-score"):
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        results = (cmd_mirror if args.cmd == "mirror" else cmd_refiner_score)(args)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    elif args.cmd == "refiner-data":
+        cmd_refiner_data(args)
+    elif args.cmd == "refiner-train":
+        cmd_refiner_train(args)
+    else:
+        print(summary(args.files))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
