@@ -201,7 +201,10 @@ def cmd_refiner_data(args: argparse.Namespace) -> None:
         cams.append(np.stack([ds.orbit.azimuth_deg, ds.orbit.elevation_deg], 1))
         if i % 50 == 0:
             print(f"{i}/{len(folders)}", flush=True)
-    np.savez(args.out, generated=np.stack(generated), true=np.stack(true), cams=np.stack(cams))
+    from render.common import atomic_output
+
+    with atomic_output(args.out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, generated=np.stack(generated), true=np.stack(true), cams=np.stack(cams))
 
 
 def _flatten_views(generated, true, cams, objects):
@@ -266,7 +269,10 @@ def cmd_refiner_train(args: argparse.Namespace) -> None:
             opt.step()
             step += 1
         print(f"epoch {epoch}: held-out mask IoU (refined, generated):", held_out_iou(), flush=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.out)
+    from render.common import atomic_output
+
+    with atomic_output(args.out) as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
 
 
 def cmd_refiner_score(args: argparse.Namespace) -> dict:
@@ -363,10 +369,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
 
+    from render.common import atomic_write_json
+
     if args.cmd in ("mirror", "refiner-score"):
         Path(args.work).mkdir(parents=True, exist_ok=True)
         results = (cmd_mirror if args.cmd == "mirror" else cmd_refiner_score)(args)
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        atomic_write_json(args.out, results, indent=1)
     elif args.cmd == "refiner-data":
         cmd_refiner_data(args)
     elif args.cmd == "refiner-train":
