@@ -84,6 +84,26 @@ class _MeshScorer:
         return score
 
 
+def _lever_row(
+    obj: Path, lever: str, views: np.ndarray, ours: np.ndarray, true: np.ndarray, orbit, work: str, meshes
+):
+    """One object's results: ours and the lever's novel-view mask IoU, and the hull volume IoU of ours,
+    the lever's views (written under `work`) and copying."""
+    from render.dataset import write_orbit_dataset
+
+    write_orbit_dataset(Path(work) / obj.name, views, orbit)
+    score = meshes.for_object(obj.name)
+    row = {
+        "ours_mask_iou": _novel_mask_iou(ours, true),
+        f"{lever}_mask_iou": _novel_mask_iou(views, true),
+        "ours_volume_iou": score(obj / "ours"),
+        f"{lever}_volume_iou": score(Path(work) / obj.name),
+        "copy_volume_iou": score(obj / "copy"),
+    }
+    print(obj.name, row, flush=True)
+    return row
+
+
 def mirror_average(orbit_rgba: np.ndarray, mirrored_rgba: np.ndarray) -> np.ndarray:
     """Average an orbit with the mirrored input's orbit mirrored back: (N, H, W, 4) uint8 each.
 
@@ -103,7 +123,6 @@ def mirror_average(orbit_rgba: np.ndarray, mirrored_rgba: np.ndarray) -> np.ndar
 def cmd_mirror(args: argparse.Namespace) -> dict:
     from eval.protocols import get_protocol
     from mv3d.generate.views import ViewGenerator
-    from render.dataset import write_orbit_dataset
 
     gen = ViewGenerator.load("default", "cpu")
     orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
@@ -118,16 +137,7 @@ def cmd_mirror(args: argparse.Namespace) -> dict:
                 "OMP_NUM_THREADS than the eval's (torch's CPU sums depend on the thread count)"
             )
         avg = mirror_average(ours, gen(true[0][:, ::-1].copy(), orbit, 0))
-        write_orbit_dataset(Path(args.work) / obj.name, avg, orbit)
-        score = meshes.for_object(obj.name)
-        results[obj.name] = {
-            "ours_mask_iou": _novel_mask_iou(ours, true),
-            "mirror_mask_iou": _novel_mask_iou(avg, true),
-            "ours_volume_iou": score(obj / "ours"),
-            "mirror_volume_iou": score(Path(args.work) / obj.name),
-            "copy_volume_iou": score(obj / "copy"),
-        }
-        print(obj.name, results[obj.name], flush=True)
+        results[obj.name] = _lever_row(obj, "mirror", avg, ours, true, orbit, args.work, meshes)
     return results
 
 
@@ -280,7 +290,6 @@ def cmd_refiner_score(args: argparse.Namespace) -> dict:
     from safetensors.torch import load_file
 
     from eval.protocols import get_protocol
-    from render.dataset import write_orbit_dataset
 
     net = make_refiner()
     net.load_state_dict(load_file(args.weights))
@@ -298,16 +307,7 @@ def cmd_refiner_score(args: argparse.Namespace) -> dict:
             alpha = torch.sigmoid(net(f))[:, 0].numpy()
         refined = ours.copy()
         refined[1:, ..., 3] = np.clip(np.round(alpha * 255), 0, 255).astype(np.uint8)
-        write_orbit_dataset(Path(args.work) / obj.name, refined, orbit)
-        score = meshes.for_object(obj.name)
-        results[obj.name] = {
-            "ours_mask_iou": _novel_mask_iou(ours, true),
-            "refined_mask_iou": _novel_mask_iou(refined, true),
-            "ours_volume_iou": score(obj / "ours"),
-            "refined_volume_iou": score(Path(args.work) / obj.name),
-            "copy_volume_iou": score(obj / "copy"),
-        }
-        print(obj.name, results[obj.name], flush=True)
+        results[obj.name] = _lever_row(obj, "refined", refined, ours, true, orbit, args.work, meshes)
     return results
 
 
