@@ -7,7 +7,8 @@ levers moves them, with the shipped weights unchanged:
 - ``mirror``: test-time mirror averaging. Mirroring the input mirrors the world through the plane of
   the input camera's axis and the up axis, so view ``i`` of the mirrored input's orbit, mirrored back,
   is an estimate of view ``(N - i) mod N`` of the input's orbit (exact for silhouettes; lighting is not
-  mirror-symmetric). The two orbits are averaged (alpha averaged, colour alpha-weighted).
+  mirror-symmetric). The two orbits are averaged (alpha averaged, colour alpha-weighted);
+  ``--ensemble 8`` makes each orbit average 8 draws, so the pair costs one ordinary 16-draw orbit.
 - ``refiner-data`` / ``refiner-train`` / ``refiner-score``: a learned matte refiner. A small dilated
   CNN (about 54 k parameters) reads a generated view's RGBA, the input view's RGBA, the input's alpha
   mirrored, and the view's camera relative to the input, and predicts the true silhouette. It is trained
@@ -125,6 +126,9 @@ def cmd_mirror(args: argparse.Namespace) -> dict:
     from mv3d.generate.views import ViewGenerator
 
     gen = ViewGenerator.load("default", "cpu")
+    # --ensemble: each of the two orbits averages this many draws instead of the model's 16, so that 8
+    # gives mirror averaging at the cost of one ordinary orbit
+    pair = ViewGenerator.load("default", "cpu", ensemble=args.ensemble) if args.ensemble else gen
     orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
     meshes = _MeshScorer(args.sh3d)
     results = {}
@@ -136,7 +140,8 @@ def cmd_mirror(args: argparse.Namespace) -> dict:
                 f"{obj}: regenerated views differ from the eval's: another model or seed, or another "
                 "OMP_NUM_THREADS than the eval's (torch's CPU sums depend on the thread count)"
             )
-        avg = mirror_average(ours, gen(true[0][:, ::-1].copy(), orbit, 0))
+        first = ours if pair is gen else pair(true[0].copy(), orbit, 0)
+        avg = mirror_average(first, pair(true[0][:, ::-1].copy(), orbit, 0))
         results[obj.name] = _lever_row(obj, "mirror", avg, ours, true, orbit, args.work, meshes)
     return results
 
@@ -352,7 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", required=True, help="per-object results (JSON)")
         split(p)
 
-    scored(sub.add_parser("mirror", help="test-time mirror averaging"))
+    p = sub.add_parser("mirror", help="test-time mirror averaging")
+    p.add_argument("--ensemble", type=int, default=None, help="draws per orbit (default: the model's)")
+    scored(p)
     p = sub.add_parser("refiner-data", help="the shipped model's orbits of one training render")
     p.add_argument("--renders", required=True)
     p.add_argument("--out", required=True)
