@@ -318,7 +318,7 @@ def cmd_refiner_score(args: argparse.Namespace) -> dict:
 
 def summary(files: list[str]) -> str:
     """Means over the pooled objects; volume IoU over the objects where every method made a mesh."""
-    from scipy.stats import wilcoxon
+    from recipes.default_model.table import paired_p
 
     results: dict = {}
     for f in files:
@@ -333,7 +333,7 @@ def summary(files: list[str]) -> str:
         new = next(k for k in keys if k.endswith(metric) and not k.startswith(("ours", "copy")))
         objs = meshed if metric == "volume_iou" else list(results)
         d = np.array([results[o][new] - results[o][f"ours_{metric}"] for o in objs])
-        p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+        p = paired_p(d)
         lines.append(
             f"{new} - ours_{metric}: {d.mean():+.4f} (ahead on {(d > 0).sum()} of {len(d)}; p = {p:.2g})"
         )

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from recipes.default_model.table import METRICS, load_set, per_object
+from recipes.default_model.table import METRICS, load_set, paired_p, per_object
 from render.common import InputError
 
 
 def paired(a_spec: str, b_spec: str, method: str = "ours") -> list[str]:
     """The report's lines; `InputError` when the runs do not score the same objects."""
-    from scipy.stats import wilcoxon
-
     (_, a), (_, b) = load_set(a_spec), load_set(b_spec)
     ids_a = [o.get("object_id") for o in a["objects"].values()]
     ids_b = [o.get("object_id") for o in b["objects"].values()]
@@ -37,7 +33,7 @@ def paired(a_spec: str, b_spec: str, method: str = "ours") -> list[str]:
         except KeyError as exc:
             raise InputError(f"a run does not score {method}'s {metric} ({exc})") from None
         d = y - x
-        p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+        p = paired_p(d)
         lines.append(
             f"{metric}: B {y.mean():.4f}, A {x.mean():.4f}, B − A {d.mean():+.4f} "
             f"(B ahead on {int((d > 0).sum())}, behind on {int((d < 0).sum())}; p = {p:.2g})"

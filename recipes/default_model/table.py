@@ -92,6 +92,14 @@ def mesh_values(metrics: dict, method: str, metric: str) -> np.ndarray:
     )
 
 
+def paired_p(d: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired per-object differences `d` (n,); 1.0 when every
+    difference is 0 (scipy has no test to run there)."""
+    from scipy.stats import wilcoxon
+
+    return float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+
+
 def mesh_table(specs: list[str]) -> str:
     """Markdown rows for the meshes of each set that has them: mean ± std per method, and ours vs copy
     with issue 20's margins (Chamfer ≥ 20% lower, volume IoU ≥ +0.05). Empty when no run reconstructed.
@@ -148,8 +156,6 @@ def mesh_table(specs: list[str]) -> str:
 
 
 def table(specs: list[str]) -> str:
-    from scipy.stats import wilcoxon
-
     rows = [
         "| set (objects) | method | PSNR (dB) ↑ | SSIM ↑ | mask IoU ↑ |",
         "|---|---|---|---|---|",
@@ -171,7 +177,7 @@ def table(specs: list[str]) -> str:
             cells = []
             for metric in METRICS:
                 d = per_object(m, "ours", metric) - per_object(m, base, metric)
-                p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+                p = paired_p(d)
                 digits = 2 if metric == "psnr" else 3
                 margin = MARGINS[metric]
                 # More digits where the rounded difference would read as the margin itself (0.02998 is
