@@ -13,6 +13,7 @@ from PIL import Image
 
 from mv3d import models
 from mv3d.generate import (
+    GenerateSettings,
     ViewGenerator,
     alpha_from_background,
     build_orbit,
@@ -510,3 +511,29 @@ def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
     run.write_text(" " * (MAX_RUN_BYTES + 1))
     problems: list[str] = []
     assert read_run(folder, problems) is None and len(problems) == 1
+
+
+def test_mirror_average_follows_the_model_unless_the_caller_sets_it(tmp_path: Path, tiny_model: Path, capsys):
+    """`--mirror-average/--no-mirror-average` (GenerateSettings.mirror_average) reaches the pipeline, and
+    left out takes the model's `default_mirror_average` (the default model's is on); run.json records
+    the value in effect, so a rerun with the other value is refused as other settings."""
+    model = tmp_path / "mirrored_model"
+    shutil.copytree(tiny_model, model)
+    info = json.loads((model / "mv3d_model.json").read_text())
+    (model / "mv3d_model.json").write_text(json.dumps({**info, "default_mirror_average": True}))
+    img = _object_png(tmp_path / "obj.png")
+    base = ["generate", str(img), "--views", str(VIEWS), "--model", str(model), "--no-mesh", "--quiet"]
+    base += ["--ensemble", "2", "--device", "cpu"]
+    runs = {}
+    for name, extra in (("default", []), ("on", ["--mirror-average"]), ("off", ["--no-mirror-average"])):
+        code, err = _run_cli([*base, "--out", str(tmp_path / name), *extra], capsys)
+        assert code == 0, err
+        runs[name] = json.loads((tmp_path / name / "run.json").read_text())["mirror_average"]
+    assert runs == {"default": True, "on": True, "off": False}
+    views = {k: read_orbit_dataset(tmp_path / k).load_images() for k in runs}
+    assert np.array_equal(views["default"], views["on"])
+    assert not np.array_equal(views["on"], views["off"])  # one of the two draws is the mirrored one
+    code, err = _run_cli([*base, "--out", str(tmp_path / "on"), "--no-mirror-average"], capsys)
+    assert code == 2 and "mirror_average true there, false now" in err, err
+    with pytest.raises(SettingError, match="mirror_average 1: expected true or false"):
+        GenerateSettings(mirror_average=1)

@@ -42,7 +42,8 @@ class ModelLimits:
             that works.
         grid: view sides must be multiples of this (the latent grid).
         num_frames: the fixed number of views, or None (any).
-        default_steps, default_ensemble: what sampling uses when the caller gives none.
+        default_steps, default_ensemble, default_mirror_average: what sampling uses when the caller
+            gives none.
         trained_steps: the step count the model was trained for, or None (any works).
         trained_elevation_deg: (low, high) input-view elevations seen in training, or None (unknown).
         default_mesh_method: the reconstruction its views mesh with when the caller names none, or None
@@ -58,6 +59,7 @@ class ModelLimits:
     trained_steps: int | None
     trained_elevation_deg: tuple[float, float] | None
     default_mesh_method: str | None = None
+    default_mirror_average: bool = False
 
     @classmethod
     def of(cls, info: Any, grid: int) -> ModelLimits:
@@ -73,6 +75,7 @@ class ModelLimits:
             trained_steps=None if info.trained_steps is None else int(info.trained_steps),
             trained_elevation_deg=None if elev is None else (float(elev[0]), float(elev[1])),
             default_mesh_method=info.default_mesh_method,
+            default_mirror_average=bool(info.default_mirror_average),
         )
 
     @classmethod

@@ -22,7 +22,10 @@ def _default_model_facts() -> str:
     steps = f"{info.get('default_steps')} step"
     if info.get("trained_steps"):
         steps += " (trained for it)"
-    facts += [steps, f"{info.get('default_ensemble')} averaged draws"]
+    draws = f"{info.get('default_ensemble')} averaged draws"
+    if info.get("default_mirror_average"):
+        draws += " (half of them for the input mirrored)"
+    facts += [steps, draws]
     if info.get("trained_elevation_deg"):
         low, high = info["trained_elevation_deg"]
         facts.append(f"trained at elevations {low:g} to {high:g} deg")
@@ -78,6 +81,12 @@ def register(app: typer.Typer) -> None:
         ensemble: int | None = typer.Option(
             None, "--ensemble", help="Draws averaged into the views (default: the model's)."
         ),
+        mirror_average: bool | None = typer.Option(
+            None,
+            "--mirror-average/--no-mirror-average",
+            help="Draw half of the ensemble for the input mirrored left-right and flip it back "
+            "(test-time augmentation at the same cost; default: the model's).",
+        ),
         sampler: str | None = typer.Option(None, "--sampler", help="euler (default), heun or dpmpp2m."),
         guidance: str | None = typer.Option(
             None, "--guidance", help="Per-view guidance: triangle (default), constant or linear."
@@ -125,7 +134,7 @@ def register(app: typer.Typer) -> None:
             compile_unet=compile_unet, no_mesh=no_mesh, quiet=quiet, matte=matte, overwrite=overwrite
         )
         sampling = {"steps": steps, "sampler": sampler, "guidance": guidance, "ensemble": ensemble}
-        sampling.update(min_guidance=min_guidance, max_guidance=max_guidance)
+        sampling.update(min_guidance=min_guidance, max_guidance=max_guidance, mirror_average=mirror_average)
         orbit_settings = {"views": views, "orbit": orbit, "elevation": elevation, "seed": seed}
         _generate(images, out, **options, **sampling, **orbit_settings, resolution=resolution)
 

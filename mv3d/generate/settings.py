@@ -107,6 +107,8 @@ class GenerateSettings:
         guidance: per-view guidance schedule, a name in ``video_prior.guidance.GUIDANCE_KINDS``.
         min_guidance, max_guidance: the schedule's range (both 1: no guidance).
         ensemble: samples averaged into the views (None: the model's).
+        mirror_average: draw half of the ensemble for the input mirrored left-right and flip it back
+            (the pipeline's `mirror_average`; None: the model's).
         resolution: view side in pixels (None: the model's); a multiple of the model's latent grid,
             checked when the model is loaded.
     """
@@ -121,6 +123,7 @@ class GenerateSettings:
     min_guidance: float = DEFAULT_MIN_GUIDANCE
     max_guidance: float = DEFAULT_MAX_GUIDANCE
     ensemble: int | None = None
+    mirror_average: bool | None = None
     resolution: int | None = None
 
     def __post_init__(self) -> None:
@@ -138,6 +141,8 @@ class GenerateSettings:
             _whole("steps", self.steps, 1, "a positive whole number")
         if self.ensemble is not None:
             _whole("ensemble", self.ensemble, 1, "a positive whole number of samples")
+        if self.mirror_average is not None and not isinstance(self.mirror_average, bool):
+            raise SettingError("mirror_average", self.mirror_average, "expected true or false")
         if self.sampler not in SAMPLERS:
             raise SettingError("sampler", self.sampler, f"expected one of {', '.join(sorted(SAMPLERS))}")
         if self.guidance not in GUIDANCE_KINDS:
@@ -169,7 +174,7 @@ class GenerateSettings:
 
     def sampling(self) -> dict[str, Any]:
         """The keyword arguments of `video_prior.pipeline.MultiViewPipeline.__call__` these settings fix
-        (steps and ensemble None: the model's)."""
+        (steps, ensemble and mirror_average None: the model's)."""
         return {
             "num_inference_steps": self.steps,
             "sampler": self.sampler,
@@ -177,4 +182,5 @@ class GenerateSettings:
             "min_guidance": self.min_guidance,
             "max_guidance": self.max_guidance,
             "ensemble": self.ensemble,
+            "mirror_average": self.mirror_average,
         }

@@ -41,6 +41,11 @@ def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
     return to_uint8(frame_object(rgba.astype(np.float32) / 255.0, size, 0.0, (0, 0, w, h)))
 
 
+def _or(given: bool | None, default: bool) -> bool:
+    """A yes/no setting in effect: the caller's, else the model's default."""
+    return bool(default if given is None else given)
+
+
 def _torch_dtype(dtype: Any, device: str) -> Any:
     """A torch dtype from None (float16 on CUDA, float32 on the CPU), a torch dtype or a name in DTYPES."""
     import torch
@@ -233,6 +238,7 @@ class ViewGenerator:
             "dtype": str(_torch_dtype(dtype, dev)).replace("torch.", ""),
             "steps": int(config.steps or limits.default_steps),
             "ensemble": int(config.ensemble or limits.default_ensemble),
+            "mirror_average": _or(config.mirror_average, limits.default_mirror_average),
             "sampler": config.sampler,
             "guidance": config.guidance,
             "min_guidance": config.min_guidance,
@@ -256,6 +262,12 @@ class ViewGenerator:
         return int(self.config.ensemble or self.pipeline.denoiser.defaults()["ensemble"])
 
     @property
+    def mirror_average(self) -> bool:
+        """Whether half of the ensemble is drawn mirrored (the model's default when the settings give
+        none)."""
+        return _or(self.config.mirror_average, self.pipeline.denoiser.defaults()["mirror_average"])
+
+    @property
     def background(self) -> tuple[float, float, float]:
         """The model's background, RGB in [0, 1]."""
         return self.pipeline.denoiser.background
@@ -277,6 +289,7 @@ class ViewGenerator:
             "dtype": str(self.pipeline.dtype).replace("torch.", ""),
             "steps": self.steps,
             "ensemble": self.ensemble,
+            "mirror_average": self.mirror_average,
             "sampler": c.sampler,
             "guidance": c.guidance,
             "min_guidance": c.min_guidance,
@@ -320,6 +333,7 @@ class ViewGenerator:
         self.check_orbit(orbit)
         image = resize_rgba(np.asarray(image_rgba), self.resolution)
         sampling = {**self.config.sampling(), "num_inference_steps": self.steps, "ensemble": self.ensemble}
+        sampling["mirror_average"] = self.mirror_average
         out = self.pipeline(
             image,
             orbit,

@@ -125,10 +125,10 @@ def cmd_mirror(args: argparse.Namespace) -> dict:
     from eval.protocols import get_protocol
     from mv3d.generate.views import ViewGenerator
 
-    gen = ViewGenerator.load("default", "cpu")
+    gen = ViewGenerator.load(args.model, "cpu")
     # --ensemble: each of the two orbits averages this many draws instead of the model's 16, so that 8
     # gives mirror averaging at the cost of one ordinary orbit
-    pair = ViewGenerator.load("default", "cpu", ensemble=args.ensemble) if args.ensemble else gen
+    pair = ViewGenerator.load(args.model, "cpu", ensemble=args.ensemble) if args.ensemble else gen
     orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
     meshes = _MeshScorer(args.sh3d)
     results = {}
@@ -205,7 +205,7 @@ def cmd_refiner_data(args: argparse.Namespace) -> None:
     from mv3d.generate.views import ViewGenerator
     from render.dataset import read_orbit_dataset
 
-    gen = ViewGenerator.load("default", "cpu")
+    gen = ViewGenerator.load(args.model, "cpu")
     folders = sorted((Path(args.renders) / "objects").iterdir())[args.part :: args.parts]
     generated, true, cams = [], [], []
     for i, folder in enumerate(folders):
@@ -348,6 +348,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--part", type=int, default=0)
         p.add_argument("--parts", type=int, default=1)
 
+    def model(p: argparse.ArgumentParser) -> None:
+        # the experiment measured v2 as shipped until 2026-12-05, without mirror averaging; `git
+        # archive 14af398 mv3d/default_model | tar -x -C DIR` gives that folder (MODEL_CARD.md)
+        p.add_argument("--model", default="default", help="the model whose views are measured")
+
     def scored(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--eval", nargs="+", required=True, help="mv3d eval --reconstruct folders (validation)"
@@ -359,10 +364,12 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("mirror", help="test-time mirror averaging")
     p.add_argument("--ensemble", type=int, default=None, help="draws per orbit (default: the model's)")
+    model(p)
     scored(p)
     p = sub.add_parser("refiner-data", help="the shipped model's orbits of one training render")
     p.add_argument("--renders", required=True)
     p.add_argument("--out", required=True)
+    model(p)
     split(p)
     p = sub.add_parser("refiner-train", help="train the refiner on refiner-data's files")
     p.add_argument("--data", nargs="+", required=True)

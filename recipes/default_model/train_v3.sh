@@ -102,9 +102,11 @@ fi
 
 # 4. calibration and the shipping rule's validation numbers
 calibrate_and_validate "v3_$START" "$ours" "$nocam"
-# against the shipped model's committed validation run (the same command and halves), object by object
+# against the shipped model's committed validation run (the same command and halves), object by object:
+# v2 with mirror averaging since 2026-12-05 (v3_cpu's committed comparison was with v2 before it,
+# docs/eval_default_v2/validation/)
 python -m recipes.default_model.paired \
-  docs/eval_default_v2/validation/0/metrics.json+docs/eval_default_v2/validation/1/metrics.json \
+  docs/eval_default_v2/v2m/validation_hull/0/metrics.json+docs/eval_default_v2/v2m/validation_hull/1/metrics.json \
   "$WORK/eval/v3_${START}_validation/0/metrics.json+$WORK/eval/v3_${START}_validation/1/metrics.json"
 
 # 5. the mesh method
