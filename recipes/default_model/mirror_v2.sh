@@ -3,10 +3,11 @@
 # half of the 16 draws made for the input and the orbit mirrored left-right and flipped back
 # (the pipeline's `mirror_average`), judged by v2's rules:
 #
-#   SH3D=DIR [TEST=1] bash recipes/default_model/mirror_v2.sh [WORK_DIR]     # WORK_DIR: runs/v2m
+#   SH3D=DIR [TEST=1] [V2=DIR NOCAM=DIR] bash recipes/default_model/mirror_v2.sh [WORK_DIR]  # runs/v2m
 #
-# 1. the candidate and its no-camera twin: v2 as shipped (read from git at V2_REV) and v2's committed
-#    twin (recipes/default_model/no_camera_model), each with `default_mirror_average: true` and its matte
+# 1. the candidate and its no-camera twin: v2 (V2: train_v2.sh's stage-4 model folder; by default v2 as
+#    shipped until 2026-12-05, read from git at V2_REV) and its twin (NOCAM; by default the committed
+#    recipes/default_model/no_camera_model), each with `default_mirror_average: true` and its matte
 #    calibration dropped (a changed sampler changes the raw matte the calibration reads);
 # 2. each matte calibrated again on validation by calibrate_matte.py's rule, then validation with hull
 #    meshes (the mesh method stays v2's), compared object by object with v2's committed run of the same
@@ -41,11 +42,14 @@ EOF
   mv "$tmp" "$2"
 }
 if [[ ! -d $ours ]]; then
-  mkdir -p "$WORK/v2"
-  git archive "$V2_REV" mv3d/default_model | tar -x -C "$WORK/v2"
-  mirrored "$WORK/v2/mv3d/default_model" "$ours"
+  if [[ -z ${V2:-} ]]; then
+    mkdir -p "$WORK/v2"
+    git archive "$V2_REV" mv3d/default_model | tar -x -C "$WORK/v2"
+    V2=$WORK/v2/mv3d/default_model
+  fi
+  mirrored "$V2" "$ours"
 fi
-[[ -d $nocam ]] || mirrored recipes/default_model/no_camera_model "$nocam"
+[[ -d $nocam ]] || mirrored "${NOCAM:-recipes/default_model/no_camera_model}" "$nocam"
 
 # 2. calibration (views only), then validation with meshes, against v2's committed run
 if ! calibrated "$ours"; then

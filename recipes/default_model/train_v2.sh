@@ -116,3 +116,7 @@ test_once "$ours" "$nocam"
 # MODEL_CARD.md, "The no-camera column, reproducible")
 # and the README's figure and Quick start image:
 #   python -m recipes.default_model.figure --eval "$WORK"/eval/test/{0,1} --example examples/example.png
+# Since 2026-12-05 the shipped model samples with mirror averaging, chosen on validation by the same
+# rule and test-scored once by mirror_v2.sh (MODEL_CARD.md, "v2 with mirror averaging"); from this run:
+#   V2="$ours" NOCAM="$nocam" SH3D="$SH3D" TEST=1 bash recipes/default_model/mirror_v2.sh "$WORK/v2m"
+# whose model folders are then the shipped one and the committed twin, and whose test run the figure uses.
