@@ -272,3 +272,25 @@ def test_demo_mesh_follows_the_models_mesh_method(tmp_path, tiny_model, monkeypa
     assert glb is not None and glb.is_file() and faces > 0 and methods == ["hull"]
     run = json.loads((res.out_dir / "run.json").read_text())  # the generation itself is untouched
     assert run.get("reconstruction") is None
+
+
+def test_demo_states_the_models_mirror_averaging(tmp_path, tiny_model):
+    """The page states how the model samples (a fact, not a control): with a model whose info turns
+    mirror averaging on, as the default model's does, the facts say so."""
+    import json
+    import shutil
+
+    from mv3d.demo import model_facts
+    from mv3d.generate import ViewGenerator
+
+    model = tmp_path / "mirrored"
+    shutil.copytree(tiny_model, model)
+    info = json.loads((model / "mv3d_model.json").read_text())
+    (model / "mv3d_model.json").write_text(json.dumps({**info, "default_mirror_average": True}))
+    assert model_facts(ViewGenerator.load(model, "cpu"))["mirror_average"] is True
+    assert model_facts(ViewGenerator.load(tiny_model, "cpu"))["mirror_average"] is False
+    if importlib.util.find_spec("gradio") is not None:
+        from mv3d.demo.app import _facts_markdown
+
+        text = _facts_markdown(model_facts(ViewGenerator.load(model, "cpu")))
+        assert "half of them for the input mirrored" in text, text

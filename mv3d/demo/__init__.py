@@ -472,6 +472,7 @@ def model_facts(view_generator: Any) -> dict[str, Any]:
         "resolution": int(view_generator.resolution),
         "default_steps": int(view_generator.steps),
         "ensemble": int(view_generator.ensemble),
+        "mirror_average": bool(view_generator.mirror_average),
         "sampler": config.sampler,
         "cfg": bool(view_generator.pipeline.denoiser.guided),
         "guidance": config.guidance,

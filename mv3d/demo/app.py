@@ -38,7 +38,9 @@ def _facts_markdown(facts: dict[str, Any]) -> str:
     return (
         f"**Model** `{facts['model']}` ({facts['model_hash']}): {views} of {facts['resolution']} px; "
         f"each generation averages {facts['ensemble']} draws of {facts['default_steps']} "
-        f"{facts['sampler']} step(s) by default; {guidance}."
+        f"{facts['sampler']} step(s) by default"
+        + (" (half of them for the input mirrored, flipped back)" if facts.get("mirror_average") else "")
+        + f"; {guidance}."
     )
 
 

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 WORK=${1:-runs/v2m}
 : "${SH3D:?set SH3D to the folder of the sweethome3d-furniture .sh3f catalogues}"
 SPLIT=recipes/default_model/sweethome3d_split.json
-V2_REV=${V2_REV:-14af398}  # the last revision that changed mv3d/default_model's weights (v2 as shipped)
+V2_REV=${V2_REV:-14af398}  # v2 as shipped until 2026-12-05 (the same weights, without mirror averaging)
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
 # one thread per process: torch's CPU sums depend on the thread count, and v2's runs used one
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
