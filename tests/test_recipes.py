@@ -736,3 +736,27 @@ def test_lever_summary_scores_volume_only_where_every_method_made_a_mesh(tmp_pat
     assert "2 objects; volume IoU over the 1 with every mesh" in text
     assert "ours_mask_iou: 0.6000" in text and "mirror_volume_iou: 0.4000" in text
     assert "mirror_volume_iou - ours_volume_iou: +0.2000 (ahead on 1 of 1" in text
+
+
+def test_camera_guidance_extrapolates_from_the_still_estimate_and_summary_lists_every_lever(tmp_path):
+    """`guided`: scale 1 is the camera estimate, 0 the still one, 2 moves as far again (clipped to
+    [0, 1]); a matte the camera leaves alone stays. `summary` compares each lever in a file with ours."""
+    from recipes.default_model.exp_silhouette_levers import guided, summary
+
+    cam = np.zeros((2, 4, 4, 4), np.uint8)
+    ref = np.zeros_like(cam)
+    cam[..., 3], ref[..., 3] = 102, 204  # the camera thins the matte: 0.4 against 0.8
+    cam[:, 0, 0, 3] = ref[:, 0, 0, 3] = 153  # here it changes nothing
+    np.testing.assert_allclose(guided(cam, ref, 1.0)[..., 3], cam[..., 3] / 255)
+    np.testing.assert_allclose(guided(cam, ref, 0.0)[..., 3], ref[..., 3] / 255)
+    twice = guided(cam, ref, 2.0)[..., 3]
+    assert twice[0, 1, 1] == pytest.approx(0.0) and twice[0, 0, 0] == pytest.approx(0.6)
+    assert guided(ref, cam, 3.0)[0, 1, 1, 3] == 1.0  # clipped
+    rgb = guided(cam, ref, 2.0)[..., :3]  # black, composited on white: 0.6 against 0.2, then 1.0
+    assert np.allclose(rgb[:, 1:], 1.0) and np.allclose(rgb[:, 0, 0], 0.4)  # unchanged: 1 - 0.6
+    row = {"ours_mask_iou": 0.5, "ours_volume_iou": 0.2, "copy_volume_iou": 0.1}
+    row |= {"g1_mask_iou": 0.6, "g1_volume_iou": 0.3, "g2_mask_iou": 0.4, "g2_volume_iou": 0.1}
+    (tmp_path / "0.json").write_text(json.dumps({"a": row}))
+    text = summary([str(tmp_path / "0.json")])
+    assert "g1_mask_iou - ours_mask_iou: +0.1000" in text and "g2_mask_iou - ours_mask_iou: -0.1000" in text
+    assert "g2_volume_iou - ours_volume_iou: -0.1000" in text

@@ -1,8 +1,8 @@
-"""Two silhouette levers that need no new diffusion training, measured on the validation split.
+"""Silhouette levers that need no new diffusion training, measured on the validation split.
 
 Issue 20's last margin (mesh volume IoU over copying the input) follows the novel views' silhouettes
-(MODEL_CARD.md, "Where the volume is won and lost"). This experiment asks whether either of two cheap
-levers moves them, with the shipped weights unchanged:
+(MODEL_CARD.md, "Where the volume is won and lost"). This experiment asks whether cheap levers move
+them, with the shipped weights unchanged:
 
 - ``mirror``: test-time mirror averaging. Mirroring the input mirrors the world through the plane of
   the input camera's axis and the up axis, so view ``i`` of the mirrored input's orbit, mirrored back,
@@ -15,11 +15,19 @@ levers moves them, with the shipped weights unchanged:
   on the shipped model's orbits of one training render (``train_v3.sh``'s seed-11 render: the training
   split only) against their true views, 10% of the objects held out, then scored on validation.
 
-Both score an `mv3d eval --reconstruct` folder of the validation split (its per-object ``gt/``,
+- ``guidance``: camera guidance, measured after mirror averaging shipped. The model's raw estimate of
+  each view is pushed away from its estimate with every camera at the input's (what the network
+  predicts when nothing turns): ``ref + s (cam - ref)``, as classifier-free guidance pushes away from
+  the unconditional branch, so that a silhouette the camera narrows narrows further and one it leaves
+  alone stays. Scored at scales ``--scales`` and with the hull carved where the raw matte exceeds each
+  of ``--levels`` (the shipped calibration carves at a raw 0.35). Needs the model uncalibrated.
+
+All score an `mv3d eval --reconstruct` folder of the validation split (its per-object ``gt/``,
 ``ours/`` and ``copy/`` views): novel-view mask IoU (alpha > 0.5, as `eval.view_metrics`) and the
 volume IoU of the model's hull mesh against the true mesh (`eval.mesh_metrics`), with ours and copying
 as they are for reference. Work is split in ``--parts`` interleaved parts so that two run side by side;
-``summary`` pools their JSON files. Commands: MODEL_CARD.md, "Two silhouette levers without training".
+``summary`` pools their JSON files. Commands: MODEL_CARD.md, "Two silhouette levers without training"
+and "Camera guidance on top of it".
 """
 
 from __future__ import annotations
@@ -143,6 +151,60 @@ def cmd_mirror(args: argparse.Namespace) -> dict:
         first = ours if pair is gen else pair(true[0].copy(), orbit, 0)
         avg = mirror_average(first, pair(true[0][:, ::-1].copy(), orbit, 0))
         results[obj.name] = _lever_row(obj, "mirror", avg, ours, true, orbit, args.work, meshes)
+    return results
+
+
+def guided(cam: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
+    """``ref + scale (cam - ref)`` clipped to [0, 1], of two (N, H, W, 4) uint8 RGBA orbits composited on
+    white: (N, H, W, 4) float64, RGB on white and alpha. Scale 1 is `cam` itself."""
+
+    def on_white(v: np.ndarray) -> np.ndarray:
+        a = v[..., 3:4].astype(np.float64) / 255
+        return np.concatenate([v[..., :3] / 255 * a + (1 - a), a], -1)
+
+    c, r = on_white(cam), on_white(ref)
+    return np.clip(r + scale * (c - r), 0.0, 1.0)
+
+
+def cmd_guidance(args: argparse.Namespace) -> dict:
+    from mv3d.generate.views import ViewGenerator
+    from render.cameras import Orbit
+    from render.dataset import read_orbit_dataset, write_orbit_dataset
+
+    gen = ViewGenerator.load(args.model, "cpu")
+    info = gen.pipeline.denoiser.info
+    if info.alpha_threshold != 0.5 or info.alpha_floor:
+        raise SystemExit(
+            f"{args.model}: alpha_threshold {info.alpha_threshold}, alpha_floor {info.alpha_floor}; "
+            "expected an uncalibrated copy (0.5 and 0): guidance combines raw mattes"
+        )
+    meshes = _MeshScorer(args.sh3d)
+    results = {}
+    for obj in _objects(args.eval, args.part, args.parts):
+        ds = read_orbit_dataset(obj / "gt")
+        true, orbit, n = ds.load_images(), ds.orbit, len(ds.orbit)
+        # every camera at the input's: the network's estimate when nothing turns
+        still = Orbit(np.zeros(n), np.full(n, orbit.elevation_deg[0]), orbit.radius, orbit.fov_deg)
+        cam, ref = gen(true[0].copy(), orbit, 0), gen(true[0].copy(), still, 0)
+        score = meshes.for_object(obj.name)
+        row = {
+            "ours_mask_iou": _novel_mask_iou(_views(obj / "ours"), true),
+            "ours_volume_iou": score(obj / "ours"),
+            "copy_volume_iou": score(obj / "copy"),
+        }
+        for scale in args.scales:
+            views = guided(cam, ref, scale)
+            for level in args.levels:
+                cut = true.copy()
+                cut[1:, ..., :3] = np.round(views[1:, ..., :3] * 255).astype(np.uint8)
+                cut[1:, ..., 3] = np.where(views[1:, ..., 3] > level, 255, 0).astype(np.uint8)
+                name = f"guided{scale:g}_at{level:g}"
+                folder = Path(args.work) / obj.name / name
+                write_orbit_dataset(folder, cut, orbit)
+                row[f"{name}_mask_iou"] = _novel_mask_iou(cut, true)
+                row[f"{name}_volume_iou"] = score(folder)
+        print(obj.name, row, flush=True)
+        results[obj.name] = row
     return results
 
 
@@ -330,13 +392,13 @@ def summary(files: list[str]) -> str:
         objs = meshed if k.endswith("volume_iou") else list(results)
         lines.append(f"{k}: {np.mean([results[o][k] for o in objs]):.4f}")
     for metric in ("mask_iou", "volume_iou"):
-        new = next(k for k in keys if k.endswith(metric) and not k.startswith(("ours", "copy")))
         objs = meshed if metric == "volume_iou" else list(results)
-        d = np.array([results[o][new] - results[o][f"ours_{metric}"] for o in objs])
-        p = paired_p(d)
-        lines.append(
-            f"{new} - ours_{metric}: {d.mean():+.4f} (ahead on {(d > 0).sum()} of {len(d)}; p = {p:.2g})"
-        )
+        for new in (k for k in keys if k.endswith(metric) and not k.startswith(("ours", "copy"))):
+            d = np.array([results[o][new] - results[o][f"ours_{metric}"] for o in objs])
+            p = paired_p(d)
+            lines.append(
+                f"{new} - ours_{metric}: {d.mean():+.4f} (ahead on {(d > 0).sum()} of {len(d)}; p = {p:.2g})"
+            )
     return "\n".join(lines)
 
 
@@ -366,6 +428,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ensemble", type=int, default=None, help="draws per orbit (default: the model's)")
     model(p)
     scored(p)
+    p = sub.add_parser("guidance", help="camera guidance on an uncalibrated copy of the model")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0])
+    p.add_argument("--levels", type=float, nargs="+", default=[0.35, 0.5], help="raw matte levels carved")
+    model(p)
+    scored(p)
     p = sub.add_parser("refiner-data", help="the shipped model's orbits of one training render")
     p.add_argument("--renders", required=True)
     p.add_argument("--out", required=True)
@@ -385,9 +452,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from render.common import atomic_write_json
 
-    if args.cmd in ("mirror", "refiner-score"):
+    if args.cmd in ("mirror", "refiner-score", "guidance"):
         Path(args.work).mkdir(parents=True, exist_ok=True)
-        results = (cmd_mirror if args.cmd == "mirror" else cmd_refiner_score)(args)
+        cmd = {"mirror": cmd_mirror, "refiner-score": cmd_refiner_score, "guidance": cmd_guidance}
+        results = cmd[args.cmd](args)
         atomic_write_json(args.out, results, indent=1)
     elif args.cmd == "refiner-data":
         cmd_refiner_data(args)
