@@ -157,10 +157,10 @@ def cmd_mirror(args: argparse.Namespace) -> dict:
 def guided(cam: np.ndarray, ref: np.ndarray, scale: float) -> np.ndarray:
     """``ref + scale (cam - ref)`` clipped to [0, 1], of two (N, H, W, 4) uint8 RGBA orbits composited on
     white: (N, H, W, 4) float64, RGB on white and alpha. Scale 1 is `cam` itself."""
+    from render.images import composite
 
     def on_white(v: np.ndarray) -> np.ndarray:
-        a = v[..., 3:4].astype(np.float64) / 255
-        return np.concatenate([v[..., :3] / 255 * a + (1 - a), a], -1)
+        return np.concatenate([composite(v), v[..., 3:4] / 255], -1, dtype=np.float64)
 
     c, r = on_white(cam), on_white(ref)
     return np.clip(r + scale * (c - r), 0.0, 1.0)

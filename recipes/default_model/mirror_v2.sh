@@ -33,11 +33,11 @@ mirrored() {  # FROM OUT: a copy of a model folder with mirror averaging on and 
   local tmp=$2.partial
   rm -rf "$tmp" && cp -r "$1" "$tmp" && rm -rf "$tmp/unet_no_ema"
   python - "$tmp/mv3d_model.json" <<'EOF'
-import json, sys
+import dataclasses, sys
 from render.common import atomic_write_json
-info = json.load(open(sys.argv[1]))
-info.update(default_mirror_average=True, alpha_threshold=0.5, alpha_floor=0.0)
-atomic_write_json(sys.argv[1], info)
+from video_prior.components import read_info_file
+info = dataclasses.replace(read_info_file(sys.argv[1]).uncalibrated(), default_mirror_average=True)
+atomic_write_json(sys.argv[1], info.to_dict())
 EOF
   mv "$tmp" "$2"
 }
@@ -51,15 +51,9 @@ if [[ ! -d $ours ]]; then
 fi
 [[ -d $nocam ]] || mirrored "${NOCAM:-recipes/default_model/no_camera_model}" "$nocam"
 
-# 2. calibration (views only), then validation with meshes, against v2's committed run
-if ! calibrated "$ours"; then
-  eval_halves validation "$WORK/eval/validation_raw" "$ours" "$nocam"
-  python -m recipes.default_model.calibrate_matte "$WORK/eval/validation_raw"/{0,1} --method ours --write "$ours"
-  python -m recipes.default_model.calibrate_matte "$WORK/eval/validation_raw"/{0,1} --method no-camera --write "$nocam"
-fi
-val=$WORK/eval/validation_hull
-[[ -f $val/1/metrics.json ]] || eval_halves validation "$val" "$ours" "$nocam" --reconstruct --reconstruct-method hull
-python -m recipes.default_model.table "$val/0/metrics.json+$val/1/metrics.json"
+# 2. calibration (views only) and validation with meshes, as every v2 stage's, against v2's committed run
+calibrate_and_validate v2m "$ours" "$nocam" --reconstruct --reconstruct-method hull
+val=$WORK/eval/v2m_validation
 python -m recipes.default_model.paired "$V2_VAL/0/metrics.json+$V2_VAL/1/metrics.json" \
   "$val/0/metrics.json+$val/1/metrics.json"
 

@@ -34,8 +34,10 @@ train_resumable() {  # CONFIG INIT RUN_DIR [more mv3d train arguments]: one run 
   mv3d train "$config" --init-from "$init" --data "${DATA[@]}" --out "$run" "${resume[@]}" "$@"
 }
 
-calibrate_and_validate() {  # NAME OURS NOCAM: calibrate both mattes on validation (once), then validate
+calibrate_and_validate() {  # NAME OURS NOCAM [more mv3d eval arguments for the validation run]: calibrate
+  # both mattes on validation (once), then validate
   local name=$1 ours=$2 nocam=$3
+  shift 3
   # once: a calibrated model keeps its threshold on a rerun; the no-camera network only after ours
   if ! calibrated "$ours"; then
     eval_halves validation "$WORK/eval/${name}_validation_raw" "$ours" "$nocam"
@@ -44,7 +46,7 @@ calibrate_and_validate() {  # NAME OURS NOCAM: calibrate both mattes on validati
       python -m recipes.default_model.calibrate_matte "$WORK/eval/${name}_validation_raw"/{0,1} --method no-camera --write "$nocam"
     fi
   fi
-  eval_halves validation "$WORK/eval/${name}_validation" "$ours" "$nocam"
+  eval_halves validation "$WORK/eval/${name}_validation" "$ours" "$nocam" "$@"
   python -m recipes.default_model.table "$WORK/eval/${name}_validation/0/metrics.json+$WORK/eval/${name}_validation/1/metrics.json"
 }
 
