@@ -164,6 +164,7 @@ def check_output(
     overwrite: bool = False,
     field: str = "out",
     kind: str = "folder",
+    overwrite_option: bool = True,
 ) -> Path:
     """Refuse, before any work, an output path that mv3d must not replace; return it as a Path.
 
@@ -179,6 +180,7 @@ def check_output(
         overwrite: replace an existing folder that is not this command's output.
         field: the setting's name for the message (the CLI turns it into the flag).
         kind: "folder" or "file".
+        overwrite_option: whether the command offers `--overwrite`; the refusal names it only then.
 
     Raises:
         InputError: one line naming the path and what was expected.
@@ -215,9 +217,10 @@ def check_output(
         what = (
             f"an 'mv3d {marker['command']}' output" if marker else f"not an mv3d output (no {OUTPUT_MARKER})"
         )
+        remedy = "pass --overwrite to replace it" if overwrite_option else f"choose another --{field}"
         raise InputError(
             f"{field} {path}: exists and is {what}: expected a new or empty folder or an earlier "
-            f"'mv3d {command}' output (pass --overwrite to replace it)",
+            f"'mv3d {command}' output ({remedy})",
             field=field,
         )
     if overwrite:

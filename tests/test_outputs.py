@@ -88,6 +88,18 @@ def test_convert_weights_refuses_a_users_folder(users_folder, tmp_path, capsys):
     assert (users_folder / "thesis.txt").exists()
 
 
+def test_train_refuses_a_users_folder_without_naming_an_option_it_lacks(users_folder, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {preset: tiny, num_frames: 4, sample_size: 16}\ndata: {num_frames: 4, resolution: 16}\n"
+    )
+    code, _, err = run_cli(["train", config, "--data", tmp_path / "absent", "--out", users_folder], capsys)
+    line = one_error_line(code, err)
+    # mv3d train has no --overwrite: the refusal says what the user can do instead
+    assert "not an mv3d output" in line and "choose another --out" in line and "--overwrite" not in line
+    assert (users_folder / "thesis.txt").read_text() == "keep me"
+
+
 def test_export_never_replaces_a_folder_by_a_file(tmp_path, example_mesh, capsys):
     for flag in ("--turntable", "--blend", "--out"):
         target = tmp_path / {"--turntable": "D.gif", "--blend": "D.blend", "--out": "D.obj"}[flag]

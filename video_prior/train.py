@@ -902,7 +902,9 @@ def train(
             f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
         )
     if not (resume and latest_checkpoint(out_dir) is not None):
-        check_output(out_dir, "train")  # a new run writes only into a new, empty or earlier run folder
+        check_output(
+            out_dir, "train", overwrite_option=False
+        )  # a new run writes only into a new, empty or earlier run folder
     accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)
     device = accelerator.device

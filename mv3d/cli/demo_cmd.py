@@ -24,7 +24,10 @@ def register(app: typer.Typer) -> None:
         ),
         max_upload_mb: float = typer.Option(50.0, "--max-upload-mb", help="Largest upload in megabytes."),
     ) -> None:
-        """Serve a web page (Gradio): image -> views -> textured mesh, with downloads and an API."""
+        """Serve a web page (Gradio): image -> views -> textured mesh, with downloads and an API.
+
+        Example: mv3d demo --port 7861 --model models/sv3d_p
+        """
         from mv3d.demo import DemoConfig, launch
         from render.common import InputError
 

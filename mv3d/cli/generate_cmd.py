@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
     def generate_cmd(
         images: list[Path] = typer.Argument(
             ...,
+            metavar="IMAGE",
             help="Input image(s): RGBA with a transparent background, or an object on a plain background.",
         ),
         views: int = typer.Option(

@@ -187,7 +187,7 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
                 mesh_faces = gr.Slider(500, 100000, value=DEFAULT_MESH_FACES, step=500,
                                        label="Mesh faces (at most)", elem_id="mesh-faces")  # fmt: skip
                 mesh_grid = gr.Radio([str(g) for g in MESH_GRIDS], value=str(DEFAULT_MESH_GRID), elem_id="mesh-grid",
-                                     label="Mesh grid (64: a quick draft; 128: as mv3d generate)")  # fmt: skip
+                                     label="Mesh grid (mv3d generate uses 64 for 64 px views, 128 for larger)")  # fmt: skip
         button = gr.Button("Generate", variant="primary", elem_id="generate")
         summary = gr.Markdown(elem_id="summary")
         with gr.Row():
