@@ -47,6 +47,25 @@ def _as_vertex_coloured(mesh):
     return out
 
 
+def _with_white_base_colour(mesh):
+    """`mesh`, or a copy whose textured PBR material without a base-colour factor gets a white one.
+
+    glTF's missing factor means white, but trimesh turns it into an MTL `Kd 0.4`, and OBJ readers
+    (trimesh and pyrender, three.js) multiply `map_Kd` by `Kd`: the texture would show at 40%.
+    """
+    from trimesh.visual.material import PBRMaterial
+
+    material = getattr(mesh.visual, "material", None)
+    if mesh.visual.kind != "texture" or not isinstance(material, PBRMaterial):
+        return mesh
+    if material.baseColorFactor is not None:
+        return mesh
+    out = mesh.copy()
+    out.visual.material = material.copy()
+    out.visual.material.baseColorFactor = [255, 255, 255, 255]
+    return out
+
+
 def export_mesh(mesh, path: str | Path, format: str | None = None) -> Path:
     """Write `mesh` (trimesh.Trimesh) to `path`; returns the path of the main file.
 
@@ -76,7 +95,11 @@ def export_mesh(mesh, path: str | Path, format: str | None = None) -> Path:
     else:
         stem = path.stem
         text, files = trimesh.exchange.obj.export_obj(
-            mesh, include_texture=True, return_texture=True, mtl_name=f"{stem}.mtl", include_normals=True
+            _with_white_base_colour(mesh),
+            include_texture=True,
+            return_texture=True,
+            mtl_name=f"{stem}.mtl",
+            include_normals=True,
         )
         # trimesh names the texture after the material; keep the files next to the OBJ, prefixed with
         # its stem so that two meshes exported into one folder do not overwrite each other's textures.

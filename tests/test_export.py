@@ -77,6 +77,18 @@ def test_obj_and_ply_round_trip(tmp_path):
     np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
 
 
+def test_obj_texture_is_not_dimmed_by_its_mtl(tmp_path):
+    # A PBR texture without a base-colour factor (glTF: white) once became `Kd 0.4`, which OBJ readers
+    # multiply into `map_Kd`: trimesh, pyrender and three.js showed the texture at 40% brightness.
+    mesh = textured_box()
+    obj = export_mesh(mesh, tmp_path / "m.obj")
+    kd = [ln.split()[1:] for ln in (tmp_path / "m.mtl").read_text().splitlines() if ln.startswith("Kd")]
+    assert [[float(v) for v in k] for k in kd] == [[1.0, 1.0, 1.0]]
+    back = trimesh.load(obj, force="mesh")
+    assert back.visual.material.to_pbr().baseColorFactor.tolist() == [255, 255, 255, 255]
+    assert mesh.visual.material.baseColorFactor is None  # the caller's mesh is not changed
+
+
 def test_export_errors(tmp_path):
     with pytest.raises(InputError, match="expected one of glb, obj, ply"):
         export_mesh(textured_box(), tmp_path / "m.stl")
