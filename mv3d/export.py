@@ -66,12 +66,14 @@ def _with_white_base_colour(mesh):
     return out
 
 
-def export_mesh(mesh, path: str | Path, format: str | None = None) -> Path:
+def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = False) -> Path:
     """Write `mesh` (trimesh.Trimesh) to `path`; returns the path of the main file.
 
     Args:
         format: "glb", "obj" or "ply"; None takes it from the suffix. A path whose suffix does not
             match the format gets the format's suffix.
+        y_up: the mesh is already +Y up (the source coordinates of a +Y-up file, such as a glTF):
+            GLB stores it as it is. False: it is in mv3d's +Z-up world, which GLB turns +Y up.
     """
     import trimesh
 
@@ -84,9 +86,11 @@ def export_mesh(mesh, path: str | Path, format: str | None = None) -> Path:
     if fmt == "glb":
         # glTF is +Y up; mv3d's world is +Z up. Store the spec's axes so that Blender, viewers and
         # render.meshes.load_mesh (which reads glTF as +Y up) all see the object upright.
-        y_up = mesh.copy()
-        y_up.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))
-        data = trimesh.exchange.gltf.export_glb(trimesh.Scene(y_up), include_normals=True)
+        gltf_axes = mesh
+        if not y_up:
+            gltf_axes = mesh.copy()
+            gltf_axes.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))
+        data = trimesh.exchange.gltf.export_glb(trimesh.Scene(gltf_axes), include_normals=True)
         atomic_write_bytes(path, data)
     elif fmt == "ply":
         atomic_write_bytes(

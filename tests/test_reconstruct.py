@@ -30,12 +30,12 @@ from render.dataset import read_orbit_dataset, write_orbit_dataset  # noqa: E402
 from render.raster import rasterize  # noqa: E402
 
 
-def render_gt(tmp_path, scene, num_views: int, resolution: int, name: str = "views"):
+def render_gt(tmp_path, scene, num_views: int, resolution: int, name: str = "views", pre_transform=None):
     """Render a normalised procedural scene into an orbit dataset; return (folder, gt mesh in world)."""
     from render.meshes import LoadedMesh, normalize_scene
     from render.renderers import get_renderer
 
-    norm, s2w = normalize_scene(scene)
+    norm, s2w = normalize_scene(scene, pre_transform=pre_transform)
     loaded = LoadedMesh(scene=norm, source_to_world=s2w, source="procedural")
     orbit = static_orbit(num_views, elevation_deg=10.0)
     with get_renderer("fast") as r:
@@ -92,6 +92,26 @@ def test_hull_uv_texture_and_source_frame(procedural_views, tmp_path):
     back = src.copy()
     back.apply_transform(ds.source_to_world)
     np.testing.assert_allclose(back.bounds, res.mesh.bounds, atol=0.03)
+
+
+def test_source_frame_glb_of_a_y_up_source_keeps_its_axes(tmp_path):
+    # A +Y-up source (a glTF, or --up-axis y): in its own frame the mesh is +Y up already, so the GLB
+    # must store it as it is; it used to be turned again and lay on its back (height along -Z).
+    from render.meshes import Y_UP_TO_Z_UP
+
+    source = trimesh.creation.box(extents=(0.4, 1.0, 0.6))  # 1.0 tall along the source's +Y
+    views, _ = render_gt(tmp_path, source, num_views=8, resolution=48, pre_transform=Y_UP_TO_Z_UP)
+    out = tmp_path / "mesh.glb"
+    reconstruct(
+        views, out=out, method="hull", resolution=32, texture="none", source_frame=True, progress=False
+    )
+    np.testing.assert_allclose(trimesh.load(out, force="mesh").extents, [0.4, 1.0, 0.6], atol=0.12)
+    # The world-frame GLB is turned +Y up as before: the world's height (source y) along glTF's +Y.
+    reconstruct(
+        views, out=tmp_path / "world.glb", method="hull", resolution=32, texture="none", progress=False
+    )
+    extents = trimesh.load(tmp_path / "world.glb", force="mesh").extents
+    np.testing.assert_allclose(extents / extents.max(), [0.4, 1.0, 0.6], atol=0.12)
 
 
 def test_methods_table_and_bad_arguments(procedural_views, tmp_path):

@@ -189,6 +189,13 @@ def detail_for_views(view_px: int) -> tuple[int, int, int]:
     return resolution, faces, texture
 
 
+def source_is_y_up(source_to_world) -> bool:
+    """Whether the source file's +Y is mv3d's up (world +Z): a source read +Y up (glTF, `--up-axis y`)."""
+    m = np.asarray(source_to_world, np.float64)[:3, :3]
+    up = np.linalg.solve(m, np.array([0.0, 0.0, 1.0]))
+    return bool(np.allclose(up / np.linalg.norm(up), [0.0, 1.0, 0.0], atol=1e-6))
+
+
 #: Reconstruction methods by name (the `--method` choices).
 METHODS: dict[str, type] = {"field": FieldMethod, "hull": HullMethod, "nerfstudio": NerfstudioMethod}
 
@@ -296,8 +303,11 @@ def reconstruct(
     if out is not None:
         from mv3d.export import export_mesh
 
+        # In the source frame the mesh has the source file's axes: a +Y-up source (a glTF, or a file
+        # rendered with --up-axis y) is +Y up already, and GLB must not turn it again.
+        y_up = source_frame and source_is_y_up(ds.source_to_world)
         with timer("export"):
-            path = export_mesh(mesh, Path(out), format)
+            path = export_mesh(mesh, Path(out), format, y_up=y_up)
     timings["total"] = time.perf_counter() - start
     return ReconstructionResult(mesh, path, warnings, timings)
 
