@@ -3,8 +3,9 @@
 * `export_mesh` writes what trimesh writes: GLB (in glTF's +Y-up axes) with a PBR base-colour texture (or vertex colours),
   OBJ with its MTL and PNG texture, PLY with vertex colours (textures are sampled to vertices). Every
   file is written atomically; for OBJ the texture and MTL go first, so an OBJ on disk is complete.
-* `export_blend` builds a .blend (mesh, material, a camera on the orbit, lights) with bpy in a
-  subprocess of this interpreter: bpy keeps global state and must not share a process with pyrender.
+* `export_blend` builds a .blend (mesh, material with its texture packed in, a camera on the orbit,
+  lights) with bpy in a subprocess of this interpreter: bpy keeps global state and must not share a
+  process with pyrender.
 * `turntable` renders the mesh around an orbit with the fast renderer (render/renderers) and writes a
   GIF or MP4 with imageio; `side_by_side` puts a generated orbit next to the mesh's turntable.
 """
@@ -185,6 +186,8 @@ for name, direction, energy in args["lights"]:
     obj.rotation_euler = Vector([-v for v in direction]).to_track_quat("Z", "Y").to_euler()
     scene.collection.objects.link(obj)
 scene.render.resolution_x = scene.render.resolution_y = args["resolution"]
+# Textures into the file (an OBJ's PNG is otherwise a path next to the mesh): the .blend stands alone.
+bpy.ops.file.pack_all()
 bpy.ops.wm.save_as_mainfile(filepath=args["out"], compress=True)
 print("MV3D_BLEND_OK", sum(len(o.data.vertices) for o in meshes))
 """

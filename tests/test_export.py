@@ -138,6 +138,7 @@ out = {
     "cameras": [o.name for o in bpy.data.objects if o.type == "CAMERA"],
     "lights": [o.name for o in bpy.data.objects if o.type == "LIGHT"],
     "frame_end": bpy.context.scene.frame_end,
+    "packed": [i.name for i in bpy.data.images if i.packed_file],
 }
 print("RESULT" + json.dumps(out))
 """
@@ -172,6 +173,21 @@ def test_blender_imports_glb_and_blend(tmp_path):
     assert info["cameras"] == ["mv3d_camera"] and len(info["lights"]) >= 1 and info["frame_end"] == 5
     with pytest.raises(InputError, match=".blend"):
         export_blend(glb, tmp_path / "scene.txt")
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(not HAS_BPY, reason="bpy (the blender extra) is not installed")
+@pytest.mark.slow
+def test_blend_from_obj_keeps_its_texture_when_the_obj_is_gone(tmp_path):
+    (tmp_path / "mesh").mkdir()
+    (tmp_path / "scene").mkdir()
+    obj = export_mesh(textured_box(), tmp_path / "mesh" / "m.obj")
+    blend = export_blend(obj, tmp_path / "scene" / "scene.blend", static_orbit(3))
+    for f in (tmp_path / "mesh").iterdir():
+        f.unlink()
+    info = _bpy_inspect(blend)
+    # The OBJ's PNG is packed into the .blend, not referenced by a path next to the mesh.
+    assert len(info["packed"]) == 1 and any(size == [64, 64] for _, size in info["images"])
 
 
 @pytest.mark.slow
