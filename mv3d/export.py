@@ -1,8 +1,9 @@
 """Mesh export (GLB, OBJ+MTL+PNG, PLY), Blender scenes, and turntable renders of a mesh.
 
-* `export_mesh` writes what trimesh writes: GLB (in glTF's +Y-up axes) with a PBR base-colour texture (or vertex colours),
-  OBJ with its MTL and PNG texture, PLY with vertex colours (textures are sampled to vertices). Every
-  file is written atomically; for OBJ the texture and MTL go first, so an OBJ on disk is complete.
+* `export_mesh` writes what trimesh writes: GLB, or a one-file .gltf (in glTF's +Y-up axes) with a PBR
+  base-colour texture (or vertex colours), OBJ with its MTL and PNG texture, PLY with vertex colours
+  (textures are sampled to vertices). Every file is written atomically; for OBJ the texture and MTL go
+  first, so an OBJ on disk is complete.
 * `export_blend` builds a .blend (mesh, material with its texture packed in, a camera on the orbit,
   lights) with bpy in a subprocess of this interpreter: bpy keeps global state and must not share a
   process with pyrender.
@@ -91,7 +92,13 @@ def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = 
         if not y_up:
             gltf_axes = mesh.copy()
             gltf_axes.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))
-        data = trimesh.exchange.gltf.export_glb(trimesh.Scene(gltf_axes), include_normals=True)
+        scene = trimesh.Scene(gltf_axes)
+        if path.suffix.lower() == ".gltf":
+            # A .gltf is JSON (here one file, its buffers and texture embedded as data URIs), not a GLB.
+            files = trimesh.exchange.gltf.export_gltf(scene, include_normals=True, embed_buffers=True)
+            data = files["model.gltf"]
+        else:
+            data = trimesh.exchange.gltf.export_glb(scene, include_normals=True)
         atomic_write_bytes(path, data)
     elif fmt == "ply":
         atomic_write_bytes(

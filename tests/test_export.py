@@ -77,6 +77,17 @@ def test_obj_and_ply_round_trip(tmp_path):
     np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
 
 
+def test_gltf_suffix_writes_gltf_json(tmp_path):
+    # A .gltf path used to get GLB bytes: trimesh and mv3d's own reader refused the file.
+    mesh = textured_box()
+    path = export_mesh(mesh, tmp_path / "m.gltf")
+    assert path == tmp_path / "m.gltf"
+    assert json.loads(path.read_text())["asset"]["version"] == "2.0"
+    back = read_trimesh(path)
+    np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-5)
+    assert back.visual.material.baseColorTexture.size == (64, 64)
+
+
 def test_obj_texture_is_not_dimmed_by_its_mtl(tmp_path):
     # A PBR texture without a base-colour factor (glTF: white) once became `Kd 0.4`, which OBJ readers
     # multiply into `map_Kd`: trimesh, pyrender and three.js showed the texture at 40% brightness.
