@@ -568,6 +568,14 @@ def read_trimesh(path: str | Path, up_axis: str | None = None):
         raise InputError(f"{path}: the file holds no triangles")
     if up_axis == "y":
         mesh.apply_transform(Y_UP_TO_Z_UP)
+    if SUPPORTED_FORMATS[Path(path).suffix.lower()] in ("glb", "gltf") and mesh.visual.kind == "vertex":
+        # glTF's COLOR_0 is linear; mv3d's colours (views, PLY, textures) are sRGB, as export_mesh
+        # wrote them before making them linear.
+        from trimesh.visual.color import linear_to_srgb
+
+        colours = np.array(mesh.visual.vertex_colors, dtype=np.uint8)
+        colours[:, :3] = np.round(linear_to_srgb(colours[:, :3]) * 255.0).astype(np.uint8)
+        mesh.visual = trimesh.visual.ColorVisuals(mesh=mesh, vertex_colors=colours)
     return mesh
 
 

@@ -88,6 +88,19 @@ def test_gltf_suffix_writes_gltf_json(tmp_path):
     assert back.visual.material.baseColorTexture.size == (64, 64)
 
 
+def test_glb_vertex_colours_are_stored_linear(tmp_path):
+    # glTF's COLOR_0 is linear: sRGB values stored as they are showed washed out in Blender and
+    # three.js (a red-brown cup came out pale pink). read_trimesh gives the sRGB values back.
+    box = trimesh.creation.box(extents=(0.8, 0.5, 0.3))
+    box.visual.vertex_colors = np.tile(np.array([200, 100, 30, 255], np.uint8), (len(box.vertices), 1))
+    path = export_mesh(box, tmp_path / "m.glb")
+    raw = trimesh.load(path, force="mesh", process=False).visual.vertex_colors
+    np.testing.assert_allclose(raw[:, :3], np.tile([147, 32, 3], (len(raw), 1)), atol=1)
+    back = read_trimesh(path).visual.vertex_colors
+    np.testing.assert_allclose(back, box.visual.vertex_colors, atol=2)
+    assert box.visual.vertex_colors[0].tolist() == [200, 100, 30, 255]  # the caller's mesh is kept
+
+
 def test_obj_texture_is_not_dimmed_by_its_mtl(tmp_path):
     # A PBR texture without a base-colour factor (glTF: white) once became `Kd 0.4`, which OBJ readers
     # multiply into `map_Kd`: trimesh, pyrender and three.js showed the texture at 40% brightness.
