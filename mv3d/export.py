@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,7 @@ print("MV3D_BLEND_OK", sum(len(o.data.vertices) for o in meshes))
 def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resolution: int = 512) -> Path:
     """Write a .blend with the mesh at `mesh_path`, its material, a camera on `orbit`, and lights.
 
+    `mesh_path` is any mesh file mv3d reads (GLB/glTF, OBJ, PLY, STL, OFF; OBJ, PLY, STL and OFF +Z up).
     The camera is keyframed along the orbit (frame i + 1 is view i); default orbit: 21 views at 10
     degrees elevation, the default framing. Needs bpy (`pip install 'mv3d[blender]'`).
     """
@@ -233,17 +235,23 @@ def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resol
     out_blend = Path(out_blend)
     if not mesh_path.is_file():
         raise InputError(f"{mesh_path}: mesh file does not exist")
-    mesh_format(mesh_path)
     if out_blend.suffix.lower() != ".blend":
         raise InputError(f"{out_blend}: expected a path ending in .blend")
     orbit = orbit or static_orbit(21)
     lights = [
         (f"mv3d_light_{i}", lt["direction"], 3.0 * lt["intensity"]) for i, lt in enumerate(light_setup(None))
     ]
-    with atomic_output(out_blend) as tmp:
+    with atomic_output(out_blend) as tmp, tempfile.TemporaryDirectory(prefix="mv3d-blend-") as work:
         tmp_blend = tmp.with_name(tmp.name + ".blend")
+        source = mesh_path
+        if mesh_path.suffix.lower() not in (".glb", ".gltf", ".obj", ".ply"):
+            # STL, OFF (the other formats mv3d reads): Blender's script imports GLB, OBJ and PLY, so
+            # these go through a GLB of the mesh in mv3d's axes.
+            from render.meshes import read_trimesh
+
+            source = export_mesh(read_trimesh(mesh_path), Path(work) / "mesh.glb")
         args = {
-            "mesh": str(mesh_path),
+            "mesh": str(source),
             "out": str(tmp_blend),
             "fov_deg": float(orbit.fov_deg),
             "cameras": orbit.camera_to_world().tolist(),

@@ -214,6 +214,21 @@ def test_blend_from_obj_keeps_its_texture_when_the_obj_is_gone(tmp_path):
     assert len(info["packed"]) == 1 and any(size == [64, 64] for _, size in info["images"])
 
 
+@pytest.mark.blender
+@pytest.mark.skipif(not HAS_BPY, reason="bpy (the blender extra) is not installed")
+@pytest.mark.slow
+def test_blend_from_stl_and_off(tmp_path):
+    # `mv3d export MESH` reads STL and OFF, but --blend refused them (glb, obj or ply only), after
+    # --out had already been written.
+    box = trimesh.creation.box(extents=(0.8, 0.5, 0.3))
+    for ext in ("stl", "off"):
+        box.export(tmp_path / f"box.{ext}")
+        blend = export_blend(tmp_path / f"box.{ext}", tmp_path / f"{ext}.blend", static_orbit(3))
+        info = _bpy_inspect(blend)
+        assert info["vertices"] >= 8 and info["bounds_z"] == pytest.approx([-0.15, 0.15], abs=1e-4)
+        assert info["cameras"] == ["mv3d_camera"] and info["frame_end"] == 3
+
+
 @pytest.mark.slow
 def test_cli_export(tmp_path):
     glb = export_mesh(textured_box(), tmp_path / "m.glb")
