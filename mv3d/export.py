@@ -179,15 +179,17 @@ if not meshes:
     raise SystemExit("no mesh was imported from " + src)
 for obj in meshes:
     if not obj.data.materials:
-        # PLY: vertex colours only; a material that shows them.
-        mat = bpy.data.materials.new("mv3d_vertex_colour")
+        # PLY: vertex colours only; a material that shows them. A mesh without colours (STL, OFF,
+        # --texture none) gets a plain grey one: a colour node with no attribute to read renders black.
+        coloured = bool(obj.data.color_attributes)
+        mat = bpy.data.materials.new("mv3d_vertex_colour" if coloured else "mv3d_grey")
         mat.use_nodes = True
-        nodes = mat.node_tree.nodes
-        bsdf = nodes.get("Principled BSDF")
-        attr = nodes.new("ShaderNodeVertexColor")
-        if obj.data.color_attributes:
+        if coloured:
+            nodes = mat.node_tree.nodes
+            bsdf = nodes.get("Principled BSDF")
+            attr = nodes.new("ShaderNodeVertexColor")
             attr.layer_name = obj.data.color_attributes[0].name
-        mat.node_tree.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+            mat.node_tree.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
         obj.data.materials.append(mat)
 scene = bpy.context.scene
 cam_data = bpy.data.cameras.new("mv3d_camera")

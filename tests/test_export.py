@@ -163,6 +163,11 @@ out = {
     "lights": [o.name for o in bpy.data.objects if o.type == "LIGHT"],
     "frame_end": bpy.context.scene.frame_end,
     "packed": [i.name for i in bpy.data.images if i.packed_file],
+    "colour_attributes": sum(len(o.data.color_attributes) for o in meshes),
+    "base_colour_from": [
+        link.from_node.type for o in meshes for m in o.data.materials if m and m.node_tree
+        for n in m.node_tree.nodes if n.type == "BSDF_PRINCIPLED" for link in n.inputs["Base Color"].links
+    ],
 }
 print("RESULT" + json.dumps(out))
 """
@@ -227,6 +232,9 @@ def test_blend_from_stl_and_off(tmp_path):
         info = _bpy_inspect(blend)
         assert info["vertices"] >= 8 and info["bounds_z"] == pytest.approx([-0.15, 0.15], abs=1e-4)
         assert info["cameras"] == ["mv3d_camera"] and info["frame_end"] == 3
+        # No colours: a plain material, not a colour node with nothing to read (it rendered black).
+        assert info["colour_attributes"] == 0 and info["base_colour_from"] == []
+        assert info["materials"] == ["mv3d_grey"]
 
 
 @pytest.mark.slow
