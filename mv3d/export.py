@@ -221,10 +221,17 @@ print("MV3D_BLEND_OK", sum(len(o.data.vertices) for o in meshes))
 """
 
 
-def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resolution: int = 512) -> Path:
+def export_blend(
+    mesh_path: str | Path,
+    out_blend: str | Path,
+    orbit=None,
+    resolution: int = 512,
+    up_axis: str | None = None,
+) -> Path:
     """Write a .blend with the mesh at `mesh_path`, its material, a camera on `orbit`, and lights.
 
-    `mesh_path` is any mesh file mv3d reads (GLB/glTF, OBJ, PLY, STL, OFF; OBJ, PLY, STL and OFF +Z up).
+    `mesh_path` is any mesh file mv3d reads (GLB/glTF, OBJ, PLY, STL, OFF), +Y up for glTF and +Z up
+    for the others unless `up_axis` ("y" or "z") says otherwise.
     The camera is keyframed along the orbit (frame i + 1 is view i); default orbit: 21 views at 10
     degrees elevation, the default framing. Needs bpy (`pip install 'mv3d[blender]'`).
     """
@@ -246,12 +253,13 @@ def export_blend(mesh_path: str | Path, out_blend: str | Path, orbit=None, resol
     with atomic_output(out_blend) as tmp, tempfile.TemporaryDirectory(prefix="mv3d-blend-") as work:
         tmp_blend = tmp.with_name(tmp.name + ".blend")
         source = mesh_path
-        if mesh_path.suffix.lower() not in (".glb", ".gltf", ".obj", ".ply"):
-            # STL, OFF (the other formats mv3d reads): Blender's script imports GLB, OBJ and PLY, so
-            # these go through a GLB of the mesh in mv3d's axes.
+        if up_axis is not None or mesh_path.suffix.lower() not in (".glb", ".gltf", ".obj", ".ply"):
+            # STL, OFF (the other formats mv3d reads) and a file whose up axis is not its format's:
+            # Blender's script imports GLB, OBJ and PLY in their formats' axes, so these go through a
+            # GLB of the mesh in mv3d's axes.
             from render.meshes import read_trimesh
 
-            source = export_mesh(read_trimesh(mesh_path), Path(work) / "mesh.glb")
+            source = export_mesh(read_trimesh(mesh_path, up_axis=up_axis), Path(work) / "mesh.glb")
         args = {
             "mesh": str(source),
             "out": str(tmp_blend),

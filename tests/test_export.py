@@ -235,6 +235,12 @@ def test_blend_from_stl_and_off(tmp_path):
         # No colours: a plain material, not a colour node with nothing to read (it rendered black).
         assert info["colour_attributes"] == 0 and info["base_colour_from"] == []
         assert info["materials"] == ["mv3d_grey"]
+    # An OBJ written +Y up (its height, 0.3, along y) stands upright with up_axis="y".
+    trimesh.creation.box(extents=(0.8, 0.3, 0.5)).export(tmp_path / "y_up.obj")
+    info = _bpy_inspect(
+        export_blend(tmp_path / "y_up.obj", tmp_path / "y.blend", static_orbit(3), up_axis="y")
+    )
+    assert info["bounds_z"] == pytest.approx([-0.15, 0.15], abs=1e-4)
 
 
 @pytest.mark.slow
@@ -247,6 +253,18 @@ def test_cli_export(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(trimesh.load(tmp_path / "c.ply").faces) == len(textured_box().faces)
+    # --up-axis y: an OBJ written +Y up (height 0.3 along y) is converted into mv3d's +Z-up axes.
+    trimesh.creation.box(extents=(0.8, 0.3, 0.5)).export(tmp_path / "y_up.obj")
+    proc = subprocess.run(
+        run + [str(tmp_path / "y_up.obj"), "--up-axis", "y", "--out", str(tmp_path / "z_up.ply")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert trimesh.load(tmp_path / "z_up.ply").extents == pytest.approx([0.8, 0.5, 0.3], abs=1e-6)
+    proc = subprocess.run(
+        run + [str(glb), "--up-axis", "x", "--out", "x.obj"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2 and "--up-axis 'x': expected y or z" in proc.stderr
     proc = subprocess.run(run + [str(glb)], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stderr.startswith("mv3d: error: nothing to do")
     proc = subprocess.run(

@@ -191,6 +191,9 @@ def register(app: typer.Typer) -> None:
         frames: int = typer.Option(36, "--frames", help="Turntable frames / orbit camera keyframes."),
         elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
         resolution: int = typer.Option(256, "--resolution", help="Turntable image size in pixels."),
+        up_axis: str | None = typer.Option(
+            None, "--up-axis", help="Up axis of MESH: y or z.", show_default="y for glTF, z otherwise"
+        ),
     ) -> None:
         """Convert MESH, build a .blend around it, or render its turntable.
 
@@ -198,7 +201,7 @@ def register(app: typer.Typer) -> None:
         """
         from mv3d.export import export_blend, export_mesh, mesh_format
         from mv3d.export import turntable as write_turntable
-        from render.meshes import read_trimesh
+        from render.meshes import check_up_axis, read_trimesh
 
         if out is None and blend is None and turntable is None:
             raise InputError("nothing to do: give --out, --blend and/or --turntable")
@@ -213,15 +216,16 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--frames {frames}: expected at least 1")
         check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
         check_range("frames", frames, 1, MAX_VIEWS, "a number of frames")
+        up_axis = check_up_axis(up_axis, "--up-axis")
         if out is not None:
             mesh_format(out, format)
-        loaded = read_trimesh(mesh)
+        loaded = read_trimesh(mesh, up_axis=up_axis)
         if out is not None:
             typer.echo(f"wrote {export_mesh(loaded, out, format)}")
         if blend is not None:
             from render.cameras import static_orbit
 
-            export_blend(mesh, blend, static_orbit(frames, elevation_deg=elevation))
+            export_blend(mesh, blend, static_orbit(frames, elevation_deg=elevation), up_axis=up_axis)
             typer.echo(f"wrote {blend}")
         if turntable is not None:
             write_turntable(loaded, turntable, frames, resolution, elevation)
