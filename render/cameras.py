@@ -214,6 +214,8 @@ class Orbit:
             )
         if az.size == 0:
             raise InputError("orbit has no views: expected at least one")
+        if az.size > MAX_VIEWS:
+            raise InputError(f"orbit has {az.size} views: expected at most {MAX_VIEWS}")
         if not (np.all(np.isfinite(az)) and np.all(np.isfinite(el)) and np.all(np.isfinite(r))):
             raise InputError("orbit has non-finite angles or radii")
         if np.any(np.abs(el) > 90.0):
@@ -271,15 +273,18 @@ class Orbit:
             raise InputError(
                 f"{source}: expected keys 'azimuth_deg' and 'elevation_deg' (lists of degrees)"
             ) from exc
-        fov = float(data.get("fov_deg", SV3D_FOV_DEG))
-        radius = data.get("radius", camera_distance_for_fov(fov))
-        return cls(
-            np.asarray(az, float),
-            np.asarray(el, float),
-            np.asarray(radius, float),
-            fov,
-            data.get("kind", "custom"),
-        )
+        try:
+            fov = float(data.get("fov_deg", SV3D_FOV_DEG))
+            radius = data.get("radius", camera_distance_for_fov(fov))
+            az, el, radius = (np.asarray(v, float) for v in (az, el, radius))
+            return cls(az, el, np.broadcast_to(radius, az.shape), fov, str(data.get("kind", "custom")))
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InputError(
+                f"{source}: expected numbers: 'azimuth_deg', 'elevation_deg' and 'radius' as lists of one "
+                f"value a view, 'fov_deg' one number ({str(exc).splitlines()[0]})"
+            ) from None
 
 
 def static_orbit(

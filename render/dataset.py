@@ -37,10 +37,13 @@ from typing import Any
 import numpy as np
 
 from render.cameras import Intrinsics, Orbit, angles_from_camera_to_world
-from render.common import InputError, atomic_output
+from render.common import MAX_VIEWS, InputError, atomic_output
 from render.images import MAX_VIEW_PIXELS, WHITE, composite, load_rgba
 
 FORMAT_VERSION = 1
+#: Largest focal length in image sides (a field of view of about 0.06 degrees); beyond it the
+#: reconstruction's pixel footprints overflow.
+MAX_FOCAL_SIDES = 1000
 TRANSFORMS = "transforms.json"
 VIEWS_DIR = "views"
 
@@ -192,6 +195,15 @@ def _as_matrix(value: Any, where: str) -> np.ndarray:
     return m
 
 
+def _as_camera(value: Any, where: str) -> np.ndarray:
+    """A frame's camera-to-world: finite, 4x4, last row (0, 0, 0, 1), an invertible rotation block
+    (the reconstruction inverts every camera)."""
+    m = _as_matrix(value, where)
+    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0]) or not np.linalg.cond(m[:3, :3]) < 1e6:
+        raise InputError(f"{where}: expected a camera pose (an invertible rotation, last row 0 0 0 1)")
+    return m
+
+
 def _frame_path(root: Path, file_path: Any, where: str) -> Path:
     """A frame's image path, which must be relative and stay inside the dataset folder (a
     transforms.json someone sends you must not make mv3d read `../../anything` or `/etc/...`)."""
@@ -236,7 +248,7 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
         w, h = int(meta["w"]), int(meta["h"])
         fl_x, fl_y = float(meta["fl_x"]), float(meta["fl_y"])
         cx, cy = float(meta.get("cx", w / 2)), float(meta.get("cy", h / 2))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"{tf}: expected numeric 'w', 'h', 'fl_x', 'fl_y' at the top level ({exc})") from exc
     if w * h > MAX_VIEW_PIXELS:
         raise InputError(f"{tf}: image size {w}x{h}: expected at most {MAX_VIEW_PIXELS:,} pixels a view")
@@ -244,13 +256,25 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
         raise InputError(
             f"{tf}: image size {w}x{h} and focal lengths {fl_x}, {fl_y}: expected positive values"
         )
+    side = max(w, h)
+    if not (fl_x <= MAX_FOCAL_SIDES * side and fl_y <= MAX_FOCAL_SIDES * side):
+        raise InputError(
+            f"{tf}: focal lengths {fl_x}, {fl_y}: expected at most {MAX_FOCAL_SIDES} image sides "
+            f"({MAX_FOCAL_SIDES * side} pixels)"
+        )
+    if not (-w <= cx <= 2 * w and -h <= cy <= 2 * h):
+        raise InputError(
+            f"{tf}: principal point {cx}, {cy}: expected finite pixels within one image size of the image"
+        )
+    if len(meta["frames"]) > MAX_VIEWS:
+        raise InputError(f"{tf}: {len(meta['frames'])} frames: expected at most {MAX_VIEWS}")
     intr = Intrinsics(fl_x, fl_y, cx, cy, w, h)
     c2ws, paths = [], []
     for i, frame in enumerate(meta["frames"]):
         where = f"{tf}: frame {i}"
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
             raise InputError(f"{where}: expected 'file_path' and 'transform_matrix'")
-        c2ws.append(_as_matrix(frame["transform_matrix"], f"{where} transform_matrix"))
+        c2ws.append(_as_camera(frame["transform_matrix"], f"{where} transform_matrix"))
         p = _frame_path(root, frame["file_path"], where)
         if check_images and not p.is_file():
             raise InputError(f"{where}: image {p} does not exist")

@@ -317,6 +317,7 @@ TRANSFORMS = {
     "angles_string": {"frames": _frames(azimuth_deg="x", elevation_deg=0, radius=1)},
     "fov_string": {"fov_deg": "abc"},
     "source_to_world_string": {"source_to_world": "abc"},
+    "w_infinite": {"w": float("inf")},  # used to be an OverflowError traceback
 }
 
 
@@ -337,6 +338,60 @@ def test_malformed_transforms_json_is_one_line_in_reconstruct(name, tmp_path, ca
     assert_one_line(
         *run_cli(["reconstruct", root, "-o", tmp_path / "m.glb", "--view-resolution", 32], capsys)
     )
+
+
+CAMERAS = {
+    "cx_nan": {"cx": float("nan")},  # used to write a mesh made from NaN projections, exit code 0
+    "fl_infinite": {"fl_x": float("inf")},
+    "fl_huge": {"fl_x": 1e308, "fl_y": 1e308},
+    "matrix_singular": {"frames": [{"file_path": "v.png", "transform_matrix": [[0] * 4] * 4}] * 3},
+    "matrix_last_row_zero": {
+        "frames": [{"file_path": "v.png", "transform_matrix": _EYE[:3] + [[0] * 4]}] * 3
+    },
+    "too_many_frames": {"frames": _frames(1025)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAMERAS))
+def test_unusable_cameras_in_transforms_json_are_one_line(name, tmp_path, capsys):
+    """Views a reconstruction can use (an object on a transparent background) with cameras it cannot:
+    these used to end in OverflowError / LinAlgError tracebacks, a NaN mesh, or any number of views."""
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    image = np.zeros((16, 16, 4), np.uint8)
+    image[4:12, 4:12] = (200, 0, 0, 255)
+    Image.fromarray(image).save(root / "v.png")
+    meta = {"w": 16, "h": 16, "fl_x": 16, "fl_y": 16, "frames": _frames(), **CAMERAS[name]}
+    (root / "transforms.json").write_text(json.dumps(meta))
+    line = assert_one_line(
+        *run_cli(["reconstruct", root, "-o", tmp_path / "m.glb", "--method", "hull"], capsys)
+    )
+    assert "transforms.json" in line
+
+
+ORBITS = {
+    "fov_string": {"azimuth_deg": [0, 90], "elevation_deg": [0, 0], "fov_deg": "abc"},
+    "fov_null": {"azimuth_deg": [0, 90], "elevation_deg": [0, 0], "fov_deg": None},
+    "azimuth_string": {"azimuth_deg": "abc", "elevation_deg": [0, 0]},
+    "radius_string": {"azimuth_deg": [0, 90], "elevation_deg": [0, 0], "radius": "x"},
+    "radius_count": {"azimuth_deg": [0, 90], "elevation_deg": [0, 0], "radius": [1, 2, 3]},
+    "too_many_views": {"azimuth_deg": [0] * 1025, "elevation_deg": [0] * 1025},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORBITS))
+def test_malformed_orbit_json_is_one_line(name, tmp_path):
+    """`--orbit FILE.json` (generate) used to raise ValueError/TypeError tracebacks and took any number
+    of views; `render --cameras` took a transforms.json of any number of frames."""
+    from mv3d.generate.settings import build_orbit
+    from render.common import InputError
+
+    path = tmp_path / "orbit.json"
+    path.write_text(json.dumps(ORBITS[name]))
+    with pytest.raises(InputError, match=str(path)):
+        build_orbit(path)
 
 
 def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) -> bytes:
