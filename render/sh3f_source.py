@@ -24,6 +24,7 @@ import hashlib
 import posixpath
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ MAX_CATALOG_BYTES = 16 * 1024 * 1024
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 MAX_OBJECT_BYTES = 512 * 1024 * 1024
 MAX_OBJECTS = 100_000
+# What reading a member raises for a corrupt, encrypted or oddly compressed one (zipfile's own types).
+_MEMBER_ERRORS = (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error)
 
 # The catalogue's free-text licence -> the curation's licence codes (render.curation). Anything not
 # recognised is recorded verbatim and rejected by the default curation, which accepts known codes only.
@@ -124,9 +127,11 @@ class CatalogEntry:
             values = [float(v) for v in text.split()]
             if len(values) != 9 or not np.all(np.isfinite(values)):
                 raise ValueError
+            if not np.linalg.cond(np.reshape(values, (3, 3))) < 1e6:
+                raise ValueError
         except ValueError:
             raise InputError(
-                f"{where}: modelRotation#{self.index} = {text!r}: expected 9 finite numbers"
+                f"{where}: modelRotation#{self.index} = {text!r}: expected 9 finite numbers, an invertible rotation"
             ) from None
         return np.asarray(values, dtype=np.float64).reshape(3, 3)
 
@@ -149,7 +154,7 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
                     f"{MAX_CATALOG_BYTES}"
                 )
             text = zf.read(info).decode("latin-1")
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _MEMBER_ERRORS as exc:
         raise InputError(f"{path}: cannot read the catalogue as a zip archive ({exc})") from None
     props = parse_properties(text)
     by_index: dict[int, dict[str, str]] = {}
@@ -275,7 +280,10 @@ class _ArchiveFolder:
         self.read_bytes += info.file_size
         if info.file_size > MAX_MEMBER_BYTES or self.read_bytes > MAX_OBJECT_BYTES:
             raise InputError(f"{self.where}: {member} makes the object larger than {MAX_OBJECT_BYTES} bytes")
-        return self.zf.read(info)
+        try:
+            return self.zf.read(info)
+        except _MEMBER_ERRORS as exc:
+            raise InputError(f"{self.where}: cannot read {member} from the archive ({exc})") from None
 
 
 def _resolver(folder: _ArchiveFolder):

@@ -176,6 +176,44 @@ def test_malformed_catalogues_give_one_line(tmp_path):
         resolve_sources([str(rot)])[0].load()
 
 
+def _mark_member(path, member: str, how: str) -> None:
+    """Mark `member` of the zip at `path` encrypted, or compressed with a method zipfile lacks (99), in
+    both its local and its central header."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    local = zipfile.ZipFile(path).getinfo(member).header_offset
+    central = data.find(b"PK\x01\x02" + data[local + 4 : local + 6])
+    while data[central + 46 : central + 46 + len(member)] != member.encode():
+        central = data.find(b"PK\x01\x02", central + 4)
+    for flags, method in ((local + 6, local + 8), (central + 8, central + 10)):
+        if how == "encrypted":
+            data[flags] |= 1
+        else:
+            data[method : method + 2] = struct.pack("<H", 99)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["encrypted", "method99"])
+@pytest.mark.parametrize(
+    "member", ["PluginFurnitureCatalog.properties", "test/box/box.obj", "test/box/box.mtl"]
+)
+def test_unreadable_members_give_one_line(tmp_path, member, how):
+    """An encrypted member or one compressed with an unknown method used to raise RuntimeError /
+    NotImplementedError (a traceback for the catalogue; for a material file, trimesh went on without it)."""
+    cat = make_catalog(tmp_path / "Locked.sh3f")
+    _mark_member(cat, member, how)
+    with pytest.raises(InputError, match=f"{'Locked.sh3f' if member.startswith('Plugin') else member}"):
+        resolve_sources([str(cat)])[0].load()
+
+
+def test_a_singular_model_rotation_gives_one_line(tmp_path):
+    """It used to fail the object with "ZeroDivisionError: float division by zero"."""
+    cat = make_catalog(tmp_path / "Flat.sh3f", extra=["modelRotation#1=0 0 0 0 0 0 0 0 0"])
+    with pytest.raises(InputError, match="modelRotation#1 .*invertible"):
+        resolve_sources([str(cat)])[0].load()
+
+
 def test_selection_keeps_only_listed_ids(tmp_path):
     cat = make_catalog(tmp_path / "Test.sh3f")
     objs = resolve_sources([str(cat)])
