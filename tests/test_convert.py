@@ -439,6 +439,43 @@ def test_bad_checkpoints_give_one_clear_error(tmp_path, tiny_sv3d_p):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+_NETWORK_EDITS = {
+    # sizes that used to build for minutes, run out of memory or allocate 288 GB
+    "num_res_blocks_huge": ("num_res_blocks", 100000, "num_res_blocks 100000: expected 1 to 16"),
+    "levels_huge": ("channel_mult", [1] * 5000, "levels 5000: expected 1 to 8"),
+    "depth_huge": ("transformer_depth", 10**6, "transformer_depth 1000000: expected 1 to 16"),
+    "model_channels_huge": ("model_channels", 10**9, "model_channels 1000000000: expected 1 to 4096"),
+    # types and shapes that used to be ValueError / TypeError / IndexError / ZeroDivisionError tracebacks
+    "heads_string": ("num_head_channels", "x", "mistype"),
+    "in_channels_string": ("in_channels", "x", "in_channels|mistype"),
+    "adm_string": ("adm_in_channels", "abc", "mistype"),
+    "kernel_not_a_list": ("video_kernel_size", 5, "mistype"),
+    "no_levels": ("channel_mult", [], "levels 0"),
+    "depth_per_level_short": ("transformer_depth", [1], "one per level"),
+    "zero_mult": ("channel_mult", [0, 0], "channel_mult 0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_NETWORK_EDITS) + ["emb_not_a_mapping", "outdim_string"])
+def test_bad_reference_yaml_settings_give_one_line(name, tmp_path, tiny_sv3d_p):
+    cfg = _config("sv3d_p")
+    ckpt, yml = _write_reference(tmp_path, tiny_sv3d_p, "sv3d_p", cfg)
+    doc = yaml.safe_load(yml.read_text())
+    embs = doc["model"]["params"]["conditioner_config"]["params"]["emb_models"]
+    if name == "emb_not_a_mapping":
+        embs[0], match = "x", "emb_models"
+    elif name == "outdim_string":
+        embs[0]["params"]["outdim"], match = "x", "emb_models"
+    else:
+        key, value, match = _NETWORK_EDITS[name]
+        doc["model"]["params"]["network_config"]["params"][key] = value
+    yml.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match=match) as info:
+        convert_checkpoint(ckpt, tmp_path / "out", config_yaml=yml, resolution=16, clip_num_heads=4)
+    assert str(yml) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_convert_weights(tmp_path, tiny_sv3d_p, capsys):
     cfg = _config("sv3d_p")
     ckpt, yml = _write_reference(tmp_path, tiny_sv3d_p, "sv3d_p", cfg)

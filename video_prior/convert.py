@@ -286,13 +286,58 @@ def unet_config_from_reference_params(
         (MultiViewUNet kwargs, conditioning kind).
     """
     try:
-        mc = int(params["model_channels"])
-        mult = [int(m) for m in params["channel_mult"]]
-        n_res = int(params["num_res_blocks"])
+        return _unet_config_from_reference_params(params, kind, widths, num_frames, sample_size)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"network_config params lack or mistype a VideoUNet setting ({exc})") from None
+
+
+#: Bounds of the VideoUNet settings a YAML or the tensor shapes may give (SV3D: 320 channels, mults
+#: [1, 2, 4, 4], 2 res blocks, depth 1, context 1024, 64-channel heads); a network past them would take
+#: hours to build or terabytes of memory.
+_UNET_BOUNDS = {
+    "model_channels": 4096,
+    "channel_mult": 16,
+    "levels": 8,
+    "num_res_blocks": 16,
+    "transformer_depth": 16,
+    "in_channels": 256,
+    "out_channels": 256,
+    "context_dim": 16384,
+    "adm_in_channels": 16384,
+    "heads": 1024,
+}
+
+
+def _check_unet_bound(name: str, value: int) -> int:
+    if isinstance(value, bool) or not 1 <= value <= _UNET_BOUNDS[name]:
+        raise InputError(f"network_config {name} {value}: expected 1 to {_UNET_BOUNDS[name]}")
+    return value
+
+
+def _unet_config_from_reference_params(
+    params: Mapping[str, Any],
+    kind: str | None,
+    widths: list[int] | None,
+    num_frames: int | None,
+    sample_size: int,
+) -> tuple[dict[str, Any], str]:
+    try:
+        mc = _check_unet_bound("model_channels", int(params["model_channels"]))
+        mult = [_check_unet_bound("channel_mult", int(m)) for m in params["channel_mult"]]
+        _check_unet_bound("levels", len(mult))
+        n_res = _check_unet_bound("num_res_blocks", int(params["num_res_blocks"]))
         attn_res = {int(a) for a in params.get("attention_resolutions", [])}
         adm = params.get("adm_in_channels")
         context = params["context_dim"]
+        context = int(context if isinstance(context, int) else context[0])
+        _check_unet_bound("context_dim", context)
+        for key in ("in_channels", "out_channels"):
+            _check_unet_bound(key, int(params[key]))
     except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"network_config params lack or mistype a VideoUNet setting ({exc})") from exc
     if params.get("num_classes", "sequential") != "sequential" or adm is None:
         raise InputError("network_config: only num_classes 'sequential' with adm_in_channels is supported")
@@ -319,6 +364,7 @@ def unet_config_from_reference_params(
     if kind not in CONDITIONING_KINDS:
         raise InputError(f"conditioning '{kind}': expected one of {sorted(CONDITIONING_KINDS)}")
     widths = list(CONDITIONING_KINDS[kind].widths if widths is None else widths)
+    _check_unet_bound("adm_in_channels", int(adm))
     if sum(widths) != int(adm):
         raise InputError(f"embedding widths {widths} do not add up to adm_in_channels {adm}")
     if num_frames is None:
@@ -337,8 +383,16 @@ def unet_config_from_reference_params(
         heads = [n_heads] * len(channels)
     else:
         raise InputError("network_config: neither num_head_channels nor num_heads is set")
+    for h in heads:
+        _check_unet_bound("heads", h)
     depth = params.get("transformer_depth", 1)
     depth = [int(depth)] * len(channels) if isinstance(depth, int) else [int(d) for d in depth]
+    if len(depth) != len(channels):
+        raise InputError(
+            f"network_config transformer_depth {depth}: expected one depth or one per level ({len(channels)})"
+        )
+    for d in depth:
+        _check_unet_bound("transformer_depth", d)
     if params.get("transformer_depth_middle") not in (None, depth[-1]):
         raise InputError("network_config: transformer_depth_middle different from the last level's depth")
     down_attn = [2**level in attn_res for level in range(len(channels))]
@@ -354,7 +408,7 @@ def unet_config_from_reference_params(
         ],
         "block_out_channels": channels,
         "layers_per_block": n_res,
-        "cross_attention_dim": int(context if isinstance(context, int) else context[0]),
+        "cross_attention_dim": context,
         "transformer_layers_per_block": depth,
         "num_attention_heads": heads,
         "num_frames": int(num_frames),
@@ -777,10 +831,19 @@ def read_reference_yaml(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: no model.params.network_config.params (expected an sgm inference YAML)"
         ) from exc
     scalars: list[tuple[str, int]] = []
-    emb_models = ((model.get("conditioner_config") or {}).get("params") or {}).get("emb_models") or []
-    for emb in emb_models:
-        if str(emb.get("target", "")).endswith("ConcatTimestepEmbedderND"):
-            scalars.append((str(emb.get("input_key")), int((emb.get("params") or {}).get("outdim", 256))))
+    try:
+        emb_models = ((model.get("conditioner_config") or {}).get("params") or {}).get("emb_models") or []
+        for emb in emb_models:
+            if str(emb.get("target", "")).endswith("ConcatTimestepEmbedderND"):
+                outdim = int((emb.get("params") or {}).get("outdim", 256))
+                scalars.append((str(emb.get("input_key")), _check_unet_bound("adm_in_channels", outdim)))
+    except (AttributeError, TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise InputError(f"{path}: conditioner_config: {exc}") from None
+        raise InputError(
+            f"{path}: conditioner_config.params.emb_models: expected a list of embedders with "
+            f"'target', 'input_key' and a numeric params.outdim ({exc})"
+        ) from None
     kind = widths = None
     if scalars:
         keys = tuple(k for k, _ in scalars)
@@ -1046,9 +1109,12 @@ def convert_checkpoint(
     vae_factor = 2 ** (len(vae_kwargs["block_out_channels"]) - 1)
 
     # 3. the three networks, built empty and filled with checked tensors
-    unet_config, kind = unet_config_from_reference_params(
-        params, kind=kind, widths=widths, num_frames=num_frames, sample_size=resolution // vae_factor
-    )
+    try:
+        unet_config, kind = unet_config_from_reference_params(
+            params, kind=kind, widths=widths, num_frames=num_frames, sample_size=resolution // vae_factor
+        )
+    except InputError as exc:
+        raise InputError(f"{config_yaml if config_yaml is not None else source}: {exc}") from None
     from video_prior.unet import MultiViewUNet
 
     unet = _build_empty(lambda: MultiViewUNet(**unet_config))
