@@ -437,7 +437,31 @@ CONFIGS = {
     "max_steps_negative": "model: {preset: tiny}\nmax_steps: -5\n",
     "model_a_list": "model: [1]\n",
     "unknown_preset": "model: {preset: huge}\n",
+    # tracebacks from torch (ValueError, IndexError, ZeroDivisionError), a 128 GB allocation, a hang
+    "lr_nan": "model: {preset: tiny}\nlr: .nan\n",
+    "weight_decay_nan": "model: {preset: tiny}\nweight_decay: .nan\n",
+    "adam_betas_out_of_range": "model: {preset: tiny}\nadam_betas: [2, 3]\n",
+    "adam_betas_one": "model: {preset: tiny}\nadam_betas: [0.9]\n",
+    "lora_rank_huge": "model: {preset: tiny}\nlora: {rank: 1000000000}\n",
 }
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"log_every": 0},  # ZeroDivisionError after the first step
+        {"batch_size": 10**9},  # never got to the first step
+        {"lr": float("inf")},  # trained to a NaN loss, exit code 0
+        {"p_std": float("nan")},  # the same
+    ],
+    ids=["log_every_zero", "batch_size_huge", "lr_inf", "p_std_nan"],
+)
+def test_training_config_values_that_only_failed_while_training_are_refused(values):
+    from render.common import InputError
+    from video_prior.train import TrainConfig
+
+    with pytest.raises(InputError, match=f"train config {next(iter(values))} "):
+        TrainConfig.from_dict({"model": {"preset": "tiny"}, **values})
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

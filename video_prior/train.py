@@ -51,6 +51,7 @@ from render.common import (
     atomic_output,
     atomic_write_text,
     check_output,
+    check_range,
     output_marker,
     write_output_marker,
 )
@@ -62,6 +63,10 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 TRAINER_STATE = "trainer_state.json"
 MIXED_PRECISION = ("no", "fp16", "bf16")
+#: Bounds of a config's batch size, gradient accumulation and LoRA rank (a batch of 10**9 orbits
+#: never finished assembling; a rank of 10**9 asked for 128 GB).
+MAX_BATCH = 4096
+MAX_LORA_RANK = 4096
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,6 +82,9 @@ class LoraConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+    def __post_init__(self) -> None:
+        check_range("train config lora rank", int(self.rank), 1, MAX_LORA_RANK, "a rank")
 
 
 @dataclass
@@ -170,9 +178,35 @@ class TrainConfig:
             "checkpoint_every",
             "keep_checkpoints",
             "sample_steps",
+            "log_every",
         ):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"train config {name} {getattr(self, name)}: expected a positive integer")
+        for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH)):
+            check_range(f"train config {name}", int(getattr(self, name)), 1, hi, "a count")
+        # NaN passes every `<` test below and trains to a NaN loss (or a torch ValueError traceback)
+        for name in (
+            "lr",
+            "adam_eps",
+            "weight_decay",
+            "max_grad_norm",
+            "p_mean",
+            "p_std",
+            "cond_aug_mean",
+            "cond_aug_std",
+            "alpha_loss_weight",
+            "sample_guidance",
+        ):
+            if not math.isfinite(float(getattr(self, name))):
+                raise InputError(f"train config {name} {getattr(self, name)}: expected a finite number")
+        if self.weight_decay < 0 or self.adam_eps <= 0:
+            raise InputError(
+                f"train config weight_decay {self.weight_decay} and adam_eps {self.adam_eps}: "
+                "expected weight_decay >= 0 and adam_eps > 0"
+            )
+        betas = [float(b) for b in self.adam_betas]
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise InputError(f"train config adam_betas {self.adam_betas}: expected two values in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(
                 f"train config ema_decay {self.ema_decay}: expected a value in [0, 1) (0 = no EMA)"
