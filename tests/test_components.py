@@ -88,6 +88,16 @@ def test_bad_configs_raise_input_error():
         build_components({**cfg, "image_encoder": {**cfg["image_encoder"], "projection_dim": 16}})
     with pytest.raises(InputError, match="frame_order"):
         ModelInfo(frame_order="backwards")
+    # Sizes are bounded before anything is allocated: each of these asked for terabytes, or built for
+    # hours, before it failed.
+    unet = cfg["unet"]
+    levels = len(unet["block_out_channels"])
+    with pytest.raises(InputError, match=r"^model config unet block_out_channels 1000000: expected at most"):
+        build_components({**cfg, "unet": {**unet, "block_out_channels": [10**6] * levels}})
+    with pytest.raises(InputError, match=r"^model config unet layers_per_block 100000: expected at most 256"):
+        build_components({**cfg, "unet": {**unet, "layers_per_block": 100000}})
+    with pytest.raises(InputError, match=r"^model config: [\d,]+ parameters: expected at most 8,000,000,000"):
+        build_components({**cfg, "unet": {**unet, "block_out_channels": [60000] * levels}})
 
 
 def test_save_load_round_trip(tiny, tmp_path):

@@ -225,6 +225,29 @@ def test_opaque_views_rejected(tmp_path):
         reconstruct(tmp_path / "opaque", progress=False)
 
 
+def test_views_are_downsized_one_at_a_time(procedural_views, monkeypatch):
+    # All views at full size at once (1024 of 4096^2 pixels: 64 GB) is what the loader must not do:
+    # it reads and downsizes each view alone, with the result the batch computation gives.
+    from mv3d.reconstruct.views import _resize, load_views
+    from render.dataset import OrbitDataset
+
+    folder, _ = procedural_views
+    ds = read_orbit_dataset(folder)
+    straight = ds.load_images().astype(np.float32) / 255.0
+    alpha = straight[..., 3:]
+    both = np.concatenate([straight[..., :3] * alpha + ds.background * (1.0 - alpha), alpha], axis=-1)
+    expected = _resize(both, 48)
+
+    def whole_stack(self):
+        raise AssertionError("load_views read every view at full size at once")
+
+    monkeypatch.setattr(OrbitDataset, "load_images", whole_stack)
+    vs = load_views(ds, max_resolution=48)
+    assert vs.rgb.shape == (16, 48, 48, 3) and vs.intrinsics.height == 48
+    np.testing.assert_allclose(vs.rgb, expected[..., :3], atol=1e-6)
+    np.testing.assert_allclose(vs.alpha, expected[..., 3], atol=1e-6)
+
+
 def test_isosurface_and_decimation():
     grid = Grid(48, 0.55)
     c = grid.centres()

@@ -384,14 +384,35 @@ def _check_config(config: dict) -> None:
         raise InputError(f"model config: unknown sections {unknown}; expected {list(_PARTS)} and 'info'")
 
 
-def build_components(config: dict) -> dict[str, torch.nn.Module]:
-    """Randomly initialised networks from a config dict (see the module docstring).
+#: Bounds of a model config's sizes (SV3D: 2.24 G parameters over its three networks, lists of 4
+#: levels, 2 res blocks a level, 32 encoder layers, widths up to 5120). A config past them would build
+#: for hours or ask for terabytes (a UNet of 10**6 channels a level: 16 TB) before anything failed.
+MAX_MODEL_PARAMETERS = 8 * 10**9
+_MAX_CONFIG_INT = 65536
+_MAX_CONFIG_LIST = 64
+_MAX_CONFIG_REPEATS = 256  # settings that repeat a block: *layers*, *depth*, *blocks*
 
-    Returns:
-        ``{"unet": MultiViewUNet, "vae": AutoencoderKL | AutoencoderKLTemporalDecoder,
-        "image_encoder": CLIPVisionModelWithProjection}``, in float32, in eval mode.
-    """
-    _check_config(config)
+
+def _check_sizes(value, where: str) -> None:
+    """Every integer and list in a config section within the bounds above (one `InputError` line)."""
+    if isinstance(value, dict):
+        for key, v in value.items():
+            name = f"{where} {key}"
+            if any(word in str(key) for word in ("layers", "depth", "blocks")):
+                counts = [i for i in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(i, int)]
+                if any(i > _MAX_CONFIG_REPEATS for i in counts):
+                    raise InputError(f"{name} {v}: expected at most {_MAX_CONFIG_REPEATS}")
+            _check_sizes(v, name)
+    elif isinstance(value, (list, tuple)):
+        if len(value) > _MAX_CONFIG_LIST:
+            raise InputError(f"{where}: a list of {len(value)} values: expected at most {_MAX_CONFIG_LIST}")
+        for item in value:
+            _check_sizes(item, where)
+    elif isinstance(value, int) and abs(value) > _MAX_CONFIG_INT:
+        raise InputError(f"{where} {value}: expected at most {_MAX_CONFIG_INT}")
+
+
+def _build(config: dict) -> dict[str, torch.nn.Module]:
     vae_cfg = dict(config["vae"])
     vae_type = vae_cfg.pop("type", "image")
     if vae_type not in VAE_TYPES:
@@ -402,6 +423,30 @@ def build_components(config: dict) -> dict[str, torch.nn.Module]:
         encoder = _build_image_encoder(config["image_encoder"])
     except (TypeError, ValueError) as exc:
         raise InputError(f"model config: {exc}") from exc
+    return {"unet": unet, "vae": vae, "image_encoder": encoder}
+
+
+def build_components(config: dict) -> dict[str, torch.nn.Module]:
+    """Randomly initialised networks from a config dict (see the module docstring).
+
+    The config's sizes are bounded first, then the networks are built on the meta device (no memory)
+    and their parameters counted: at most `MAX_MODEL_PARAMETERS`, before anything is allocated.
+
+    Returns:
+        ``{"unet": MultiViewUNet, "vae": AutoencoderKL | AutoencoderKLTemporalDecoder,
+        "image_encoder": CLIPVisionModelWithProjection}``, in float32, in eval mode.
+    """
+    _check_config(config)
+    for part in _PARTS:
+        _check_sizes(config[part], f"model config {part}")
+    with torch.device("meta"):
+        count = sum(p.numel() for m in _build(config).values() for p in m.parameters())
+    if count > MAX_MODEL_PARAMETERS:
+        raise InputError(
+            f"model config: {count:,} parameters: expected at most {MAX_MODEL_PARAMETERS:,} (SV3D has 2.24 G)"
+        )
+    built = _build(config)
+    unet, vae, encoder = built["unet"], built["vae"], built["image_encoder"]
     _check_encoder_width(encoder, unet, "model config")
     # noisy latent + image latent (+ the mirrored image's latent, see ModelInfo.mirror_conditioning)
     mirror = bool(config.get("info", {}).get("mirror_conditioning", False))

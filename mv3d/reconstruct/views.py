@@ -16,6 +16,7 @@ import numpy as np
 from render.cameras import Intrinsics, opengl_to_opencv
 from render.common import InputError
 from render.dataset import OrbitDataset, read_orbit_dataset
+from render.images import load_rgba
 
 #: Alpha above which a pixel counts as object.
 MASK_THRESHOLD = 0.5
@@ -101,22 +102,25 @@ def load_views(views: str | Path | OrbitDataset, max_resolution: int | None = No
     Views whose mask is empty are dropped with a warning; if none is left, `InputError`.
     """
     ds = views if isinstance(views, OrbitDataset) else read_orbit_dataset(views)
-    rgba = ds.load_images()
-    n, h, w, _ = rgba.shape
-    if (h, w) != (ds.intrinsics.height, ds.intrinsics.width):
-        raise InputError(
-            f"{ds.root}: views are {w}x{h} pixels but transforms.json says "
-            f"{ds.intrinsics.width}x{ds.intrinsics.height}: expected the same size"
-        )
-    straight = rgba.astype(np.float32) / 255.0
-    alpha = straight[..., 3]
-    bg = np.asarray(ds.background, np.float32)
-    rgb = straight[..., :3] * alpha[..., None] + bg * (1.0 - alpha[..., None])
     intr = ds.intrinsics
-    if max_resolution is not None and h > max_resolution:
-        both = _resize(np.concatenate([rgb, alpha[..., None]], axis=-1), max_resolution)
-        rgb, alpha = both[..., :3], both[..., 3]
-        intr = intr.scaled(both.shape[2], both.shape[1])
+    w, h = intr.width, intr.height
+    bg = np.asarray(ds.background, np.float32)
+    downsize = max_resolution is not None and h > max_resolution
+    rgbs, alphas = [], []
+    # One view at a time: only the downsized views are kept, so 1024 views of 4096^2 pixels need the
+    # memory of 1024 small ones, not 64 GB (load_rgba checks each file's size against transforms.json).
+    for path in ds.image_paths:
+        straight = load_rgba(path, (w, h)).astype(np.float32) / 255.0
+        alpha = straight[..., 3]
+        rgb = straight[..., :3] * alpha[..., None] + bg * (1.0 - alpha[..., None])
+        if downsize:
+            both = _resize(np.concatenate([rgb, alpha[..., None]], axis=-1)[None], max_resolution)[0]
+            rgb, alpha = both[..., :3], both[..., 3]
+        rgbs.append(rgb)
+        alphas.append(alpha)
+    rgb, alpha = np.stack(rgbs), np.stack(alphas)
+    if downsize:
+        intr = intr.scaled(rgb.shape[2], rgb.shape[1])
     vs = ViewSet(rgb, alpha, ds.camera_to_world.astype(np.float64), intr, bg, ds.source_to_world)
     return check_views(vs, str(ds.root))
 
