@@ -453,8 +453,9 @@ CONFIGS = {
         {"batch_size": 10**9},  # never got to the first step
         {"lr": float("inf")},  # trained to a NaN loss, exit code 0
         {"p_std": float("nan")},  # the same
+        {"sample_steps": 10**9},  # the first preview never ended
     ],
-    ids=["log_every_zero", "batch_size_huge", "lr_inf", "p_std_nan"],
+    ids=["log_every_zero", "batch_size_huge", "lr_inf", "p_std_nan", "sample_steps_huge"],
 )
 def test_training_config_values_that_only_failed_while_training_are_refused(values):
     from render.common import InputError

@@ -182,7 +182,7 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"train config {name} {getattr(self, name)}: expected a positive integer")
-        for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH)):
+        for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH), ("sample_steps", 1000)):
             check_range(f"train config {name}", int(getattr(self, name)), 1, hi, "a count")
         # NaN passes every `<` test below and trains to a NaN loss (or a torch ValueError traceback)
         for name in (
