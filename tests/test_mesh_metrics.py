@@ -120,6 +120,38 @@ def test_occupancy_of_closed_surfaces_parity_cannot_see():
     assert occupancy(sheet, resolution=44).sum() == 0
 
 
+def test_double_sided_closed_surfaces_are_as_solid_as_one_sided_at_any_slope():
+    """Enclosure must not erode a double-sided surface where it is slanted: a centre just inside a
+    slanted face has a fine voxel beside it that the face clips at a corner, and a wall made only of
+    the voxels where centre columns cross the surface left that voxel as air (a rotated double-sided
+    box lost 4.3% of its voxels at 64^3, 7.0% at 32^3; a sphere 2.5%). Parity is exact on the one-sided
+    meshes, so both must give the same voxels."""
+    from scipy.spatial.transform import Rotation
+
+    box = trimesh.creation.box((0.5, 0.4, 0.3))
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_euler("xyz", [30, 20, 10], degrees=True).as_matrix()
+    box.apply_transform(pose)
+    sphere = trimesh.creation.icosphere(3, radius=0.35).apply_translation([0.03, -0.02, 0.01])
+    torus = trimesh.creation.torus(major_radius=0.3, minor_radius=0.1, major_sections=48, minor_sections=24)
+    for mesh in (box, sphere, torus):
+        for resolution in (32, 64):
+            one_sided = occupancy(mesh, resolution=resolution)
+            assert one_sided.sum() > 0
+            assert np.array_equal(occupancy(_double_sided(mesh), resolution=resolution), one_sided)
+
+
+def test_enclosed_cavity_counts_as_solid():
+    """Enclosure fills what a surface encloses, a watertight mesh's inner cavity included (as depth
+    fusion's watertight meshes do): a hollow ball scores as the solid ball."""
+    outer = trimesh.creation.icosphere(3, radius=0.4)
+    inner = trimesh.creation.icosphere(3, radius=0.2)
+    inner.invert()
+    hollow = trimesh.util.concatenate([outer, inner])
+    assert hollow.is_watertight
+    assert volume_iou(hollow, outer, resolution=32) == 1.0
+
+
 def test_occupancy_resolution_is_bounded(spheres):
     with pytest.raises(InputError, match="voxel resolution 1000"):
         occupancy(spheres[0], resolution=1000)
