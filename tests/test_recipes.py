@@ -120,10 +120,21 @@ def test_mesh_table_margins_against_copies(tmp_path):
     )
     out = mesh_table([str(a)])
     assert "| a (2) | ours | 0.0300 ± 0.0100 | 0.5500 ± 0.0500 |" in out
-    assert "| a | ours vs copy | +40.0% lower ✓ | +0.100 ✓ |" in out
+    assert (
+        "| a | ours vs copy | +40.0% lower ✓ | +0.1000 ✓ (ahead on 2 of 2; p=0.5; 95% bootstrap interval +0.100 to +0.100) |"
+        in out
+    )
     # 10% lower and +0.02: neither margin
     b = run("b", {"x": {"ours": (0.045, 0.52), "copy": (0.05, 0.5)}})
-    assert "| b | ours vs copy | +10.0% lower ✗ | +0.020 ✗ |" in mesh_table([str(b)])
+    assert "| b | ours vs copy | +10.0% lower ✗ | +0.0200 ✗ (ahead on 1 of 1;" in mesh_table([str(b)])
+    # the interval resamples objects: a margin carried by one object of two is uncertain
+    c = run(
+        "c",
+        {"x": {"ours": (0.02, 0.62), "copy": (0.04, 0.5)}, "y": {"ours": (0.04, 0.5), "copy": (0.06, 0.5)}},
+    )
+    assert "| +0.0600 ✓ (ahead on 1 of 2; p=1; 95% bootstrap interval +0.000 to +0.120) |" in mesh_table(
+        [str(c)]
+    )
     # runs without meshes give no mesh table
     assert (
         mesh_table([str(_metrics(tmp_path / "c" / "metrics.json", {"x": {"ours": (1.0, 1.0, 1.0)}}))]) == ""
