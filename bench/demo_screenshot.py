@@ -41,6 +41,9 @@ def main() -> None:
         b.wait_for_result(page, timeout_s=600)
         print(f"generated in {time.perf_counter() - start:.0f} s: {page.inner_text('#summary')}")
         b.wait_for_viewer_drawn(page, timeout_s=300)
+        # the pointer rests where Generate was; after the page grew that is over a gallery tile, which
+        # then shows as hovered (faded, outlined): move it off the page's content
+        page.mouse.move(0, 0)
         time.sleep(1.0)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(args.out), full_page=True)
