@@ -454,8 +454,9 @@ CONFIGS = {
         {"lr": float("inf")},  # trained to a NaN loss, exit code 0
         {"p_std": float("nan")},  # the same
         {"sample_steps": 10**9},  # the first preview never ended
+        {"model_notes": [1, 2]},  # written into the model's info as a list where text belongs
     ],
-    ids=["log_every_zero", "batch_size_huge", "lr_inf", "p_std_nan", "sample_steps_huge"],
+    ids=["log_every_zero", "batch_size_huge", "lr_inf", "p_std_nan", "sample_steps_huge", "model_notes_list"],
 )
 def test_training_config_values_that_only_failed_while_training_are_refused(values):
     from render.common import InputError

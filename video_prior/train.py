@@ -219,6 +219,8 @@ class TrainConfig:
             raise InputError(
                 f"train config alpha_loss_weight {self.alpha_loss_weight}: expected a positive weight"
             )
+        if self.model_notes is not None and not isinstance(self.model_notes, str):
+            raise InputError(f"train config model_notes {self.model_notes!r}: expected text")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         if not 0 <= int(self.lr_cooldown_steps) <= int(self.max_steps):
             raise InputError(
