@@ -23,7 +23,7 @@ import numpy as np
 
 from render.common import InputError, atomic_output, atomic_write_bytes, atomic_write_text
 from render.images import on_background
-from render.meshes import Y_UP_TO_Z_UP
+from render.meshes import Y_UP_TO_Z_UP, map_vertex_colours
 
 MESH_FORMATS = ("glb", "obj", "ply")
 
@@ -69,24 +69,6 @@ def _with_white_base_colour(mesh):
     return out
 
 
-def _linear_vertex_colours(mesh):
-    """`mesh`, or a copy whose vertex colours (sRGB, as the views and PLY hold them) are made linear.
-
-    glTF's COLOR_0 is linear (the specification's "linear multiplier"): Blender and three.js decode it
-    so, and sRGB values stored as they are show washed out. `render.meshes.read_trimesh` undoes this.
-    """
-    import trimesh
-    from trimesh.visual.color import srgb_to_linear
-
-    if mesh.visual.kind not in ("vertex", "face"):
-        return mesh
-    out = mesh.copy()
-    colours = np.array(mesh.visual.vertex_colors, dtype=np.uint8)
-    colours[:, :3] = np.round(srgb_to_linear(colours[:, :3]) * 255.0).astype(np.uint8)
-    out.visual = trimesh.visual.ColorVisuals(mesh=out, vertex_colors=colours)
-    return out
-
-
 def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = False) -> Path:
     """Write `mesh` (trimesh.Trimesh) to `path`; returns the path of the main file.
 
@@ -107,9 +89,15 @@ def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = 
     if fmt == "glb":
         # glTF is +Y up; mv3d's world is +Z up. Store the spec's axes so that Blender, viewers and
         # render.meshes.load_mesh (which reads glTF as +Y up) all see the object upright.
-        gltf_axes = _linear_vertex_colours(mesh)
+        from trimesh.visual.color import srgb_to_linear
+
+        gltf_axes = mesh.copy()
+        if gltf_axes.visual.kind in ("vertex", "face"):
+            # glTF's COLOR_0 is linear (the specification's "linear multiplier"): Blender and three.js
+            # decode it so, and sRGB values (the views', PLY's) stored as they are show washed out;
+            # render.meshes.read_trimesh undoes this
+            map_vertex_colours(gltf_axes, srgb_to_linear)
         if not y_up:
-            gltf_axes = gltf_axes.copy()
             gltf_axes.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))
         scene = trimesh.Scene(gltf_axes)
         if path.suffix.lower() == ".gltf":

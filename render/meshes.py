@@ -553,6 +553,19 @@ def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
     return LoadedMesh(scene=scene, source_to_world=s2w, source=str(path))
 
 
+def map_vertex_colours(mesh, transfer) -> None:
+    """Pass `mesh`'s vertex (or face) colours through `transfer`, in place, as vertex colours; alpha kept.
+
+    `transfer` maps uint8 RGB to floats in [0, 1]: trimesh.visual.color's `srgb_to_linear` (glTF's
+    COLOR_0 is linear) or `linear_to_srgb` (mv3d's colours are sRGB).
+    """
+    import trimesh
+
+    colours = np.array(mesh.visual.vertex_colors, dtype=np.uint8)
+    colours[:, :3] = np.round(transfer(colours[:, :3]) * 255.0).astype(np.uint8)
+    mesh.visual = trimesh.visual.ColorVisuals(mesh=mesh, vertex_colors=colours)
+
+
 def read_trimesh(path: str | Path, up_axis: str | None = None):
     """One `trimesh.Trimesh` (materials and colours kept) of a mesh file, in mv3d's +Z-up axes.
 
@@ -573,9 +586,7 @@ def read_trimesh(path: str | Path, up_axis: str | None = None):
         # wrote them before making them linear.
         from trimesh.visual.color import linear_to_srgb
 
-        colours = np.array(mesh.visual.vertex_colors, dtype=np.uint8)
-        colours[:, :3] = np.round(linear_to_srgb(colours[:, :3]) * 255.0).astype(np.uint8)
-        mesh.visual = trimesh.visual.ColorVisuals(mesh=mesh, vertex_colors=colours)
+        map_vertex_colours(mesh, linear_to_srgb)
     return mesh
 
 

@@ -171,17 +171,10 @@ class TrainConfig:
             raise InputError(
                 f"train config mixed_precision '{self.mixed_precision}': expected one of {MIXED_PRECISION}"
             )
-        for name in (
-            "max_steps",
-            "batch_size",
-            "grad_accum",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "sample_steps",
-            "log_every",
-        ):
+        for name in ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"train config {name} {getattr(self, name)}: expected a positive integer")
+        # the counts with an upper bound too (check_range refuses below 1 as well)
         for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH), ("sample_steps", 1000)):
             check_range(f"train config {name}", int(getattr(self, name)), 1, hi, "a count")
         # NaN passes every `<` test below and trains to a NaN loss (or a torch ValueError traceback)

@@ -16,7 +16,7 @@ import numpy as np
 from render.cameras import Intrinsics, opengl_to_opencv
 from render.common import InputError
 from render.dataset import OrbitDataset, read_orbit_dataset
-from render.images import load_rgba
+from render.images import composite, load_rgba
 
 #: Alpha above which a pixel counts as object.
 MASK_THRESHOLD = 0.5
@@ -110,9 +110,8 @@ def load_views(views: str | Path | OrbitDataset, max_resolution: int | None = No
     # One view at a time: only the downsized views are kept, so 1024 views of 4096^2 pixels need the
     # memory of 1024 small ones, not 64 GB (load_rgba checks each file's size against transforms.json).
     for path in ds.image_paths:
-        straight = load_rgba(path, (w, h)).astype(np.float32) / 255.0
-        alpha = straight[..., 3]
-        rgb = straight[..., :3] * alpha[..., None] + bg * (1.0 - alpha[..., None])
+        rgba = load_rgba(path, (w, h))
+        rgb, alpha = composite(rgba, bg), rgba[..., 3].astype(np.float32) / 255.0
         if downsize:
             both = _resize(np.concatenate([rgb, alpha[..., None]], axis=-1)[None], max_resolution)[0]
             rgb, alpha = both[..., :3], both[..., 3]
