@@ -58,6 +58,8 @@ class LoadedMesh:
     Attributes:
         scene: `trimesh.Scene` in world coordinates (largest extent 1, bounding-box centre at the
             origin, +Z up); its graph carries the normalisation, geometry keeps its source vertices.
+            Vertex and face colours are sRGB, as in PLY and OBJ files and images (glTF's linear
+            COLOR_0 is converted when read); renderers convert them to linear for shading.
         source_to_world: (4, 4) float64 mapping source-file coordinates to world coordinates.
         source: where the mesh came from (a path, or a description for in-memory meshes).
     """
@@ -531,6 +533,14 @@ def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
         if isinstance(exc, IndexError):
             reason = f"face indices out of range ({reason})"
         raise InputError(f"{path}: cannot read {file_type.upper()} file: {reason}") from exc
+    if file_type in ("glb", "gltf"):
+        # glTF's COLOR_0 is linear; every other colour mv3d reads (PLY's, OBJ's, textures, images)
+        # is sRGB, and so are a loaded scene's vertex colours: the renderers and export_mesh rely on it.
+        from trimesh.visual.color import linear_to_srgb
+
+        for geom in scene.geometry.values():
+            if getattr(geom.visual, "kind", None) == "vertex":
+                map_vertex_colours(geom, linear_to_srgb)
     return scene, up_axis
 
 
@@ -570,7 +580,8 @@ def read_trimesh(path: str | Path, up_axis: str | None = None):
     """One `trimesh.Trimesh` (materials and colours kept) of a mesh file, in mv3d's +Z-up axes.
 
     Unlike `load_mesh` nothing is normalised: a mesh written by `mv3d.export.export_mesh` reads back
-    in the coordinates it was written in (glTF is turned from its +Y up to +Z up, as `load_mesh`).
+    in the coordinates it was written in (glTF is turned from its +Y up to +Z up, as `load_mesh`), and
+    with the sRGB vertex colours it was given (glTF stores them linear; `_read_scene` converts back).
     """
     import trimesh
 
@@ -581,12 +592,6 @@ def read_trimesh(path: str | Path, up_axis: str | None = None):
         raise InputError(f"{path}: the file holds no triangles")
     if up_axis == "y":
         mesh.apply_transform(Y_UP_TO_Z_UP)
-    if SUPPORTED_FORMATS[Path(path).suffix.lower()] in ("glb", "gltf") and mesh.visual.kind == "vertex":
-        # glTF's COLOR_0 is linear; mv3d's colours (views, PLY, textures) are sRGB, as export_mesh
-        # wrote them before making them linear.
-        from trimesh.visual.color import linear_to_srgb
-
-        map_vertex_colours(mesh, linear_to_srgb)
     return mesh
 
 

@@ -123,6 +123,72 @@ def test_light_seed_changes_shading_not_silhouette(example_mesh):
     assert np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)).mean() > 1.0
 
 
+SRGB_COLOUR = (100, 60, 20)
+
+
+def _coloured_box(kind: str, tmp_path) -> LoadedMesh:
+    """A box painted `SRGB_COLOUR` by vertex colours, face colours, an image texture, or a glTF file.
+
+    The glTF is written by mv3d's exporter, which stores the colour linear (glTF's COLOR_0 is linear).
+    """
+    from PIL import Image
+
+    from mv3d.export import export_mesh
+
+    box = trimesh.creation.box()
+    rgba = np.array([*SRGB_COLOUR, 255], np.uint8)
+    if kind == "texture":
+        image = Image.new("RGB", (4, 4), SRGB_COLOUR)
+        material = trimesh.visual.material.SimpleMaterial(image=image, diffuse=[255, 255, 255, 255])
+        box.visual = trimesh.visual.TextureVisuals(uv=np.full((len(box.vertices), 2), 0.5), material=material)
+    elif kind == "face":
+        box.visual = trimesh.visual.ColorVisuals(box, face_colors=np.tile(rgba, (len(box.faces), 1)))
+    else:
+        box.visual = trimesh.visual.ColorVisuals(box, vertex_colors=np.tile(rgba, (len(box.vertices), 1)))
+    if kind == "gltf":
+        export_mesh(box, tmp_path / "box.glb")
+        return load_mesh(tmp_path / "box.glb")
+    scene, s2w = normalize_scene(box, source=kind)
+    return LoadedMesh(scene=scene, source_to_world=s2w, source=kind)
+
+
+def _mean_colour(renderer, mesh: LoadedMesh) -> np.ndarray:
+    rgba = renderer.render(mesh, static_orbit(1, elevation_deg=20.0), 48).rgba[0]
+    return rgba[..., :3][rgba[..., 3] == 255].reshape(-1, 3).astype(np.float64).mean(axis=0)
+
+
+def test_fast_renderer_draws_vertex_colours_as_srgb(tmp_path):
+    """Vertex and face colours are sRGB, as textures are: under ambient light alone all four boxes show
+    the colour they were painted (pyrender's shader takes `color_0` as linear; fed sRGB as it is, a
+    grey of 100 showed as 167), glTF's linear COLOR_0 included."""
+    with get_renderer("fast", ambient=1.0, light_intensity=0.0, max_metallic=0.0) as renderer:
+        colours = {
+            k: _mean_colour(renderer, _coloured_box(k, tmp_path))
+            for k in ("texture", "vertex", "face", "gltf")
+        }
+    for kind, colour in colours.items():
+        # pyrender encodes its output with a 2.2 power, not the sRGB curve: 20 comes back as 27
+        np.testing.assert_allclose(colour, SRGB_COLOUR, atol=8, err_msg=kind)
+        np.testing.assert_allclose(colour, colours["texture"], atol=1.5, err_msg=kind)
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(not has_bpy(), reason="bpy (the blender extra) is not installed")
+def test_blender_colours_and_metallic_follow_the_fast_renderer(tmp_path):
+    """Cycles reads a loaded scene's sRGB vertex colours as sRGB (glTF's importer takes COLOR_0 as
+    linear: PLY colours came out as washed out as in the rasteriser), and caps metallic factors as the
+    fast renderer does (an OBJ material reaches Blender with glTF's default metallic of 1: a teddy bear
+    was drawn in gold)."""
+    blender = get_renderer("blender", samples=4)
+    vertex, gltf = (_mean_colour(blender, _coloured_box(k, tmp_path)) for k in ("vertex", "gltf"))
+    np.testing.assert_allclose(vertex, gltf, atol=3)
+    assert blender.settings()["max_metallic"] == get_renderer("fast").settings()["max_metallic"] == 0.3
+    textured = _coloured_box("texture", tmp_path)
+    capped = _mean_colour(blender, textured)
+    metal = _mean_colour(get_renderer("blender", samples=4, max_metallic=1.0), textured)
+    assert capped.mean() > metal.mean() + 10, (capped, metal)
+
+
 @pytest.mark.blender
 @pytest.mark.skipif(not has_bpy(), reason="bpy (the blender extra) is not installed")
 @pytest.mark.slow

@@ -97,6 +97,12 @@ class Renderer:
         self.close()
 
 
+#: Cap on material metallic factors, in both renderers. Neither renders a surrounding scene for a
+#: metal to reflect, and glTF's default when `metallicFactor` is absent is 1: OBJ/MTL materials (which
+#: have no metallic at all) reach the renderers that way, and drawn as metal a teddy bear turns gold.
+MAX_METALLIC = 0.3
+
+
 def light_setup(light_seed: int | None) -> list[dict[str, Any]]:
     """World-fixed directional lights shared by both renderers.
 

@@ -32,7 +32,7 @@ import numpy as np
 from render.cameras import Intrinsics
 from render.common import InputError
 from render.meshes import Y_UP_TO_Z_UP, LoadedMesh
-from render.renderers import Renderer, RenderResult, light_setup
+from render.renderers import MAX_METALLIC, Renderer, RenderResult, light_setup
 
 #: Grey given to geometry without a material, as in the fast renderer.
 DEFAULT_GREY = (0.8, 0.8, 0.8)
@@ -53,6 +53,7 @@ class BlenderRenderer(Renderer):
         world: the environment light: "uniform" (a grey world), "sky" (Blender's procedural sky
             texture), "hdri:NAME" with NAME one of `BUNDLED_HDRIS` (shipped with bpy), or
             "hdri:/path/to/file.exr|.hdr". With a light seed the sky/HDRI is rotated about +Z at random.
+        max_metallic: cap on material metallic factors, as in the fast renderer (`MAX_METALLIC`).
     """
 
     name = "blender"
@@ -66,6 +67,7 @@ class BlenderRenderer(Renderer):
         timeout_s: float = 600.0,
         threads: int = 0,
         world: str = "uniform",
+        max_metallic: float = MAX_METALLIC,
     ) -> None:
         if int(samples) < 1:
             raise InputError(f"blender samples {samples}: expected at least 1")
@@ -85,6 +87,7 @@ class BlenderRenderer(Renderer):
         self.denoise = bool(denoise)
         self.timeout_s = float(timeout_s)
         self.threads = int(threads)
+        self.max_metallic = float(max_metallic)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -93,6 +96,7 @@ class BlenderRenderer(Renderer):
             "world_strength": self.world_strength,
             "sun_strength": self.sun_strength,
             "denoise": self.denoise,
+            "max_metallic": self.max_metallic,
             "view_transform": "Standard",
             "world": self.world,
             "lights": "world-fixed sun lamps (render.renderers.light_setup) + the world light",
@@ -142,6 +146,7 @@ class BlenderRenderer(Renderer):
                 if light_seed is None
                 else float(np.random.default_rng(light_seed).uniform(0, 360)),
                 "default_grey": list(DEFAULT_GREY),
+                "max_metallic": self.max_metallic,
             }
             (tmp / "job.json").write_text(json.dumps(job))
             env = dict(os.environ)
@@ -178,6 +183,27 @@ class BlenderRenderer(Renderer):
 # ------------------------------------------------------------------------------------------------
 
 
+def _cap_metallic(material, cap: float) -> None:  # pragma: no cover - runs in a subprocess
+    """Cap the Principled BSDF's metallic input of a Blender material at `cap` (`MAX_METALLIC`)."""
+    if not material.use_nodes or material.node_tree is None:
+        return
+    tree = material.node_tree
+    for node in list(tree.nodes):
+        if node.type != "BSDF_PRINCIPLED":
+            continue
+        metallic = node.inputs["Metallic"]
+        if not metallic.is_linked:
+            metallic.default_value = min(float(metallic.default_value), cap)
+            continue
+        # A metallic texture: clamp what it feeds in with a MINIMUM node.
+        link = metallic.links[0]
+        clamp = tree.nodes.new("ShaderNodeMath")
+        clamp.operation = "MINIMUM"
+        clamp.inputs[1].default_value = cap
+        tree.links.new(link.from_socket, clamp.inputs[0])
+        tree.links.new(clamp.outputs[0], metallic)
+
+
 def _worker(job_path: str) -> None:  # pragma: no cover - runs in a subprocess
     import bpy
     from mathutils import Matrix
@@ -193,10 +219,20 @@ def _worker(job_path: str) -> None:  # pragma: no cover - runs in a subprocess
     if bsdf is not None:
         bsdf.inputs["Base Color"].default_value = (*job["default_grey"], 1.0)
         bsdf.inputs["Roughness"].default_value = 0.8
+    for material in bpy.data.materials:
+        _cap_metallic(material, job["max_metallic"])
     for obj in scene.objects:
-        if obj.type == "MESH" and not any(m is not None for m in obj.data.materials):
+        if obj.type != "MESH":
+            continue
+        if not any(m is not None for m in obj.data.materials):
             obj.data.materials.clear()
             obj.data.materials.append(grey)
+        # The scene's vertex colours are sRGB (render.meshes.LoadedMesh) and went into the GLB as they
+        # are; the importer reads COLOR_0 as linear. Read them back as the sRGB they are.
+        for attr in obj.data.color_attributes:
+            values = np.empty(len(attr.data) * 4, dtype=np.float32)
+            attr.data.foreach_get("color", values)
+            attr.data.foreach_set("color_srgb", values)
 
     world = bpy.data.worlds.new("mv3d_world")
     world.use_nodes = True

@@ -5,6 +5,9 @@ PBR base colours and vertex/face colours are kept; geometry without any colour o
 a neutral light grey. Lights are world-fixed directional lights (`render.renderers.light_setup`) plus
 ambient light, so every side of an object is lit.
 
+Colours: textures and vertex/face colours are sRGB (`render.meshes.LoadedMesh`); pyrender decodes
+textures itself, and vertex colours are made linear before they reach its shader.
+
 Why some material values are changed: a rasteriser has no environment to reflect, so a fully metallic
 glTF material (the glTF default when `metallicFactor` is absent) renders nearly black. Metallic
 factors are therefore capped at `max_metallic`; the recorded settings say so.
@@ -20,7 +23,7 @@ import numpy as np
 from render.cameras import Intrinsics
 from render.common import InputError, optional_import
 from render.meshes import LoadedMesh, world_geometry
-from render.renderers import Renderer, RenderResult, light_setup
+from render.renderers import MAX_METALLIC, Renderer, RenderResult, light_setup
 
 #: Colour of geometry that has no colour or material (linear RGB in [0, 1]).
 DEFAULT_GREY = (0.8, 0.8, 0.8)
@@ -40,6 +43,22 @@ def _plain_material(material):
     return pyrender.MetallicRoughnessMaterial(
         baseColorFactor=rgba.tolist(), metallicFactor=0.0, roughnessFactor=0.8, doubleSided=True
     )
+
+
+def _linear_vertex_colours(pmesh) -> None:
+    """Make a pyrender mesh's vertex colours (sRGB, as a loaded scene holds them) linear, in place.
+
+    pyrender's shader decodes textures from sRGB but multiplies the (N, 4) float `color_0` in as it
+    is, then encodes the result as sRGB for display: sRGB vertex colours passed unchanged came out
+    washed out (a grey of 100 drew as 167 under plain ambient light, where a texture of 100 drew as 100).
+    """
+    from trimesh.visual.color import srgb_to_linear
+
+    for prim in pmesh.primitives:
+        if prim.color_0 is not None:
+            colours = np.array(prim.color_0, dtype=np.float64)
+            colours[:, :3] = srgb_to_linear(colours[:, :3])
+            prim.color_0 = colours.astype(np.float32)
 
 
 def _is_smooth(geom, max_angle_deg: float = 60.0) -> bool:
@@ -89,7 +108,7 @@ class FastRenderer(Renderer):
         self,
         ambient: float = 0.3,
         light_intensity: float = 3.0,
-        max_metallic: float = 0.3,
+        max_metallic: float = MAX_METALLIC,
         znear: float = 0.01,
         zfar: float = 100.0,
     ) -> None:
@@ -150,6 +169,8 @@ class FastRenderer(Renderer):
                 pmesh = pyrender.Mesh.from_trimesh(geom, smooth=False)
             else:
                 pmesh = pyrender.Mesh.from_trimesh(geom, smooth=_is_smooth(geom))
+            if kind in ("vertex", "face"):
+                _linear_vertex_colours(pmesh)
             self._material_fixes(pmesh)
             scene.add(pmesh, pose=transform, name=f"mv3d-mesh-{len(scene.mesh_nodes):06d}")
         for light in light_setup(light_seed):
