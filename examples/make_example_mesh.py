@@ -3,7 +3,8 @@
 A small house with a brick-textured body (an image texture with UVs), a vertex-coloured roof, a door
 off-centre on the front (-Y), a window on the right (+X), a chimney at the back-right and a tree on
 the left: every side looks different, so the views of an orbit can be told apart. The scene is built
-+Z up (mv3d's world) and written +Y up, as glTF requires.
++Z up (mv3d's world) and written +Y up with linear vertex colours, as glTF requires. Run as a script it
+also draws `toy_house_orbit.png` (`orbit_figure`: the fast renderer above, Blender below).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import trimesh
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from render.meshes import Y_UP_TO_Z_UP  # noqa: E402
+from trimesh.visual.color import srgb_to_linear  # noqa: E402
+
+from render.meshes import Y_UP_TO_Z_UP, map_vertex_colours  # noqa: E402
 
 
 def brick_texture(size: int = 64) -> Image.Image:
@@ -104,11 +107,37 @@ def build_scene() -> trimesh.Scene:
 
 def main(out: str | Path = Path(__file__).with_name("toy_house.glb")) -> Path:
     scene = build_scene()
+    for geom in scene.geometry.values():
+        if geom.visual.kind == "vertex":
+            # glTF's COLOR_0 is linear; the colours above are sRGB, as a PLY's or a texture's are
+            map_vertex_colours(geom, srgb_to_linear)
     scene.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))  # glTF is +Y up
     Path(out).write_bytes(scene.export(file_type="glb"))
     return Path(out)
 
 
+def orbit_figure(mesh_path: str | Path, out: str | Path, views: int = 8, size: int = 160) -> Path:
+    """The README's picture: `views` views of an orbit at elevation 20, fast renderer above, Blender below.
+
+    Needs the blender extra (bpy). Written on white, RGB.
+    """
+    from render.cameras import static_orbit
+    from render.images import WHITE, on_background
+    from render.meshes import load_mesh
+    from render.renderers import get_renderer
+
+    mesh, orbit = load_mesh(mesh_path), static_orbit(views, elevation_deg=20.0)
+    rows = []
+    for name, settings in (("fast", {}), ("blender", {"samples": 64})):
+        with get_renderer(name, **settings) as renderer:
+            rgba = renderer.render(mesh, orbit, size).rgba
+        rows.append(np.concatenate([on_background(view, WHITE) for view in rgba], axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out)
+    return Path(out)
+
+
 if __name__ == "__main__":
-    path = main(*sys.argv[1:])
+    path = main(*sys.argv[1:2])
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+    figure = orbit_figure(path, path.with_name(path.stem + "_orbit.png"))
+    print(f"wrote {figure}")
