@@ -77,27 +77,29 @@ def _table(
     agg = metrics["aggregate"]
     # every row says which protocol made it (eval.protocols): numbers of two protocols do not compare
     protocol = (metrics.get("settings") or {}).get("protocol", "mv3d")
-    head = "| method | protocol | " + " | ".join(f"{_label(c)} {_arrow(c)}" for c in columns) + " |"
-    lines = [head, "|" + "---|" * (len(columns) + 2)]
-    for method in metrics["methods"]:
-        stats = (agg.get(method) or {}).get(group) or {}
-        digits = {
-            c: 2 if c == "psnr" else 4 if c in ("chamfer", "reproj_err", "reproj_self") else 3
+    head = "| method | protocol | n | " + " | ".join(f"{_label(c)} {_arrow(c)}" for c in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 3)]
+    digits = {
+        c: 2 if c == "psnr" else 4 if c in ("chamfer", "reproj_err", "reproj_self") else 3 for c in columns
+    }
+
+    def row(name: str, stats: Mapping[str, Any]) -> str:
+        # n: the objects the row's means are over; a metric with fewer values says so in its cell.
+        counts = {c: (stats.get(c) or {}).get("n", 0) for c in columns}
+        n = max(counts.values(), default=0)
+        cells = [
+            _fmt(stats.get(c), digits[c]) + (f" (n={counts[c]})" if 0 < counts[c] < n else "")
             for c in columns
-        }
-        lines.append(
-            f"| {method} | {protocol} | " + " | ".join(_fmt(stats.get(c), digits[c]) for c in columns) + " |"
-        )
+        ]
+        return f"| {name} | {protocol} | {n} | " + " | ".join(cells) + " |"
+
+    for method in metrics["methods"]:
+        lines.append(row(method, (agg.get(method) or {}).get(group) or {}))
     if group == "mesh" and (agg.get(GT_VIEWS) or {}).get("mesh"):
-        stats = agg[GT_VIEWS]["mesh"]
-        lines.append(
-            f"| same reconstruction from the ground-truth views (ceiling) | {protocol} | "
-            + " | ".join(_fmt(stats.get(c), 4 if c == "chamfer" else 3) for c in columns)
-            + " |"
-        )
-    for row in published or []:
-        cells = [f"{row[c]:g}" if c in row else "–" for c in columns]
-        lines.append(f"| *{row['name']}* † | the paper's | " + " | ".join(cells) + " |")
+        lines.append(row("same reconstruction from the ground-truth views (ceiling)", agg[GT_VIEWS]["mesh"]))
+    for pub in published or []:
+        cells = [f"{pub[c]:g}" if c in pub else "–" for c in columns]
+        lines.append(f"| *{pub['name']}* † | the paper's | – | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -120,7 +122,8 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
             if s.get("protocol", "mv3d") != "mv3d"
             else ""
         )
-        + ". Values are mean ± std over objects of each object's mean over views. Images are compared in [0, 1] "
+        + ". Values are mean ± std over objects of each object's mean over views; n is the number of objects "
+        "a row's means are over. Images are compared in [0, 1] "
         "on a white background. LPIPS: "
         + (f"`{s['lpips']}` backbone" if s.get("lpips") else "not computed (no weights given)")
         + "; CLIP-S: "
@@ -167,7 +170,13 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
             "",
             "## Meshes",
             "",
-            f"Unit-cube frame, no alignment. Chamfer: mean of both directions of mean L2 nearest-neighbour distance, "
+            (
+                f"Meshes made by `mv3d reconstruct --method {s['extra']['reconstruct_method']}` from each "
+                "method's views. "
+                if (s.get("extra") or {}).get("reconstruct_method")
+                else ""
+            )
+            + "Unit-cube frame, no alignment. Chamfer: mean of both directions of mean L2 nearest-neighbour distance, "
             f"{s['mesh_points']} points per surface; F-score at the stated thresholds; volume IoU on a "
             f"{s['iou_resolution']}³ grid.",
             "",
@@ -179,6 +188,11 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
             for oid, obj in metrics["objects"].items()
             for method, entry in obj["methods"].items()
             if "failed" in (entry.get("mesh") or {})
+        ]
+        no_mesh += [
+            (oid, "ground-truth views (ceiling)", obj["gt_views_mesh"]["failed"])
+            for oid, obj in metrics["objects"].items()
+            if "failed" in (obj.get("gt_views_mesh") or {})
         ]
         if no_mesh:
             lines += ["", f"Views that gave no mesh ({len(no_mesh)}; not in the means above):", ""]
@@ -197,6 +211,10 @@ def render_markdown(metrics: Mapping[str, Any], figures: list[str] | None = None
     if failed:
         lines += ["", f"## Objects that could not be loaded ({len(failed)}, not scored)", ""]
         lines += [f"- `{oid}`: {msg}" for oid, msg in failed.items()]
+    not_found = metrics.get("not_found") or []
+    if not_found:
+        lines += ["", f"## Selected objects the sources do not hold ({len(not_found)}, not scored)", ""]
+        lines += [f"- `{oid}`" for oid in not_found]
     if figures:
         lines += ["", "## Figures", ""]
         for f in figures:

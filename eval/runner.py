@@ -34,7 +34,14 @@ import numpy as np
 from eval.layout import GT_VIEWS, METRICS_FORMAT, safe_id
 from eval.report import write_report
 from render.cameras import Orbit
-from render.common import InputError, atomic_write_json, versions
+from render.common import (
+    InputError,
+    atomic_write_json,
+    check_output,
+    output_marker,
+    versions,
+    write_output_marker,
+)
 from render.meshes import world_trimesh
 
 
@@ -372,6 +379,32 @@ def aggregate(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _earlier_eval(out_dir: Path) -> bool:
+    """Whether `out_dir` is a report folder an `mv3d eval` wrote before eval marked its folders: its
+    metrics.json or one of its objects' result.json says so."""
+    candidates = [out_dir / "metrics.json", *sorted((out_dir / "objects").glob("*/result.json"))[:1]]
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and ("mv3d_eval_format" in data or "settings_key" in data):
+            return True
+    return False
+
+
+def check_report_folder(out_dir: str | Path) -> Path:
+    """Refuse, before any work, a report folder that holds what `mv3d eval` did not write.
+
+    The folder may be new, empty, or an earlier `mv3d eval` report (marked with `OUTPUT_MARKER`, or
+    unmarked with an eval's metrics.json or result.json), which is resumed; anything else is refused
+    (`render.common.check_output`), so that a user's own report.md or figures are never replaced.
+    """
+    out_dir = Path(out_dir).expanduser()
+    legacy = out_dir.is_dir() and output_marker(out_dir) is None and _earlier_eval(out_dir)
+    return check_output(out_dir, "eval", overwrite=legacy, field="out", overwrite_option=False)
+
+
 def run_benchmark(
     sources: Sequence[Any],
     out_dir: str | Path,
@@ -404,7 +437,8 @@ def run_benchmark(
     Args:
         sources: specs for `render.sources.resolve_sources` or ObjectSource-like objects
             (`object_id`, `spec`, `meta`, `load() -> LoadedMesh`).
-        out_dir: report folder (created; results already there are reused when settings match).
+        out_dir: report folder: new, empty or an earlier eval report (`check_report_folder`; results
+            already there are reused when settings match); marked as eval's output.
         generator: "ours": `(input_rgba (H, W, 4) uint8, orbit, seed) -> (N, R, R, 4|3) uint8`.
         views, elevation: the ground-truth orbit (static, frame 0 at azimuth 0).
         resolution: ground-truth and scoring image size; None: the generator's own `resolution`
@@ -477,11 +511,20 @@ def run_benchmark(
         protocol=proto.name,
         mesh_metrics=MESH_METRICS_VERSION if reconstruct_fn is not None else None,
     )
-    from render.sources import resolve_sources
+    from render.sources import read_selection, resolve_sources
 
     objs = resolve_sources(list(sources), up_axis=up_axis, select=select)
-    out_dir = Path(out_dir)
+    # A selection may name objects the sources do not hold (another catalogue, a misspelt id): they are
+    # listed in metrics.json and the report, never dropped without a word.
+    not_found = sorted(read_selection(select) - {str(o.object_id) for o in objs}) if select else []
+    if not_found:
+        tqdm.write(
+            f"mv3d eval: the selection {select} names {len(not_found)} objects the sources do not hold "
+            f"(first: {not_found[0]}); listed in the report"
+        )
+    out_dir = check_report_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_output_marker(out_dir, "eval")
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)
     results: dict[str, Any] = {}
     failed: dict[str, str] = {}
@@ -526,6 +569,7 @@ def run_benchmark(
         "methods": list(methods),
         "objects": results,
         "failed": failed,
+        "not_found": not_found,
         "aggregate": aggregate(results),
     }
     atomic_write_json(out_dir / "metrics.json", metrics)

@@ -151,7 +151,7 @@ def test_mv3d_eval_protocol_syncdreamer_on_a_gso_folder(tmp_path, monkeypatch, c
         per_view = obj["methods"]["ours"]["per_view"]
         assert set(per_view) == {"psnr", "ssim"} and len(per_view["psnr"]) == 16
         assert per_view["psnr"][0] == 100.0 and per_view["ssim"][0] > 0.99
-    assert "(all views, mean over objects)" in capsys.readouterr().out
+    assert "(all views, mean over 2 objects)" in capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert "| ours | syncdreamer |" in report and "arXiv 2309.03453" in report
     with pytest.raises(InputError, match="--protocol nope"):

@@ -464,3 +464,118 @@ def test_eval_meshes_with_the_models_mesh_method_unless_named(tmp_path, tiny_mod
     assert "volume_iou" in metrics["aggregate"]["copy"]["mesh"]
     code, _, err = _cli([*base, "--out", str(tmp_path / "bad"), "--reconstruct-method", "marching"], capsys)
     assert code == 2 and "--reconstruct-method marching: expected one of field, hull" in err
+
+
+def test_a_report_folder_holding_the_users_files_is_refused_and_left_alone(tmp_path, capsys):
+    """`--out` on a folder with the user's own report.md was written into: report.md, metrics.json and
+    figures replaced. Now: refused with one line before any work; an earlier eval report, marked or
+    written before eval marked its folders, is resumed."""
+    from render.common import OUTPUT_MARKER
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes\n")
+    with pytest.raises(InputError, match="not an mv3d output"):
+        run_benchmark(_sources()[:1], mine, TinyGenerator(), views=3, resolution=16, progress=False)
+    code, _, err = _cli(
+        ["eval", "--objects", "procedural:1:0", "--out", str(mine), "--baselines", ""], capsys
+    )
+    assert code == 2 and err.startswith("mv3d: error: --out ") and len(err.strip().splitlines()) == 1
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    code, _, err = _cli(["eval", "--objects", "procedural:1:0", "--out", str(a_file)], capsys)
+    assert code == 2 and "not a folder" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    assert (mine / "report.md").read_text() == "my notes\n" and a_file.read_text() == "mine\n"
+    # Its own output is marked and resumed; so is an unmarked report of an earlier version.
+    out = tmp_path / "run"
+    run_benchmark(_sources()[:1], out, TinyGenerator(), views=3, resolution=16, figures=False, progress=False)
+    assert json.loads((out / OUTPUT_MARKER).read_text())["command"] == "eval"
+    (out / OUTPUT_MARKER).unlink()
+    gen = TinyGenerator()
+    run_benchmark(_sources()[:1], out, gen, views=3, resolution=16, figures=False, progress=False)
+    assert gen.calls == 0 and (out / OUTPUT_MARKER).is_file()
+
+
+def test_the_report_counts_objects_and_lists_every_mesh_that_failed(tmp_path):
+    """Each table row says over how many objects its means are; a ceiling mesh that failed (the
+    ground-truth views gave none) was dropped from the ceiling's mean without a word; the mesh section
+    names the reconstruction method."""
+    from eval.report import render_markdown
+
+    calls = {"gt": 0}
+
+    def first_gt_has_no_mesh(dataset_dir):
+        if Path(dataset_dir).name == "gt":
+            calls["gt"] += 1
+            if calls["gt"] == 1:
+                raise InputError("the silhouettes have no common volume inside the unit cube")
+        return _sphere_reconstruct(dataset_dir)
+
+    metrics = run_benchmark(
+        _sources(), tmp_path / "run", TinyGenerator(), views=4, resolution=32, baselines=("copy",),
+        reconstruct_fn=first_gt_has_no_mesh, mesh_points=500, iou_resolution=16, figures=False,
+        progress=False, extra_settings={"reconstruct_method": "hull"},
+    )  # fmt: skip
+    first = next(iter(metrics["objects"]))
+    assert metrics["aggregate"]["gt-views"]["mesh"]["chamfer"]["n"] == 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"- `{first}`, ground-truth views (ceiling): the silhouettes have no common volume" in report
+    assert "Meshes made by `mv3d reconstruct --method hull`" in report
+    assert "| ours | mv3d | 2 | " in report and "| copy | mv3d | 2 | " in report
+    assert "| same reconstruction from the ground-truth views (ceiling) | mv3d | 1 | " in report
+    # a metric scored on fewer objects than its row says so in its cell
+    obj = metrics["objects"][first]["methods"]["ours"]
+    obj["novel"]["reproj_err"] = None
+    from eval.runner import aggregate
+
+    metrics["aggregate"] = aggregate(metrics["objects"])
+    line = next(ln for ln in render_markdown(metrics).splitlines() if ln.startswith("| ours | mv3d | 2 |"))
+    assert line.endswith("(n=1) |")
+
+
+def test_selected_objects_the_sources_do_not_hold_are_reported(tmp_path, capsys):
+    """A selection naming an object the sources lack (a typo, another catalogue) was dropped without a
+    word: the report said "1 objects" for a selection of 2."""
+    (kept,) = [o.object_id for o in _sources()[:1]]
+    selection = tmp_path / "objects.txt"
+    selection.write_text(f"{kept}\nno-such-object\n")
+    metrics = run_benchmark(
+        ["procedural:2:0"], tmp_path / "run", TinyGenerator(), views=3, resolution=16, baselines=(),
+        select=str(selection), figures=False,
+    )  # fmt: skip
+    assert list(metrics["objects"]) == [kept] and metrics["not_found"] == ["no-such-object"]
+    cap = capsys.readouterr()
+    assert "no-such-object" in cap.out + cap.err  # said while the run goes on
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Selected objects the sources do not hold (1, not scored)" in report
+    assert "- `no-such-object`" in report
+
+
+def test_cli_refuses_conflicting_and_misnamed_options(tmp_path, tiny_model, capsys):
+    """Options that do nothing in the run asked for were ignored without a word; errors named the wrong
+    flag (`----device`, `--model` for `--no-camera-model`)."""
+    base = ["eval", "--objects", "procedural:1:0", "--out", str(tmp_path / "r")]
+    cases = [
+        (["--reconstruct-method", "hull"], "--reconstruct-method hull: only with --reconstruct"),
+        (["--method", "copy"], "--method copy: only with --compare"),
+        (["--device", "gpu"], "mv3d: error: --device gpu: expected auto, cpu, cuda or cuda:N"),
+        (
+            [
+                "--model",
+                str(tiny_model),
+                "--baselines",
+                "no-camera",
+                "--no-camera-model",
+                str(tmp_path / "nope"),
+            ],
+            f"mv3d: error: --no-camera-model {tmp_path / 'nope'}: folder does not exist",
+        ),
+    ]
+    for extra, message in cases:
+        code, _, err = _cli([*base, *extra], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    a = str(tmp_path / "a.json")
+    code, _, err = _cli(["eval", "--compare", a, a, "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "--compare prints its table and writes no report" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()

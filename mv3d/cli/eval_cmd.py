@@ -33,10 +33,18 @@ def _no_camera(gen):
     return generate
 
 
-def _load_generator(model: str, device: str):
+def _load_generator(model: str, device: str, field: str = "model"):
+    """The model's view generator; `field` names the setting in errors ("no_camera_model": the flag
+    `--no-camera-model`, not `--model`)."""
     from mv3d.generate import ViewGenerator
 
-    return ViewGenerator.load(model, device)
+    try:
+        return ViewGenerator.load(model, device)
+    except InputError as exc:
+        message = str(exc)
+        if field == "model" or exc.field != "model" or not message.startswith("model"):
+            raise
+        raise InputError(field + message[len("model") :], field=field) from None
 
 
 def _reconstruct_fn(method: str, seed: int, device: str):
@@ -75,7 +83,7 @@ def register(app: typer.Typer) -> None:
             None, "--out", "-o", help="Report folder (metrics.json, report.md, figures/, objects/)."
         ),
         model: str = typer.Option(
-            "default", "--model", help="'default' (the embedded model) or a weights path."
+            "default", "--model", help="'default' (the embedded model) or a model folder."
         ),
         views: int = typer.Option(21, "--views", help="Views per orbit (view 0 is the input)."),
         elevation: float = typer.Option(10.0, "--elevation", help="Orbit elevation in degrees."),
@@ -155,6 +163,8 @@ def register(app: typer.Typer) -> None:
 
             if objects or sources:
                 raise InputError("--compare takes two metrics.json files and no objects")
+            if out is not None:
+                raise InputError(f"--out {out}: --compare prints its table and writes no report")
             rows = run_compare(compare[0], compare[1], method=method)
             typer.echo(f"A: {compare[0]}\nB: {compare[1]}\nmethod: {method}\n")
             typer.echo(format_comparison(rows))
@@ -166,6 +176,13 @@ def register(app: typer.Typer) -> None:
             )
         if out is None:
             raise InputError("no report folder: expected --out PATH")
+        if method != "ours":
+            raise InputError(f"--method {method}: only with --compare (a run scores every method)")
+        if reconstruct_method is not None and not reconstruct:
+            raise InputError(f"--reconstruct-method {reconstruct_method}: only with --reconstruct")
+        from eval.runner import check_report_folder
+
+        check_report_folder(out)  # before any work: never replace files that eval did not write
         from render.meshes import check_up_axis
 
         up_axis = check_up_axis(up_axis, "--up-axis")
@@ -178,7 +195,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(
                     f"--baselines: unknown baseline '{b}': expected names from {', '.join(BASELINES)}"
                 )
-        device = resolve_device(device, "--device")
+        device = resolve_device(device, "device")
         from eval.protocols import get_protocol
 
         lpips_net = get_protocol(protocol).lpips_net or lpips_net
@@ -195,7 +212,9 @@ def register(app: typer.Typer) -> None:
         provided = {}
         if "no-camera" in names:
             provided["no-camera"] = (
-                _load_generator(no_camera_model, device) if no_camera_model is not None else _no_camera(gen)
+                _load_generator(no_camera_model, device, "no_camera_model")
+                if no_camera_model is not None
+                else _no_camera(gen)
             )
         elif no_camera_model is not None:
             raise InputError("--no-camera-model is given but --baselines does not name no-camera")
@@ -240,5 +259,11 @@ def register(app: typer.Typer) -> None:
         for name in metrics["methods"]:
             scores = agg.get(name, {}).get(group, {})
             parts = [f"{k} {v['mean']:.4g}" for k, v in scores.items() if v.get("mean") is not None]
-            typer.echo(f"{name}: " + ", ".join(parts) + f" ({group} views, mean over objects)")
+            n = max((v.get("n", 0) for v in scores.values()), default=0)
+            typer.echo(f"{name}: " + ", ".join(parts) + f" ({group} views, mean over {n} objects)")
+        if metrics["failed"] or metrics["not_found"]:
+            typer.echo(
+                f"not scored: {len(metrics['failed'])} objects that could not be loaded, "
+                f"{len(metrics['not_found'])} selected objects the sources do not hold (listed in the report)"
+            )
         typer.echo(f"report: {Path(out) / 'report.md'}")
