@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -379,6 +380,22 @@ def aggregate(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def source_stamp(source: Any) -> list[int] | None:
+    """[size, modification time in ns] of the file an object is read from (a mesh file, a Sweet Home 3D
+    catalogue), or None when it is not a local file. A cached result of another stamp is scored again: a
+    mesh edited in place keeps its path, hence its object id."""
+    kind, location = getattr(source, "kind", None), str(getattr(source, "location", ""))
+    if kind == "sh3f":
+        location = location.rpartition("#")[0]
+    elif kind != "file":
+        return None
+    try:
+        st = os.stat(location)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
 def _earlier_eval(out_dir: Path) -> bool:
     """Whether `out_dir` is a report folder an `mv3d eval` wrote before eval marked its folders: its
     metrics.json or one of its objects' result.json says so."""
@@ -533,12 +550,18 @@ def run_benchmark(
         for src in tqdm(objs, desc="eval", unit="object", disable=not progress):
             obj_dir = out_dir / "objects" / safe_id(src.object_id)
             cached = obj_dir / "result.json"
+            stamp = source_stamp(src)
             if cached.is_file():
                 try:
                     prev = json.loads(cached.read_text())
                 except (OSError, json.JSONDecodeError):
                     prev = None
-                if prev is not None and prev.get("settings_key") == settings.key():
+                if (
+                    isinstance(prev, dict)
+                    and prev.get("settings_key") == settings.key()
+                    # results written before stamps were recorded have none and stay valid
+                    and prev.get("source_stamp", stamp) == stamp
+                ):
                     results[str(src.object_id)] = prev
                     continue
             if rend is None:
@@ -551,6 +574,7 @@ def run_benchmark(
                 failed[str(src.object_id)] = str(exc)
                 tqdm.write(f"mv3d eval: skipping {src.object_id}: {exc}")
                 continue
+            result["source_stamp"] = stamp
             atomic_write_json(cached, result)  # written last: its presence means the object is done
             results[str(src.object_id)] = result
     finally:

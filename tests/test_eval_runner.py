@@ -579,3 +579,32 @@ def test_cli_refuses_conflicting_and_misnamed_options(tmp_path, tiny_model, caps
     code, _, err = _cli(["eval", "--compare", a, a, "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "--compare prints its table and writes no report" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_mesh_edited_in_place_is_scored_again(tmp_path):
+    """The object id of a mesh file comes from its path: a mesh fixed and saved over the old one kept its
+    cached result, so the report showed the old mesh's numbers and pictures."""
+    import os
+
+    import trimesh
+
+    from render.sources import file_source
+
+    mesh = tmp_path / "mine.obj"
+    trimesh.creation.box(extents=(0.8, 0.4, 0.3)).export(mesh)
+    out = tmp_path / "run"
+    first = run_benchmark(
+        [str(mesh)], out, TinyGenerator(), views=3, resolution=16, figures=False, progress=False
+    )
+    gen = TinyGenerator()
+    run_benchmark([str(mesh)], out, gen, views=3, resolution=16, figures=False, progress=False)
+    assert gen.calls == 0  # unchanged: from the cache
+    trimesh.creation.icosphere(2, 0.4).export(mesh)
+    os.utime(mesh, ns=(1, 1))  # a stamp of its own even where the clock's step is coarse
+    again = run_benchmark([str(mesh)], out, gen, views=3, resolution=16, figures=False, progress=False)
+    assert gen.calls == 1
+    oid = file_source(mesh).object_id
+    assert again["objects"][oid]["source_stamp"] == [mesh.stat().st_size, 1]
+    assert (
+        again["objects"][oid]["methods"]["ours"]["novel"] != first["objects"][oid]["methods"]["ours"]["novel"]
+    )
