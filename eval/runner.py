@@ -37,6 +37,7 @@ from eval.report import write_report
 from render.cameras import Orbit
 from render.common import (
     InputError,
+    atomic_output,
     atomic_write_json,
     check_output,
     output_marker,
@@ -319,7 +320,8 @@ def evaluate_object(
             if isinstance(pred_mesh, str):
                 entry["mesh"] = {"failed": pred_mesh}
             else:
-                pred_mesh.export(obj_dir / f"{name}_mesh.ply")
+                with atomic_output(obj_dir / f"{name}_mesh.ply") as tmp:
+                    pred_mesh.export(tmp, file_type="ply")
                 mm = score_mesh(pred_mesh)
                 if not syncdreamer:
                     from eval.view_metrics import depth_maps
@@ -498,6 +500,8 @@ def run_benchmark(
         )
     if views < 2:
         raise InputError(f"views {views}: expected at least 2 (view 0 is the input)", field="views")
+    if not -90.0 <= elevation <= 90.0:  # before any work, not at the first object's orbit
+        raise InputError(f"elevation {elevation:g}: expected degrees in [-90, 90]", field="elevation")
     if resolution is None:
         resolution = int(getattr(generator, "resolution", None) or 256)
     if resolution < 16:

@@ -559,6 +559,7 @@ def test_cli_refuses_conflicting_and_misnamed_options(tmp_path, tiny_model, caps
     cases = [
         (["--reconstruct-method", "hull"], "--reconstruct-method hull: only with --reconstruct"),
         (["--method", "copy"], "--method copy: only with --compare"),
+        (["--elevation", "95"], "--elevation 95: expected degrees in [-90, 90]"),
         (["--device", "gpu"], "mv3d: error: --device gpu: expected auto, cpu, cuda or cuda:N"),
         (
             [
@@ -608,3 +609,25 @@ def test_a_mesh_edited_in_place_is_scored_again(tmp_path):
     assert (
         again["objects"][oid]["methods"]["ours"]["novel"] != first["objects"][oid]["methods"]["ours"]["novel"]
     )
+
+
+def test_a_mesh_file_is_written_whole_or_not_at_all(tmp_path):
+    """`OUT/objects/<id>/<method>_mesh.ply` was written in place: a run killed mid-write left half a file."""
+    import trimesh
+
+    class KilledWhileWriting(trimesh.Trimesh):
+        def export(self, path, file_type=None, **kwargs):
+            Path(path).write_bytes(b"ply\nformat binary_little_endian 1.0\n")
+            raise KeyboardInterrupt
+
+    def reconstruct(dataset_dir):
+        sphere = trimesh.creation.icosphere(2, radius=0.35)
+        return KilledWhileWriting(sphere.vertices, sphere.faces)
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(
+            _sources()[:1], out, TinyGenerator(), views=3, resolution=16, baselines=(),
+            reconstruct_fn=reconstruct, figures=False, progress=False,
+        )  # fmt: skip
+    assert not list(out.rglob("*.ply")) and not list(out.rglob("result.json"))
