@@ -622,11 +622,12 @@ def render_dataset(
 
     Returns:
         The summary (also written to OUT/summary.json): counts of done / rejected / failed objects,
-        what each curation filter removed, elapsed time and objects per second.
+        what each curation filter removed, elapsed time and objects per second, and how many ids the
+        selection names that the sources do not hold (`selection_not_found`, the first five listed).
     """
     from tqdm.auto import tqdm
 
-    from render.sources import check_object_id, resolve_sources
+    from render.sources import check_object_id, read_selection, resolve_sources
 
     if isinstance(elevation, (int, float)):
         elevation = (float(elevation), float(elevation))
@@ -656,12 +657,17 @@ def render_dataset(
     resolved = resolve_sources(list(sources), objaverse_dir=objaverse_dir, up_axis=up_axis, select=select)
     for src in resolved:
         check_object_id(src.object_id)  # each becomes a folder under objects/
+    # Ids a selection names that these sources do not hold: expected when a split spans several sources
+    # and one is rendered, a typo otherwise; the summary counts them, never silently.
+    not_selected = sorted(read_selection(select) - {s.object_id for s in resolved}) if select else []
 
     out = check_output(out_dir, "render-dataset", overwrite)
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock_job(out)  # a second job on the same --out stops here, before touching anything
     try:
-        return _render_locked(out, resolved, cfg, workers, ray_address, retry_failed, progress, tqdm)
+        return _render_locked(
+            out, resolved, cfg, workers, ray_address, retry_failed, progress, tqdm, not_selected
+        )
     finally:
         lock.close()
 
@@ -675,6 +681,7 @@ def _render_locked(
     retry_failed: bool,
     progress: bool,
     tqdm,
+    not_selected: list[str],
 ) -> dict[str, Any]:
     """`render_dataset`'s work once it holds the job lock on `out`."""
     ids = {s.object_id for s in resolved}
@@ -740,6 +747,8 @@ def _render_locked(
             "rendered_this_run": rendered,
             "elapsed_s": round(elapsed, 3),
             "objects_per_s": round(len(todo) / elapsed, 4) if elapsed > 0 and todo else None,
+            "selection_not_found": len(not_selected),
+            "selection_not_found_first": not_selected[:5],
             "out": str(out),
         }
     )

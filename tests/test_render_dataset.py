@@ -349,3 +349,28 @@ def test_workers_exit_when_the_job_is_killed(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, "workers outlived the job"
+
+
+def test_selected_ids_the_sources_do_not_hold_are_counted_and_said(tmp_path, capsys):
+    """A misspelt id in a --select file used to give one object fewer and no word."""
+    from mv3d.cli import main
+
+    first = render_dataset(["procedural:2:0"], tmp_path / "all", views=2, resolution=16, progress=False)
+    assert first["selection_not_found"] == 0
+    ids = sorted(p.name for p in (tmp_path / "all" / "objects").iterdir())
+    selection = tmp_path / "pick.txt"
+    selection.write_text(f"{ids[0]}\nprocedural-s0-00000x\n")
+    out = tmp_path / "picked"
+    with pytest.raises(SystemExit) as code:
+        main(
+            ["render-dataset", "procedural:2:0", "-o", str(out), "--views", "2", "--resolution", "16",
+             "--select", str(selection)]
+        )  # fmt: skip
+    assert code.value.code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objects"] == 1 and summary["selection_not_found"] == 1
+    assert summary["selection_not_found_first"] == ["procedural-s0-00000x"]
+    assert (
+        "1 of the ids it names are not among the sources (first: procedural-s0-00000x)"
+        in capsys.readouterr().out
+    )

@@ -241,6 +241,11 @@ def register(app: typer.Typer) -> None:
             f"{summary['done']} done, {summary['rejected']} rejected, {summary['failed']} failed of "
             f"{summary['objects']} objects ({summary['skipped_existing']} already there) in {summary['elapsed_s']:.1f} s"
         )
+        if summary["selection_not_found"]:
+            typer.echo(
+                f"--select {select}: {summary['selection_not_found']} of the ids it names are not among the "
+                f"sources (first: {', '.join(summary['selection_not_found_first'])})"
+            )
         if summary["rejected_by_filter"]:
             typer.echo("rejected by filter: " + json.dumps(summary["rejected_by_filter"]))
         if summary["failed"]:
