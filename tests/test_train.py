@@ -252,6 +252,25 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
     assert out.steps == 2 and all(np.isfinite(out.losses))
 
 
+def test_cache_fingerprint_is_the_same_in_every_process():
+    """`--precompute` and the training that reads its cache run in two processes: the model's fingerprint
+    must not depend on the process (diffusers' `_use_default_values` is a list in set order, which
+    changed with the hash seed, so every cache of a fresh model was refused as another model's)."""
+    code = (
+        "from video_prior.train import TrainConfig, build_model; "
+        "from video_prior.data import components_fingerprint; "
+        f"print(components_fingerprint(build_model(TrainConfig.from_dict({TINY!r}))[0]))"
+    )
+    prints = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True
+        )
+        prints.add(out.stdout.strip().splitlines()[-1])
+    assert len(prints) == 1, prints
+
+
 def test_cli_errors(tmp_path, data_root, capsys):
     from mv3d.cli import main
 

@@ -327,12 +327,18 @@ def make_loader(
 
 
 def components_fingerprint(components: dict[str, torch.nn.Module]) -> str:
-    """A short hash of the VAE and image encoder configs and a few weights, to tie a cache to its model."""
+    """A short hash of the VAE and image encoder configs and a few weights, to tie a cache to its model.
+
+    The configs' private keys (diffusers' `_use_default_values`, a list in set order that changes with
+    each process's hash seed; `_name_or_path`, where the model was read from) are left out: the same
+    model gives the same fingerprint in `--precompute`'s process and in training's.
+    """
     h = hashlib.sha256()
     for name in ("vae", "image_encoder"):
         module = components[name]
         cfg = getattr(module, "config", {})
         cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+        cfg = {k: v for k, v in cfg.items() if not str(k).startswith("_")}
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
         for p in list(module.parameters())[:4]:
             h.update(p.detach().float().cpu().flatten()[:64].numpy().tobytes())
