@@ -250,6 +250,12 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
     assert ds.cached and ds[0]["latents"].shape == (4, 4, 8, 8) and "frames" not in ds[0]
     out = vtrain.train(cached_cfg, [data], tmp_path / "cached", progress=False)
     assert out.steps == 2 and all(np.isfinite(out.losses))
+    # an object added after the precompute: the error names the option that writes its cache
+    shutil.copytree(data / "obj00", data / "obj99", ignore=shutil.ignore_patterns("mv3d_cache"))
+    with pytest.raises(
+        InputError, match=r"obj99: no latent cache .* `mv3d train CONFIG --data \.\.\. --precompute`"
+    ):
+        OrbitVideoDataset([data], cached_cfg.data)
 
 
 def test_cache_fingerprint_is_the_same_in_every_process():

@@ -176,7 +176,7 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
                 missing = self.object_dirs[have.index(False)]
                 raise InputError(
                     f"{missing}: no latent cache for resolution {config.resolution} while other objects have one: "
-                    "run `mv3d train precompute` over all data folders"
+                    "run `mv3d train CONFIG --data ... --precompute` over all data folders"
                 )
 
     @staticmethod
