@@ -79,6 +79,34 @@ def test_config_validation(tmp_path):
         vtrain.TrainConfig.from_yaml(shipped)
 
 
+def test_config_values_of_the_wrong_type_are_refused_by_name(tmp_path):
+    """A YAML value of the wrong type gets one line naming the key, its value and the type: before, some
+    raised a torch traceback at the first batch (`resolution: 16.5`), some trained otherwise than
+    written (`zero_init_output: "no"` is true; `trainable: "*temporal*"` made each character a pattern,
+    so '*' trained everything), some said only "'<=' not supported between 'float' and 'str'"."""
+    wrong = {
+        "batch_size": ({"batch_size": 2.5}, "batch_size 2.5: expected a whole number"),
+        "zero_init_output": ({"zero_init_output": "no"}, "zero_init_output 'no': expected true or false"),
+        "trainable": ({"trainable": "*temporal*"}, "trainable '*temporal*': expected a list"),
+        "ema_decay": ({"ema_decay": "0.99"}, "ema_decay '0.99': expected a number"),
+        "resolution": (
+            {"data": {**TINY["data"], "resolution": 16.5}},
+            "'data' resolution 16.5: expected a whole number",
+        ),
+        "lora": ({"lora": {"target_modules": "to_q"}}, "'lora' target_modules 'to_q': expected a list"),
+        "sample_every": ({"sample_every": -1}, "sample_every -1: expected 0 or a positive integer"),
+    }
+    for key, (values, message) in wrong.items():
+        with pytest.raises(InputError) as exc:
+            vtrain.TrainConfig.from_dict({**TINY, **values}, "c.yaml")
+        assert str(exc.value).startswith("c.yaml ") or key == "sample_every", str(exc.value)
+        assert message in str(exc.value), str(exc.value)
+    # `lr: 1e-4` is a number, as the user means it (PyYAML's YAML 1.1 reads it as the text "1e-4")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "lr"}) + "lr: 1e-4\n")
+    assert vtrain.TrainConfig.from_yaml(path).lr == 1e-4
+
+
 def test_to_model_order_sv3d():
     batch = {
         "frames": torch.arange(4.0).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2),

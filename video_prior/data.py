@@ -145,6 +145,10 @@ class DataConfig:
             )
         if not 0.0 <= self.white_prob <= 1.0:
             raise InputError(f"data white_prob {self.white_prob}: expected a probability in [0, 1]")
+        if self.num_workers < 0:
+            raise InputError(
+                f"data num_workers {self.num_workers}: expected 0 (load in the main process) or more"
+            )
 
 
 class OrbitVideoDataset(torch.utils.data.Dataset):

@@ -39,6 +39,8 @@ import os
 import re
 import shutil
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,11 @@ class TrainConfig:
         for name in ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"train config {name} {getattr(self, name)}: expected a positive integer")
+        for name in ("sample_every", "lr_warmup_steps", "num_sample_objects"):  # 0 turns each off
+            if int(getattr(self, name)) < 0:
+                raise InputError(
+                    f"train config {name} {getattr(self, name)}: expected 0 or a positive integer"
+                )
         # the counts with an upper bound too (check_range refuses below 1 as well)
         for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH), ("sample_steps", 1000)):
             check_range(f"train config {name}", int(getattr(self, name)), 1, hi, "a count")
@@ -236,6 +243,8 @@ class TrainConfig:
 
     @classmethod
     def _from_checked_dict(cls, data: dict[str, Any], source: str) -> TrainConfig:
+        if "curriculum" in data and data["curriculum"] is None:  # `curriculum:` with nothing after it
+            data["curriculum"] = []
         _reject_unknown(cls, data, source)
         if "data" in data:
             _reject_unknown(DataConfig, data["data"], f"{source} 'data'")
@@ -262,7 +271,7 @@ class TrainConfig:
         if not path.is_file():
             raise InputError(f"{path}: training config file does not exist")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.load(path.read_text(), Loader=_yaml_loader())
         except yaml.YAMLError as exc:
             raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
         return cls.from_dict(data or {}, str(path))
@@ -280,13 +289,75 @@ class TrainConfig:
         return self.data.num_frames, self.data.resolution
 
 
+#: YAML 1.2's floats: PyYAML's YAML 1.1 resolver reads `lr: 1e-4` (no dot) as the text "1e-4".
+_YAML_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def _yaml_loader():
+    """PyYAML's safe loader that reads `1e-4` as a number, as YAML 1.2 does (and as a user means it)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    return Loader
+
+
 def _reject_unknown(cls, data: Any, source: str) -> None:
+    """`InputError` for a section of a config that is not a mapping, has a key `cls` does not know, or a
+    value of the wrong type (`_type_problem`), naming the first such key and its value."""
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"{source}: unknown keys {unknown}; expected some of {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        expected = _type_problem(hints[key], value)
+        if expected is not None:
+            raise InputError(f"{source} {key} {value!r}: expected {expected}")
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """What a config value of type `hint` must be, when `value` is not that (None when it is).
+
+    YAML gives a setting the wrong type quietly: `batch_size: 2.5`, `zero_init_output: "no"` (text, so
+    true), `trainable: "*temporal*"` (text, whose characters became the patterns). Nested configs
+    (`data`, `lora`, curriculum stages) only need to be mappings here; their own keys are checked in turn.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _type_problem(inner, value)
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if hint is float:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if number else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "text"
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return "a list"
+        if args and any(_type_problem(args[0], v) is not None for v in value):
+            return f"a list of {'text' if args[0] is str else 'numbers' if args[0] is float else 'mappings'}"
+        return None
+    if origin is dict or hint in (DataConfig, LoraConfig):
+        return None if isinstance(value, dict) else "a mapping"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
