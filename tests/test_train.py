@@ -286,6 +286,21 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
         OrbitVideoDataset([data], cached_cfg.data)
 
 
+def test_resume_logs_each_step_once(data_root, tmp_path):
+    """A run stopped after its last checkpoint (step 3, checkpoint at step 2) and resumed: metrics.jsonl
+    has one line per step, the resumed run's for the steps it trained again (before, steps 3 came twice)."""
+    cfg = tiny_config(max_steps=4)
+    out = tmp_path / "run"
+    vtrain.train(cfg, [data_root], out, progress=False, stop_after=3)
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 4, "lo')  # a line a SIGKILL cut short
+    result = vtrain.train(cfg, [data_root], out, resume=True, progress=False)
+    assert result.resumed_from.name == "step-000002"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["loss"] for r in rows[2:]] == result.losses
+
+
 def test_cache_fingerprint_is_the_same_in_every_process():
     """`--precompute` and the training that reads its cache run in two processes: the model's fingerprint
     must not depend on the process (diffusers' `_use_default_values` is a list in set order, which

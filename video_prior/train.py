@@ -24,7 +24,8 @@ Run folder layout::
     RUN/logs/                       tensorboard
     RUN/metrics.jsonl               one line per logged optimizer step: step, loss, lr, step_s (that
                                     step's seconds), data_s (of which waiting for the loader),
-                                    elapsed_s (this call's seconds so far)
+                                    elapsed_s (this call's seconds so far); a resumed run
+                                    drops the lines after its checkpoint and logs those steps again
     RUN/model/                      the final model (EMA weights when EMA is on), diffusers layout;
                                     RUN/model/unet_no_ema/ holds the raw weights
 """
@@ -1034,6 +1035,8 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         if output_marker(out_dir) is None:
             write_output_marker(out_dir, "train")
+        if resumed_from is not None:
+            _trim_metrics(out_dir / "metrics.jsonl", state.step)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
         accelerator.init_trackers("mv3d_train")
@@ -1108,6 +1111,25 @@ def train(
         )
     accelerator.end_training()
     return TrainResult(model_dir, state.step, losses, resumed_from)
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the lines of metrics.jsonl up to optimizer step `step`, the checkpoint a run resumes from: the
+    steps a killed run logged after it are trained and logged again (one line per step), and a line
+    the kill cut short is dropped."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if int(record["step"]) <= step and line.endswith("\n"):
+                kept.append(line)
+        except (ValueError, TypeError, KeyError):
+            continue
+    if kept != lines:
+        atomic_write_text(path, "".join(kept))
 
 
 def _swap_in_ema(ema: EMA | None, named: dict[str, torch.nn.Parameter], names: list[str]):
