@@ -301,6 +301,29 @@ def test_resume_logs_each_step_once(data_root, tmp_path):
     assert [r["loss"] for r in rows[2:]] == result.losses
 
 
+def test_resume_with_another_model_or_trainable_set_is_one_line(data_root, tmp_path, capsys):
+    """`--resume` with a config of another model (or other trainable parameters) than the run's: one
+    line naming the checkpoint and the run's own config, exit code 2 (before: torch's size-mismatch
+    traceback), and the run folder unchanged."""
+    from mv3d.cli import main
+
+    out = tmp_path / "run"
+    vtrain.train(tiny_config(max_steps=2), [data_root], out, progress=False)
+    capsys.readouterr()
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    other_model = {**TINY, "model": {**TINY["model"], "conditioning": "sv3d_u"}}
+    other_params = {**TINY, "trainable": ["*temporal*"]}
+    for name, values in (("model", other_model), ("params", other_params)):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump({**values, "max_steps": 3}))
+        with pytest.raises(SystemExit) as exc:
+            main(["train", str(cfg), "--data", str(data_root), "--out", str(out), "--resume"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "step-000002" in err and str(out / "config.yaml") in err, err
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
 def test_cache_fingerprint_is_the_same_in_every_process():
     """`--precompute` and the training that reads its cache run in two processes: the model's fingerprint
     must not depend on the process (diffusers' `_use_default_values` is a list in set order, which

@@ -761,6 +761,35 @@ def _load_custom_state(folder: Path, state: TrainerState, ema: EMA | None) -> No
         ) from None
 
 
+def _check_resumable(folder: Path, unet: torch.nn.Module, out_dir: Path) -> None:
+    """`InputError` if the checkpoint's model weights (accelerate's model.safetensors) do not have the
+    names and shapes of `unet`'s: the run is resumed with a config of another model (another preset,
+    architecture, --init-from or LoRA), which torch would refuse with a traceback."""
+    from safetensors import safe_open
+
+    path = folder / "model.safetensors"
+    if not path.is_file():  # FSDP and older accelerate layouts: accelerate checks them itself
+        return
+    try:
+        with safe_open(str(path), "pt") as fh:
+            saved = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own errors for malformed headers
+        raise InputError(f"{path}: cannot read the checkpoint's weights ({exc})") from None
+    here = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    if saved == here:
+        return
+    differ = sorted(k for k in saved.keys() & here.keys() if saved[k] != here[k])
+    if differ:
+        detail = f"{differ[0]} is {list(saved[differ[0]])} there, {list(here[differ[0]])} here"
+    else:
+        only = sorted(saved.keys() ^ here.keys())[0]
+        detail = f"{only} only {'there' if only in saved else 'here'}"
+    raise InputError(
+        f"{folder}: holds another model than this config's ({detail}): resume with the run's own config "
+        f"({out_dir / 'config.yaml'}) or choose a new --out"
+    )
+
+
 def _load_accelerate_state(accelerator, folder: Path) -> None:
     """accelerate's `load_state` (models from safetensors, optimizer, scheduler and RNG states with
     `torch.load(weights_only=True)`), never shown a custom_checkpoint_N.pkl: accelerate unpickles those
@@ -1027,7 +1056,14 @@ def train(
     # 3. resume
     resumed_from = latest_checkpoint(out_dir) if resume else None
     if resumed_from is not None:
-        _load_accelerate_state(accelerator, resumed_from)
+        _check_resumable(resumed_from, accelerator.unwrap_model(unet), out_dir)
+        try:
+            _load_accelerate_state(accelerator, resumed_from)
+        except ValueError as exc:  # torch's optimizer: another set of trainable parameters
+            raise InputError(
+                f"{resumed_from}: the run trained other parameters than this config's ({exc}): resume with "
+                f"the run's own config ({out_dir / 'config.yaml'}) or choose a new --out"
+            ) from None
         _load_custom_state(resumed_from, state, ema)
         if main and progress:
             print(f"resuming from {resumed_from} (step {state.step})")
