@@ -46,6 +46,17 @@ def test_find_object_dirs_and_errors(tmp_path):
         vdata.find_object_dirs([tmp_path / "empty"])
 
 
+def test_views_that_are_not_square_are_refused(tmp_path):
+    """The loader resizes every view to resolution x resolution: 32x24 views would be stretched, so they
+    are refused with one line naming the dataset (before, they trained silently, squashed)."""
+    write_orbit_dataset(tmp_path / "wide", disc_views(4)[:, 4:28], static_orbit(4, 10.0))
+    cfg = vdata.DataConfig(num_frames=4, resolution=16)
+    with pytest.raises(
+        InputError, match=r"wide/transforms.json: views of 32x24 pixels: expected square views"
+    ):
+        vdata.OrbitVideoDataset([tmp_path], cfg)
+
+
 def test_select_frames_orbits():
     az = np.arange(8) * 45.0
     assert vdata.select_frames(az, 8, 3).tolist() == [3, 4, 5, 6, 7, 0, 1, 2]

@@ -360,6 +360,7 @@ def test_cli_errors(tmp_path, data_root, capsys):
     cfg.write_text(yaml.safe_dump(TINY))
     code, err = run(str(cfg), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
     assert code == 2 and "nowhere" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # the data is checked before the run folder is made
     code, err = run(str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--max-steps", "0")
     assert code == 2 and "--max-steps" in err
 

@@ -21,6 +21,7 @@ augmentation is applied in latent space (see `video_prior.train`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -69,6 +70,19 @@ def find_object_dirs(data_dirs: Sequence[str | Path]) -> list[Path]:
         if len(found) == before:
             raise InputError(f"{root}: no orbit datasets (folders with {TRANSFORMS}) found under this folder")
     return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def read_training_orbit(object_dir: Path) -> OrbitDataset:
+    """An object's orbit dataset, its images checked; `InputError` unless its views are square (the loader
+    resizes every view to `resolution` x `resolution`, which would stretch other shapes)."""
+    ds = read_orbit_dataset(object_dir, check_images=True)
+    w, h = ds.intrinsics.width, ds.intrinsics.height
+    if w != h:
+        raise InputError(
+            f"{Path(object_dir) / TRANSFORMS}: views of {w}x{h} pixels: expected square views (training "
+            "resizes each view to data.resolution pixels square, which would stretch these)"
+        )
+    return ds
 
 
 def select_frames(azimuth_deg: np.ndarray, num_frames: int, start: int) -> np.ndarray:
@@ -170,22 +184,29 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.object_dirs = find_object_dirs(data_dirs)
         # Camera angles only (images load lazily in workers); validation errors surface here, once.
-        self.orbits = [self._read(d) for d in self.object_dirs]
-        self.cached = False
-        if config.use_cache:
-            have = [cache_path(d, config.resolution).is_file() for d in self.object_dirs]
-            if all(have):
-                self.cached = True
-            elif any(have):
-                missing = self.object_dirs[have.index(False)]
-                raise InputError(
-                    f"{missing}: no latent cache for resolution {config.resolution} while other objects have one: "
-                    "run `mv3d train CONFIG --data ... --precompute` over all data folders"
-                )
+        self.orbits = [read_training_orbit(d) for d in self.object_dirs]
+        self.cached = self._use_cache()
 
-    @staticmethod
-    def _read(d: Path) -> OrbitDataset:
-        return read_orbit_dataset(d, check_images=True)
+    def with_config(self, config: DataConfig) -> OrbitVideoDataset:
+        """The same objects, their orbits read once, drawn with another `config` (a curriculum stage)."""
+        other = copy.copy(self)
+        other.config, other.epoch = config, 0
+        other.cached = other._use_cache()
+        return other
+
+    def _use_cache(self) -> bool:
+        """Whether items come from the latent cache: `use_cache` and every object has one at this resolution."""
+        config = self.config
+        if not config.use_cache:
+            return False
+        have = [cache_path(d, config.resolution).is_file() for d in self.object_dirs]
+        if any(have) and not all(have):
+            missing = self.object_dirs[have.index(False)]
+            raise InputError(
+                f"{missing}: no latent cache for resolution {config.resolution} while other objects have one: "
+                "run `mv3d train CONFIG --data ... --precompute` over all data folders"
+            )
+        return all(have)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws `__getitem__` makes (call on every process)."""
@@ -417,7 +438,7 @@ def precompute(
         path = cache_path(d, resolution)
         if path.is_file() and not overwrite:
             continue
-        ds = read_orbit_dataset(d)
+        ds = read_training_orbit(d)
         rgb = torch.from_numpy(ds.load_composited((1.0, 1.0, 1.0))).permute(0, 3, 1, 2)
         images = _resize(rgb, resolution) * 2.0 - 1.0
         lat, cond, clip = [], [], []

@@ -942,12 +942,14 @@ def _make_optimizer(
     return optimizer, scheduler
 
 
-def _stage_data(config: TrainConfig, data_dirs, step: int, micro_step: int, rank: int, world: int):
+def _stage_data(
+    config: TrainConfig, objects: OrbitVideoDataset, step: int, micro_step: int, rank: int, world: int
+):
     """Step 4 of `train`: ((frames, resolution), dataset, batch iterator) of the curriculum stage at
-    `step`, the iterator positioned at `micro_step` (exact resumption)."""
+    `step` over the objects of step 0, the iterator positioned at `micro_step` (exact resumption)."""
     frames, resolution = config.stage_at(step)
     data_cfg = DataConfig(**{**asdict(config.data), "num_frames": frames, "resolution": resolution})
-    ds = OrbitVideoDataset(data_dirs, data_cfg, seed=config.seed)
+    ds = objects.with_config(data_cfg)
     batches = iter(make_loader(ds, config.batch_size, config.seed, micro_step, rank, world))
     return (frames, resolution), ds, batches
 
@@ -1035,6 +1037,8 @@ def train(
         check_output(
             out_dir, "train", overwrite_option=False
         )  # a new run writes only into a new, empty or earlier run folder
+    # 0. the data, every object's orbit read and checked before a model is built or the run folder made
+    objects = OrbitVideoDataset(data_dirs, config.data, seed=config.seed)
     accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)
     device = accelerator.device
@@ -1078,7 +1082,7 @@ def train(
         accelerator.init_trackers("mv3d_train")
 
     # 4. data for the current curriculum stage (rebuilt when the stage changes)
-    stage, dataset, batches = _stage_data(config, data_dirs, state.step, state.micro_step, rank, world)
+    stage, dataset, batches = _stage_data(config, objects, state.step, state.micro_step, rank, world)
     _check_cache(dataset, components)
     preview = _validation_batch(dataset, config.num_sample_objects) if main else None
 
@@ -1092,9 +1096,7 @@ def train(
     )
     while state.step < max_steps:
         if config.stage_at(state.step) != stage:
-            stage, dataset, batches = _stage_data(
-                config, data_dirs, state.step, state.micro_step, rank, world
-            )
+            stage, dataset, batches = _stage_data(config, objects, state.step, state.micro_step, rank, world)
             preview = _validation_batch(dataset, config.num_sample_objects) if main else None
         t0 = time.perf_counter()
         accum_loss, data_s = _accumulate(
