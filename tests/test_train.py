@@ -250,6 +250,32 @@ def test_sigkill_and_resume_gives_the_same_weights(data_root, tmp_path):
             torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_naming_the_kept_checkpoint(data_root, tmp_path):
+    """Ctrl-C (SIGINT) in `mv3d train`: exit code 130 and one line naming the checkpoint kept and how to
+    continue (before: exit 130 and nothing said, typer swallowing the KeyboardInterrupt)."""
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = ["train", str(cfg_path), "--data", str(data_root), "--out", str(run), "--max-steps", "1000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mv3d", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 240
+        while vtrain.latest_checkpoint(run) is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    last = stderr.decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert proc.returncode == 130 and "Traceback" not in stderr.decode(), stderr.decode()[-2000:]
+    assert last.startswith(f"mv3d: interrupted: {run / 'checkpoints' / 'step-'}"), last
+    assert last.endswith("is kept: rerun the same command with --resume to continue from it"), last
+
+
 def test_lora_and_precomputed_cache(data_root, tmp_path):
     from video_prior.data import cache_path, precompute
 
@@ -299,6 +325,12 @@ def test_resume_logs_each_step_once(data_root, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["loss"] for r in rows[2:]] == result.losses
+    # stopped before its first checkpoint, then started again with the same command: no step twice
+    again = tmp_path / "again"
+    vtrain.train(cfg, [data_root], again, progress=False, stop_after=1)
+    vtrain.train(cfg, [data_root], again, progress=False)
+    rows = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_resume_with_another_model_or_trainable_set_is_one_line(data_root, tmp_path, capsys):

@@ -1075,8 +1075,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         if output_marker(out_dir) is None:
             write_output_marker(out_dir, "train")
-        if resumed_from is not None:
-            _trim_metrics(out_dir / "metrics.jsonl", state.step)
+        _trim_metrics(out_dir / "metrics.jsonl", state.step)  # step 0: a run that starts again
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
         accelerator.init_trackers("mv3d_train")
@@ -1094,51 +1093,67 @@ def train(
     bar = tqdm(
         total=max_steps, initial=state.step, desc="train", unit="step", disable=not (progress and main)
     )
-    while state.step < max_steps:
-        if config.stage_at(state.step) != stage:
-            stage, dataset, batches = _stage_data(config, objects, state.step, state.micro_step, rank, world)
-            preview = _validation_batch(dataset, config.num_sample_objects) if main else None
-        t0 = time.perf_counter()
-        accum_loss, data_s = _accumulate(
-            accelerator, denoiser, batches, params, optimizer, config, state, rank, device
-        )
-        lr = scheduler.get_last_lr()[0]  # the rate this step used (logged below)
-        scheduler.step()
-        if ema is not None:
-            ema.update({n: named[n] for n in train_names})
-        state.step += 1
-        steps_this_call += 1
-        loss_value = float(accelerator.reduce(torch.tensor(accum_loss, device=device), reduction="mean"))
-        losses.append(loss_value)
-        if main:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-            if state.step % config.log_every == 0:
-                record = {
-                    "step": state.step,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "step_s": time.perf_counter() - t0,
-                    # of which waiting for the loader: a step-time probe tells data-bound from compute-bound
-                    "data_s": data_s,
-                    "elapsed_s": time.perf_counter() - call_start,
-                }
-                with open(out_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-        if log_with is not None and state.step % config.log_every == 0:
-            accelerator.log({"loss": loss_value, "lr": lr}, step=state.step)
-        if state.step % config.checkpoint_every == 0 or state.step == max_steps:
-            _save_checkpoint(accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value}, ema)
-        if config.sample_every and state.step % config.sample_every == 0 and main and preview:
-            unwrapped = accelerator.unwrap_model(unet)
-            _write_preview(
-                unwrapped, vae, encoder, info, preview, config, out_dir, state.step, ema, named, train_names
+    try:  # the bar closed before an interrupt's message, not redrawn after it
+        while state.step < max_steps:
+            if config.stage_at(state.step) != stage:
+                stage, dataset, batches = _stage_data(
+                    config, objects, state.step, state.micro_step, rank, world
+                )
+                preview = _validation_batch(dataset, config.num_sample_objects) if main else None
+            t0 = time.perf_counter()
+            accum_loss, data_s = _accumulate(
+                accelerator, denoiser, batches, params, optimizer, config, state, rank, device
             )
-        if stop_after is not None and steps_this_call >= stop_after and state.step < max_steps:
-            bar.close()
-            accelerator.end_training()
-            return TrainResult(None, state.step, losses, resumed_from)
-    bar.close()
+            lr = scheduler.get_last_lr()[0]  # the rate this step used (logged below)
+            scheduler.step()
+            if ema is not None:
+                ema.update({n: named[n] for n in train_names})
+            state.step += 1
+            steps_this_call += 1
+            loss_value = float(accelerator.reduce(torch.tensor(accum_loss, device=device), reduction="mean"))
+            losses.append(loss_value)
+            if main:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                if state.step % config.log_every == 0:
+                    record = {
+                        "step": state.step,
+                        "loss": loss_value,
+                        "lr": lr,
+                        "step_s": time.perf_counter() - t0,
+                        # of which waiting for the loader: a step-time probe tells data-bound from compute-bound
+                        "data_s": data_s,
+                        "elapsed_s": time.perf_counter() - call_start,
+                    }
+                    with open(out_dir / "metrics.jsonl", "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+            if log_with is not None and state.step % config.log_every == 0:
+                accelerator.log({"loss": loss_value, "lr": lr}, step=state.step)
+            if state.step % config.checkpoint_every == 0 or state.step == max_steps:
+                _save_checkpoint(
+                    accelerator, out_dir, state, config.keep_checkpoints, {"loss": loss_value}, ema
+                )
+            if config.sample_every and state.step % config.sample_every == 0 and main and preview:
+                unwrapped = accelerator.unwrap_model(unet)
+                _write_preview(
+                    unwrapped,
+                    vae,
+                    encoder,
+                    info,
+                    preview,
+                    config,
+                    out_dir,
+                    state.step,
+                    ema,
+                    named,
+                    train_names,
+                )
+            if stop_after is not None and steps_this_call >= stop_after and state.step < max_steps:
+                bar.close()
+                accelerator.end_training()
+                return TrainResult(None, state.step, losses, resumed_from)
+    finally:
+        bar.close()
 
     # 6. the final model, in the layout the pipeline loads (EMA weights when EMA is on)
     model_dir = None
@@ -1152,9 +1167,10 @@ def train(
 
 
 def _trim_metrics(path: Path, step: int) -> None:
-    """Keep the lines of metrics.jsonl up to optimizer step `step`, the checkpoint a run resumes from: the
-    steps a killed run logged after it are trained and logged again (one line per step), and a line
-    the kill cut short is dropped."""
+    """Keep the lines of metrics.jsonl up to optimizer step `step`, the checkpoint a run resumes from (0
+    for a run that starts again in the folder of one stopped before its first checkpoint): the steps a
+    killed run logged after it are trained and logged again (one line per step), and a line the kill
+    cut short is dropped."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)

@@ -71,9 +71,19 @@ def register(app: typer.Typer) -> None:
             _precompute(cfg, data_dirs, device)
             return
 
-        from video_prior.train import train
+        from video_prior.train import latest_checkpoint, train
 
-        result = train(cfg, data_dirs, out, resume=resume, max_steps=max_steps)
+        try:
+            result = train(cfg, data_dirs, out, resume=resume, max_steps=max_steps)
+        except KeyboardInterrupt:  # one line, what was kept, exit 130 (as `mv3d generate`)
+            ckpt = latest_checkpoint(out)
+            kept = (
+                f"{ckpt} is kept: rerun the same command with --resume to continue from it"
+                if ckpt is not None
+                else "no checkpoint was written yet: rerun the same command to start again"
+            )
+            typer.echo(f"mv3d: interrupted: {kept}", err=True)
+            raise SystemExit(130) from None
         if result.model_dir is not None:
             last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
             typer.echo(f"trained to step {result.steps}{last}; model: {result.model_dir}")
