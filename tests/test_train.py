@@ -101,6 +101,8 @@ def test_config_values_of_the_wrong_type_are_refused_by_name(tmp_path):
             vtrain.TrainConfig.from_dict({**TINY, **values}, "c.yaml")
         assert str(exc.value).startswith("c.yaml ") or key == "sample_every", str(exc.value)
         assert message in str(exc.value), str(exc.value)
+    with pytest.raises(InputError, match="train config model sample_size 'x': expected a whole number"):
+        vtrain.build_model(tiny_config(model={**TINY["model"], "sample_size": "x"}))
     # `lr: 1e-4` is a number, as the user means it (PyYAML's YAML 1.1 reads it as the text "1e-4")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "lr"}) + "lr: 1e-4\n")

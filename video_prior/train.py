@@ -386,6 +386,11 @@ def resolve_model_config(model: dict[str, Any]) -> dict[str, Any]:
     if preset not in presets:
         raise InputError(f"train config model preset '{preset}': expected one of {sorted(presets)}")
     overrides = {k: model.pop(k) for k in ("unet", "vae", "image_encoder", "info") if k in model}
+    hints = typing.get_type_hints(presets[preset])
+    for key, value in model.items():
+        expected = _type_problem(hints[key], value) if key in hints else None
+        if expected is not None:
+            raise InputError(f"train config model {key} {value!r}: expected {expected}")
     try:
         config = presets[preset](**model)
     except TypeError as exc:
