@@ -1042,8 +1042,6 @@ def train(
         check_output(
             out_dir, "train", overwrite_option=False
         )  # a new run writes only into a new, empty or earlier run folder
-    # 0. the data, every object's orbit read and checked before a model is built or the run folder made
-    objects = OrbitVideoDataset(data_dirs, config.data, seed=config.seed)
     accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)
     device = accelerator.device
@@ -1052,6 +1050,8 @@ def train(
 
     # 1. model: trainable UNet, frozen VAE and image encoder in the compute dtype
     components, info, train_names = _setup_model(config, device)
+    # the data: every object's orbit read and checked before the run folder is made
+    objects = OrbitVideoDataset(data_dirs, config.data, seed=config.seed)
     unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
     named = dict(unet.named_parameters())
     params = [named[n] for n in train_names]
