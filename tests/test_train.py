@@ -397,6 +397,10 @@ def test_cli_errors(tmp_path, data_root, capsys):
     assert not (tmp_path / "o").exists()  # the data is checked before the run folder is made
     code, err = run(str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--max-steps", "0")
     assert code == 2 and "--max-steps" in err
+    code, err = run(
+        str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--precompute", "--device", "tpu"
+    )
+    assert code == 2 and err.startswith("mv3d: error: --device tpu: expected")  # was '----device'
 
 
 def test_cli_init_from_starts_a_second_stage_from_a_model(data_root, tmp_path, capsys):

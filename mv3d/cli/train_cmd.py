@@ -93,7 +93,7 @@ def _precompute(cfg, data_dirs: list[Path], device: str) -> None:
     from video_prior.data import precompute
     from video_prior.train import build_model
 
-    device = resolve_device(device, "--device")
+    device = resolve_device(device)
     components, _ = build_model(cfg)
     for name in ("vae", "image_encoder"):
         components[name].to(device)
