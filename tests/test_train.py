@@ -623,3 +623,27 @@ def test_resume_never_unpickles_code(data_root, tmp_path):
     with pytest.raises(InputError, match="refused"):
         vtrain.train(cfg, [data_root], run, resume=True, max_steps=4, progress=False)
     assert not pwned.exists()
+
+
+@pytest.mark.slow
+def test_finetuning_the_shipped_model_from_its_config(tmp_path, capsys):
+    """configs/finetune_default.yaml starts from `init_from: default`, the model inside the package (as
+    `--model default`; a pip user need not know where it lies), trains on the data it documents, and
+    gives a model that samples with the shipped model's settings."""
+    from mv3d.cli import main
+    from mv3d.models import default_model_dir
+    from render.jobs import render_dataset
+
+    data = tmp_path / "mine"
+    render_dataset(["procedural:1:7"], data, views=21, resolution=64, orbit_kind="mixed",
+                   elevation=(-5, 30), progress=False)  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(REPO / "configs" / "finetune_default.yaml"), "--data", str(data),
+              "--out", str(tmp_path / "run"), "--max-steps", "1"])  # fmt: skip
+    assert exc.value.code == 0, capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["init_from"] == str(default_model_dir())
+    info = json.loads((tmp_path / "run" / "model" / "mv3d_model.json").read_text())
+    shipped = json.loads((default_model_dir() / "mv3d_model.json").read_text())
+    assert info["default_mirror_average"] == shipped["default_mirror_average"] is True
+    assert info["notes"].startswith("mv3d's default model, finetuned")

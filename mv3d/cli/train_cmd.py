@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         init_from: Path | None = typer.Option(
             None,
             "--init-from",
-            help="Start from this model folder (a trained or converted model) instead of the config's "
-            "'model' or 'init_from': a second training stage on new data.",
+            help="Start from this model folder (a trained or converted model; 'default': the shipped model) "
+            "instead of the config's 'model' or 'init_from': a second training stage on new data.",
         ),
         device: str = typer.Option("auto", "--device", help="For --precompute: cpu, cuda, or auto."),
     ) -> None:
@@ -65,6 +65,11 @@ def register(app: typer.Typer) -> None:
             cfg.seed = int(seed)
         if init_from is not None:
             cfg.model, cfg.init_from = None, str(init_from)
+        if cfg.init_from == "default":
+            # as `--model default`: the model shipped inside the package, wherever pip put it
+            from mv3d.models import resolve_model
+
+            cfg.init_from = str(resolve_model("default"))
         if max_steps is not None and max_steps < 1:
             raise InputError(f"--max-steps {max_steps}: expected a positive number of steps")
         if precompute:
