@@ -640,7 +640,13 @@ def test_finetuning_the_shipped_model_from_its_config(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", str(REPO / "configs" / "finetune_default.yaml"), "--data", str(data),
               "--out", str(tmp_path / "run"), "--max-steps", "1"])  # fmt: skip
-    assert exc.value.code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    # what the run is, said before its first step
+    assert (
+        f"training from {default_model_dir()}: 7.56 M trainable parameters, 1 object, 1 step of 4 orbits"
+        in out
+    )
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["init_from"] == str(default_model_dir())
     info = json.loads((tmp_path / "run" / "model" / "mv3d_model.json").read_text())

@@ -1076,6 +1076,18 @@ def train(
         _load_custom_state(resumed_from, state, ema)
         if main and progress:
             print(f"resuming from {resumed_from} (step {state.step})")
+    if main and progress:  # what this run is, before its first step
+        start = (
+            f"from {config.init_from}"
+            if config.init_from
+            else f"a new {config.model.get('preset', 'model')} model (seed {config.seed})"
+        )
+        trainable, count = sum(p.numel() for p in params), len(objects.object_dirs)
+        print(
+            f"training {start}: {trainable / 1e6:.2f} M trainable parameters, {count} "
+            f"object{'s' * (count != 1)}, {max_steps} step{'s' * (max_steps != 1)} of "
+            f"{config.batch_size * config.grad_accum * world} orbits; run folder {out_dir}"
+        )
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if output_marker(out_dir) is None:
