@@ -97,6 +97,7 @@ class BlenderRenderer(Renderer):
             "sun_strength": self.sun_strength,
             "denoise": self.denoise,
             "max_metallic": self.max_metallic,
+            "vertex_colours": "sRGB (made linear for shading; until 2026-12-05 read as linear)",
             "view_transform": "Standard",
             "world": self.world,
             "lights": "world-fixed sun lamps (render.renderers.light_setup) + the world light",

@@ -130,6 +130,7 @@ class FastRenderer(Renderer):
             "ambient": self.ambient,
             "light_intensity": self.light_intensity,
             "max_metallic": self.max_metallic,
+            "vertex_colours": "sRGB (made linear for shading; until 2026-12-05 read as linear)",
             "lights": "world-fixed directional (render.renderers.light_setup)",
         }
 
