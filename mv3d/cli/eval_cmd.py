@@ -260,7 +260,9 @@ def register(app: typer.Typer) -> None:
             scores = agg.get(name, {}).get(group, {})
             parts = [f"{k} {v['mean']:.4g}" for k, v in scores.items() if v.get("mean") is not None]
             n = max((v.get("n", 0) for v in scores.values()), default=0)
-            typer.echo(f"{name}: " + ", ".join(parts) + f" ({group} views, mean over {n} objects)")
+            typer.echo(
+                f"{name}: " + ", ".join(parts) + f" ({group} views, mean over {n} object{'s' * (n != 1)})"
+            )
         if metrics["failed"] or metrics["not_found"]:
             typer.echo(
                 f"not scored: {len(metrics['failed'])} objects that could not be loaded, "
