@@ -294,3 +294,26 @@ def test_demo_states_the_models_mirror_averaging(tmp_path, tiny_model):
 
         text = _facts_markdown(model_facts(ViewGenerator.load(model, "cpu")))
         assert "half of them for the input mirrored" in text, text
+
+
+def test_messages_name_the_upload_not_the_servers_path(tmp_path, tiny_model):
+    """Gradio hands the handlers its cached copy (/tmp/gradio/<hash>/name.png): the page's line names the
+    user's file, never that server path (the line is shown to whoever uploaded, --share included)."""
+    from PIL import Image
+
+    from mv3d.demo import GenerationSettings, preview_input, run_generation
+    from mv3d.generate import ViewGenerator
+
+    cache = tmp_path / "gradio" / ("ab" * 32)
+    cache.mkdir(parents=True)
+    clear = cache / "clear.png"
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(clear)
+    with pytest.raises(InputError, match=r"^clear\.png: no object found") as exc:
+        preview_input(clear)
+    assert str(tmp_path) not in str(exc.value)
+    run_dir = tmp_path / "session" / "run-1"
+    run_dir.mkdir(parents=True)
+    gen = ViewGenerator.load(tiny_model, "cpu")
+    with pytest.raises(InputError, match=r"^clear\.png: no object found") as exc:
+        run_generation(gen, clear, run_dir, GenerationSettings(mesh=False))
+    assert str(tmp_path) not in str(exc.value)

@@ -87,6 +87,17 @@ def example_images() -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _as_upload(exc: InputError, path: str | Path, *folders: Path) -> InputError:
+    """`exc` as the page shows it: the server's path of the upload (Gradio's cache folder) replaced by the
+    file's name, and the server's own `folders` by "views", so that the line reveals no server path."""
+    message = str(exc)
+    for where in (Path(path).resolve(), Path(path)):
+        message = message.replace(str(where), Path(path).name)
+    for folder in folders:
+        message = message.replace(str(folder), "views")
+    return InputError(message, exc.field)
+
+
 def check_upload(
     path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS
 ) -> tuple[int, int]:
@@ -115,7 +126,7 @@ def check_upload(
     try:
         im = _open_checked(path)
     except InputError as exc:
-        raise InputError(str(exc).replace(str(path), name)) from exc
+        raise _as_upload(exc, path) from exc
     with im:
         w, h = im.size
     if w * h > max_pixels:
@@ -397,7 +408,10 @@ def run_generation(
     check_upload(image, max_bytes, max_pixels)
     settings.check()
     report(0.0, "matting the input, then sampling the views")
-    result = _generate(view_generator, Path(image), run_dir / "generation", settings)
+    try:
+        result = _generate(view_generator, Path(image), run_dir / "generation", settings)
+    except InputError as exc:  # the preprocessing's verdict names the upload by its server path
+        raise _as_upload(exc, image, run_dir) from exc
     folder = Path(result.out_dir)
     names = {"preprocess": "matting", "load_model": "model", "sample": "sampling", "write": "writing"}
     timings = {names.get(k, k): float(v) for k, v in result.timings.items() if k != "total"}
@@ -430,7 +444,10 @@ def preview_input(image: str | Path, max_bytes: int = MAX_UPLOAD_BYTES, max_pixe
 
     w, h = check_upload(image, max_bytes, max_pixels)
     t = time.perf_counter()
-    pre = preprocess_image(image, PREVIEW_SIDE, background=TRAINING_BACKGROUND)
+    try:
+        pre = preprocess_image(image, PREVIEW_SIDE, background=TRAINING_BACKGROUND)
+    except InputError as exc:  # names the upload by its server path
+        raise _as_upload(exc, image) from exc
     took = time.perf_counter() - t
     lines = [
         f"Input {w}x{h}: matte `{pre.matte_method}`, framed and centred ({took:.2f} s). Press **Generate**."
