@@ -317,3 +317,51 @@ def test_messages_name_the_upload_not_the_servers_path(tmp_path, tiny_model):
     with pytest.raises(InputError, match=r"^clear\.png: no object found") as exc:
         run_generation(gen, clear, run_dir, GenerationSettings(mesh=False))
     assert str(tmp_path) not in str(exc.value)
+
+
+def _generate_handler(app):
+    """The function behind the page's Generate button (the /generate endpoint)."""
+    (fn,) = [f.fn for f in app.fns.values() if f.api_name == "generate"]
+    return fn
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="gradio is not installed")
+def test_double_click_on_generate_runs_once(tmp_path, tiny_model, monkeypatch):
+    """A double-click reaches the queue twice (Gradio marks the event pending only after the first
+    click was sent): the second request, same session, image and settings, gets the first's result
+    instead of deleting it and generating it again. Other settings, or another session, generate."""
+    from types import SimpleNamespace
+
+    import mv3d.demo.app as demo_app
+    from mv3d.demo import DemoConfig
+    from mv3d.generate import ViewGenerator
+
+    runs = []
+    real = demo_app.run_generation
+
+    def counting(*args, **kwargs):
+        runs.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo_app, "run_generation", counting)
+    folders = SessionFolders(root=tmp_path / "sessions")
+    app = demo_app.build_app(
+        DemoConfig(model=str(tiny_model)), ViewGenerator.load(tiny_model, "cpu"), folders
+    )
+    generate = _generate_handler(app)
+    image = _coloured_box(tmp_path / "box.png")
+    tab = SimpleNamespace(session_hash="tab-a")
+
+    def click(seed=0, request=tab):
+        return generate(
+            str(image), seed, 10.0, "static", 2, 1.0, False, 5000, "64", request, lambda *a, **k: None
+        )
+
+    first = click()
+    second = click()  # the double-click's second request
+    assert len(runs) == 1 and second == first
+    assert Path(first[5]).is_file()  # the first result's downloads were kept
+    click(seed=1)
+    assert len(runs) == 2
+    click(seed=1, request=SimpleNamespace(session_hash="tab-b"))
+    assert len(runs) == 3

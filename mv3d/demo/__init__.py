@@ -138,6 +138,15 @@ def check_upload(
     return w, h
 
 
+def upload_digest(path: str | Path) -> str:
+    """SHA-256 of an upload's bytes (what tells two requests with the same file apart from others)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------------
 # Per-session output folders
 # ------------------------------------------------------------------------------------------------

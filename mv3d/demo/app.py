@@ -4,7 +4,9 @@ No `from __future__ import annotations` here: Gradio reads the handlers' type hi
 `gr.Progress`) as objects to decide what to inject.
 """
 
+import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -21,6 +23,7 @@ from mv3d.demo import (
     model_facts,
     preview_input,
     run_generation,
+    upload_digest,
 )
 from render.cameras import DEFAULT_ELEVATION_DEG
 from render.common import InputError
@@ -69,6 +72,11 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
     folders = folders or SessionFolders(config.session_ttl_s)
     facts = model_facts(view_generator)
     limits = dict(max_bytes=config.max_upload_bytes, max_pixels=config.max_upload_pixels)
+    # Each session's last finished request and what the page showed for it. A double-click on Generate
+    # reaches the queue twice (Gradio marks the event pending only after the first click has been sent);
+    # the same image with the same settings makes the same views, so the second gets the first's result
+    # instead of deleting it and waiting in the queue to make it again.
+    finished: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     def on_image(image: str | None) -> tuple[Any, str]:
         if not image:
@@ -115,6 +123,15 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
         except (TypeError, ValueError) as exc:  # InputError is a ValueError
             raise gr.Error(f"Settings: {exc}", duration=None) from None
         session = getattr(request, "session_hash", None)
+        for gone in [s for s, (_, shown) in list(finished.items()) if not Path(shown[5]).is_file()]:
+            finished.pop(gone, None)  # swept with its session folder
+        try:
+            key: tuple[Any, ...] | None = (upload_digest(image), dataclasses.astuple(settings))
+        except OSError:  # no such upload: run_generation says so
+            key = None
+        last = finished.get(session or "")
+        if key is not None and last is not None and last[0] == key:
+            return last[1]
         run_dir = folders.new_run(session)
         try:
             res = run_generation(
@@ -128,7 +145,7 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
             raise gr.Error(f"The generation failed ({type(exc).__name__}: {first})", duration=None) from None
         gallery = [(str(p), f"view {i}") for i, p in enumerate(res.views)]
         glb = str(res.glb) if res.glb else None
-        return (
+        shown = (
             str(res.turntable),
             gallery,
             glb,
@@ -137,9 +154,14 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
             str(res.dataset_zip),
             res.summary(),
         )
+        if session and key is not None:
+            finished[session] = (key, shown)
+        return shown
 
     def on_unload(request: gr.Request) -> None:
-        folders.end(getattr(request, "session_hash", None))
+        session = getattr(request, "session_hash", None)
+        finished.pop(session or "", None)
+        folders.end(session)
 
     with gr.Blocks(title="mv3d: one image to a 3D mesh", analytics_enabled=False, delete_cache=(
         max(60, int(config.session_ttl_s // 4)), int(config.session_ttl_s))) as app:  # fmt: skip
