@@ -365,3 +365,21 @@ def test_double_click_on_generate_runs_once(tmp_path, tiny_model, monkeypatch):
     assert len(runs) == 2
     click(seed=1, request=SimpleNamespace(session_hash="tab-b"))
     assert len(runs) == 3
+
+
+@pytest.mark.slow
+def test_server_serves_the_example_not_its_folder(server):
+    """The example is served to the page; the other files beside it (scripts, meshes) are not."""
+    import urllib.error
+    import urllib.request
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{server.url}gradio_api/file={path}", timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert status(EXAMPLE) == 200
+    for other in ("make_example_mesh.py", "toy_house.glb", "README.md"):
+        assert status(REPO / "examples" / other) == 403, other

@@ -572,7 +572,7 @@ def launch(
             share=bool(share),
             max_file_size=int(config.max_upload_bytes),
             show_error=False,
-            allowed_paths=[str(p.parent) for p in example_images()[:1]],
+            allowed_paths=[str(p) for p in example_images()],  # those files, not their folder
             quiet=False,
         )
     except OSError as exc:
