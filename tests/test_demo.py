@@ -383,3 +383,24 @@ def test_server_serves_the_example_not_its_folder(server):
     assert status(EXAMPLE) == 200
     for other in ("make_example_mesh.py", "toy_house.glb", "README.md"):
         assert status(REPO / "examples" / other) == 403, other
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="gradio is not installed")
+def test_page_offers_no_example_where_there_is_none(tmp_path, tiny_model, monkeypatch):
+    """An install from a wheel has no examples/ folder: the page then asks for an upload without
+    pointing at an example that is not there."""
+    import mv3d.demo.app as demo_app
+    from mv3d.demo import DemoConfig
+    from mv3d.generate import ViewGenerator
+
+    generator = ViewGenerator.load(tiny_model, "cpu")
+    folders = SessionFolders(root=tmp_path / "sessions")
+
+    def status_line() -> str:
+        app = demo_app.build_app(DemoConfig(model=str(tiny_model)), generator, folders)
+        (status,) = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "status"]
+        return str(status.value)
+
+    assert "pick the example" in status_line()  # a source checkout: examples/example.png
+    monkeypatch.setattr(demo_app, "example_images", lambda: [])
+    assert "example" not in status_line()

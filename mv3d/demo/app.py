@@ -77,10 +77,13 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
     # the same image with the same settings makes the same views, so the second gets the first's result
     # instead of deleting it and waiting in the queue to make it again.
     finished: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+    # The example lives in the repository's examples/ folder: an install from a wheel has none to offer.
+    examples = example_images()
+    ask = "Upload or paste an image of one object" + (", or pick the example below." if examples else ".")
 
     def on_image(image: str | None) -> tuple[Any, str]:
         if not image:
-            return None, "Upload or paste an image of one object, or pick the example below."
+            return None, ask
         try:
             rgba, notes = preview_input(image, **limits)
         except InputError as exc:
@@ -107,7 +110,7 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's idiom: injected per call)
     ) -> tuple[Any, ...]:
         if not image:
-            raise gr.Error("No image: upload or paste an image of one object, or pick the example.")
+            raise gr.Error(f"No image: {ask[0].lower()}{ask[1:]}")
         try:  # API clients can send anything; the page's controls cannot
             settings = GenerationSettings(
                 seed=int(seed or 0),
@@ -179,15 +182,14 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
                     height=300,
                     elem_id="input-image",
                 )
-                if example_images():
-                    gr.Examples([[str(p)] for p in example_images()], inputs=[image], label="Example")
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[image], label="Example")
             with gr.Column(scale=1):
                 preview = gr.Image(
                     label="What the model sees (matted, framed)", interactive=False, format="png",
                     height=300, elem_id="preview",
                 )  # fmt: skip
-                status = gr.Markdown("Upload or paste an image of one object, or pick the example below.",
-                                     elem_id="status")  # fmt: skip
+                status = gr.Markdown(ask, elem_id="status")
         with gr.Accordion("Settings", open=True):
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
