@@ -404,3 +404,50 @@ def test_page_offers_no_example_where_there_is_none(tmp_path, tiny_model, monkey
     assert "pick the example" in status_line()  # a source checkout: examples/example.png
     monkeypatch.setattr(demo_app, "example_images", lambda: [])
     assert "example" not in status_line()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="gradio is not installed")
+def test_closing_the_tab_mid_generation_stops_it_and_removes_its_files(tmp_path, tiny_model, monkeypatch):
+    """The tab closes while its generation samples: the job stops before the mesh, and the folder it
+    was writing into is gone afterwards (it used to make the mesh for nobody and leave the session's
+    folder behind for an hour, the mesh in it, its packaging failing on the removed views)."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    import mv3d.demo as demo
+    import mv3d.demo.app as demo_app
+    from mv3d.demo import DemoConfig
+    from mv3d.generate import ViewGenerator
+
+    folders = SessionFolders(root=tmp_path / "sessions")
+    real = demo_app.run_generation
+    meshes = []
+    monkeypatch.setattr(demo, "reconstruct_mesh", lambda *a, **k: meshes.append(a) or (None, 0, []))
+
+    def closing_while_sampling(gen, image, run_dir, settings, report, **kwargs):
+        def report_then_close(fraction, stage):
+            report(fraction, stage)
+            if fraction == 0.0:  # sampling starts; the user closes the tab (Gradio calls unload)
+                folders.end("tab-a")
+
+        return real(gen, image, run_dir, settings, report_then_close, **kwargs)
+
+    monkeypatch.setattr(demo_app, "run_generation", closing_while_sampling)
+    app = demo_app.build_app(
+        DemoConfig(model=str(tiny_model)), ViewGenerator.load(tiny_model, "cpu"), folders
+    )
+    generate = _generate_handler(app)
+    image = _coloured_box(tmp_path / "box.png")
+    with pytest.raises(gr.Error, match="tab was closed"):
+        generate(
+            str(image), 0, 10.0, "static", 2, 1.0, True, 5000, "64",
+            SimpleNamespace(session_hash="tab-a"), lambda *a, **k: None,
+        )  # fmt: skip
+    assert meshes == [] and list(folders.root.iterdir()) == []
+    monkeypatch.setattr(demo_app, "run_generation", real)  # the same session may generate again
+    out = generate(
+        str(image), 0, 10.0, "static", 2, 1.0, False, 5000, "64",
+        SimpleNamespace(session_hash="tab-a"), lambda *a, **k: None,
+    )  # fmt: skip
+    assert Path(out[5]).is_file()

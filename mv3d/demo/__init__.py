@@ -14,9 +14,10 @@ What the page promises, and where it is kept:
   `InputError` of the job becomes a `gr.Error` (a message box), other failures a one-line message.
 * Several people at once: Gradio's queue runs one generation at a time (the model and the CPU are
   shared) and shows each waiting user their place in it; it refuses requests beyond `queue_size`.
-  Each browser session writes into its own folder (`SessionFolders`), removed when the tab closes, when
-  the session starts a new generation, or after `session_ttl_s`; Gradio's own copies of the files it
-  serves are removed after the same time (`delete_cache`).
+  Each browser session writes into its own folder (`SessionFolders`), removed when the tab closes (a
+  generation still running for it stops at its next stage), when the session starts a new generation,
+  or after `session_ttl_s`; Gradio's own copies of the files it serves are removed after the same time
+  (`delete_cache`).
 * The page's functions are API endpoints (`/preprocess`, `/generate`) for `gradio_client`.
 
 The generation job is `mv3d.generate.generate`; `_generate` is the one place that calls it.
@@ -165,6 +166,7 @@ class SessionFolders:
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="mv3d-demo-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._ended: dict[str, float] = {}  # session key -> when its tab was closed
 
     @staticmethod
     def key(session: str | None) -> str:
@@ -177,6 +179,7 @@ class SessionFolders:
         self.sweep()
         folder = self.root / self.key(session)
         with self._lock:
+            self._ended.pop(folder.name, None)
             if folder.is_dir():
                 for old in folder.glob("run-*"):
                     shutil.rmtree(old, ignore_errors=True)
@@ -185,16 +188,25 @@ class SessionFolders:
         return run
 
     def end(self, session: str | None) -> None:
-        """Remove a session's folder (the tab was closed)."""
+        """Remove a session's folder (the tab was closed); `ended` says so until its next `new_run`."""
         if session:
+            key = self.key(session)
             with self._lock:
-                shutil.rmtree(self.root / self.key(session), ignore_errors=True)
+                self._ended[key] = time.time()
+                shutil.rmtree(self.root / key, ignore_errors=True)
+
+    def ended(self, session: str | None) -> bool:
+        """Whether the session's tab was closed since its last `new_run` (a generation still running for
+        it then stops at its next stage, and what it wrote is removed with `end` again)."""
+        return bool(session) and self.key(session) in self._ended
 
     def sweep(self, now: float | None = None) -> list[Path]:
         """Remove session folders untouched for longer than `ttl_s`; returns what was removed."""
         now = time.time() if now is None else now
         removed = []
         with self._lock:
+            for key in [k for k, t in self._ended.items() if now - t > self.ttl_s]:
+                del self._ended[key]
             for folder in self.root.iterdir():
                 if not (folder.is_dir() and re.fullmatch(r"[0-9a-f]{24}", folder.name)):
                     continue
@@ -212,6 +224,10 @@ class SessionFolders:
 # ------------------------------------------------------------------------------------------------
 # The job behind the Generate button
 # ------------------------------------------------------------------------------------------------
+
+
+class SessionEnded(Exception):
+    """Raised by a generation's progress report when its browser tab has been closed."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from mv3d.demo import (
     ORBITS,
     DemoConfig,
     GenerationSettings,
+    SessionEnded,
     SessionFolders,
     example_images,
     model_facts,
@@ -136,16 +137,25 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
         if key is not None and last is not None and last[0] == key:
             return last[1]
         run_dir = folders.new_run(session)
+
+        def report(fraction: float, stage: str) -> None:
+            if folders.ended(session):  # the tab was closed: stop before the next stage
+                raise SessionEnded(stage)
+            progress(fraction, desc=stage)
+
         try:
-            res = run_generation(
-                view_generator, image, run_dir, settings, lambda f, s: progress(f, desc=s), **limits
-            )
+            res = run_generation(view_generator, image, run_dir, settings, report, **limits)
         except InputError as exc:
             raise gr.Error(str(exc), duration=None) from None  # stays until closed
         except Exception as exc:
+            if folders.ended(session):  # its folder was removed under it: nobody is waiting
+                raise gr.Error("The tab was closed: the generation stopped.") from None
             log.exception("generation failed")
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise gr.Error(f"The generation failed ({type(exc).__name__}: {first})", duration=None) from None
+        finally:
+            if folders.ended(session):
+                folders.end(session)  # what the job wrote after the tab closed goes too
         gallery = [(str(p), f"view {i}") for i, p in enumerate(res.views)]
         glb = str(res.glb) if res.glb else None
         shown = (
