@@ -319,6 +319,34 @@ def test_messages_name_the_upload_not_the_servers_path(tmp_path, tiny_model):
     assert str(tmp_path) not in str(exc.value)
 
 
+def test_the_dataset_zip_names_no_server_path(tmp_path, tiny_model):
+    """The orbit-dataset zip goes to whoever uses the page: its run.json and transforms.json name the
+    upload and the model, not where the server keeps them (Gradio's cache, the model folder)."""
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from mv3d.demo import GenerationSettings, run_generation
+    from mv3d.generate import ViewGenerator
+
+    cache = tmp_path / "gradio" / ("cd" * 32)
+    cache.mkdir(parents=True)
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 10:22] = (200, 60, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(cache / "cup.png")
+    run_dir = tmp_path / "session" / "run-1"
+    run_dir.mkdir(parents=True)
+    gen = ViewGenerator.load(tiny_model, "cpu")
+    res = run_generation(gen, cache / "cup.png", run_dir, GenerationSettings(mesh=False))
+    with zipfile.ZipFile(res.dataset_zip) as zf:
+        texts = {n: zf.read(n).decode() for n in zf.namelist() if n.endswith(".json")}
+    assert set(texts) == {"orbit/run.json", "orbit/transforms.json"}
+    for name, text in texts.items():
+        assert str(tmp_path) not in text and str(tiny_model) not in text, name
+    assert json.loads(texts["orbit/run.json"])["image"] == "cup.png"
+
+
 def _generate_handler(app):
     """The function behind the page's Generate button (the /generate endpoint)."""
     (fn,) = [f.fn for f in app.fns.values() if f.api_name == "generate"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 import re
@@ -385,8 +386,19 @@ def turntable_gif(views: list[Path], side: int = PREVIEW_SIDE) -> bytes:
     return gif(np.stack(frames))
 
 
-def _zip_tree(zip_path: Path, entries: list[tuple[Path, str]]) -> Path:
-    """Write `(file or folder, name in the zip)` entries into `zip_path` (folders recursively, sorted)."""
+def _without_server_paths(data: Any, names: dict[str, str]) -> Any:
+    """`data` (parsed JSON) with every string that is a key of `names` (a path on the server) replaced by
+    its value (a name that says the same to whoever downloads it)."""
+    if isinstance(data, dict):
+        return {k: _without_server_paths(v, names) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_without_server_paths(v, names) for v in data]
+    return names.get(data, data) if isinstance(data, str) else data
+
+
+def _zip_tree(zip_path: Path, entries: list[tuple[Path, str]], names: dict[str, str] | None = None) -> Path:
+    """Write `(file or folder, name in the zip)` entries into `zip_path` (folders recursively, sorted);
+    top-level JSON files go in with the server paths of `names` replaced (`_without_server_paths`)."""
     tmp = zip_path.with_name(f".{zip_path.name}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for src, arc in entries:
@@ -394,14 +406,23 @@ def _zip_tree(zip_path: Path, entries: list[tuple[Path, str]]) -> Path:
                 for p in sorted(src.rglob("*")):
                     if p.is_file():
                         zf.write(p, f"{arc}/{p.relative_to(src).as_posix()}")
+            elif src.is_file() and names and src.suffix == ".json":
+                public = _without_server_paths(json.loads(src.read_text()), names)
+                zf.writestr(arc, json.dumps(public, indent=2) + "\n")
             elif src.is_file():
                 zf.write(src, arc)
     os.replace(tmp, zip_path)
     return zip_path
 
 
-def package_downloads(folder: Path, glb: Path | None, run_dir: Path) -> tuple[Path | None, Path]:
-    """The zips the page offers: (OBJ+MTL+PNG zip or None, orbit-dataset zip), written into `run_dir`."""
+def package_downloads(
+    folder: Path, glb: Path | None, run_dir: Path, names: dict[str, str] | None = None
+) -> tuple[Path | None, Path]:
+    """The zips the page offers: (OBJ+MTL+PNG zip or None, orbit-dataset zip), written into `run_dir`.
+
+    `names` maps server paths that run.json and transforms.json record (the upload in Gradio's cache,
+    the model folder) to what the zip says instead: the zip goes to whoever uses the page.
+    """
     from mv3d.export import export_mesh
     from render.meshes import read_trimesh
 
@@ -412,7 +433,7 @@ def package_downloads(folder: Path, glb: Path | None, run_dir: Path) -> tuple[Pa
         export_mesh(read_trimesh(glb), obj_dir / "mesh.obj")  # +Z up, as `mv3d reconstruct` writes OBJ
         obj_zip = _zip_tree(run_dir / OBJ_ZIP_NAME, [(p, p.name) for p in sorted(obj_dir.iterdir())])
     entries = [(folder / name, f"orbit/{name}") for name in _DATASET_ENTRIES if (folder / name).exists()]
-    return obj_zip, _zip_tree(run_dir / DATASET_ZIP_NAME, entries)
+    return obj_zip, _zip_tree(run_dir / DATASET_ZIP_NAME, entries, names)
 
 
 def run_generation(
@@ -456,7 +477,11 @@ def run_generation(
     views = sorted((folder / "views").glob("*.png"))
     turntable = run_dir / "turntable.gif"
     turntable.write_bytes(turntable_gif(views))
-    obj_zip, dataset_zip = package_downloads(folder, glb, run_dir)
+    names = {str(image): Path(image).name, str(Path(image).resolve()): Path(image).name}
+    for where in (getattr(view_generator, "model_path", None), getattr(view_generator, "model", None)):
+        if where and str(where) != "default":  # a folder on the server: its name says which model
+            names[str(where)] = Path(where).name
+    obj_zip, dataset_zip = package_downloads(folder, glb, run_dir, names)
     timings["downloads"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
     return DemoResult(folder, views, turntable, glb, obj_zip, dataset_zip, timings, notes, faces)
