@@ -37,7 +37,7 @@ from render.common import (
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
 from video_prior.first_stage import PatchAutoencoder
 from video_prior.image_encoders import EfficientNetLite0Encoder
-from video_prior.limits import INFO_FILE
+from video_prior.limits import INFO_FILE, ModelLimits, latent_grid
 from video_prior.unet import MultiViewUNet
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "load_components",
     "model_info_from_config",
     "read_model_info",
+    "read_model_limits",
     "save_components",
     "sv3d_config",
     "tiny_config",
@@ -598,6 +599,15 @@ def read_model_info(path) -> ModelInfo:
         if not (path / part / "config.json").is_file():
             raise InputError(f"model folder {path}: missing {part}/config.json")
     return info
+
+
+def read_model_limits(path) -> ModelLimits:
+    """The `ModelLimits` of a model folder, from its mv3d_model.json and configs (no weights are read).
+
+    The info is validated whole (`read_model_info`), so a malformed or oversized info file is one line
+    here, before anything uses its numbers.
+    """
+    return ModelLimits.of(read_model_info(path), latent_grid(path))
 
 
 def load_components(

@@ -35,7 +35,7 @@ def latent_grid(path: str | Path) -> int:
 @dataclass(frozen=True)
 class ModelLimits:
     """What a model supports and was trained on: what a caller checks its settings against before the
-    weights load (`from_folder` reads two JSON files and no weights).
+    weights load (`video_prior.components.read_model_limits` reads two JSON files and no weights).
 
     Attributes:
         resolution: the view side (pixels) the model was trained at; `fixed_resolution`: the only one
@@ -77,14 +77,3 @@ class ModelLimits:
             default_mesh_method=info.default_mesh_method,
             default_mirror_average=bool(info.default_mirror_average),
         )
-
-    @classmethod
-    def from_folder(cls, path: str | Path) -> ModelLimits:
-        """The limits of a model folder, from its mv3d_model.json and configs (no weights are read).
-
-        The info is validated whole (`video_prior.components.read_model_info`), so a malformed or
-        oversized info file is one line here, before anything uses its numbers.
-        """
-        from video_prior.components import read_model_info
-
-        return cls.of(read_model_info(path), latent_grid(path))

@@ -88,12 +88,12 @@ def _load_pipeline(path: Path, device: str, dtype: Any) -> Any:
 
 
 def model_limits(model: str | Path = "default") -> tuple[Path, Any]:
-    """(folder, `video_prior.denoiser.ModelLimits`) of the model `model` names, without loading weights."""
-    from video_prior.limits import ModelLimits
+    """(folder, `video_prior.limits.ModelLimits`) of the model `model` names, without loading weights."""
+    from video_prior.components import read_model_limits
 
     path = resolve_model(model)
     try:
-        return path, ModelLimits.from_folder(path)
+        return path, read_model_limits(path)
     except InputError as exc:
         raise SettingError("model", model, str(exc)) from exc
 
