@@ -1,0 +1,90 @@
+"""docs/architecture.md's dependency rules, read from the code's imports (function-level ones included).
+
+Dependencies point one way: `mv3d` -> `video_prior`, `render`, `eval`; `eval` -> `render`;
+`video_prior` -> `render`; and no module imports a module that imports it back, lazily or not (a
+package's `__init__` may import its own submodules to re-export them).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGES = ("render", "video_prior", "eval", "mv3d")
+#: package -> the packages it may import
+ALLOWED = {
+    "render": set(),
+    "video_prior": {"render"},
+    "eval": {"render"},
+    "mv3d": {"render", "video_prior", "eval"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_package(module: str) -> bool:
+    return (REPO / module.replace(".", "/") / "__init__.py").is_file()
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its body (`import` and `from ... import`)."""
+    files = {_module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from a.b import c`: c may be a module (a.b.c) or a name in a.b
+                candidates = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            else:
+                continue
+            for cand in candidates:
+                while cand and cand not in files:
+                    cand = cand.rpartition(".")[0]
+                if cand and cand != name:
+                    targets.add(cand)
+                    break
+        graph[name] = targets
+    return graph
+
+
+def test_packages_depend_one_way():
+    wrong = sorted(
+        f"{m} -> {t}"
+        for m, targets in import_graph().items()
+        for t in targets
+        if t.split(".")[0] != m.split(".")[0] and t.split(".")[0] not in ALLOWED[m.split(".")[0]]
+    )
+    assert not wrong, wrong
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """A package's `__init__` importing its own submodules (to re-export them: the renderer table, the
+    demo's launcher) is the package itself, not a second module, and is left out."""
+    graph = {
+        m: {t for t in targets if not (_is_package(m) and t.startswith(m + "."))}
+        for m, targets in import_graph().items()
+    }
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [node, nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert not cycles, cycles
