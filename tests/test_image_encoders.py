@@ -44,6 +44,19 @@ def test_tokens_shape_and_imagenet_state_dict_round_trip():
     torch.testing.assert_close(clip_embed(enc, images), tokens)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_encoder_embeds_on_the_cpu(dtype):
+    # `mv3d generate --dtype bfloat16` on a CPU stopped with a traceback: torch's antialiased bicubic
+    # resize has no half-precision CPU kernel. The resize runs in float32, the network in `dtype`.
+    torch.manual_seed(0)
+    enc = EfficientNetLite0Encoder(image_size=64, token_grid=1).eval()
+    images = torch.rand(1, 3, 40, 40) * 2 - 1
+    reference = enc.embed(images)
+    tokens = enc.to(dtype).embed(images)
+    assert tokens.dtype == dtype and tokens.shape == reference.shape
+    torch.testing.assert_close(tokens.float(), reference, rtol=0.1, atol=0.1)
+
+
 def _efficientnet_config() -> dict:
     config = tiny_config(num_frames=3, sample_size=16)
     config = copy.deepcopy(config)

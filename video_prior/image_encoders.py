@@ -134,12 +134,14 @@ class EfficientNetLite0Encoder(ModelMixin, ConfigMixin):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, 3, S, S) normalised as the weights expect (bicubic resize)."""
         param = next(self.parameters())
-        x = images.to(device=param.device, dtype=param.dtype)
+        # Resized in float32 at least (as `clip_embed` does): torch's antialiased bicubic has no
+        # float16 or bfloat16 kernel on the CPU.
+        x = images.to(device=param.device, dtype=torch.promote_types(param.dtype, torch.float32))
         size = int(self.config.image_size)
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
         x = (x.clamp(-1, 1) + 1) / 2
-        return (x - _MEAN) / _STD
+        return ((x - _MEAN) / _STD).to(param.dtype)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [-1, 1] -> (B, 1 + token_grid**2, 1280) tokens."""
