@@ -211,6 +211,8 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
         ("resolution", "--resolution"),
         ("ensemble", "--ensemble"),
         ("matte", "--matte"),
+        ("seed_negative", "--seed -1: expected a whole number from 0"),
+        ("seed_huge", "--seed 18446744073709551616: expected"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, case: str, expect: str):
@@ -261,6 +263,10 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, cas
         args += ["--ensemble", "0"]
     elif case == "matte":
         args += ["--matte", "magic"]
+    elif case == "seed_negative":  # numpy's generators (a dynamic orbit's, the field's) take none
+        args += ["--seed", "-1"]
+    elif case == "seed_huge":  # torch's take none from 2**64: a traceback after the model load
+        args += ["--seed", str(2**64)]
     code, err = _run_cli(args, capsys)
     assert code == 2, err
     assert err.startswith("mv3d: error: ") and err.count("\n") == 1 and expect in err, err

@@ -125,6 +125,9 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
         reconstruct(views, resolution=4)
     with pytest.raises(InputError, match="device"):
         reconstruct(views, device="tpu")
+    for seed in (-1, 2**64):  # numpy's generators take no negative seed, torch's none from 2**64
+        with pytest.raises(InputError, match=f"seed {seed}: expected a whole number from 0"):
+            reconstruct(views, seed=seed)
     with pytest.raises(InputError, match="format"):
         reconstruct(views, out=tmp_path / "mesh.stl")
     from mv3d.reconstruct.nerfstudio import available

@@ -98,7 +98,9 @@ def register(app: typer.Typer) -> None:
         max_guidance: float | None = typer.Option(
             None, "--max-guidance", help="Highest guidance scale (2.5)."
         ),
-        seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same views on the same device."),
+        seed: int = typer.Option(
+            0, "--seed", help="Random seed, 0 to 2**63 - 1: same seed, same views on the same device."
+        ),
         resolution: int | None = typer.Option(
             None,
             "--resolution",

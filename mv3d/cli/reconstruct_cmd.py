@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         view_resolution: int = typer.Option(
             256, "--view-resolution", help="Downsize larger views to this many pixels for fitting."
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed of ray sampling."),
+        seed: int = typer.Option(0, "--seed", help="Seed of ray sampling (0 to 2**63 - 1)."),
         device: str = typer.Option(
             "cpu", "--device", help="Torch device of the field fit: auto, cpu or cuda."
         ),

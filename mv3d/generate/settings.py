@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from render.cameras import DEFAULT_ELEVATION_DEG, Orbit, dynamic_orbit, static_orbit
-from render.common import InputError
+from render.common import MAX_SEED, InputError
 
 __all__ = [
     "DEFAULT_GUIDANCE",
@@ -57,8 +57,10 @@ class SettingError(InputError):
         return InputError(f"{name} {self.value}: {self.expectation}")
 
 
-def _whole(field: str, value: Any, minimum: int, what: str) -> None:
+def _whole(field: str, value: Any, minimum: int, what: str, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise SettingError(field, value, f"expected {what}")
+    if maximum is not None and value > maximum:
         raise SettingError(field, value, f"expected {what}")
 
 
@@ -136,7 +138,7 @@ class GenerateSettings:
                 raise SettingError("orbit", self.orbit, "expected static, dynamic or a .json orbit file")
         if not -90.0 <= float(self.elevation) <= 90.0:
             raise SettingError("elevation", self.elevation, "expected degrees in [-90, 90]")
-        _whole("seed", self.seed, -(2**63), "a whole number")
+        _whole("seed", self.seed, 0, "a whole number from 0 to 2**63 - 1", MAX_SEED)
         if self.steps is not None:
             _whole("steps", self.steps, 1, "a positive whole number")
         if self.ensemble is not None:
