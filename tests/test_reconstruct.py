@@ -125,6 +125,11 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
         reconstruct(views, resolution=4)
     with pytest.raises(InputError, match="device"):
         reconstruct(views, device="tpu")
+    from mv3d.cli import flag_message
+
+    with pytest.raises(InputError) as info:
+        reconstruct(views, target_faces=50)
+    assert flag_message(info.value).startswith("--faces 50: expected")  # the option, not the argument
     for seed in (-1, 2**64):  # numpy's generators take no negative seed, torch's none from 2**64
         with pytest.raises(InputError, match=f"seed {seed}: expected a whole number from 0"):
             reconstruct(views, seed=seed)
