@@ -269,6 +269,10 @@ def test_default_model_facts_refuse_and_warn():
     assert w.startswith("steps 10:") and "1-step sampling" in w
     (w,) = check_settings(limits, GenerateSettings(elevation=60), build_orbit("static", 21, 60.0))
     assert w.startswith("elevation 60:") and "-5 to 30" in w
+    # no unconditional branch: guidance settings were recorded as if used and changed nothing, unsaid
+    assert not limits.guided
+    (w,) = check_settings(limits, GenerateSettings(guidance="constant", max_guidance=5), orbit)
+    assert w.startswith("guidance constant:") and "change nothing" in w
 
 
 def test_limits_match_the_loaded_model(tiny_model: Path):
@@ -280,8 +284,7 @@ def test_limits_match_the_loaded_model(tiny_model: Path):
     assert limits.grid == pipe.vae_scale_factor * 2 ** int(pipe.unet.num_upsamplers)
     assert limits == pipe.denoiser.limits(limits.grid)
     assert ViewGenerator.planned_settings(tiny_model, "cpu", GenerateSettings(views=VIEWS)) == gen.settings()
-    # no trained ranges recorded: nothing to warn about
-    assert (
-        check_settings(limits, GenerateSettings(steps=7, elevation=80), build_orbit("static", VIEWS, 80))
-        == []
-    )
+    # no trained ranges recorded, guidance in the model: nothing to warn about
+    assert limits.guided
+    settings = GenerateSettings(steps=7, elevation=80, max_guidance=5)
+    assert check_settings(limits, settings, build_orbit("static", VIEWS, 80)) == []

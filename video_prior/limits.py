@@ -48,6 +48,8 @@ class ModelLimits:
         trained_elevation_deg: (low, high) input-view elevations seen in training, or None (unknown).
         default_mesh_method: the reconstruction its views mesh with when the caller names none, or None
             (the library's default).
+        guided: the model has an unconditional branch (its info's `cfg`); False: guidance settings
+            change nothing.
     """
 
     resolution: int
@@ -60,6 +62,7 @@ class ModelLimits:
     trained_elevation_deg: tuple[float, float] | None
     default_mesh_method: str | None = None
     default_mirror_average: bool = False
+    guided: bool = True
 
     @classmethod
     def of(cls, info: Any, grid: int) -> ModelLimits:
@@ -76,4 +79,5 @@ class ModelLimits:
             trained_elevation_deg=None if elev is None else (float(elev[0]), float(elev[1])),
             default_mesh_method=info.default_mesh_method,
             default_mirror_average=bool(info.default_mirror_average),
+            guided=bool(info.cfg),
         )

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from mv3d.generate.settings import GenerateSettings, SettingError
+from mv3d.generate.settings import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_MAX_GUIDANCE,
+    DEFAULT_MIN_GUIDANCE,
+    GenerateSettings,
+    SettingError,
+)
 from mv3d.models import model_hash, resolve_model
 from mv3d.preprocess import frame_object, to_uint8
 from render.cameras import Orbit
@@ -22,6 +28,12 @@ __all__ = ["DTYPES", "ViewGenerator", "check_settings", "model_limits", "resize_
 
 #: dtype names (torch dtypes)
 DTYPES = ("float32", "bfloat16", "float16")
+#: The guidance settings and their defaults: a model without guidance warns about any other value.
+GUIDANCE_DEFAULTS = {
+    "guidance": DEFAULT_GUIDANCE,
+    "min_guidance": DEFAULT_MIN_GUIDANCE,
+    "max_guidance": DEFAULT_MAX_GUIDANCE,
+}
 
 
 def resize_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
@@ -107,7 +119,8 @@ def check_settings(
     size off its latent grid, or another size for a model that works at one size only. Returns one
     warning (``field value: ...``, a field name first) per value outside what it was trained on: another
     step count than the one it was trained for, an input elevation outside its training range, another
-    view size than its training size.
+    view size than its training size, a guidance setting other than the default for a model without
+    guidance (no unconditional branch: the setting changes nothing).
     """
     warnings: list[str] = []
     name = "the default model" if str(model) == "default" else f"model {model}"
@@ -137,6 +150,13 @@ def check_settings(
             f"steps {steps}: {name} was trained for {limits.trained_steps}-step sampling (at that step's "
             "noise level only); other step counts give broken views"
         )
+    if not limits.guided:
+        given = [f for f, v in GUIDANCE_DEFAULTS.items() if getattr(settings, f) != v]
+        if given:
+            warnings.append(
+                f"{given[0]} {getattr(settings, given[0])}: {name} has no classifier-free guidance (it was "
+                "trained without an unconditional branch): the guidance settings change nothing"
+            )
     low_high = limits.trained_elevation_deg
     elevation = float(orbit.elevation_deg[0])
     if low_high is not None and not low_high[0] <= elevation <= low_high[1]:
