@@ -211,6 +211,7 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
         ("resolution", "--resolution"),
         ("ensemble", "--ensemble"),
         ("matte", "--matte"),
+        ("offload", "--offload 'disk': expected one of none, model, sequential"),
         ("seed_negative", "--seed -1: expected a whole number from 0"),
         ("seed_huge", "--seed 18446744073709551616: expected"),
     ],
@@ -263,6 +264,8 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, cas
         args += ["--ensemble", "0"]
     elif case == "matte":
         args += ["--matte", "magic"]
+    elif case == "offload":
+        args += ["--offload", "disk"]
     elif case == "seed_negative":  # numpy's generators (a dynamic orbit's, the field's) take none
         args += ["--seed", "-1"]
     elif case == "seed_huge":  # torch's take none from 2**64: a traceback after the model load

@@ -88,7 +88,9 @@ class SpeedOptions:
                 f"compile mode '{self.compile_mode}': expected one of {', '.join(COMPILE_MODES)}"
             )
         if self.offload not in OFFLOAD_KINDS:
-            raise InputError(f"offload '{self.offload}': expected one of {', '.join(OFFLOAD_KINDS)}")
+            raise InputError(
+                f"offload '{self.offload}': expected one of {', '.join(OFFLOAD_KINDS)}", field="offload"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

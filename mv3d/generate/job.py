@@ -244,6 +244,10 @@ def generate(
     settings = (settings if settings is not None else GenerateSettings()).updated(**options)
     paths = [Path(p) for p in images]
     check_matte_method(matte)  # even when every input is RGBA (its alpha wins), a bad value is an error
+    if isinstance(speed, dict):  # a bad name is one line now, not after every input is matted
+        from video_prior.speed import SpeedOptions
+
+        SpeedOptions(**speed)
     dirs = output_dirs(paths, out_dir, overwrite)
     cams = settings.build_orbit()
     warn = warn if warn is not None else log
