@@ -129,6 +129,16 @@ def test_batch_of_images(tmp_path: Path, gen: ViewGenerator):
     assert output_dirs([Path("x/cat.png")], None) == [Path("outputs/cat")]
 
 
+def test_preprocessing_counts_the_images_on_a_bar(tmp_path: Path, gen: ViewGenerator, capsys):
+    # a photograph's learned matte takes 5-20 s on a CPU, all of a batch's before the model loads: a
+    # batch of photographs was minutes without a line
+    imgs = [_object_png(tmp_path / "a.png"), _object_png(tmp_path / "b.png")]
+    generate(imgs, tmp_path / "o", views=VIEWS, mesh=False, progress=True, generator=gen)
+    assert "preprocessing:" in capsys.readouterr().err
+    generate(imgs, tmp_path / "o", views=VIEWS, mesh=False, progress=True, generator=gen)
+    assert "preprocessing:" not in capsys.readouterr().err  # nothing to preprocess: kept results
+
+
 def test_cli_end_to_end_on_tiny_model(tmp_path: Path, tiny_model: Path, capsys):
     img = _object_png(tmp_path / "obj.png")
     out = tmp_path / "cli"

@@ -283,14 +283,21 @@ def generate(
         }
         jobs.append((job, _finished_or_refuse(final, job, overwrite)))  # refusals before any change
 
-    # Stage 1 for every image not finished yet: bad input fails before the (slow) model load.
+    # Stage 1 for every image not finished yet: bad input fails before the (slow) model load. A
+    # photograph's learned matte takes seconds: a bar counts them (and is cleared when done).
     prepped: list[tuple[PreprocessResult | None, float]] = []
+    todo = sum(not done for _, done in jobs)
+    pre_bar = tqdm(
+        total=todo, desc="preprocessing", unit="image", leave=False, disable=not progress or not todo
+    )
     for p, (_, done) in zip(paths, jobs, strict=True):
         t = time.perf_counter()
         pre = None
         if not done:
             pre = preprocess_image(p, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte)
+            pre_bar.update(1)
         prepped.append((pre, time.perf_counter() - t))
+    pre_bar.close()
 
     results: list[GenerateResult] = []
     load_s: float | None = None
