@@ -232,6 +232,11 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
     path = Path(path)
     root = path.parent if path.name == TRANSFORMS else path
     tf = root / TRANSFORMS
+    if root.is_file():  # e.g. `mv3d reconstruct photo.png`: the image instead of its generation
+        raise InputError(
+            f"{root}: is a file: expected an orbit dataset folder (views/ and {TRANSFORMS}, as mv3d render "
+            "or mv3d generate write it)"
+        )
     if not root.is_dir():
         raise InputError(f"{root}: orbit dataset folder does not exist")
     if not tf.is_file():

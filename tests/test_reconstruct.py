@@ -125,6 +125,9 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
         reconstruct(views, resolution=4)
     with pytest.raises(InputError, match="device"):
         reconstruct(views, device="tpu")
+    (tmp_path / "photo.png").write_bytes(b"an image, not an orbit dataset")
+    with pytest.raises(InputError, match="photo.png: is a file: expected an orbit dataset folder"):
+        reconstruct(tmp_path / "photo.png")  # it said "orbit dataset folder does not exist"
     from mv3d.cli import flag_message
 
     with pytest.raises(InputError) as info:
