@@ -50,6 +50,8 @@ MAX_IMAGE_SIDE = 4096
 MAX_VIEWS = 1024
 #: Samples averaged into one generation (each costs a full sampling run and its latents).
 MAX_ENSEMBLE = 64
+#: Sampling steps of one generation (SV3D samples with 50; 10**5 ran for days after its warning).
+MAX_STEPS = 1000
 #: Largest seed: every seed from 0 to this one is valid for torch's generators and numpy's (numpy's
 #: take no negative seed, torch's none of 2**64 or more).
 MAX_SEED = 2**63 - 1

@@ -224,6 +224,8 @@ def test_default_model_absent_is_exit_2(tmp_path: Path, capsys, monkeypatch):
         ("offload", "--offload 'disk': expected one of none, model, sequential"),
         ("seed_negative", "--seed -1: expected a whole number from 0"),
         ("seed_huge", "--seed 18446744073709551616: expected"),
+        ("steps_huge", "--steps 100000: expected a whole number from 1 to 1000"),
+        ("ensemble_huge", "--ensemble 65: expected a whole number of samples from 1 to 64"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, case: str, expect: str):
@@ -280,6 +282,10 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, tiny_model: Path, capsys, cas
         args += ["--seed", "-1"]
     elif case == "seed_huge":  # torch's take none from 2**64: a traceback after the model load
         args += ["--seed", str(2**64)]
+    elif case == "steps_huge":  # warned, then sampled for days
+        args += ["--steps", "100000"]
+    elif case == "ensemble_huge":  # refused only after the model load, by the pipeline
+        args += ["--ensemble", "65"]
     code, err = _run_cli(args, capsys)
     assert code == 2, err
     assert err.startswith("mv3d: error: ") and err.count("\n") == 1 and expect in err, err

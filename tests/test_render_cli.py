@@ -97,6 +97,9 @@ def test_render_with_cameras_of_another_dataset(tmp_path, example_mesh, capsys):
         (["render-dataset", "{bad}", "--out", "{out}", "--curation", "colour=red"], "bad curation setting"),
         (["render-dataset", "{bad}", "--out", "{out}", "--workers", "0"], "--workers 0"),
         (["render-dataset", "{mesh}", "--out", "{out}", "--up-axis", "x"], "--up-axis 'x': expected y or z"),
+        # numpy's generators take no negative seed: a traceback from the dynamic orbit or the lights
+        (["render", "{mesh}", "--out", "{out}", "--orbit", "dynamic", "--seed", "-1"], "--seed -1: expected"),
+        (["render", "{mesh}", "--out", "{out}", "--light-seed", "-3"], "--light-seed -3: expected"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path, example_mesh, capsys, args, pattern):

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from render.common import (
+    MAX_STEPS,
     InputError,
     atomic_output,
     atomic_write_text,
@@ -183,7 +184,7 @@ class TrainConfig:
                     f"train config {name} {getattr(self, name)}: expected 0 or a positive integer"
                 )
         # the counts with an upper bound too (check_range refuses below 1 as well)
-        for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH), ("sample_steps", 1000)):
+        for name, hi in (("batch_size", MAX_BATCH), ("grad_accum", MAX_BATCH), ("sample_steps", MAX_STEPS)):
             check_range(f"train config {name}", int(getattr(self, name)), 1, hi, "a count")
         # NaN passes every `<` test below and trains to a NaN loss (or a torch ValueError traceback)
         for name in (

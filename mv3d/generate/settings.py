@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from render.cameras import DEFAULT_ELEVATION_DEG, Orbit, dynamic_orbit, static_orbit
-from render.common import MAX_SEED, InputError
+from render.common import MAX_ENSEMBLE, MAX_SEED, MAX_STEPS, InputError
 
 __all__ = [
     "DEFAULT_GUIDANCE",
@@ -140,9 +140,15 @@ class GenerateSettings:
             raise SettingError("elevation", self.elevation, "expected degrees in [-90, 90]")
         _whole("seed", self.seed, 0, "a whole number from 0 to 2**63 - 1", MAX_SEED)
         if self.steps is not None:
-            _whole("steps", self.steps, 1, "a positive whole number")
+            _whole("steps", self.steps, 1, f"a whole number from 1 to {MAX_STEPS}", MAX_STEPS)
         if self.ensemble is not None:
-            _whole("ensemble", self.ensemble, 1, "a positive whole number of samples")
+            _whole(
+                "ensemble",
+                self.ensemble,
+                1,
+                f"a whole number of samples from 1 to {MAX_ENSEMBLE}",
+                MAX_ENSEMBLE,
+            )
         if self.mirror_average is not None and not isinstance(self.mirror_average, bool):
             raise SettingError("mirror_average", self.mirror_average, "expected true or false")
         if self.sampler not in SAMPLERS:
