@@ -284,20 +284,25 @@ def generate(
         jobs.append((job, _finished_or_refuse(final, job, overwrite)))  # refusals before any change
 
     # Stage 1 for every image not finished yet: bad input fails before the (slow) model load. A
-    # photograph's learned matte takes seconds: a bar counts them (and is cleared when done).
+    # photograph's learned matte takes seconds: a batch's bar counts them, cleared when done (as the
+    # images bar, none for one image: its bad input stays the one line the CLI prints).
     prepped: list[tuple[PreprocessResult | None, float]] = []
     todo = sum(not done for _, done in jobs)
     pre_bar = tqdm(
-        total=todo, desc="preprocessing", unit="image", leave=False, disable=not progress or not todo
+        total=todo, desc="preprocessing", unit="image", leave=False, disable=not progress or todo < 2
     )
-    for p, (_, done) in zip(paths, jobs, strict=True):
-        t = time.perf_counter()
-        pre = None
-        if not done:
-            pre = preprocess_image(p, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte)
-            pre_bar.update(1)
-        prepped.append((pre, time.perf_counter() - t))
-    pre_bar.close()
+    try:
+        for p, (_, done) in zip(paths, jobs, strict=True):
+            t = time.perf_counter()
+            pre = None
+            if not done:
+                pre = preprocess_image(
+                    p, side, margin=margin, background=TRAINING_BACKGROUND, matte_method=matte
+                )
+                pre_bar.update(1)
+            prepped.append((pre, time.perf_counter() - t))
+    finally:
+        pre_bar.close()
 
     results: list[GenerateResult] = []
     load_s: float | None = None
