@@ -513,3 +513,33 @@ def test_cli_convert_weights(tmp_path, tiny_sv3d_p, capsys):
     assert "sv3d_p" in result.output and "unet" in result.output
     _, info = load_components(tmp_path / "ok")
     assert info.conditioning == "sv3d_p" and info.frame_order == "sv3d"
+
+
+def test_converted_model_save_pretrained_round_trip_and_user_folders(tmp_path, tiny_sv3d_p):
+    """Converted -> `MultiViewPipeline.from_pretrained` -> `save_pretrained` -> reload is exact; and
+    `save_pretrained`, which replaces its folder whole, leaves a folder of the user's files alone."""
+    from video_prior.pipeline import MultiViewPipeline
+
+    cfg = _config("sv3d_p")
+    ckpt, yml = _write_reference(tmp_path, tiny_sv3d_p, "sv3d_p", cfg)
+    convert_checkpoint(ckpt, tmp_path / "conv", config_yaml=yml, resolution=16, clip_num_heads=4)
+    pipe = MultiViewPipeline.from_pretrained(tmp_path / "conv")
+    pipe.save_pretrained(tmp_path / "again")
+    again = MultiViewPipeline.from_pretrained(tmp_path / "again")
+    assert again.info.to_dict() == pipe.info.to_dict()
+    for part, module in pipe.components.items():
+        a, b = module.state_dict(), again.components[part].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    pipe.save_pretrained(tmp_path / "again")  # a model folder is replaced
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    with pytest.raises(InputError, match="not an mv3d model folder"):
+        pipe.save_pretrained(mine)
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+    with pytest.raises(InputError, match="not a folder"):
+        pipe.save_pretrained(mine / "thesis.txt")
+    assert (mine / "thesis.txt").read_text() == "precious"
+    pipe.save_pretrained(mine, overwrite=True)
+    assert not (mine / "thesis.txt").exists() and (mine / "mv3d_model.json").is_file()

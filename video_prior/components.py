@@ -32,6 +32,7 @@ from render.common import (
     InputError,
     atomic_output,
     atomic_write_json,
+    check_output,
     check_range,
 )
 from video_prior.conditioning import CONDITIONING_KINDS, conditioning_kind
@@ -525,12 +526,20 @@ def save_components(
     """Write a model folder (diffusers layout + mv3d_model.json) atomically; returns its path.
 
     With `command` (a user's `--out`), the folder is marked as that command's output and an existing
-    one is replaced only when `render.common.check_output` allows it (`overwrite`).
+    one is replaced only when `render.common.check_output` allows it (`overwrite`). Without it (the
+    Python API: `MultiViewPipeline.save_pretrained`, training), an existing folder is replaced only when
+    it is empty or a model folder (it holds mv3d_model.json), or with `overwrite`; the working folder,
+    the home folder and the folders above them never are.
+
+    Raises:
+        InputError: one line naming the path, before anything is written, for a target it must not replace.
     """
     path = Path(path)
     missing = [p for p in _PARTS if p not in components]
     if missing:
         raise ValueError(f"save_components: missing components {missing}")
+    if command is None:
+        check_model_folder_target(path, overwrite)
     info = copy.deepcopy(info)
     info.latent_scale = float(components["vae"].config.scaling_factor)
     with atomic_output(path, command, overwrite) as tmp:
@@ -540,6 +549,32 @@ def save_components(
             _drop_source_path(tmp / part / "config.json")
         atomic_write_json(tmp / INFO_FILE, info.to_dict())
     return path
+
+
+def check_model_folder_target(path, overwrite: bool = False) -> Path:
+    """Refuse a path `save_components` must not replace (the whole folder is replaced when it is written).
+
+    Allowed: a new path, an empty folder, a model folder (it holds mv3d_model.json), and with `overwrite`
+    any other folder. Never: the working folder, the home folder or a folder above them, a path below a
+    file, or an existing file.
+
+    Raises:
+        InputError: one line naming the path and what was expected.
+    """
+    path = check_output(path, "save_pretrained", overwrite=True, field="path", overwrite_option=False)
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise InputError(
+            f"path {path}: exists and is not a folder: expected a folder for a model", field="path"
+        )
+    if overwrite or not any(path.iterdir()) or (path / INFO_FILE).is_file():
+        return path
+    raise InputError(
+        f"path {path}: exists and is not an mv3d model folder (no {INFO_FILE}): expected a new or empty folder "
+        "or a model folder (overwrite=True replaces it, with everything in it)",
+        field="path",
+    )
 
 
 def _drop_source_path(config_file: Path) -> None:

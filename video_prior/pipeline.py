@@ -148,9 +148,13 @@ class MultiViewPipeline:
         comps, info = load_components(path, device=device, dtype=dtype)
         return cls(**comps, info=info)
 
-    def save_pretrained(self, path) -> Path:
-        """Write the model folder atomically (see `video_prior.components.save_components`)."""
-        return save_components(self.components, self.info, path)
+    def save_pretrained(self, path, overwrite: bool = False) -> Path:
+        """Write the model folder atomically (see `video_prior.components.save_components`).
+
+        An existing folder is replaced whole, so it must be empty or a model folder (mv3d_model.json)
+        unless `overwrite`; any other folder is refused with an `InputError` and left untouched.
+        """
+        return save_components(self.components, self.info, path, overwrite=overwrite)
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
