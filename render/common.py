@@ -174,9 +174,10 @@ def check_output(
     """Refuse, before any work, an output path that mv3d must not replace; return it as a Path.
 
     mv3d deletes only what it wrote. A folder output (`kind="folder"`) may be new, empty, or an
-    earlier output of the same command (its `OUTPUT_MARKER` says so); any other existing folder or
-    file is refused unless `overwrite`. A file output (`kind="file"`, e.g. a GIF or a mesh) may replace
-    a file (the user named it) but never a folder. Whatever `overwrite` says, the working folder, the
+    earlier output of the same command (its `OUTPUT_MARKER` says so); any other existing folder is
+    refused unless `overwrite`, and an existing file always (a folder never replaces a file). A file
+    output (`kind="file"`, e.g. a GIF or a mesh) may replace a file (the user named it) but never a
+    folder. Whatever `overwrite` says, the working folder, the
     home folder and the folders above them are refused, and so is a path below a file.
 
     Args:
@@ -228,9 +229,12 @@ def check_output(
             f"'mv3d {command}' output ({remedy})",
             field=field,
         )
-    if overwrite:
+    if overwrite and path.is_dir():
         return path
-    raise InputError(f"{field} {path}: exists and is not a folder: expected a folder path", field=field)
+    raise InputError(
+        f"{field} {path}: exists and is not a folder: expected a folder path (mv3d never replaces a file by a folder)",
+        field=field,
+    )
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ checkout of Stability-AI/generative-models).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -543,3 +544,39 @@ def test_converted_model_save_pretrained_round_trip_and_user_folders(tmp_path, t
     assert (mine / "thesis.txt").read_text() == "precious"
     pipe.save_pretrained(mine, overwrite=True)
     assert not (mine / "thesis.txt").exists() and (mine / "mv3d_model.json").is_file()
+
+
+def test_cli_convert_weights_mistakes_are_one_line(tmp_path, tiny_sv3d_p, capsys):
+    """Mistakes a user makes with the options: one line, exit code 2, nothing replaced or half-written.
+    Each used to be a traceback (an --out file with --overwrite: after the whole conversion; a binary
+    --config: UnicodeDecodeError) or to be told only after the checkpoint was read."""
+    from mv3d.cli import main
+
+    cfg = _config("sv3d_p")
+    ckpt, yml = _write_reference(tmp_path, tiny_sv3d_p, "sv3d_p", cfg)
+    before = ckpt.read_bytes()
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    out = str(tmp_path / "o")
+    cases = [
+        (["--out", str(ckpt), "--overwrite"], "never replaces a file by a folder"),
+        (["--config", str(binary), "--out", out], "binary.yaml: not a text file"),
+        (["--config", str(big), "--out", out], "big.yaml: .* bytes: expected an sgm inference YAML"),
+        (
+            ["--num-frames", "100000", "--out", out],
+            "--num-frames 100000: expected a frame count from 1 to 1024",
+        ),
+        (["--dtype", "float64", "--out", out], "--dtype 'float64': expected one of"),
+    ]
+    for args, match in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["convert-weights", str(ckpt), "--resolution", "16", *args])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, args
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mv3d: error: "), err
+        assert re.search(match, lines[0]), (match, lines[0])
+    assert ckpt.read_bytes() == before
+    assert not (tmp_path / "o").exists()

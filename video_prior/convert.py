@@ -806,6 +806,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+#: Bound on a reference YAML's size (Stability's inference YAMLs are about 5 kB); a checkpoint given as
+#: ``--config`` by mistake is refused from its size instead of being read into memory.
+MAX_REFERENCE_YAML_BYTES = 1 << 20
+
+
 def read_reference_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The parts of an sgm inference YAML the converter uses (configs/inference/sv3d_p.yaml layout).
 
@@ -818,9 +823,19 @@ def read_reference_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_REFERENCE_YAML_BYTES and path.is_file():
+            raise InputError(
+                f"{path}: {size} bytes: expected an sgm inference YAML (a few kB, at most "
+                f"{MAX_REFERENCE_YAML_BYTES} bytes)"
+            )
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"{path}: cannot read the config ({_first_line(exc)})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not a text file ({_first_line(exc)}): expected an sgm inference YAML"
+        ) from exc
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({_first_line(exc)})") from exc
     try:
@@ -1026,13 +1041,17 @@ def convert_checkpoint(
     Returns:
         a `ConversionReport` (also written to ``out_dir/conversion_report.json``).
     """
-    from render.common import atomic_write_json, check_output
+    from render.common import MAX_VIEWS, atomic_write_json, check_output, check_range
     from video_prior.components import VAE_TYPES, ModelInfo, save_components, sv3d_config
 
     check_output(out_dir, "convert-weights", overwrite)
 
     if dtype not in _DTYPES:
-        raise InputError(f"dtype '{dtype}': expected one of {sorted(_DTYPES)}")
+        raise InputError(f"dtype '{dtype}': expected one of {sorted(_DTYPES)}", field="dtype")
+    if num_frames is not None:
+        check_range("num_frames", num_frames, 1, MAX_VIEWS, "a frame count")
+    # the YAML first: a wrong one is told before gigabytes of tensors are read
+    ref_cfg = read_reference_yaml(config_yaml) if config_yaml is not None else None
     source = Path(ckpt)
     ck = Checkpoint(source)
     groups = _group_keys(ck.keys)
@@ -1043,8 +1062,7 @@ def convert_checkpoint(
 
     # 1. configs: UNet from the YAML or from shapes; conditioning kind and widths
     ref_unet = ck.group(UNET_PREFIX, progress)
-    if config_yaml is not None:
-        ref_cfg = read_reference_yaml(config_yaml)
+    if ref_cfg is not None:
         params, kind, widths = ref_cfg["network"], ref_cfg["kind"], ref_cfg["widths"]
         config_from = f"yaml: {config_yaml}"
     else:

@@ -46,12 +46,12 @@ def register(app: typer.Typer) -> None:
 
         Example: mv3d convert-weights sv3d_p.safetensors -o models/sv3d_p --config sv3d_p.yaml
         """
-        from render.common import MAX_IMAGE_SIDE, InputError, check_output, check_range
+        from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, InputError, check_output, check_range
 
         check_output(out, "convert-weights", overwrite)
 
-        if num_frames is not None and num_frames <= 0:
-            raise InputError(f"--num-frames {num_frames}: expected a positive count")
+        if num_frames is not None:
+            check_range("num_frames", num_frames, 1, MAX_VIEWS, "a frame count")
         check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
         if resolution <= 0 or resolution % 8:
             raise InputError(f"--resolution {resolution}: expected a positive multiple of 8")
