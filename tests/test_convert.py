@@ -580,3 +580,28 @@ def test_cli_convert_weights_mistakes_are_one_line(tmp_path, tiny_sv3d_p, capsys
         assert re.search(match, lines[0]), (match, lines[0])
     assert ckpt.read_bytes() == before
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "config_text, match",
+    [
+        ("[1, 2]", "config.json: a list: expected a diffusers VAE config"),
+        ('{"block_out_channels": [32, 64]}', "config.json: lacks or mistypes a VAE setting"),
+    ],
+)
+def test_vae_from_folder_with_a_bad_config_is_one_line(tmp_path, tiny_sv3d_p, config_text, match):
+    """A --vae-from diffusers folder whose config.json is not a VAE config (was a TypeError / KeyError)."""
+    cfg = _config("sv3d_p")
+    ckpt, yml = _write_reference(tmp_path, tiny_sv3d_p, "sv3d_p", cfg)
+    tiny_sv3d_p["vae"].save_pretrained(tmp_path / "vae")
+    (tmp_path / "vae" / "config.json").write_text(config_text)
+    with pytest.raises(InputError, match=match):
+        convert_checkpoint(
+            ckpt,
+            tmp_path / "out",
+            config_yaml=yml,
+            vae_from=tmp_path / "vae",
+            resolution=16,
+            clip_num_heads=4,
+        )
+    assert not (tmp_path / "out").exists()

@@ -988,13 +988,25 @@ def _vae_encoder_from(path: Path) -> tuple[dict[str, torch.Tensor], str]:
             )
         try:
             cfg = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{cfg_file}: not valid JSON ({exc})") from exc
+        if not isinstance(cfg, dict):
+            raise InputError(
+                f"{cfg_file}: a {type(cfg).__name__}: expected a diffusers VAE config (a JSON object)"
+            )
         ckpt = Checkpoint(weights)
         sd = {k: ckpt.get(k) for k in ckpt.keys if k.startswith(("encoder.", "quant_conv."))}
         if not sd:
             raise InputError(f"{weights}: no VAE encoder tensors ('encoder.*')")
-        ref = vae_state_dict_to_reference(sd, "image", cfg)
+        try:
+            ref = vae_state_dict_to_reference(sd, "image", cfg)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            if isinstance(exc, InputError):
+                raise InputError(f"{path}: {exc}") from None
+            raise InputError(
+                f"{cfg_file}: lacks or mistypes a VAE setting ({_first_line(exc)}): expected a diffusers "
+                "AutoencoderKL config (block_out_channels, layers_per_block)"
+            ) from None
         return ref, f"{path} (diffusers VAE encoder)"
     ckpt = Checkpoint(path)
     groups = _group_keys(ckpt.keys)
@@ -1169,11 +1181,13 @@ def convert_checkpoint(
         )
 
     vae = _build_empty(lambda: VAE_TYPES[vae_type](**vae_kwargs))
+    vae_what = "VAE" if vae_from is None else f"VAE (its encoder from vae_from {vae_from})"
     try:
         vae_sd = convert_vae_state_dict(vae_ref, vae_type, vae_kwargs)
     except InputError as exc:
-        raise InputError(f"{source}: {exc}") from exc
-    _load_into(vae, vae_sd, "VAE", source)
+        hint = "" if vae_from is None else f" (its encoder from vae_from {vae_from})"
+        raise InputError(f"{source}: {exc}{hint}") from exc
+    _load_into(vae, vae_sd, vae_what, source)
 
     # 4. what was left out
     used = {UNET_PREFIX, FIRST_STAGE_PREFIX, clip_prefixes[0], *cond_vae_prefixes}
