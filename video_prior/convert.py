@@ -1042,7 +1042,8 @@ def convert_checkpoint(
             vector width (768 SVD, 256 SV3D_u, 1280 SV3D_p).
         vae_from: where to take the VAE encoder from instead of the checkpoint: another Stability file
             (its conditioning VAE or first stage) or a diffusers VAE folder.
-        num_frames: the UNet's default frame count (None: 21 for SV3D, 14 for SVD; SVD-XT uses 25).
+        num_frames: the UNet's default frame count (None: 21 for SV3D, 14 for SVD; an SVD-XT file has
+            SVD's shapes, so give 25 for it).
         resolution: image side the model works at (576 for all reference models).
         dtype: "float32" (lossless for the fp16 releases), "float16" or "bfloat16" for the saved weights.
         clip_num_heads: attention heads of the image encoder (None: 16 for ViT-H/14, else width / 64).

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--num-frames",
             help="The model's default frame count.",
-            show_default="21 for SV3D, 14 for SVD, 25 for SVD-XT",
+            show_default="21 for SV3D, 14 for SVD and SVD-XT (whose file looks like SVD's: give 25)",
         ),
         resolution: int = typer.Option(576, "--resolution", help="Image side in pixels the model works at."),
         dtype: str = typer.Option("float32", "--dtype", help="Saved weights: float32, float16 or bfloat16."),
