@@ -124,12 +124,17 @@ class RenderJobConfig:
             raise InputError(
                 f"elevation_range {lo} {hi}: expected -90 <= LO <= HI <= 90", field="elevation_range"
             )
-        from render.renderers import RENDERER_NAMES
+        if not 0.0 < self.fov_deg < 180.0:  # checked per object otherwise: every object would fail
+            raise InputError(f"fov_deg {self.fov_deg}: expected degrees in (0, 180)", field="fov_deg")
+        from render.renderers import RENDERER_NAMES, get_renderer
 
         if self.renderer not in RENDERER_NAMES:
             raise InputError(
                 f"renderer {self.renderer!r}: expected one of {', '.join(RENDERER_NAMES)}", field="renderer"
             )
+        # the renderer's settings (Blender's --samples, --world) are checked by its constructor, which
+        # starts nothing: a bad one is one line now, not one failure per object
+        get_renderer(self.renderer, **self.renderer_settings)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

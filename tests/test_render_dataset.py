@@ -374,3 +374,26 @@ def test_selected_ids_the_sources_do_not_hold_are_counted_and_said(tmp_path, cap
         "1 of the ids it names are not among the sources (first: procedural-s0-00000x)"
         in capsys.readouterr().out
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--fov", "0"], "mv3d: error: --fov 0.0: expected degrees in (0, 180)"),
+        (["--renderer", "blender", "--world", "bogus"], "mv3d: error: blender world 'bogus'"),
+        (["--renderer", "blender", "--samples", "0"], "mv3d: error: blender samples 0"),
+    ],
+)
+def test_a_bad_fov_or_blender_setting_is_one_line_before_any_object(tmp_path, capsys, flags, line):
+    """They were checked per object: every object failed into failures.jsonl and the job exited 0,
+    leaving a job.json with the bad setting that refused the corrected rerun."""
+    from mv3d.cli import main
+
+    out = tmp_path / "d"
+    with pytest.raises(SystemExit) as code:
+        main(
+            ["render-dataset", "procedural:2:0", "-o", str(out), "--views", "2", "--resolution", "16", *flags]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1 and err[0].startswith(line)
+    assert not out.exists()

@@ -47,7 +47,7 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 #: Fields whose flag is not `--` + the field name with dashes.
-FIELD_FLAGS = {"orbit_kind": "--orbit", "ray": "--ray", "target_faces": "--faces"}
+FIELD_FLAGS = {"orbit_kind": "--orbit", "fov_deg": "--fov", "ray": "--ray", "target_faces": "--faces"}
 
 
 def flag_message(exc: InputError) -> str:
