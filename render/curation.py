@@ -121,7 +121,39 @@ class CurationConfig:
         data = dict(data)
         if data.get("licences") is not None:
             data["licences"] = tuple(str(x).lower() for x in data["licences"])
-        return cls(**data)
+        cfg = cls(**data)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """`InputError` for a threshold out of its range (max_faces=-1 or min_coverage=2 rejected
+        every object, each with a reason that hid the typo)."""
+        fractions = (
+            "min_thickness",
+            "min_coverage",
+            "max_centre_offset",
+            "min_view_coverage_ratio",
+            "min_silhouette_thinness",
+        )
+        for name in fractions:
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InputError(
+                    f"bad curation setting {name}={value}: expected a fraction in [0, 1] or 'none'"
+                )
+        for name in ("min_faces", "max_faces"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"bad curation setting {name}={value}: expected a face count >= 0 or 'none'")
+        if self.min_faces is not None and self.max_faces is not None and self.min_faces > self.max_faces:
+            raise InputError(
+                f"bad curation settings min_faces={self.min_faces} max_faces={self.max_faces}: "
+                "expected min_faces <= max_faces"
+            )
+        if not 0 <= self.alpha_threshold < 255:
+            raise InputError(
+                f"bad curation setting alpha_threshold={self.alpha_threshold}: expected an alpha in [0, 254]"
+            )
 
     @classmethod
     def from_cli(

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 # The loader's formats, so that a folder scan picks exactly the files `load_mesh` reads.
 MESH_EXTENSIONS = tuple(SUPPORTED_FORMATS)
 PROCEDURAL_PREFIX = "procedural:"
+#: the most objects one procedural source makes (their ids number them in six digits); a larger N
+#: built its list of sources until the memory ran out
+MAX_PROCEDURAL = 1_000_000
 OBJAVERSE_PREFIX = "objaverse:"
 SPEC_FORMS = (
     "a mesh file ("
@@ -244,12 +247,12 @@ def _parse_procedural(spec: str) -> tuple[int, int, bool]:
         if len(parts) not in (2, 3) or parts[2:] not in ([], ["plain"]):
             raise ValueError
         n, seed = int(parts[0]), int(parts[1])
-        if n < 1 or seed < 0:
+        if not 1 <= n <= MAX_PROCEDURAL or seed < 0:
             raise ValueError
     except ValueError:
         raise InputError(
-            f"bad source {spec!r}: expected procedural:N:SEED with integers N >= 1 (how many objects) "
-            "and SEED >= 0, optionally followed by :plain"
+            f"bad source {spec!r}: expected procedural:N:SEED with integers 1 <= N <= {MAX_PROCEDURAL} "
+            "(how many objects) and SEED >= 0, optionally followed by :plain"
         ) from None
     return n, seed, parts[2:] == ["plain"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -61,6 +62,26 @@ def test_config_overrides_round_trip_and_errors():
 
 
 # -- before loading -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["max_faces=-1"], "max_faces=-1: expected a face count >= 0"),
+        (["min_faces=100", "max_faces=10"], "expected min_faces <= max_faces"),
+        (["min_coverage=2"], "min_coverage=2.0: expected a fraction in [0, 1]"),
+        (["max_centre_offset=nan"], "max_centre_offset=nan: expected a fraction"),
+        (["alpha_threshold=255"], "alpha_threshold=255: expected an alpha in [0, 254]"),
+    ],
+)
+def test_thresholds_out_of_range_are_refused(items, message):
+    """They were taken as given and rejected every object, each for a reason that hid the typo."""
+    cfg = CurationConfig.from_cli(items)
+    with pytest.raises(InputError, match=re.escape(message)):
+        CurationConfig.from_dict(cfg.to_dict())  # what render-dataset checks before any object
+    CurationConfig.from_dict(
+        CurationConfig.from_cli(["min_coverage=none", "max_faces=0", "min_faces=0"]).to_dict()
+    )
 
 
 def test_licence_filter():

@@ -134,6 +134,17 @@ def test_bad_procedural_specs(spec):
     assert repr(spec) in str(info.value)
 
 
+def test_procedural_count_is_bounded(monkeypatch):
+    """procedural:99999999999:0 built its list of sources until the kernel killed the job."""
+    import render.sources as sources
+
+    assert sources.MAX_PROCEDURAL == 1_000_000  # ids number the objects in six digits
+    monkeypatch.setattr(sources, "MAX_PROCEDURAL", 5)
+    assert len(resolve_sources(["procedural:5:0"])) == 5
+    with pytest.raises(InputError, match=r"1 <= N <= 5 \(how many objects\)"):
+        resolve_sources(["procedural:6:0"])
+
+
 def test_bad_path_specs(tmp_path):
     with pytest.raises(InputError, match="does not exist") as info:
         resolve_sources([str(tmp_path / "nope.obj")])
