@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
             [],
             "--curation",
             help="Curation setting KEY=VALUE (repeatable), e.g. max_faces=200000, licences=cc0,by, "
-            "min_coverage=none; 'off' disables every filter.",
+            "min_coverage=none; 'off' disables every filter (an object with an empty view is still rejected).",
             show_default="render.curation.CurationConfig's filters",
         ),
         objaverse_dir: Path | None = typer.Option(
