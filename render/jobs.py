@@ -537,9 +537,8 @@ def _run_local(tasks: list, out: str, cfg_json: dict, workers: int) -> Iterator[
             return
 
 
-def _run_ray(
-    tasks: list, out: str, cfg_json: dict, address: str, max_in_flight: int
-) -> Iterator[dict[str, Any]]:
+def _connect_ray(address: str):
+    """The `ray` module, connected to the cluster at `address` (`InputError` if it cannot be)."""
     from render.common import optional_import
 
     ray = optional_import("ray", "cluster", "a Ray cluster")
@@ -550,6 +549,13 @@ def _run_ray(
             raise InputError(
                 f"ray {address}: cannot connect to a Ray cluster ({_error_line(exc)})", field="ray"
             ) from exc
+    return ray
+
+
+def _run_ray(
+    tasks: list, out: str, cfg_json: dict, address: str, max_in_flight: int
+) -> Iterator[dict[str, Any]]:
+    ray = _connect_ray(address)
     remote = ray.remote(num_cpus=1, max_retries=1)(render_one)
     it = iter(tasks)
     in_flight: dict[Any, Any] = {}
@@ -719,6 +725,7 @@ def _render_locked(
     t0 = time.perf_counter()
     last_report = t0
     if ray_address:
+        _connect_ray(ray_address)  # before the progress bar: a cluster that is not there is one line
         results = _run_ray(todo, str(out), cfg_json, ray_address, max_in_flight=max(2, 2 * workers))
     else:
         results = _run_local(todo, str(out), cfg_json, workers)

@@ -397,3 +397,20 @@ def test_a_bad_fov_or_blender_setting_is_one_line_before_any_object(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code.value.code == 2 and len(err) == 1 and err[0].startswith(line)
     assert not out.exists()
+
+
+def test_a_ray_cluster_that_is_not_there_is_one_line(tmp_path, capsys, monkeypatch):
+    """The connection was made on the first result, after the progress bar had drawn itself."""
+    pytest.importorskip("ray")
+    from mv3d.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(SystemExit) as code:
+        main(["render-dataset", "procedural:1:0", "-o", str(tmp_path / "d"), "--views", "2", "--resolution", "16",
+              "--ray", "auto"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        code.value.code == 2
+        and len(err) == 1
+        and err[0].startswith("mv3d: error: --ray auto: cannot connect")
+    )
