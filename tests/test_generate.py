@@ -562,3 +562,19 @@ def test_mirror_average_follows_the_model_unless_the_caller_sets_it(tmp_path: Pa
     assert code == 2 and "mirror_average true there, false now" in err, err
     with pytest.raises(SettingError, match="mirror_average 1: expected true or false"):
         GenerateSettings(mirror_average=1)
+
+
+def test_views_default_to_a_fixed_count_models_own(tmp_path: Path, tiny_model: Path, capsys):
+    """`--views` left out takes the model's fixed count (SVD-XT's 25 failed as '--views 21: ... generates
+    exactly 25 views', though options left out take the model's values)."""
+    fixed = tmp_path / "fixed"
+    shutil.copytree(tiny_model, fixed)
+    info = json.loads((fixed / "mv3d_model.json").read_text())
+    (fixed / "mv3d_model.json").write_text(json.dumps({**info, "num_frames": VIEWS}))
+    img = _object_png(tmp_path / "obj.png")
+    for model, count in ((fixed, VIEWS), (tiny_model, 21)):  # any count: GenerateSettings' 21
+        out = tmp_path / f"o_{count}"
+        args = ["generate", str(img), "--out", str(out), "--model", str(model), "--no-mesh", "--quiet"]
+        code, err = _run_cli(args, capsys)
+        assert code == 0, err
+        assert len(list((out / "views").glob("*.png"))) == count

@@ -53,11 +53,12 @@ def register(app: typer.Typer) -> None:
             metavar="IMAGE",
             help="Input image(s): RGBA with a transparent background, or an object on a plain background.",
         ),
-        views: int = typer.Option(
-            21,
+        views: int | None = typer.Option(
+            None,
             "--views",
             "-n",
             help="Number of views in the orbit (frame 0 = input); a model with a fixed count takes only that.",
+            show_default="the model's fixed count, else 21",
         ),
         out: Path | None = typer.Option(
             None,
@@ -138,8 +139,22 @@ def register(app: typer.Typer) -> None:
         )
         sampling = {"steps": steps, "sampler": sampler, "guidance": guidance, "ensemble": ensemble}
         sampling.update(min_guidance=min_guidance, max_guidance=max_guidance, mirror_average=mirror_average)
+        if views is None:  # a model of a fixed view count (SV3D's 21, SVD's 14, SVD-XT's 25) takes that
+            views = _model_views(model)
         orbit_settings = {"views": views, "orbit": orbit, "elevation": elevation, "seed": seed}
         _generate(images, out, **options, **sampling, **orbit_settings, resolution=resolution)
+
+
+def _model_views(model: str) -> int | None:
+    """The fixed view count of the model `model` names (its mv3d_model.json, no weights), else None
+    (`GenerateSettings`' 21); a model that cannot be read is reported by the job itself."""
+    from mv3d.generate.views import model_limits
+    from render.common import InputError
+
+    try:
+        return model_limits(model)[1].num_frames
+    except InputError:  # SettingError included
+        return None
 
 
 def _generate(
