@@ -66,6 +66,8 @@ RECORDS_DIR = "records"
 ORBIT_KINDS = ("static", "dynamic", "mixed")
 #: the largest shape_augment: |ln stretch| up to 0.7 is a factor of 2 either way along an axis
 MAX_SHAPE_AUGMENT = 0.7
+#: the most worker processes of one job (100000 was accepted, each worker a process with a renderer)
+MAX_WORKERS = 256
 #: the random stream of the shape stretch, apart from each object's orbit and light draws
 SHAPE_STREAM = 1
 #: How often (seconds) the manifest is rewritten while a job runs.
@@ -660,8 +662,9 @@ def render_dataset(
         curation=_jsonable(curation) if curation is not None else None,
     )
     cfg.validate()
-    if workers < 1:
-        raise InputError(f"workers {workers}: expected at least 1", field="workers")
+    # each worker is a process with its own renderer (and, with Blender, its own bpy): more than a
+    # machine has cores only queue
+    check_range("workers", workers, 1, MAX_WORKERS, "a number of processes")
     if cfg.curation is not None:
         filters.CurationConfig.from_dict(cfg.curation)  # InputError for unknown settings
 

@@ -96,6 +96,11 @@ def test_render_with_cameras_of_another_dataset(tmp_path, example_mesh, capsys):
         (["render-dataset", "{bad}", "--out", "{out}", "--orbit", "spiral"], "--orbit 'spiral'"),
         (["render-dataset", "{bad}", "--out", "{out}", "--curation", "colour=red"], "bad curation setting"),
         (["render-dataset", "{bad}", "--out", "{out}", "--workers", "0"], "--workers 0"),
+        (["render-dataset", "{bad}", "--out", "{out}", "--workers", "100000"], "--workers 100000: expected"),
+        (
+            ["render", "{mesh}", "--out", "{out}", "--renderer", "blender", "--samples", "1000000"],
+            "samples 1000000",
+        ),
         (["render-dataset", "{mesh}", "--out", "{out}", "--up-axis", "x"], "--up-axis 'x': expected y or z"),
         # numpy's generators take no negative seed: a traceback from the dynamic orbit or the lights
         (["render", "{mesh}", "--out", "{out}", "--orbit", "dynamic", "--seed", "-1"], "--seed -1: expected"),

@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 
 from render.cameras import Intrinsics
-from render.common import InputError
+from render.common import InputError, check_range
 from render.meshes import Y_UP_TO_Z_UP, LoadedMesh
 from render.renderers import MAX_METALLIC, Renderer, RenderResult, light_setup
 
 #: Grey given to geometry without a material, as in the fast renderer.
 DEFAULT_GREY = (0.8, 0.8, 0.8)
+#: Cycles samples per pixel at most (a dataset view needs tens; 10**6 ran for days a view).
+MAX_SAMPLES = 65536
 #: HDRIs that ship inside bpy (Blender's studio lights, CC0): usable offline as `world="hdri:NAME"`.
 BUNDLED_HDRIS = ("city", "courtyard", "forest", "interior", "night", "studio", "sunrise", "sunset")
 
@@ -69,8 +71,7 @@ class BlenderRenderer(Renderer):
         world: str = "uniform",
         max_metallic: float = MAX_METALLIC,
     ) -> None:
-        if int(samples) < 1:
-            raise InputError(f"blender samples {samples}: expected at least 1")
+        check_range("blender samples", int(samples), 1, MAX_SAMPLES, "samples per pixel")
         if world not in ("uniform", "sky") and not world.startswith("hdri:"):
             raise InputError(f"blender world {world!r}: expected uniform, sky, or hdri:NAME|PATH")
         if world.startswith("hdri:"):
