@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import numbers
 import os
 import platform
 import re
@@ -55,6 +56,13 @@ MAX_STEPS = 1000
 #: Largest seed: every seed from 0 to this one is valid for torch's generators and numpy's (numpy's
 #: take no negative seed, torch's none of 2**64 or more).
 MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: Any, field: str = "seed") -> int:
+    """`value` if it is a whole number from 0 to `MAX_SEED`, else `InputError` naming `field`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
+        raise InputError(f"{field} {value}: expected a whole number from 0 to 2**63 - 1", field=field)
+    return int(value)
 
 
 def check_range(name: str, value: Any, lo: float, hi: float, what: str) -> Any:

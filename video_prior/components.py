@@ -561,13 +561,10 @@ def check_model_folder_target(path, overwrite: bool = False) -> Path:
     Raises:
         InputError: one line naming the path and what was expected.
     """
+    # refuses the protected folders, a path below a file and an existing file; passes any folder
     path = check_output(path, "save_pretrained", overwrite=True, field="path", overwrite_option=False)
     if not path.exists():
         return path
-    if not path.is_dir():
-        raise InputError(
-            f"path {path}: exists and is not a folder: expected a folder for a model", field="path"
-        )
     if overwrite or not any(path.iterdir()) or (path / INFO_FILE).is_file():
         return path
     raise InputError(

@@ -323,22 +323,18 @@ def _unet_config_from_reference_params(
     num_frames: int | None,
     sample_size: int,
 ) -> tuple[dict[str, Any], str]:
-    try:
-        mc = _check_unet_bound("model_channels", int(params["model_channels"]))
-        mult = [_check_unet_bound("channel_mult", int(m)) for m in params["channel_mult"]]
-        _check_unet_bound("levels", len(mult))
-        n_res = _check_unet_bound("num_res_blocks", int(params["num_res_blocks"]))
-        attn_res = {int(a) for a in params.get("attention_resolutions", [])}
-        adm = params.get("adm_in_channels")
-        context = params["context_dim"]
-        context = int(context if isinstance(context, int) else context[0])
-        _check_unet_bound("context_dim", context)
-        for key in ("in_channels", "out_channels"):
-            _check_unet_bound(key, int(params[key]))
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"network_config params lack or mistype a VideoUNet setting ({exc})") from exc
+    # a missing or mistyped setting raises KeyError / TypeError / ValueError: the caller says so in one line
+    mc = _check_unet_bound("model_channels", int(params["model_channels"]))
+    mult = [_check_unet_bound("channel_mult", int(m)) for m in params["channel_mult"]]
+    _check_unet_bound("levels", len(mult))
+    n_res = _check_unet_bound("num_res_blocks", int(params["num_res_blocks"]))
+    attn_res = {int(a) for a in params.get("attention_resolutions", [])}
+    adm = params.get("adm_in_channels")
+    context = params["context_dim"]
+    context = int(context if isinstance(context, int) else context[0])
+    _check_unet_bound("context_dim", context)
+    for key in ("in_channels", "out_channels"):
+        _check_unet_bound(key, int(params[key]))
     if params.get("num_classes", "sequential") != "sequential" or adm is None:
         raise InputError("network_config: only num_classes 'sequential' with adm_in_channels is supported")
     for key in ("use_linear_in_transformer", "use_spatial_context"):
@@ -1182,13 +1178,12 @@ def convert_checkpoint(
         )
 
     vae = _build_empty(lambda: VAE_TYPES[vae_type](**vae_kwargs))
-    vae_what = "VAE" if vae_from is None else f"VAE (its encoder from vae_from {vae_from})"
+    hint = "" if vae_from is None else f" (its encoder from vae_from {vae_from})"
     try:
         vae_sd = convert_vae_state_dict(vae_ref, vae_type, vae_kwargs)
     except InputError as exc:
-        hint = "" if vae_from is None else f" (its encoder from vae_from {vae_from})"
         raise InputError(f"{source}: {exc}{hint}") from exc
-    _load_into(vae, vae_sd, vae_what, source)
+    _load_into(vae, vae_sd, f"VAE{hint}", source)
 
     # 4. what was left out
     used = {UNET_PREFIX, FIRST_STAGE_PREFIX, clip_prefixes[0], *cond_vae_prefixes}

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--renderer {renderer!r}: expected fast or blender")
         if orbit not in ("static", "dynamic"):
             raise InputError(f"--orbit {orbit!r}: expected static or dynamic")
-        from render.common import MAX_IMAGE_SIDE, MAX_SEED, MAX_VIEWS, check_output, check_range
+        from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, check_output, check_range, check_seed
         from render.meshes import check_up_axis
 
         check_output(out, "render", overwrite)
@@ -99,9 +99,9 @@ def register(app: typer.Typer) -> None:
             if not -90.0 <= elevation <= 90.0:
                 raise InputError(f"--elevation {elevation}: expected degrees in [-90, 90]")
         # numpy's generators take no negative seed (a dynamic orbit's, a light setup's): a traceback
-        check_range("seed", seed, 0, MAX_SEED, "a whole number")
+        check_seed(seed)
         if light_seed is not None:
-            check_range("light_seed", light_seed, 0, MAX_SEED, "a whole number")
+            check_seed(light_seed, "light_seed")
         loaded = load_mesh(mesh, up_axis=up_axis)
         orb = None
         if cameras is None:

@@ -89,12 +89,17 @@ def example_images() -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _upload_names(path: str | Path) -> dict[str, str]:
+    """The server's paths of an upload (Gradio's cache folder; resolved first, the longer) -> its name."""
+    return {str(Path(path).resolve()): Path(path).name, str(Path(path)): Path(path).name}
+
+
 def _as_upload(exc: InputError, path: str | Path, *folders: Path) -> InputError:
     """`exc` as the page shows it: the server's path of the upload (Gradio's cache folder) replaced by the
     file's name, and the server's own `folders` by "views", so that the line reveals no server path."""
     message = str(exc)
-    for where in (Path(path).resolve(), Path(path)):
-        message = message.replace(str(where), Path(path).name)
+    for where, name in _upload_names(path).items():
+        message = message.replace(where, name)
     for folder in folders:
         message = message.replace(str(folder), "views")
     return InputError(message, exc.field)
@@ -138,15 +143,6 @@ def check_upload(
         )
     _check_size(w, h, name)
     return w, h
-
-
-def upload_digest(path: str | Path) -> str:
-    """SHA-256 of an upload's bytes (what tells two requests with the same file apart from others)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -477,7 +473,7 @@ def run_generation(
     views = sorted((folder / "views").glob("*.png"))
     turntable = run_dir / "turntable.gif"
     turntable.write_bytes(turntable_gif(views))
-    names = {str(image): Path(image).name, str(Path(image).resolve()): Path(image).name}
+    names = _upload_names(image)
     for where in (getattr(view_generator, "model_path", None), getattr(view_generator, "model", None)):
         if where and str(where) != "default":  # a folder on the server: its name says which model
             names[str(where)] = Path(where).name

@@ -24,10 +24,9 @@ from mv3d.demo import (
     model_facts,
     preview_input,
     run_generation,
-    upload_digest,
 )
 from render.cameras import DEFAULT_ELEVATION_DEG
-from render.common import InputError
+from render.common import InputError, file_sha256
 
 log = logging.getLogger("mv3d.demo")
 
@@ -77,7 +76,7 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
     # reaches the queue twice (Gradio marks the event pending only after the first click has been sent);
     # the same image with the same settings makes the same views, so the second gets the first's result
     # instead of deleting it and waiting in the queue to make it again.
-    finished: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+    finished: dict[str, tuple[tuple[Any, ...], Path, tuple[Any, ...]]] = {}  # (request, zip, shown)
     # The example lives in the repository's examples/ folder: an install from a wheel has none to offer.
     examples = example_images()
     ask = "Upload or paste an image of one object" + (", or pick the example below." if examples else ".")
@@ -127,15 +126,15 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
         except (TypeError, ValueError) as exc:  # InputError is a ValueError
             raise gr.Error(f"Settings: {exc}", duration=None) from None
         session = getattr(request, "session_hash", None)
-        for gone in [s for s, (_, shown) in list(finished.items()) if not Path(shown[5]).is_file()]:
+        for gone in [s for s, (_, zip_path, _) in list(finished.items()) if not zip_path.is_file()]:
             finished.pop(gone, None)  # swept with its session folder
         try:
-            key: tuple[Any, ...] | None = (upload_digest(image), dataclasses.astuple(settings))
+            key: tuple[Any, ...] | None = (file_sha256(image), dataclasses.astuple(settings))
         except OSError:  # no such upload: run_generation says so
             key = None
         last = finished.get(session or "")
         if key is not None and last is not None and last[0] == key:
-            return last[1]
+            return last[2]
         run_dir = folders.new_run(session)
 
         def report(fraction: float, stage: str) -> None:
@@ -168,7 +167,7 @@ def build_app(config: DemoConfig, view_generator: Any, folders: SessionFolders |
             res.summary(),
         )
         if session and key is not None:
-            finished[session] = (key, shown)
+            finished[session] = (key, Path(res.dataset_zip), shown)
         return shown
 
     def on_unload(request: gr.Request) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from render.common import MAX_SEED, InputError, resolve_device
+from render.common import InputError, check_seed, resolve_device
 from render.dataset import OrbitDataset, read_orbit_dataset
 
 TEXTURE_MODES = ("uv", "vertex", "none")
@@ -256,8 +256,7 @@ def reconstruct(
         raise InputError(
             f"target_faces {target_faces}: expected 0 (no decimation) or at least 100", field="target_faces"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise InputError(f"seed {seed}: expected a whole number from 0 to 2**63 - 1", field="seed")
+    check_seed(seed)
     if method == "field":
         device = resolve_device(device)
     if out is not None:
