@@ -9,6 +9,12 @@ catalogue, `license=`. Debian and Ubuntu ship 820 everyday objects this way
 (`apt-get download sweethome3d-furniture && dpkg -x sweethome3d-furniture_*.deb DIR`, then
 `DIR/usr/share/sweethome3d/furniture/`).
 
+Sweet Home 3D's application archive (`sweethome3d.jar`) holds its default catalogue the same way, under
+`DEFAULT_CATALOG_MEMBER`, with every model in one resources folder: 100 more objects (Debian's and
+Ubuntu's `sweethome3d` package: `apt-get download sweethome3d && dpkg -x sweethome3d_*.deb DIR`, then
+`DIR/usr/share/sweethome3d/sweethome3d.jar`). It is read when named as a file; a folder is scanned for
+`.sh3f` catalogues only, since other `.jar` archives are no catalogues.
+
 Sweet Home 3D's frame is +Y up with the object's front facing +Z (towards a viewer on +Z). mv3d's world
 is +Z up with the front view at azimuth 0 seen from -Y (docs/architecture.md, "Cameras"), so a model is
 loaded as `Y_UP_TO_Z_UP @ modelRotation`, which puts its front towards -Y: azimuth 0 sees the front.
@@ -34,7 +40,9 @@ import numpy as np
 from render.common import InputError, safe_name
 
 SH3F_SUFFIX = ".sh3f"
+JAR_SUFFIX = ".jar"
 CATALOG_MEMBER = "PluginFurnitureCatalog.properties"
+DEFAULT_CATALOG_MEMBER = "com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties"
 # Bounds for hostile archives: the catalogue text, one member and one object's members together
 # (textures are held to `render.images.image_budget`, from their headers, before they are decoded).
 MAX_CATALOG_BYTES = 16 * 1024 * 1024
@@ -141,17 +149,17 @@ def read_catalog(path: str | Path) -> list[CatalogEntry]:
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            try:
-                info = zf.getinfo(CATALOG_MEMBER)
-            except KeyError:
+            names = set(zf.namelist())
+            member = next((m for m in (CATALOG_MEMBER, DEFAULT_CATALOG_MEMBER) if m in names), None)
+            if member is None:
                 raise InputError(
-                    f"{path}: no {CATALOG_MEMBER} in the archive: expected a Sweet Home 3D "
-                    "furniture catalogue"
-                ) from None
+                    f"{path}: no {CATALOG_MEMBER} (or Sweet Home 3D's {DEFAULT_CATALOG_MEMBER}) in the "
+                    "archive: expected a Sweet Home 3D furniture catalogue"
+                )
+            info = zf.getinfo(member)
             if info.file_size > MAX_CATALOG_BYTES:
                 raise InputError(
-                    f"{path}: {CATALOG_MEMBER} is {info.file_size} bytes: expected at most "
-                    f"{MAX_CATALOG_BYTES}"
+                    f"{path}: {member} is {info.file_size} bytes: expected at most {MAX_CATALOG_BYTES}"
                 )
             text = zf.read(info).decode("latin-1")
     except _MEMBER_ERRORS as exc:

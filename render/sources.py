@@ -4,7 +4,8 @@ A source spec is one of:
 
 - a mesh file: `.obj .ply .stl .off .glb .gltf` (case-insensitive);
 - a Sweet Home 3D furniture catalogue (`.sh3f`, `render.sh3f_source`): every object it lists, with
-  its name, category, creator and licence in the manifest;
+  its name, category, creator and licence in the manifest; Sweet Home 3D's own `sweethome3d.jar`
+  (its default catalogue) likewise;
 - a folder: every mesh file and `.sh3f` catalogue below it (recursively, hidden files and folders skipped, sorted by relative
   path, so the order is the same on every machine). A Google-Scanned-Objects-style folder, where each
   object is a subfolder holding `meshes/model.obj` and its textures, is such a folder; its objects are
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from render.common import InputError, safe_name
 from render.meshes import SUPPORTED_FORMATS, check_up_axis, default_up_axis
-from render.sh3f_source import SH3F_SUFFIX, catalog_objects
+from render.sh3f_source import JAR_SUFFIX, SH3F_SUFFIX, catalog_objects
 
 if TYPE_CHECKING:
     from render.meshes import LoadedMesh
@@ -52,7 +53,7 @@ OBJAVERSE_PREFIX = "objaverse:"
 SPEC_FORMS = (
     "a mesh file ("
     + " ".join(MESH_EXTENSIONS)
-    + "), a Sweet Home 3D catalogue (.sh3f), a folder of those, procedural:N:SEED[:plain], or an objaverse: "
+    + "), a Sweet Home 3D catalogue (.sh3f, or sweethome3d.jar), a folder of those, procedural:N:SEED[:plain], or an objaverse: "
     "selection (objaverse:uids=UID,.. | objaverse:uids-file=PATH | objaverse:lvis=CAT,.. | objaverse:all, "
     "with optional :limit=K :seed=S)"
 )
@@ -294,7 +295,7 @@ def resolve_source(
         for p in files:
             out.extend(sh3f_sources(p) if p.suffix.lower() == SH3F_SUFFIX else [file_source(p, up_axis)])
         return out
-    if path.is_file() and path.suffix.lower() == SH3F_SUFFIX:
+    if path.is_file() and path.suffix.lower() in (SH3F_SUFFIX, JAR_SUFFIX):
         return sh3f_sources(path)
     if path.is_file():
         if not _is_mesh(path):

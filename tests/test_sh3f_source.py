@@ -265,3 +265,80 @@ def test_an_absolute_texture_path_is_looked_up_by_its_name_inside_the_folder(tmp
     assert any(im is not None for im in images)
     missing = make_catalog(tmp_path / "Missing.sh3f", texture="C:/Users/x/nothere.png")
     assert len(resolve_sources([str(missing)])[0].load().scene.geometry) >= 1
+
+
+def make_app_jar(path):
+    """Sweet Home 3D's application archive as laid out: the default catalogue under com/eteks/... with
+    every model in one resources folder, among the program's other members."""
+    res = "com/eteks/sweethome3d/io/resources"
+    props = [
+        "id=SweetHome3D#DefaultModels",
+        "license=GNU GPL / CC-BY 3.0  \\u00a9 Emmanuel Puybaret / eTeks",
+        "id#1=eTeks#box",
+        "name#1=Box",
+        "category#1=Living room",
+        "creator#1=eTeks",
+        f"model#1=/{res}/box.obj",
+        "id#2=eTeks#door",
+        "name#2=Door",
+        "category#2=Doors and windows",
+        f"model#2=/{res}/box.obj",
+        "doorOrWindow#2=true",
+    ]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+        zf.writestr("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties", "\n".join(props) + "\n")
+        zf.writestr(f"{res}/box.obj", _OBJ)
+        zf.writestr(f"{res}/box.mtl", _MTL.format(texture="red.png"))
+        zf.writestr(f"{res}/red.png", _png())
+    return path
+
+
+def test_sweet_home_3d_jar_is_read_as_its_default_catalogue(tmp_path):
+    jar = make_app_jar(tmp_path / "sweethome3d.jar")
+    objs = resolve_sources([str(jar)])
+    assert [o.meta["name"] for o in objs] == ["Box", "Door"]
+    assert [o.meta["door_or_window"] for o in objs] == [False, True]
+    assert objs[0].meta["licence"] == "by" and objs[0].meta["catalog"] == "sweethome3d"
+    mesh = objs[0].load()
+    lo, hi = mesh.scene.bounds
+    # 40 wide, 20 deep, 100 high in the model: upright (+Z) in mv3d's world after normalisation
+    extent = hi - lo
+    assert extent[2] == pytest.approx(extent.max()) and extent[0] == pytest.approx(2 * extent[1], rel=1e-6)
+    # a folder is scanned for .sh3f catalogues only: other .jar archives are no catalogues
+    with pytest.raises(InputError, match="no mesh files"):
+        resolve_sources([str(tmp_path)])
+    other = tmp_path / "lib.jar"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+    with pytest.raises(InputError, match="DefaultFurnitureCatalog"):
+        resolve_sources([str(other)])
+
+
+def test_second_held_out_set_rule_keeps_objects_and_names_what_it_left_out(tmp_path):
+    from recipes.default_model.independent_set import make_set
+
+    jar = make_app_jar(tmp_path / "sweethome3d.jar")
+    with zipfile.ZipFile(jar, "a") as zf:
+        # an invisible marker, as the catalogue's light sources are: points and lines, no faces
+        zf.writestr("com/eteks/sweethome3d/io/resources/light.obj", "v 0 0 0\nv 1 0 0\nl 1 2\n")
+        text = zf.read("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties").decode()
+    props = (
+        text
+        + "id#3=eTeks#light\nname#3=Light source\ncategory#3=Lights\nmodel#3=/com/eteks/sweethome3d/io/resources/light.obj\n"
+    )
+    rebuilt = tmp_path / "app" / "sweethome3d.jar"
+    rebuilt.parent.mkdir()
+    with zipfile.ZipFile(jar) as src, zipfile.ZipFile(rebuilt, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("DefaultFurnitureCatalog.properties"):
+                dst.writestr(info, src.read(info))
+        dst.writestr("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties", props)
+    furniture = tmp_path / "furniture"
+    furniture.mkdir()
+    make_catalog(furniture / "Test.sh3f")  # holds the same box.obj bytes
+    made = make_set(rebuilt, furniture)
+    assert [o["name"] for o in made["objects"]] == ["Box"]
+    assert made["counts"] == {"kept": 1, "left_out": {"building part": 1, "no surface": 1}}
+    assert made["identical_models_in_furniture_catalogues"] == 1
+    assert made == make_set(rebuilt, furniture)  # deterministic

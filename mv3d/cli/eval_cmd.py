@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         objects: list[str] = typer.Option(
             None,
             "--objects",
-            help="Objects to evaluate: mesh files, folders, Sweet Home 3D catalogues (.sh3f), procedural:N:SEED[:plain], "
+            help="Objects to evaluate: mesh files, folders, Sweet Home 3D catalogues (.sh3f, sweethome3d.jar), procedural:N:SEED[:plain], "
             "objaverse selections, a GSO folder (as render-dataset). Several may follow one --objects.",
             show_default=False,
         ),
