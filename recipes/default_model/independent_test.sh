@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-runs/independent}
-: "${JAR:?set JAR to sweethome3d.jar of Debian's sweethome3d package}"
+: "${JAR:?set JAR to sweethome3d.jar of the Debian package sweethome3d}"
 SH3D=$JAR SPLIT=recipes/default_model/independent_set.json
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1
 # one thread per process, as every scored run of the default model
