@@ -125,6 +125,9 @@ class EvalSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     protocol: str = "mv3d"  # a name in eval.protocols.PROTOCOLS
     mesh_metrics: int | None = None  # eval.mesh_metrics.MESH_METRICS_VERSION when meshes are scored
+    # {"lpips": digest, "clip": digest} of the scorers' weights when given (`weights_digest`): other
+    # weights under the same name or path give other numbers, so they key the cache too
+    scorer_weights: dict[str, str] | None = None
 
     def key(self) -> str:
         d = asdict(self)
@@ -132,7 +135,20 @@ class EvalSettings:
             del d["protocol"]
         if d["mesh_metrics"] is None:  # view-only results do not depend on the mesh metrics
             del d["mesh_metrics"]
+        if d["scorer_weights"] is None:  # results scored without LPIPS or CLIP-S stay valid
+            del d["scorer_weights"]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_digest(module: Any) -> str:
+    """sha256 (16 hex digits) of a torch module's state: parameter and buffer names and bytes, sorted."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def resize_views(views: np.ndarray, size: int) -> np.ndarray:
@@ -531,6 +547,12 @@ def run_benchmark(
         extra=dict(extra_settings or {}),
         protocol=proto.name,
         mesh_metrics=MESH_METRICS_VERSION if reconstruct_fn is not None else None,
+        scorer_weights={
+            name: weights_digest(getattr(scorer, "model", scorer))
+            for name, scorer in (("lpips", lpips_model), ("clip", clip_scorer))
+            if scorer is not None
+        }
+        or None,
     )
     from render.sources import read_selection, resolve_sources
 

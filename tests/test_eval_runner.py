@@ -184,6 +184,28 @@ def test_mesh_results_cached_under_another_metric_definition_are_scored_again(ru
     assert gen.calls == len(metrics["objects"])
 
 
+def test_results_scored_with_other_lpips_weights_are_scored_again(run_a, tmp_path):
+    """The LPIPS backbone's name does not say which weights scored a cached object: their digest does."""
+    import shutil
+
+    from eval.runner import weights_digest
+
+    assert weights_digest(_tiny_lpips()) == weights_digest(_tiny_lpips())
+    assert run_a[2]["settings"]["scorer_weights"] == {"lpips": weights_digest(_tiny_lpips())}
+    out = tmp_path / "a"
+    shutil.copytree(run_a[0], out)
+    other = _tiny_lpips()
+    other.lins[0].weight.data.add_(0.5)
+    assert weights_digest(other) != weights_digest(_tiny_lpips())
+    gen = TinyGenerator()
+    run_benchmark(
+        _sources(), out, gen, views=4, resolution=32, reconstruct_fn=_sphere_reconstruct, seed=0,
+        lpips_model=other, mesh_points=2000, iou_resolution=24, model_name="tiny", model_hash="abc123",
+        figures=False, progress=False,
+    )  # fmt: skip
+    assert gen.calls == len(run_a[2]["objects"])
+
+
 def test_compare_paired(tmp_path, run_a):
     out_a = run_a[0]
     worse = run_benchmark(
