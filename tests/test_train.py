@@ -397,6 +397,10 @@ def test_cli_errors(tmp_path, data_root, capsys):
     assert not (tmp_path / "o").exists()  # the data is checked before the run folder is made
     code, err = run(str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--max-steps", "0")
     assert code == 2 and "--max-steps" in err
+    cfg.write_text(yaml.safe_dump({**TINY, "max_steps": 10, "lr_cooldown_steps": 5}))
+    code, err = run(str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--max-steps", "2")
+    assert code == 2 and err.startswith("mv3d: error: --max-steps 2: expected at least") and "(5)" in err
+    cfg.write_text(yaml.safe_dump(TINY))
     code, err = run(
         str(cfg), "--data", str(data_root), "--out", str(tmp_path / "o"), "--precompute", "--device", "tpu"
     )
@@ -585,6 +589,10 @@ def test_lr_schedule_warms_up_holds_and_cools_down(data_root, tmp_path):
         tiny_config(max_steps=4, lr_cooldown_steps=5)
     # the run logs the rate each optimizer step used
     cfg = tiny_config(max_steps=4, lr=1e-3, lr_warmup_steps=1, lr_cooldown_steps=2)
+    # an override shorter than the cool-down is refused as the config is (it would start below the rate)
+    with pytest.raises(InputError, match="max_steps 1: expected at least the config's lr_cooldown_steps"):
+        vtrain.train(cfg, [data_root], tmp_path / "short", max_steps=1, progress=False)
+    assert not (tmp_path / "short").exists()
     vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     lrs = [json.loads(line)["lr"] for line in lines]

@@ -1035,6 +1035,14 @@ def train(
 
     out_dir = Path(out_dir)
     max_steps = int(max_steps or config.max_steps)
+    if config.lr_cooldown_steps > max_steps:
+        # the config's own check, for an override: a cool-down longer than the run would start it
+        # below the configured rate without a word
+        raise InputError(
+            f"max_steps {max_steps}: expected at least the config's lr_cooldown_steps "
+            f"({config.lr_cooldown_steps})",
+            field="max_steps",
+        )
     if out_dir.exists() and not resume and latest_checkpoint(out_dir) is not None:
         raise InputError(
             f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
