@@ -252,6 +252,8 @@ def render_one(source, out_dir: str, cfg_json: dict[str, Any]) -> dict[str, Any]
         }
         if scales is not None:
             info["shape_scales"] = [float(v) for v in scales]  # before the renormalisation
+        if mesh.unread_files:
+            record["unread_files"] = info["unread_files"] = list(mesh.unread_files)
         write_render(
             Path(out_dir) / OBJECTS_DIR / source.object_id, mesh, result, orbit, renderer, info, light_seed
         )
@@ -326,14 +328,17 @@ def _done_record(out: Path, src) -> dict[str, Any] | None:
         meta = json.loads(tf.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    curation = (meta.get("object") or {}).get("curation", {})
-    return {
+    info = meta.get("object") or {}
+    record = {
         "object_id": src.object_id,
         "source": src.spec,
         "status": "done",
         "stage": "write",
-        "curation": curation,
+        "curation": info.get("curation", {}),
     }
+    if isinstance(info.get("unread_files"), list) and info["unread_files"]:
+        record["unread_files"] = info["unread_files"]
+    return record
 
 
 def _read_jsonl(path: Path) -> dict[str, str]:
@@ -390,7 +395,8 @@ def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, An
         if rec is None:
             continue
         entry = {
-            k: rec.get(k) for k in ("object_id", "source", "status", "stage", "reason", "error", "curation")
+            k: rec.get(k)
+            for k in ("object_id", "source", "status", "stage", "reason", "error", "curation", "unread_files")
         }
         entry = {k: v for k, v in entry.items() if v is not None}
         if src.meta:
@@ -418,6 +424,8 @@ def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, An
         "rejected": status.get("rejected", 0),
         "failed": status.get("failed", 0),
         "pending": len(sources) - len(records),
+        # drawn without a material library or texture they name (listed per object in the manifest)
+        "drawn_without_files": sum(1 for r in records.values() if r.get("unread_files")),
         "rejected_at_stage": dict(sorted(rejected_at.items())),
         "rejected_by_filter": dict(sorted(by_filter.items(), key=lambda kv: (-kv[1], kv[0]))),
         "rejection_reasons": dict(reasons.most_common()),

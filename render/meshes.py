@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +62,15 @@ class LoadedMesh:
             COLOR_0 is converted when read); renderers convert them to linear for shading.
         source_to_world: (4, 4) float64 mapping source-file coordinates to world coordinates.
         source: where the mesh came from (a path, or a description for in-memory meshes).
+        unread_files: files the mesh names (a material library, textures) that could not be read:
+            missing, or outside the mesh's folder. The mesh is drawn without them, so a render job
+            records them in its manifest.
     """
 
     scene: object  # trimesh.Scene (typed loosely so importing this module stays cheap)
     source_to_world: np.ndarray
     source: str
+    unread_files: tuple[str, ...] = ()
 
     @property
     def num_faces(self) -> int:
@@ -453,7 +457,7 @@ def stretched(mesh: LoadedMesh, scales) -> LoadedMesh:
     if scales.shape != (3,) or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise InputError(f"{mesh.source}: stretch {scales.tolist()}: expected three positive factors")
     scene, to_world = normalize_scene(mesh.scene, pre_transform=np.diag([*scales, 1.0]), source=mesh.source)
-    return LoadedMesh(scene=scene, source_to_world=to_world @ mesh.source_to_world, source=mesh.source)
+    return replace(mesh, scene=scene, source_to_world=to_world @ mesh.source_to_world)
 
 
 def check_up_axis(up_axis: str | None, what: str = "up axis") -> str | None:
@@ -482,8 +486,28 @@ def decode_textures(scene) -> None:
                 image.load()
 
 
-def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
-    """Check and read a mesh file as a `trimesh.Scene` in its own coordinates; return (scene, up axis).
+def recording_resolver(folder_resolver: Any) -> tuple[Any, list[str]]:
+    """(resolver, names): `folder_resolver` (a trimesh resolver) that also notes each name it could not
+    serve. trimesh's loaders skip a material library or texture they cannot get, without a word; the
+    names tell the user what an object was drawn without."""
+    names: list[str] = []
+    get = folder_resolver.get
+
+    def recorded_get(name):
+        try:
+            return get(name)
+        except BaseException:
+            if str(name) not in names:
+                names.append(str(name))
+            raise
+
+    folder_resolver.get = recorded_get
+    return folder_resolver, names
+
+
+def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str, tuple[str, ...]]:
+    """Check and read a mesh file as a `trimesh.Scene` in its own coordinates; return (scene, up axis,
+    the files it names that could not be read).
 
     The one reader of mesh files: `load_mesh` (normalised, for rendering and eval) and `read_trimesh`
     (one mesh in mv3d's axes, for export) both come through here, so both get the same checks.
@@ -515,15 +539,17 @@ def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
         # process=False keeps vertices exactly as stored (no merging), so the recorded transform
         # maps the file's own coordinates.
         try:
+            # trimesh's file resolver serves only files inside the mesh's folder
+            resolver, unread = recording_resolver(trimesh.resolvers.FilePathResolver(str(path)))
             with image_budget(str(path)):  # textures: checked from their headers before decoding
-                scene = trimesh.load_scene(str(path), file_type=file_type, process=False)
+                scene = trimesh.load_scene(str(path), file_type=file_type, process=False, resolver=resolver)
                 decode_textures(scene)
         except ValueError:
             # trimesh's binary PLY reader assumes every face has as many corners as the first one;
             # Blender (and many scanners) write mixed triangles and quads. Read those ourselves.
             if file_type != "ply" or not _is_binary_ply(path):
                 raise
-            scene = trimesh.Scene(_read_binary_ply_polygons(path))
+            scene, unread = trimesh.Scene(_read_binary_ply_polygons(path)), []
     except InputError:
         raise
     except MemoryError as exc:
@@ -541,7 +567,7 @@ def _read_scene(path: str | Path, up_axis: str | None) -> tuple[Any, str]:
         for geom in scene.geometry.values():
             if getattr(geom.visual, "kind", None) == "vertex":
                 map_vertex_colours(geom, linear_to_srgb)
-    return scene, up_axis
+    return scene, up_axis, tuple(unread)
 
 
 def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
@@ -557,10 +583,10 @@ def load_mesh(path: str | Path, up_axis: str | None = None) -> LoadedMesh:
             claims more elements than the file holds, glTF 1, no faces, NaN/inf vertices, face indices
             out of range.
     """
-    scene, up_axis = _read_scene(path, up_axis)
+    scene, up_axis, unread = _read_scene(path, up_axis)
     pre = Y_UP_TO_Z_UP if up_axis == "y" else None
     scene, s2w = normalize_scene(scene, pre, source=str(path))
-    return LoadedMesh(scene=scene, source_to_world=s2w, source=str(path))
+    return LoadedMesh(scene=scene, source_to_world=s2w, source=str(path), unread_files=unread)
 
 
 def map_vertex_colours(mesh, transfer) -> None:
@@ -585,7 +611,7 @@ def read_trimesh(path: str | Path, up_axis: str | None = None):
     """
     import trimesh
 
-    scene, up_axis = _read_scene(path, up_axis)
+    scene, up_axis, _ = _read_scene(path, up_axis)
     _validate_scene(scene, str(path))  # the checks load_mesh makes: finite, bounded, with faces
     mesh = scene.to_mesh()
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:

@@ -324,7 +324,7 @@ def load_sh3f_object(location: str, spec: str):
     import trimesh
 
     from render.images import image_budget
-    from render.meshes import Y_UP_TO_Z_UP, LoadedMesh, decode_textures, normalize_scene
+    from render.meshes import Y_UP_TO_Z_UP, LoadedMesh, decode_textures, normalize_scene, recording_resolver
 
     path_str, _, index_str = location.rpartition("#")
     path = Path(path_str)
@@ -341,10 +341,9 @@ def load_sh3f_object(location: str, spec: str):
             obj = folder.get(posixpath.basename(entry.model))
         except KeyError:
             raise InputError(f"{where}: the model file is missing from the archive") from None
+        resolver, unread = recording_resolver(_resolver(folder))
         try:
-            scene = trimesh.load_scene(
-                io.BytesIO(obj), file_type="obj", resolver=_resolver(folder), process=False
-            )
+            scene = trimesh.load_scene(io.BytesIO(obj), file_type="obj", resolver=resolver, process=False)
         except InputError:
             raise
         except Exception as exc:  # trimesh raises many types for malformed files
@@ -359,4 +358,4 @@ def load_sh3f_object(location: str, spec: str):
         rot4[:3, :3] = rotation
         pre = pre @ rot4
     scene, s2w = normalize_scene(scene, pre, source=where)
-    return LoadedMesh(scene=scene, source_to_world=s2w, source=where)
+    return LoadedMesh(scene=scene, source_to_world=s2w, source=where, unread_files=tuple(unread))

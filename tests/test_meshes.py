@@ -233,3 +233,29 @@ def test_texture_bombs_are_refused_from_their_headers(tmp_path):
     textures[0].write_bytes(png_claiming(13000, 13000))
     with pytest.raises(InputError, match="13000x13000 pixels"):
         load_mesh(folder / "box.obj")
+
+
+def test_files_an_obj_names_but_cannot_be_read_are_listed_not_read(tmp_path):
+    """A texture outside the mesh's folder is never read (trimesh's file resolver keeps to the folder),
+    and, like a missing one, is listed in `unread_files` instead of being dropped without a word."""
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (0, 255, 0)).save(tmp_path / "secret.png")
+    folder = tmp_path / "obj"
+    folder.mkdir()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(folder / "red.png")
+    tri = "v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl m\nf 1/1 2/2 3/3\n"
+    for name, texture in (("inside", "red.png"), ("outside", "../secret.png"), ("gone", "nothere.png")):
+        (folder / f"{name}.mtl").write_text(f"newmtl m\nKd 1 1 1\nmap_Kd {texture}\n")
+        (folder / f"{name}.obj").write_text(f"mtllib {name}.mtl\n{tri}")
+    (folder / "nomtl.obj").write_text(f"mtllib absent.mtl\n{tri}")
+
+    def image(mesh):
+        return next(iter(mesh.scene.geometry.values())).visual.material.image
+
+    inside = load_mesh(folder / "inside.obj")
+    assert inside.unread_files == () and image(inside).getpixel((0, 0)) == (255, 0, 0)
+    outside = load_mesh(folder / "outside.obj")
+    assert outside.unread_files == ("../secret.png",) and image(outside) is None
+    assert load_mesh(folder / "gone.obj").unread_files == ("nothere.png",)
+    assert load_mesh(folder / "nomtl.obj").unread_files == ("absent.mtl",)

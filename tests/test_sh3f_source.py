@@ -263,8 +263,28 @@ def test_an_absolute_texture_path_is_looked_up_by_its_name_inside_the_folder(tmp
         getattr(getattr(g.visual, "material", None), "image", None) for g in mesh.scene.geometry.values()
     ]
     assert any(im is not None for im in images)
+    assert mesh.unread_files == ()
     missing = make_catalog(tmp_path / "Missing.sh3f", texture="C:/Users/x/nothere.png")
-    assert len(resolve_sources([str(missing)])[0].load().scene.geometry) >= 1
+    loaded = resolve_sources([str(missing)])[0].load()
+    assert len(loaded.scene.geometry) >= 1
+    # drawn without it, and the load says so (a render job lists it in its manifest)
+    assert loaded.unread_files == ("C:/Users/x/nothere.png",)
+
+
+def test_render_dataset_lists_the_files_an_object_was_drawn_without(tmp_path):
+    from render.jobs import render_dataset
+
+    cat = make_catalog(tmp_path / "Missing.sh3f", texture="nothere.png")
+    out = tmp_path / "data"
+    summary = render_dataset([str(cat)], out, views=2, resolution=16, progress=False)
+    assert summary["done"] == 2 and summary["drawn_without_files"] == 2
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["unread_files"] for r in records] == [["nothere.png"]] * 2
+    # a rerun skips the finished objects and still lists them
+    again = render_dataset([str(cat)], out, views=2, resolution=16, progress=False)
+    assert again["drawn_without_files"] == 2
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["unread_files"] for r in records] == [["nothere.png"]] * 2
 
 
 def make_app_jar(path):

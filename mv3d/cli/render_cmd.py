@@ -250,6 +250,11 @@ def register(app: typer.Typer) -> None:
                 f"--select {select}: {summary['selection_not_found']} of the ids it names are not among the "
                 f"sources (first: {', '.join(summary['selection_not_found_first'])})"
             )
+        if summary["drawn_without_files"]:
+            typer.echo(
+                f"{summary['drawn_without_files']} objects drawn without files they name (a material "
+                "library or textures: missing, or outside their folder); manifest.jsonl lists them as unread_files"
+            )
         if summary["rejected_by_filter"]:
             typer.echo("rejected by filter: " + json.dumps(summary["rejected_by_filter"]))
         if summary["failed"]:
