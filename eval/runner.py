@@ -40,6 +40,7 @@ from render.common import (
     atomic_output,
     atomic_write_json,
     check_output,
+    lock_folder,
     output_marker,
     versions,
     write_output_marker,
@@ -567,12 +568,13 @@ def run_benchmark(
         )
     out_dir = check_report_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_output_marker(out_dir, "eval")
+    lock = lock_folder(out_dir, "eval")  # a second eval on this --out stops here, before writing
     scorers = Scorers(lpips=lpips_model, clip=clip_scorer)
     results: dict[str, Any] = {}
     failed: dict[str, str] = {}
     rend = None
     try:
+        write_output_marker(out_dir, "eval")
         for src in tqdm(objs, desc="eval", unit="object", disable=not progress):
             obj_dir = out_dir / "objects" / safe_id(src.object_id)
             cached = obj_dir / "result.json"
@@ -603,25 +605,26 @@ def run_benchmark(
             result["source_stamp"] = stamp
             atomic_write_json(cached, result)  # written last: its presence means the object is done
             results[str(src.object_id)] = result
+        if not results:
+            raise InputError(
+                f"no object could be loaded ({len(failed)} failed; first: {next(iter(failed.values()))})"
+            )
+        metrics = {
+            "mv3d_eval_format": METRICS_FORMAT,
+            "settings": asdict(settings),
+            "protocol": {"name": proto.name, "headline": proto.headline, "sources": proto.sources},
+            "model": {"name": settings.model, "hash": model_hash},
+            "versions": versions(),
+            "methods": list(methods),
+            "objects": results,
+            "failed": failed,
+            "not_found": not_found,
+            "aggregate": aggregate(results),
+        }
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        write_report(metrics, out_dir, figures=figures)
     finally:
         if rend is not None:
             rend.close()
-    if not results:
-        raise InputError(
-            f"no object could be loaded ({len(failed)} failed; first: {next(iter(failed.values()))})"
-        )
-    metrics = {
-        "mv3d_eval_format": METRICS_FORMAT,
-        "settings": asdict(settings),
-        "protocol": {"name": proto.name, "headline": proto.headline, "sources": proto.sources},
-        "model": {"name": settings.model, "hash": model_hash},
-        "versions": versions(),
-        "methods": list(methods),
-        "objects": results,
-        "failed": failed,
-        "not_found": not_found,
-        "aggregate": aggregate(results),
-    }
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    write_report(metrics, out_dir, figures=figures)
+        lock.close()
     return metrics

@@ -160,6 +160,38 @@ def write_output_marker(folder: str | os.PathLike, command: str) -> None:
     atomic_write_json(Path(folder) / OUTPUT_MARKER, {"command": command, "mv3d": _mv3d_version()})
 
 
+#: The lock file a long job holds in its output folder (`lock_folder`).
+LOCK_FILE = ".mv3d-lock"
+
+
+def lock_folder(folder: str | os.PathLike, command: str, field: str = "out") -> Any:
+    """An exclusive lock on FOLDER/.mv3d-lock (flock: released by the kernel when the process dies), held
+    until the returned file is closed; `InputError` naming the job that holds it. Two jobs on one
+    output folder would rewrite each other's results and reports. No lock where flock is missing."""
+    path = Path(folder) / LOCK_FILE
+    fh = open(path, "a+")  # noqa: SIM115 - held open for the whole job
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        return fh
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise InputError(
+            f"{field} {folder}: another job ({holder}) is writing there: wait for it to finish or "
+            "choose another folder",
+            field=field,
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"mv3d {command}, pid {os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def _protected(resolved: Path) -> str | None:
     """Why a folder may never be an output that mv3d replaces, or None."""
     cwd = Path.cwd().resolve()
@@ -221,7 +253,8 @@ def check_output(
             )
         return path
     if path.is_dir() and not path.is_symlink():
-        if not any(path.iterdir()):
+        # empty, or holding only the lock of a job that stopped before it wrote its marker
+        if all(p.name == LOCK_FILE for p in path.iterdir()):
             return path
         marker = output_marker(path)
         if marker is not None and marker["command"] == command:

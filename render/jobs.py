@@ -55,13 +55,13 @@ from render.common import (
     atomic_write_text,
     check_output,
     check_range,
+    lock_folder,
     output_marker,
     write_output_marker,
 )
 from render.dataset import TRANSFORMS
 
 OBJECTS_DIR = "objects"
-LOCK_FILE = ".mv3d-lock"
 RECORDS_DIR = "records"
 ORBIT_KINDS = ("static", "dynamic", "mixed")
 #: the largest shape_augment: |ln stretch| up to 0.7 is a factor of 2 either way along an axis
@@ -356,33 +356,6 @@ def _read_jsonl(path: Path) -> dict[str, str]:
         if isinstance(oid, str):
             out[oid] = line
     return out
-
-
-def _lock_job(out: Path):
-    """An exclusive lock on OUT/.mv3d-lock (flock: released by the kernel when the process dies), or
-    `InputError` naming the job that holds it. Two jobs on one --out would delete each other's
-    temporaries and rewrite each other's reports."""
-    fh = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the whole job
-    try:
-        import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # not POSIX: no lock
-        return fh
-    except OSError:
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
-        fh.close()
-        raise InputError(
-            f"out {out}: another render-dataset job (pid {holder}) is writing there: wait for it to "
-            "finish or choose another folder",
-            field="out",
-        ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
 
 
 def _write_reports(out: Path, sources: Sequence, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -685,7 +658,9 @@ def render_dataset(
 
     out = check_output(out_dir, "render-dataset", overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock_job(out)  # a second job on the same --out stops here, before touching anything
+    lock = lock_folder(
+        out, "render-dataset"
+    )  # a second job on this --out stops here, before touching anything
     try:
         return _render_locked(
             out, resolved, cfg, workers, ray_address, retry_failed, progress, tqdm, not_selected

@@ -206,6 +206,24 @@ def test_results_scored_with_other_lpips_weights_are_scored_again(run_a, tmp_pat
     assert gen.calls == len(run_a[2]["objects"])
 
 
+def test_a_second_eval_on_the_same_out_is_refused(tmp_path):
+    """Two evals on one --out rewrote each other's results and report: the second stops with one line."""
+    from render.common import lock_folder
+
+    out = tmp_path / "e"
+    out.mkdir()
+    held = lock_folder(out, "eval")  # as a running eval holds it
+    gen = TinyGenerator()
+    try:
+        with pytest.raises(InputError, match=r"^out .*: another job \(mv3d eval, pid \d+\) is writing there"):
+            run_benchmark(_sources()[:1], out, gen, views=4, resolution=32, figures=False, progress=False)
+    finally:
+        held.close()
+    assert gen.calls == 0
+    run_benchmark(_sources()[:1], out, gen, views=4, resolution=32, figures=False, progress=False)
+    assert gen.calls == 1  # free again
+
+
 def test_compare_paired(tmp_path, run_a):
     out_a = run_a[0]
     worse = run_benchmark(

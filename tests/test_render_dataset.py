@@ -252,13 +252,13 @@ def test_ray_runs_the_same_task(tmp_path):
 def test_a_second_job_on_the_same_out_is_refused(tmp_path, capsys):
     """Two jobs on one --out deleted each other's temporaries: the second now stops with one line."""
     from mv3d.cli import main
-    from render.jobs import _lock_job
+    from render.common import lock_folder
 
     out = tmp_path / "d"
     render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
-    held = _lock_job(out)  # as a running job holds it
+    held = lock_folder(out, "render-dataset")  # as a running job holds it
     try:
-        with pytest.raises(InputError, match="another render-dataset job"):
+        with pytest.raises(InputError, match=r"another job \(mv3d render-dataset, pid \d+\)"):
             render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
         with pytest.raises(SystemExit) as code:
             main(["render-dataset", "procedural:1:0", "-o", str(out), "--views", "2", "--resolution", "16"])
