@@ -333,6 +333,12 @@ def test_resume_logs_each_step_once(data_root, tmp_path):
     vtrain.train(cfg, [data_root], again, progress=False)
     rows = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # TensorBoard too: the events of the killed run's step 3 are purged, each step read once
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    for run in (out, again):
+        acc = event_accumulator.EventAccumulator(str(run / "logs" / "mv3d_train"))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3, 4]
 
 
 def test_resume_with_another_model_or_trainable_set_is_one_line(data_root, tmp_path, capsys):

@@ -1104,7 +1104,10 @@ def train(
         _trim_metrics(out_dir / "metrics.jsonl", state.step)  # step 0: a run that starts again
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if log_with is not None:
-        accelerator.init_trackers("mv3d_train")
+        # purge_step: TensorBoard hides the events a killed run logged after the checkpoint this one
+        # resumes from (all of them for a run that starts again), as _trim_metrics does for
+        # metrics.jsonl; steps are logged after their update, so the first this run logs is step + 1
+        accelerator.init_trackers("mv3d_train", init_kwargs={"tensorboard": {"purge_step": state.step + 1}})
 
     # 4. data for the current curriculum stage (rebuilt when the stage changes)
     stage, dataset, batches = _stage_data(config, objects, state.step, state.micro_step, rank, world)
