@@ -40,6 +40,53 @@ def mesh_format(path: Path, format: str | None = None) -> str:
     return fmt
 
 
+def mesh_output_path(path: Path, format: str | None = None) -> Path:
+    """The file `export_mesh` writes for `path` and `format`: `path`, or `path` with the format's
+    suffix where its suffix names another format (`--out m.glb --format obj` writes m.obj)."""
+    path = Path(path)
+    fmt = mesh_format(path, format)
+    if path.suffix.lower().lstrip(".") not in (fmt, "gltf" if fmt == "glb" else fmt):
+        path = path.with_suffix("." + fmt)
+    return path
+
+
+def check_mesh_output(path: Path, format: str | None = None) -> Path:
+    """Refuse, before any work, a mesh output whose files known in advance (the mesh file and, for an
+    OBJ, its MTL) would replace a folder; return the mesh file's path (`mesh_output_path`)."""
+    main = mesh_output_path(path, format)
+    for target in (main, main.with_suffix(".mtl")) if main.suffix.lower() == ".obj" else (main,):
+        if target.is_dir():
+            raise InputError(
+                f"{target}: is a folder: expected a file path (mv3d never replaces a folder by a file)"
+            )
+    return main
+
+
+def _companion_name(stem: str, name: str, taken: set[str]) -> str:
+    """The name of an OBJ's texture file: the OBJ's stem, then trimesh's name for it made safe.
+
+    trimesh names a texture after its material, and a mesh file names its materials: "../x", "a/b",
+    300 characters or a name that another OBJ's stem starts with. Always prefixed (two meshes exported
+    into one folder keep their own textures), reduced to letters, digits, "-" and "_", short enough
+    for any file system, and unique within the OBJ.
+    """
+    import re
+
+    suffix = Path(name).suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,5}", suffix):
+        suffix = ".png"
+    given = Path(name).suffix
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", name[: len(name) - len(given)] if given else name)
+    base = base[: max(8, 200 - len(stem))] or "texture"
+    new = f"{stem}_{base}{suffix}"
+    i = 1
+    while new.lower() in taken or new.lower() == f"{stem}.mtl".lower():
+        new = f"{stem}_{base}_{i}{suffix}"
+        i += 1
+    taken.add(new.lower())
+    return new
+
+
 def _as_vertex_coloured(mesh):
     """A copy with vertex colours (textures sampled at the vertices' UVs), for PLY."""
     out = mesh.copy()
@@ -80,10 +127,8 @@ def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = 
     """
     import trimesh
 
-    path = Path(path)
+    path = check_mesh_output(Path(path), format)
     fmt = mesh_format(path, format)
-    if path.suffix.lower().lstrip(".") not in (fmt, "gltf" if fmt == "glb" else fmt):
-        path = path.with_suffix("." + fmt)
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise InputError(f"{path}: refusing to write an empty mesh")
     if fmt == "glb":
@@ -120,22 +165,27 @@ def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = 
             mtl_name=f"{stem}.mtl",
             include_normals=True,
         )
-        # trimesh names the texture after the material; keep the files next to the OBJ, prefixed with
-        # its stem so that two meshes exported into one folder do not overwrite each other's textures.
-        renamed = {}
-        for name in files:
-            if name.endswith(".mtl"):
-                continue
-            new = name if name.startswith(stem) else f"{stem}_{name}"
-            renamed[name] = new
-        for name, data in files.items():
-            if name.endswith(".mtl"):
-                mtl = data.decode("utf-8")
-                for old, new in renamed.items():
-                    mtl = mtl.replace(old, new)
-                atomic_write_text(path.with_name(name), mtl)
-            else:
-                atomic_write_bytes(path.with_name(renamed[name]), data)
+        # trimesh names the texture after the material, which a mesh file sets: the files are named
+        # here instead, next to the OBJ and prefixed with its stem (_companion_name).
+        mtl_name = f"{stem}.mtl"
+        taken: set[str] = set()
+        renamed = {name: _companion_name(stem, name, taken) for name in files if name != mtl_name}
+        targets = [path.with_name(n) for n in (*renamed.values(), mtl_name)]
+        for target in targets:
+            if target.is_dir():  # checked for all before any is written: no half-written OBJ
+                raise InputError(
+                    f"{target}: is a folder: expected a file path (mv3d never replaces a folder by a file)"
+                )
+        for name, new in renamed.items():
+            atomic_write_bytes(path.with_name(new), files[name])
+        if mtl_name in files:
+            lines = []
+            for line in files[mtl_name].decode("utf-8").splitlines():
+                # texture statements ("map_Kd NAME"): the whole argument is one of trimesh's names
+                key, _, arg = line.partition(" ")
+                is_map = key.lower().startswith("map_") or key.lower() in ("bump", "disp", "decal", "norm")
+                lines.append(f"{key} {renamed[arg]}" if is_map and arg in renamed else line)
+            atomic_write_text(path.with_name(mtl_name), "\n".join(lines) + "\n")
         atomic_write_text(path, text)
     return path
 

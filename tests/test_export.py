@@ -113,6 +113,24 @@ def test_obj_texture_is_not_dimmed_by_its_mtl(tmp_path):
     assert mesh.visual.material.baseColorFactor is None  # the caller's mesh is not changed
 
 
+@pytest.mark.parametrize("material", ["../up", "sub/dir", "x" * 300, "m"])
+def test_obj_texture_names_are_safe_and_prefixed(material, tmp_path):
+    # trimesh names an OBJ's texture after its material, which a mesh file names: "../up" and "sub/dir"
+    # raised a traceback, 300 characters an OSError, and a name that the OBJ's stem starts with
+    # ("mv3d_material" for m.obj) went unprefixed, so m.obj and mv3d.obj in one folder shared a texture.
+    mesh = textured_box()
+    mesh.visual.material.name = material
+    obj = export_mesh(mesh, tmp_path / "out" / "m.obj")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    (texture,) = [n for n in names if n.endswith(".png")]
+    assert texture.startswith("m_") and len(texture) < 255 and names == sorted(["m.mtl", "m.obj", texture])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    back = trimesh.load(obj, force="mesh")
+    assert len(back.faces) == len(mesh.faces)
+    assert np.asarray(back.visual.material.image).shape[:2] == (64, 64)
+    assert f"map_Kd {texture}" in (tmp_path / "out" / "m.mtl").read_text()
+
+
 def test_export_errors(tmp_path):
     with pytest.raises(InputError, match="expected one of glb, obj, ply"):
         export_mesh(textured_box(), tmp_path / "m.stl")

@@ -110,6 +110,23 @@ def test_export_never_replaces_a_folder_by_a_file(tmp_path, example_mesh, capsys
         assert (target / "keep.txt").read_text() == "keep"
 
 
+@pytest.mark.parametrize(
+    "args, folder", [(["-o", "m.obj"], "m.mtl"), (["-o", "n.glb", "--format", "obj"], "n.obj")]
+)
+def test_export_refuses_a_folder_for_an_obj_s_files_before_writing_any(
+    args, folder, tmp_path, example_mesh, capsys
+):
+    # An OBJ's MTL, and the file --format names (-o n.glb --format obj writes n.obj), were written over
+    # a folder only at the end: the texture and MTL were on disk by then, and the error named no flag.
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "keep.txt").write_text("keep")
+    args = [str(tmp_path / a) if a.endswith((".obj", ".glb")) else a for a in args]
+    code, _, err = run_cli(["export", example_mesh, *args], capsys)
+    assert folder in one_error_line(code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
+    assert (tmp_path / folder / "keep.txt").read_text() == "keep"
+
+
 def test_atomic_output_refuses_a_folder_for_a_file_at_rename(tmp_path):
     target = tmp_path / "x.gif"
     with pytest.raises(InputError, match="never replaces a folder"):

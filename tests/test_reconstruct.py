@@ -138,6 +138,14 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
             reconstruct(views, seed=seed)
     with pytest.raises(InputError, match="format"):
         reconstruct(views, out=tmp_path / "mesh.stl")
+    # A folder where the mesh (--format obj turns n.glb into n.obj) or an OBJ's MTL would go was met
+    # only after the work, with the texture and MTL already written next to it.
+    for out, fmt, folder in (("n.glb", "obj", "n.obj"), ("m.obj", None, "m.mtl")):
+        (tmp_path / folder).mkdir()
+        before = sorted(tmp_path.iterdir())
+        with pytest.raises(InputError, match=f"{folder}: is a folder"):
+            reconstruct(views, out=tmp_path / out, format=fmt, method="hull", resolution=32)
+        assert sorted(tmp_path.iterdir()) == before
     from mv3d.reconstruct.nerfstudio import available
 
     if not available():

@@ -127,9 +127,12 @@ def register(app: typer.Typer) -> None:
 
         if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
             raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
+        from mv3d.export import mesh_output_path
         from render.common import check_output
 
         check_output(out, "reconstruct", field="out", kind="file")
+        # --format may give the file another suffix (-o m.glb --format obj writes m.obj): check that too
+        check_output(mesh_output_path(out, format), "reconstruct", field="out", kind="file")
         if turntable is not None:
             check_output(turntable, "reconstruct", field="turntable", kind="file")
         if texture_size is not None and not 64 <= texture_size <= 8192:
@@ -199,7 +202,7 @@ def register(app: typer.Typer) -> None:
 
         Example: mv3d export chair.glb -o chair.obj --blend chair.blend --turntable chair.mp4
         """
-        from mv3d.export import export_blend, export_mesh, mesh_format
+        from mv3d.export import check_mesh_output, export_blend, export_mesh, mesh_output_path
         from mv3d.export import turntable as write_turntable
         from render.meshes import check_up_axis, read_trimesh
 
@@ -218,7 +221,8 @@ def register(app: typer.Typer) -> None:
         check_range("frames", frames, 1, MAX_VIEWS, "a number of frames")
         up_axis = check_up_axis(up_axis, "--up-axis")
         if out is not None:
-            mesh_format(out, format)
+            check_output(mesh_output_path(out, format), "export", field="out", kind="file")
+            check_mesh_output(out, format)
         loaded = read_trimesh(mesh, up_axis=up_axis)
         if out is not None:
             typer.echo(f"wrote {export_mesh(loaded, out, format)}")

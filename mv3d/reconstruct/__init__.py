@@ -260,9 +260,10 @@ def reconstruct(
     if method == "field":
         device = resolve_device(device)
     if out is not None:
-        from mv3d.export import mesh_format
+        from mv3d.export import check_mesh_output
 
-        mesh_format(Path(out), format)  # fail on a bad format before the work, not after
+        # a bad format, or a folder where the mesh or its MTL would go: refused before the work
+        check_mesh_output(Path(out), format)
     timings: dict[str, float] = {}
     timer = _Timer(timings)
     start = time.perf_counter()
