@@ -108,8 +108,12 @@ def silhouette_agreement(vs: ViewSet, occupancy: np.ndarray, grid: Grid) -> np.n
         py = np.clip(uv[i, ok, 1].astype(np.int64), 0, k.height - 1)
         proj = np.zeros((k.height, k.width), bool)
         proj[py, px] = True
-        # Voxels are coarser than pixels: close the splatted footprint by one voxel's pixel size.
-        rad = int(np.ceil(grid.voxel * k.fl_x / max(float(np.median(z[i, ok])), 1e-6)))
+        # Voxels are coarser than pixels: close the splatted footprint by one voxel's pixel size. A voxel
+        # under half a pixel leaves no gap between its neighbours' pixels, and a one-pixel ring around
+        # a silhouette a few pixels wide (views of 48 px or less at grid 64) read as disagreement: every
+        # view was reported and the hull carved again tolerating disagreement, looser than it should be.
+        footprint = grid.voxel * k.fl_x / max(float(np.median(z[i, ok])), 1e-6)
+        rad = int(np.ceil(footprint)) if footprint >= 0.5 else 0
         if rad > 0:
             from scipy.ndimage import binary_dilation
 
