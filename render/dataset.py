@@ -45,6 +45,8 @@ FORMAT_VERSION = 1
 #: reconstruction's pixel footprints overflow.
 MAX_FOCAL_SIDES = 1000
 TRANSFORMS = "transforms.json"
+#: Largest transforms.json read: 1024 frames take well under 1 MB, render-dataset's records included.
+MAX_TRANSFORMS_BYTES = 64 << 20
 VIEWS_DIR = "views"
 
 
@@ -244,9 +246,17 @@ def read_orbit_dataset(path: str | Path, check_images: bool = True) -> OrbitData
             f"{root}: no {TRANSFORMS} in this folder: expected an orbit dataset (render or generate output)"
         )
     try:
+        # Bounded before reading: a folder someone sends may hold a transforms.json of any size.
+        if tf.stat().st_size > MAX_TRANSFORMS_BYTES:
+            raise InputError(
+                f"{tf}: {tf.stat().st_size:,} bytes: expected at most {MAX_TRANSFORMS_BYTES:,} "
+                "(an orbit dataset's transforms.json takes well under 1 MB)"
+            )
         meta = json.loads(tf.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{tf}: not valid JSON ({exc})") from exc
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise InputError(f"{tf}: not valid JSON (nested too deeply)") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or not meta["frames"]:
         raise InputError(f"{tf}: expected an object with a non-empty 'frames' list")
     try:

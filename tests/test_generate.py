@@ -521,6 +521,7 @@ def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
     run = folder / "run.json"
     for content, expected in (
         ("{not json", "not readable JSON"),
+        ("[" * 100000 + "]" * 100000, "not readable JSON"),  # a RecursionError traceback before
         (json.dumps(["a list"]), "not a JSON object"),
         (json.dumps({"reconstruction": {"settings": {"method": "../../evil"}}}), "unknown mesh method"),
         (json.dumps({"reconstruction": {"settings": {"method": ["hull"]}}}), "unknown mesh method"),

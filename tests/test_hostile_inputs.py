@@ -318,6 +318,7 @@ TRANSFORMS = {
     "fov_string": {"fov_deg": "abc"},
     "source_to_world_string": {"source_to_world": "abc"},
     "w_infinite": {"w": float("inf")},  # used to be an OverflowError traceback
+    "nested_deep": "[" * 100000 + "]" * 100000,  # used to be a RecursionError traceback
 }
 
 
@@ -338,6 +339,18 @@ def test_malformed_transforms_json_is_one_line_in_reconstruct(name, tmp_path, ca
     assert_one_line(
         *run_cli(["reconstruct", root, "-o", tmp_path / "m.glb", "--view-resolution", 32], capsys)
     )
+
+
+def test_oversized_transforms_json_is_refused_before_reading(tmp_path, capsys, monkeypatch):
+    import render.dataset
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "transforms.json").write_text(json.dumps({"frames": [], "pad": " " * 2000}))
+    monkeypatch.setattr(render.dataset, "MAX_TRANSFORMS_BYTES", 1000)
+    monkeypatch.setattr("pathlib.Path.read_text", lambda *a, **k: pytest.fail("read"))
+    line = assert_one_line(*run_cli(["reconstruct", root, "-o", tmp_path / "m.glb"], capsys))
+    assert "transforms.json" in line and "expected at most 1,000" in line
 
 
 CAMERAS = {

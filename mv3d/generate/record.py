@@ -139,7 +139,7 @@ def read_run(folder: Path, problems: list[str] | None = None) -> dict[str, Any] 
             if isinstance(run, dict):
                 return run
             why = "not a JSON object"
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         why = "not readable JSON"
     if problems is not None:
         problems.append(f"{path}: {why}")
