@@ -94,6 +94,30 @@ def test_hull_uv_texture_and_source_frame(procedural_views, tmp_path):
     np.testing.assert_allclose(back.bounds, res.mesh.bounds, atol=0.03)
 
 
+@pytest.mark.parametrize(
+    "s2w, expected",
+    [
+        ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0.5, 0, 0, 1]], "expected 0 0 0 1"),  # projective
+        ([[1, 0, 0, 1e300], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "beyond 1e\\+18"),  # inf in the GLB
+        ([[1e-5, 0, 0, 0], [0, 1e-5, 0, 0], [0, 0, 1e-5, 0], [0, 0, 0, 1]], "singular"),
+    ],
+)
+def test_source_frame_refuses_a_source_to_world_it_cannot_invert(s2w, expected, procedural_views, tmp_path):
+    # A projective source_to_world was applied as one (a sheared, rescaled mesh, exit 0) and a huge
+    # translation wrote infinite float32 coordinates into the GLB; both are now one line, no file.
+    import shutil
+
+    views = shutil.copytree(procedural_views[0], tmp_path / "views")
+    meta = json.loads((views / "transforms.json").read_text())
+    meta["source_to_world"] = s2w
+    (views / "transforms.json").write_text(json.dumps(meta))
+    out = tmp_path / "m.glb"
+    with pytest.raises(InputError, match=expected):
+        reconstruct(views, out=out, method="hull", resolution=32, texture="none", source_frame=True)
+    assert not out.exists()
+    assert len(reconstruct(views, method="hull", resolution=32, texture="none").mesh.faces) > 0
+
+
 def test_source_frame_glb_of_a_y_up_source_keeps_its_axes(tmp_path):
     # A +Y-up source (a glTF, or --up-axis y): in its own frame the mesh is +Y up already, so the GLB
     # must store it as it is; it used to be turned again and lay on its back (height along -Z).

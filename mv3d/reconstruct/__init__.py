@@ -196,6 +196,24 @@ def source_is_y_up(source_to_world) -> bool:
     return bool(np.allclose(up / np.linalg.norm(up), [0.0, 1.0, 0.0], atol=1e-6))
 
 
+def _check_source_frame(ds: OrbitDataset) -> None:
+    """Refuse, before the work, a `source_to_world` that cannot map a mesh back to its source's frame.
+
+    It must be affine (last row 0 0 0 1: a projective row made trimesh write a sheared, rescaled mesh
+    without a word) and invertible.
+    """
+    s2w = np.asarray(ds.source_to_world, np.float64)
+    if not np.array_equal(s2w[3], [0.0, 0.0, 0.0, 1.0]):
+        raise InputError(
+            f"{ds.root}: source_to_world last row {s2w[3].tolist()}: expected 0 0 0 1 (an affine transform) "
+            "to map the mesh back to the source frame"
+        )
+    if abs(np.linalg.det(s2w[:3, :3])) < 1e-12:
+        raise InputError(
+            f"{ds.root}: source_to_world is singular: cannot map the mesh back to the source frame"
+        )
+
+
 #: Reconstruction methods by name (the `--method` choices).
 METHODS: dict[str, type] = {"field": FieldMethod, "hull": HullMethod, "nerfstudio": NerfstudioMethod}
 
@@ -257,6 +275,8 @@ def reconstruct(
             f"target_faces {target_faces}: expected 0 (no decimation) or at least 100", field="target_faces"
         )
     check_seed(seed)
+    if source_frame:
+        _check_source_frame(ds)
     if method == "field":
         device = resolve_device(device)
     if out is not None:
@@ -295,12 +315,16 @@ def reconstruct(
 
             mesh = vertex_colours(mesh, vs)
     if source_frame:
+        from render.meshes import MAX_COORDINATE
+
         s2w = np.asarray(ds.source_to_world, np.float64)
-        if abs(np.linalg.det(s2w[:3, :3])) < 1e-12:
-            raise InputError(
-                f"{ds.root}: source_to_world is singular: cannot map the mesh back to the source frame"
-            )
+        # affine and invertible: checked before the work (_check_source_frame)
         mesh.apply_transform(np.linalg.inv(s2w))
+        if not np.all(np.abs(mesh.vertices) <= MAX_COORDINATE):  # NaN fails too
+            raise InputError(
+                f"{ds.root}: source_to_world maps the mesh to coordinates beyond {MAX_COORDINATE:g}: "
+                "expected the transform of a mesh file mv3d reads"
+            )
     path = None
     if out is not None:
         from mv3d.export import export_mesh
