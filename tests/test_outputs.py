@@ -127,6 +127,15 @@ def test_export_refuses_a_folder_for_an_obj_s_files_before_writing_any(
     assert (tmp_path / folder / "keep.txt").read_text() == "keep"
 
 
+@pytest.mark.parametrize("flag, name", [("--blend", "scene.txt"), ("--turntable", "spin.webm")])
+def test_export_refuses_a_bad_suffix_before_writing_out(flag, name, tmp_path, example_mesh, capsys):
+    # The suffix of --blend and --turntable was checked only after --out was written (and the turntable
+    # rendered): the command failed with a file on disk.
+    code, _, err = run_cli(["export", example_mesh, "-o", tmp_path / "m.ply", flag, tmp_path / name], capsys)
+    assert one_error_line(code, err).startswith(f"mv3d: error: {flag} ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_output_refuses_a_folder_for_a_file_at_rename(tmp_path):
     target = tmp_path / "x.gif"
     with pytest.raises(InputError, match="never replaces a folder"):

@@ -208,6 +208,11 @@ def register(app: typer.Typer) -> None:
 
         if out is None and blend is None and turntable is None:
             raise InputError("nothing to do: give --out, --blend and/or --turntable")
+        # Suffixes first: a wrong one was found only after --out was written and the turntable rendered.
+        if blend is not None and blend.suffix.lower() != ".blend":
+            raise InputError(f"--blend {blend}: expected a path ending in .blend")
+        if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
+            raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
         from render.common import check_output
 
         for name, path in (("out", out), ("blend", blend), ("turntable", turntable)):
