@@ -338,6 +338,10 @@ def clean_alpha(alpha: np.ndarray) -> np.ndarray:
     index = np.arange(1, n + 1)
     sizes = ndimage.sum_labels(solid, labels, index=index)
     big = index[sizes >= 0.02 * sizes.sum()]
+    if big.size == 0:
+        # Dust only (a page of text: hundreds of letters, none 2% of the matte): no piece stands out as
+        # the object, so there is nothing to choose between; `matte_notes` then says it is tiny or thin.
+        return alpha.astype(np.float32)
     main = big[0]
     if big.size > 1:
         yy, xx = np.mgrid[0:h, 0:w]

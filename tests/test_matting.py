@@ -161,3 +161,13 @@ def test_learned_edges_are_unmixed_from_the_local_background():
     bg = matting.nearest_background(rgb, alpha)
     fg = matting.unmix(rgb, alpha, bg)
     np.testing.assert_allclose(fg[:, 3], np.tile([1.0, 0.0, 0.0], (8, 1)), atol=1e-5)
+
+
+def test_a_learned_matte_of_dust_only_is_kept_not_a_traceback():
+    """scikit-image's page.png (a page of text) crashed `clean_alpha` with an IndexError: its ISNet matte
+    is hundreds of letters, none 2% of the matte, so no piece was big enough to be the object."""
+    a = np.zeros((200, 200), np.float32)
+    for y in range(5, 200, 12):
+        for x in range(5, 200, 12):
+            a[y : y + 4, x : x + 3] = 1.0  # 289 letters, each 0.35% of the matte
+    np.testing.assert_array_equal(matting.clean_alpha(a), a)
