@@ -19,6 +19,7 @@ is brought to the same framing in four steps:
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -161,8 +162,38 @@ def _to_float_rgba(im, sixteen_bit: bool = False) -> tuple[np.ndarray, bool]:
     return rgba, has_alpha
 
 
+def _to_srgb(im, icc: bytes | None, notes: list[str]):
+    """`im` converted from its embedded ICC profile to sRGB, alpha kept; `im` itself when it has no
+    profile, an sRGB one, or a mode the profile cannot apply to.
+
+    mv3d holds sRGB everywhere (docs/architecture.md): a photo tagged Adobe RGB (skimage's rocket.jpg),
+    Display P3 (phones) or a print CMYK profile read as sRGB has washed-out or shifted colours. A
+    profile named sRGB is left alone (the transform would only move values by rounding). A profile
+    that cannot be read or does not fit the image's colours is one note, never an error: the image is
+    still usable as sRGB.
+    """
+    if not icc or im.mode not in ("RGB", "RGBA", "L", "LA", "CMYK"):
+        return im
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return im
+        colour = im.convert({"RGBA": "RGB", "LA": "L"}.get(im.mode, im.mode))
+        out = ImageCms.profileToProfile(colour, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        notes.append(
+            f"the image's ICC colour profile cannot be applied ({exc}): its colours are read as sRGB"
+        )
+        return im
+    if im.mode in ("RGBA", "LA"):
+        out.putalpha(im.getchannel("A"))
+    return out
+
+
 def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tuple[int, int]]:
-    """Decode an image file or PIL image to a working-size float RGBA array.
+    """Decode an image file or PIL image to a working-size float RGBA array (`_decode` without its notes).
 
     Args:
         source: a path or a `PIL.Image.Image`.
@@ -175,13 +206,24 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
         has_alpha: whether the file carries transparency (an alpha channel or a palette tRNS).
         size: (width, height) of the full image after EXIF rotation.
     """
+    rgba, has_alpha, size, _ = _decode(source, max_side)
+    return rgba, has_alpha, size
+
+
+def _decode(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tuple[int, int], list[str]]:
+    """`load_image`, plus the notes a user should see about the file (frames left out, colour profile)."""
     from PIL import Image
 
     if isinstance(source, Image.Image):
-        im, where = source, "image"
-    else:
-        where = str(source)
-        im = _open_checked(Path(source))
+        return _decode_opened(source, "image", max_side)
+    return _decode_opened(_open_checked(Path(source)), str(source), max_side)
+
+
+def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tuple[int, int], list[str]]:
+    """`_decode` of an opened (lazy) Pillow image; `where` names it in errors."""
+    from PIL import Image
+
+    notes: list[str] = []
     w, h = im.size
     _check_size(w, h, where)
     if im.format != "JPEG" and w * h > MAX_DECODED_PIXELS:
@@ -204,6 +246,7 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
         raise InputError(f"{where}: image is larger than {MAX_IMAGE_PIXELS // 10**6} megapixels") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{where}: image data is truncated or corrupt ({exc})") from exc
+    icc = im.info.get("icc_profile")
     if im.mode in ("P", "1", "PA"):
         im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
     factor = max(im.size) // max_side
@@ -225,8 +268,9 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
         im = im.transpose(transpose)
         if orientation >= 5:
             w, h = h, w
+    im = _to_srgb(im, icc, notes)
     rgba, has_alpha = _to_float_rgba(im, sixteen_bit)
-    return rgba, has_alpha, (w, h)
+    return rgba, has_alpha, (w, h), notes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,8 +373,7 @@ def preprocess_image(
         `PreprocessResult` with rgba (R, R, 4) uint8 and composited (R, R, 3) float32.
     """
     where = _describe(source)
-    rgba, has_alpha, size = load_image(source, max(WORK_SIDE, 2 * int(resolution)))
-    notes: list[str] = []
+    rgba, has_alpha, size, notes = _decode(source, max(WORK_SIDE, 2 * int(resolution)))
     alpha = rgba[..., 3]
     if has_alpha and alpha.min() < 254.5 / 255.0:
         if alpha.max() <= 0.5 / 255.0:

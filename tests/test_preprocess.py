@@ -336,3 +336,65 @@ def test_offline_matte_matches_true_alpha_of_renders():
                 ious.append(_iou((alpha * 255).astype(np.uint8), rgba[..., 3]))
     # JPEG's half-resolution chroma smears edge colours by a pixel: the error is mostly that ring.
     assert np.median(ious) > 0.94 and min(ious) > 0.88, ious
+
+
+def _icc_red_blue_swapped() -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix + gamma 2.2) whose red and blue primaries are sRGB's
+    swapped: a pixel stored as pure red means pure blue. Written by hand, as Pillow makes only sRGB."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    desc_text = b"red-blue swapped\0"
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(desc_text)) + desc_text + b"\0" * 79),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.1431, 0.0606, 0.7141)),  # sRGB's blue (D50)
+        (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)),
+        (b"bXYZ", xyz(0.4361, 0.2225, 0.0139)),  # sRGB's red (D50)
+        (b"rTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, 563) + b"\0\0"),  # gamma 563/256 = 2.2
+    ]
+    tags += [(b"gTRC", tags[-1][1]), (b"bTRC", tags[-1][1])]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I4sI4s4s4s", size, b"\0" * 4, 0x02100000, b"mntr", b"RGB ", b"XYZ ")
+    header += b"\0" * 12 + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249)
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_embedded_colour_profile_is_converted_to_srgb(tmp_path: Path, fmt: str):
+    """A photo tagged with its colour profile (Adobe RGB, Display P3, print CMYK) was read as if sRGB."""
+    img = np.full((64, 80, 3), 240, np.uint8)
+    img[20:44, 25:55] = (230, 20, 20)  # stored as red, which the profile says is blue
+    p = tmp_path / f"tagged.{fmt.lower()}"
+    Image.fromarray(img).save(p, fmt, icc_profile=_icc_red_blue_swapped(), quality=95)
+    res = preprocess_image(p, RES)
+    r, g, b = res.rgba[RES // 2, RES // 2, :3].astype(int)
+    assert b > 150 and r < 60, (r, g, b)
+    assert not res.warnings
+    # an sRGB profile (most photos, skimage's chelsea.png) leaves the pixels exactly as they are
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(img).save(tmp_path / "srgb.png", icc_profile=srgb)
+    plain = preprocess_image(Image.fromarray(img), RES)
+    np.testing.assert_array_equal(preprocess_image(tmp_path / "srgb.png", RES).rgba, plain.rgba)
+
+
+def test_unusable_colour_profile_is_a_note(tmp_path: Path):
+    img = np.full((64, 80, 3), 240, np.uint8)
+    img[20:44, 25:55] = (230, 20, 20)
+    Image.fromarray(img).save(tmp_path / "bad.png", icc_profile=b"not a profile at all" * 10)
+    res = preprocess_image(tmp_path / "bad.png", RES)
+    assert any("ICC colour profile" in w for w in res.warnings)
+    assert res.rgba[RES // 2, RES // 2, 0] > 200  # read as sRGB: still red
