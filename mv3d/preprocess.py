@@ -249,6 +249,10 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
     icc = im.info.get("icc_profile")
     if im.mode in ("P", "1", "PA"):
         im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode in ("L", "RGB") and "transparency" in im.info:
+        # A PNG colour key (tRNS on a gray or RGB image) is a cut-out like a palette's tRNS: its
+        # transparent pixels carry the key colour, which a matte would otherwise take for the object.
+        im = im.convert("LA" if im.mode == "L" else "RGBA")
     factor = max(im.size) // max_side
     sixteen_bit = im.mode.startswith("I;16")
     if factor >= 2:

@@ -398,3 +398,19 @@ def test_unusable_colour_profile_is_a_note(tmp_path: Path):
     res = preprocess_image(tmp_path / "bad.png", RES)
     assert any("ICC colour profile" in w for w in res.warnings)
     assert res.rgba[RES // 2, RES // 2, 0] > 200  # read as sRGB: still red
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_png_colour_key_transparency_is_the_alpha(tmp_path: Path, mode: str):
+    """A PNG whose tRNS chunk marks one gray level or RGB colour transparent is a cut-out, as a palette
+    PNG with tRNS is; it was matted as an opaque picture of the key colour."""
+    disk = _disk_rgba(64, 80, 40, 30, 14)
+    solid = disk[..., 3] > 127
+    if mode == "L":
+        Image.fromarray(np.where(solid, 60, 0).astype(np.uint8), "L").save(tmp_path / "k.png", transparency=0)
+    else:
+        rgb = np.where(solid[..., None], np.array([200, 40, 30], np.uint8), np.array([0, 255, 0], np.uint8))
+        Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / "k.png", transparency=(0, 255, 0))
+    res = preprocess_image(tmp_path / "k.png", RES)
+    assert res.matte_method == "alpha"
+    _check_framed(res)
