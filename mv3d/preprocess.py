@@ -216,7 +216,9 @@ def _decode(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tuple[
 
     if isinstance(source, Image.Image):
         return _decode_opened(source, "image", max_side)
-    return _decode_opened(_open_checked(Path(source)), str(source), max_side)
+    # Closed here: Pillow keeps a multi-frame file (GIF, TIFF pages) open after loading its first frame.
+    with _open_checked(Path(source)) as im:
+        return _decode_opened(im, str(source), max_side)
 
 
 def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tuple[int, int], list[str]]:
@@ -246,6 +248,8 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
         raise InputError(f"{where}: image is larger than {MAX_IMAGE_PIXELS // 10**6} megapixels") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{where}: image data is truncated or corrupt ({exc})") from exc
+    if getattr(im, "is_animated", False):  # GIF, APNG, WebP animations, multi-page TIFF
+        notes.append("the file holds several frames (an animation or pages): only the first is used")
     icc = im.info.get("icc_profile")
     if im.mode in ("P", "1", "PA"):
         im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")

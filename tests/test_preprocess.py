@@ -414,3 +414,17 @@ def test_png_colour_key_transparency_is_the_alpha(tmp_path: Path, mode: str):
     res = preprocess_image(tmp_path / "k.png", RES)
     assert res.matte_method == "alpha"
     _check_framed(res)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "PNG"])
+def test_several_frames_are_named_and_the_first_used(tmp_path: Path, fmt: str):
+    frames = []
+    for i in range(3):
+        f = np.full((64, 64, 3), 240, np.uint8)
+        f[20:40, 10 + 10 * i : 30 + 10 * i] = (200, 20, 20)
+        frames.append(Image.fromarray(f))
+    p = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(p, fmt, save_all=True, append_images=frames[1:])
+    res = preprocess_image(p, RES)
+    assert any("several frames" in w and "first" in w for w in res.warnings)
+    assert abs(res.bbox[0] - 10) <= 1
