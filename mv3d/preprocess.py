@@ -257,7 +257,9 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
         # A PNG colour key (tRNS on a gray or RGB image) is a cut-out like a palette's tRNS: its
         # transparent pixels carry the key colour, which a matte would otherwise take for the object.
         im = im.convert("LA" if im.mode == "L" else "RGBA")
-    factor = max(im.size) // max_side
+    # Reduce by the longer side, but never below MIN_IMAGE_SIDE on the shorter one: a 20000x16 strip
+    # reduced by 19 would be matted as a single row of pixels.
+    factor = min(max(im.size) // max_side, min(im.size) // MIN_IMAGE_SIDE)
     sixteen_bit = im.mode.startswith("I;16")
     if factor >= 2:
         if im.mode.startswith("I;16"):

@@ -428,3 +428,15 @@ def test_several_frames_are_named_and_the_first_used(tmp_path: Path, fmt: str):
     res = preprocess_image(p, RES)
     assert any("several frames" in w and "first" in w for w in res.warnings)
     assert abs(res.bbox[0] - 10) <= 1
+
+
+def test_thin_strip_is_not_reduced_below_the_smallest_side(tmp_path: Path):
+    """A 3000x20 strip was reduced by its longer side (by 2) to 1500x10: below the 16 px the loader
+    itself asks of an image, and matted at half the rows it has."""
+    from mv3d.preprocess import load_image
+
+    img = np.full((20, 3000, 3), 240, np.uint8)
+    img[4:16, 1400:1600] = (30, 60, 200)
+    Image.fromarray(img).save(tmp_path / "strip.png")
+    rgba, _, size = load_image(tmp_path / "strip.png")
+    assert size == (3000, 20) and min(rgba.shape[:2]) >= MIN_IMAGE_SIDE
