@@ -37,9 +37,9 @@ MIN_IMAGE_SIDE = 16
 #: while a decompression bomb (a tiny file claiming e.g. 100000^2 pixels) is refused before it can
 #: allocate gigabytes. Pillow's own guard (89 MP warning, 179 MP error) would reject a 12000^2 render.
 MAX_IMAGE_PIXELS = 20000 * 20000
-#: Largest image decoded at full size: a JPEG is reduced while decoding (DCT scaling, 1/8 of the side at
-#: most), any other format (PNG, WebP, TIFF, ...) is decoded whole first, which costs 3 to 4 bytes a pixel
-#: plus a float copy of the working size. 10000^2 = 100 megapixels keeps one input under about 1 GB
+#: Largest image decoded at full size: a baseline JPEG is reduced while decoding (DCT scaling, 1/8 of the
+#: side at most), any other format (PNG, WebP, TIFF, progressive JPEG, ...) is decoded whole first, which
+#: costs 3 to 4 bytes a pixel plus a float copy of the working size. 10000^2 = 100 megapixels keeps one input under about 1 GB
 #: (a 1.5 MB PNG claiming 400 megapixels cost 3.2 GB in generate).
 MAX_DECODED_PIXELS = 10000 * 10000
 #: Working resolution for matting: images are reduced (JPEG: at decode time) to at most this many
@@ -228,10 +228,15 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
     notes: list[str] = []
     w, h = im.size
     _check_size(w, h, where)
-    if im.format != "JPEG" and w * h > MAX_DECODED_PIXELS:
+    # A progressive JPEG is decoded whole too, in effect: libjpeg keeps every DCT coefficient of the
+    # full-size image (2 bytes a sample: 2.4 GB at 400 megapixels) to add each scan to, whatever draft()
+    # scales the output to (a 144 MP progressive file cost 470 MB against 320 MB for a baseline one).
+    progressive = im.format == "JPEG" and bool(im.info.get("progressive") or im.info.get("progression"))
+    if (im.format != "JPEG" or progressive) and w * h > MAX_DECODED_PIXELS:
+        kind = "progressive JPEG" if progressive else im.format or "image"
         raise InputError(
-            f"{where}: {im.format or 'image'} of {w}x{h} = {w * h / 1e6:.0f} megapixels: expected at most "
-            f"{MAX_DECODED_PIXELS / 1e6:.0f} megapixels for formats decoded whole (JPEG up to "
+            f"{where}: {kind} of {w}x{h} = {w * h / 1e6:.0f} megapixels: expected at most "
+            f"{MAX_DECODED_PIXELS / 1e6:.0f} megapixels for formats decoded whole (a baseline JPEG up to "
             f"{MAX_IMAGE_PIXELS / 1e6:.0f}); reduce it first"
         )
     orientation = 1

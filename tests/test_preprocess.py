@@ -440,3 +440,18 @@ def test_thin_strip_is_not_reduced_below_the_smallest_side(tmp_path: Path):
     Image.fromarray(img).save(tmp_path / "strip.png")
     rgba, _, size = load_image(tmp_path / "strip.png")
     assert size == (3000, 20) and min(rgba.shape[:2]) >= MIN_IMAGE_SIDE
+
+
+def test_progressive_jpeg_bomb_is_refused_before_decoding(tmp_path: Path):
+    """A progressive JPEG holds all its full-size DCT coefficients while decoding, whatever the draft
+    scale: one claiming 144 megapixels was decoded (0.5 GB; 2.4 GB at the 400 MP bound) instead of refused
+    as a PNG of that size is."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "JPEG", progressive=True)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc2")  # SOF2: length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 12000, 12000)
+    p = tmp_path / "bomb.jpg"
+    p.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="progressive JPEG of 12000x12000"):
+        preprocess_image(p, RES)
