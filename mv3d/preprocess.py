@@ -4,8 +4,9 @@ The video prior was trained on orbit renders: an object whose largest extent is 
 33.8 degree camera at the default distance (render/cameras.py), composited on white. A user's picture
 is brought to the same framing in four steps:
 
-1. **Decode** robustly (`load_image`): 16-bit, palette + tRNS, grayscale, CMYK, WebP, EXIF-rotated and
-   very large files; bad files raise `InputError` with one line.
+1. **Decode** robustly (`load_image`): 16-bit, palette or colour-key tRNS, grayscale, CMYK, WebP,
+   EXIF-rotated and very large files, an embedded ICC profile converted to sRGB, the first frame of an
+   animation (with a note); bad files raise `InputError` with one line.
 2. **Matte** (`mv3d.matting`): an RGBA file's own alpha (unless it is opaque almost everywhere: then
    the file is treated as opaque, with a note); otherwise, by default, the colour-distance matte when
    the border is plain and the learned matte (the shipped ISNet, or rembg / transparent-background
