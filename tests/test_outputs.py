@@ -179,3 +179,20 @@ def test_train_refuses_a_users_folder(users_folder):
     with pytest.raises(InputError, match="not an mv3d output"):
         train(TrainConfig.from_yaml("configs/tiny.yaml"), [users_folder], users_folder, progress=False)
     assert (users_folder / "thesis.txt").exists()
+
+
+def test_generate_refuses_an_output_folder_holding_its_input(tmp_path):
+    """`mv3d generate photos/cat.png -o photos --overwrite` replaced the folder whole: the photo was deleted."""
+    from mv3d.generate.record import output_dirs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = folder / "cat.png"
+    image.write_bytes(b"the user's photo")
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="holds the input image") as info:
+            output_dirs([image], folder, overwrite=overwrite)
+        assert info.value.field == "out"
+    assert image.read_bytes() == b"the user's photo"
+    # a batch writes photos/<stem>/ beside its inputs: allowed
+    assert output_dirs([image, folder / "dog.png"], folder) == [folder / "cat", folder / "dog"]

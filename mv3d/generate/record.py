@@ -95,6 +95,15 @@ def output_dirs(images: Sequence[Path], out_dir: str | Path | None, overwrite: b
             )
         dirs = [base / s for s in stems]
     for d in dirs:
+        # An input inside its output folder would go with it (`generate photos/cat.jpg -o photos
+        # --overwrite` deleted the photo): refused, --overwrite or not, before anything is read.
+        inside = [p for p in images if d.resolve() in p.resolve().parents]
+        if inside:
+            raise InputError(
+                f"--out {d}: holds the input image {inside[0]}, and generate replaces the folder whole: "
+                "expected an output folder that does not contain its input (choose another --out)",
+                field="out",
+            )
         # A finished folder is replaced whole: only a folder marked as a generation's output (not any
         # folder holding a run.json) may be; see render.common.check_output.
         check_output(d, "generate", overwrite)
