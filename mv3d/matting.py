@@ -461,7 +461,10 @@ def matte(rgb: np.ndarray, method: str = "auto") -> Matte:
         # The network sees an object even in a blank picture (a flat grey gives a confident blob).
         lab = _rgb_to_lab(rgb)
         if float(np.percentile(_lab_distance(lab, np.median(lab.reshape(-1, 3), axis=0)), 99.9)) < 3.0:
-            raise InputError("no object found: the image is one plain colour")
+            raise InputError(
+                "no object found: the image is one plain colour, or what differs from it covers under "
+                "0.1% of the picture (expected an object; crop the image around it)"
+            )
     if method == "learned":
         return learned_matte(rgb)
     if method == "color":

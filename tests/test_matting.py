@@ -129,6 +129,11 @@ def test_matte_choices():
     # a blank picture has no object for any matte: the learned one is not asked (it would see one)
     with pytest.raises(InputError, match="one plain colour"):
         matting.matte(np.full((64, 64, 3), 0.5, np.float32), "learned")
+    # nor one whose object is a speck: the message says so rather than calling the picture blank
+    speck = np.full((400, 400, 3), 0.5, np.float32)
+    speck[200:210, 200:210] = 0.0  # 0.06% of the picture
+    with pytest.raises(InputError, match=r"covers under 0\.1% of the picture .*crop the image"):
+        matting.matte(speck, "auto")
 
 
 def test_unsure_mattes_are_named_with_what_to_try():

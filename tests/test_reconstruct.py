@@ -147,8 +147,9 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
         reconstruct(views, texture="pbr")
     with pytest.raises(InputError, match="resolution"):
         reconstruct(views, resolution=4)
-    with pytest.raises(InputError, match="device"):
-        reconstruct(views, device="tpu")
+    for method in ("field", "hull"):  # hull fits nothing on a device, but a misspelt one is still refused
+        with pytest.raises(InputError, match="device tpu: expected auto, cpu, cuda or cuda:N"):
+            reconstruct(views, method=method, device="tpu")
     (tmp_path / "photo.png").write_bytes(b"an image, not an orbit dataset")
     with pytest.raises(InputError, match="photo.png: is a file: expected an orbit dataset folder"):
         reconstruct(tmp_path / "photo.png")  # it said "orbit dataset folder does not exist"

@@ -277,8 +277,8 @@ def reconstruct(
     check_seed(seed)
     if source_frame:
         _check_source_frame(ds)
-    if method == "field":
-        device = resolve_device(device)
+    # checked for every method (a misspelt --device was accepted without a word by hull), used by field
+    device = resolve_device(device)
     if out is not None:
         from mv3d.export import check_mesh_output
 
