@@ -1,8 +1,11 @@
 """docs/architecture.md's dependency rules, read from the code's imports (function-level ones included).
 
 Dependencies point one way: `mv3d` -> `video_prior`, `render`, `eval`; `eval` -> `render`;
-`video_prior` -> `render`; and no module imports a module that imports it back, lazily or not (a
-package's `__init__` may import its own submodules to re-export them).
+`video_prior` -> `render`; no module imports a module that imports it back, lazily or not (a
+package's `__init__` may import its own submodules to re-export them); the four packages (all that
+pyproject.toml installs) import nothing from the folders beside them (`recipes/`, `bench/`, `tools/`,
+`tests/`); and the packages table's "must not": `render` imports no diffusion model library,
+`video_prior` nothing that knows meshes or CLI flags.
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ ALLOWED = {
     "eval": {"render"},
     "mv3d": {"render", "video_prior", "eval"},
 }
+
+
+#: package -> the modules it must not import (a name and everything below it), beyond ALLOWED's rule
+FORBIDDEN = {
+    # "render: must not import diffusion models"
+    "render": {"diffusers", "transformers", "accelerate", "peft"},
+    # "video_prior: must not know about meshes or CLI flags"
+    "video_prior": {
+        "trimesh", "pyrender", "xatlas", "mcubes", "bpy", "typer", "click", "argparse",
+        "render.meshes", "render.raster", "render.procedural", "render.renderers", "render.sources",
+        "render.sh3f_source", "render.objaverse_source", "render.render_object", "render.jobs",
+    },
+}  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
@@ -53,6 +69,59 @@ def import_graph() -> dict[str, set[str]]:
                     break
         graph[name] = targets
     return graph
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute module name `path` imports anywhere in its body (`from a import b` gives `a` and
+    `a.b`, since b may be a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _outside_modules() -> set[str]:
+    """Top-level names of the repository's Python outside the four packages: its other folders with
+    Python files (recipes, bench, tools, tests, ...), its top-level scripts, and the test helpers that
+    pytest puts on the path (conftest, model_helpers, ...)."""
+    names = {p.name for p in REPO.iterdir() if p.is_dir() and p.name not in PACKAGES and any(p.rglob("*.py"))}
+    names |= {p.stem for p in REPO.glob("*.py")}
+    names |= {p.stem for p in (REPO / "tests").glob("*.py")}
+    return names - set(PACKAGES)
+
+
+def _package_files():
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            yield pkg, path
+
+
+def test_packages_import_nothing_beside_them():
+    """pyproject.toml installs the four packages alone: an import of recipes/, bench/, tools/ or a test
+    helper works in the repository and fails in an installed mv3d."""
+    outside = _outside_modules()
+    assert {"recipes", "bench", "tools", "tests", "model_helpers"} <= outside
+    wrong = sorted(
+        f"{path.relative_to(REPO)} -> {name}"
+        for _, path in _package_files()
+        for name in imported_modules(path)
+        if name.split(".")[0] in outside
+    )
+    assert not wrong, wrong
+
+
+def test_packages_keep_their_must_nots():
+    wrong = sorted(
+        f"{path.relative_to(REPO)} -> {name}"
+        for pkg, path in _package_files()
+        for name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN.get(pkg, ()))
+    )
+    assert not wrong, wrong
 
 
 def test_packages_depend_one_way():
