@@ -8,15 +8,17 @@ Convention (docs/architecture.md, decided once, used by every package):
 * Azimuth 0 puts the camera on the world -Y axis looking towards +Y (Blender's front view). Azimuth
   90 puts it on +X: azimuth grows counter-clockwise seen from above. Elevation is positive above the
   equator (the z = 0 plane). Angles are in degrees in every public API and on disk; radians appear only
-  in the SV3D conditioning adapter at the bottom of this module.
+  in a network's camera inputs (the SV3D adapter at the bottom of this module, and video_prior's
+  `MultiViewDenoiser.cameras` and `video_prior.data.relative_angles` for models in mv3d's frame order).
 
     position(az, el, r) = r * (cos(el) sin(az), -cos(el) cos(az), sin(el))
 
 * Orbits: frame 0 is the input view at azimuth 0. Static orbits are N views evenly spaced in azimuth;
   dynamic orbits (SV3D style) have a smooth elevation curve and jittered azimuth steps over a full turn.
+  Radius is per view; the field of view is one for the whole orbit.
 
-Converters to OpenCV axes and to SV3D's (polar, azimuth) radians and frame order live here and nowhere
-else.
+Converters to OpenCV axes and to SV3D's inputs (its frame order, input view last, and its (polar,
+azimuth) radians: `to_sv3d`, `from_sv3d_order`) live here and nowhere else.
 """
 
 from __future__ import annotations
