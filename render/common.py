@@ -1,5 +1,6 @@
-"""Small helpers every mv3d package uses: the user-facing error, optional imports, atomic writes,
-the torch device, and the versions a result records.
+"""Small helpers every mv3d package uses: the user-facing error, optional imports, atomic writes, output
+ownership and one job per output folder, upper bounds on sizes and counts, the torch device, and the
+versions a result records.
 
 They live in `render/` because it is the one package all others may import (docs/architecture.md:
 `mv3d` -> `video_prior`, `render`, `eval`; `eval` -> `render`; `video_prior` -> `render`). The other

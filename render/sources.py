@@ -15,6 +15,9 @@ A source spec is one of:
 - an `objaverse:` selection (grammar in `render.objaverse_source`), e.g. `objaverse:uids=UID,UID`,
   `objaverse:uids-file=PATH`, `objaverse:lvis=chair,mug:limit=20`, `objaverse:all:seed=0:limit=100`.
 
+`select` (the CLI's `--select FILE` or `--select FILE.json:KEY`) keeps only the objects whose ids a
+committed split lists (`read_selection`).
+
 Mesh files and folders are read in the up axis their format implies (`render.meshes.load_mesh`: +Y for
 glTF, +Z otherwise) unless `up_axis` says otherwise for all of them (`--up-axis y` for a folder of OBJ files
 exported +Y up, as Blender's and most exporters' defaults write them).
