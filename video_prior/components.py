@@ -1,16 +1,20 @@
 """Build, save and load the three networks of a multi-view model, and the facts the pipeline needs about them.
 
-A model folder has diffusers' layout, so each part also loads with plain diffusers / transformers::
+A model folder has diffusers' layout, so each part also loads with diffusers' / transformers'
+`from_pretrained` (mv3d's own classes, MultiViewUNet, PatchAutoencoder and EfficientNetLite0Encoder, are
+diffusers `ModelMixin` subclasses)::
 
     MODEL/unet/            config.json + diffusion_pytorch_model.safetensors   (MultiViewUNet)
-    MODEL/vae/             config.json + diffusion_pytorch_model.safetensors   (AutoencoderKL or
-                                                                                AutoencoderKLTemporalDecoder)
+    MODEL/vae/             config.json + diffusion_pytorch_model.safetensors   (AutoencoderKL,
+                                                                                AutoencoderKLTemporalDecoder
+                                                                                or PatchAutoencoder)
     MODEL/image_encoder/   config.json + model.safetensors                      (CLIPVisionModelWithProjection,
                            or diffusion_pytorch_model.safetensors: a frozen EfficientNetLite0Encoder)
     MODEL/mv3d_model.json  ModelInfo: conditioning kind, frame order, resolution, ... (no class names)
 
-A config is a plain dict ``{"unet": {...}, "vae": {"type": "image"|"temporal", ...}, "image_encoder": {...},
-"info": {...}}``; ``"type"`` picks the VAE class from `VAE_TYPES`, never by class name.
+A config is a plain dict ``{"unet": {...}, "vae": {"type": "image"|"temporal"|"patch", ...}, "image_encoder": {...},
+"info": {...}}``; the VAE's ``"type"`` picks its class from `VAE_TYPES`, the image encoder's (``"clip"`` when
+absent, or ``"efficientnet_lite0"``) from `IMAGE_ENCODER_TYPES`, never by class name.
 """
 
 from __future__ import annotations
