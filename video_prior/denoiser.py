@@ -1,7 +1,9 @@
 """The one owner of a multi-view model's semantics: a denoiser in k-diffusion's sense.
 
-A `MultiViewDenoiser` wraps the three networks and their `ModelInfo` and is the only reader of the info
-besides its own module (`video_prior.components`). It knows
+A `MultiViewDenoiser` wraps the three networks and their `ModelInfo` and is the only reader of what the
+info says about sampling and training, besides its own module (`video_prior.components`); the other
+readers take facts about the model, not its semantics (`video_prior.limits.ModelLimits`: what it supports
+and was trained on; `default_mesh_method`, read by mv3d). It knows
 
 * the model's frame order (mv3d's, frame 0 = the input view, or SV3D's, input view last) and the camera
   angles the network sees (`cameras`, `to_model_order`, `from_model_order`);
