@@ -16,8 +16,9 @@ Ubuntu's `sweethome3d` package: `apt-get download sweethome3d && dpkg -x sweetho
 `.sh3f` catalogues only, since other `.jar` archives are no catalogues.
 
 Sweet Home 3D's frame is +Y up with the object's front facing +Z (towards a viewer on +Z). mv3d's world
-is +Z up with the front view at azimuth 0 seen from -Y (docs/architecture.md, "Conventions", Cameras), so a model is
-loaded as `Y_UP_TO_Z_UP @ modelRotation`, which puts its front towards -Y: azimuth 0 sees the front.
+is +Z up with the front view at azimuth 0 seen from -Y (docs/architecture.md, "Conventions", Cameras),
+so a model is loaded as `Y_UP_TO_Z_UP @ modelRotation`, which puts its front towards -Y: azimuth 0 sees
+the front.
 
 Nothing is extracted to disk: the OBJ loader reads the MTL and textures through a resolver that only
 serves members of the object's own folder inside the archive (names that leave it are refused), with
