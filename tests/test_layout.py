@@ -4,8 +4,8 @@ Dependencies point one way: `mv3d` -> `video_prior`, `render`, `eval`; `eval` ->
 `video_prior` -> `render`; no module imports a module that imports it back, lazily or not (a
 package's `__init__` may import its own submodules to re-export them); the four packages (all that
 pyproject.toml installs) import nothing from the folders beside them (`recipes/`, `bench/`, `tools/`,
-`tests/`); and the packages table's "must not": `render` imports no diffusion model library,
-`video_prior` nothing that knows meshes or CLI flags.
+`tests/`); and the packages table's "must not", as far as imports show it: `render` imports no
+diffusion model library, `video_prior` no mesh module or library and no command-line library.
 """
 
 from __future__ import annotations
