@@ -8,8 +8,8 @@ Convention (docs/architecture.md, decided once, used by every package):
 * Azimuth 0 puts the camera on the world -Y axis looking towards +Y (Blender's front view). Azimuth
   90 puts it on +X: azimuth grows counter-clockwise seen from above. Elevation is positive above the
   equator (the z = 0 plane). Angles are in degrees in every public API and on disk; radians appear only
-  in a network's camera inputs (the SV3D adapter at the bottom of this module, and video_prior's
-  `MultiViewDenoiser.cameras` and `video_prior.data.relative_angles` for models in mv3d's frame order).
+  in a network's camera inputs (the SV3D adapter at the bottom of this module; `relative_camera_angles`
+  for models in mv3d's frame order, which `MultiViewDenoiser.cameras` and training's data use).
 
     position(az, el, r) = r * (cos(el) sin(az), -cos(el) cos(az), sin(el))
 
@@ -343,6 +343,14 @@ def dynamic_orbit(
     el = np.clip(elevation_deg + offset, *elevation_range_deg)
     el[0] = elevation_deg
     return Orbit(az, el, np.full(num_views, radius), fov_deg, "dynamic")
+
+
+def relative_camera_angles(azimuth_deg, elevation_deg) -> tuple[np.ndarray, np.ndarray]:
+    """A network's camera inputs for views in mv3d's frame order: (polar, azimuth), each (N,) float64
+    radians; polar = 90 - elevation, azimuth relative to the first view in [0, 2 pi)."""
+    azimuth = np.asarray(azimuth_deg, np.float64)
+    polar = np.deg2rad(90.0 - np.asarray(elevation_deg, np.float64))
+    return polar, np.deg2rad(np.mod(azimuth - azimuth[0], 360.0))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -63,7 +63,9 @@ def test_select_frames_orbits():
     assert vdata.select_frames(az, 4, 1).tolist() == [1, 3, 5, 7]  # stride 2: still a full turn
     shuffled = np.array([90.0, 0.0, 270.0, 180.0])
     assert vdata.select_frames(shuffled, 4, 0).tolist() == [1, 0, 3, 2]  # sorted by azimuth
-    polar, rel = vdata.relative_angles(az[[3, 4, 5]], np.array([10.0, 20.0, 30.0]))
+    from render.cameras import relative_camera_angles
+
+    polar, rel = relative_camera_angles(az[[3, 4, 5]], np.array([10.0, 20.0, 30.0]))
     np.testing.assert_allclose(rel, np.deg2rad([0.0, 45.0, 90.0]), atol=1e-6)
     np.testing.assert_allclose(polar, np.deg2rad([80.0, 70.0, 60.0]), atol=1e-6)
 

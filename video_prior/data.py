@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from render.cameras import relative_camera_angles
 from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, InputError, check_range
 from render.dataset import TRANSFORMS, OrbitDataset, composite, load_rgba, read_orbit_dataset
 
@@ -99,13 +100,6 @@ def select_frames(azimuth_deg: np.ndarray, num_frames: int, start: int) -> np.nd
     n = ring.size
     stride = max(1, n // num_frames)
     return ring[(start + stride * np.arange(num_frames)) % n]
-
-
-def relative_angles(orbit_az_deg: np.ndarray, orbit_el_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(polar_rad, azimuth_rad) per frame: polar = 90 - elevation; azimuth relative to frame 0 in [0, 2 pi)."""
-    polar = np.deg2rad(90.0 - np.asarray(orbit_el_deg, np.float64))
-    az = np.deg2rad(np.mod(np.asarray(orbit_az_deg, np.float64) - orbit_az_deg[0], 360.0))
-    return polar.astype(np.float32), az.astype(np.float32)
 
 
 def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -226,10 +220,10 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
         views = select_frames(ds.orbit.azimuth_deg, cfg.num_frames, start)
         if cfg.shuffle_frames:
             views = np.concatenate([views[:1], rng.permutation(views[1:])])
-        polar, azimuth = relative_angles(ds.orbit.azimuth_deg[views], ds.orbit.elevation_deg[views])
+        polar, azimuth = relative_camera_angles(ds.orbit.azimuth_deg[views], ds.orbit.elevation_deg[views])
         item: dict[str, Any] = {
-            "polar_rad": torch.from_numpy(polar),
-            "azimuth_rad": torch.from_numpy(azimuth),
+            "polar_rad": torch.from_numpy(polar.astype(np.float32)),
+            "azimuth_rad": torch.from_numpy(azimuth.astype(np.float32)),
             "index": int(index),
             "view_indices": torch.from_numpy(views.astype(np.int64)),
         }

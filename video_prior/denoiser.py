@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from render.cameras import Orbit, from_sv3d_order, to_sv3d
+from render.cameras import Orbit, from_sv3d_order, relative_camera_angles, to_sv3d
 from video_prior import edm
 from video_prior.components import ModelInfo
 from video_prior.conditioning import camera_time_ids, clip_embed, condition_latent, residual_offset
@@ -198,8 +198,8 @@ class MultiViewDenoiser:
         if self.info.frame_order == "sv3d":
             sv = to_sv3d(orbit, direction=self.info.sv3d_azimuth_direction)
             return sv.polar_rad, sv.azimuth_rad, sv.order
-        azimuth = np.deg2rad((orbit.azimuth_deg - orbit.azimuth_deg[0]) % 360.0)
-        return np.deg2rad(orbit.polar_deg), azimuth, np.arange(len(orbit))
+        polar, azimuth = relative_camera_angles(orbit.azimuth_deg, orbit.elevation_deg)
+        return polar, azimuth, np.arange(len(orbit))
 
     def from_model_order(self, frames: torch.Tensor, order: np.ndarray) -> torch.Tensor:
         """(N, ...) frames in the model's order (`cameras`) back to the orbit's order."""
