@@ -36,10 +36,12 @@ from eval.layout import GT_VIEWS, METRICS_FORMAT, safe_id
 from eval.report import write_report
 from render.cameras import Orbit
 from render.common import (
+    MAX_IMAGE_SIDE,
     InputError,
     atomic_output,
     atomic_write_json,
     check_output,
+    check_range,
     lock_folder,
     output_marker,
     versions,
@@ -521,8 +523,7 @@ def run_benchmark(
         raise InputError(f"elevation {elevation:g}: expected degrees in [-90, 90]", field="elevation")
     if resolution is None:
         resolution = int(getattr(generator, "resolution", None) or 256)
-    if resolution < 16:
-        raise InputError(f"resolution {resolution}: expected at least 16 pixels", field="resolution")
+    check_range("resolution", resolution, 16, MAX_IMAGE_SIDE, "pixels")  # before any render
     if "ours" in baselines or GT_VIEWS in baselines:
         raise InputError(f"baseline names 'ours' and '{GT_VIEWS}' are reserved")
     methods: dict[str, Generator] = {"ours": generator, **build_baselines(baselines, baseline_generators)}

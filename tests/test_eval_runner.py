@@ -506,6 +506,23 @@ def test_eval_meshes_with_the_models_mesh_method_unless_named(tmp_path, tiny_mod
     assert code == 2 and "--reconstruct-method marching: expected one of field, hull" in err
 
 
+def test_a_resolution_above_the_image_side_bound_is_refused_before_any_render(tmp_path, capsys):
+    """README, "Bounded resources": image sides (`--resolution`) are at most 4096 pixels. `mv3d eval
+    --resolution 4097` was not refused: it began rendering 4097-pixel ground truth and was killed for
+    memory. Now one line and exit code 2, and nothing is rendered or generated."""
+    gen = TinyGenerator()
+    with pytest.raises(InputError, match=r"^resolution 4097: expected pixels from 16 to 4096$"):
+        run_benchmark(_sources()[:1], tmp_path / "r", gen, views=3, resolution=4097, progress=False)
+    assert gen.calls == 0
+    code, _, err = _cli(
+        ["eval", "--objects", "procedural:1:0", "--out", str(tmp_path / "c"), "--resolution", "4097"], capsys
+    )
+    assert (
+        code == 2 and err.startswith("mv3d: error: --resolution 4097") and len(err.strip().splitlines()) == 1
+    )
+    assert not (tmp_path / "c" / "objects").exists()
+
+
 def test_a_report_folder_holding_the_users_files_is_refused_and_left_alone(tmp_path, capsys):
     """`--out` on a folder with the user's own report.md was written into: report.md, metrics.json and
     figures replaced. Now: refused with one line before any work; an earlier eval report, marked or
