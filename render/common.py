@@ -265,7 +265,9 @@ def check_output(
         what = (
             f"an 'mv3d {marker['command']}' output" if marker else f"not an mv3d output (no {OUTPUT_MARKER})"
         )
-        remedy = "pass --overwrite to replace it" if overwrite_option else f"choose another --{field}"
+        # render-dataset's --overwrite writes into the folder (its files stay); the others replace it.
+        verb = "write into it" if command == "render-dataset" else "replace it"
+        remedy = f"pass --overwrite to {verb}" if overwrite_option else f"choose another --{field}"
         raise InputError(
             f"{field} {path}: exists and is {what}: expected a new or empty folder or an earlier "
             f"'mv3d {command}' output ({remedy})",

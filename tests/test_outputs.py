@@ -165,8 +165,12 @@ def test_generate_takes_only_its_marked_folders_as_its_own(tmp_path):
 def test_render_dataset_refuses_a_users_folder_and_marks_its_own(users_folder, tmp_path):
     from render.jobs import render_dataset
 
-    with pytest.raises(InputError, match="not an mv3d output"):
+    with pytest.raises(InputError, match="not an mv3d output") as refused:
         render_dataset(["procedural:1:0"], users_folder, views=2, resolution=16, progress=False)
+    # Its --overwrite writes into the folder and keeps the user's files (README): the line said "replace it".
+    assert "pass --overwrite to write into it" in str(refused.value)
+    render_dataset(["procedural:1:0"], users_folder, views=2, resolution=16, progress=False, overwrite=True)
+    assert (users_folder / "thesis.txt").read_text() == "keep me"
     out = tmp_path / "data"
     render_dataset(["procedural:1:0"], out, views=2, resolution=16, progress=False)
     assert output_marker(out)["command"] == "render-dataset"
