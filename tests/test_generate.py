@@ -501,9 +501,13 @@ def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Pa
 
     method, note = generation_mesh_method(res.out_dir)
     assert method == "hull" and "as the generation's own mesh" in note
-    # without a mesh the method is never looked at
+    # without a mesh an unknown method is never looked at
     generate([img], tmp_path / "no_mesh", model=bad, views=VIEWS, progress=False, mesh=False)
     assert generation_mesh_method(tmp_path / "no_mesh") == ("field", None)  # no mesh recorded
+    # and a --no-mesh generation is meshed later as its model would have meshed it (it was the field)
+    generate([img], tmp_path / "later", model=model, views=VIEWS, progress=False, mesh=False)
+    method, note = generation_mesh_method(tmp_path / "later")
+    assert method == "hull" and "the generation's model's (it made no mesh)" in note
     with pytest.raises(InputError, match="default_mesh_method '../x'"):
         ViewGenerator.load(_with_mesh_method(tiny_model, tmp_path / "path_model", "../x"))
 

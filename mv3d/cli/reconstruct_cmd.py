@@ -34,8 +34,9 @@ def comparison_frames(views_dir: Path, mesh, renderer=None):
 
 def generation_mesh_method(views_dir: Path) -> tuple[str, str | None]:
     """(method, note) for `mv3d reconstruct` without --method: the method a generation's own mesh was made
-    with (its run.json records it; the default model's is hull), so that remaking it gives the same kind of
-    mesh; "field" for any other orbit dataset. `note` says which was taken, or why run.json was ignored."""
+    with (its run.json records it; the default model's is hull), or for a --no-mesh generation the one its
+    model would have used, so that remaking it gives the same kind of mesh; "field" for any other orbit
+    dataset. `note` says which was taken, or why run.json was ignored."""
     from mv3d.generate.record import RUN_FILE, read_run
     from mv3d.reconstruct import METHODS
 
@@ -47,6 +48,9 @@ def generation_mesh_method(views_dir: Path) -> tuple[str, str | None]:
     rec = run.get("reconstruction")
     settings = rec.get("settings") if isinstance(rec, dict) else None
     recorded = settings.get("method") if isinstance(settings, dict) else None
+    as_what = "as the generation's own mesh"
+    if recorded is None and "mesh_method" in run:  # a --no-mesh generation: its model's method
+        recorded, as_what = run["mesh_method"], "the generation's model's (it made no mesh)"
     if recorded is None:
         return "field", None
     if not isinstance(recorded, str) or recorded not in METHODS:
@@ -54,7 +58,7 @@ def generation_mesh_method(views_dir: Path) -> tuple[str, str | None]:
             "field",
             f"{Path(views_dir) / RUN_FILE}: unknown mesh method {str(recorded)[:40]!r}; ignored, method field",
         )
-    return recorded, f"method {recorded}, as the generation's own mesh (--method to choose another)"
+    return recorded, f"method {recorded}, {as_what} (--method to choose another)"
 
 
 def register(app: typer.Typer) -> None:

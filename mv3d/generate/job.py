@@ -265,6 +265,14 @@ def generate(
         model_mesh_method = generator.pipeline.info.default_mesh_method
     if mesh:
         reconstruct_options = mesh_options(reconstruct_options, model_mesh_method, str(model))
+        mesh_opts = reconstruct_options
+    else:
+        # Recorded in run.json so that `mv3d reconstruct` meshes a --no-mesh generation later as its
+        # model would (its job keys stay as they were; a method mv3d lacks is not looked at here).
+        from mv3d.reconstruct import METHODS
+
+        method = (reconstruct_options or {}).get("method", model_mesh_method)
+        mesh_opts = {"method": method} if method in METHODS else None
 
     jobs = []
     side = generator.resolution if generator is not None else int(record["resolution"])
@@ -347,7 +355,7 @@ def generate(
                 settings.seed,
                 mesh,
                 progress,
-                reconstruct_options,
+                mesh_opts,
                 record["device"] if generator is None else generator.device,
                 load_s,
                 notes,
@@ -443,6 +451,8 @@ def _generate_one(
         timings["reconstruct"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
     run = _run_record(path, job, cams, preprocess, recon_info, notes, timings, [])
+    if not mesh and reconstruct_options and "method" in reconstruct_options:
+        run["mesh_method"] = reconstruct_options["method"]  # what `mv3d reconstruct` meshes it with
     if resume_notes:
         run["resumed"] = resume_notes
     atomic_write_json(work / RUN_FILE, run)
