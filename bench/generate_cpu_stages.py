@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--no-mesh", action="store_true")
     p.add_argument("--top", type=int, default=20, help="operators in the profile table")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results",
+        help="folder for generate_cpu_stages.{json,md}",
+    )
     args = p.parse_args(argv)
 
     from mv3d.generate import ViewGenerator, build_orbit, generate
@@ -150,10 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("sample stage split: " + ", ".join(f"{k} {v:.2f} s" for k, v in sample.items()))
     print(table)
 
+    env = result["environment"]
     md = [
         "# `mv3d generate` on the CPU: per-stage timings and a profile of the sampling stage",
         "",
-        f"Device: {result['device']}, {result['threads']} threads, torch {result['torch']}.  ",
+        f"Device: {env['device']}, {env['threads']} threads, torch {env['versions']['torch']}.  ",
         f"Model: {model_note} ({result['unet_params'] / 1e6:.2f} M UNet parameters), {args.views} views at "
         f"{gen.resolution} px, {gen.steps} {gen.config.sampler} steps.",
         "",
