@@ -4,8 +4,8 @@ For each object: render 21 views at 256 px, elevation 10 (the fast renderer, def
 reconstruct with each method, and score the mesh against the source mesh in the unit-cube frame with
 eval.mesh_metrics: Chamfer distance (mean of both directions), F-score at 0.05, volume IoU (64^3).
 Objects: mv3d's procedural objects and real third-party meshes (recipes/default_model/third_party.py: the pybullet_data
-assets). Writes bench/results/reconstruct_cpu.json (or _gpu) and a side-by-side GIF/PNG of the views
-next to the reconstructed mesh rendered from the same cameras.
+assets). Writes bench/results/reconstruct_cpu.json (or _gpu, or --out) and, in the same folder, a
+side-by-side GIF/PNG of the views next to the reconstructed mesh rendered from the same cameras.
 
     PYOPENGL_PLATFORM=egl python -m bench.reconstruct_quality [--procedural 3] [--methods field hull]
 """
@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     out = args.out or RESULTS / f"reconstruct_{'gpu' if args.device.startswith('cuda') else 'cpu'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     orbit = static_orbit(args.views, elevation_deg=10.0)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="mv3d-bench-recon-"))
@@ -105,11 +106,13 @@ def main() -> None:
                 from mv3d.export import side_by_side
 
                 v, f = comparison_frames(views, res.mesh, renderer)
-                frames = side_by_side(v, f, RESULTS / "reconstruct_side_by_side.gif")
+                frames = side_by_side(v, f, out.parent / "reconstruct_side_by_side.gif")
                 from PIL import Image
 
-                Image.fromarray(np.concatenate([frames[i] for i in (0, 5, 10, 15)], axis=0)).save(
-                    RESULTS / "reconstruct_side_by_side.png"
+                # four views a quarter-turn apart (0, 5, 10, 15 of 21), whatever --views is
+                rows4 = [frames[k * len(frames) // 4] for k in range(4)]
+                Image.fromarray(np.concatenate(rows4, axis=0)).save(
+                    out.parent / "reconstruct_side_by_side.png"
                 )
                 picture_done = True
     shutil.rmtree(work, ignore_errors=True)  # the rendered views are only inputs
