@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--views", type=int, default=21)
     p.add_argument("--device", default="auto")
     p.add_argument("--configs", default=None, help="e.g. 'euler:50,heun:10' (default: the full grid)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results",
+        help="folder for sampler_steps_<model>.{json,md}",
+    )
     args = p.parse_args(argv)
 
     from eval.runner import run_benchmark

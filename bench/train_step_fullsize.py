@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak (default: datasheet/measured)"
     )
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results", help="folder for train_step_<device>.json"
+    )
     args = p.parse_args(argv)
 
     device = torch.device(
