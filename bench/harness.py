@@ -2,13 +2,15 @@
 
 Benchmarks are modules run from the repository root (`python -m bench.render_throughput`); each writes
 its measured figures to `bench/results/` (JSON, sometimes Markdown) together with `environment()`, so a
-number always says where it was measured.
+number always says where, when and by which command it was measured.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 import time
 from typing import Any
 
@@ -36,11 +38,21 @@ def device_name(cuda: bool | None = None) -> str:
     return torch.cuda.get_device_name(0) if cuda else cpu_model()
 
 
+def command() -> str:
+    """The command line that is running, as typed from the repository root (`python -m bench.X ARGS`)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["python", "-m", spec.name] if spec is not None and spec.name else ["python", *sys.argv[:1]]
+    return shlex.join([*head, *sys.argv[1:]])
+
+
 def environment() -> dict[str, Any]:
-    """Where a measurement was taken: device, cores, threads, load, platform and package versions."""
+    """Where, when and how a measurement was taken: date (UTC), command, device, cores, threads, load,
+    platform and package versions."""
     import torch
 
     return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "command": command(),
         "device": device_name(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -39,6 +39,7 @@ def test_environment_names_the_machine_and_versions():
     env = environment()
     assert env["cpu_count"] >= 1 and env["threads"] >= 1
     assert {"python", "torch", "numpy"} <= set(env["versions"])
+    assert env["date_utc"][:2] == "20" and env["command"].startswith("python")
 
 
 def test_every_benchmark_imports_as_a_module_without_path_patching():
