@@ -185,9 +185,12 @@ def score(rgb: np.ndarray, truth: np.ndarray, method: str) -> tuple[float, str]:
     return mask_iou(m.alpha, truth), m.method
 
 
-def medians(rows: list[dict]) -> dict[str, float]:
-    """Median IoU per matte method over result rows."""
-    return {m: round(float(np.median([r[m]["iou"] for r in rows])), 4) for m in ("auto", "color", "learned")}
+def medians(rows: list[dict]) -> dict[str, float | None]:
+    """Median IoU per matte method over result rows (None for no rows: a small run may leave a set empty)."""
+    return {
+        m: round(float(np.median([r[m]["iou"] for r in rows])), 4) if rows else None
+        for m in ("auto", "color", "learned")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +208,15 @@ def main(argv: list[str] | None = None) -> int:
         "photo": [(rgb, a, PHOTOS[j][1]) for rgb, a, j in photo_composites(renders, photos, args.per_object)],
         "plain": [(rgb, a, "plain") for rgb, a in plain_composites(renders)],
     }
-    report: dict = {"objects": args.objects, "size": args.size, "photos": [p[1] for p in PHOTOS], "sets": {}}
+    from bench.harness import environment
+
+    report: dict = {
+        "environment": environment(),
+        "objects": args.objects,
+        "size": args.size,
+        "photos": [p[1] for p in PHOTOS],
+        "sets": {},
+    }
     for name, items in sets.items():
         rows = []
         for rgb, truth, bg in items:
