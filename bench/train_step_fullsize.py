@@ -46,7 +46,17 @@ from video_prior.unet import MultiViewUNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+PEAK_BF16_TFLOPS = {
+    # the first key in the device name wins: PCIe and NVL cards before their SXM namesakes
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+}
 
 
 def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:

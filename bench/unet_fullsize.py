@@ -33,7 +33,18 @@ from video_prior.unet import MultiViewUNet
 ROOT = Path(__file__).resolve().parents[1]
 
 #: dense bf16 tensor-core peaks (TFLOP/s) used when --peak-tflops is not given
-KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+KNOWN_PEAKS = {
+    # the first key in the device name wins: PCIe and NVL cards before their SXM namesakes
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "4090": 165.0,
+}
 
 
 def reduced_unet_config() -> dict:
