@@ -1,4 +1,4 @@
-"""Mutation check: plausible bugs in the numbers mv3d reports, each of which the suite must catch.
+"""Mutation check: plausible bugs in the numbers and records mv3d reports, each of which the suite must catch.
 
     python tests/mutation_check.py [--out docs/mutation_check.md] [--only ID ...] [--keep]
 
@@ -75,6 +75,12 @@ SHIPPED = [
     "tests/test_default_model.py::test_shipped_default_model_beats_copying_the_input_on_held_out_objects"
 ]
 
+SH3F = "tests/test_sh3f_source.py"
+MESHES = "tests/test_meshes.py"
+EVAL = "tests/test_eval_runner.py"
+GEN_METHOD = "tests/test_generate.py::test_the_models_mesh_method_is_used_unless_the_caller_names_one"
+SET_RULE = SH3F + "::test_second_held_out_set_rule_keeps_objects_and_names_what_it_left_out"
+
 MUTANTS = [
     Mutant("chamfer-one-sided", "Chamfer from the prediction's side only", "eval/mesh_metrics.py", MESH,
            "return float(0.5 * (d_pg.mean() + d_gp.mean()))", "return float(d_pg.mean())"),
@@ -137,6 +143,94 @@ MUTANTS = [
            "mv3d/default_model/unet", SHIPPED, apply=_untrained_unet("random")),
     Mutant("shipped-model-warm-start", "the shipped UNet replaced by the untrained warm start (zeroed output)",
            "mv3d/default_model/unet", SHIPPED, apply=_untrained_unet("zero")),
+    # what mv3d records and keys: sweethome3d.jar's catalogue and the second held-out set's rule, the
+    # files a mesh was drawn without, output locks, eval's scorer weights, TensorBoard on resume, the
+    # network's camera inputs and the mesh method of a --no-mesh generation
+    Mutant("jar-default-catalogue-ignored", "sweethome3d.jar's default catalogue member not looked for",
+           "render/sh3f_source.py", [SH3F + "::test_sweet_home_3d_jar_is_read_as_its_default_catalogue"],
+           "(CATALOG_MEMBER, DEFAULT_CATALOG_MEMBER)", "(CATALOG_MEMBER,)"),
+    Mutant("jar-scanned-in-folders", "a folder's .jar archives read as catalogues", "render/sources.py",
+           [SH3F + "::test_sweet_home_3d_jar_is_read_as_its_default_catalogue"],
+           "files = scan_folder(path, MESH_EXTENSIONS + (SH3F_SUFFIX,))",
+           "files = scan_folder(path, MESH_EXTENSIONS + (SH3F_SUFFIX, JAR_SUFFIX))"),
+    Mutant("unread-files-not-noted", "the recording resolver notes no name it could not serve",
+           "render/meshes.py", [MESHES + "::test_files_an_obj_names_but_cannot_be_read_are_listed_not_read"],
+           "if str(name) not in names:\n                names.append(str(name))", "pass"),
+    Mutant("unread-files-lost-when-stretched", "stretched() (--shape-augment) drops unread_files",
+           "render/meshes.py", [MESHES + "::test_files_an_obj_names_but_cannot_be_read_are_listed_not_read"],
+           "return replace(mesh, scene=scene, source_to_world=to_world @ mesh.source_to_world)",
+           "return LoadedMesh(scene=scene, source_to_world=to_world @ mesh.source_to_world, source=mesh.source)"),
+    Mutant("unread-files-not-in-manifest", "unread_files written to transforms.json only", "render/jobs.py",
+           [SH3F + "::test_render_dataset_lists_the_files_an_object_was_drawn_without"],
+           'record["unread_files"] = info["unread_files"] = list(mesh.unread_files)',
+           'info["unread_files"] = list(mesh.unread_files)'),
+    Mutant("unread-files-lost-on-rerun", "a rerun's skipped objects lose their unread_files", "render/jobs.py",
+           [SH3F + "::test_render_dataset_lists_the_files_an_object_was_drawn_without"],
+           'if isinstance(info.get("unread_files"), list) and info["unread_files"]:', "if False:"),
+    Mutant("drawn-without-counts-files", "drawn_without_files counts files, not objects", "render/jobs.py",
+           [SH3F + "::test_render_dataset_lists_the_files_an_object_was_drawn_without"],
+           'sum(1 for r in records.values() if r.get("unread_files"))',
+           'sum(len(r.get("unread_files") or ()) for r in records.values())'),
+    Mutant("lock-file-not-empty", "a folder holding only a lock file counts as not empty", "render/common.py",
+           ["tests/test_outputs.py::test_a_folder_holding_only_a_stopped_jobs_lock_counts_as_empty"],
+           "if all(p.name == LOCK_FILE for p in path.iterdir()):", "if not any(path.iterdir()):"),
+    Mutant("eval-not-locked", "eval writes its --out without the lock", "eval/runner.py",
+           ["tests/test_eval_runner.py::test_a_second_eval_on_the_same_out_is_refused"],
+           'lock = lock_folder(out_dir, "eval")', "lock = open(os.devnull)  # noqa: SIM115"),
+    Mutant("lock-holder-appended", "the lock file's holder line appended, not rewritten", "render/common.py",
+           ["tests/test_render_dataset.py::test_a_second_job_on_the_same_out_is_refused"],
+           "    fh.truncate()\n", ""),
+    Mutant("weights-digest-names-only", "weights_digest hashes names and shapes, not the weights",
+           "eval/runner.py", [EVAL + "::test_results_scored_with_other_lpips_weights_are_scored_again"],
+           "h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())",
+           "pass"),
+    Mutant("scorer-weights-always-keyed", "runs without LPIPS or CLIP-S get new cache keys", "eval/runner.py",
+           [EVAL + "::test_mesh_results_cached_under_another_metric_definition_are_scored_again"],
+           'if d["scorer_weights"] is None:  # results scored without LPIPS or CLIP-S stay valid',
+           "if False:"),
+    Mutant("clip-weights-not-keyed", "the CLIP-S weights left out of the cache key", "eval/runner.py",
+           [EVAL + "::test_results_scored_with_other_clip_weights_are_scored_again"],
+           '(("lpips", lpips_model), ("clip", clip_scorer))', '(("lpips", lpips_model),)'),
+    Mutant("tensorboard-purge-at-checkpoint", "purge_step at the checkpoint's step, not the next",
+           "video_prior/train.py", ["tests/test_train.py::test_resume_logs_each_step_once"],
+           '"purge_step": state.step + 1', '"purge_step": state.step'),
+    Mutant("tensorboard-not-purged", "a resumed run's TensorBoard keeps the killed run's later steps",
+           "video_prior/train.py", ["tests/test_train.py::test_resume_logs_each_step_once"],
+           'init_kwargs={"tensorboard": {"purge_step": state.step + 1}}', "init_kwargs={}"),
+    Mutant("cooldown-note-config-steps", "the cool-down note compares the config's max_steps, not the run's",
+           "video_prior/train.py", ["tests/test_train.py::test_lr_schedule_warms_up_holds_and_cools_down"],
+           "        if config.lr_cooldown_steps > max_steps:\n            # allowed",
+           "        if config.lr_cooldown_steps > config.max_steps:\n            # allowed"),
+    Mutant("camera-azimuth-not-wrapped", "relative camera azimuths not taken modulo 360",
+           "render/cameras.py", CAMS + ["tests/test_data.py::test_select_frames_orbits"],
+           "np.deg2rad(np.mod(azimuth - azimuth[0], 360.0))", "np.deg2rad(azimuth - azimuth[0])"),
+    Mutant("camera-polar-is-elevation", "the camera input's polar angle is the elevation",
+           "render/cameras.py", ["tests/test_denoiser.py::test_cameras_in_either_frame_order"],
+           "polar = np.deg2rad(90.0 - np.asarray(elevation_deg, np.float64))",
+           "polar = np.deg2rad(np.asarray(elevation_deg, np.float64))"),
+    Mutant("training-azimuth-from-orbit-start", "training's azimuths relative to the orbit's first view",
+           "video_prior/data.py", ["tests/test_data.py"],
+           "polar, azimuth = relative_camera_angles(ds.orbit.azimuth_deg[views], ds.orbit.elevation_deg[views])",
+           "polar, azimuth = (a[views] for a in relative_camera_angles(ds.orbit.azimuth_deg, ds.orbit.elevation_deg))"),
+    Mutant("no-mesh-method-ignores-caller", "a --no-mesh generation records its model's method over the caller's",
+           "mv3d/generate/job.py", [GEN_METHOD],
+           'method = (reconstruct_options or {}).get("method", model_mesh_method)', "method = model_mesh_method"),
+    Mutant("no-mesh-method-in-job-key", "the recorded mesh method put in a --no-mesh generation's job keys",
+           "mv3d/generate/job.py", [GEN_METHOD],
+           '"reconstruct_options": reconstruct_options or {},', '"reconstruct_options": mesh_opts or {},'),
+    Mutant("no-mesh-unknown-method-recorded", "a method mv3d lacks recorded for a --no-mesh generation",
+           "mv3d/generate/job.py", [GEN_METHOD],
+           'mesh_opts = {"method": method} if method in METHODS else None', 'mesh_opts = {"method": method}'),
+    Mutant("set-building-parts-by-category", "the second set's rule drops doors and windows by category only",
+           "recipes/default_model/independent_set.py", [SET_RULE],
+           'if m["door_or_window"] or m["category"] in TRAIN_ONLY_CATEGORIES:',
+           'if m["category"] in TRAIN_ONLY_CATEGORIES:'),
+    Mutant("set-building-parts-by-flag", "the second set's rule drops doors and windows by their flag only",
+           "recipes/default_model/independent_set.py", [SET_RULE],
+           'if m["door_or_window"] or m["category"] in TRAIN_ONLY_CATEGORIES:', 'if m["door_or_window"]:'),
+    Mutant("set-unreadable-is-no-surface", "the second set leaves out any object that fails to load",
+           "recipes/default_model/independent_set.py", [SET_RULE],
+           'if "no triangle faces" not in str(exc):', "if False:"),
 ]  # fmt: skip
 
 
@@ -243,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Mutation check",
         "",
-        "Each row is a plausible bug in a number mv3d reports, applied alone to a copy of the tree; the listed",
+        "Each row is a plausible bug in a number or record mv3d reports, applied alone to a copy of the tree; the listed",
         "tests must fail. Made by `python tests/mutation_check.py` (see its docstring) on "
         + time.strftime("%Y-%m-%d", time.gmtime())
         + ".",

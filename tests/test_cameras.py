@@ -263,3 +263,14 @@ def test_dynamic_orbit_is_anchored_and_smooth_across_frame_zero(seed):
     bound = k * amp * np.diff(az) + 1e-9
     assert np.all(np.abs(np.diff(el)) <= bound), (np.abs(np.diff(el)) / bound).max()
     assert np.ptp(orbit.elevation_deg) > 1.0
+
+
+def test_relative_camera_angles_wrap_past_a_full_turn():
+    """A network's azimuth inputs are relative to the first view and in [0, 2 pi): an orbit starting
+    at 300 degrees (or given in negative degrees) crosses 360 and must not go negative."""
+    from render.cameras import relative_camera_angles
+
+    polar, azimuth = relative_camera_angles([300.0, 330.0, 0.0, 30.0, -60.0], [0.0, 10.0, -10.0, 90.0, 0.0])
+    np.testing.assert_allclose(np.rad2deg(azimuth), [0.0, 30.0, 60.0, 90.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(np.rad2deg(polar), [90.0, 80.0, 100.0, 0.0, 90.0], atol=1e-9)
+    assert polar.dtype == azimuth.dtype == np.float64

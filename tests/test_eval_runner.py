@@ -164,6 +164,10 @@ def test_mesh_results_cached_under_another_metric_definition_are_scored_again(ru
     from eval.runner import EvalSettings
 
     assert EvalSettings().key() == EvalSettings(mesh_metrics=None).key()
+    # settings added since leave the keys of runs that do not use them as they were (the keys
+    # mv3d wrote before scorer_weights existed): their cached results are reused, not scored again
+    assert EvalSettings().key() == EvalSettings(scorer_weights=None).key() == "3c87d07ee1dcf817"
+    assert EvalSettings(reconstruct=True, mesh_metrics=2).key() == "92535f90e7322cfe"
     assert (
         EvalSettings(reconstruct=True, mesh_metrics=1).key()
         != EvalSettings(reconstruct=True, mesh_metrics=2).key()
@@ -204,6 +208,34 @@ def test_results_scored_with_other_lpips_weights_are_scored_again(run_a, tmp_pat
         figures=False, progress=False,
     )  # fmt: skip
     assert gen.calls == len(run_a[2]["objects"])
+
+
+class _TinyClip:
+    """A CLIP-S scorer's interface (`model`, `embed`) on a one-layer network."""
+
+    def __init__(self, bias: float = 0.0):
+        torch.manual_seed(0)
+        self.model = torch.nn.Linear(3, 4)
+        self.model.bias.data.add_(bias)
+
+    def embed(self, images):
+        colour = images.float().flatten(1, -2).mean(1)[:, :3]
+        return torch.nn.functional.normalize(self.model(colour), dim=-1)
+
+
+def test_results_scored_with_other_clip_weights_are_scored_again(tmp_path):
+    """CLIP-S weights key the cache as LPIPS weights do: a folder of weights can change under one path."""
+    from eval.runner import weights_digest
+
+    out = tmp_path / "e"
+    kwargs = dict(views=4, resolution=32, figures=False, progress=False)
+    first = run_benchmark(_sources()[:1], out, TinyGenerator(), clip_scorer=_TinyClip(), **kwargs)
+    assert first["settings"]["scorer_weights"] == {"clip": weights_digest(_TinyClip().model)}
+    gen = TinyGenerator()
+    run_benchmark(_sources()[:1], out, gen, clip_scorer=_TinyClip(), **kwargs)
+    assert gen.calls == 0  # the same weights: reused
+    run_benchmark(_sources()[:1], out, gen, clip_scorer=_TinyClip(bias=0.5), **kwargs)
+    assert gen.calls == 1  # other weights: scored again
 
 
 def test_a_second_eval_on_the_same_out_is_refused(tmp_path):

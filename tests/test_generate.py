@@ -508,6 +508,22 @@ def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Pa
     generate([img], tmp_path / "later", model=model, views=VIEWS, progress=False, mesh=False)
     method, note = generation_mesh_method(tmp_path / "later")
     assert method == "hull" and "the generation's model's (it made no mesh)" in note
+    # the recorded method is outside the job keys: a --no-mesh folder written before it was recorded
+    # is still the same job, and kept
+    run_file = tmp_path / "later" / "run.json"
+    run = json.loads(run_file.read_text())
+    assert run.pop("mesh_method") == "hull" and run["reconstruct_options"] == {}
+    run_file.write_text(json.dumps(run))
+    said: list[str] = []
+    generate([img], tmp_path / "later", model=model, views=VIEWS, progress=False, mesh=False, log=said.append)
+    assert any("already generated with the same settings: kept" in s for s in said), said
+    # a method the caller names for a --no-mesh generation is the one recorded
+    generate(
+        [img], tmp_path / "named", model=model, views=VIEWS, progress=False, mesh=False,
+        reconstruct_options={"method": "field"},
+    )  # fmt: skip
+    assert generation_mesh_method(tmp_path / "named")[0] == "field"
+    assert json.loads((tmp_path / "named" / "run.json").read_text())["mesh_method"] == "field"
     with pytest.raises(InputError, match="default_mesh_method '../x'"):
         ViewGenerator.load(_with_mesh_method(tiny_model, tmp_path / "path_model", "../x"))
 

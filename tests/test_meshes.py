@@ -259,3 +259,7 @@ def test_files_an_obj_names_but_cannot_be_read_are_listed_not_read(tmp_path):
     assert outside.unread_files == ("../secret.png",) and image(outside) is None
     assert load_mesh(folder / "gone.obj").unread_files == ("nothere.png",)
     assert load_mesh(folder / "nomtl.obj").unread_files == ("absent.mtl",)
+    # a stretched copy (render-dataset's --shape-augment) is still drawn without them, and says so
+    from render.meshes import stretched
+
+    assert stretched(load_mesh(folder / "gone.obj"), [1.0, 2.0, 0.5]).unread_files == ("nothere.png",)

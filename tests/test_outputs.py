@@ -80,6 +80,21 @@ def test_out_dot_home_and_below_a_file_are_refused_before_any_work(
     assert (tmp_path / "notes.txt").read_text() == "x"
 
 
+def test_a_folder_holding_only_a_stopped_jobs_lock_counts_as_empty(tmp_path):
+    """A job killed after taking its lock and before writing its marker leaves only the lock file: the
+    folder is still empty to the next job, without --overwrite; anything beside the lock is not."""
+    from render.common import LOCK_FILE, lock_folder
+
+    out = tmp_path / "d"
+    out.mkdir()
+    lock_folder(out, "render-dataset").close()
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE]
+    assert check_output(out, "eval") == out
+    (out / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="not an mv3d output"):
+        check_output(out, "eval")
+
+
 def test_convert_weights_refuses_a_users_folder(users_folder, tmp_path, capsys):
     code, _, err = run_cli(
         ["convert-weights", tmp_path / "absent.safetensors", "--out", users_folder], capsys

@@ -285,6 +285,19 @@ def test_render_dataset_lists_the_files_an_object_was_drawn_without(tmp_path):
     assert again["drawn_without_files"] == 2
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["unread_files"] for r in records] == [["nothere.png"]] * 2
+    # the summary counts objects, not files: one object drawn without two textures is one
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    tri = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvt 1 0\nvt 0 1\n"
+    (folder / "two.obj").write_text(
+        f"mtllib two.mtl\n{tri}usemtl a\nf 1/1 2/2 3/3\nusemtl b\nf 1/1 2/2 4/3\n"
+    )
+    (folder / "two.mtl").write_text("newmtl a\nmap_Kd gone_a.png\nnewmtl b\nmap_Kd gone_b.png\n")
+    (folder / "plain.obj").write_text(f"{tri}f 1 2 3\nf 1 2 4\n")
+    summary = render_dataset([str(folder)], tmp_path / "two", views=2, resolution=16, progress=False)
+    assert summary["done"] == 2 and summary["drawn_without_files"] == 1
+    records = [json.loads(line) for line in (tmp_path / "two" / "manifest.jsonl").read_text().splitlines()]
+    assert [r.get("unread_files") for r in records] == [None, ["gone_a.png", "gone_b.png"]]
 
 
 def make_app_jar(path):
@@ -338,27 +351,47 @@ def test_sweet_home_3d_jar_is_read_as_its_default_catalogue(tmp_path):
 def test_second_held_out_set_rule_keeps_objects_and_names_what_it_left_out(tmp_path):
     from recipes.default_model.independent_set import make_set
 
+    res = "com/eteks/sweethome3d/io/resources"
     jar = make_app_jar(tmp_path / "sweethome3d.jar")
     with zipfile.ZipFile(jar, "a") as zf:
         # an invisible marker, as the catalogue's light sources are: points and lines, no faces
-        zf.writestr("com/eteks/sweethome3d/io/resources/light.obj", "v 0 0 0\nv 1 0 0\nl 1 2\n")
+        zf.writestr(f"{res}/light.obj", "v 0 0 0\nv 1 0 0\nl 1 2\n")
         text = zf.read("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties").decode()
-    props = (
-        text
-        + "id#3=eTeks#light\nname#3=Light source\ncategory#3=Lights\nmodel#3=/com/eteks/sweethome3d/io/resources/light.obj\n"
+
+    def rebuilt(name, extra):
+        """The jar with `extra` catalogue lines."""
+        dest = tmp_path / name / "sweethome3d.jar"
+        dest.parent.mkdir()
+        with zipfile.ZipFile(jar) as src, zipfile.ZipFile(dest, "w") as dst:
+            for info in src.infolist():
+                if not info.filename.endswith("DefaultFurnitureCatalog.properties"):
+                    dst.writestr(info, src.read(info))
+            dst.writestr("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties", text + extra)
+        return dest
+
+    app = rebuilt(
+        "app",
+        f"id#3=eTeks#light\nname#3=Light source\ncategory#3=Lights\nmodel#3=/{res}/light.obj\n"
+        # building parts by either mark: a door flagged outside its category, a staircase unflagged
+        f"id#4=eTeks#garage\nname#4=Garage door\ncategory#4=Exterior\nmodel#4=/{res}/box.obj\n"
+        "doorOrWindow#4=true\n"
+        f"id#5=eTeks#stairs\nname#5=Staircase\ncategory#5=Staircases\nmodel#5=/{res}/box.obj\n",
     )
-    rebuilt = tmp_path / "app" / "sweethome3d.jar"
-    rebuilt.parent.mkdir()
-    with zipfile.ZipFile(jar) as src, zipfile.ZipFile(rebuilt, "w") as dst:
-        for info in src.infolist():
-            if not info.filename.endswith("DefaultFurnitureCatalog.properties"):
-                dst.writestr(info, src.read(info))
-        dst.writestr("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties", props)
     furniture = tmp_path / "furniture"
     furniture.mkdir()
     make_catalog(furniture / "Test.sh3f")  # holds the same box.obj bytes
-    made = make_set(rebuilt, furniture)
+    made = make_set(app, furniture)
     assert [o["name"] for o in made["objects"]] == ["Box"]
-    assert made["counts"] == {"kept": 1, "left_out": {"building part": 1, "no surface": 1}}
+    assert [(o["name"], o["why"]) for o in made["left_out"]] == [
+        ("Door", "building part"),
+        ("Light source", "no surface"),
+        ("Garage door", "building part"),
+        ("Staircase", "building part"),
+    ]
+    assert made["counts"] == {"kept": 1, "left_out": {"building part": 3, "no surface": 1}}
     assert made["identical_models_in_furniture_catalogues"] == 1
-    assert made == make_set(rebuilt, furniture)  # deterministic
+    assert made == make_set(app, furniture)  # deterministic
+    # only a model without faces is left out as "no surface": any other failure to load stops the script
+    broken = rebuilt("broken", f"id#3=eTeks#gone\nname#3=Gone\ncategory#3=Lights\nmodel#3=/{res}/gone.obj\n")
+    with pytest.raises(InputError, match="missing from the archive"):
+        make_set(broken)
