@@ -133,3 +133,23 @@ class StageTimer:
         s["unet"] = dec_start - enc_end
         s["total"] = self.t1 - self.t0
         return s
+
+
+#: Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, for a GPU's compute floor. The
+#: first key found in the device name wins: PCIe and NVL cards come before their SXM namesakes.
+BF16_DENSE_PEAK_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "4090": 165.0,
+}
+
+
+def datasheet_peak_tflops(device_name: str) -> float | None:
+    """The datasheet bf16 dense peak of the GPU `device_name` names (`BF16_DENSE_PEAK_TFLOPS`), or None."""
+    return next((v for k, v in BF16_DENSE_PEAK_TFLOPS.items() if k in device_name), None)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import device_name, environment
+from bench.harness import datasheet_peak_tflops, device_name, environment
 from render.common import atomic_write_json
 from video_prior.components import (
     VAE_TYPES,
@@ -46,26 +46,14 @@ from video_prior.unet import MultiViewUNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PEAK_BF16_TFLOPS = {
-    # the first key in the device name wins: PCIe and NVL cards before their SXM namesakes
-    "H100 PCIe": 756.0,
-    "H100 NVL": 835.0,
-    "H200 NVL": 835.0,
-    "H100": 989.0,
-    "H200": 989.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "A10": 125.0,
-}
-
 
 def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     """(peak TFLOP/s, where the number comes from): a datasheet value for known GPUs, else a measured matmul."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, value in PEAK_BF16_TFLOPS.items():
-            if key in name:
-                return value, f"datasheet bf16 dense ({name})"
+        peak = datasheet_peak_tflops(name)
+        if peak is not None:
+            return peak, f"datasheet bf16 dense ({name})"
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

@@ -25,26 +25,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.harness import device_name, environment
+from bench.harness import datasheet_peak_tflops, device_name, environment
 from render.common import atomic_write_json
 from video_prior.components import sv3d_config
 from video_prior.unet import MultiViewUNet
 
 ROOT = Path(__file__).resolve().parents[1]
-
-#: dense bf16 tensor-core peaks (TFLOP/s) used when --peak-tflops is not given
-KNOWN_PEAKS = {
-    # the first key in the device name wins: PCIe and NVL cards before their SXM namesakes
-    "H100 PCIe": 756.0,
-    "H100 NVL": 835.0,
-    "H200 NVL": 835.0,
-    "H100": 989.0,
-    "H200": 989.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "A10": 125.0,
-    "4090": 165.0,
-}
 
 
 def reduced_unet_config() -> dict:
@@ -125,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     dev_name = device_name(cuda)
     peak = args.peak_tflops
     if peak is None and cuda:
-        peak = next((v for k, v in KNOWN_PEAKS.items() if k in dev_name), None)
+        peak = datasheet_peak_tflops(dev_name)
 
     # 1. full-size FLOPs on the meta device
     full_cfg = sv3d_config("sv3d_p")["unet"]
