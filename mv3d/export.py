@@ -50,15 +50,20 @@ def mesh_output_path(path: Path, format: str | None = None) -> Path:
     return path
 
 
-def check_mesh_output(path: Path, format: str | None = None) -> Path:
-    """Refuse, before any work, a mesh output whose files known in advance (the mesh file and, for an
-    OBJ, its MTL) would replace a folder; return the mesh file's path (`mesh_output_path`)."""
-    main = mesh_output_path(path, format)
-    for target in (main, main.with_suffix(".mtl")) if main.suffix.lower() == ".obj" else (main,):
+def _refuse_folders(targets) -> None:
+    """`InputError` for the first of the files `targets` that is a folder (mv3d never replaces one)."""
+    for target in targets:
         if target.is_dir():
             raise InputError(
                 f"{target}: is a folder: expected a file path (mv3d never replaces a folder by a file)"
             )
+
+
+def check_mesh_output(path: Path, format: str | None = None) -> Path:
+    """Refuse, before any work, a mesh output whose files known in advance (the mesh file and, for an
+    OBJ, its MTL) would replace a folder; return the mesh file's path (`mesh_output_path`)."""
+    main = mesh_output_path(path, format)
+    _refuse_folders((main, main.with_suffix(".mtl")) if main.suffix.lower() == ".obj" else (main,))
     return main
 
 
@@ -170,12 +175,8 @@ def export_mesh(mesh, path: str | Path, format: str | None = None, y_up: bool = 
         mtl_name = f"{stem}.mtl"
         taken: set[str] = set()
         renamed = {name: _companion_name(stem, name, taken) for name in files if name != mtl_name}
-        targets = [path.with_name(n) for n in (*renamed.values(), mtl_name)]
-        for target in targets:
-            if target.is_dir():  # checked for all before any is written: no half-written OBJ
-                raise InputError(
-                    f"{target}: is a folder: expected a file path (mv3d never replaces a folder by a file)"
-                )
+        # the texture names are known only now: all checked before any is written, no half-written OBJ
+        _refuse_folders(path.with_name(n) for n in (*renamed.values(), mtl_name))
         for name, new in renamed.items():
             atomic_write_bytes(path.with_name(new), files[name])
         if mtl_name in files:

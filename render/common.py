@@ -211,6 +211,7 @@ def check_output(
     field: str = "out",
     kind: str = "folder",
     overwrite_option: bool = True,
+    overwrite_keeps_files: bool = False,
 ) -> Path:
     """Refuse, before any work, an output path that mv3d must not replace; return it as a Path.
 
@@ -228,6 +229,8 @@ def check_output(
         field: the setting's name for the message (the CLI turns it into the flag).
         kind: "folder" or "file".
         overwrite_option: whether the command offers `--overwrite`; the refusal names it only then.
+        overwrite_keeps_files: the command's `--overwrite` writes into the folder, keeping its files
+            (render-dataset), rather than replacing it; the refusal says which.
 
     Raises:
         InputError: one line naming the path and what was expected.
@@ -265,8 +268,7 @@ def check_output(
         what = (
             f"an 'mv3d {marker['command']}' output" if marker else f"not an mv3d output (no {OUTPUT_MARKER})"
         )
-        # render-dataset's --overwrite writes into the folder (its files stay); the others replace it.
-        verb = "write into it" if command == "render-dataset" else "replace it"
+        verb = "write into it" if overwrite_keeps_files else "replace it"
         remedy = f"pass --overwrite to {verb}" if overwrite_option else f"choose another --{field}"
         raise InputError(
             f"{field} {path}: exists and is {what}: expected a new or empty folder or an earlier "

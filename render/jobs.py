@@ -535,10 +535,8 @@ def _connect_ray(address: str):
     return ray
 
 
-def _run_ray(
-    tasks: list, out: str, cfg_json: dict, address: str, max_in_flight: int
-) -> Iterator[dict[str, Any]]:
-    ray = _connect_ray(address)
+def _run_ray(ray, tasks: list, out: str, cfg_json: dict, max_in_flight: int) -> Iterator[dict[str, Any]]:
+    """Run `render_one` over `tasks` as tasks of the connected `ray` module (`_connect_ray`)."""
     remote = ray.remote(num_cpus=1, max_retries=1)(render_one)
     it = iter(tasks)
     in_flight: dict[Any, Any] = {}
@@ -656,11 +654,10 @@ def render_dataset(
     # and one is rendered, a typo otherwise; the summary counts them, never silently.
     not_selected = sorted(read_selection(select) - {s.object_id for s in resolved}) if select else []
 
-    out = check_output(out_dir, "render-dataset", overwrite)
+    out = check_output(out_dir, "render-dataset", overwrite, overwrite_keeps_files=True)
     out.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(
-        out, "render-dataset"
-    )  # a second job on this --out stops here, before touching anything
+    # a second job on this --out stops here, before touching anything
+    lock = lock_folder(out, "render-dataset")
     try:
         return _render_locked(
             out, resolved, cfg, workers, ray_address, retry_failed, progress, tqdm, not_selected
@@ -711,8 +708,8 @@ def _render_locked(
     t0 = time.perf_counter()
     last_report = t0
     if ray_address:
-        _connect_ray(ray_address)  # before the progress bar: a cluster that is not there is one line
-        results = _run_ray(todo, str(out), cfg_json, ray_address, max_in_flight=max(2, 2 * workers))
+        ray = _connect_ray(ray_address)  # before the progress bar: a cluster that is not there is one line
+        results = _run_ray(ray, todo, str(out), cfg_json, max_in_flight=max(2, 2 * workers))
     else:
         results = _run_local(todo, str(out), cfg_json, workers)
     bar = tqdm(total=len(todo), unit="obj", desc="render-dataset", disable=not progress, dynamic_ncols=True)
