@@ -163,6 +163,30 @@ def _to_float_rgba(im, sixteen_bit: bool = False) -> tuple[np.ndarray, bool]:
     return rgba, has_alpha
 
 
+def _colour_key_to_alpha(im, sixteen_bit_file: bool):
+    """A gray or RGB image with a PNG colour key (`im.info["transparency"]`) -> "LA" or "RGBA", the
+    pixels equal to the key transparent.
+
+    16-bit gray (mode I;16) is compared at full depth and its gray kept to 8 bits, as every other input
+    is. A 16-bit RGB PNG reaches here already reduced to its high bytes (Pillow), so its 16-bit key is
+    compared by its high bytes too: a colour within 1/256 of the key is cut with it.
+    """
+    from PIL import Image
+
+    key = im.info["transparency"]
+    if im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.int64)
+        gray = np.round(a / 257.0).astype(np.uint8)  # 65535 -> 255
+        alpha = np.where(a == int(key), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([gray, alpha], axis=-1), "LA")
+    if im.mode == "RGB" and isinstance(key, tuple) and sixteen_bit_file:
+        rgb = np.asarray(im)
+        key8 = np.array([int(v) >> 8 for v in key], np.uint8)
+        alpha = np.where((rgb == key8).all(axis=-1), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    return im.convert("LA" if im.mode == "L" else "RGBA")
+
+
 def _to_srgb(im, icc: bytes | None, notes: list[str]):
     """`im` converted from its embedded ICC profile to sRGB, alpha kept; `im` itself when it has no
     profile, an sRGB one, or a mode the profile cannot apply to.
@@ -229,6 +253,9 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
     notes: list[str] = []
     w, h = im.size
     _check_size(w, h, where)
+    # Pillow decodes a 16-bit RGB PNG to 8 bits but keeps its colour key in 16 bits; only the tile's
+    # raw mode, before loading, says which depth the key is in.
+    sixteen_bit_file = im.format == "PNG" and any(str(t[3]).endswith(";16B") for t in im.tile or [])
     # A progressive JPEG is decoded whole too, in effect: libjpeg keeps every DCT coefficient of the
     # full-size image (2 bytes a sample: 2.4 GB at 400 megapixels) to add each scan to, whatever draft()
     # scales the output to (a 144 MP progressive file cost 470 MB against 320 MB for a baseline one).
@@ -259,10 +286,10 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
     icc = im.info.get("icc_profile")
     if im.mode in ("P", "1", "PA"):
         im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
-    elif im.mode in ("L", "RGB") and "transparency" in im.info:
+    elif im.mode in ("L", "RGB", "I;16", "I;16B") and "transparency" in im.info:
         # A PNG colour key (tRNS on a gray or RGB image) is a cut-out like a palette's tRNS: its
         # transparent pixels carry the key colour, which a matte would otherwise take for the object.
-        im = im.convert("LA" if im.mode == "L" else "RGBA")
+        im = _colour_key_to_alpha(im, sixteen_bit_file)
     # Reduce by the longer side, but never below MIN_IMAGE_SIDE on the shorter one: a 20000x16 strip
     # reduced by 19 would be matted as a single row of pixels.
     factor = min(max(im.size) // max_side, min(im.size) // MIN_IMAGE_SIDE)

@@ -23,8 +23,10 @@ from render.common import InputError
 RES = 64
 
 
-def _png_bytes(w: int, h: int, bit_depth: int, color_type: int, raw: bytes) -> bytes:
-    """A PNG written by hand (Pillow cannot write 16-bit RGB, and cannot write a lying header)."""
+def _png_bytes(
+    w: int, h: int, bit_depth: int, color_type: int, raw: bytes, trns: bytes | None = None
+) -> bytes:
+    """A PNG written by hand (Pillow cannot write 16-bit RGB, nor a 16-bit colour key, nor a lying header)."""
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return (
@@ -33,7 +35,11 @@ def _png_bytes(w: int, h: int, bit_depth: int, color_type: int, raw: bytes) -> b
 
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + (chunk(b"tRNS", trns) if trns is not None else b"")
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -400,20 +406,34 @@ def test_unusable_colour_profile_is_a_note(tmp_path: Path):
     assert res.rgba[RES // 2, RES // 2, 0] > 200  # read as sRGB: still red
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16", "RGB48"])
 def test_png_colour_key_transparency_is_the_alpha(tmp_path: Path, mode: str):
     """A PNG whose tRNS chunk marks one gray level or RGB colour transparent is a cut-out, as a palette
-    PNG with tRNS is; it was matted as an opaque picture of the key colour."""
+    PNG with tRNS is; it was matted as an opaque picture of the key colour. 16-bit keys are 16-bit
+    values: Pillow ignored a 16-bit gray key, and compared a 16-bit RGB key with 8-bit pixels."""
     disk = _disk_rgba(64, 80, 40, 30, 14)
     solid = disk[..., 3] > 127
+    p = tmp_path / "k.png"
     if mode == "L":
-        Image.fromarray(np.where(solid, 60, 0).astype(np.uint8), "L").save(tmp_path / "k.png", transparency=0)
-    else:
+        Image.fromarray(np.where(solid, 60, 0).astype(np.uint8), "L").save(p, transparency=0)
+    elif mode == "RGB":
         rgb = np.where(solid[..., None], np.array([200, 40, 30], np.uint8), np.array([0, 255, 0], np.uint8))
-        Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / "k.png", transparency=(0, 255, 0))
-    res = preprocess_image(tmp_path / "k.png", RES)
+        Image.fromarray(rgb.astype(np.uint8)).save(p, transparency=(0, 255, 0))
+    elif mode == "I;16":
+        # The object's gray (1001) differs from the key (1000) only below the high byte.
+        g = np.where(solid, 1001, 1000).astype(">u2")
+        raw = b"".join(b"\x00" + g[y].tobytes() for y in range(64))
+        p.write_bytes(_png_bytes(80, 64, 16, 0, raw, trns=(1000).to_bytes(2, "big")))
+    else:
+        # A key of (255, 255, 255) in 16 bits is near black; read as 8 bits it would be white.
+        a = np.where(solid[..., None], np.array([50000, 5000, 5000]), np.array([255, 255, 255])).astype(">u2")
+        raw = b"".join(b"\x00" + a[y].tobytes() for y in range(64))
+        p.write_bytes(_png_bytes(80, 64, 16, 2, raw, trns=b"\x00\xff" * 3))
+    res = preprocess_image(p, RES)
     assert res.matte_method == "alpha"
     _check_framed(res)
+    ref = preprocess_image(Image.fromarray(disk, "RGBA"), RES)
+    assert _iou(res.rgba[..., 3], ref.rgba[..., 3]) > 0.85
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "TIFF", "PNG"])
