@@ -37,11 +37,14 @@ class InputError(ValueError):
         field: the name of that setting (a config field or argument, e.g. "views"), or None. The
             library names fields, not command-line flags: the CLI turns the leading field name into
             its flag (`mv3d.cli.flag_message`), so the same error reads right from Python and the shell.
+        mentions: settings the message names later, in its remedy, as the Python call spells them
+            (`resume=True`, `out_dir`); the CLI turns each into its flag (`--resume`, `--out`).
     """
 
-    def __init__(self, message: str = "", field: str | None = None) -> None:
+    def __init__(self, message: str = "", field: str | None = None, mentions: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.field = field
+        self.mentions = tuple(mentions)
 
 
 #: Documented upper bounds of numeric options and config values (README "Limits"). Beyond them a run

@@ -70,3 +70,27 @@ def test_library_errors_name_fields_and_the_cli_names_flags(tmp_path, capsys):
     assert (
         capsys.readouterr().err.strip() == "mv3d: error: --views 0: expected a number of views from 1 to 1024"
     )
+
+
+def test_remedies_name_python_arguments_and_the_cli_turns_them_into_flags():
+    """The library's remedies name the Python call's arguments (video_prior knows no CLI flags); the CLI
+    turns the last mention of each into its flag, and leaves a path that holds the same name alone."""
+    from mv3d.cli import flag_message
+    from render.common import InputError
+
+    exc = InputError(
+        "runs/out_dir/resume: this run folder already has checkpoints: pass resume=True or choose a new out_dir",
+        mentions=("resume", "out_dir"),
+    )
+    assert flag_message(exc) == (
+        "runs/out_dir/resume: this run folder already has checkpoints: pass --resume or choose a new --out"
+    )
+    exc = InputError(
+        "x.safetensors: holds no VAE encoder; give vae_from: a VAE folder", mentions=("vae_from",)
+    )
+    assert flag_message(exc).endswith("give --vae-from: a VAE folder")
+    assert flag_message(
+        InputError("give the reference YAML as config_yaml", mentions=("config_yaml",))
+    ).endswith("as --config")
+    # without mentions the message is kept as written
+    assert flag_message(InputError("pass resume=True")) == "pass resume=True"

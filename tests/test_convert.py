@@ -355,8 +355,11 @@ def test_vae_encoder_from_another_source(tmp_path, tiny_sv3d_p):
     save_file(without, str(ckpt))
     yml = tmp_path / "c.yaml"
     yml.write_text(yaml.safe_dump(reference_yaml(cfg["unet"], "sv3d_p")))
-    with pytest.raises(InputError, match="--vae-from"):
+    with pytest.raises(InputError, match="give vae_from: an SVD/SV3D") as info:
         convert_checkpoint(ckpt, tmp_path / "o1", config_yaml=yml, resolution=16, clip_num_heads=4)
+    from mv3d.cli import flag_message
+
+    assert "give --vae-from: an SVD/SV3D" in flag_message(info.value)  # the flag on the command line
     # a diffusers VAE folder
     tiny_sv3d_p["vae"].save_pretrained(tmp_path / "vae")
     report = convert_checkpoint(

@@ -194,9 +194,13 @@ def test_five_steps_lower_the_loss_and_save_a_loadable_model(data_root, tmp_path
     # the loader's share of each step, to tell a data-bound run from a compute-bound one
     assert all(0 < r["data_s"] < r["step_s"] for r in records)
     assert vtrain.latest_checkpoint(tmp_path / "run").name == "step-000005"
-    # A second run into the same folder without --resume is refused.
-    with pytest.raises(InputError, match="--resume"):
+    # A second run into the same folder without --resume is refused, in the Python call's words from
+    # Python and in flags on the command line.
+    with pytest.raises(InputError, match=r"pass resume=True or choose a new out_dir$") as info:
         vtrain.train(cfg, [data_root], tmp_path / "run", progress=False)
+    from mv3d.cli import flag_message
+
+    assert flag_message(info.value).endswith("pass --resume or choose a new --out")
 
 
 @pytest.mark.slow
@@ -308,9 +312,7 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
     assert out.steps == 2 and all(np.isfinite(out.losses))
     # an object added after the precompute: the error names the option that writes its cache
     shutil.copytree(data / "obj00", data / "obj99", ignore=shutil.ignore_patterns("mv3d_cache"))
-    with pytest.raises(
-        InputError, match=r"obj99: no latent cache .* `mv3d train CONFIG --data \.\.\. --precompute`"
-    ):
+    with pytest.raises(InputError, match=r"obj99: no latent cache .* \(precompute=True\)"):
         OrbitVideoDataset([data], cached_cfg.data)
 
 
@@ -361,6 +363,7 @@ def test_resume_with_another_model_or_trainable_set_is_one_line(data_root, tmp_p
         err = capsys.readouterr().err
         assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
         assert "step-000002" in err and str(out / "config.yaml") in err, err
+        assert err.strip().endswith("or choose a new --out"), err
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
 
 

@@ -355,7 +355,8 @@ def _unet_config_from_reference_params(
         if kind is None:
             raise InputError(
                 f"adm_in_channels {adm} is none of SVD (768), SV3D_u (256), SV3D_p (1280): the conditioning "
-                "cannot be guessed; give the reference YAML with --config"
+                "cannot be guessed; give the reference YAML as config_yaml",
+                mentions=("config_yaml",),
             )
     if kind not in CONDITIONING_KINDS:
         raise InputError(f"conditioning '{kind}': expected one of {sorted(CONDITIONING_KINDS)}")
@@ -372,7 +373,8 @@ def _unet_config_from_reference_params(
         if any(c % head_ch for c in channels):
             raise InputError(
                 f"network_config: channels {channels} are not multiples of num_head_channels {head_ch}; "
-                "give the reference YAML with --config"
+                "give the reference YAML as config_yaml",
+                mentions=("config_yaml",),
             )
         heads = [c // head_ch for c in channels]
     elif n_heads > 0:
@@ -1120,7 +1122,8 @@ def convert_checkpoint(
     if not encoder:
         raise InputError(
             f"{source}: holds no VAE encoder (SV3D files keep it in 'conditioner.embedders.<k>.encoder.*'); "
-            "give --vae-from with an SVD/SV3D .safetensors file or a diffusers VAE folder"
+            "give vae_from: an SVD/SV3D .safetensors file or a diffusers VAE folder",
+            mentions=("vae_from",),
         )
     vae_ref = {**encoder, **decoder}
     vae_type, vae_kwargs = vae_config_from_reference(vae_ref, sample_size=resolution)

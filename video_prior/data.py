@@ -198,7 +198,8 @@ class OrbitVideoDataset(torch.utils.data.Dataset):
             missing = self.object_dirs[have.index(False)]
             raise InputError(
                 f"{missing}: no latent cache for resolution {config.resolution} while other objects have one: "
-                "run `mv3d train CONFIG --data ... --precompute` over all data folders"
+                "precompute the caches of all data folders (precompute=True)",
+                mentions=("precompute",),
             )
         return all(have)
 

@@ -792,7 +792,8 @@ def _check_resumable(folder: Path, unet: torch.nn.Module, out_dir: Path) -> None
         detail = f"{only} only {'there' if only in saved else 'here'}"
     raise InputError(
         f"{folder}: holds another model than this config's ({detail}): resume with the run's own config "
-        f"({out_dir / 'config.yaml'}) or choose a new --out"
+        f"({out_dir / 'config.yaml'}) or choose a new out_dir",
+        mentions=("out_dir",),
     )
 
 
@@ -971,7 +972,8 @@ def _check_cache(dataset: OrbitVideoDataset, components: dict[str, torch.nn.Modu
     if have != want:
         raise InputError(
             f"{dataset.object_dirs[0]}: its latent cache was made with another VAE / image encoder "
-            f"(fingerprint {have}, this model {want}): precompute again with --precompute"
+            f"(fingerprint {have}, this model {want}): precompute the caches again (precompute=True)",
+            mentions=("precompute",),
         )
 
 
@@ -1037,7 +1039,8 @@ def train(
     max_steps = int(max_steps or config.max_steps)
     if out_dir.exists() and not resume and latest_checkpoint(out_dir) is not None:
         raise InputError(
-            f"{out_dir}: this run folder already has checkpoints: pass --resume or choose a new --out"
+            f"{out_dir}: this run folder already has checkpoints: pass resume=True or choose a new out_dir",
+            mentions=("resume", "out_dir"),
         )
     if not (resume and latest_checkpoint(out_dir) is not None):
         check_output(
@@ -1072,7 +1075,8 @@ def train(
         except ValueError as exc:  # torch's optimizer: another set of trainable parameters
             raise InputError(
                 f"{resumed_from}: the run trained other parameters than this config's ({exc}): resume with "
-                f"the run's own config ({out_dir / 'config.yaml'}) or choose a new --out"
+                f"the run's own config ({out_dir / 'config.yaml'}) or choose a new out_dir",
+                mentions=("out_dir",),
             ) from None
         _load_custom_state(resumed_from, state, ema)
         if main and progress:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 import typer
@@ -47,16 +48,34 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 #: Fields whose flag is not `--` + the field name with dashes.
-FIELD_FLAGS = {"orbit_kind": "--orbit", "fov_deg": "--fov", "ray": "--ray", "target_faces": "--faces"}
+FIELD_FLAGS = {
+    "orbit_kind": "--orbit",
+    "fov_deg": "--fov",
+    "ray": "--ray",
+    "target_faces": "--faces",
+    "out_dir": "--out",
+    "config_yaml": "--config",
+}
+
+
+def _flag(name: str) -> str:
+    return FIELD_FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def flag_message(exc: InputError) -> str:
-    """The first line of `exc`, its leading field name (if it names one) replaced by the CLI flag."""
+    """The first line of `exc`, its leading field name (if it names one) and the settings its remedy
+    mentions (`InputError.mentions`: `resume=True`, `out_dir`) replaced by their CLI flags."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     name = getattr(exc, "field", None)
     if name and message.startswith(name):
-        flag = FIELD_FLAGS.get(name, "--" + name.replace("_", "-"))
-        message = flag + message[len(name) :]
+        message = _flag(name) + message[len(name) :]
+    for mention in getattr(exc, "mentions", ()):
+        # The remedy ends the message: only its last mention is replaced, never a path before it that
+        # happens to hold the name. A boolean switch is `name=True` in Python, the bare flag in a shell.
+        found = list(re.finditer(rf"(?<![\w/-]){re.escape(mention)}(=True)?(?![\w/])", message))
+        if found:
+            m = found[-1]
+            message = message[: m.start()] + _flag(mention) + message[m.end() :]
     return message
 
 
