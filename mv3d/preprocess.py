@@ -21,6 +21,7 @@ is brought to the same framing in four steps:
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ MAX_IMAGE_PIXELS = 20000 * 20000
 #: costs 3 to 4 bytes a pixel plus a float copy of the working size. 10000^2 = 100 megapixels keeps one input under about 1 GB
 #: (a 1.5 MB PNG claiming 400 megapixels cost 3.2 GB in generate).
 MAX_DECODED_PIXELS = 10000 * 10000
-#: Working resolution for matting: images are reduced (JPEG: at decode time) to at most this many
-#: pixels on the longer side (or twice the output resolution, if larger) before anything else.
+#: Working resolution for matting: images are reduced (JPEG: at decode time) to about this side's
+#: square in pixels (or twice the output resolution's, if larger) before anything else.
 WORK_SIDE = 1024
 #: Margin measured on `mv3d render` default views (fast renderer, azimuth 0, elevation 10, 24
 #: procedural objects): the larger side of an object's bounding box fills 0.31-0.59 of the image,
@@ -222,8 +223,9 @@ def load_image(source, max_side: int = WORK_SIDE) -> tuple[np.ndarray, bool, tup
 
     Args:
         source: a path or a `PIL.Image.Image`.
-        max_side: the longer side is reduced to at most about this many pixels (never enlarged). JPEGs
-            are reduced while decoding (`Image.draft`, DCT scaling), other formats right after.
+        max_side: the image is reduced by a whole factor to about `max_side ** 2` pixels, a square
+            picture to about `max_side` on each side (never enlarged). JPEGs are reduced while decoding
+            (`Image.draft`, DCT scaling), other formats right after.
 
     Returns:
         rgba: (H, W, 4) float32 in [0, 1], straight alpha (opaque for images without alpha), with the
@@ -290,9 +292,11 @@ def _decode_opened(im, where: str, max_side: int) -> tuple[np.ndarray, bool, tup
         # A PNG colour key (tRNS on a gray or RGB image) is a cut-out like a palette's tRNS: its
         # transparent pixels carry the key colour, which a matte would otherwise take for the object.
         im = _colour_key_to_alpha(im, sixteen_bit_file)
-    # Reduce by the longer side, but never below MIN_IMAGE_SIDE on the shorter one: a 20000x16 strip
-    # reduced by 19 would be matted as a single row of pixels.
-    factor = min(max(im.size) // max_side, min(im.size) // MIN_IMAGE_SIDE)
+    # Reduce by pixel count, not by the longer side: a panorama's object fills its height, and an
+    # 8000x2000 picture reduced by its width (by 7) kept 285 rows for it where a square picture keeps
+    # 1024; by pixel count (by 3) it keeps 666, in about a square picture's memory. Never below
+    # MIN_IMAGE_SIDE on the shorter side: a 20000x16 strip would be matted as a single row of pixels.
+    factor = min(math.isqrt(im.size[0] * im.size[1]) // max_side, min(im.size) // MIN_IMAGE_SIDE)
     sixteen_bit = im.mode.startswith("I;16")
     if factor >= 2:
         if im.mode.startswith("I;16"):

@@ -462,6 +462,24 @@ def test_thin_strip_is_not_reduced_below_the_smallest_side(tmp_path: Path):
     assert size == (3000, 20) and min(rgba.shape[:2]) >= MIN_IMAGE_SIDE
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_a_panorama_is_reduced_by_pixel_count_not_by_its_width(tmp_path: Path, fmt: str):
+    """An 8000x2000 picture was reduced by its width (by 7, to 1142x285): its object, as tall as the
+    picture, kept fewer rows than the 1024 a square picture keeps. By pixel count it is reduced by 3,
+    about the pixels of a 1024x1024 picture; a square picture is reduced as before."""
+    from mv3d.preprocess import load_image
+
+    for w, h, side in ((8000, 2000, 666), (4096, 4096, 1024)):
+        img = np.full((h, w, 3), 240, np.uint8)
+        img[h // 8 : h - h // 8, w // 2 - h // 4 : w // 2 + h // 4] = (30, 60, 200)
+        Image.fromarray(img).save(tmp_path / f"p.{fmt}")
+        rgba, _, size = load_image(tmp_path / f"p.{fmt}")
+        assert size == (w, h)
+        assert abs(min(rgba.shape[:2]) - side) <= 1, rgba.shape  # JPEG: DCT scaling by 2, then a reduce
+        # within a whole factor of a square picture's pixels, as any picture (2047x2047 is not reduced)
+        assert rgba.shape[0] * rgba.shape[1] < 4 * 1024 * 1024
+
+
 def test_progressive_jpeg_bomb_is_refused_before_decoding(tmp_path: Path):
     """A progressive JPEG holds all its full-size DCT coefficients while decoding, whatever the draft
     scale: one claiming 144 megapixels was decoded (0.5 GB; 2.4 GB at the 400 MP bound) instead of refused
