@@ -582,10 +582,24 @@ def test_paired_compares_two_models_object_by_object(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "psnr: B 21.7500, A 21.5000, B − A +0.2500 (B ahead on 3, behind on 1" in out
     assert "ssim: B 0.8000, A 0.8000, B − A +0.0000 (B ahead on 0, behind on 0; p = 1)" in out
+    assert "mesh" not in out  # no meshes scored, no mesh lines
     other = run(tmp_path / "c.json", [20.0, 21.0, 22.0])
     assert paired.main([a, other]) == 2
     assert "different objects" in capsys.readouterr().err
     assert paired.main([a, str(tmp_path / "missing.json")]) == 2
+    # With meshes: over the objects meshed in both runs (o3 failed in B), and how many differ.
+    for path, chamfers in ((a, [0.05, 0.06, 0.07, 0.08]), (b, [0.05, 0.04, 0.07, None])):
+        data = json.loads(Path(path).read_text())
+        for o, c in zip(data["objects"].values(), chamfers, strict=True):
+            o["methods"]["ours"]["mesh"] = (
+                {"failed": "no views"} if c is None else {"chamfer": c, "volume_iou": 0.3}
+            )
+        Path(path).write_text(json.dumps(data))
+    assert paired.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "meshes: 3 objects meshed in both runs, 1 of them differ" in out
+    assert "mesh chamfer: B 0.0533, A 0.0600, B − A -0.00667 (B higher on 0, lower on 1; p = 1)" in out
+    assert "mesh volume_iou: B 0.3000, A 0.3000, B − A +0.00000 (B higher on 0, lower on 0; p = 1)" in out
 
 
 def test_fresh_init_is_a_seeded_wider_unet_at_the_copy_baseline(tmp_path):

@@ -6,8 +6,10 @@
 A and B are `mv3d eval` runs of two models (each pooled from its halves with "+", in the same order) on
 the same objects with the same seed. Prints, for novel-view PSNR, SSIM and mask IoU, the mean of B and of
 A, the mean of B − A over the objects, how many objects B is ahead on, and a paired two-sided Wilcoxon
-signed-rank p-value. Used for experiments that compare two trainings (MODEL_CARD.md); the acceptance
-table against the baselines is `table.py`.
+signed-rank p-value; when both runs scored meshes (`--reconstruct`), the same for Chamfer and volume IoU
+over the objects where both made one, with how many objects' meshes differ at all. Used for
+experiments that compare two trainings or two pipelines (MODEL_CARD.md); the acceptance table against
+the baselines is `table.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recipes.default_model.table import METRICS, load_set, paired_p, per_object
+import numpy as np
+
+from recipes.default_model.table import MESH_METRICS, METRICS, load_set, mesh_values, paired_p, per_object
 from render.common import InputError
 
 
@@ -38,7 +42,24 @@ def paired(a_spec: str, b_spec: str, method: str = "ours") -> list[str]:
             f"{metric}: B {y.mean():.4f}, A {x.mean():.4f}, B − A {d.mean():+.4f} "
             f"(B ahead on {int((d > 0).sum())}, behind on {int((d < 0).sum())}; p = {p:.2g})"
         )
+    if not all(_has_meshes(run, method) for run in (a, b)):
+        return lines
+    pairs = {m: (mesh_values(a, method, m), mesh_values(b, method, m)) for m in MESH_METRICS}
+    both = np.all([np.isfinite(x) & np.isfinite(y) for x, y in pairs.values()], axis=0)
+    differ = np.any([x[both] != y[both] for x, y in pairs.values()], axis=0)
+    lines.append(f"meshes: {int(both.sum())} objects meshed in both runs, {int(differ.sum())} of them differ")
+    for metric, (x, y) in pairs.items():
+        x, y = x[both], y[both]
+        d = y - x
+        lines.append(
+            f"mesh {metric}: B {y.mean():.4f}, A {x.mean():.4f}, B − A {d.mean():+.5f} "
+            f"(B higher on {int((d > 0).sum())}, lower on {int((d < 0).sum())}; p = {paired_p(d):.2g})"
+        )
     return lines
+
+
+def _has_meshes(run: dict, method: str) -> bool:
+    return all("mesh" in o["methods"].get(method, {}) for o in run["objects"].values())
 
 
 def main(argv: list[str] | None = None) -> int:
