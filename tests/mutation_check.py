@@ -80,6 +80,34 @@ MESHES = "tests/test_meshes.py"
 EVAL = "tests/test_eval_runner.py"
 GEN_METHOD = "tests/test_generate.py::test_the_models_mesh_method_is_used_unless_the_caller_names_one"
 SET_RULE = SH3F + "::test_second_held_out_set_rule_keeps_objects_and_names_what_it_left_out"
+EDM = ["tests/test_edm.py"]
+SAMPLERS = ["tests/test_samplers.py"]
+DENOISER = ["tests/test_denoiser.py", "tests/test_pipeline.py"]
+PIPE = ["tests/test_pipeline.py"]
+MATTE = ["tests/test_generate.py::test_alpha_model_views_carry_the_model_matte"]
+HULL = [
+    "tests/test_reconstruct.py::test_degenerate_inputs",
+    "tests/test_reconstruct.py::test_small_consistent_views_do_not_disagree",
+    "tests/test_reconstruct.py::test_hull_projection_matches_the_float64_cameras",
+    "tests/test_reconstruct.py::test_carving_tolerates_exactly_the_allowed_number_of_disagreeing_views",
+    "tests/test_reconstruct.py::test_a_view_constrains_only_the_points_it_sees",
+]
+PREPROCESS = ["tests/test_preprocess.py"]
+EXPORT = [
+    "tests/test_export.py::test_glb_round_trip_keeps_geometry_frame_and_texture",
+    "tests/test_export.py::test_glb_stores_world_up_as_gltf_up_and_forward_as_gltf_forward",
+    "tests/test_export.py::test_obj_and_ply_round_trip",
+    "tests/test_export.py::test_gltf_suffix_writes_gltf_json",
+    "tests/test_export.py::test_glb_vertex_colours_are_stored_linear",
+    "tests/test_reconstruct.py::test_source_frame_glb_of_a_y_up_source_keeps_its_axes",
+]
+CONVERT = [
+    "tests/test_convert.py::test_unet_mapping_names_round_trip_and_coverage",
+    "tests/test_convert.py::test_vae_mapping_round_trip",
+    "tests/test_convert.py::test_clip_mapping_matches_openclip_forward",
+    "tests/test_convert.py::test_convert_checkpoint_round_trip",
+]
+CODEC = ["tests/test_components.py::test_encode_decode_chunking"]
 
 MUTANTS = [
     Mutant("chamfer-one-sided", "Chamfer from the prediction's side only", "eval/mesh_metrics.py", MESH,
@@ -231,6 +259,93 @@ MUTANTS = [
     Mutant("set-unreadable-is-no-surface", "the second set leaves out any object that fails to load",
            "recipes/default_model/independent_set.py", [SET_RULE],
            'if "no triangle faces" not in str(exc):', "if False:"),
+    # the core of generation: EDM preconditioning and schedule, samplers, guidance, the denoiser's
+    # conditioning and residual, the pipeline's mirror and ensemble averages and latent scaling; then the
+    # mesh (carving), the input's framing, export axes and files, weight conversion, camera inputs
+    Mutant("edm-c-noise-half-log", "EDM noise input c_noise = ln(sigma) / 2 instead of / 4", "video_prior/edm.py",
+           EDM, "c_noise = 0.25 * sigma.log()", "c_noise = 0.5 * sigma.log()"),
+    Mutant("edm-x0-input-unscaled", "x0 prediction's network input not scaled by c_in (the shipped model's)",
+           "video_prior/edm.py", EDM,
+           "c_in = 1.0 / (sigma**2 + 1.0).sqrt()", "c_in = torch.ones_like(sigma)"),
+    Mutant("edm-x0-loss-weighted", "x0 prediction's loss weighted by v's lambda(sigma)", "video_prior/edm.py",
+           EDM, 'weight = loss_weighting(sigma) if prediction == "v" else torch.ones_like(sigma)',
+           "weight = loss_weighting(sigma)"),
+    Mutant("karras-rho-3", "Karras schedule's default rho 7 -> 3", "video_prior/edm.py", EDM,
+           "rho: float = 7.0", "rho: float = 3.0"),
+    Mutant("euler-churn-step-from-sigma", "Euler steps from sigma, not the churned sigma_hat",
+           "video_prior/samplers.py", SAMPLERS,
+           "x = x + d * (sigma_next - sigma_hat).to(x.dtype)", "x = x + d * (sigma_next - sigma).to(x.dtype)"),
+    Mutant("churn-noise-linear", "churn adds noise of std sigma_hat - sigma instead of sqrt(sigma_hat^2 - sigma^2)",
+           "video_prior/samplers.py", SAMPLERS,
+           "x = x + eps * (sigma_hat**2 - sigma**2).sqrt().to(x.dtype)",
+           "x = x + eps * (sigma_hat - sigma).to(x.dtype)"),
+    Mutant("heun-end-slope-only", "Heun's step takes the end slope alone (no trapezoid)",
+           "video_prior/samplers.py", SAMPLERS, "x = x + 0.5 * (d + d_next) * dt", "x = x + d_next * dt"),
+    Mutant("dpmpp2m-ratio-inverted", "DPM++(2M) step ratio r = h / h_last", "video_prior/samplers.py",
+           SAMPLERS, "r = h_last / h", "r = h / h_last"),
+    Mutant("linear-guidance-reversed", "SVD's linear guidance ramp runs from max to min", "video_prior/guidance.py",
+           SAMPLERS, "w = min_scale + (max_scale - min_scale) * t", "w = max_scale - (max_scale - min_scale) * t"),
+    Mutant("guidance-off-when-a-frame-is-one", "CFG switched off when any frame's scale is 1 (the triangle's ends)",
+           "video_prior/denoiser.py", DENOISER,
+           "bool(torch.any(scales != 1.0))", "bool(torch.all(scales != 1.0))"),
+    Mutant("cfg-branches-swapped", "the guided estimate's conditional and unconditional halves swapped",
+           "video_prior/denoiser.py", DENOISER,
+           "uncond, cond_out = both.chunk(2)", "cond_out, uncond = both.chunk(2)"),
+    Mutant("uncond-keeps-image-latent", "the unconditional branch keeps the input's image latent",
+           "video_prior/denoiser.py", DENOISER,
+           'DROPPABLE = ("context", "image_latent")', 'DROPPABLE = ("context",)'),
+    Mutant("image-latent-before-noisy", "the image latent concatenated before the noisy latents",
+           "video_prior/denoiser.py", DENOISER, "torch.cat([x, image], dim=2)", "torch.cat([image, x], dim=2)"),
+    Mutant("residual-offset-unscaled", "a residual model's offset not multiplied by the latent scale",
+           "video_prior/conditioning.py", DENOISER,
+           "return scaling_factor * image_latent[:, None, :latent_channels]",
+           "return image_latent[:, None, :latent_channels]"),
+    Mutant("matte-floor-ignored", "the model's matte floor not applied", "video_prior/denoiser.py", MATTE,
+           "frames[:, 3] = calibrate_alpha(frames[:, 3], t, floor)", "frames[:, 3] = calibrate_alpha(frames[:, 3], t)"),
+    Mutant("mirror-not-flipped-back", "mirror averaging's mirrored draws not flipped back",
+           "video_prior/pipeline.py", PIPE,
+           "decoded = decoded.flip(-1) if flipped else decoded", "decoded = decoded"),
+    Mutant("mirror-input-upside-down", "mirror averaging's input flipped top-bottom, not left-right",
+           "video_prior/pipeline.py", PIPE,
+           "branches.append((image_t.flip(-1), mirror_orbit(orbit)",
+           "branches.append((image_t.flip(-2), mirror_orbit(orbit)"),
+    Mutant("mirror-orbit-about-zero", "the orbit mirrored about azimuth 0, not the input's azimuth",
+           "video_prior/pipeline.py", PIPE, "(2.0 * az[0] - az) % 360.0", "(-az) % 360.0"),
+    Mutant("ensemble-last-draw-only", "the ensemble's average takes the last draw of each branch",
+           "video_prior/pipeline.py", PIPE,
+           "frames = decoded if frames is None else frames + decoded  # (F, C, H, W)",
+           "frames = decoded  # (F, C, H, W)"),
+    Mutant("decode-latents-unscaled", "latents decoded without dividing by the VAE's scaling factor",
+           "video_prior/conditioning.py", CODEC,
+           "z = (latents[i] / vae.config.scaling_factor)", "z = (latents[i])"),
+    Mutant("hull-disagreement-off-by-one", "carving tolerates one disagreeing view fewer than asked",
+           "mv3d/reconstruct/hull.py", HULL,
+           "k = min(allowed_disagreement, len(vs) - 1) + 1", "k = min(allowed_disagreement, len(vs) - 1)"),
+    Mutant("hull-unseen-carved", "a view that does not see a point carves it", "mv3d/reconstruct/hull.py",
+           HULL, "outside: float = 1.0", "outside: float = 0.0"),
+    Mutant("bbox-end-inclusive", "object_bbox's end inclusive (one pixel short)", "mv3d/preprocess.py",
+           PREPROCESS,
+           "return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1",
+           "return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())"),
+    Mutant("frame-side-from-width", "framing sized by the object's width alone", "mv3d/preprocess.py",
+           PREPROCESS,
+           "side = max(x1 - x0, y1 - y0) / (1.0 - 2.0 * margin)", "side = (x1 - x0) / (1.0 - 2.0 * margin)"),
+    Mutant("frame-pad-by-width", "framing's padding below the picture measured with its width",
+           "mv3d/preprocess.py", PREPROCESS, "top + side - h", "top + side - w"),
+    Mutant("glb-rotated-the-wrong-way", "GLB export rotates +Z up to -Y up (Y_UP_TO_Z_UP, not its inverse)",
+           "mv3d/export.py", EXPORT,
+           "gltf_axes.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))", "gltf_axes.apply_transform(Y_UP_TO_Z_UP)"),
+    Mutant("ply-textured-not-vertex-coloured", "PLY written from the textured mesh (no vertex colours)",
+           "mv3d/export.py", EXPORT,
+           'trimesh.exchange.ply.export_ply(_as_vertex_coloured(mesh), encoding="binary")',
+           'trimesh.exchange.ply.export_ply(mesh, encoding="binary")'),
+    Mutant("clip-qkv-order", "OpenCLIP's packed in_proj split as q, v, k", "video_prior/convert.py", CONVERT,
+           '_QKV = ("q_proj", "k_proj", "v_proj")', '_QKV = ("q_proj", "v_proj", "k_proj")'),
+    Mutant("vae-decoder-levels-unreversed", "LDM decoder levels mapped in execution order",
+           "video_prior/convert.py", CONVERT, "level = num_levels - 1 - i", "level = i"),
+    Mutant("camera-azimuth-clockwise", "the camera input's azimuth measured clockwise", "render/cameras.py",
+           CAMS + ["tests/test_denoiser.py::test_cameras_in_either_frame_order"],
+           "np.deg2rad(np.mod(azimuth - azimuth[0], 360.0))", "np.deg2rad(np.mod(azimuth[0] - azimuth, 360.0))"),
 ]  # fmt: skip
 
 

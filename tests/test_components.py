@@ -228,6 +228,10 @@ def test_encode_decode_chunking(conditioning):
         torch.testing.assert_close(lat[0, 3], vae.encode(frames[0, 3:4]).latent_dist.mode()[0] * 0.18215)
         out = decode_latents(vae, lat, chunk_size=5)
         assert out.shape == (1, 5, 3, 16, 16) and out.abs().max() <= 1.0
+        # scaled latents decode as the decoder's image of the posterior mode, the scale divided out
+        kwargs = {"num_frames": 5} if conditioning == "svd" else {}
+        direct = vae.decode(vae.encode(frames[0]).latent_dist.mode(), **kwargs).sample.clamp(-1.0, 1.0)
+        torch.testing.assert_close(out[0], direct, rtol=1e-4, atol=1e-5)
         if conditioning == "sv3d_p":
             # an image decoder treats frames independently: chunking does not change the result
             torch.testing.assert_close(decode_latents(vae, lat, chunk_size=2), out, rtol=1e-5, atol=1e-5)

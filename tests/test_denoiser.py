@@ -11,6 +11,7 @@ import torch
 from render.cameras import static_orbit
 from video_prior import edm
 from video_prior.components import ModelInfo, build_components, model_info_from_config, tiny_config
+from video_prior.conditioning import encode_frames
 from video_prior.denoiser import Conditioning, MultiViewDenoiser
 from video_prior.matte import matte_views
 from video_prior.pipeline import MultiViewPipeline
@@ -68,6 +69,15 @@ def test_residual_round_trip_and_loss(tiny):
     moved = residual.to_residual(latents, image_latent)
     assert not torch.equal(moved, latents) and tiny.to_residual(latents, image_latent) is latents
     torch.testing.assert_close(residual.from_residual(moved, image_latent), latents)
+    # relative to the input view's own scaled latent (the diffusion targets): the input view's residual is
+    # zero, so a zero residual decodes as the input view (the "copy the input" baseline)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        own = encode_frames(tiny.vae, images[:, None])  # (2, 1, 4, 8, 8), times the VAE's scaling factor
+        clean = residual.encode_clean_latent(images)
+    assert tiny.vae.config.scaling_factor != 1.0
+    torch.testing.assert_close(residual.to_residual(own, clean), torch.zeros_like(own))
+    torch.testing.assert_close(residual.from_residual(torch.zeros_like(own), clean), own)
     # the loss is edm_loss of the network with this model's prediction
     cond, sigma, noise = _cond(), torch.tensor([0.5, 2.0]), torch.randn(2, 4, 4, 8, 8)
     with torch.no_grad():

@@ -101,3 +101,39 @@ def test_edm_loss_weighting_matches_definition():
     d = edm.denoise(net, x, sigma)
     expected = ((1 + sigma**2) / sigma**2 * (d - clean).pow(2).flatten(1).mean(1)).mean()
     torch.testing.assert_close(edm.edm_loss(net, clean, sigma, noise), expected)
+
+
+def test_x0_prediction_is_the_network_output_on_unit_variance_inputs():
+    """[EDM] Table 1 with c_skip = 0, c_out = 1 (the shipped model's parameterisation): D is the network's
+    output itself, and the network sees x / sqrt(sigma^2 + 1) (unit variance for unit-variance data)."""
+    g = torch.Generator().manual_seed(5)
+    clean = torch.randn(3, 4, 4, 5, 5, generator=g, dtype=torch.float64)
+    noise = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.05, 1.0, 20.0], dtype=torch.float64)
+    x = clean + noise * sigma.reshape(-1, 1, 1, 1, 1)
+    seen = {}
+
+    def perfect(x_in, c_noise):
+        seen["x_in"], seen["c_noise"] = x_in, c_noise
+        return clean
+
+    torch.testing.assert_close(edm.denoise(perfect, x, sigma, prediction="x0"), clean)
+    x_in = seen["x_in"]
+    torch.testing.assert_close(x_in, x / torch.sqrt(1 + sigma**2).reshape(-1, 1, 1, 1, 1))
+    # unit variance at every noise level: Var(y + sigma n) = 1 + sigma^2 for unit-variance y and n
+    torch.testing.assert_close(seen["c_noise"], 0.25 * sigma.log())
+    big = torch.randn(3, 200_000, generator=g, dtype=torch.float64)
+    noisy = big + sigma[:, None] * torch.randn(big.shape, generator=g, dtype=torch.float64)
+    edm.denoise(lambda x_in, c: seen.update(x_in=x_in) or x_in, noisy, sigma, prediction="x0")
+    torch.testing.assert_close(seen["x_in"].var(dim=1), torch.ones(3, dtype=torch.float64), rtol=0.02, atol=0)
+
+
+def test_x0_loss_is_the_plain_mse_of_the_denoised_estimate():
+    """With x0 prediction lambda(sigma) = 1 / c_out^2 = 1: the loss is || D - y ||^2 unweighted, whatever sigma."""
+    g = torch.Generator().manual_seed(6)
+    clean = torch.randn(3, 2, 4, 4, 4, generator=g)
+    noise = torch.randn(clean.shape, generator=g)
+    sigma = torch.tensor([0.1, 1.0, 20.0])
+    guess = torch.randn(clean.shape, generator=g)
+    per = edm.edm_loss(lambda x_in, c: guess, clean, sigma, noise, reduce=False, prediction="x0")
+    torch.testing.assert_close(per, (guess - clean).pow(2).flatten(1).mean(1))

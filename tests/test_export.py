@@ -59,6 +59,18 @@ def test_glb_round_trip_keeps_geometry_frame_and_texture(tmp_path):
     np.testing.assert_allclose(raw.extents, [0.8, 0.3, 0.5], atol=1e-5)
 
 
+def test_glb_stores_world_up_as_gltf_up_and_forward_as_gltf_forward(tmp_path):
+    """glTF is +Y up with +Z towards the viewer of its front (Blender's glTF importer maps Blender's
+    (x, y, z) to glTF's (x, z, -y)): an off-centre box keeps its place, not only its extents."""
+    box = trimesh.creation.box(extents=(0.4, 0.2, 0.1))
+    box.apply_translation([0.1, 0.2, 0.3])  # world: right, back, up
+    path = export_mesh(box, tmp_path / "m.glb")
+    raw = trimesh.load(path, force="mesh")
+    (x0, y0, z0), (x1, y1, z1) = box.bounds
+    np.testing.assert_allclose(raw.bounds, [[x0, z0, -y1], [x1, z1, -y0]], atol=1e-6)
+    np.testing.assert_allclose(read_trimesh(path).bounds, box.bounds, atol=1e-6)
+
+
 def test_obj_and_ply_round_trip(tmp_path):
     mesh = textured_box()
     obj = export_mesh(mesh, tmp_path / "m.obj")

@@ -37,7 +37,7 @@ def _seed(s: int) -> torch.Generator:
 
 
 class _Spy:
-    """Wraps the UNet's forward and records the batch size and the added_time_ids of every call."""
+    """Wraps the UNet's forward and records the batch size, input, context and added_time_ids of every call."""
 
     def __init__(self, unet):
         self.unet, self.calls = unet, []
@@ -46,7 +46,12 @@ class _Spy:
     def __enter__(self):
         def forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=True):
             self.calls.append(
-                {"batch": sample.shape[0], "ids": added_time_ids.clone(), "ctx": encoder_hidden_states}
+                {
+                    "batch": sample.shape[0],
+                    "ids": added_time_ids.clone(),
+                    "ctx": encoder_hidden_states,
+                    "sample": sample.clone(),
+                }
             )
             return self._forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict)
 
@@ -104,6 +109,44 @@ def test_one_batched_cfg_forward_per_denoiser_call(pipe, rgba):
             generator=_seed(0),
         )
     assert [c["batch"] for c in spy.calls] == [1, 1]  # guidance 1 everywhere: no unconditional branch
+
+
+def test_the_unet_sees_the_noisy_latents_then_the_input_latent_zeroed_in_the_unconditional_branch(pipe, rgba):
+    """SVD's input layout: the scaled noisy latents, then the input view's (unscaled) latent along channels;
+    the unconditional branch of CFG zeroes the image latent as well as the CLIP embedding (SV3D)."""
+    orbit = static_orbit(N)
+    noise = torch.randn(1, N, 4, 8, 8, generator=_seed(2))
+    with _Spy(pipe.unet) as spy:
+        pipe(rgba, orbit, num_inference_steps=1, cond_aug=0.0, latents=noise, generator=_seed(0))
+    sample = spy.calls[0]["sample"]  # (2, N, 8, 8, 8): [uncond; cond]
+    # the first step's noisy latents are noise * sqrt(1 + sigma_max^2); c_in = 1 / sqrt(1 + sigma_max^2)
+    torch.testing.assert_close(sample[:, :, :4], noise.expand(2, -1, -1, -1, -1))
+    with torch.no_grad():
+        latent = pipe.vae.encode(pipe.preprocess_image(rgba, 16)).latent_dist.mode()  # (1, 4, 8, 8)
+    torch.testing.assert_close(sample[1, :, 4:], latent.expand(N, -1, -1, -1))
+    assert not sample[0, :, 4:].any()
+
+
+def test_mirror_averaging_conditions_its_mirrored_draws_on_the_left_right_mirror_image(pipe, rgba):
+    asymmetric = rgba.copy()
+    asymmetric[2:8, 24:30] = (20, 200, 40, 255)  # a patch top right: the two flips put it apart
+    with _Spy(pipe.unet) as spy:
+        pipe(
+            asymmetric,
+            static_orbit(N),
+            num_inference_steps=1,
+            cond_aug=0.0,
+            ensemble=2,
+            mirror_average=True,
+            generator=_seed(0),
+        )
+    assert len(spy.calls) == 2  # one draw per branch, the input's first
+    mirrored = pipe.preprocess_image(asymmetric, 16).flip(-1)
+    with torch.no_grad():
+        clip = pipe.denoiser.encode_image(mirrored)["context"]
+        latent = pipe.vae.encode(mirrored).latent_dist.mode()
+    torch.testing.assert_close(spy.calls[1]["sample"][1, :, 4:], latent.expand(N, -1, -1, -1))
+    torch.testing.assert_close(spy.calls[1]["ctx"][1], clip[0])
 
 
 def test_camera_ids_follow_the_orbit_in_mv3d_order(pipe, rgba):

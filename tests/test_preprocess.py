@@ -16,6 +16,7 @@ from mv3d.preprocess import (
     MIN_IMAGE_SIDE,
     frame_object,
     measure_framing,
+    object_bbox,
     preprocess_image,
 )
 from render.common import InputError
@@ -286,6 +287,31 @@ def test_frame_object_margin_and_validation():
     assert abs(fill - 1.0) < 0.06
     with pytest.raises(InputError):
         frame_object(rgba, 40, margin=0.5)
+
+
+def test_object_bbox_ends_are_exclusive_and_framing_is_measured_exactly():
+    alpha = np.zeros((40, 50), np.float32)
+    alpha[5:17, 3:30] = 1.0
+    assert object_bbox(alpha) == (3, 5, 30, 17)
+    centred = np.zeros((40, 40), np.float32)
+    centred[10:30, 5:35] = 0.8  # 30 x 20 pixels in the middle
+    assert measure_framing(centred) == (0.75, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("shape", [(60, 200), (200, 60)])
+@pytest.mark.parametrize("edge", ["top", "bottom", "left", "right"])
+def test_an_object_at_any_edge_of_a_wide_or_tall_picture_is_framed_centred(shape, edge):
+    """The square around the object reaches past the picture: it is padded (transparent) on every side."""
+    h, w = shape
+    rgba = np.zeros((h, w, 4), np.float32)
+    rows = {"top": slice(0, 20), "bottom": slice(h - 20, h)}.get(edge, slice(h // 2 - 10, h // 2 + 10))
+    cols = {"left": slice(0, 16), "right": slice(w - 16, w)}.get(edge, slice(w // 2 - 8, w // 2 + 8))
+    rgba[rows, cols] = (0.8, 0.2, 0.1, 1.0)  # 16 x 20 pixels
+    out = frame_object(rgba, RES)
+    fill, cx, cy = measure_framing(out[..., 3])
+    assert abs(fill - (1 - 2 * DEFAULT_MARGIN)) < 2 / RES
+    assert abs(cx - 0.5) < 1 / RES and abs(cy - 0.5) < 1 / RES
+    assert out[0, :, 3].max() == 0 and out[-1, :, 3].max() == 0  # nothing smeared to the frame's edges
 
 
 def test_margin_matches_default_render_framing():

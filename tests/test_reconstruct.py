@@ -569,6 +569,75 @@ def test_hull_projection_matches_the_float64_cameras():
     assert close.mean() > 0.999, np.abs(got - want).max()
 
 
+def _sphere_viewset(orbit, resolution: int = 48):
+    """A ViewSet of the binary silhouettes of a sphere of radius 0.35 seen from `orbit`."""
+    from mv3d.reconstruct.views import ViewSet
+    from render.cameras import project
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.35)
+    intr = orbit.intrinsics(resolution)
+    alpha = []
+    for c2w in orbit.camera_to_world():
+        xy, z = project(sphere.vertices, c2w, intr)
+        alpha.append((rasterize(xy, z, sphere.faces, resolution, resolution).face >= 0).astype(np.float32))
+    n = len(orbit)
+    rgb = np.ones((n, resolution, resolution, 3), np.float32)
+    return ViewSet(rgb, np.stack(alpha), orbit.camera_to_world(), intr, np.ones(3, np.float32))
+
+
+def test_carving_tolerates_exactly_the_allowed_number_of_disagreeing_views():
+    """With k disagreeing views allowed, a point's value is the (k + 1)-th smallest alpha: a view whose
+    mask is empty, tolerated once, removes nothing: the hull is the other views' hull wherever it sees."""
+    from dataclasses import replace
+
+    from mv3d.reconstruct.hull import carve, sample_alpha
+
+    vs = _sphere_viewset(static_orbit(8, elevation_deg=20.0))
+    blank = vs.alpha.copy()
+    blank[3] = 0.0
+    one_blank = replace(vs, alpha=blank)
+    rest = [i for i in range(len(vs)) if i != 3]
+    others = replace(vs, rgb=vs.rgb[rest], alpha=vs.alpha[rest], camera_to_world=vs.camera_to_world[rest])
+    grid = Grid(32)
+    seen = sample_alpha(
+        replace(vs, alpha=np.zeros_like(vs.alpha)), grid.centres().reshape(-1, 3), outside=2.0
+    )
+    seen = (seen[3].numpy() == 0.0).reshape((32,) * 3)  # the points the blank view sees
+    assert seen.mean() > 0.9
+    assert not np.any(carve(one_blank, grid) > 0.5)  # not tolerated: it carves everything it sees
+    tolerated, reference = carve(one_blank, grid, allowed_disagreement=1), carve(others, grid)
+    assert (reference > 0.5).sum() > 500
+    np.testing.assert_allclose(tolerated[seen], reference[seen], rtol=0, atol=1e-6)
+
+
+def test_a_view_constrains_only_the_points_it_sees():
+    """A camera close to the object sees part of the grid; with a full mask it removes nothing, so the
+    hull is the other views' hull, the points it does not see (outside its frame, behind it) included."""
+    from dataclasses import replace
+
+    from mv3d.reconstruct.hull import carve, sample_alpha
+
+    orbit = static_orbit(8, elevation_deg=20.0)
+    radius = orbit.radius.copy()
+    radius[0] = 0.6  # inside the grid's corners: part of the grid is behind it, part outside its frame
+    close = _sphere_viewset(replace(orbit, radius=radius))
+    full = close.alpha.copy()
+    full[0] = 1.0
+    with_close = replace(close, alpha=full)
+    without = replace(
+        close, rgb=close.rgb[1:], alpha=close.alpha[1:], camera_to_world=close.camera_to_world[1:]
+    )
+    grid = Grid(32)
+    unseen = sample_alpha(
+        replace(close, alpha=np.zeros_like(full)), grid.centres().reshape(-1, 3), outside=2.0
+    )
+    assert 0.2 < float((unseen[0] == 2.0).float().mean()) < 0.9  # it misses a good part of the grid
+    reference = carve(without, grid)
+    assert (reference > 0.5).sum() > 500
+    # equal to float32 rounding (the projections are batched differently)
+    np.testing.assert_allclose(carve(with_close, grid), reference, rtol=0, atol=1e-6)
+
+
 # nerfstudio's dataparser maps a world point p to scale * (R p + t); these fake tools use a rotated,
 # shifted and scaled transform, and export a known asymmetric mesh in nerfstudio's frame.
 _FAKE_NS_TRAIN_RST = """#!{python}
