@@ -138,7 +138,7 @@ PROTOCOLS: dict[str, EvalProtocol] = {
 def get_protocol(name: str) -> EvalProtocol:
     """The protocol called `name`; an unknown name is one `InputError`."""
     if name not in PROTOCOLS:
-        raise InputError(f"--protocol {name}: expected one of {', '.join(PROTOCOLS)}")
+        raise InputError(f"protocol {name}: expected one of {', '.join(PROTOCOLS)}", field="protocol")
     return PROTOCOLS[name]
 
 

@@ -440,7 +440,7 @@ def check_report_folder(out_dir: str | Path) -> Path:
     """
     out_dir = Path(out_dir).expanduser()
     legacy = out_dir.is_dir() and output_marker(out_dir) is None and _earlier_eval(out_dir)
-    return check_output(out_dir, "eval", overwrite=legacy, field="out", overwrite_option=False)
+    return check_output(out_dir, "eval", overwrite=legacy, field="out_dir", overwrite_option=False)
 
 
 def run_benchmark(

@@ -425,10 +425,11 @@ def matte_notes(alpha: np.ndarray) -> list[str]:
 
 
 def check_method(method: str) -> str:
-    """The canonical name of a matte method ("colour" and "border-colour" mean "color"), or `InputError`."""
+    """The canonical name of a matte method ("colour" and "border-colour" mean "color"), or `InputError`
+    naming the setting `matte` (`mv3d.generate.generate`'s argument; the CLI shows `--matte`)."""
     method = {"colour": "color", "border-colour": "color"}.get(method, method)
     if method not in (*MATTE_CHOICES, "rembg", "transparent-background"):
-        raise InputError(f"--matte {method!r}: expected one of {', '.join(MATTE_CHOICES)}")
+        raise InputError(f"matte {method!r}: expected one of {', '.join(MATTE_CHOICES)}", field="matte")
     return method
 
 
@@ -448,12 +449,15 @@ def matte(rgb: np.ndarray, method: str = "auto") -> Matte:
         return Matte(np.ones(rgb.shape[:2], np.float32), "none")
     if method == "rembg":
         if rembg_model_available() is None:
-            raise InputError("--matte rembg: rembg or its model is not installed locally (never downloaded)")
+            raise InputError(
+                "matte rembg: rembg or its model is not installed locally (never downloaded)", field="matte"
+            )
         return learned_matte(rgb)
     if method == "transparent-background":
         if not transparent_background_available():
             raise InputError(
-                "--matte transparent-background: the package or its checkpoint is not installed locally"
+                "matte transparent-background: the package or its checkpoint is not installed locally",
+                field="matte",
             )
         return learned_matte(rgb)
     bg = np.median(border_pixels(rgb, border_width(rgb.shape)), axis=0).astype(np.float32)

@@ -229,9 +229,11 @@ def check_output(
         path: the output path.
         command: the subcommand that writes it ("render", "generate", ...), recorded in the marker.
         overwrite: replace an existing folder that is not this command's output.
-        field: the setting's name for the message (the CLI turns it into the flag).
+        field: the setting's name for the message (the caller's argument, e.g. "out_dir"; the CLI turns
+            it into the flag).
         kind: "folder" or "file".
-        overwrite_option: whether the command offers `--overwrite`; the refusal names it only then.
+        overwrite_option: whether the command offers `overwrite` (`--overwrite`); the refusal names it
+            only then.
         overwrite_keeps_files: the command's `--overwrite` writes into the folder, keeping its files
             (render-dataset), rather than replacing it; the refusal says which.
 
@@ -272,11 +274,13 @@ def check_output(
             f"an 'mv3d {marker['command']}' output" if marker else f"not an mv3d output (no {OUTPUT_MARKER})"
         )
         verb = "write into it" if overwrite_keeps_files else "replace it"
-        remedy = f"pass --overwrite to {verb}" if overwrite_option else f"choose another --{field}"
+        # The remedy names the Python argument (`overwrite=True`, the field); the CLI shows their flags.
+        remedy = f"pass overwrite=True to {verb}" if overwrite_option else f"choose another {field}"
         raise InputError(
             f"{field} {path}: exists and is {what}: expected a new or empty folder or an earlier "
             f"'mv3d {command}' output ({remedy})",
             field=field,
+            mentions=("overwrite",) if overwrite_option else (field,),
         )
     if overwrite and path.is_dir():
         return path
@@ -288,26 +292,27 @@ def check_output(
 
 @contextlib.contextmanager
 def atomic_output(
-    path: str | os.PathLike, command: str | None = None, overwrite: bool = False
+    path: str | os.PathLike, command: str | None = None, overwrite: bool = False, field: str = "out"
 ) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
     Works for files and folders alike (the caller decides what to create at the yielded path). A
     folder that already exists at `path` is replaced whole; with `command` it must pass
     `check_output` (checked before the block and again before the rename) and the new folder gets
-    the `OUTPUT_MARKER` of that command. A folder is never replaced by a file. Used for anything a job
-    writes, so a run killed at any moment leaves either nothing or a complete result, never a half one.
+    the `OUTPUT_MARKER` of that command (`field`: the argument its refusal names). A folder is never
+    replaced by a file. Used for anything a job writes, so a run killed at any moment leaves either
+    nothing or a complete result, never a half one.
     """
     path = Path(path)
     if command is not None:
-        check_output(path, command, overwrite)
+        check_output(path, command, overwrite, field=field)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
     try:
         yield tmp
         if command is not None and tmp.is_dir():
             write_output_marker(tmp, command)
-            check_output(path, command, overwrite)
+            check_output(path, command, overwrite, field=field)
         if path.is_dir() and tmp.exists() and not tmp.is_dir():
             raise InputError(
                 f"{path}: is a folder: expected a file path (mv3d never replaces a folder by a file)"

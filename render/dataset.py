@@ -175,7 +175,7 @@ def write_orbit_dataset(
         orbit, w, h, source_to_world, background, renderer, object_info, extra, frame_extra
     )
     out_dir = Path(out_dir)
-    with atomic_output(out_dir, command, overwrite) as tmp:
+    with atomic_output(out_dir, command, overwrite, field="out_dir") as tmp:
         (tmp / VIEWS_DIR).mkdir(parents=True)
         for frame, im in zip(meta["frames"], images, strict=True):
             Image.fromarray(im, "RGBA").save(tmp / frame["file_path"])

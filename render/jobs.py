@@ -654,7 +654,7 @@ def render_dataset(
     # and one is rendered, a typo otherwise; the summary counts them, never silently.
     not_selected = sorted(read_selection(select) - {s.object_id for s in resolved}) if select else []
 
-    out = check_output(out_dir, "render-dataset", overwrite, overwrite_keeps_files=True)
+    out = check_output(out_dir, "render-dataset", overwrite, field="out_dir", overwrite_keeps_files=True)
     out.mkdir(parents=True, exist_ok=True)
     # a second job on this --out stops here, before touching anything
     lock = lock_folder(out, "render-dataset")

@@ -154,10 +154,15 @@ def test_mv3d_eval_protocol_syncdreamer_on_a_gso_folder(tmp_path, monkeypatch, c
     assert "(all views, mean over 2 objects)" in capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert "| ours | syncdreamer |" in report and "arXiv 2309.03453" in report
-    with pytest.raises(InputError, match="--protocol nope"):
-        from eval.protocols import get_protocol
+    # From Python the error names the argument (it named the CLI's --protocol); the CLI's line the flag.
+    from eval.protocols import get_protocol
 
+    with pytest.raises(InputError, match="^protocol nope: expected one of mv3d, syncdreamer") as info:
         get_protocol("nope")
+    assert info.value.field == "protocol"
+    with pytest.raises(SystemExit):
+        main(["eval", "--objects", "procedural:1:0", "-o", str(tmp_path / "r2"), "--protocol", "nope"])
+    assert capsys.readouterr().err.startswith("mv3d: error: --protocol nope: expected one of")
 
 
 def test_runner_scores_meshes_under_the_protocol(tmp_path):

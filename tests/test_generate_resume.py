@@ -235,6 +235,13 @@ def test_rerun_with_other_settings_is_refused_and_deletes_nothing(
     )
     assert "mesh true there, false now" in err and "--overwrite" in err
     assert _files(out) == before
+    # From Python the same refusal names the arguments (`out_dir`, `overwrite=True`), not the CLI's flags.
+    with pytest.raises(InputError) as info:
+        generate([img], out, model=tiny_model, views=VIEWS, device="cpu", seed=1, mesh=False, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"out_dir {out}: holds a finished generation") and info.value.field == "out_dir"
+    assert "pass overwrite=True to replace it" in message and "--" not in message
+    assert _files(out) == before
 
 
 # ------------------------------------------------------------------------------------------------

@@ -124,8 +124,10 @@ def test_matte_choices():
     assert matting.matte(img, "color").method == "border-colour"
     none = matting.matte(img, "none")
     assert none.method == "none" and none.alpha.min() == 1.0
-    with pytest.raises(InputError, match="expected one of auto, learned, color, none"):
+    with pytest.raises(InputError, match="expected one of auto, learned, color, none") as info:
         matting.matte(img, "magic")
+    # from Python the line names the setting `matte` (it named the CLI's --matte); the CLI shows the flag
+    assert str(info.value).startswith("matte 'magic': ") and info.value.field == "matte"
     # a blank picture has no object for any matte: the learned one is not asked (it would see one)
     with pytest.raises(InputError, match="one plain colour"):
         matting.matte(np.full((64, 64, 3), 0.5, np.float32), "learned")

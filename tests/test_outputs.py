@@ -182,8 +182,10 @@ def test_render_dataset_refuses_a_users_folder_and_marks_its_own(users_folder, t
 
     with pytest.raises(InputError, match="not an mv3d output") as refused:
         render_dataset(["procedural:1:0"], users_folder, views=2, resolution=16, progress=False)
-    # Its --overwrite writes into the folder and keeps the user's files (README): the line said "replace it".
-    assert "pass --overwrite to write into it" in str(refused.value)
+    # Its overwrite writes into the folder and keeps the user's files (README): the line said "replace it".
+    # From Python the line names the arguments (it named the CLI's --out and --overwrite).
+    assert str(refused.value).startswith(f"out_dir {users_folder}: exists and is not an mv3d output")
+    assert "pass overwrite=True to write into it" in str(refused.value) and "--" not in str(refused.value)
     render_dataset(["procedural:1:0"], users_folder, views=2, resolution=16, progress=False, overwrite=True)
     assert (users_folder / "thesis.txt").read_text() == "keep me"
     out = tmp_path / "data"
@@ -193,11 +195,29 @@ def test_render_dataset_refuses_a_users_folder_and_marks_its_own(users_folder, t
 
 
 def test_train_refuses_a_users_folder(users_folder):
+    from mv3d.cli import flag_message
     from video_prior.train import TrainConfig, train
 
-    with pytest.raises(InputError, match="not an mv3d output"):
+    with pytest.raises(InputError, match="not an mv3d output") as refused:
         train(TrainConfig.from_yaml("configs/tiny.yaml"), [users_folder], users_folder, progress=False)
     assert (users_folder / "thesis.txt").exists()
+    # train's argument is out_dir: the Python line names it, the CLI's line its flag (it said "--out" both)
+    line = str(refused.value)
+    assert line.startswith("out_dir ") and line.endswith("(choose another out_dir)") and "--" not in line
+    cli = flag_message(refused.value)
+    assert cli.startswith(f"--out {users_folder}: ") and cli.endswith("(choose another --out)")
+
+
+def test_check_output_remedy_names_the_python_argument_and_the_cli_its_flag(users_folder):
+    from mv3d.cli import flag_message
+
+    with pytest.raises(InputError) as refused:
+        check_output(users_folder, "render", field="out_dir")
+    line = str(refused.value)
+    assert line.startswith(f"out_dir {users_folder}: ") and "--" not in line
+    assert line.endswith("(pass overwrite=True to replace it)")
+    cli = flag_message(refused.value)
+    assert cli.startswith(f"--out {users_folder}: ") and cli.endswith("(pass --overwrite to replace it)")
 
 
 def test_generate_refuses_an_output_folder_holding_its_input(tmp_path):
@@ -211,7 +231,9 @@ def test_generate_refuses_an_output_folder_holding_its_input(tmp_path):
     for overwrite in (False, True):
         with pytest.raises(InputError, match="holds the input image") as info:
             output_dirs([image], folder, overwrite=overwrite)
-        assert info.value.field == "out"
+        # generate's argument (it said --out from Python too); the CLI shows --out (FIELD_FLAGS)
+        assert info.value.field == "out_dir" and str(info.value).startswith("out_dir ")
+        assert "choose another out_dir" in str(info.value) and "--" not in str(info.value)
     assert image.read_bytes() == b"the user's photo"
     # a batch writes photos/<stem>/ beside its inputs: allowed
     assert output_dirs([image, folder / "dog.png"], folder) == [folder / "cat", folder / "dog"]

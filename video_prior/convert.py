@@ -1055,7 +1055,7 @@ def convert_checkpoint(
     from render.common import MAX_VIEWS, atomic_write_json, check_output, check_range
     from video_prior.components import VAE_TYPES, ModelInfo, save_components, sv3d_config
 
-    check_output(out_dir, "convert-weights", overwrite)
+    check_output(out_dir, "convert-weights", overwrite, field="out_dir")
 
     if dtype not in _DTYPES:
         raise InputError(f"dtype '{dtype}': expected one of {sorted(_DTYPES)}", field="dtype")

@@ -1044,7 +1044,7 @@ def train(
         )
     if not (resume and latest_checkpoint(out_dir) is not None):
         check_output(
-            out_dir, "train", overwrite_option=False
+            out_dir, "train", field="out_dir", overwrite_option=False
         )  # a new run writes only into a new, empty or earlier run folder
     accelerator, log_with = _make_accelerator(config, out_dir)
     set_seed(config.seed)

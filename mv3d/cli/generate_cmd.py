@@ -171,8 +171,9 @@ def _generate(
     overwrite: bool,
     **settings,
 ) -> None:
-    """Build the `GenerateSettings` from the sampling options, run the job, name flags in errors."""
-    from mv3d.generate import GenerateSettings, SettingError, generate
+    """Build the `GenerateSettings` from the sampling options and run the job. Its errors name the Python
+    fields (`SettingError`); `mv3d.cli.main` turns them and the remedies' mentions into flags."""
+    from mv3d.generate import GenerateSettings, generate
 
     speed = {"offload": offload, "compile": compile_unet}
     if compile_unet:
@@ -193,8 +194,6 @@ def _generate(
             matte=matte,
             overwrite=overwrite,
         )
-    except SettingError as exc:
-        raise exc.renamed(flag(exc.field)) from exc
     except KeyboardInterrupt as exc:  # one line, what was kept (`GenerateInterrupted`), exit 130
         kept = str(exc) or "nothing was written"
         typer.echo(f"mv3d: interrupted: {kept}", err=True)

@@ -182,10 +182,11 @@ def _finished_or_refuse(final: Path, job: dict[str, Any], overwrite: bool) -> bo
         return True
     if not overwrite:
         raise SettingError(
-            "out",
+            "out_dir",
             final,
             f"holds a finished generation made with other settings ({diff}); nothing was changed: "
-            "pass --overwrite to replace it, or choose another output folder",
+            "pass overwrite=True to replace it, or choose another output folder",
+            mentions=("overwrite",),
         )
     return False
 
@@ -229,7 +230,7 @@ def generate(
         margin: framing margin (`mv3d.preprocess.preprocess_image`).
         matte: how opaque inputs are matted (`mv3d.matting.matte`: auto, learned, color or none).
         overwrite: replace a finished folder made with other settings (otherwise `SettingError` on
-            "out", before anything is changed).
+            "out_dir", before anything is changed).
 
     Returns:
         one `GenerateResult` per image, in order.
@@ -457,6 +458,6 @@ def _generate_one(
         run["resumed"] = resume_notes
     atomic_write_json(work / RUN_FILE, run)
     write_output_marker(work, "generate")
-    check_output(final, "generate", overwrite)  # again just before the rename, as atomic_output does
+    check_output(final, "generate", overwrite, field="out_dir")  # again just before the rename
     publish(work, final)
     return GenerateResult(path, final, views, mesh_path, timings, notes, run)

@@ -100,13 +100,14 @@ def output_dirs(images: Sequence[Path], out_dir: str | Path | None, overwrite: b
         inside = [p for p in images if d.resolve() in p.resolve().parents]
         if inside:
             raise InputError(
-                f"--out {d}: holds the input image {inside[0]}, and generate replaces the folder whole: "
-                "expected an output folder that does not contain its input (choose another --out)",
-                field="out",
+                f"out_dir {d}: holds the input image {inside[0]}, and generate replaces the folder whole: "
+                "expected an output folder that does not contain its input (choose another out_dir)",
+                field="out_dir",
+                mentions=("out_dir",),
             )
         # A finished folder is replaced whole: only a folder marked as a generation's output (not any
         # folder holding a run.json) may be; see render.common.check_output.
-        check_output(d, "generate", overwrite)
+        check_output(d, "generate", overwrite, field="out_dir")
     return dirs
 
 

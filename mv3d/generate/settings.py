@@ -46,15 +46,17 @@ class SettingError(InputError):
         field: the settings field ("views", "min_guidance", "device", ...); a command line names its flag.
         value: the value given.
         expectation: what was expected.
+        mentions: settings its remedy names as the Python call spells them (`overwrite=True`).
     """
 
-    def __init__(self, field: str, value: Any, expectation: str):
-        super().__init__(f"{field} {value}: {expectation}", field=field)
+    def __init__(self, field: str, value: Any, expectation: str, mentions: tuple[str, ...] = ()):
+        super().__init__(f"{field} {value}: {expectation}", field=field, mentions=mentions)
         self.value, self.expectation = value, expectation
 
     def renamed(self, name: str) -> InputError:
-        """The same error with the field called `name` (e.g. the CLI flag ``--views``)."""
-        return InputError(f"{name} {self.value}: {self.expectation}")
+        """The same error with the field called `name` (e.g. the CLI flag ``--views``); the settings its
+        remedy mentions stay `mentions`."""
+        return InputError(f"{name} {self.value}: {self.expectation}", mentions=self.mentions)
 
 
 def _whole(field: str, value: Any, minimum: int, what: str, maximum: int | None = None) -> None:
