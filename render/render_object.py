@@ -107,14 +107,15 @@ def render_object(
     light_seed: int | None = None,
     depth: bool = False,
     normals: bool = False,
-    command: str | None = None,
+    command: str | None = "render",
     overwrite: bool = False,
 ) -> Path:
     """Render a mesh (file or `LoadedMesh`) into an orbit dataset folder; return the folder.
 
     Args:
         mesh_or_path: a mesh file (OBJ/PLY/STL/OFF/GLB/glTF) or an already loaded mesh.
-        out_dir: the dataset folder to write (replaced whole if it exists).
+        out_dir: the dataset folder to write, replaced whole if it is new, empty or an earlier render
+            (as `mv3d render --out`); any other existing folder only with `overwrite`.
         orbit: the cameras (`static_orbit`, `dynamic_orbit`, ...); ignored with `cameras`.
         resolution: square image size in pixels; ignored with `cameras`.
         renderer: "fast", "blender", or a renderer instance.
@@ -124,7 +125,11 @@ def render_object(
             its cameras, intrinsics and image size.
         light_seed: None for the default lights, an integer for a random light setup.
         depth, normals: also store depth.npy / normals.npy.
-        command, overwrite: for a user's output folder: see `render.dataset.write_orbit_dataset`.
+        command, overwrite: the output folder's owner and whether to replace a folder it does not own
+            (`render.dataset.write_orbit_dataset`, `render.common.check_output`); the default marks the
+            folder as `mv3d render`'s output. None: replace any existing folder whole, unchecked.
+    Returns:
+        `out_dir`, with `views/000.png ...` ((H, W, 4) uint8 RGBA each) and `transforms.json`.
     """
     mesh = as_mesh(mesh_or_path)
     rend = as_renderer(renderer, renderer_settings)

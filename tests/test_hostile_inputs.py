@@ -62,6 +62,24 @@ def test_config_values_have_upper_bounds(tmp_path):
             ModelInfo.from_dict({"conditioning": "sv3d_p", key: value}, "mv3d_model.json")
 
 
+def test_render_object_and_turntable_bound_the_resolution_from_python(tmp_path, example_mesh):
+    """The CLI bounded --resolution; from Python a huge side allocated tens of gigabytes (MemoryError)."""
+    from mv3d.export import turntable
+    from render.cameras import static_orbit
+    from render.common import InputError
+    from render.meshes import read_trimesh
+    from render.render_object import render_object
+
+    with pytest.raises(InputError, match=r"^resolution 100000: expected pixels from 8 to 4096") as info:
+        render_object(example_mesh, tmp_path / "o", static_orbit(2), 100000)
+    assert info.value.field == "resolution"
+    with pytest.raises(InputError, match=r"^resolution 100000: expected pixels from 8 to 4096"):
+        turntable(read_trimesh(example_mesh), tmp_path / "t.gif", 2, 100000)
+    with pytest.raises(InputError, match=r"^resolution 4: expected pixels from 8 to 4096"):
+        render_object(example_mesh, tmp_path / "o", static_orbit(2), 4)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ensemble_and_output_size_are_bounded_in_the_pipeline():
     import torch
 

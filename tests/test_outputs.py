@@ -53,6 +53,27 @@ def test_render_replaces_its_own_output_and_overwrite_replaces_a_users_folder(
     assert not (users_folder / "thesis.txt").exists() and (users_folder / "transforms.json").is_file()
 
 
+def test_render_object_from_python_refuses_a_users_folder_as_mv3d_render_does(
+    tmp_path, users_folder, example_mesh
+):
+    """`render_object` replaced any existing folder whole (the user's files gone) unless a command was
+    named; it now owns its folders as `mv3d render` does."""
+    from render.cameras import static_orbit
+    from render.render_object import render_object
+
+    with pytest.raises(InputError, match="not an mv3d output") as refused:
+        render_object(example_mesh, users_folder, static_orbit(2), 16)
+    line = str(refused.value)
+    assert line.startswith(f"out_dir {users_folder}: ") and "overwrite=True" in line
+    assert (users_folder / "thesis.txt").read_text() == "keep me"
+    out = tmp_path / "orbit"
+    for _ in range(2):  # its own output is replaced, as the CLI's
+        assert render_object(example_mesh, out, static_orbit(2), 16) == out
+    assert output_marker(out)["command"] == "render"
+    render_object(example_mesh, users_folder, static_orbit(2), 16, overwrite=True)
+    assert not (users_folder / "thesis.txt").exists() and (users_folder / "transforms.json").is_file()
+
+
 def test_output_of_another_command_is_refused(tmp_path, example_mesh, capsys):
     out = tmp_path / "model"
     out.mkdir()

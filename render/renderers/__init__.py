@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from render.cameras import Intrinsics, Orbit
-from render.common import InputError
+from render.common import MAX_IMAGE_SIDE, InputError, check_range
 
 
 @dataclass
@@ -75,9 +75,9 @@ class Renderer:
         normals: bool = False,
         light_seed: int | None = None,
     ) -> RenderResult:
-        """Render the N views of `orbit` at `resolution` x `resolution` pixels."""
-        if int(resolution) < 8:
-            raise InputError(f"resolution {resolution}: expected at least 8 pixels")
+        """Render the N views of `orbit` at `resolution` x `resolution` pixels (8 to `MAX_IMAGE_SIDE`)."""
+        # the upper bound too: a huge side was an allocation of tens of gigabytes, then MemoryError
+        check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
         return self.render_cameras(
             mesh,
             orbit.camera_to_world(),
