@@ -163,6 +163,16 @@ def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
             reconstruct(views, seed=seed)
     with pytest.raises(InputError, match="format"):
         reconstruct(views, out=tmp_path / "mesh.stl")
+    # checked by the CLI only: a 10-texel atlas was baked without a word, a view side of -5 was torch's
+    # traceback and 0 a misleading "every view is fully opaque"
+    for size in (10, 0, 10**6):
+        with pytest.raises(InputError, match=f"^texture_size {size}: expected 64 to 8192 pixels") as info:
+            reconstruct(views, method="hull", texture_size=size)
+        assert info.value.field == "texture_size"
+    for side in (-5, 0, 10**6):
+        with pytest.raises(InputError, match=f"^max_view_resolution {side}: expected pixels from 16") as info:
+            reconstruct(views, method="hull", max_view_resolution=side)
+        assert info.value.field == "max_view_resolution"
     # A folder where the mesh (--format obj turns n.glb into n.obj) or an OBJ's MTL would go was met
     # only after the work, with the texture and MTL already written next to it.
     for out, fmt, folder in (("n.glb", "obj", "n.obj"), ("m.obj", None, "m.mtl")):

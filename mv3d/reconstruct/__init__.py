@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from render.common import InputError, check_seed, resolve_device
+from render.common import MAX_IMAGE_SIDE, InputError, check_range, check_seed, resolve_device
 from render.dataset import OrbitDataset, read_orbit_dataset
 
 TEXTURE_MODES = ("uv", "vertex", "none")
@@ -239,16 +239,21 @@ def reconstruct(
     Args:
         views: orbit dataset folder, its transforms.json, or an `OrbitDataset`.
         out: mesh file to write (.glb, .obj, .ply; see `mv3d.export.export_mesh`), or None.
-        method: a key of `METHODS`.
+        format: "glb", "obj" or "ply" for `out`; None: from its suffix.
+        method: a key of `METHODS`. The default is "field" for any dataset; `mv3d reconstruct` without
+            --method meshes a generation by the method its run.json records (`mv3d generate`'s, "hull"
+            for the default model): pass that method here to remake a generation's own mesh.
         resolution: voxel grid resolution over [-0.55, 0.55]^3 (32 to 512); None: from the views' size
             (`detail_for_views`: 64 for views of 64 px or less, else 128).
         texture: "uv" (xatlas atlas + baked texture), "vertex" (vertex colours) or "none".
         target_faces: decimate to at most this many faces (0: keep all); None: from the views' size.
-        texture_size: texture atlas side in texels; None: from the views' size.
+        texture_size: texture atlas side in texels, 64 to 8192; None: from the views' size.
         source_frame: map the mesh back to the source mesh's units with inverse(source_to_world).
         seed: seeds ray sampling and initialisation.
         device: torch device of the field fit ("cpu", "cuda", "cuda:N" or "auto").
-        max_view_resolution: views larger than this are downsized for fitting (texturing too).
+        progress: show a progress bar while the field is fitted.
+        max_view_resolution: views larger than this (16 to `MAX_IMAGE_SIDE` pixels) are downsized for
+            fitting (texturing too).
         field_config: a `mv3d.reconstruct.field.FieldConfig` (iterations, rays, loss weights); its
             resolution is replaced by `resolution`. None: the defaults.
     Returns:
@@ -260,6 +265,15 @@ def reconstruct(
         raise InputError(f"method '{method}': expected one of {', '.join(METHODS)}", field="method")
     if texture not in TEXTURE_MODES:
         raise InputError(f"texture '{texture}': expected one of {', '.join(TEXTURE_MODES)}", field="texture")
+    # checked by the CLI only: a tiny atlas was baked without a word, a view side of 0 or less ended in
+    # a misleading "fully opaque" error or a traceback from torch
+    if texture_size is not None and (
+        isinstance(texture_size, bool)
+        or not isinstance(texture_size, (int, np.integer))
+        or not 64 <= texture_size <= 8192
+    ):
+        raise InputError(f"texture_size {texture_size}: expected 64 to 8192 pixels", field="texture_size")
+    check_range("max_view_resolution", max_view_resolution, 16, MAX_IMAGE_SIDE, "pixels")
     ds = views if isinstance(views, OrbitDataset) else read_orbit_dataset(views)
     view_px = min(int(max_view_resolution), int(ds.intrinsics.width), int(ds.intrinsics.height))
     auto_res, auto_faces, auto_texture = detail_for_views(view_px)
