@@ -129,6 +129,45 @@ def test_batch_of_images(tmp_path: Path, gen: ViewGenerator):
     assert output_dirs([Path("x/cat.png")], None) == [Path("outputs/cat")]
 
 
+def test_one_image_may_be_given_as_a_path_not_a_list(tmp_path: Path, gen: ViewGenerator):
+    """`generate("photo.png", ...)` read the str as a batch of its characters ("several input images
+    share the name ''"), a Path was a TypeError; either is one image now."""
+    img = _object_png(tmp_path / "cat.png")
+    for i, one in enumerate((str(img), img)):
+        (res,) = generate(one, tmp_path / f"o{i}", views=VIEWS, mesh=False, progress=False, generator=gen)
+        assert res.out_dir == tmp_path / f"o{i}" and res.image == img and res.views.shape[0] == VIEWS
+
+
+def test_reconstruct_options_are_checked_before_any_work(tmp_path: Path, tiny_model: Path, monkeypatch):
+    """A misspelt key was a TypeError from reconstruct() after the views were sampled, an unknown method a
+    "no mesh" note; both are one line naming `reconstruct_options` before anything is read or loaded."""
+    img = _object_png(tmp_path / "cat.png")
+    monkeypatch.setattr(ViewGenerator, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    for options, expect in (
+        ({"methd": "hull"}, r"reconstruct_options \['methd'\]: expected keys among .*method"),
+        ({"method": "poisson"}, "reconstruct_options method 'poisson': expected one of field, hull"),
+        ({"out": "x.glb"}, r"reconstruct_options \['out'\]"),
+        ("hull", "reconstruct_options 'hull': expected a dict"),
+    ):
+        with pytest.raises(InputError, match=expect) as info:
+            generate([img], tmp_path / "o", model=tiny_model, views=VIEWS, reconstruct_options=options)
+        assert info.value.field == "reconstruct_options"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]
+
+
+def test_settings_warnings_reach_a_python_caller_without_callbacks(tmp_path: Path):
+    """Without `log` or `warn` the warnings about settings outside the model's training were dropped;
+    they are Python warnings now (and still go to `warn` when it is given)."""
+    absent = tmp_path / "absent.png"  # refused after the settings are checked, before any load
+    with pytest.warns(UserWarning, match="^steps 10: the default model was trained for 1-step"):
+        with pytest.raises(InputError, match="does not exist"):
+            generate([absent], tmp_path / "o", steps=10, mesh=False)
+    lines: list[str] = []
+    with pytest.raises(InputError, match="does not exist"):
+        generate([absent], tmp_path / "o", steps=10, mesh=False, warn=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("warning: steps 10: ")
+
+
 def test_preprocessing_counts_the_images_on_a_bar(tmp_path: Path, gen: ViewGenerator, capsys):
     # a photograph's learned matte takes 5-20 s on a CPU, all of a batch's before the model loads: a
     # batch of photographs was minutes without a line

@@ -21,8 +21,10 @@ kept.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,41 @@ def mesh_options(
             )
         options["method"] = model_method
     return options
+
+
+def check_reconstruct_options(options: Any) -> None:
+    """`InputError` naming `reconstruct_options` unless it is None or a dict of
+    `mv3d.reconstruct.reconstruct`'s keyword arguments (its `method` one of `METHODS`), before any work:
+    a misspelt key was a TypeError, and an unknown method a "no mesh" note, after the views were sampled."""
+    import inspect
+
+    from mv3d.reconstruct import METHODS, reconstruct
+
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise InputError(
+            f"reconstruct_options {options!r}: expected a dict of mv3d.reconstruct.reconstruct's arguments",
+            field="reconstruct_options",
+        )
+    known = [n for n in inspect.signature(reconstruct).parameters if n not in ("views", "out")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(
+            f"reconstruct_options {unknown}: expected keys among {', '.join(known)} "
+            "(mv3d.reconstruct.reconstruct's arguments)",
+            field="reconstruct_options",
+        )
+    if "method" in options and options["method"] not in METHODS:
+        raise InputError(
+            f"reconstruct_options method {options['method']!r}: expected one of {', '.join(METHODS)}",
+            field="reconstruct_options",
+        )
+
+
+def _python_warning(line: str) -> None:
+    """A settings warning as Python's `warnings.warn`, attributed to `generate`'s caller."""
+    warnings.warn(line.removeprefix("warning: "), UserWarning, stacklevel=3)
 
 
 def _reconstruct(
@@ -192,7 +229,7 @@ def _finished_or_refuse(final: Path, job: dict[str, Any], overwrite: bool) -> bo
 
 
 def generate(
-    images: Sequence[str | Path],
+    images: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | Path | None = None,
     settings: GenerateSettings | None = None,
     *,
@@ -218,15 +255,18 @@ def generate(
     do never loads the model.
 
     Args:
-        images: input image files.
+        images: an input image file, or a list of them (a batch: one folder each under `out_dir`).
         out_dir: the output folder (`mv3d.generate.record.output_dirs`).
         settings: what to generate and how to sample (`GenerateSettings`); `options` (its field names,
             e.g. ``views=21, seed=3``) replace single fields.
         model, device, dtype, speed: the model to load (`ViewGenerator.load`); ignored, with the
             sampling settings, when `generator` (an already loaded `ViewGenerator`) is given.
-        mesh: reconstruct a mesh; `reconstruct_options` go to `mv3d.reconstruct.reconstruct`.
-        progress: progress bars; `log` receives a one-line summary per image, `warn` (default `log`)
-            one line per setting outside what the model was trained on (``field value: ...``).
+        mesh: reconstruct a mesh; `reconstruct_options` (a dict of its keyword arguments, checked
+            before any work) go to `mv3d.reconstruct.reconstruct`, the model's `default_mesh_method`
+            being the method unless they name one.
+        progress: progress bars; `log` receives a one-line summary per image, `warn` (default `log`;
+            with neither, Python's `warnings.warn`, a `UserWarning`) one line per setting outside what
+            the model was trained on (``warning: field value: ...``).
         margin: framing margin (`mv3d.preprocess.preprocess_image`).
         matte: how opaque inputs are matted (`mv3d.matting.matte`: auto, learned, color or none).
         overwrite: replace a finished folder made with other settings (otherwise `SettingError` on
@@ -240,24 +280,26 @@ def generate(
     """
     from tqdm.auto import tqdm
 
+    if isinstance(images, (str, os.PathLike)):  # one image (a str was a batch of its characters)
+        images = [images]
     if not images:
         raise InputError("no input image given: expected one or more image files")
     settings = (settings if settings is not None else GenerateSettings()).updated(**options)
     paths = [Path(p) for p in images]
     check_matte_method(matte)  # even when every input is RGBA (its alpha wins), a bad value is an error
+    check_reconstruct_options(reconstruct_options)
     if isinstance(speed, dict):  # a bad name is one line now, not after every input is matted
         from video_prior.speed import SpeedOptions
 
         SpeedOptions(**speed)
     dirs = output_dirs(paths, out_dir, overwrite)
     cams = settings.build_orbit()
-    warn = warn if warn is not None else log
+    warn = warn if warn is not None else log if log is not None else _python_warning
     if generator is None:
         # The model's facts (mv3d_model.json, no weights): impossible settings fail here, in a second.
         _, limits = model_limits(model)
         for w in check_settings(limits, settings, cams, str(model)):
-            if warn is not None:
-                warn(f"warning: {w}")
+            warn(f"warning: {w}")
         record = ViewGenerator.planned_settings(model, device, settings, dtype)
         model_mesh_method = limits.default_mesh_method
     else:
