@@ -378,6 +378,19 @@ def test_vae_encoder_from_another_source(tmp_path, tiny_sv3d_p):
     assert "conditioner.embedders.1.encoder" in report.parts["vae.encoder"]
 
 
+def test_convert_checkpoint_checks_the_resolution_as_the_cli_does(tmp_path):
+    """`mv3d convert-weights --resolution 100` is refused; from Python any side went into the model's info
+    (a model that fails when it samples). Refused before the checkpoint is read, naming the argument."""
+    from mv3d.cli import flag_message
+
+    for bad in (0, 100, 100000, 576.0):
+        with pytest.raises(InputError, match=f"^resolution {bad}: expected") as info:
+            convert_checkpoint(tmp_path / "absent.safetensors", tmp_path / "out", resolution=bad)
+        assert info.value.field == "resolution"
+        assert flag_message(info.value).startswith(f"--resolution {bad}: expected")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_checkpoints_give_one_clear_error(tmp_path, tiny_sv3d_p):
     cfg = _config("sv3d_p")
     ckpt, yml = _write_reference(tmp_path, tiny_sv3d_p, "sv3d_p", cfg)

@@ -79,6 +79,18 @@ def test_config_validation(tmp_path):
         vtrain.TrainConfig.from_yaml(shipped)
 
 
+def test_train_refuses_a_step_count_the_cli_refuses(tmp_path):
+    """`mv3d train --max-steps 0` is refused; from Python 0 meant the config's count (a whole run) and a
+    negative one was taken. The line names the argument; the CLI's its flag."""
+    from mv3d.cli import flag_message
+
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InputError, match=f"^max_steps {bad}: expected a positive number") as info:
+            vtrain.train(tiny_config(), [tmp_path / "no"], tmp_path / "run", max_steps=bad, progress=False)
+        assert flag_message(info.value).startswith(f"--max-steps {bad}: ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_config_values_of_the_wrong_type_are_refused_by_name(tmp_path):
     """A YAML value of the wrong type gets one line naming the key, its value and the type: before, some
     raised a torch traceback at the first batch (`resolution: 16.5`), some trained otherwise than

@@ -28,6 +28,7 @@ The mapping follows the module structure of Stability-AI/generative-models
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -1052,7 +1053,7 @@ def convert_checkpoint(
     Returns:
         a `ConversionReport` (also written to ``out_dir/conversion_report.json``).
     """
-    from render.common import MAX_VIEWS, atomic_write_json, check_output, check_range
+    from render.common import MAX_IMAGE_SIDE, MAX_VIEWS, atomic_write_json, check_output, check_range
     from video_prior.components import VAE_TYPES, ModelInfo, save_components, sv3d_config
 
     check_output(out_dir, "convert-weights", overwrite, field="out_dir")
@@ -1061,6 +1062,10 @@ def convert_checkpoint(
         raise InputError(f"dtype '{dtype}': expected one of {sorted(_DTYPES)}", field="dtype")
     if num_frames is not None:
         check_range("num_frames", num_frames, 1, MAX_VIEWS, "a frame count")
+    # as `mv3d convert-weights --resolution`: from Python any side was written into the model's info
+    check_range("resolution", resolution, 8, MAX_IMAGE_SIDE, "pixels")
+    if not isinstance(resolution, numbers.Integral) or resolution % 8:
+        raise InputError(f"resolution {resolution}: expected a positive multiple of 8", field="resolution")
     # the YAML first: a wrong one is told before gigabytes of tensors are read
     ref_cfg = read_reference_yaml(config_yaml) if config_yaml is not None else None
     source = Path(ckpt)

@@ -1024,7 +1024,7 @@ def train(
         out_dir: the run folder (see the module docstring).
         resume: continue from the newest checkpoint in `out_dir` (error if there is none and the folder
             already has one's traces; a fresh start otherwise).
-        max_steps: overrides `config.max_steps`.
+        max_steps: overrides `config.max_steps` (a positive whole number; None: the config's).
         progress: show a tqdm bar with the loss.
         stop_after: return (without saving the final model) after this many optimizer steps of this call;
             for tests and time-boxed jobs that resume later.
@@ -1036,7 +1036,12 @@ def train(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    max_steps = int(max_steps or config.max_steps)
+    # as `mv3d train --max-steps`: from Python 0 meant the config's count and a negative one was taken
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1
+    ):
+        raise InputError(f"max_steps {max_steps}: expected a positive number of steps", field="max_steps")
+    max_steps = int(max_steps if max_steps is not None else config.max_steps)
     if out_dir.exists() and not resume and latest_checkpoint(out_dir) is not None:
         raise InputError(
             f"{out_dir}: this run folder already has checkpoints: pass resume=True or choose a new out_dir",
