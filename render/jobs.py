@@ -599,7 +599,10 @@ def render_dataset(
         seed: job seed (per-object seeds derive from it and the object id).
         ray_address: run on Ray ("auto", "ray://host:port", ...) instead of local processes. If Ray
             is already initialised in this process, that instance is used.
-        curation: a `render.curation.CurationConfig` (or a dict of its fields), or None for none.
+        curation: a `render.curation.CurationConfig` (or a dict of its fields), or None for no checks
+            at all, not even the empty-view one. Not the CLI's default: `mv3d render-dataset` passes
+            `CurationConfig()` (its default filters), and with `--curation off`
+            `CurationConfig.disabled()`, which still rejects an object with an empty view.
         objaverse_dir: the local objaverse cache folder for `objaverse:` sources.
         up_axis: "y" or "z", the up axis of every mesh file and folder among the sources (None: each
             format's own; `render.sources.file_source`).

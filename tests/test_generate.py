@@ -155,6 +155,16 @@ def test_reconstruct_options_are_checked_before_any_work(tmp_path: Path, tiny_mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]
 
 
+def test_the_package_exports_what_generate_raises():
+    """generate() documents `GenerateInterrupted` (Ctrl-C, what was kept); a caller catching it had to
+    import it from mv3d.generate.job."""
+    import mv3d.generate as package
+    from mv3d.generate.job import GenerateInterrupted
+
+    assert package.GenerateInterrupted is GenerateInterrupted and "GenerateInterrupted" in package.__all__
+    assert all(hasattr(package, name) for name in package.__all__)
+
+
 def test_settings_warnings_reach_a_python_caller_without_callbacks(tmp_path: Path):
     """Without `log` or `warn` the warnings about settings outside the model's training were dropped;
     they are Python warnings now (and still go to `warn` when it is given)."""

@@ -17,7 +17,13 @@ The matte of generated views is the pipeline's (`video_prior.matte`).
 
 from __future__ import annotations
 
-from mv3d.generate.job import INPUT_SIDE, TRAINING_BACKGROUND, generate, turntable_gif
+from mv3d.generate.job import (
+    INPUT_SIDE,
+    TRAINING_BACKGROUND,
+    GenerateInterrupted,
+    generate,
+    turntable_gif,
+)
 from mv3d.generate.record import RUN_FILE, GenerateResult, output_dirs, versions
 from mv3d.generate.settings import (
     DEFAULT_GUIDANCE,
@@ -40,6 +46,7 @@ __all__ = [
     "DEFAULT_MIN_GUIDANCE",
     "DEFAULT_SAMPLER",
     "DTYPES",
+    "GenerateInterrupted",
     "GenerateResult",
     "GenerateSettings",
     "INPUT_SIDE",
