@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from render.common import MAX_VIEWS, InputError, check_range
+from render.common import MAX_VIEWS, InputError, check_range, check_seed
 
 #: SV3D renders its training orbits with a 33.8 degree field of view.
 SV3D_FOV_DEG = 33.8
@@ -329,7 +329,8 @@ def dynamic_orbit(
         raise InputError(f"number of views {num_views}: expected at least 1")
     if not 0 <= azimuth_jitter < 1:
         raise InputError(f"azimuth jitter {azimuth_jitter}: expected a value in [0, 1)")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    # a negative seed was numpy's bare "expected non-negative integer" (the CLIs check theirs)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
     radius = camera_distance_for_fov(fov_deg, margin) if radius is None else radius
     steps = 1.0 + rng.uniform(-azimuth_jitter, azimuth_jitter, size=num_views)
     steps = 360.0 * steps / steps.sum()

@@ -157,6 +157,11 @@ def test_dynamic_orbit_is_smooth_full_turn_and_deterministic():
     assert not np.allclose(steps, 360 / 21)  # jittered
     assert np.ptp(a.elevation_deg) > 0.5  # varies
     assert np.max(np.abs(np.diff(a.elevation_deg))) < 15  # smooth
+    # a seed numpy refuses is one line naming it (it was numpy's "expected non-negative integer")
+    for bad in (-1, 2**64, 1.5):
+        with pytest.raises(InputError, match=f"^seed {bad}: expected a whole number from 0") as info:
+            dynamic_orbit(21, 10.0, seed=bad)
+        assert info.value.field == "seed"
 
 
 def test_orbit_dict_round_trip_and_validation():
