@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mv3d.matting import matte, matte_notes, unmix
+from mv3d.matting import check_method, matte, matte_notes, unmix
 from render.common import InputError
 
 #: Smallest accepted image side in pixels: below this there is no object to see.
@@ -419,6 +419,7 @@ def preprocess_image(
     Returns:
         `PreprocessResult` with rgba (R, R, 4) uint8 and composited (R, R, 3) float32.
     """
+    check_method(matte_method)  # before decoding, and even for a cut-out, whose alpha wins
     where = _describe(source)
     rgba, has_alpha, size, notes = _decode(source, max(WORK_SIDE, 2 * int(resolution)))
     alpha = rgba[..., 3]

@@ -648,3 +648,22 @@ def test_views_default_to_a_fixed_count_models_own(tmp_path: Path, tiny_model: P
         code, err = _run_cli(args, capsys)
         assert code == 0, err
         assert len(list((out / "views").glob("*.png"))) == count
+
+
+def test_small_python_api_checks(tmp_path: Path, gen: ViewGenerator):
+    """From Python: a bad matte method is refused for a cut-out too (its alpha wins, so it was accepted
+    silently); a negative seed is refused by ViewGenerator as by generate (torch wrapped it); a printed
+    GenerateResult names its folder, not its pixels."""
+    from mv3d.generate import GenerateResult
+    from mv3d.preprocess import preprocess_image
+    from render.cameras import static_orbit
+    from render.common import InputError
+
+    with pytest.raises(InputError, match="seed -1: expected a whole number"):
+        gen(np.zeros((64, 64, 4), np.uint8), static_orbit(gen.num_frames or 4), seed=-1)
+    cutout = np.zeros((64, 64, 4), np.uint8)
+    cutout[16:48, 16:48] = (200, 40, 30, 255)
+    with pytest.raises(InputError, match="magic"):
+        preprocess_image(cutout, 32, matte_method="magic")
+    result = GenerateResult(Path("a.png"), Path("out/a"), np.zeros((21, 64, 64, 4), np.uint8), None)
+    assert "views" not in repr(result) and "out/a" in repr(result)

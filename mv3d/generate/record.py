@@ -65,7 +65,7 @@ class GenerateResult:
 
     image: Path
     out_dir: Path
-    views: np.ndarray
+    views: np.ndarray = field(repr=False)  # (N, R, R, 4): a printed result names its folder, not pixels
     mesh_path: Path | None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

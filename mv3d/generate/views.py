@@ -350,6 +350,9 @@ class ViewGenerator:
         """
         import torch
 
+        from render.common import check_seed
+
+        seed = check_seed(seed)  # torch's generator wraps a negative seed where numpy's refuse it
         self.check_orbit(orbit)
         image = resize_rgba(np.asarray(image_rgba), self.resolution)
         sampling = {**self.config.sampling(), "num_inference_steps": self.steps, "ensemble": self.ensemble}
