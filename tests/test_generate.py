@@ -667,3 +667,22 @@ def test_small_python_api_checks(tmp_path: Path, gen: ViewGenerator):
         preprocess_image(cutout, 32, matte_method="magic")
     result = GenerateResult(Path("a.png"), Path("out/a"), np.zeros((21, 64, 64, 4), np.uint8), None)
     assert "views" not in repr(result) and "out/a" in repr(result)
+
+
+def test_without_cameras_is_the_model_asked_for_every_view_at_the_input_camera(gen: ViewGenerator):
+    """`mv3d eval`'s no-camera baseline, from Python: the same views as the model called with every
+    camera at the input's, whatever the orbit asks."""
+    from render.cameras import Orbit, static_orbit
+
+    image = np.zeros((64, 64, 4), np.uint8)
+    image[16:48, 20:44] = (200, 40, 30, 255)
+    orbit = static_orbit(gen.num_frames or 4, elevation_deg=10.0)
+    n = len(orbit)
+    same = Orbit(np.zeros(n), np.full(n, 10.0), orbit.radius, orbit.fov_deg, "custom")
+    assert np.array_equal(gen.without_cameras()(image, orbit, 3), gen(image, same, 3))
+    assert not np.array_equal(gen(image, orbit, 3), gen(image, same, 3))  # the cameras do matter
+    from mv3d.reconstruct import mesh_function
+    from render.common import InputError
+
+    with pytest.raises(InputError, match="reconstruct_method marching: expected one of field, hull"):
+        mesh_function("marching", field="reconstruct_method")

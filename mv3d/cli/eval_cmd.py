@@ -9,30 +9,6 @@ import typer
 from render.common import InputError, resolve_device
 
 
-def _no_camera(gen):
-    """The "no-camera" baseline: the model asked for every view at the input's camera.
-
-    It shows how much of the score the camera conditioning earns: a model that ignores the cameras
-    scores like this baseline.
-    """
-    import numpy as np
-
-    from render.cameras import Orbit
-
-    def generate(image_rgba, orbit, seed):
-        n = len(orbit)
-        same = Orbit(
-            np.full(n, orbit.azimuth_deg[0]),
-            np.full(n, orbit.elevation_deg[0]),
-            orbit.radius,
-            orbit.fov_deg,
-            "custom",
-        )
-        return gen(image_rgba, same, seed)
-
-    return generate
-
-
 def _load_generator(model: str, device: str, field: str = "model"):
     """The model's view generator; `field` names the setting in errors ("no_camera_model": the flag
     `--no-camera-model`, not `--model`)."""
@@ -45,22 +21,6 @@ def _load_generator(model: str, device: str, field: str = "model"):
         if field == "model" or exc.field != "model" or not message.startswith("model"):
             raise
         raise InputError(field + message[len("model") :], field=field) from None
-
-
-def _reconstruct_fn(method: str, seed: int, device: str):
-    """(orbit dataset folder) -> trimesh.Trimesh in the world frame, through `mv3d.reconstruct`."""
-    from mv3d.reconstruct import METHODS, reconstruct
-
-    if method not in METHODS:
-        raise InputError(f"--reconstruct-method {method}: expected one of {', '.join(METHODS)}")
-
-    def fn(dataset_dir: Path):
-        # Geometry only: the mesh metrics ignore colour, so skip texturing.
-        return reconstruct(
-            dataset_dir, method=method, texture="none", seed=seed, device=device, progress=False
-        ).mesh
-
-    return fn
 
 
 def register(app: typer.Typer) -> None:
@@ -214,7 +174,7 @@ def register(app: typer.Typer) -> None:
             provided["no-camera"] = (
                 _load_generator(no_camera_model, device, "no_camera_model")
                 if no_camera_model is not None
-                else _no_camera(gen)
+                else gen.without_cameras()
             )
         elif no_camera_model is not None:
             raise InputError("--no-camera-model is given but --baselines does not name no-camera")
@@ -232,6 +192,8 @@ def register(app: typer.Typer) -> None:
             model_choice = mesh_options(None, gen.pipeline.info.default_mesh_method, model).get("method")
             reconstruct_method = reconstruct_method or model_choice or "field"
             extra["reconstruct_method"] = reconstruct_method
+        from mv3d.reconstruct import mesh_function
+
         metrics = run_benchmark(
             all_sources,
             out,
@@ -240,7 +202,9 @@ def register(app: typer.Typer) -> None:
             elevation=elevation,
             resolution=resolution,
             baselines=names,
-            reconstruct_fn=_reconstruct_fn(reconstruct_method, seed, device) if reconstruct else None,
+            reconstruct_fn=mesh_function(reconstruct_method, seed, device, "reconstruct_method")
+            if reconstruct
+            else None,
             seed=seed,
             baseline_generators=provided,
             renderer=renderer,

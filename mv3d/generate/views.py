@@ -370,3 +370,23 @@ class ViewGenerator:
             keep_input_view=True if self.keep_input_view else None,
         )
         return out.rgba
+
+    def without_cameras(self) -> Callable[[np.ndarray, Orbit, int], np.ndarray]:
+        """This model asked for every view at the input's camera: `mv3d eval`'s "no-camera" baseline.
+
+        It shows how much of the score the camera conditioning earns: a model that ignores its cameras
+        scores like this. Returns `(image_rgba, orbit, seed) -> (N, R, R, 4) uint8`, as `__call__`.
+        """
+
+        def generate(image_rgba: np.ndarray, orbit: Orbit, seed: int = 0) -> np.ndarray:
+            n = len(orbit)
+            same = Orbit(
+                np.full(n, orbit.azimuth_deg[0]),
+                np.full(n, orbit.elevation_deg[0]),
+                orbit.radius,
+                orbit.fov_deg,
+                "custom",
+            )
+            return self(image_rgba, same, seed)
+
+        return generate

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,4 +353,23 @@ def reconstruct(
     return ReconstructionResult(mesh, path, warnings, timings)
 
 
-__all__ = ["METHODS", "ReconstructionResult", "detail_for_views", "reconstruct"]
+def mesh_function(
+    method: str, seed: int = 0, device: str = "auto", field: str = "method"
+) -> Callable[[Path], Any]:
+    """`(orbit dataset folder) -> trimesh.Trimesh` in the world frame by `reconstruct`, for scoring
+    (`eval.runner.run_benchmark`'s `reconstruct_fn`): geometry only, since the mesh metrics ignore colour.
+
+    `field` names the method's setting in the error for an unknown one (`mv3d eval`: reconstruct_method).
+    """
+    if method not in METHODS:
+        raise InputError(f"{field} {method}: expected one of {', '.join(METHODS)}", field=field)
+
+    def fn(dataset_dir: Path):
+        return reconstruct(
+            dataset_dir, method=method, texture="none", seed=seed, device=device, progress=False
+        ).mesh
+
+    return fn
+
+
+__all__ = ["METHODS", "ReconstructionResult", "detail_for_views", "mesh_function", "reconstruct"]
