@@ -346,6 +346,23 @@ MUTANTS = [
     Mutant("camera-azimuth-clockwise", "the camera input's azimuth measured clockwise", "render/cameras.py",
            CAMS + ["tests/test_denoiser.py::test_cameras_in_either_frame_order"],
            "np.deg2rad(np.mod(azimuth - azimuth[0], 360.0))", "np.deg2rad(np.mod(azimuth[0] - azimuth, 360.0))"),
+    Mutant("hull-agreement-whole-footprint", "the agreement check dilates by the whole footprint rounded up",
+           "mv3d/reconstruct/hull.py", ["tests/test_reconstruct.py::test_thin_parts_in_default_views_do_not_disagree"],
+           "rad = int(np.floor(footprint / 2 + 0.5))", "rad = int(np.ceil(footprint)) if footprint >= 0.5 else 0"),
+    Mutant("colour-key-16-bit-as-8", "a 16-bit RGB PNG's colour key compared with the 8-bit pixels as it is",
+           "mv3d/preprocess.py", ["tests/test_preprocess.py::test_png_colour_key_transparency_is_the_alpha"],
+           "key8 = np.array([int(v) >> 8 for v in key], np.uint8)",
+           "key8 = np.array([int(v) & 0xFF for v in key], np.uint8)"),
+    Mutant("reduce-by-longer-side", "pictures reduced for matting by their longer side", "mv3d/preprocess.py",
+           ["tests/test_preprocess.py::test_a_panorama_is_reduced_by_pixel_count_not_by_its_width"],
+           "math.isqrt(im.size[0] * im.size[1]) // max_side", "max(im.size) // max_side"),
+    Mutant("remedy-first-mention", "the CLI turns a remedy's first mention into its flag, not its last",
+           "mv3d/cli/__init__.py",
+           ["tests/test_cli.py::test_remedies_name_python_arguments_and_the_cli_turns_them_into_flags"],
+           "m = found[-1]", "m = found[0]"),
+    Mutant("no-camera-keeps-azimuths", "the no-camera baseline keeps the orbit's azimuths", "mv3d/generate/views.py",
+           ["tests/test_generate.py::test_without_cameras_is_the_model_asked_for_every_view_at_the_input_camera"],
+           "np.full(n, orbit.azimuth_deg[0]),", "np.asarray(orbit.azimuth_deg, float),"),
 ]  # fmt: skip
 
 

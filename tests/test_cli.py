@@ -92,5 +92,8 @@ def test_remedies_name_python_arguments_and_the_cli_turns_them_into_flags():
     assert flag_message(
         InputError("give the reference YAML as config_yaml", mentions=("config_yaml",))
     ).endswith("as --config")
+    # a file named like the setting, before the remedy, is kept
+    exc = InputError("resume.yaml: holds another run: pass resume=True", mentions=("resume",))
+    assert flag_message(exc) == "resume.yaml: holds another run: pass --resume"
     # without mentions the message is kept as written
     assert flag_message(InputError("pass resume=True")) == "pass resume=True"
