@@ -277,8 +277,14 @@ def test_ctrl_c_prints_one_line_naming_the_kept_checkpoint(data_root, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     args = ["train", str(cfg_path), "--data", str(data_root), "--out", str(run), "--max-steps", "1000"]
+    # SIGINT as a terminal delivers it: a suite started in the background (`.ci/run &`) passes SIGINT on
+    # ignored, and Python then installs no KeyboardInterrupt handler (the run trained on, and timed out).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mv3d", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "mv3d", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 240
