@@ -35,6 +35,8 @@ Definitions (stated once, used everywhere):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,20 +66,57 @@ def sample_points(mesh, num_points: int, seed: int = 0) -> tuple[np.ndarray, np.
     return np.asarray(pts, np.float64), np.asarray(normals, np.float64)
 
 
-def _nn(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distance (P,) and index (P,) of each src point's nearest dst point."""
+#: Points per leaf of the nearest-neighbour k-d trees. The queries are exact whatever the leaf size
+#: (the same distances and indices); it only sets the speed. Points far from the other surface (a
+#: prediction's hull filling a thin object's volume) make a query visit most leaves within reach, and
+#: larger leaves make that cheaper: on 10 validation objects' meshes the queries took about half the
+#: time of scipy's default of 16 (2-core AMD EPYC).
+KDTREE_LEAFSIZE = 128
+
+
+def _tree(points: np.ndarray):
     from scipy.spatial import cKDTree
 
-    dist, idx = cKDTree(dst).query(src, k=1, workers=-1)
+    return cKDTree(points, leafsize=KDTREE_LEAFSIZE)
+
+
+def _nn(src: np.ndarray, dst: np.ndarray, tree=None) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (P,) and index (P,) of each src point's nearest dst point (`tree`: `_tree(dst)`)."""
+    dist, idx = (_tree(dst) if tree is None else tree).query(src, k=1, workers=-1)
     return dist, idx
 
 
-def _distances(pred, gt, num_points: int, seed: int):
-    _check(pred, "predicted")
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """A ground truth's surface samples and their k-d tree (`gt_samples`), for scoring several meshes
+    against one ground truth without sampling it and building its tree again for each."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    tree: Any
+    num_points: int
+    seed: int
+
+
+def gt_samples(gt, num_points: int = 100_000, seed: int = 0) -> Samples:
+    """The ground-truth samples `mesh_metrics(pred, gt, num_points=num_points, seed=seed)` draws."""
     _check(gt, "ground-truth")
+    g, gn = sample_points(gt, num_points, seed + 1)  # seed + 1: not the prediction's draw
+    return Samples(g, gn, _tree(g), int(num_points), int(seed))
+
+
+def _distances(pred, gt, num_points: int, seed: int, gt_sampled: Samples | None = None):
+    _check(pred, "predicted")
+    if gt_sampled is None:
+        gt_sampled = gt_samples(gt, num_points, seed)
+    elif (gt_sampled.num_points, gt_sampled.seed) != (int(num_points), int(seed)):
+        raise ValueError(
+            f"gt_samples drawn with num_points {gt_sampled.num_points}, seed {gt_sampled.seed}: "
+            f"expected {num_points}, {seed}"
+        )
     p, pn = sample_points(pred, num_points, seed)
-    g, gn = sample_points(gt, num_points, seed + 1)
-    d_pg, i_pg = _nn(p, g)
+    g, gn = gt_sampled.points, gt_sampled.normals
+    d_pg, i_pg = _nn(p, g, gt_sampled.tree)
     d_gp, i_gp = _nn(g, p)
     return (p, pn, g, gn), (d_pg, i_pg), (d_gp, i_gp)
 
@@ -160,6 +199,41 @@ def _edge_crossings(grid: np.ndarray, faces: np.ndarray, r: int):
         yield axis, u_ax, v_ax, idx % (r + 1), idx // (r + 1), depth
 
 
+def _dilate_cube(a: np.ndarray) -> np.ndarray:
+    """Binary dilation of a 3D bool array by the 3x3x3 cube, outside the array counting as empty.
+
+    The same voxels as `ndimage.binary_dilation(a, np.ones((3, 3, 3)))`: the cube is the Minkowski sum
+    of three 3-voxel segments, one per axis, so three one-voxel dilations along the axes give it, each
+    two shifted ORs (several times faster than ndimage's 27-tap structure on a 128^3 grid).
+    """
+    out = a.copy()
+    for axis in range(3):
+        src = out.copy()
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        out[tuple(hi)] |= src[tuple(lo)]
+        out[tuple(lo)] |= src[tuple(hi)]
+    return out
+
+
+def _outside_air(sealed: np.ndarray) -> np.ndarray:
+    """The voxels of a 3D bool array that a face-connected (6-connectivity) path of False voxels joins
+    to the array's border, as a path of air must: what `~ndimage.binary_fill_holes(sealed)` gives.
+
+    The components of the unsealed voxels that touch the border, found by one labelling pass instead of
+    fill_holes' repeated dilations: the same voxels, several times faster on a 128^3 grid.
+    """
+    from scipy import ndimage
+
+    labels, count = ndimage.label(~sealed)  # default structure: face neighbours
+    reaches_border = np.zeros(count + 1, bool)  # per label; label 0 is the sealed voxels
+    for side in (labels[[0, -1]], labels[:, [0, -1]], labels[:, :, [0, -1]]):  # the 6 faces
+        reaches_border[side.ravel()] = True
+    reaches_border[0] = False
+    return reaches_border[labels]
+
+
 def _enclosed(grid_fine: np.ndarray, faces: np.ndarray, r: int) -> np.ndarray:
     """(r, r, r) bool: voxel centres that no path from outside reaches without crossing the surface.
 
@@ -176,8 +250,6 @@ def _enclosed(grid_fine: np.ndarray, faces: np.ndarray, r: int) -> np.ndarray:
     so there is air among them exactly when the centre is outside. Between surfaces closer than a fine
     voxel (a thin part, a tight crease) a centre within a fine voxel of the surface can count as inside.
     """
-    from scipy import ndimage
-
     rf = 2 * r
     wall = np.zeros((rf, rf, rf), bool)
     for axis, u_ax, v_ax, idx, depth in _axis_crossings(grid_fine, faces, rf):
@@ -188,11 +260,8 @@ def _enclosed(grid_fine: np.ndarray, faces: np.ndarray, r: int) -> np.ndarray:
         wall |= _to_xyz(cols.reshape(rf, rf, rf), axis, u_ax, v_ax)
     if not wall.any():
         return np.zeros((r, r, r), bool)
-    cube = np.ones((3, 3, 3), bool)
-    sealed = ndimage.binary_dilation(wall, cube)
-    # binary_fill_holes connects the background by faces (6-connectivity), as a path of air must
-    outside = ~ndimage.binary_fill_holes(sealed)
-    outside = ndimage.binary_dilation(outside, cube) & ~wall
+    sealed = _dilate_cube(wall)  # the wall thickened by a voxel: cracks between parts closed
+    outside = _dilate_cube(_outside_air(sealed)) & ~wall  # grown back by that voxel
     for axis, u_ax, v_ax, u, v, depth in _edge_crossings(grid_fine, faces, rf):
         k = np.floor(depth).astype(np.int64)
         ok = (k >= 0) & (k < rf)
@@ -251,10 +320,12 @@ def mesh_metrics(
     resolution: int = 64,
     seed: int = 0,
     gt_occupancy: np.ndarray | None = None,
+    gt_sampled: Samples | None = None,
 ) -> dict[str, float]:
     """All mesh metrics from one sampling: chamfer, f_score@t for each t, normal_consistency, volume_iou
-    (`gt_occupancy` as for `volume_iou`)."""
-    (_, pn, _, gn), (d_pg, i_pg), (d_gp, i_gp) = _distances(pred, gt, num_points, seed)
+    (`gt_occupancy` as for `volume_iou`; `gt_sampled`: `gt_samples(gt, num_points, seed)` when the
+    caller already has it, one ground truth scored against several predictions)."""
+    (_, pn, _, gn), (d_pg, i_pg), (d_gp, i_gp) = _distances(pred, gt, num_points, seed, gt_sampled)
     out = {"chamfer": _chamfer(d_pg, d_gp)}
     for t in thresholds:
         out[f"f_score@{t:g}"] = _fscore(d_pg, d_gp, t)

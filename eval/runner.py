@@ -250,7 +250,7 @@ def evaluate_object(
     reconstruct_fn: Callable[[Path], Any] | None = None,
 ) -> dict[str, Any]:
     """Render, generate, score and (optionally) reconstruct one object; returns its result dict."""
-    from eval.mesh_metrics import mesh_metrics, occupancy
+    from eval.mesh_metrics import gt_samples, mesh_metrics, occupancy
     from eval.protocols import get_protocol, syncdreamer_mesh_scores, syncdreamer_view_scores
     from render.dataset import write_orbit_dataset
 
@@ -299,6 +299,10 @@ def evaluate_object(
     def gt_occupancy() -> np.ndarray:  # voxelised once for every method's mesh, when one is scored
         return occupancy(gt_mesh, settings.iou_resolution)
 
+    @functools.cache
+    def gt_sampled():  # the ground truth's surface samples and their tree: drawn once for every method
+        return gt_samples(gt_mesh, settings.mesh_points, settings.seed)
+
     def score_mesh(mesh) -> dict[str, float]:
         if syncdreamer:
             return syncdreamer_mesh_scores(
@@ -319,6 +323,7 @@ def evaluate_object(
             resolution=settings.iou_resolution,
             seed=settings.seed,
             gt_occupancy=gt_occupancy(),
+            gt_sampled=gt_sampled(),
         )
 
     for name, gen in methods.items():

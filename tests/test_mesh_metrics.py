@@ -207,3 +207,48 @@ def test_flipped_winding_keeps_normal_consistency(sphere_and_hemisphere):
     assert np.allclose(inside_out.face_normals, -sphere.face_normals)
     assert normal_consistency(inside_out, sphere, num_points=N) > 0.995
     assert normal_consistency(sphere, inside_out, num_points=N) > 0.995
+
+
+def test_shared_ground_truth_samples_give_the_same_numbers(spheres):
+    """`gt_samples` (one ground truth scored against several meshes) is the draw mesh_metrics makes."""
+    from eval.mesh_metrics import gt_samples
+
+    a, b = spheres
+    pred = a.copy().apply_translation([0.05, 0, 0])
+    shared = gt_samples(b, num_points=N, seed=2)
+    for mesh in (a, pred):
+        alone = mesh_metrics(mesh, b, num_points=N, resolution=16, seed=2)
+        assert mesh_metrics(mesh, b, num_points=N, resolution=16, seed=2, gt_sampled=shared) == alone
+    with pytest.raises(ValueError, match="seed 2"):
+        mesh_metrics(a, b, num_points=N, resolution=16, seed=3, gt_sampled=shared)
+
+
+def test_nearest_neighbours_do_not_depend_on_the_leaf_size():
+    """The k-d trees' leaf size is a speed setting only: scipy's default gives the same answers."""
+    from scipy.spatial import cKDTree
+
+    from eval.mesh_metrics import _nn
+
+    rng = np.random.default_rng(0)
+    dst = rng.normal(size=(5000, 3)) * [0.3, 0.05, 0.3]  # a flat cloud; queries near and far from it
+    src = rng.uniform(-0.6, 0.6, size=(3000, 3))
+    dist, idx = _nn(src, dst)
+    ref_dist, ref_idx = cKDTree(dst).query(src, k=1)
+    assert np.array_equal(dist, ref_dist) and np.array_equal(idx, ref_idx)
+
+
+def test_cube_dilation_and_air_by_labelling_match_ndimage():
+    """`_enclosed`'s separable dilation and border labelling are ndimage's dilation and fill_holes."""
+    from scipy import ndimage
+
+    from eval.mesh_metrics import _dilate_cube, _outside_air
+
+    rng = np.random.default_rng(1)
+    for density in (0.02, 0.1, 0.3, 0.5, 0.7):
+        a = rng.random((23, 19, 17)) < density
+        assert np.array_equal(_dilate_cube(a), ndimage.binary_dilation(a, np.ones((3, 3, 3), bool)))
+        assert np.array_equal(_outside_air(a), ~ndimage.binary_fill_holes(a))
+    hollow = np.zeros((9, 9, 9), bool)
+    hollow[2:7, 2:7, 2:7] = True
+    hollow[3:6, 3:6, 3:6] = False  # a closed cavity: not outside
+    assert _outside_air(hollow).sum() == 9**3 - 5**3
