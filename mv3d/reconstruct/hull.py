@@ -46,11 +46,12 @@ def sample_alpha(vs: ViewSet, points: np.ndarray, outside: float = 1.0, projecti
     # view's width, and the float64 einsum this replaces was most of the carving's time
     h = torch.matmul(pts, proj[:, :, :3].transpose(1, 2)) + proj[:, None, :, 3]  # (N, P, 3)
     z = h[..., 2]
-    g = h[..., :2] / torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)[..., None]  # (N, P, 2)
+    # masked_fill, not where() with a full_like tensor: the same values without another (N, P) tensor
+    g = h[..., :2] / z.masked_fill(z.abs() < 1e-9, 1e-9)[..., None]  # (N, P, 2)
     alpha = torch.from_numpy(np.ascontiguousarray(vs.alpha, dtype=np.float32))[:, None]
     a = F.grid_sample(alpha, g[:, None], mode="bilinear", padding_mode="border", align_corners=False)[:, 0, 0]
-    seen = (z > 1e-6) & (g.abs() <= 1.0).all(-1)
-    return torch.where(seen, a, torch.full_like(a, outside))
+    seen = (z > 1e-6) & (g[..., 0].abs() <= 1.0) & (g[..., 1].abs() <= 1.0)
+    return a.masked_fill(~seen, outside)
 
 
 def _carve_points(vs: ViewSet, pts: np.ndarray, k: int, chunk: int = 1 << 18) -> np.ndarray:
