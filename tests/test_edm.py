@@ -24,22 +24,31 @@ def test_vpred_scalings_identities():
     torch.testing.assert_close(edm.loss_weighting(sigma), 1.0 / c_out**2)
 
 
-def test_denoise_is_exact_for_a_perfect_v_network():
-    g = torch.Generator().manual_seed(0)
+def _through_a_perfect_network(prediction: str, sigma: torch.Tensor, seed: int):
+    """Noisy samples x of clean data at `sigma`, denoised by a network that outputs the exact target of
+    `prediction`: (clean, noise, the network, D(x), what the network was given {"x_in", "c_noise"})."""
+    g = torch.Generator().manual_seed(seed)
     clean = torch.randn(3, 4, 4, 5, 5, generator=g, dtype=torch.float64)
     noise = torch.randn(clean.shape, generator=g, dtype=torch.float64)
-    sigma = torch.tensor([0.01, 1.3, 300.0], dtype=torch.float64)
     x = clean + noise * sigma.reshape(-1, 1, 1, 1, 1)
+    target = edm.v_target(clean, noise, sigma) if prediction == "v" else clean
     seen = {}
 
     def perfect(x_in, c_noise):
         seen["x_in"], seen["c_noise"] = x_in, c_noise
-        return edm.v_target(clean, noise, sigma)
+        return target
 
-    torch.testing.assert_close(edm.denoise(perfect, x, sigma), clean)
-    # The network sees unit-variance inputs scaled by c_in and the log-sigma noise input.
+    denoised = edm.denoise(perfect, x, sigma, prediction=prediction)
+    # Either way the network sees unit-variance inputs scaled by c_in and the log-sigma noise input.
     torch.testing.assert_close(seen["x_in"], x / torch.sqrt(1 + sigma**2).reshape(-1, 1, 1, 1, 1))
     torch.testing.assert_close(seen["c_noise"], 0.25 * sigma.log())
+    return clean, noise, perfect, denoised
+
+
+def test_denoise_is_exact_for_a_perfect_v_network():
+    sigma = torch.tensor([0.01, 1.3, 300.0], dtype=torch.float64)
+    clean, noise, perfect, denoised = _through_a_perfect_network("v", sigma, seed=0)
+    torch.testing.assert_close(denoised, clean)
     # So the perfect network has zero loss and a wrong one has loss = its MSE against the v target.
     assert edm.edm_loss(perfect, clean, sigma, noise).item() < 1e-20
     zero = edm.edm_loss(lambda x_in, c: torch.zeros_like(x_in), clean, sigma, noise, reduce=False)
@@ -106,22 +115,12 @@ def test_edm_loss_weighting_matches_definition():
 def test_x0_prediction_is_the_network_output_on_unit_variance_inputs():
     """[EDM] Table 1 with c_skip = 0, c_out = 1 (the shipped model's parameterisation): D is the network's
     output itself, and the network sees x / sqrt(sigma^2 + 1) (unit variance for unit-variance data)."""
-    g = torch.Generator().manual_seed(5)
-    clean = torch.randn(3, 4, 4, 5, 5, generator=g, dtype=torch.float64)
-    noise = torch.randn(clean.shape, generator=g, dtype=torch.float64)
     sigma = torch.tensor([0.05, 1.0, 20.0], dtype=torch.float64)
-    x = clean + noise * sigma.reshape(-1, 1, 1, 1, 1)
-    seen = {}
-
-    def perfect(x_in, c_noise):
-        seen["x_in"], seen["c_noise"] = x_in, c_noise
-        return clean
-
-    torch.testing.assert_close(edm.denoise(perfect, x, sigma, prediction="x0"), clean)
-    x_in = seen["x_in"]
-    torch.testing.assert_close(x_in, x / torch.sqrt(1 + sigma**2).reshape(-1, 1, 1, 1, 1))
+    clean, _, _, denoised = _through_a_perfect_network("x0", sigma, seed=5)
+    torch.testing.assert_close(denoised, clean)
     # unit variance at every noise level: Var(y + sigma n) = 1 + sigma^2 for unit-variance y and n
-    torch.testing.assert_close(seen["c_noise"], 0.25 * sigma.log())
+    g = torch.Generator().manual_seed(5)
+    seen = {}
     big = torch.randn(3, 200_000, generator=g, dtype=torch.float64)
     noisy = big + sigma[:, None] * torch.randn(big.shape, generator=g, dtype=torch.float64)
     edm.denoise(lambda x_in, c: seen.update(x_in=x_in) or x_in, noisy, sigma, prediction="x0")
