@@ -185,15 +185,16 @@ def register(app: typer.Typer) -> None:
                 if no_camera_model is not None
                 else "--model with every camera at the input's"
             )
+        reconstruct_fn = None
         if reconstruct:
             # What `mv3d generate` would mesh this model's views with: the model's choice unless named.
             from mv3d.generate.job import mesh_options
+            from mv3d.reconstruct import mesh_function
 
             model_choice = mesh_options(None, gen.pipeline.info.default_mesh_method, model).get("method")
             reconstruct_method = reconstruct_method or model_choice or "field"
             extra["reconstruct_method"] = reconstruct_method
-        from mv3d.reconstruct import mesh_function
-
+            reconstruct_fn = mesh_function(reconstruct_method, seed, device, "reconstruct_method")
         metrics = run_benchmark(
             all_sources,
             out,
@@ -202,9 +203,7 @@ def register(app: typer.Typer) -> None:
             elevation=elevation,
             resolution=resolution,
             baselines=names,
-            reconstruct_fn=mesh_function(reconstruct_method, seed, device, "reconstruct_method")
-            if reconstruct
-            else None,
+            reconstruct_fn=reconstruct_fn,
             seed=seed,
             baseline_generators=provided,
             renderer=renderer,
