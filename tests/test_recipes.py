@@ -232,6 +232,29 @@ def test_silhouette_oracle_bounds_a_predictor_without_cameras():
     assert np.isclose(silhouette_oracle.oracle_iou(views), (1 + 32 / 96) / 2)
 
 
+def test_shape_retrieval_turns_and_mirrors_a_retrieved_orbit():
+    """A bank of one object whose views are distinct asymmetric blocks: an input equal to its view k
+    retrieves views k+1, k+2, ... as novel views; the input's mirror image retrieves the mirrored orbit,
+    which turns the other way (views k-1, k-2, ..., each flipped back). Snapping replaces exactly the
+    generated views that agree with the generated input view."""
+    from recipes.default_model import exp_shape_retrieval as ret
+
+    v = 5
+    masks = np.zeros((1, v, 8, 8), bool)
+    for i in range(v):
+        masks[0, i, i, : i + 2] = True  # row i, left-aligned: asymmetric, one per view
+    candidates = ret.candidate_orbits(masks)
+    assert candidates.shape == (2 * v, v, 8, 8)
+    novel = ret.retrieve(masks[0, 3], candidates, 1)
+    assert np.array_equal(novel, masks[0, [4, 0, 1, 2]])
+    novel = ret.retrieve(masks[0, 3][:, ::-1], candidates, 1)
+    assert np.array_equal(novel, masks[0, [2, 1, 0, 4]][..., ::-1])
+    generated = np.repeat(masks[0, :1], v, 0)
+    generated[2] = masks[0, 2]
+    snapped = ret.snap(generated, masks[0, 4], tau=0.9)
+    assert np.array_equal(snapped, np.stack([masks[0, 4], masks[0, 2], masks[0, 4], masks[0, 4]]))
+
+
 def _tiny_camera_model(path: Path, **info_fields) -> dict:
     """A tiny SV3D_p model folder at `path` (seed 0), its info's `info_fields` set; returns its config."""
     from video_prior.components import save_components

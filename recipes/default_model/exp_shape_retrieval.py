@@ -1,0 +1,165 @@
+"""Two shape priors that need no training, screened on the validation split by novel-view mask IoU.
+
+Issue 20's mesh margins follow the novel views' silhouettes, and MODEL_CARD.md says the model lacks a
+prior of real shapes. This experiment asks whether two cheap priors beat the shipped model's own
+silhouettes before anything is built on them:
+
+- **Retrieval of training shapes.** Every training object is rendered as `mv3d eval` renders its
+  ground truth (21 views at elevation 10, 64 px, the fast renderer). Any of its views can play the
+  input: view ``k`` as the input makes view ``(k + j) mod 21`` its novel view ``j``, and the same
+  orbit mirrored left-right (view ``(k - j) mod 21``, flipped) is a second candidate, so the training
+  split gives 657 x 21 x 2 candidate orbits. For each evaluated input the candidates are ranked by the
+  mask IoU of their input view with the input's silhouette; the top ``K`` novel silhouettes are
+  averaged and cut at 0.5 (``retrieved K``), alone or averaged with the model's (``+ ours``).
+- **Snapping to the input.** A rotationally symmetric object (a bottle, a lipstick) has every
+  silhouette equal to the input's, and there copying beats the model. Each novel view whose generated
+  silhouette agrees with the generated input view's by more than ``tau`` (mask IoU) is replaced by the
+  input's silhouette (``snap tau``).
+
+    python -m recipes.default_model.exp_shape_retrieval bank --sh3d SH3D --work runs/retrieval --part 0
+    python -m recipes.default_model.exp_shape_retrieval bank --sh3d SH3D --work runs/retrieval --part 1
+    python -m recipes.default_model.exp_shape_retrieval score --work runs/retrieval EVAL/0 EVAL/1
+
+``bank`` renders half the training split (``--part`` 0 or 1, interleaved, so two run side by side);
+``score`` reads `mv3d eval` folders that kept their per-object ``gt/`` and ``ours/`` views. Results:
+MODEL_CARD.md, "Two shape priors without training".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from render.common import InputError
+
+VIEWS = 21
+KS = (1, 5, 20)
+TAUS = (0.85, 0.9, 0.92, 0.94)
+
+
+def candidate_orbits(masks: np.ndarray) -> np.ndarray:
+    """Every way a rendered orbit can answer an input: (T, V, V, H, W) bool masks -> (T * 2V, V, H, W).
+
+    Candidate ``(t, k)`` is object t's orbit with view k as the input; candidate ``(t, V + k)`` is the
+    same orbit mirrored left-right (mirroring the world through the input camera's vertical plane turns
+    the orbit the other way: novel view j is view ``(k - j) mod V``, flipped).
+    """
+    t, v = masks.shape[:2]
+    j = np.arange(v)
+    forward = [masks[:, (k + j) % v] for k in range(v)]
+    mirrored = [masks[:, (k - j) % v][..., ::-1] for k in range(v)]
+    return np.stack(forward + mirrored, 1).reshape(t * 2 * v, *masks.shape[1:])
+
+
+def mask_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of silhouettes (B, H, W) bool against (B, H, W) bool: (B,); two empty masks give 1."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    inter, union = (a & b).sum(1), (a | b).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def retrieve(input_mask: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """Mean novel silhouettes (V-1, H, W) float of the `k` candidates whose input view best matches
+    `input_mask` (H, W) bool by mask IoU."""
+    first = candidates[:, 0].reshape(len(candidates), -1).astype(np.float32)
+    x = input_mask.reshape(-1).astype(np.float32)
+    inter = first @ x
+    score = inter / np.maximum(first.sum(1) + x.sum() - inter, 1)
+    best = np.argsort(-score, kind="stable")[:k]
+    return candidates[best, 1:].mean(0)
+
+
+def snap(generated: np.ndarray, input_mask: np.ndarray, tau: float) -> np.ndarray:
+    """Novel silhouettes (V-1, H, W) bool with each view that agrees with `generated[0]` by more than
+    `tau` replaced by `input_mask`; `generated` is the whole orbit (V, H, W) bool."""
+    agree = mask_ious(generated[1:], np.repeat(generated[:1], len(generated) - 1, 0)) > tau
+    return np.where(agree[:, None, None], input_mask[None], generated[1:])
+
+
+def bank(sh3d: Path, work: Path, part: int) -> Path:
+    """Render half the training split as eval renders ground truth; alpha > 0.5 saved packed."""
+    from tqdm import tqdm
+
+    from eval.protocols import get_protocol
+    from render.renderers import get_renderer
+    from render.sources import resolve_sources
+
+    split = json.loads((Path(__file__).parent / "sweethome3d_split.json").read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    selection = work / f"train_{part}.txt"
+    selection.write_text("\n".join(split["train"][part::2]) + "\n")
+    orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
+    names, masks = [], []
+    with get_renderer("fast") as renderer:
+        for src in tqdm(resolve_sources([str(sh3d)], select=str(selection)), desc=f"bank {part}"):
+            rgba = np.asarray(renderer.render(src.load(), orbit, 64).rgba)
+            names.append(str(src.object_id))
+            masks.append(rgba[..., 3] > 127)
+    out = work / f"bank_{part}.npz"
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, names=np.array(names), masks=np.packbits(np.stack(masks), axis=-1))
+    tmp.replace(out)
+    return out
+
+
+def _silhouettes(folder: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.open(folder / f"{j:03d}.png").convert("RGBA"))[..., 3] > 127 for j in range(VIEWS)]
+    )
+
+
+def score(work: Path, runs: list[Path]) -> dict[str, float]:
+    """Mean novel-view mask IoU of ours, copying, retrieval and snapping over the runs' objects."""
+    parts = [np.load(work / f"bank_{p}.npz") for p in (0, 1)]
+    masks = np.unpackbits(np.concatenate([p["masks"] for p in parts]), axis=-1).astype(bool)
+    candidates = candidate_orbits(masks)
+    rows: list[dict[str, float]] = []
+    for run in runs:
+        for oid in json.loads((run / "metrics.json").read_text())["objects"]:
+            gt = _silhouettes(run / "objects" / oid / "gt" / "views")
+            ours = _silhouettes(run / "objects" / oid / "ours" / "views")
+            row = {
+                "ours": mask_ious(ours[1:], gt[1:]).mean(),
+                "copy": mask_ious(np.repeat(gt[:1], VIEWS - 1, 0), gt[1:]).mean(),
+            }
+            for k in KS:
+                mean = retrieve(gt[0], candidates, k)
+                row[f"retrieved {k}"] = mask_ious(mean >= 0.5, gt[1:]).mean()
+                row[f"retrieved {k} + ours"] = mask_ious((mean + ours[1:]) / 2 >= 0.5, gt[1:]).mean()
+            for tau in TAUS:
+                row[f"snap {tau:g}"] = mask_ious(snap(ours, gt[0], tau), gt[1:]).mean()
+            rows.append(row)
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]} | {"objects": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bank", help="render half the training split")
+    b.add_argument("--sh3d", type=Path, required=True, help="folder of the .sh3f catalogues")
+    b.add_argument("--work", type=Path, required=True)
+    b.add_argument("--part", type=int, choices=(0, 1), required=True)
+    s = sub.add_parser("score", help="score `mv3d eval` folders")
+    s.add_argument("--work", type=Path, required=True)
+    s.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "bank":
+            print(bank(args.sh3d, args.work, args.part))
+        else:
+            for key, value in score(args.work, args.runs).items():
+                print(f"{key:22s} {value:.4f}" if key != "objects" else f"{key:22s} {value}")
+    except (InputError, OSError, KeyError) as exc:
+        print(f"exp_shape_retrieval: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
