@@ -545,17 +545,23 @@ def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Pa
     with pytest.raises(SettingError, match="names the mesh method 'marching': expected one of field, hull"):
         generate([img], tmp_path / "bad", model=bad, views=VIEWS, progress=False)
     assert not (tmp_path / "bad").exists()
-    # `mv3d reconstruct` on the generation remakes the same kind of mesh by default
-    from mv3d.cli.reconstruct_cmd import generation_mesh_method
+    # `mv3d reconstruct` and `reconstruct()` on the generation remake the same kind of mesh by default
+    from mv3d.reconstruct import reconstruct
 
-    method, note = generation_mesh_method(res.out_dir)
-    assert method == "hull" and "as the generation's own mesh" in note
+    method, note, problems = _recorded(res.out_dir)
+    assert method == "hull" and "as the generation's own mesh" in note and not problems
+    remade = reconstruct(res.out_dir, texture="none", resolution=32, progress=False)
+    assert remade.method == "hull" and not any("run.json" in w for w in remade.warnings)
+    assert (
+        reconstruct(res.out_dir, method="field", texture="none", resolution=32, progress=False).method
+        == "field"
+    )
     # without a mesh an unknown method is never looked at
     generate([img], tmp_path / "no_mesh", model=bad, views=VIEWS, progress=False, mesh=False)
-    assert generation_mesh_method(tmp_path / "no_mesh") == ("field", None)  # no mesh recorded
+    assert _recorded(tmp_path / "no_mesh") == ("field", None, [])  # no mesh recorded
     # and a --no-mesh generation is meshed later as its model would have meshed it (it was the field)
     generate([img], tmp_path / "later", model=model, views=VIEWS, progress=False, mesh=False)
-    method, note = generation_mesh_method(tmp_path / "later")
+    method, note, _ = _recorded(tmp_path / "later")
     assert method == "hull" and "the generation's model's (it made no mesh)" in note
     # the recorded method is outside the job keys: a --no-mesh folder written before it was recorded
     # is still the same job, and kept
@@ -571,22 +577,30 @@ def test_the_models_mesh_method_is_used_unless_the_caller_names_one(tmp_path: Pa
         [img], tmp_path / "named", model=model, views=VIEWS, progress=False, mesh=False,
         reconstruct_options={"method": "field"},
     )  # fmt: skip
-    assert generation_mesh_method(tmp_path / "named")[0] == "field"
+    assert _recorded(tmp_path / "named")[0] == "field"
     assert json.loads((tmp_path / "named" / "run.json").read_text())["mesh_method"] == "field"
     with pytest.raises(InputError, match="default_mesh_method '../x'"):
         ViewGenerator.load(_with_mesh_method(tiny_model, tmp_path / "path_model", "../x"))
+
+
+def _recorded(folder: Path) -> tuple[str, str | None, list[str]]:
+    """`mv3d.reconstruct.recorded_method` of `folder`: (method, why, the problems it met)."""
+    from mv3d.reconstruct import recorded_method
+
+    problems: list[str] = []
+    method, why = recorded_method(folder, problems)
+    return method, why, problems
 
 
 def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
     """run.json is a file like any other: too large, not JSON, not an object, or naming no known method at
     any level, it is ignored with one note and the field is used; a folder without one (a render) gets the
     field silently."""
-    from mv3d.cli.reconstruct_cmd import generation_mesh_method
     from mv3d.generate.record import MAX_RUN_BYTES, read_run
 
     folder = tmp_path / "views"
     folder.mkdir()
-    assert generation_mesh_method(folder) == ("field", None)
+    assert _recorded(folder) == ("field", None, [])
     run = folder / "run.json"
     for content, expected in (
         ("{not json", "not readable JSON"),
@@ -597,11 +611,12 @@ def test_reconstruct_reads_a_generations_method_defensively(tmp_path: Path):
         (" " * (MAX_RUN_BYTES + 1), "not read"),
     ):
         run.write_text(content)
-        method, note = generation_mesh_method(folder)
-        assert method == "field" and expected in note and str(run) in note
+        method, why, (note,) = _recorded(folder)
+        assert method == "field" and why is None and expected in note and str(run) in note
+        assert note.endswith("; ignored, method field")
     for content in ({"reconstruction": ["hull"]}, {"reconstruction": {"settings": "hull"}}, {}):
         run.write_text(json.dumps(content))
-        assert generation_mesh_method(folder) == ("field", None)
+        assert _recorded(folder) == ("field", None, [])
     # generate's own resume reads through the same bound: an oversized run.json is no record at all
     run.write_text(" " * (MAX_RUN_BYTES + 1))
     problems: list[str] = []

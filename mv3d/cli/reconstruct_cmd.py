@@ -32,35 +32,6 @@ def comparison_frames(views_dir: Path, mesh, renderer=None):
     return ds.load_images(), frames
 
 
-def generation_mesh_method(views_dir: Path) -> tuple[str, str | None]:
-    """(method, note) for `mv3d reconstruct` without --method: the method a generation's own mesh was made
-    with (its run.json records it; the default model's is hull), or for a --no-mesh generation the one its
-    model would have used, so that remaking it gives the same kind of mesh; "field" for any other orbit
-    dataset. `note` says which was taken, or why run.json was ignored."""
-    from mv3d.generate.record import RUN_FILE, read_run
-    from mv3d.reconstruct import METHODS
-
-    problems: list[str] = []
-    run = read_run(Path(views_dir), problems)
-    if run is None:
-        return "field", (f"{problems[0]}; ignored, method field" if problems else None)
-    # Every level checked: run.json is a file in the user's folder, not necessarily ours.
-    rec = run.get("reconstruction")
-    settings = rec.get("settings") if isinstance(rec, dict) else None
-    recorded = settings.get("method") if isinstance(settings, dict) else None
-    as_what = "as the generation's own mesh"
-    if recorded is None and "mesh_method" in run:  # a --no-mesh generation: its model's method
-        recorded, as_what = run["mesh_method"], "the generation's model's (it made no mesh)"
-    if recorded is None:
-        return "field", None
-    if not isinstance(recorded, str) or recorded not in METHODS:
-        return (
-            "field",
-            f"{Path(views_dir) / RUN_FILE}: unknown mesh method {str(recorded)[:40]!r}; ignored, method field",
-        )
-    return recorded, f"method {recorded}, {as_what} (--method to choose another)"
-
-
 def register(app: typer.Typer) -> None:
     """Add `reconstruct` and `export` to the `mv3d` app."""
 
@@ -127,7 +98,7 @@ def register(app: typer.Typer) -> None:
 
         Example: mv3d reconstruct outputs/chair -o chair.glb --turntable chair.gif
         """
-        from mv3d.reconstruct import reconstruct
+        from mv3d.reconstruct import reconstruct, recorded_method
 
         if turntable is not None and turntable.suffix.lower() not in (".gif", ".mp4"):
             raise InputError(f"--turntable {turntable}: expected a .gif or .mp4 path")
@@ -142,9 +113,10 @@ def register(app: typer.Typer) -> None:
         if texture_size is not None and not 64 <= texture_size <= 8192:
             raise InputError(f"--texture-size {texture_size}: expected 64 to 8192 pixels")
         check_range("view_resolution", view_resolution, 16, MAX_IMAGE_SIDE, "pixels")
-        if method is None:
-            method, note = generation_mesh_method(views_dir)
-            if note:
+        if method is None:  # said before the work, which can take minutes
+            problems: list[str] = []
+            method, why = recorded_method(views_dir, problems)
+            for note in problems or ([f"{why} (--method to choose another)"] if why else []):
                 typer.echo(f"mv3d: {note}", err=True)
         result = reconstruct(
             views_dir,

@@ -348,7 +348,7 @@ def reconstruct_mesh(
         mesh is skipped with a note, as `mv3d generate` does.
     """
     from mv3d.generate.job import mesh_options
-    from mv3d.reconstruct import reconstruct
+    from mv3d.reconstruct import DEFAULT_METHOD, reconstruct
 
     try:
         result = reconstruct(
@@ -359,7 +359,7 @@ def reconstruct_mesh(
             seed=int(settings.seed),
             device=device,
             progress=True,
-            **mesh_options(None, model_method),
+            **{"method": DEFAULT_METHOD, **mesh_options(None, model_method)},
         )
     except InputError as exc:
         return None, 0, [f"no mesh: the reconstruction failed ({str(exc).replace(str(folder), 'views')})"]

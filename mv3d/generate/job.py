@@ -140,9 +140,17 @@ def _reconstruct(
     A generation whose views admit no mesh (the reconstruction's `InputError`, e.g. views without a
     common object) keeps its views: the mesh is skipped with a warning instead of losing the run.
     """
-    from mv3d.reconstruct import reconstruct
+    from mv3d.reconstruct import DEFAULT_METHOD, reconstruct
 
-    kwargs = {"seed": seed, "device": device, "progress": progress, **(options or {})}
+    # the method named even when neither caller nor model names one: the library would otherwise read
+    # the work folder's run.json for it
+    kwargs = {
+        "method": DEFAULT_METHOD,
+        "seed": seed,
+        "device": device,
+        "progress": progress,
+        **(options or {}),
+    }
     try:
         result = reconstruct(views_dir, out_path, **kwargs)
     except InputError as exc:

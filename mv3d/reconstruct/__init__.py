@@ -1,6 +1,6 @@
 """Reconstruction: an orbit dataset (N views + cameras) -> a textured mesh in the dataset's world frame.
 
-    result = reconstruct("views/", out=Path("mesh.glb"))             # the default voxel field
+    result = reconstruct("views/", out=Path("mesh.glb"))             # a generation: its own method
     result = reconstruct("views/", method="hull", texture="vertex")   # space carving only, fast
 
 Methods are an explicit name -> class table (`METHODS`). Each gives geometry; colour comes from the
@@ -56,12 +56,14 @@ class ReconstructionResult:
         path: where it was written, or None.
         warnings: one-line problems met on the way (degenerate inputs, fallbacks).
         timings: seconds per stage ("load", "hull", "field", "mesh", "texture", "export", "total").
+        method: the `METHODS` name that made it.
     """
 
     mesh: trimesh.Trimesh
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    method: str = ""
 
 
 class _Timer:
@@ -217,12 +219,50 @@ def _check_source_frame(ds: OrbitDataset) -> None:
 
 #: Reconstruction methods by name (the `--method` choices).
 METHODS: dict[str, type] = {"field": FieldMethod, "hull": HullMethod, "nerfstudio": NerfstudioMethod}
+#: The method of an orbit dataset that records none (a render, a capture).
+DEFAULT_METHOD = "field"
+
+
+def recorded_method(folder: str | Path, problems: list[str] | None = None) -> tuple[str, str | None]:
+    """(method, why): the method to mesh `folder` with when the caller names none.
+
+    A generation's `run.json` records the method its mesh was made with (the default model's is hull),
+    or for a `--no-mesh` generation the method its model names, so that remaking the mesh gives the same
+    kind of mesh; any other folder gets `DEFAULT_METHOD`. `why` says which record was taken (None for
+    the default). run.json is a file in the user's folder, not necessarily mv3d's: one that is
+    unreadable, too large or names no known method at any level is ignored, with one line (file, what
+    is wrong) appended to `problems`.
+    """
+    from mv3d.generate.record import RUN_FILE, read_run
+
+    found: list[str] = []
+    run = read_run(Path(folder), found)
+    if run is None:
+        if problems is not None:
+            problems.extend(f"{p}; ignored, method {DEFAULT_METHOD}" for p in found)
+        return DEFAULT_METHOD, None
+    rec = run.get("reconstruction")
+    settings = rec.get("settings") if isinstance(rec, dict) else None
+    method = settings.get("method") if isinstance(settings, dict) else None
+    why = "as the generation's own mesh"
+    if method is None and "mesh_method" in run:  # a --no-mesh generation: its model's method
+        method, why = run["mesh_method"], "the generation's model's (it made no mesh)"
+    if method is None:
+        return DEFAULT_METHOD, None
+    if not isinstance(method, str) or method not in METHODS:
+        if problems is not None:
+            problems.append(
+                f"{Path(folder) / RUN_FILE}: unknown mesh method {str(method)[:40]!r}; "
+                f"ignored, method {DEFAULT_METHOD}"
+            )
+        return DEFAULT_METHOD, None
+    return method, f"method {method}, {why}"
 
 
 def reconstruct(
     views: str | Path | OrbitDataset,
     out: Path | str | None = None,
-    method: str = "field",
+    method: str | None = None,
     resolution: int | None = None,
     texture: str = "uv",
     target_faces: int | None = None,
@@ -241,9 +281,9 @@ def reconstruct(
         views: orbit dataset folder, its transforms.json, or an `OrbitDataset`.
         out: mesh file to write (.glb, .obj, .ply; see `mv3d.export.export_mesh`), or None.
         format: "glb", "obj" or "ply" for `out`; None: from its suffix.
-        method: a key of `METHODS`. The default is "field" for any dataset; `mv3d reconstruct` without
-            --method meshes a generation by the method its run.json records (`mv3d generate`'s, "hull"
-            for the default model): pass that method here to remake a generation's own mesh.
+        method: a key of `METHODS`; None: the method the dataset's folder records (`recorded_method`:
+            a generation's own, "hull" for the default model's), else `DEFAULT_METHOD` ("field"), as
+            `mv3d reconstruct` without --method. `ReconstructionResult.method` says which was used.
         resolution: voxel grid resolution over [-0.55, 0.55]^3 (32 to 512); None: from the views' size
             (`detail_for_views`: 64 for views of 64 px or less, else 128).
         texture: "uv" (xatlas atlas + baked texture), "vertex" (vertex colours) or "none".
@@ -262,7 +302,7 @@ def reconstruct(
     """
     from mv3d.reconstruct.mesh_ops import clean_mesh, decimate
 
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise InputError(f"method '{method}': expected one of {', '.join(METHODS)}", field="method")
     if texture not in TEXTURE_MODES:
         raise InputError(f"texture '{texture}': expected one of {', '.join(TEXTURE_MODES)}", field="texture")
@@ -303,6 +343,8 @@ def reconstruct(
     timer = _Timer(timings)
     start = time.perf_counter()
     warnings: list[str] = []
+    if method is None:
+        method, _ = recorded_method(ds.root, warnings)
     settings = ReconstructionSettings(
         resolution=int(resolution),
         seed=seed,
@@ -350,7 +392,7 @@ def reconstruct(
         with timer("export"):
             path = export_mesh(mesh, Path(out), format, y_up=y_up)
     timings["total"] = time.perf_counter() - start
-    return ReconstructionResult(mesh, path, warnings, timings)
+    return ReconstructionResult(mesh, path, warnings, timings, method)
 
 
 def mesh_function(
@@ -372,4 +414,12 @@ def mesh_function(
     return fn
 
 
-__all__ = ["METHODS", "ReconstructionResult", "detail_for_views", "mesh_function", "reconstruct"]
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "ReconstructionResult",
+    "detail_for_views",
+    "mesh_function",
+    "reconstruct",
+    "recorded_method",
+]
