@@ -97,6 +97,33 @@ def test_demo_command_names_the_extra_when_gradio_is_missing(monkeypatch, capsys
     assert "pip install 'mv3d[demo]'" in err and "Traceback" not in err
 
 
+def test_a_taken_port_is_one_line_naming_the_argument_or_the_flag(capsys):
+    """Python names `port` and `host` as `launch` spells them; the command line names --port."""
+    import socket
+
+    from mv3d.cli import main
+    from mv3d.demo import _check_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError, match=f"^port {port} on host 127.0.0.1: cannot listen there") as exc:
+            _check_port("127.0.0.1", port)
+        assert exc.value.field == "port"
+        if importlib.util.find_spec("gradio") is None:
+            return
+        with pytest.raises(SystemExit) as stop:
+            main(["demo", "--host", "127.0.0.1", "--port", str(port)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--port {port} on host 127.0.0.1: cannot listen there" in err and "Traceback" not in err
+    from mv3d.demo import DemoConfig, launch
+
+    with pytest.raises(InputError, match="^port 0: expected a TCP port"):
+        launch(DemoConfig(), port=0)
+
+
 # ------------------------------------------------------------------------------------------------
 # In the browser
 # ------------------------------------------------------------------------------------------------

@@ -334,16 +334,20 @@ def test_lora_and_precomputed_cache(data_root, tmp_path):
         OrbitVideoDataset([data], cached_cfg.data)
 
 
-def test_resume_logs_each_step_once(data_root, tmp_path):
+def test_resume_logs_each_step_once(data_root, tmp_path, capsys):
     """A run stopped after its last checkpoint (step 3, checkpoint at step 2) and resumed: metrics.jsonl
-    has one line per step, the resumed run's for the steps it trained again (before, steps 3 came twice)."""
+    has one line per step, the resumed run's for the steps it trained again (before, steps 3 came twice).
+    Its notes go to `log` when given, and nothing is printed without progress."""
     cfg = tiny_config(max_steps=4)
     out = tmp_path / "run"
     vtrain.train(cfg, [data_root], out, progress=False, stop_after=3)
     with open(out / "metrics.jsonl", "a") as fh:
         fh.write('{"step": 4, "lo')  # a line a SIGKILL cut short
-    result = vtrain.train(cfg, [data_root], out, resume=True, progress=False)
+    said: list[str] = []
+    result = vtrain.train(cfg, [data_root], out, resume=True, progress=False, log=said.append)
     assert result.resumed_from.name == "step-000002"
+    assert said[0] == f"resuming from {result.resumed_from} (step 2)" and said[1].startswith("training a new")
+    assert capsys.readouterr().out == ""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["loss"] for r in rows[2:]] == result.losses

@@ -42,6 +42,7 @@ import shutil
 import time
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -1011,6 +1012,7 @@ def train(
     max_steps: int | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train until `max_steps` optimizer steps (config's unless given), checkpointing and sampling on the way.
 
@@ -1028,6 +1030,8 @@ def train(
         progress: show a tqdm bar with the loss.
         stop_after: return (without saving the final model) after this many optimizer steps of this call;
             for tests and time-boxed jobs that resume later.
+        log: receives the run's one-line notes (what it resumes, what it trains, a skipped preview);
+            None: printed while `progress` is on (between the bar's updates), dropped otherwise.
     Returns:
         A `TrainResult`.
     """
@@ -1036,6 +1040,8 @@ def train(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    if log is None:
+        log = tqdm.write if progress else lambda line: None
     # as `mv3d train --max-steps`: from Python 0 meant the config's count and a negative one was taken
     if max_steps is not None and (
         isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1
@@ -1084,23 +1090,23 @@ def train(
                 mentions=("out_dir",),
             ) from None
         _load_custom_state(resumed_from, state, ema)
-        if main and progress:
-            print(f"resuming from {resumed_from} (step {state.step})")
-    if main and progress:  # what this run is, before its first step
+        if main:
+            log(f"resuming from {resumed_from} (step {state.step})")
+    if main:  # what this run is, before its first step
         start = (
             f"from {config.init_from}"
             if config.init_from
             else f"a new {config.model.get('preset', 'model')} model (seed {config.seed})"
         )
         trainable, count = sum(p.numel() for p in params), len(objects.object_dirs)
-        print(
+        log(
             f"training {start}: {trainable / 1e6:.2f} M trainable parameters, {count} "
             f"object{'s' * (count != 1)}, {max_steps} step{'s' * (max_steps != 1)} of "
             f"{config.batch_size * config.grad_accum * world} orbits; run folder {out_dir}"
         )
         if config.lr_cooldown_steps > max_steps:
             # allowed (a one-step trial of a long recipe), but the rate is not the configured one
-            print(
+            log(
                 f"note: {max_steps} step{'s' * (max_steps != 1)}, fewer than the config's lr_cooldown_steps "
                 f"({config.lr_cooldown_steps}): the whole run is in the cool-down, below the configured lr"
             )
@@ -1183,6 +1189,7 @@ def train(
                     ema,
                     named,
                     train_names,
+                    log,
                 )
             if stop_after is not None and steps_this_call >= stop_after and state.step < max_steps:
                 bar.close()
@@ -1242,14 +1249,14 @@ def _swap_in_ema(ema: EMA | None, named: dict[str, torch.nn.Parameter], names: l
     return ctx()
 
 
-def _write_preview(unet, vae, encoder, info, preview, config, out_dir, step, ema, named, names) -> None:
+def _write_preview(unet, vae, encoder, info, preview, config, out_dir, step, ema, named, names, log) -> None:
     """RUN/samples/step-N.png: the preview batch through the pipeline, with the EMA weights when EMA is on."""
     from video_prior.pipeline import MultiViewPipeline
 
     pipeline = MultiViewPipeline(unet, vae, encoder, info)
     frames = pipeline.denoiser.num_frames
     if frames is not None and frames != preview["frames"].shape[1]:
-        print(
+        log(
             f"step {step}: no preview (this curriculum stage has {preview['frames'].shape[1]} frames, "
             f"the model generates {frames})"
         )

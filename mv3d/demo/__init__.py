@@ -559,7 +559,7 @@ def _check_port(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise InputError(f"--host {host}: not an address of this machine ({exc})") from exc
+        raise InputError(f"host {host}: not an address of this machine ({exc})", field="host") from exc
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -567,7 +567,7 @@ def _check_port(host: str, port: int) -> None:
             s.bind(addr)
         except OSError as exc:
             raise InputError(
-                f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})"
+                f"port {port} on host {host}: cannot listen there ({exc.strerror or exc})", field="port"
             ) from exc
 
 
@@ -585,7 +585,7 @@ def launch(
     from mv3d.generate import ViewGenerator
 
     if not 0 < int(port) < 65536:
-        raise InputError(f"--port {port}: expected a TCP port from 1 to 65535")
+        raise InputError(f"port {port}: expected a TCP port from 1 to 65535", field="port")
     _check_port(host, int(port))  # before the model load: a taken port fails in a second
     log_fn(f"mv3d demo: loading model {config.model} ...")
     view_generator = ViewGenerator.load(config.model, config.device)
@@ -613,7 +613,7 @@ def launch(
             quiet=False,
         )
     except OSError as exc:
-        raise InputError(f"--host {host} --port {port}: cannot serve there ({exc})") from exc
+        raise InputError(f"port {port} on host {host}: cannot serve there ({exc})", field="port") from exc
     finally:
         stop.set()
         folders.close()
