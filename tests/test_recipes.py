@@ -255,6 +255,23 @@ def test_shape_retrieval_turns_and_mirrors_a_retrieved_orbit():
     assert np.array_equal(snapped, np.stack([masks[0, 4], masks[0, 2], masks[0, 4], masks[0, 4]]))
 
 
+def test_hull_refiner_starts_as_the_hull_and_reads_order_statistics():
+    """The statistics are the 1st, 2nd, 3rd, 5th smallest and the median alpha, the mean and view 0's; an
+    untrained refiner's logits are the hull's (positive exactly where the smallest alpha exceeds 0.5)."""
+    from recipes.default_model import exp_hull_refiner as hr
+
+    alpha = np.array([[0.9], [0.1], [0.5], [0.3], [0.7], [1.0], [0.2]])  # 7 views, one point
+    stats = hr.view_statistics(alpha)[:, 0] / 255
+    assert np.allclose(stats, [0.1, 0.2, 0.3, 0.7, 0.5, 3.7 / 7, 0.9], atol=0.5 / 255)
+    torch.manual_seed(0)
+    x = torch.rand(1, 7, 16, 16, 16)
+    with torch.no_grad():
+        logits = hr.make_refiner()(x)
+    assert torch.equal(logits > 0, x[:, 0] > 0.5)
+    hull = (x[:, 0] > 0.5).numpy()
+    assert hr.volume_ious(hull, hull)[0] == 1.0 and hr.volume_ious(hull, ~hull)[0] == 0.0
+
+
 def _tiny_camera_model(path: Path, **info_fields) -> dict:
     """A tiny SV3D_p model folder at `path` (seed 0), its info's `info_fields` set; returns its config."""
     from video_prior.components import save_components
