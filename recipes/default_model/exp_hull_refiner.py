@@ -23,7 +23,6 @@ prints the validation volume IoU of the hulls and the refined grids, and the mar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -71,39 +70,33 @@ def prep(sh3d: Path, work: Path, split_name: str, part: int) -> None:
     from eval.mesh_metrics import occupancy
     from eval.protocols import get_protocol
     from mv3d.generate import ViewGenerator
+    from recipes.default_model.exp_shape_retrieval import split_half
     from render.meshes import world_trimesh
-    from render.renderers import get_renderer
-    from render.sources import resolve_sources
 
-    split = json.loads((Path(__file__).parent / "sweethome3d_split.json").read_text())
     out = work / split_name
-    out.mkdir(parents=True, exist_ok=True)
-    selection = out / f"objects_{part}.txt"
-    selection.write_text("\n".join(split[split_name][part::2]) + "\n")
     orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
     generator = ViewGenerator.load("default")
     centres = voxel_centres()
-    with get_renderer("fast") as renderer:
-        for src in tqdm(resolve_sources([str(sh3d)], select=str(selection)), desc=f"{split_name} {part}"):
-            dst = out / f"{src.object_id}.npz"
-            if dst.exists():
+
+    def done(object_id: str) -> bool:
+        return (out / f"{object_id}.npz").exists()
+
+    for src, loaded, gt in split_half(sh3d, out, split_name, part, skip=done):
+        occ = occupancy(world_trimesh(loaded), GRID)
+        ours = np.asarray(generator(gt[0].copy(), orbit, 0))
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                stats = {
+                    "ours": _statistics(ours, orbit, Path(tmp) / "ours", centres),
+                    "copy": _statistics(np.repeat(gt[:1], VIEWS, 0), orbit, Path(tmp) / "copy", centres),
+                }
+            except InputError as exc:  # views with no opaque pixel: no hull, as in `mv3d eval`
+                tqdm.write(f"skipping {src.object_id}: {exc}")
                 continue
-            loaded = src.load()
-            gt = np.asarray(renderer.render(loaded, orbit, 64).rgba)
-            occ = occupancy(world_trimesh(loaded), GRID)
-            ours = np.asarray(generator(gt[0].copy(), orbit, 0))
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    stats = {
-                        "ours": _statistics(ours, orbit, Path(tmp) / "ours", centres),
-                        "copy": _statistics(np.repeat(gt[:1], VIEWS, 0), orbit, Path(tmp) / "copy", centres),
-                    }
-                except InputError as exc:  # views with no opaque pixel: no hull, as in `mv3d eval`
-                    tqdm.write(f"skipping {src.object_id}: {exc}")
-                    continue
-            tmp_file = dst.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp_file, occ=np.packbits(occ.astype(bool)), **stats)
-            tmp_file.replace(dst)
+        dst = out / f"{src.object_id}.npz"
+        tmp_file = dst.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp_file, occ=np.packbits(occ.astype(bool)), **stats)
+        tmp_file.replace(dst)
 
 
 def make_refiner(width: int = 16):
@@ -228,13 +221,13 @@ def score(work: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recipes.default_model.exp_shape_retrieval import add_split_half_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prep", help="render, generate and store one half of a split")
-    p.add_argument("--sh3d", type=Path, required=True, help="folder of the .sh3f catalogues")
-    p.add_argument("--work", type=Path, required=True)
+    add_split_half_arguments(p)
     p.add_argument("--split", choices=("train", "validation"), required=True)
-    p.add_argument("--part", type=int, choices=(0, 1), required=True)
     t = sub.add_parser("train", help="fit the refiner on the train split")
     t.add_argument("--work", type=Path, required=True)
     t.add_argument("--epochs", type=float, default=4.0)

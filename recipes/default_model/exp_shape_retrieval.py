@@ -80,8 +80,11 @@ def snap(generated: np.ndarray, input_mask: np.ndarray, tau: float) -> np.ndarra
     return np.where(agree[:, None, None], input_mask[None], generated[1:])
 
 
-def bank(sh3d: Path, work: Path, part: int) -> Path:
-    """Render half the training split as eval renders ground truth; alpha > 0.5 saved packed."""
+def split_half(sh3d: Path, folder: Path, split_name: str, part: int, skip=lambda object_id: False):
+    """Yield (source, loaded mesh, (V, 64, 64, 4) uint8 RGBA) for one interleaved half of a split of the
+    committed Sweet Home 3D split, rendered as `mv3d eval` renders ground truth (21 views, elevation 10,
+    64 px, the fast renderer), with a progress bar; objects `skip` names are not loaded. The selection is
+    written to folder/SPLIT_PART.txt."""
     from tqdm import tqdm
 
     from eval.protocols import get_protocol
@@ -89,16 +92,31 @@ def bank(sh3d: Path, work: Path, part: int) -> Path:
     from render.sources import resolve_sources
 
     split = json.loads((Path(__file__).parent / "sweethome3d_split.json").read_text())
-    work.mkdir(parents=True, exist_ok=True)
-    selection = work / f"train_{part}.txt"
-    selection.write_text("\n".join(split["train"][part::2]) + "\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    selection = folder / f"{split_name}_{part}.txt"
+    selection.write_text("\n".join(split[split_name][part::2]) + "\n")
     orbit = get_protocol("mv3d").orbit(VIEWS, 10.0)
-    names, masks = [], []
     with get_renderer("fast") as renderer:
-        for src in tqdm(resolve_sources([str(sh3d)], select=str(selection)), desc=f"bank {part}"):
-            rgba = np.asarray(renderer.render(src.load(), orbit, 64).rgba)
-            names.append(str(src.object_id))
-            masks.append(rgba[..., 3] > 127)
+        sources = resolve_sources([str(sh3d)], select=str(selection))
+        for src in tqdm(sources, desc=f"{split_name} {part}"):
+            if not skip(str(src.object_id)):
+                loaded = src.load()
+                yield src, loaded, np.asarray(renderer.render(loaded, orbit, 64).rgba)
+
+
+def add_split_half_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sh3d, --work and --part, for a subcommand that works on one half of a split."""
+    parser.add_argument("--sh3d", type=Path, required=True, help="folder of the .sh3f catalogues")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--part", type=int, choices=(0, 1), required=True)
+
+
+def bank(sh3d: Path, work: Path, part: int) -> Path:
+    """Render half the training split as eval renders ground truth; alpha > 0.5 saved packed."""
+    names, masks = [], []
+    for src, _, rgba in split_half(sh3d, work, "train", part):
+        names.append(str(src.object_id))
+        masks.append(rgba[..., 3] > 127)
     out = work / f"bank_{part}.npz"
     tmp = out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, names=np.array(names), masks=np.packbits(np.stack(masks), axis=-1))
@@ -141,10 +159,7 @@ def score(work: Path, runs: list[Path]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bank", help="render half the training split")
-    b.add_argument("--sh3d", type=Path, required=True, help="folder of the .sh3f catalogues")
-    b.add_argument("--work", type=Path, required=True)
-    b.add_argument("--part", type=int, choices=(0, 1), required=True)
+    add_split_half_arguments(sub.add_parser("bank", help="render half the training split"))
     s = sub.add_parser("score", help="score `mv3d eval` folders")
     s.add_argument("--work", type=Path, required=True)
     s.add_argument("runs", nargs="+", type=Path)
