@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +82,13 @@ def snap(generated: np.ndarray, input_mask: np.ndarray, tau: float) -> np.ndarra
     return np.where(agree[:, None, None], input_mask[None], generated[1:])
 
 
-def split_half(sh3d: Path, folder: Path, split_name: str, part: int, skip=lambda object_id: False):
+def split_half(
+    sh3d: Path,
+    folder: Path,
+    split_name: str,
+    part: int,
+    skip: Callable[[str], bool] = lambda object_id: False,
+) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """Yield (source, loaded mesh, (V, 64, 64, 4) uint8 RGBA) for one interleaved half of a split of the
     committed Sweet Home 3D split, rendered as `mv3d eval` renders ground truth (21 views, elevation 10,
     64 px, the fast renderer), with a progress bar; objects `skip` names are not loaded. The selection is
