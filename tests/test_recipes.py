@@ -259,6 +259,7 @@ def test_hull_refiner_starts_as_the_hull_and_reads_order_statistics():
     """The statistics are the 1st, 2nd, 3rd, 5th smallest and the median alpha, the mean and view 0's; an
     untrained refiner's logits are the hull's (positive exactly where the smallest alpha exceeds 0.5)."""
     from recipes.default_model import exp_hull_refiner as hr
+    from recipes.default_model import exp_shape_retrieval as ret
 
     alpha = np.array([[0.9], [0.1], [0.5], [0.3], [0.7], [1.0], [0.2]])  # 7 views, one point
     stats = hr.view_statistics(alpha)[:, 0] / 255
@@ -269,7 +270,8 @@ def test_hull_refiner_starts_as_the_hull_and_reads_order_statistics():
         logits = hr.make_refiner()(x)
     assert torch.equal(logits > 0, x[:, 0] > 0.5)
     hull = (x[:, 0] > 0.5).numpy()
-    assert hr.volume_ious(hull, hull)[0] == 1.0 and hr.volume_ious(hull, ~hull)[0] == 0.0
+    # volume IoU by the same IoU as the silhouettes'
+    assert ret.mask_ious(hull, hull)[0] == 1.0 and ret.mask_ious(hull, ~hull)[0] == 0.0
 
 
 def _tiny_camera_model(path: Path, **info_fields) -> dict:

@@ -116,8 +116,10 @@ def register(app: typer.Typer) -> None:
         if method is None:  # said before the work, which can take minutes
             problems: list[str] = []
             method, why = recorded_method(views_dir, problems)
-            for note in problems or ([f"{why} (--method to choose another)"] if why else []):
-                typer.echo(f"mv3d: {note}", err=True)
+            for problem in problems:  # a run.json ignored; then `why` is None
+                typer.echo(f"mv3d: {problem}", err=True)
+            if why:
+                typer.echo(f"mv3d: {why} (--method to choose another)", err=True)
         result = reconstruct(
             views_dir,
             out=out,

@@ -153,12 +153,6 @@ def _load(files: list[Path], sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndar
     return np.stack(xs), np.stack(ys)
 
 
-def volume_ious(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """(B, R, R, R) bool against (B, R, R, R) bool -> (B,) IoU; two empty grids give 1."""
-    inter, union = (pred & true).sum((1, 2, 3)), (pred | true).sum((1, 2, 3))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
 def train(work: Path, epochs: float, seed: int = 0, batch: int = 2, lr: float = 2e-3) -> Path:
     """Fit the refiner on the training objects' two view sets: BCE plus soft IoU, AdamW, one cycle."""
     import torch
@@ -197,6 +191,8 @@ def score(work: Path) -> dict[str, float]:
     from safetensors.torch import load_file
     from scipy import stats
 
+    from recipes.default_model.exp_shape_retrieval import mask_ious
+
     model = make_refiner()
     model.load_state_dict(load_file(str(work / "refiner.safetensors")))
     model.eval()
@@ -209,7 +205,7 @@ def score(work: Path) -> dict[str, float]:
             logits = np.concatenate(
                 [model(torch.from_numpy(x[s : s + 4]).float() / 255).numpy() for s in range(0, len(x), 4)]
             )
-        per[name] = (volume_ious(x[:, 0] > 127, y), volume_ious(logits > 0, y))
+        per[name] = (mask_ious(x[:, 0] > 127, y), mask_ious(logits > 0, y))
         result[f"{name} hull"], result[f"{name} refined"] = (
             float(per[name][0].mean()),
             float(per[name][1].mean()),

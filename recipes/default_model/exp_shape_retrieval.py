@@ -58,10 +58,13 @@ def candidate_orbits(masks: np.ndarray) -> np.ndarray:
 
 
 def mask_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of silhouettes (B, H, W) bool against (B, H, W) bool: (B,); two empty masks give 1."""
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    inter, union = (a & b).sum(1), (a | b).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    """`eval.view_metrics.mask_iou` of numpy silhouettes (B, ...) bool: (B,) float; two empty give 1."""
+    import torch
+
+    from eval.view_metrics import mask_iou
+
+    as_tensor = [torch.from_numpy(np.ascontiguousarray(m)) for m in (a, b)]
+    return mask_iou(*as_tensor).numpy()
 
 
 def retrieve(input_mask: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -124,7 +127,7 @@ def bank(sh3d: Path, work: Path, part: int) -> Path:
     names, masks = [], []
     for src, _, rgba in split_half(sh3d, work, "train", part):
         names.append(str(src.object_id))
-        masks.append(rgba[..., 3] > 127)
+        masks.append(_masks(rgba))
     out = work / f"bank_{part}.npz"
     tmp = out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, names=np.array(names), masks=np.packbits(np.stack(masks), axis=-1))
@@ -132,24 +135,26 @@ def bank(sh3d: Path, work: Path, part: int) -> Path:
     return out
 
 
-def _silhouettes(folder: Path) -> np.ndarray:
-    from PIL import Image
+def _masks(rgba: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool silhouettes of (N, H, W, 4) uint8 views, as `mv3d eval` scores them."""
+    from eval.view_metrics import masks_from_alpha
 
-    return np.stack(
-        [np.asarray(Image.open(folder / f"{j:03d}.png").convert("RGBA"))[..., 3] > 127 for j in range(VIEWS)]
-    )
+    return masks_from_alpha(rgba).numpy()
 
 
 def score(work: Path, runs: list[Path]) -> dict[str, float]:
     """Mean novel-view mask IoU of ours, copying, retrieval and snapping over the runs' objects."""
+    from render.dataset import read_orbit_dataset
+
     parts = [np.load(work / f"bank_{p}.npz") for p in (0, 1)]
     masks = np.unpackbits(np.concatenate([p["masks"] for p in parts]), axis=-1).astype(bool)
     candidates = candidate_orbits(masks)
     rows: list[dict[str, float]] = []
     for run in runs:
         for oid in json.loads((run / "metrics.json").read_text())["objects"]:
-            gt = _silhouettes(run / "objects" / oid / "gt" / "views")
-            ours = _silhouettes(run / "objects" / oid / "ours" / "views")
+            gt, ours = (
+                _masks(read_orbit_dataset(run / "objects" / oid / m).load_images()) for m in ("gt", "ours")
+            )
             row = {
                 "ours": mask_ious(ours[1:], gt[1:]).mean(),
                 "copy": mask_ious(np.repeat(gt[:1], VIEWS - 1, 0), gt[1:]).mean(),
