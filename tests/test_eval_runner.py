@@ -535,7 +535,7 @@ def test_eval_meshes_with_the_models_mesh_method_unless_named(tmp_path, tiny_mod
     assert metrics["settings"]["extra"]["reconstruct_method"] == "hull"
     assert "volume_iou" in metrics["aggregate"]["copy"]["mesh"]
     code, _, err = _cli([*base, "--out", str(tmp_path / "bad"), "--reconstruct-method", "marching"], capsys)
-    assert code == 2 and "--reconstruct-method marching: expected one of field, hull" in err
+    assert code == 2 and "--reconstruct-method 'marching': expected one of field, hull" in err
 
 
 def test_a_resolution_above_the_image_side_bound_is_refused_before_any_render(tmp_path, capsys):

@@ -699,5 +699,5 @@ def test_without_cameras_is_the_model_asked_for_every_view_at_the_input_camera(g
     from mv3d.reconstruct import mesh_function
     from render.common import InputError
 
-    with pytest.raises(InputError, match="reconstruct_method marching: expected one of field, hull"):
+    with pytest.raises(InputError, match="reconstruct_method 'marching': expected one of field, hull"):
         mesh_function("marching", field="reconstruct_method")

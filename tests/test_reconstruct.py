@@ -141,8 +141,16 @@ def test_source_frame_glb_of_a_y_up_source_keeps_its_axes(tmp_path):
 def test_methods_table_and_bad_arguments(procedural_views, tmp_path):
     views, _ = procedural_views
     assert set(METHODS) == {"field", "hull", "nerfstudio"}
-    with pytest.raises(InputError, match="method"):
+    with pytest.raises(InputError, match="^method 'poisson': expected one of field, hull, nerfstudio$"):
         reconstruct(views, method="poisson")
+    from mv3d.reconstruct import check_method
+
+    # one line for every caller, whatever a hostile run.json or model info holds: quoted, cut to 40
+    with pytest.raises(InputError, match=r"^mesh \"\['hull'\]\": expected one of") as info:
+        check_method(["hull"], "mesh")
+    assert info.value.field == "mesh"
+    with pytest.raises(InputError, match=f"^method '{'x' * 40}': expected"):
+        check_method("x" * 5000)
     with pytest.raises(InputError, match="texture"):
         reconstruct(views, texture="pbr")
     with pytest.raises(InputError, match="resolution"):

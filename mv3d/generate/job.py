@@ -82,18 +82,15 @@ def mesh_options(
 ) -> dict[str, Any]:
     """The reconstruction options of a generation: the caller's, with the model's `default_mesh_method`
     as the method when the caller names none (`SettingError` for a name mv3d.reconstruct lacks)."""
-    from mv3d.reconstruct import METHODS
+    from mv3d.reconstruct import check_method
 
     options = dict(options or {})
     if model_method is not None and "method" not in options:
-        if model_method not in METHODS:
-            name = "the default model" if model == "default" else f"model {model}"
-            raise SettingError(
-                "model",
-                model,
-                f"{name} names the mesh method '{model_method}': expected one of {', '.join(METHODS)}",
-            )
-        options["method"] = model_method
+        name = "the default model" if model == "default" else f"model {model}"
+        try:
+            options["method"] = check_method(model_method, label=f"{name} names the mesh method")
+        except InputError as exc:  # the model's info is at fault, not a setting of the call
+            raise SettingError("model", model, str(exc)) from None
     return options
 
 
@@ -103,7 +100,7 @@ def check_reconstruct_options(options: Any) -> None:
     a misspelt key was a TypeError, and an unknown method a "no mesh" note, after the views were sampled."""
     import inspect
 
-    from mv3d.reconstruct import METHODS, reconstruct
+    from mv3d.reconstruct import check_method, reconstruct
 
     if options is None:
         return
@@ -120,11 +117,8 @@ def check_reconstruct_options(options: Any) -> None:
             "(mv3d.reconstruct.reconstruct's arguments)",
             field="reconstruct_options",
         )
-    if "method" in options and options["method"] not in METHODS:
-        raise InputError(
-            f"reconstruct_options method {options['method']!r}: expected one of {', '.join(METHODS)}",
-            field="reconstruct_options",
-        )
+    if "method" in options:
+        check_method(options["method"], "reconstruct_options", "reconstruct_options method")
 
 
 def _python_warning(line: str) -> None:

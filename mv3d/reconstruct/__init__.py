@@ -219,6 +219,19 @@ def _check_source_frame(ds: OrbitDataset) -> None:
 
 #: Reconstruction methods by name (the `--method` choices).
 METHODS: dict[str, type] = {"field": FieldMethod, "hull": HullMethod, "nerfstudio": NerfstudioMethod}
+
+
+def check_method(method: object, field: str = "method", label: str | None = None) -> str:
+    """`method` if it names a `METHODS` entry, else `InputError` for `field`, one line for every caller
+    (`label`, default `field`, begins it: e.g. "reconstruct_options method"). The name is quoted and cut
+    to 40 characters: it may come from a hostile run.json or model info."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(
+            f"{label or field} {str(method)[:40]!r}: expected one of {', '.join(METHODS)}", field=field
+        )
+    return method
+
+
 #: The method of an orbit dataset that records none (a render, a capture).
 DEFAULT_METHOD = "field"
 
@@ -302,8 +315,8 @@ def reconstruct(
     """
     from mv3d.reconstruct.mesh_ops import clean_mesh, decimate
 
-    if method is not None and method not in METHODS:
-        raise InputError(f"method '{method}': expected one of {', '.join(METHODS)}", field="method")
+    if method is not None:
+        check_method(method)
     if texture not in TEXTURE_MODES:
         raise InputError(f"texture '{texture}': expected one of {', '.join(TEXTURE_MODES)}", field="texture")
     # checked by the CLI only: a tiny atlas was baked without a word, a view side of 0 or less ended in
@@ -403,8 +416,7 @@ def mesh_function(
 
     `field` names the method's setting in the error for an unknown one (`mv3d eval`: reconstruct_method).
     """
-    if method not in METHODS:
-        raise InputError(f"{field} {method}: expected one of {', '.join(METHODS)}", field=field)
+    check_method(method, field)
 
     def fn(dataset_dir: Path):
         return reconstruct(
@@ -418,6 +430,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
     "ReconstructionResult",
+    "check_method",
     "detail_for_views",
     "mesh_function",
     "reconstruct",
