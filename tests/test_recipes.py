@@ -827,3 +827,32 @@ def test_camera_guidance_extrapolates_from_the_still_estimate_and_summary_lists_
     text = summary([str(tmp_path / "0.json")])
     assert "g1_mask_iou - ours_mask_iou: +0.1000" in text and "g2_mask_iou - ours_mask_iou: -0.1000" in text
     assert "g2_volume_iou - ours_volume_iou: -0.1000" in text
+
+
+def test_carving_orbits_keep_the_input_camera_and_summary_reads_the_mesh_margins(tmp_path):
+    """`carving_orbit`: frame 0 stays the input camera; ``up``/``down`` move the view opposite the input
+    by the full amount and the others by less, ``step`` moves every novel view, ``half`` takes the
+    azimuths between the orbit's. `summary` gives each set of views' margins over copying's meshes."""
+    from recipes.default_model.exp_silhouette_levers import carving_orbit, summary
+    from render.cameras import static_orbit
+
+    orbit = static_orbit(4, 10.0)  # azimuths 0, 90, 180, 270
+    up = carving_orbit(orbit, "up:20")
+    np.testing.assert_allclose(up.elevation_deg, [10, 20, 30, 20])
+    np.testing.assert_allclose(up.azimuth_deg, orbit.azimuth_deg)
+    np.testing.assert_allclose(carving_orbit(orbit, "down:15").elevation_deg, [10, 2.5, -5, 2.5])
+    np.testing.assert_allclose(carving_orbit(orbit, "step:20").elevation_deg, [10, 30, 30, 30])
+    half = carving_orbit(orbit, "half")
+    np.testing.assert_allclose(half.azimuth_deg, [0, 135, 225, 315])
+    np.testing.assert_allclose(half.elevation_deg, 10)
+    with pytest.raises(SystemExit, match="expected up:D"):
+        carving_orbit(orbit, "up")
+
+    row = {"ours_chamfer": 0.08, "ours_volume_iou": 0.3, "copy_chamfer": 0.1, "copy_volume_iou": 0.2}
+    row |= {"half_chamfer": 0.05, "half_volume_iou": 0.4}
+    (tmp_path / "0.json").write_text(json.dumps({"a": row, "b": row | {"copy_chamfer": None}}))
+    text = summary([str(tmp_path / "0.json")])
+    assert "2 objects; volume IoU over the 1 with every mesh" in text
+    assert "ours against copy: Chamfer 20.0% lower, volume IoU +0.1000" in text
+    assert "half against copy: Chamfer 50.0% lower, volume IoU +0.2000" in text
+    assert "half_chamfer - ours_chamfer: -0.0300 (ahead on 1 of 1" in text  # lower is better
