@@ -76,46 +76,32 @@ def _novel_mask_iou(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 class _MeshScorer:
-    """Volume IoU of the hull mesh of an orbit folder against an object's true mesh."""
+    """Volume IoU (and Chamfer) of the hull mesh of an orbit folder against an object's true mesh."""
 
     def __init__(self, sh3d: str) -> None:
         from render.sources import resolve_source
 
         self.sources = {s.object_id: s for s in resolve_source(sh3d)}
 
-    def for_object(self, object_id: str):
-        from eval.mesh_metrics import occupancy, volume_iou
+    def for_object(self, object_id: str, chamfer: bool = False):
+        """`(orbit folder) -> volume IoU` of its hull mesh, None without one; with `chamfer`, a dict of
+        "chamfer" and "volume_iou" (`eval.mesh_metrics` as `mv3d eval` scores them)."""
+        from eval.mesh_metrics import gt_samples, mesh_metrics, occupancy, volume_iou
         from mv3d.reconstruct import reconstruct
         from render.common import InputError
         from render.meshes import world_trimesh
 
         gt = world_trimesh(self.sources[object_id].load())
         gt_occ = occupancy(gt, 64)
+        gt_pts = gt_samples(gt) if chamfer else None
 
-        def score(views_dir: Path) -> float | None:
+        def score(views_dir: Path) -> float | dict | None:
             try:
                 mesh = reconstruct(views_dir, method="hull", texture="none", seed=0, progress=False).mesh
             except InputError:  # no common volume: recorded as no mesh, as mv3d eval does
                 return None
-            return volume_iou(mesh, gt, 64, gt_occupancy=gt_occ)
-
-        return score
-
-    def both_for_object(self, object_id: str):
-        """`(orbit folder) -> {"chamfer", "volume_iou"}` of its hull mesh, or None without one."""
-        from eval.mesh_metrics import gt_samples, mesh_metrics, occupancy
-        from mv3d.reconstruct import reconstruct
-        from render.common import InputError
-        from render.meshes import world_trimesh
-
-        gt = world_trimesh(self.sources[object_id].load())
-        gt_occ, gt_pts = occupancy(gt, 64), gt_samples(gt)
-
-        def score(views_dir: Path) -> dict | None:
-            try:
-                mesh = reconstruct(views_dir, method="hull", texture="none", seed=0, progress=False).mesh
-            except InputError:
-                return None
+            if not chamfer:
+                return volume_iou(mesh, gt, 64, gt_occupancy=gt_occ)
             m = mesh_metrics(mesh, gt, gt_occupancy=gt_occ, gt_sampled=gt_pts)
             return {"chamfer": m["chamfer"], "volume_iou": m["volume_iou"]}
 
@@ -257,6 +243,11 @@ def carving_orbit(orbit, profile: str):
     return Orbit(az, el, orbit.radius, orbit.fov_deg)
 
 
+def _mesh_row(name: str, metrics: dict | None) -> dict:
+    """``{name}_chamfer`` and ``{name}_volume_iou`` of `_MeshScorer`'s dict; both None without a mesh."""
+    return {f"{name}_{k}": (metrics or {}).get(k) for k in ("chamfer", "volume_iou")}
+
+
 def cmd_orbits(args: argparse.Namespace) -> dict:
     from mv3d.generate.views import ViewGenerator
     from render.cameras import Orbit
@@ -268,11 +259,8 @@ def cmd_orbits(args: argparse.Namespace) -> dict:
     for obj in _objects(args.eval, args.part, args.parts):
         ds = read_orbit_dataset(obj / "gt")
         true, orbit, ours = ds.load_images(), ds.orbit, _views(obj / "ours")
-        score = meshes.both_for_object(obj.name)
-        row = {}
-        for name, folder in (("ours", obj / "ours"), ("copy", obj / "copy")):
-            m = score(folder) or {}
-            row |= {f"{name}_chamfer": m.get("chamfer"), f"{name}_volume_iou": m.get("volume_iou")}
+        score = meshes.for_object(obj.name, chamfer=True)
+        row = _mesh_row("ours", score(obj / "ours")) | _mesh_row("copy", score(obj / "copy"))
         for profile in args.orbits:
             second = carving_orbit(orbit, profile)
             # seed 1: the second orbit's draws are not the first's
@@ -283,11 +271,9 @@ def cmd_orbits(args: argparse.Namespace) -> dict:
                 np.concatenate([orbit.radius, second.radius[1:]]),
                 orbit.fov_deg,
             )
-            name = profile.replace(":", "")
-            folder = Path(args.work) / obj.name / name
+            folder = Path(args.work) / obj.name / profile.replace(":", "")
             write_orbit_dataset(folder, np.concatenate([ours, extra]), both)
-            m = score(folder) or {}
-            row |= {f"{name}_chamfer": m.get("chamfer"), f"{name}_volume_iou": m.get("volume_iou")}
+            row |= _mesh_row(folder.name, score(folder))
         print(obj.name, row, flush=True)
         results[obj.name] = row
     return results
