@@ -832,7 +832,8 @@ def test_camera_guidance_extrapolates_from_the_still_estimate_and_summary_lists_
 def test_carving_orbits_keep_the_input_camera_and_summary_reads_the_mesh_margins(tmp_path):
     """`carving_orbit`: frame 0 stays the input camera; ``up``/``down`` move the view opposite the input
     by the full amount and the others by less, ``step`` moves every novel view, ``half`` takes the
-    azimuths between the orbit's. `summary` gives each set of views' margins over copying's meshes."""
+    azimuths between the orbit's. `toward_truth` moves the novel views' mattes only. `summary` gives each
+    set of views' margins over copying's meshes."""
     from recipes.default_model.exp_silhouette_levers import carving_orbit, summary
     from render.cameras import static_orbit
 
@@ -847,6 +848,16 @@ def test_carving_orbits_keep_the_input_camera_and_summary_reads_the_mesh_margins
     np.testing.assert_allclose(half.elevation_deg, 10)
     with pytest.raises(SystemExit, match="expected up:D"):
         carving_orbit(orbit, "up")
+
+    from recipes.default_model.exp_silhouette_levers import toward_truth
+
+    ours = np.full((3, 2, 2, 4), 200, np.uint8)
+    true = np.zeros_like(ours)
+    true[..., 3] = 0
+    half = toward_truth(ours, true, 0.5)  # only the novel views' mattes move; colours and frame 0 stay
+    assert (half[1:, ..., 3] == 100).all() and (half[0] == ours[0]).all() and (half[..., :3] == 200).all()
+    assert np.array_equal(toward_truth(ours, true, 0.0), ours)
+    assert (toward_truth(ours, true, 1.0)[1:, ..., 3] == 0).all()
 
     row = {"ours_chamfer": 0.08, "ours_volume_iou": 0.3, "copy_chamfer": 0.1, "copy_volume_iou": 0.2}
     row |= {"half_chamfer": 0.05, "half_volume_iou": 0.4}

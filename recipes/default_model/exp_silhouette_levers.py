@@ -29,6 +29,10 @@ them, with the shipped weights unchanged:
   above the input's elevation behind the object, ``down:D`` falls as far, ``step:D`` puts every novel
   view D degrees higher, ``half`` keeps the elevation and takes the azimuths halfway between the eval's.
   Scored in Chamfer and volume IoU, the two mesh margins.
+- ``oracle``: how good the silhouettes must be. Each novel view's matte is moved toward the true one,
+  ``(1 - w) ours + w true`` for each of ``--weights`` (colours stay ours'), and the blend is scored like
+  a lever: novel-view mask IoU, and the hull meshes' Chamfer and volume IoU against copying's. It says
+  what mask IoU a next model's views need for issue 20's mesh margins; it is not a method.
 
 All score an `mv3d eval --reconstruct` folder of the validation split (its per-object ``gt/``,
 ``ours/`` and ``copy/`` views): novel-view mask IoU (alpha > 0.5, as `eval.view_metrics`) and the
@@ -279,6 +283,38 @@ def cmd_orbits(args: argparse.Namespace) -> dict:
     return results
 
 
+def toward_truth(ours: np.ndarray, true: np.ndarray, weight: float) -> np.ndarray:
+    """`ours` (N, H, W, 4) uint8 with the novel views' alpha moved toward `true`'s by `weight` in [0, 1]:
+    ``round((1 - w) ours + w true)``; colours and frame 0 stay ours'."""
+    out = ours.copy()
+    a = (1.0 - weight) * ours[1:, ..., 3].astype(np.float64) + weight * true[1:, ..., 3]
+    out[1:, ..., 3] = np.round(a).astype(np.uint8)
+    return out
+
+
+def cmd_oracle(args: argparse.Namespace) -> dict:
+    from render.dataset import read_orbit_dataset, write_orbit_dataset
+
+    meshes = _MeshScorer(args.sh3d)
+    results = {}
+    for obj in _objects(args.eval, args.part, args.parts):
+        ds = read_orbit_dataset(obj / "gt")
+        true, orbit, ours = ds.load_images(), ds.orbit, _views(obj / "ours")
+        score = meshes.for_object(obj.name, chamfer=True)
+        row = _mesh_row("ours", score(obj / "ours")) | _mesh_row("copy", score(obj / "copy"))
+        row |= {"ours_mask_iou": _novel_mask_iou(ours, true)}
+        for weight in args.weights:
+            views = toward_truth(ours, true, weight)
+            folder = Path(args.work) / obj.name / f"truth{weight:g}"
+            write_orbit_dataset(folder, views, orbit)
+            row |= _mesh_row(folder.name, score(folder)) | {
+                f"{folder.name}_mask_iou": _novel_mask_iou(views, true)
+            }
+        print(obj.name, row, flush=True)
+        results[obj.name] = row
+    return results
+
+
 # --------------------------------------------------------------------------------------------------
 # The learned matte refiner
 # --------------------------------------------------------------------------------------------------
@@ -520,6 +556,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--orbits", nargs="+", default=["up:20", "up:30", "step:20", "down:15", "half"])
     model(p)
     scored(p)
+    p = sub.add_parser("oracle", help="the novel views' mattes moved toward the true ones")
+    p.add_argument("--weights", type=float, nargs="+", default=[0.125, 0.2, 0.25, 0.5, 0.75])
+    scored(p)
     p = sub.add_parser("refiner-data", help="the shipped model's orbits of one training render")
     p.add_argument("--renders", required=True)
     p.add_argument("--out", required=True)
@@ -539,13 +578,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from render.common import atomic_write_json
 
-    if args.cmd in ("mirror", "refiner-score", "guidance", "orbits"):
+    if args.cmd in ("mirror", "refiner-score", "guidance", "orbits", "oracle"):
         Path(args.work).mkdir(parents=True, exist_ok=True)
         cmd = {
             "mirror": cmd_mirror,
             "refiner-score": cmd_refiner_score,
             "guidance": cmd_guidance,
             "orbits": cmd_orbits,
+            "oracle": cmd_oracle,
         }
         results = cmd[args.cmd](args)
         atomic_write_json(args.out, results, indent=1)
