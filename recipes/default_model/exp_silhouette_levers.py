@@ -252,12 +252,12 @@ def _mesh_row(name: str, metrics: dict | None) -> dict:
     return {f"{name}_{k}": (metrics or {}).get(k) for k in ("chamfer", "volume_iou")}
 
 
-def cmd_orbits(args: argparse.Namespace) -> dict:
-    from mv3d.generate.views import ViewGenerator
-    from render.cameras import Orbit
+def _score_variants(args: argparse.Namespace, variants) -> dict:
+    """Hull meshes of ours, copying and each of `variants(true, orbit, ours)`'s ``(name, views, orbit)``
+    per validation object (Chamfer and volume IoU; novel-view mask IoU where a variant keeps the eval's
+    cameras), its views written under ``--work``."""
     from render.dataset import read_orbit_dataset, write_orbit_dataset
 
-    gen = ViewGenerator.load(args.model, "cpu")
     meshes = _MeshScorer(args.sh3d)
     results = {}
     for obj in _objects(args.eval, args.part, args.parts):
@@ -265,6 +265,25 @@ def cmd_orbits(args: argparse.Namespace) -> dict:
         true, orbit, ours = ds.load_images(), ds.orbit, _views(obj / "ours")
         score = meshes.for_object(obj.name, chamfer=True)
         row = _mesh_row("ours", score(obj / "ours")) | _mesh_row("copy", score(obj / "copy"))
+        row["ours_mask_iou"] = _novel_mask_iou(ours, true)
+        for name, views, cameras in variants(true, orbit, ours):
+            folder = Path(args.work) / obj.name / name
+            write_orbit_dataset(folder, views, cameras)
+            row |= _mesh_row(name, score(folder))
+            if cameras is orbit:
+                row[f"{name}_mask_iou"] = _novel_mask_iou(views, true)
+        print(obj.name, row, flush=True)
+        results[obj.name] = row
+    return results
+
+
+def cmd_orbits(args: argparse.Namespace) -> dict:
+    from mv3d.generate.views import ViewGenerator
+    from render.cameras import Orbit
+
+    gen = ViewGenerator.load(args.model, "cpu")
+
+    def variants(true, orbit, ours):
         for profile in args.orbits:
             second = carving_orbit(orbit, profile)
             # seed 1: the second orbit's draws are not the first's
@@ -275,12 +294,9 @@ def cmd_orbits(args: argparse.Namespace) -> dict:
                 np.concatenate([orbit.radius, second.radius[1:]]),
                 orbit.fov_deg,
             )
-            folder = Path(args.work) / obj.name / profile.replace(":", "")
-            write_orbit_dataset(folder, np.concatenate([ours, extra]), both)
-            row |= _mesh_row(folder.name, score(folder))
-        print(obj.name, row, flush=True)
-        results[obj.name] = row
-    return results
+            yield profile.replace(":", ""), np.concatenate([ours, extra]), both
+
+    return _score_variants(args, variants)
 
 
 def toward_truth(ours: np.ndarray, true: np.ndarray, weight: float) -> np.ndarray:
@@ -293,26 +309,11 @@ def toward_truth(ours: np.ndarray, true: np.ndarray, weight: float) -> np.ndarra
 
 
 def cmd_oracle(args: argparse.Namespace) -> dict:
-    from render.dataset import read_orbit_dataset, write_orbit_dataset
-
-    meshes = _MeshScorer(args.sh3d)
-    results = {}
-    for obj in _objects(args.eval, args.part, args.parts):
-        ds = read_orbit_dataset(obj / "gt")
-        true, orbit, ours = ds.load_images(), ds.orbit, _views(obj / "ours")
-        score = meshes.for_object(obj.name, chamfer=True)
-        row = _mesh_row("ours", score(obj / "ours")) | _mesh_row("copy", score(obj / "copy"))
-        row |= {"ours_mask_iou": _novel_mask_iou(ours, true)}
+    def variants(true, orbit, ours):
         for weight in args.weights:
-            views = toward_truth(ours, true, weight)
-            folder = Path(args.work) / obj.name / f"truth{weight:g}"
-            write_orbit_dataset(folder, views, orbit)
-            row |= _mesh_row(folder.name, score(folder)) | {
-                f"{folder.name}_mask_iou": _novel_mask_iou(views, true)
-            }
-        print(obj.name, row, flush=True)
-        results[obj.name] = row
-    return results
+            yield f"truth{weight:g}", toward_truth(ours, true, weight), orbit
+
+    return _score_variants(args, variants)
 
 
 # --------------------------------------------------------------------------------------------------
