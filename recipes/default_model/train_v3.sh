@@ -108,6 +108,8 @@ calibrate_and_validate "v3_$START" "$ours" "$nocam"
 python -m recipes.default_model.paired \
   docs/eval_default_v2/v2m/validation_hull/0/metrics.json+docs/eval_default_v2/v2m/validation_hull/1/metrics.json \
   "$WORK/eval/v3_${START}_validation/0/metrics.json+$WORK/eval/v3_${START}_validation/1/metrics.json"
+# Read the candidate's novel-view mask IoU there against the oracle's target: issue 20's mesh margins
+# held on validation from about 0.72 (v2: 0.662; MODEL_CARD.md, "How good the silhouettes must be").
 
 # 5. the mesh method
 choose_mesh "v3_$START" "$ours" "$nocam"
