@@ -853,7 +853,6 @@ def test_carving_orbits_keep_the_input_camera_and_summary_reads_the_mesh_margins
 
     ours = np.full((3, 2, 2, 4), 200, np.uint8)
     true = np.zeros_like(ours)
-    true[..., 3] = 0
     half = toward_truth(ours, true, 0.5)  # only the novel views' mattes move; colours and frame 0 stay
     assert (half[1:, ..., 3] == 100).all() and (half[0] == ours[0]).all() and (half[..., :3] == 200).all()
     assert np.array_equal(toward_truth(ours, true, 0.0), ours)

@@ -69,14 +69,11 @@ def _views(folder: Path) -> np.ndarray:
 
 
 def _novel_mask_iou(pred: np.ndarray, true: np.ndarray) -> float:
-    """Mean mask IoU over the novel views (1 to N-1) of two (N, H, W, 4) uint8 orbits."""
-    import torch
+    """Mean mask IoU over the novel views (1 to N-1) of two (N, H, W, 4) uint8 orbits, as `mv3d eval`
+    reads and scores silhouettes."""
+    from eval.view_metrics import mask_iou, masks_from_alpha
 
-    from eval.view_metrics import mask_iou
-
-    p = torch.from_numpy(pred[1:, ..., 3] > 127)
-    t = torch.from_numpy(true[1:, ..., 3] > 127)
-    return float(mask_iou(p, t).mean())
+    return float(mask_iou(masks_from_alpha(pred[1:]), masks_from_alpha(true[1:])).mean())
 
 
 class _MeshScorer:
