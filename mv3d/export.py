@@ -34,8 +34,11 @@ def mesh_format(path: Path, format: str | None = None) -> str:
     if fmt == "gltf":
         fmt = "glb"
     if fmt not in MESH_FORMATS:
+        # a scene or a video is not a mesh format, but it is what a user asking for one most likely wants
+        hint = {"blend": "--blend", "gif": "--turntable", "mp4": "--turntable"}.get(fmt)
+        where = f" (`mv3d export MESH {hint} {Path(path).name}` writes it)" if hint else ""
         raise InputError(
-            f"{path}: mesh format '{fmt or '(no extension)'}': expected one of {', '.join(MESH_FORMATS)}"
+            f"{path}: mesh format '{fmt or '(no extension)'}': expected one of {', '.join(MESH_FORMATS)}{where}"
         )
     return fmt
 

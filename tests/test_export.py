@@ -144,8 +144,12 @@ def test_obj_texture_names_are_safe_and_prefixed(material, tmp_path):
 
 
 def test_export_errors(tmp_path):
-    with pytest.raises(InputError, match="expected one of glb, obj, ply"):
+    with pytest.raises(InputError, match="expected one of glb, obj, ply$"):
         export_mesh(textured_box(), tmp_path / "m.stl")
+    # a scene or a video asked for as a mesh names the option that writes it
+    for name, option in (("m.blend", "--blend m.blend"), ("m.mp4", "--turntable m.mp4")):
+        with pytest.raises(InputError, match=f"`mv3d export MESH {option}` writes it"):
+            export_mesh(textured_box(), tmp_path / name)
     with pytest.raises(InputError, match="empty mesh"):
         export_mesh(trimesh.Trimesh(), tmp_path / "m.glb")
     assert not (tmp_path / "m.glb").exists()
