@@ -866,3 +866,27 @@ def test_carving_orbits_keep_the_input_camera_and_summary_reads_the_mesh_margins
     assert "ours against copy: Chamfer 20.0% lower, volume IoU +0.1000" in text
     assert "half against copy: Chamfer 50.0% lower, volume IoU +0.2000" in text
     assert "half_chamfer - ours_chamfer: -0.0300 (ahead on 1 of 1" in text  # lower is better
+
+
+def test_shape_count_subsets_are_nested_whole_groups_in_every_category():
+    from recipes.default_model.exp_shape_count import SPLIT, subsets
+
+    split = json.loads(SPLIT.read_text())
+    subs = subsets(split, [0.25, 0.5, 1.0])
+    objs = {o["object_id"]: o for o in split["objects"]}
+    train = {i for i, o in objs.items() if o["split"] == "train"}
+    quarter, half, whole = (set(subs[f]) for f in (0.25, 0.5, 1.0))
+    assert quarter < half < whole == train  # nested, and a fraction of 1 is the whole train split
+    assert 0.2 < len(quarter) / len(train) < 0.3 and 0.45 < len(half) / len(train) < 0.55
+
+    def groups(ids):
+        return {(objs[i]["catalog"], objs[i]["name"]) for i in ids}
+
+    # a group (one catalogue's variants of one name) is all in or all out, as the split keeps it
+    for ids in (quarter, half):
+        assert {i for i in train if (objs[i]["catalog"], objs[i]["name"]) in groups(ids)} == ids
+    assert {objs[i]["category"] for i in quarter} == {objs[i]["category"] for i in train}
+    assert subsets(split, [0.25])[0.25] == subs[0.25]  # seeded: the same subset on every run
+    assert subsets(split, [0.25], seed=1)[0.25] != subs[0.25]
+    with pytest.raises(SystemExit, match="fractions"):
+        subsets(split, [0.0])

@@ -20,10 +20,11 @@ calibrated() {  # MODEL_DIR: its info carries a matte calibration (a threshold o
     "$1/mv3d_model.json"
 }
 
-render_train() {  # SEED OUT [more mv3d render-dataset arguments]: one render of the train split
+render_train() {  # SEED OUT [more mv3d render-dataset arguments]: one render of the train split (or of
+  # the objects the file SELECT lists)
   local seed=$1 out=$2
   shift 2
-  mv3d render-dataset "$SH3D" --select "$SPLIT:train" --out "$out" --views 21 --resolution 64 --orbit mixed \
+  mv3d render-dataset "$SH3D" --select "${SELECT:-$SPLIT:train}" --out "$out" --views 21 --resolution 64 --orbit mixed \
     --elevation-range -5 30 --workers 2 --seed "$seed" "$@"
 }
 
