@@ -890,3 +890,30 @@ def test_shape_count_subsets_are_nested_whole_groups_in_every_category():
     assert subsets(split, [0.25], seed=1)[0.25] != subs[0.25]
     with pytest.raises(SystemExit, match="fractions"):
         subsets(split, [0.0])
+
+
+def test_shape_count_summary_fits_each_number_against_log_shapes(tmp_path):
+    from recipes.default_model.exp_shape_count import summary
+
+    def run(name, mask_iou, ours_volume):  # one object; copy's mesh fixed at Chamfer 0.05, volume IoU 0.3
+        path = _metrics(
+            tmp_path / name / "metrics.json", {"x": {"ours": (25.0, 0.8, mask_iou), "copy": (24.0, 0.8, 0.6)}}
+        )
+        data = json.loads(path.read_text())
+        data["objects"]["x"]["methods"]["ours"]["mesh"] = {"chamfer": 0.04, "volume_iou": ours_volume}
+        data["objects"]["x"]["methods"]["copy"]["mesh"] = {"chamfer": 0.05, "volume_iou": 0.3}
+        path.write_text(json.dumps(data))
+        return path
+
+    # mask IoU 0.60, 0.62, 0.64 at 100, 200, 400 shapes: +0.02 a doubling, 0.72 at 400 * 2**4 = 6400
+    rows = summary(
+        [f"400={run('c', 0.64, 0.36)}", f"100={run('a', 0.60, 0.32)}", f"200={run('b', 0.62, 0.34)}"], 0.72
+    )
+    assert rows[2].startswith(
+        "| 100 | 25.00 | 0.6000 | 1 | 0.0400 / 0.0500 | 0.3200 / 0.3000 | 20.0% | +0.0200 |"
+    )
+    assert rows[4].startswith("| 400 |")  # sorted by shapes
+    assert "mask_iou: +0.0200 per doubling of the shapes; the line reaches 0.72 at about 6,400 shapes" in rows
+    assert "volume_margin: +0.0200 per doubling of the shapes" in rows
+    with pytest.raises(SystemExit, match="SHAPES="):
+        summary([str(run("d", 0.6, 0.3))], 0.72)
