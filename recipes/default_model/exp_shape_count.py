@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes.default_model.table import load_set, mesh_values, per_object
+from render.common import InputError
 
 SPLIT = Path(__file__).with_name("sweethome3d_split.json")
 
@@ -123,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target-mask-iou", type=float, default=0.72)
     args = parser.parse_args(argv)
     if args.command == "summary":
-        print("\n".join(summary(args.runs, args.target_mask_iou)))
+        try:
+            print("\n".join(summary(args.runs, args.target_mask_iou)))
+        except InputError as exc:  # a missing or malformed report: one line, as table.py says it
+            raise SystemExit(f"error: {exc}") from None
         return
     split = json.loads(SPLIT.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
