@@ -57,12 +57,8 @@ EOF
 done
 for name in shapes_25 shapes_50 stage1; do
   model=$WORK/$name/model; [[ $name == stage1 ]] && model=$WORK/stage1/mv3d/default_model
-  for half in 0 1; do
-    python -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1]))["validation"][int(sys.argv[2])::2]))' \
-      "$SPLIT" "$half" > "$WORK/validation_$half.txt"
-    [[ -f $WORK/eval/$name/$half/metrics.json ]] || mv3d eval --objects "$SH3D" --select "$WORK/validation_$half.txt" \
-      --model "$model" --seed 0 --baselines copy --reconstruct --reconstruct-method hull --out "$WORK/eval/$name/$half" &
-  done
-  wait
+  # no no-camera network: copying the input is the baseline
+  [[ -f $WORK/eval/$name/0/metrics.json && -f $WORK/eval/$name/1/metrics.json ]] || eval_halves validation "$WORK/eval/$name" "$model" "" \
+    --reconstruct --reconstruct-method hull
   python -m recipes.default_model.table "$WORK/eval/$name/0/metrics.json+$WORK/eval/$name/1/metrics.json"
 done

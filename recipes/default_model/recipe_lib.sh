@@ -1,16 +1,18 @@
 # Shell functions shared by the default model's recipes (train_v2.sh, train_v3.sh); source it after
 # setting WORK, SH3D and SPLIT. Every step skips what a previous run of the recipe finished.
 
-eval_halves() {  # SPLIT OUT OURS NOCAM [more mv3d eval arguments]: the split in two halves, in parallel
-  local split=$1 out=$2 ours=$3 nocam=$4 half
+eval_halves() {  # SPLIT OUT OURS NOCAM [more mv3d eval arguments]: the split in two halves, in parallel;
+  # NOCAM empty: copying the input is the only baseline
+  local split=$1 out=$2 ours=$3 nocam=$4 half baselines=(--baselines copy)
   shift 4
+  if [[ -n $nocam ]]; then baselines=(--baselines copy,no-camera --no-camera-model "$nocam"); fi
   # the halves interleave the split's list (objects 0, 2, 4, ... and 1, 3, 5, ...)
   mkdir -p "$out"
   for half in 0 1; do
     python -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1]))[sys.argv[2]][int(sys.argv[3])::2]))' \
       "$SPLIT" "$split" "$half" > "$out/objects_$half.txt"
     mv3d eval --objects "$SH3D" --select "$out/objects_$half.txt" --model "$ours" --seed 0 \
-      --baselines copy,no-camera --no-camera-model "$nocam" --out "$out/$half" "$@" &
+      "${baselines[@]}" --out "$out/$half" "$@" &
   done
   wait
 }
