@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recipes.default_model.table import load_set, mesh_values, per_object
+from recipes.default_model.table import common_meshes, load_set, per_object
 from render.common import InputError
 
 SPLIT = Path(__file__).with_name("sweethome3d_split.json")
@@ -60,13 +60,10 @@ def run_numbers(spec: str) -> dict[str, float]:
     where both made a mesh, Chamfer and volume IoU of ours and copy."""
     _, m = load_set(spec)
     out = {k: float(per_object(m, "ours", k).mean()) for k in ("psnr", "mask_iou")}
-    mesh = {
-        (meth, k): mesh_values(m, meth, k) for meth in ("ours", "copy") for k in ("chamfer", "volume_iou")
-    }
-    both = np.isfinite(mesh["ours", "chamfer"]) & np.isfinite(mesh["copy", "chamfer"])
-    out["meshes"] = int(both.sum())
-    for (meth, k), v in mesh.items():
-        out[f"{meth}_{k}"] = float(v[both].mean())
+    common, _ = common_meshes(m, ["ours", "copy"])
+    out["meshes"] = len(common["ours"]["chamfer"])
+    for meth, values in common.items():
+        out |= {f"{meth}_{k}": float(v.mean()) for k, v in values.items()}
     out["chamfer_lower"] = 1.0 - out["ours_chamfer"] / out["copy_chamfer"]
     out["volume_margin"] = out["ours_volume_iou"] - out["copy_volume_iou"]
     return out

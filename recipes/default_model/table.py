@@ -92,6 +92,15 @@ def mesh_values(metrics: dict, method: str, metric: str) -> np.ndarray:
     )
 
 
+def common_meshes(metrics: dict, methods: list[str]) -> tuple[dict, dict]:
+    """`(common, made)`: each method's `MESH_METRICS` (objects,) over the objects where every one of
+    `methods` made a mesh, `common[method][metric]`; and per method, (objects,) bool, where it made one."""
+    values = {method: {k: mesh_values(metrics, method, k) for k in MESH_METRICS} for method in methods}
+    made = {method: np.isfinite(values[method]["chamfer"]) for method in methods}
+    both = np.logical_and.reduce(list(made.values()))
+    return {method: {k: v[both] for k, v in values[method].items()} for method in methods}, made
+
+
 def paired_p(d: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p of paired per-object differences `d` (n,); 1.0 when every
     difference is 0 (scipy has no test to run there)."""
@@ -130,19 +139,16 @@ def mesh_table(specs: list[str]) -> str:
         if not methods:
             continue
         found = True
-        values = {method: {k: mesh_values(m, method, k) for k in MESH_METRICS} for method in methods}
-        made = {method: np.isfinite(values[method]["chamfer"]) for method in methods}
-        both = np.logical_and.reduce(list(made.values()))
+        common, made = common_meshes(m, methods)
         for method in methods:
             if not made[method].all():
                 notes.append(
-                    f"{name}: {int((~made[method]).sum())} of {len(both)} objects gave no mesh from {method}"
+                    f"{name}: {int((~made[method]).sum())} of {len(made[method])} objects gave no mesh from {method}"
                 )
-        n = int(both.sum())
+        n = len(common[methods[0]]["chamfer"])
         if n == 0:
             rows.append(f"| {name} (0) | every method | no object with a mesh from each | |")
             continue
-        common = {method: {k: v[both] for k, v in values[method].items()} for method in methods}
         for method in methods:
             cells = [f"{common[method][k].mean():.4f} ± {common[method][k].std():.4f}" for k in MESH_METRICS]
             rows.append(f"| {name} ({n}) | {method} | " + " | ".join(cells) + " |")
