@@ -50,9 +50,10 @@ wait
 for m in "$WORK/shapes_25/model" "$WORK/shapes_50/model" "$WORK/stage1/mv3d/default_model"; do
   python - "$m/mv3d_model.json" <<'EOF'
 import json, sys
+from render.common import atomic_write_text
 info = json.load(open(sys.argv[1]))
 info.update(alpha_threshold=0.35, alpha_floor=0.0, default_mirror_average=False)
-json.dump(info, open(sys.argv[1], "w"), indent=2)
+atomic_write_text(sys.argv[1], json.dumps(info, indent=2))  # json.dump's bytes, written atomically
 EOF
 done
 for name in shapes_25 shapes_50 stage1; do
